@@ -1,0 +1,81 @@
+# Shared helpers for the hack/ scripts. Source it; do not run it.
+#
+# Everything expensive (Go builds, the Python venv) lives in $STOKER_CACHE, keyed by version, so a
+# fresh clone reuses it. Runtime state (logs, pids, certificates, kubeconfig) lives in
+# $STOKER_STATE so several checkouts do not fight over one directory.
+
+set -euo pipefail
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
+# shellcheck source=versions.env
+source "$HACK_DIR/versions.env"
+
+STOKER_CACHE="${STOKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stoker}"
+STOKER_STATE="${STOKER_STATE:-$REPO_ROOT/.local}"
+K8S_BIN="$STOKER_CACHE/kubernetes-$KUBERNETES_VERSION"
+ETCD_BIN="$STOKER_CACHE/etcd-$ETCD_VERSION"
+KWOK_BIN="$STOKER_CACHE/kwok-$KWOK_VERSION"
+MOTO_VENV="$STOKER_CACHE/moto-$MOTO_VERSION"
+
+# Loopback ports; override with the environment when they clash with something else.
+ETCD_PORT="${STOKER_ETCD_PORT:-23790}"
+ETCD_PEER_PORT="${STOKER_ETCD_PEER_PORT:-23800}"
+APISERVER_PORT="${STOKER_APISERVER_PORT:-26443}"
+MOTO_PORT="${STOKER_MOTO_PORT:-25000}"
+KWOK_PORT="${STOKER_KWOK_PORT:-20247}"
+CLUSTER_NAME="${STOKER_CLUSTER_NAME:-stoker-local}"
+AWS_REGION_LOCAL="${STOKER_REGION:-us-east-1}"
+
+export KUBECONFIG_LOCAL="$STOKER_STATE/kubeconfig"
+
+log() { printf '\033[1;34m[stoker]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[stoker] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# require TOOL HINT: fail with one line saying what to install.
+require() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed: $2"
+}
+
+# port_free PORT NAME: fail when something else already listens on PORT.
+port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    die "port $1 (for $2) is already in use: stop what listens there (hack/local-down.sh stops ours) or set the STOKER_*_PORT variable"
+  fi
+}
+
+# wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND until it succeeds.
+wait_for() {
+  local what=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      die "$what did not become ready within ${seconds}s (logs in $STOKER_STATE/logs)"
+    fi
+    sleep 0.2
+  done
+}
+
+# with_heartbeat MESSAGE COMMAND...: run a long command, printing a line every 30 s so a cold build
+# does not look hung; its output goes to a log file that is shown if it fails.
+with_heartbeat() {
+  local message=$1; shift
+  local logfile
+  logfile="$(mktemp "${TMPDIR:-/tmp}/stoker-build.XXXXXX")"
+  log "$message (log: $logfile)"
+  "$@" >"$logfile" 2>&1 &
+  local pid=$! started=$SECONDS next=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 2
+    if ((SECONDS >= next)) && kill -0 "$pid" 2>/dev/null; then
+      log "  ... still working: $message ($((SECONDS - started))s, $(wc -l <"$logfile") log lines)"
+      next=$((SECONDS + 30))
+    fi
+  done
+  if ! wait "$pid"; then
+    tail -n 40 "$logfile" >&2
+    die "$message failed; full log in $logfile"
+  fi
+  log "  done in $((SECONDS - started))s: $message"
+  rm -f "$logfile"
+}

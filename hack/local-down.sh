@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Stops every process hack/local-up.sh started, and nothing else.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PIDS="$STOKER_STATE/pids"
+[[ -d $PIDS ]] || exit 0
+# Reverse start order: the processes that talk to the apiserver go first.
+for name in stoker node-simulator moto kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  file="$PIDS/$name.pid"
+  [[ -f $file ]] || continue
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    log "stopped $name"
+  fi
+  rm -f "$file"
+done

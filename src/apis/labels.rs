@@ -1,0 +1,54 @@
+//! Well-known label, annotation, taint and tag names shared by every part of stoker.
+//!
+//! Node labels follow Karpenter and EKS so that workloads' nodeSelectors keep working when a
+//! cluster moves to stoker.
+
+/// API group of every stoker resource.
+pub const GROUP: &str = "stoker.dev";
+/// API version of every stoker resource.
+pub const VERSION: &str = "v1alpha1";
+
+pub const CAPACITY_TYPE: &str = "karpenter.sh/capacity-type";
+pub const CAPACITY_TYPE_SPOT: &str = "spot";
+pub const CAPACITY_TYPE_ON_DEMAND: &str = "on-demand";
+pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
+pub const ZONE: &str = "topology.kubernetes.io/zone";
+pub const REGION: &str = "topology.kubernetes.io/region";
+pub const ARCH: &str = "kubernetes.io/arch";
+pub const OS: &str = "kubernetes.io/os";
+pub const HOSTNAME: &str = "kubernetes.io/hostname";
+pub const INSTANCE_FAMILY: &str = "karpenter.k8s.aws/instance-family";
+pub const INSTANCE_CATEGORY: &str = "karpenter.k8s.aws/instance-category";
+pub const INSTANCE_GENERATION: &str = "karpenter.k8s.aws/instance-generation";
+pub const INSTANCE_SIZE: &str = "karpenter.k8s.aws/instance-size";
+pub const INSTANCE_CPU: &str = "karpenter.k8s.aws/instance-cpu";
+pub const INSTANCE_MEMORY: &str = "karpenter.k8s.aws/instance-memory";
+pub const INSTANCE_GPU_COUNT: &str = "karpenter.k8s.aws/instance-gpu-count";
+
+/// The NodePool a node or NodeClaim belongs to.
+pub const NODEPOOL: &str = "stoker.dev/nodepool";
+/// The NodeClaim behind a node.
+pub const NODECLAIM: &str = "stoker.dev/nodeclaim";
+/// The WarmPool a pause pod belongs to.
+pub const WARMPOOL: &str = "stoker.dev/warmpool";
+/// Pods or nodes carrying this annotation set to `true` are never disrupted voluntarily.
+pub const DO_NOT_DISRUPT: &str = "stoker.dev/do-not-disrupt";
+/// Karpenter's spelling of [`DO_NOT_DISRUPT`], honoured for workloads that already carry it.
+pub const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+
+/// Label domain reserved for stoker; users may not set labels or requirements in it.
+pub const RESERVED_DOMAIN: &str = "stoker.dev/";
+
+/// Taint on a new node until stoker has synced its NodeClaim's labels and taints onto it.
+pub const UNREGISTERED_TAINT: &str = "stoker.dev/unregistered";
+/// Taint on a node being drained.
+pub const DISRUPTED_TAINT: &str = "stoker.dev/disrupted";
+
+/// EC2 tag naming the cluster an instance belongs to (the EKS convention uses the name in the key).
+pub const EC2_CLUSTER_TAG_PREFIX: &str = "kubernetes.io/cluster/";
+pub const EC2_CLUSTER_TAG: &str = "stoker.dev/cluster";
+pub const EC2_NODEPOOL_TAG: &str = "stoker.dev/nodepool";
+pub const EC2_NODECLAIM_TAG: &str = "stoker.dev/nodeclaim";
+pub const EC2_NODECLASS_TAG: &str = "stoker.dev/ec2nodeclass";
+/// Tag key users put on subnets and security groups for discovery, as with Karpenter.
+pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";

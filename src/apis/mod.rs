@@ -1,0 +1,27 @@
+//! The stoker API (`stoker.dev/v1alpha1`): the custom resources users edit (`NodePool`,
+//! `EC2NodeClass`, `WarmPool`) and the one stoker writes (`NodeClaim`), with the schema and CEL
+//! rules the apiserver enforces. Rustdoc on each field becomes its description in the CRD.
+
+pub mod duration;
+pub mod ec2nodeclass;
+pub mod labels;
+pub mod nodeclaim;
+pub mod nodepool;
+pub mod requirements;
+pub mod validation;
+pub mod warmpool;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use duration::{Duration, NillableDuration};
+pub use ec2nodeclass::EC2NodeClass;
+pub use nodeclaim::NodeClaim;
+pub use nodepool::NodePool;
+pub use requirements::{NodeSelectorRequirementWithMinValues, Operator};
+pub use warmpool::WarmPool;
+
+/// Every CRD stoker defines, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![EC2NodeClass::crd(), NodeClaim::crd(), NodePool::crd(), WarmPool::crd()]
+}

@@ -1,0 +1,152 @@
+//! Checks the schema cannot express: cron expressions, time zone names, calendar dates, and
+//! fields that only make sense together with another object's. `stoker validate` reports them
+//! offline; controllers report them as status conditions and Events.
+
+use chrono::NaiveDate;
+
+use super::{NodePool, WarmPool, nodepool::Budget, warmpool::Exclusion};
+use crate::crontab;
+
+/// A problem with one field of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the field, for example `spec.schedules[0].timezone`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), message: message.into() }
+}
+
+/// Checks a cron expression, reporting a problem at `field`.
+fn check_cron(errors: &mut Vec<FieldError>, field: String, expression: &str) {
+    if let Err(problem) = crontab::parse(expression) {
+        errors.push(error(field, format!("invalid cron expression {expression:?}: {problem}")));
+    }
+}
+
+/// Problems in a NodePool that its schema lets through.
+pub fn nodepool_errors(pool: &NodePool) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (index, Budget { schedule, .. }) in pool.spec.disruption.budgets.iter().enumerate() {
+        if let Some(schedule) = schedule {
+            check_cron(&mut errors, format!("spec.disruption.budgets[{index}].schedule"), schedule);
+        }
+    }
+    errors
+}
+
+/// Problems in a WarmPool that its schema lets through.
+pub fn warmpool_errors(pool: &WarmPool) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let requests = pool.spec.resources.requests.as_ref();
+    for (index, schedule) in pool.spec.schedules.iter().enumerate() {
+        let field = |name: &str| format!("spec.schedules[{index}].{name}");
+        check_cron(&mut errors, field("start"), &schedule.start);
+        if let Some(end) = &schedule.end {
+            check_cron(&mut errors, field("end"), end);
+        }
+        if schedule.timezone.parse::<chrono_tz::Tz>().is_err() {
+            errors.push(error(
+                field("timezone"),
+                format!(
+                    "unknown time zone {:?}: use an IANA name such as Europe/Berlin or America/New_York",
+                    schedule.timezone
+                ),
+            ));
+        }
+        if let Some(capacity) = &schedule.capacity {
+            for (resource, wanted) in [("cpu", capacity.cpu.is_some()), ("memory", capacity.memory.is_some())] {
+                if wanted && !requests.is_some_and(|r| r.contains_key(resource)) {
+                    errors.push(error(
+                        field(&format!("capacity.{resource}")),
+                        format!("capacity in {resource} needs spec.resources.requests.{resource} to convert it into pause pods"),
+                    ));
+                }
+            }
+        }
+    }
+    for (index, exclusion) in pool.spec.exclusions.iter().enumerate() {
+        let Exclusion { date, from, to } = exclusion;
+        for (name, value) in [("date", date), ("from", from), ("to", to)] {
+            if let Some(value) = value
+                && NaiveDate::parse_from_str(value, "%Y-%m-%d").is_err()
+            {
+                errors.push(error(
+                    format!("spec.exclusions[{index}].{name}"),
+                    format!("{value:?} is not a calendar date (YYYY-MM-DD)"),
+                ));
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warmpool(yaml: &str) -> WarmPool {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const BASE: &str = "
+apiVersion: stoker.dev/v1alpha1
+kind: WarmPool
+metadata: {name: w, namespace: default}
+spec:
+  resources: {requests: {cpu: '1'}}
+";
+
+    #[test]
+    fn accepts_a_valid_warm_pool() {
+        let pool = warmpool(&format!(
+            "{BASE}  schedules:\n  - {{name: day, start: '0 8 * * mon-fri', end: '0 18 * * mon-fri', timezone: Europe/Berlin, capacity: {{cpu: '8'}}}}\n  exclusions: [{{date: '2026-12-25'}}, {{from: '2026-12-30', to: '2027-01-01'}}]\n"
+        ));
+        assert_eq!(warmpool_errors(&pool), []);
+    }
+
+    #[test]
+    fn names_each_bad_field() {
+        let pool = warmpool(&format!(
+            "{BASE}  schedules:\n  - {{name: day, start: '0 25 * * *', end: 'nope', timezone: Mars/Olympus, capacity: {{memory: 1Gi}}}}\n  exclusions: [{{date: '2026-02-30'}}]\n"
+        ));
+        let fields: Vec<String> = warmpool_errors(&pool).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.schedules[0].start",
+                "spec.schedules[0].end",
+                "spec.schedules[0].timezone",
+                "spec.schedules[0].capacity.memory",
+                "spec.exclusions[0].date"
+            ]
+        );
+    }
+
+    #[test]
+    fn checks_budget_schedules() {
+        let pool: NodePool = serde_yaml::from_str(
+            "
+apiVersion: stoker.dev/v1alpha1
+kind: NodePool
+metadata: {name: p}
+spec:
+  template: {spec: {nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}}}
+  disruption: {budgets: [{nodes: '0', schedule: '0 9 * * mon-fri', duration: 8h}, {nodes: '1', schedule: '0 9 * *', duration: 1h}]}
+",
+        )
+        .unwrap();
+        let errors = nodepool_errors(&pool);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "spec.disruption.budgets[1].schedule");
+        assert!(errors[0].message.contains("5 fields"), "{}", errors[0].message);
+    }
+}

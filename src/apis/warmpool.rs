@@ -1,0 +1,220 @@
+//! `WarmPool`: headroom held as preemptible pause pods, sized by cron-scheduled windows so that
+//! capacity for a known peak is already running when the peak starts.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint},
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{Condition, Time},
+    },
+};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::duration::Duration;
+
+/// The image of pause pods unless a WarmPool names another.
+pub const DEFAULT_PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
+/// The PriorityClass of pause pods unless a WarmPool names another (value -1, never preempts).
+pub const DEFAULT_PRIORITY_CLASS: &str = "stoker-warm-pool";
+/// How long before a window's start its capacity is requested, unless a WarmPool says otherwise.
+pub const DEFAULT_LEAD_TIME: Duration = Duration::from_secs(5 * 60);
+
+/// A WarmPool keeps pause pods running so that real workloads find ready nodes: when a real pod
+/// needs the room, the scheduler preempts pause pods and stoker replaces the capacity behind them.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "stoker.dev",
+    doc = "A WarmPool holds headroom as preemptible pause pods, sized by cron-scheduled windows.",
+    version = "v1alpha1",
+    kind = "WarmPool",
+    plural = "warmpools",
+    shortname = "wp",
+    category = "stoker",
+    namespaced,
+    status = "WarmPoolStatus",
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.replicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeSchedules"}"#,
+    printcolumn = r#"{"name":"Next","type":"date","jsonPath":".status.nextTransition.time"}"#,
+    printcolumn = r#"{"name":"Preemptions","type":"integer","jsonPath":".status.preemptions","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmPoolSpec {
+    /// Windows of extra headroom. At any instant the pool holds the largest size among the
+    /// windows active then, or `baseline` when none is.
+    #[serde(default)]
+    #[schemars(length(max = 50))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("schedule names must be unique"))]
+    pub schedules: Vec<WarmPoolSchedule>,
+    /// Pause pods held outside every window.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub baseline: i32,
+    /// How long before a window starts its pods are created, so nodes are ready at the start.
+    #[serde(default = "default_lead_time")]
+    pub lead_time: Duration,
+    /// Days on which no window applies (holidays), in each schedule's timezone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 366))]
+    pub exclusions: Vec<Exclusion>,
+    /// When true, the pool keeps its current size and ignores schedules.
+    #[serde(default)]
+    pub paused: bool,
+    /// Requests (and limits, equal to the requests unless given) of each pause pod: the unit of
+    /// headroom.
+    #[x_kube(validation = Rule::new("has(self.requests) && size(self.requests) > 0").message("resources.requests must name at least one resource"))]
+    pub resources: ResourceRequirements,
+    /// Node selector of the pause pods, for example `stoker.dev/nodepool: spot`, so headroom
+    /// is held on the nodes real workloads will use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pause pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the pause pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Topology spread of the pause pods, for example across zones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Container image of the pause pods.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// PriorityClass of the pause pods; it must have a value below every real workload's so
+    /// the scheduler preempts pause pods first. stoker creates the default class if absent.
+    #[serde(default = "default_priority_class")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: String,
+}
+
+fn default_lead_time() -> Duration {
+    DEFAULT_LEAD_TIME
+}
+fn default_image() -> String {
+    DEFAULT_PAUSE_IMAGE.into()
+}
+fn default_priority_class() -> String {
+    DEFAULT_PRIORITY_CLASS.into()
+}
+
+/// One recurring window of headroom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.duration) != has(self.end)").message("exactly one of 'duration' or 'end' must be set"),
+    validation = Rule::new("has(self.replicas) != has(self.capacity)").message("exactly one of 'replicas' or 'capacity' must be set"),
+)]
+pub struct WarmPoolSchedule {
+    /// Name of the window, shown in status and Events.
+    #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// When the window opens: a 5-field cron expression (minute hour day-of-month month
+    /// day-of-week) in `timezone`, for example `0 8 * * mon-fri`.
+    #[schemars(length(min = 9, max = 200))]
+    pub start: String,
+    /// How long the window stays open, for example `10h`. Exclusive with `end`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+    /// When the window closes: the first time this cron expression fires after `start`.
+    /// Exclusive with `duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 200))]
+    pub end: Option<String>,
+    /// IANA time zone of `start`, `end` and the exclusions, for example `Europe/Berlin`.
+    /// Daylight-saving changes follow the IANA rules.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Pause pods held while the window is open. Exclusive with `capacity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub replicas: Option<i32>,
+    /// Headroom held while the window is open, converted to pause pods by the size of one pod
+    /// (rounded up). Exclusive with `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<WarmCapacity>,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+/// Headroom expressed as resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.cpu) || has(self.memory)").message("capacity needs 'cpu' or 'memory'"))]
+pub struct WarmCapacity {
+    /// CPU to hold, for example `64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory to hold, for example `256Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+/// A day, or an inclusive range of days, on which windows do not apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.date) != has(self.from)").message("an exclusion needs exactly one of 'date' or 'from'/'to'"),
+    validation = Rule::new("has(self.from) == has(self.to)").message("'from' and 'to' go together"),
+    validation = Rule::new("has(self.from) ? self.from <= self.to : true").message("'from' must not be after 'to'").field_path(".from"),
+)]
+pub struct Exclusion {
+    /// A single day, `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10), regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub date: Option<String>,
+    /// First day of a range, `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10), regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub from: Option<String>,
+    /// Last day of a range (included), `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10), regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub to: Option<String>,
+}
+
+/// What a WarmPool holds now and what comes next.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmPoolStatus {
+    /// Pause pods the pool should hold now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Pause pods running and ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Names of the windows active now (lead time included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_schedules: Vec<String>,
+    /// The next change of size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_transition: Option<Transition>,
+    /// When a pause pod was last preempted by a real workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_preemption_time: Option<Time>,
+    /// How many pause pods real workloads have preempted: each is a cold start avoided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemptions: Option<i64>,
+    /// Conditions: Ready, ScheduleValid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A future change of a WarmPool's size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    /// When the size changes (lead time already applied).
+    pub time: Time,
+    /// The size from then on.
+    pub replicas: i32,
+}

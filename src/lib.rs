@@ -1,0 +1,8 @@
+//! stoker: a Karpenter-style node provisioner and warm-pool manager for Kubernetes on AWS.
+
+pub mod apis;
+pub mod cli;
+pub mod cloudprovider;
+pub mod crontab;
+pub mod operator;
+pub mod scheduling;

@@ -1,0 +1,153 @@
+//! Support for tests that run against the local environment (`hack/local-up.sh`): a client for
+//! the real apiserver, CRD installation, and manifest helpers.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    discovery,
+};
+use serde_json::Value;
+
+pub const FIELD_MANAGER: &str = "stoker-tests";
+
+/// A client for the local apiserver, from `KUBECONFIG` as `hack/test.sh` exports it.
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: these tests need the local environment; run hack/test.sh (or hack/local-up.sh and source .local/env)"
+    );
+    Client::try_default().await.expect("a client for the local apiserver")
+}
+
+/// Applies every stoker CRD and waits until the apiserver serves them.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in stoker::apis::crds() {
+        api.patch(&crd.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|error| panic!("applying CRD {}: {error}", crd.name_any()));
+    }
+    for crd in stoker::apis::crds() {
+        let name = crd.name_any();
+        let established = wait_until(Duration::from_secs(30), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let conditions = crd.status?.conditions?;
+                conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+            }
+        })
+        .await;
+        assert!(established.is_some(), "CRD {name} did not become Established");
+    }
+}
+
+/// Polls `check` until it returns Some or the timeout passes.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every YAML document in a string, as JSON values.
+pub fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| serde::Deserialize::deserialize(document).expect("valid YAML"))
+        .filter(|value: &Value| !value.is_null())
+        .collect()
+}
+
+/// The API for an object's kind, namespaced where the object says so.
+pub async fn api_for(client: &Client, object: &Value) -> (Api<DynamicObject>, DynamicObject) {
+    let object: DynamicObject = serde_json::from_value(object.clone()).expect("a Kubernetes object");
+    let types = object.types.clone().expect("apiVersion and kind");
+    let gvk = GroupVersionKind::try_from(&types).expect("a valid apiVersion");
+    let (resource, capabilities): (ApiResource, _) = discovery::pinned_kind(client, &gvk).await.expect("a served kind");
+    let api = match (&capabilities.scope, object.namespace()) {
+        (discovery::Scope::Namespaced, namespace) => {
+            Api::namespaced_with(client.clone(), namespace.as_deref().unwrap_or("default"), &resource)
+        }
+        (discovery::Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+    };
+    (api, object)
+}
+
+/// Creates an object with `dryRun=All`: the apiserver validates it fully and stores nothing.
+pub async fn dry_run_create(client: &Client, object: &Value) -> Result<(), kube::Error> {
+    let (api, object) = api_for(client, object).await;
+    api.create(&PostParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()) }, &object).await.map(|_| ())
+}
+
+/// Replaces the value at a JSON pointer (creating missing parent objects) and returns the result.
+pub fn with(mut object: Value, pointer: &str, value: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
+    let mut target = &mut object;
+    for segment in parent.split('/').skip(1) {
+        target = match target {
+            Value::Array(items) => &mut items[segment.parse::<usize>().expect("an array index")],
+            Value::Object(map) => map.entry(segment).or_insert_with(|| Value::Object(Default::default())),
+            other => panic!("cannot descend into {other}"),
+        };
+    }
+    match target {
+        Value::Array(items) => items[key.parse::<usize>().expect("an array index")] = value,
+        Value::Object(map) => {
+            map.insert(key.replace("~1", "/").replace("~0", "~"), value);
+        }
+        other => panic!("cannot set {key} in {other}"),
+    }
+    object
+}
+
+/// Removes the value at a JSON pointer.
+pub fn without(mut object: Value, pointer: &str) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
+    if let Some(Value::Object(map)) = object.pointer_mut(parent) {
+        map.remove(key);
+    }
+    object
+}
+
+/// The repository's examples, file name and documents.
+pub fn examples() -> Vec<(String, Vec<Value>)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("examples/")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("a readable example");
+            (path.file_name().unwrap().to_string_lossy().into_owned(), documents(&text))
+        })
+        .collect()
+}
+
+/// The first document of an example file.
+pub fn example(name: &str) -> Value {
+    examples()
+        .into_iter()
+        .find(|(file, _)| file == name)
+        .and_then(|(_, documents)| documents.into_iter().next())
+        .unwrap_or_else(|| panic!("no example {name}"))
+}
