@@ -46,7 +46,7 @@ echo
 log "EC2 emulator subnets for $CLUSTER_NAME:"
 "$MOTO_VENV/bin/python" - <<'PY'
 import boto3, os
-ec2 = boto3.client("ec2", endpoint_url=os.environ["AWS_ENDPOINT_URL_EC2"])
+ec2 = boto3.client("ec2", endpoint_url=os.environ["AWS_ENDPOINT_URL_EC2"], region_name=os.environ["AWS_REGION"])
 filters = [{"Name": "tag:karpenter.sh/discovery", "Values": [os.environ["CLUSTER_NAME"]]}]
 for s in ec2.describe_subnets(Filters=filters)["Subnets"]:
     print(f"    {s['SubnetId']}  {s['AvailabilityZone']}  {s['CidrBlock']}")
