@@ -1,0 +1,389 @@
+//! What the simulation needs to know about a pod, read once from its spec: requests, node
+//! requirements (with alternatives and preferences), tolerations, host ports and topology terms.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::{
+    api::core::v1::{NodeSelectorTerm, Pod, PodAffinityTerm, Taint, Toleration},
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
+};
+
+use super::{
+    quantity::QuantityError,
+    requirements::{Requirement, Requirements},
+    resources::{Resources, pod_requests},
+};
+use crate::apis::Operator;
+
+/// A compiled label selector (matchLabels and matchExpressions).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Selector(Requirements);
+
+impl Selector {
+    pub fn from_label_selector(selector: &LabelSelector) -> Self {
+        let mut requirements = Requirements::new();
+        for (key, value) in selector.match_labels.iter().flatten() {
+            requirements.add(key, Requirement::one_of([value.clone()]));
+        }
+        for expression in selector.match_expressions.iter().flatten() {
+            let values = expression.values.clone().unwrap_or_default();
+            let operator = match expression.operator.as_str() {
+                "In" => Operator::In,
+                "NotIn" => Operator::NotIn,
+                "Exists" => Operator::Exists,
+                // DoesNotExist, and anything unknown, which then selects only pods without the key.
+                _ => Operator::DoesNotExist,
+            };
+            requirements.add(&expression.key, Requirement::from_operator(operator, &values));
+        }
+        Self(requirements)
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.admit_labels(labels)
+    }
+
+    /// Narrows the selector to pods sharing this pod's values of `keys` (`matchLabelKeys`).
+    fn with_label_keys(mut self, keys: &[String], labels: &BTreeMap<String, String>) -> Self {
+        for key in keys {
+            if let Some(value) = labels.get(key) {
+                self.0.add(key, Requirement::one_of([value.clone()]));
+            }
+        }
+        self
+    }
+}
+
+/// How a topology term constrains a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TopologyKind {
+    /// Spread matching pods across domains of the key, at most `max_skew` apart.
+    Spread { max_skew: u32, min_domains: u32 },
+    /// Land in a domain that already holds a matching pod.
+    Affinity,
+    /// Land in a domain that holds no matching pod.
+    AntiAffinity,
+}
+
+/// One topology constraint of a pod: the same value is shared by every pod of a Deployment, so
+/// the simulation counts matching pods once per distinct term.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopologyTerm {
+    pub kind: TopologyKind,
+    /// The node label whose values are the domains, such as `topology.kubernetes.io/zone`.
+    pub key: String,
+    pub selector: Selector,
+    /// Namespaces whose pods are counted.
+    pub namespaces: BTreeSet<String>,
+}
+
+impl TopologyTerm {
+    pub fn counts(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.namespaces.contains(namespace) && self.selector.matches(labels)
+    }
+}
+
+/// A relaxable preference, dropped one at a time when a pod cannot be placed otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Preference {
+    /// Preferred node affinity: extra node requirements.
+    Requirements(Requirements),
+    /// A ScheduleAnyway spread or a preferred pod (anti-)affinity term.
+    Topology(TopologyTerm),
+}
+
+/// A pod, as the simulation sees it.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// `namespace/name`.
+    pub key: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub requests: Resources,
+    /// Alternative node requirements (required node affinity terms, each with the nodeSelector):
+    /// the pod fits a node that satisfies any one of them.
+    pub requirements: Vec<Requirements>,
+    pub tolerations: Vec<Toleration>,
+    /// (protocol, port, host IP) triples the pod binds on its node.
+    pub host_ports: Vec<(String, i32, String)>,
+    pub topology: Vec<TopologyTerm>,
+    /// Preferences, most important first; honoured while possible.
+    pub preferences: Vec<Preference>,
+}
+
+impl PodInfo {
+    pub fn from_pod(pod: &Pod) -> Result<Self, QuantityError> {
+        let metadata = &pod.metadata;
+        let namespace = metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let key = format!("{namespace}/{}", metadata.name.clone().unwrap_or_default());
+        let labels = metadata.labels.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let requests = pod_requests(&spec)?;
+
+        let mut selector_requirements = Requirements::new();
+        for (key, value) in spec.node_selector.iter().flatten() {
+            selector_requirements.add(key, Requirement::one_of([value.clone()]));
+        }
+        let node_affinity = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+        let required_terms = node_affinity
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+            .map(|r| r.node_selector_terms.as_slice())
+            .unwrap_or_default();
+        let requirements = if required_terms.is_empty() {
+            vec![selector_requirements]
+        } else {
+            required_terms.iter().map(|term| selector_requirements.intersect(&term_requirements(term))).collect()
+        };
+
+        let mut preferences = Vec::new();
+        let mut preferred_nodes: Vec<_> = node_affinity
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
+            .unwrap_or_default();
+        preferred_nodes.sort_by_key(|p| std::cmp::Reverse(p.weight));
+        preferences.extend(preferred_nodes.iter().map(|p| Preference::Requirements(term_requirements(&p.preference))));
+
+        let mut topology = Vec::new();
+        for constraint in spec.topology_spread_constraints.iter().flatten() {
+            let selector = constraint
+                .label_selector
+                .as_ref()
+                .map(Selector::from_label_selector)
+                .unwrap_or_else(|| Selector(Requirements::from_api(&[]).intersect(&never())))
+                .with_label_keys(constraint.match_label_keys.as_deref().unwrap_or_default(), &labels);
+            let term = TopologyTerm {
+                kind: TopologyKind::Spread {
+                    max_skew: u32::try_from(constraint.max_skew).unwrap_or(1).max(1),
+                    min_domains: constraint.min_domains.and_then(|m| u32::try_from(m).ok()).unwrap_or(1),
+                },
+                key: constraint.topology_key.clone(),
+                selector,
+                namespaces: [namespace.clone()].into(),
+            };
+            if constraint.when_unsatisfiable == "ScheduleAnyway" {
+                preferences.push(Preference::Topology(term));
+            } else {
+                topology.push(term);
+            }
+        }
+        let affinity = spec.affinity.as_ref();
+        let pod_terms = [
+            (
+                TopologyKind::Affinity,
+                affinity.and_then(|a| a.pod_affinity.as_ref()).map(|a| {
+                    (
+                        &a.required_during_scheduling_ignored_during_execution,
+                        &a.preferred_during_scheduling_ignored_during_execution,
+                    )
+                }),
+            ),
+            (
+                TopologyKind::AntiAffinity,
+                affinity.and_then(|a| a.pod_anti_affinity.as_ref()).map(|a| {
+                    (
+                        &a.required_during_scheduling_ignored_during_execution,
+                        &a.preferred_during_scheduling_ignored_during_execution,
+                    )
+                }),
+            ),
+        ];
+        for (kind, terms) in pod_terms {
+            let Some((required, preferred)) = terms else { continue };
+            for term in required.iter().flatten() {
+                topology.push(affinity_term(kind, term, &namespace, &labels));
+            }
+            let mut preferred = preferred.clone().unwrap_or_default();
+            preferred.sort_by_key(|p| std::cmp::Reverse(p.weight));
+            for term in &preferred {
+                preferences.push(Preference::Topology(affinity_term(
+                    kind,
+                    &term.pod_affinity_term,
+                    &namespace,
+                    &labels,
+                )));
+            }
+        }
+
+        let host_ports = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                p.host_port.filter(|port| *port > 0).map(|port| {
+                    (p.protocol.clone().unwrap_or_else(|| "TCP".into()), port, p.host_ip.clone().unwrap_or_default())
+                })
+            })
+            .collect();
+
+        Ok(Self {
+            key,
+            namespace,
+            labels,
+            requests,
+            requirements,
+            tolerations: spec.tolerations.unwrap_or_default(),
+            host_ports,
+            topology,
+            preferences,
+        })
+    }
+
+    /// The first taint that keeps this pod off a node (PreferNoSchedule never does).
+    pub fn untolerated_taint<'a>(&self, taints: &'a [Taint]) -> Option<&'a Taint> {
+        taints
+            .iter()
+            .filter(|taint| taint.effect != "PreferNoSchedule")
+            .find(|taint| !self.tolerations.iter().any(|toleration| tolerates(toleration, taint)))
+    }
+}
+
+/// A selector that matches no pod (a spread constraint without a selector counts nothing).
+fn never() -> Requirements {
+    let mut requirements = Requirements::new();
+    requirements.add("stoker.dev/never", Requirement::one_of::<_, String>([]));
+    requirements
+}
+
+fn affinity_term(
+    kind: TopologyKind,
+    term: &PodAffinityTerm,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> TopologyTerm {
+    let selector = term
+        .label_selector
+        .as_ref()
+        .map(Selector::from_label_selector)
+        .unwrap_or_else(|| Selector(never()))
+        .with_label_keys(term.match_label_keys.as_deref().unwrap_or_default(), labels);
+    let namespaces = match term.namespaces.as_deref() {
+        Some(list) if !list.is_empty() => list.iter().cloned().collect(),
+        _ => [namespace.to_owned()].into(),
+    };
+    TopologyTerm { kind, key: term.topology_key.clone(), selector, namespaces }
+}
+
+fn term_requirements(term: &NodeSelectorTerm) -> Requirements {
+    let mut requirements = Requirements::new();
+    for expression in term.match_expressions.iter().flatten() {
+        let operator = match expression.operator.as_str() {
+            "In" => Operator::In,
+            "NotIn" => Operator::NotIn,
+            "Exists" => Operator::Exists,
+            "DoesNotExist" => Operator::DoesNotExist,
+            "Gt" => Operator::Gt,
+            "Lt" => Operator::Lt,
+            // An operator the apiserver would have refused admits no node.
+            _ => {
+                requirements.add(&expression.key, Requirement::one_of::<_, String>([]));
+                continue;
+            }
+        };
+        requirements.add(
+            &expression.key,
+            Requirement::from_operator(operator, expression.values.as_deref().unwrap_or_default()),
+        );
+    }
+    requirements
+}
+
+/// Kubernetes' toleration rule.
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect_matches = toleration.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
+    let key_matches = match toleration.key.as_deref() {
+        None | Some("") => toleration.operator.as_deref() == Some("Exists"),
+        Some(key) => key == taint.key,
+    };
+    let value_matches = match toleration.operator.as_deref() {
+        Some("Exists") => true,
+        _ => toleration.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default(),
+    };
+    effect_matches && key_matches && value_matches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> PodInfo {
+        PodInfo::from_pod(&serde_yaml::from_str(yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn node_selector_joins_every_affinity_alternative() {
+        let pod = pod("
+metadata: {name: p, namespace: web}
+spec:
+  containers: [{name: c, resources: {requests: {cpu: '1'}}}]
+  nodeSelector: {karpenter.sh/capacity-type: spot}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+        - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [a]}]
+        - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [b]}]
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 1
+        preference: {matchExpressions: [{key: arch, operator: In, values: [arm64]}]}
+");
+        assert_eq!(pod.key, "web/p");
+        assert_eq!(pod.requirements.len(), 2);
+        for alternative in &pod.requirements {
+            assert!(alternative.get("karpenter.sh/capacity-type").is_some());
+            assert!(alternative.get("topology.kubernetes.io/zone").is_some());
+        }
+        assert_eq!(pod.preferences.len(), 1);
+    }
+
+    #[test]
+    fn topology_terms_and_preferences() {
+        let pod = pod("
+metadata: {name: p, labels: {app: web, version: v2}}
+spec:
+  containers: [{name: c, ports: [{containerPort: 80, hostPort: 8080}]}]
+  topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}, matchLabelKeys: [version]}
+  - {maxSkew: 2, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchExpressions: [{key: app, operator: In, values: [web]}]}}
+");
+        assert_eq!(pod.topology.len(), 2);
+        assert_eq!(pod.topology[0].kind, TopologyKind::Spread { max_skew: 1, min_domains: 1 });
+        let other_version: BTreeMap<String, String> =
+            [("app".into(), "web".into()), ("version".into(), "v1".into())].into();
+        assert!(!pod.topology[0].counts("default", &other_version), "matchLabelKeys narrows to v2");
+        assert!(pod.topology[0].counts("default", &pod.labels));
+        assert!(!pod.topology[0].counts("other", &pod.labels));
+        assert_eq!(pod.topology[1].kind, TopologyKind::AntiAffinity);
+        assert_eq!(pod.preferences.len(), 1);
+        assert_eq!(pod.host_ports, [("TCP".to_string(), 8080, String::new())]);
+    }
+
+    #[test]
+    fn tolerations_follow_kubernetes() {
+        let taint = |key: &str, value: Option<&str>, effect: &str| Taint {
+            key: key.into(),
+            value: value.map(Into::into),
+            effect: effect.into(),
+            time_added: None,
+        };
+        let toleration = |key: Option<&str>, operator: &str, value: Option<&str>, effect: Option<&str>| Toleration {
+            key: key.map(Into::into),
+            operator: Some(operator.into()),
+            value: value.map(Into::into),
+            effect: effect.map(Into::into),
+            toleration_seconds: None,
+        };
+        let gpu = taint("gpu", Some("true"), "NoSchedule");
+        assert!(tolerates(&toleration(Some("gpu"), "Equal", Some("true"), None), &gpu));
+        assert!(!tolerates(&toleration(Some("gpu"), "Equal", Some("false"), None), &gpu));
+        assert!(tolerates(&toleration(Some("gpu"), "Exists", None, Some("NoSchedule")), &gpu));
+        assert!(!tolerates(&toleration(Some("gpu"), "Exists", None, Some("NoExecute")), &gpu));
+        assert!(tolerates(&toleration(None, "Exists", None, None), &gpu));
+        let pod = PodInfo { tolerations: vec![], ..pod("metadata: {name: p}\nspec: {containers: []}") };
+        assert_eq!(pod.untolerated_taint(&[taint("soft", None, "PreferNoSchedule")]), None);
+        assert_eq!(pod.untolerated_taint(std::slice::from_ref(&gpu)), Some(&gpu));
+    }
+}

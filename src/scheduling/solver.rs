@@ -1,0 +1,831 @@
+//! The solver: places a batch of pending pods on existing capacity, on NodeClaims opened earlier
+//! in the same pass, or on new NodeClaims from the highest-weight NodePool that admits them.
+//!
+//! Pods go largest first. Everything the inner loop needs is precomputed or cached: requirement
+//! sets are interned, so "do these two sets intersect" is answered once per distinct pair; the
+//! instance types a requirement set allows are a bitset computed once per distinct set; resources
+//! are dense integer vectors. Replicas of one Deployment share a signature, and a node that
+//! refused one of them for a reason that cannot change (requirements, taints, ports, room,
+//! anti-affinity) is not asked again for the next.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::Taint;
+
+use super::{
+    bitset::BitSet,
+    catalog::{InstanceType, is_well_known, offering_allowed},
+    pod::{PodInfo, Preference, TopologyKind, TopologyTerm},
+    requirements::{Requirement, Requirements},
+    resources::{CPU, MEMORY, Resources},
+    topology::{Domain, GroupId, Topology},
+};
+use crate::apis::labels;
+
+/// The pseudo-resource a NodePool limit on node count uses.
+pub const NODES: &str = "nodes";
+
+/// At most this many instance types go into one launch (CreateFleet's override limit).
+pub const MAX_INSTANCE_TYPES: usize = 60;
+
+/// A NodePool as the solver sees it.
+#[derive(Debug, Clone)]
+pub struct NodePoolTemplate {
+    pub name: String,
+    pub weight: i32,
+    /// The pool's requirements with its template labels and `stoker.dev/nodepool` folded in.
+    pub requirements: Requirements,
+    pub taints: Vec<Taint>,
+    /// Indices into [`Input::instance_types`] of the types the pool's node class can launch.
+    pub instance_types: Vec<usize>,
+    /// Requests of the DaemonSet pods that will run on every node of the pool.
+    pub daemon_overhead: Resources,
+    /// What the pool's limits still allow (limits minus running and in-flight nodes); `None`
+    /// when it has no limits.
+    pub remaining: Option<Resources>,
+}
+
+/// A node that exists or is being launched, with room left on it.
+#[derive(Debug, Clone)]
+pub struct ExistingNode {
+    pub name: String,
+    /// A registered node's labels as single-value requirements, or an in-flight NodeClaim's
+    /// requirements.
+    pub requirements: Requirements,
+    /// True when `requirements` are the node's actual labels: a key they lack is absent.
+    pub registered: bool,
+    pub taints: Vec<Taint>,
+    /// Allocatable minus the requests of the pods bound or nominated to it.
+    pub free: Resources,
+    pub host_ports: Vec<(String, i32, String)>,
+}
+
+/// A pod already bound to a node, for topology counting.
+#[derive(Debug, Clone)]
+pub struct ScheduledPod {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub node: String,
+    /// Its required topology terms; anti-affinity terms repel new pods.
+    pub topology: Vec<TopologyTerm>,
+}
+
+/// Everything the solver decides from.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    pub pods: Vec<PodInfo>,
+    pub nodes: Vec<ExistingNode>,
+    pub scheduled: Vec<ScheduledPod>,
+    pub pools: Vec<NodePoolTemplate>,
+    pub instance_types: Vec<InstanceType>,
+}
+
+/// A node to launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNodeClaim {
+    pub nodepool: String,
+    /// The pool's requirements narrowed by the pods, with `node.kubernetes.io/instance-type`
+    /// limited to `instance_types`.
+    pub requirements: Requirements,
+    /// Compatible instance types that fit every pod, cheapest first, at most 60.
+    pub instance_types: Vec<String>,
+    /// The pods' requests plus daemonset overhead.
+    pub requests: Resources,
+    /// Keys (`namespace/name`) of the pods it is for.
+    pub pods: Vec<String>,
+    /// Price of the cheapest offering, dollars per hour.
+    pub price: f64,
+}
+
+/// The solver's decision.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// (pod, node) for pods that fit on existing or in-flight capacity.
+    pub existing: Vec<(String, String)>,
+    pub new_claims: Vec<NewNodeClaim>,
+    /// (pod, reason) for pods nothing can host, naming each NodePool tried and why it refused.
+    pub unschedulable: Vec<(String, String)>,
+}
+
+type ReqId = usize;
+
+/// Requirement sets interned to small integers.
+#[derive(Default)]
+struct Interner {
+    sets: Vec<Requirements>,
+    index: HashMap<Requirements, ReqId>,
+}
+
+impl Interner {
+    fn intern(&mut self, requirements: Requirements) -> ReqId {
+        if let Some(id) = self.index.get(&requirements) {
+            return *id;
+        }
+        let id = self.sets.len();
+        self.index.insert(requirements.clone(), id);
+        self.sets.push(requirements);
+        id
+    }
+}
+
+/// Resource names mapped to positions in dense vectors.
+struct Dims(Vec<String>);
+
+impl Dims {
+    fn vector(&self, resources: &Resources) -> Vec<i64> {
+        self.0.iter().map(|name| resources.get(name)).collect()
+    }
+}
+
+fn fits(needed: &[i64], available: &[i64]) -> bool {
+    needed.iter().zip(available).all(|(n, a)| n <= a)
+}
+
+fn plus(a: &[i64], b: &[i64]) -> Vec<i64> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// Why a target refused a pod.
+struct Refusal {
+    /// The reason cannot change for another pod of the same signature later in this pass.
+    permanent: bool,
+    reason: String,
+}
+
+impl Refusal {
+    fn permanent(reason: impl Into<String>) -> Self {
+        Self { permanent: true, reason: reason.into() }
+    }
+    fn transient(reason: impl Into<String>) -> Self {
+        Self { permanent: false, reason: reason.into() }
+    }
+}
+
+/// A NodeClaim opened in this pass.
+struct OpenClaim {
+    pool: usize,
+    hostname: String,
+    requirements: ReqId,
+    candidates: BitSet,
+    total: Vec<i64>,
+    pods: Vec<usize>,
+    host_ports: Vec<(String, i32, String)>,
+}
+
+struct NodeState {
+    requirements: ReqId,
+    free: Vec<i64>,
+    host_ports: Vec<(String, i32, String)>,
+}
+
+/// What one attempt asks of a target: the pod, one alternative of its requirements with some
+/// preferences folded in, and its topology groups.
+struct Attempt {
+    pod: usize,
+    requirements: ReqId,
+    /// Groups whose terms the pod must satisfy.
+    owned: Vec<GroupId>,
+    /// Groups that count the pod.
+    members: Vec<GroupId>,
+    /// Anti-affinity groups whose owners repel the pod.
+    repelled_by: Vec<GroupId>,
+    /// Whether refusals may be remembered for the pod's signature (only for its first attempt).
+    remember: bool,
+}
+
+/// A placement that passed every check, ready to be committed.
+struct Accepted {
+    requirements: ReqId,
+    candidates: BitSet,
+    total: Vec<i64>,
+    domains: HashMap<String, String>,
+}
+
+struct Solver<'a> {
+    input: &'a Input,
+    dims: Dims,
+    interner: Interner,
+    merges: HashMap<(ReqId, ReqId, bool), Result<ReqId, String>>,
+    type_sets: HashMap<ReqId, BitSet>,
+    allocatable: Vec<Vec<i64>>,
+    capacity: Vec<Vec<i64>>,
+    pod_requests: Vec<Vec<i64>>,
+    pool_types: Vec<BitSet>,
+    pool_requirements: Vec<ReqId>,
+    pool_overhead: Vec<Vec<i64>>,
+    pool_remaining: Vec<Option<Vec<i64>>>,
+    pools_by_weight: Vec<usize>,
+    nodes: Vec<NodeState>,
+    claims: Vec<OpenClaim>,
+    topology: Topology,
+    /// Targets that refused the current signature for good: nodes, then claims.
+    dead_nodes: Vec<bool>,
+    dead_claims: Vec<bool>,
+}
+
+/// Decides where every pod of `input` goes.
+pub fn solve(input: &Input) -> Plan {
+    Solver::new(input).run()
+}
+
+impl<'a> Solver<'a> {
+    fn new(input: &'a Input) -> Self {
+        let mut names: BTreeSet<String> = [CPU.to_owned(), MEMORY.to_owned()].into();
+        let all_resources = input
+            .pods
+            .iter()
+            .map(|p| &p.requests)
+            .chain(input.instance_types.iter().map(|t| &t.allocatable))
+            .chain(input.pools.iter().map(|p| &p.daemon_overhead))
+            .chain(input.nodes.iter().map(|n| &n.free))
+            .chain(input.pools.iter().filter_map(|p| p.remaining.as_ref()));
+        for resources in all_resources {
+            names.extend(resources.iter().map(|(name, _)| name.to_owned()));
+        }
+        let dims = Dims(names.into_iter().collect());
+        let type_count = input.instance_types.len();
+        let mut interner = Interner::default();
+        let nodes = input
+            .nodes
+            .iter()
+            .map(|node| NodeState {
+                requirements: interner.intern(node.requirements.clone()),
+                free: dims.vector(&node.free),
+                host_ports: node.host_ports.clone(),
+            })
+            .collect();
+        let pool_requirements = input.pools.iter().map(|p| interner.intern(p.requirements.clone())).collect();
+        let mut pools_by_weight: Vec<usize> = (0..input.pools.len()).collect();
+        pools_by_weight.sort_by(|a, b| {
+            let (a, b) = (&input.pools[*a], &input.pools[*b]);
+            b.weight.cmp(&a.weight).then_with(|| a.name.cmp(&b.name))
+        });
+        Self {
+            allocatable: input.instance_types.iter().map(|t| dims.vector(&t.allocatable)).collect(),
+            // Every node counts once against a `nodes` limit.
+            capacity: input
+                .instance_types
+                .iter()
+                .map(|t| {
+                    let mut capacity = t.capacity.clone();
+                    capacity.set(NODES, 1);
+                    dims.vector(&capacity)
+                })
+                .collect(),
+            pod_requests: input.pods.iter().map(|p| dims.vector(&p.requests)).collect(),
+            pool_types: input
+                .pools
+                .iter()
+                .map(|p| {
+                    let mut set = BitSet::empty(type_count);
+                    p.instance_types.iter().filter(|i| **i < type_count).for_each(|i| set.insert(*i));
+                    set
+                })
+                .collect(),
+            pool_overhead: input.pools.iter().map(|p| dims.vector(&p.daemon_overhead)).collect(),
+            // A resource the limits do not name is unlimited.
+            pool_remaining: input
+                .pools
+                .iter()
+                .map(|p| {
+                    p.remaining.as_ref().map(|limits| {
+                        let named: BTreeSet<&str> = limits.iter().map(|(name, _)| name).collect();
+                        dims.0
+                            .iter()
+                            .map(|n| if named.contains(n.as_str()) { limits.get(n) } else { i64::MAX })
+                            .collect()
+                    })
+                })
+                .collect(),
+            pool_requirements,
+            pools_by_weight,
+            dims,
+            interner,
+            merges: HashMap::new(),
+            type_sets: HashMap::new(),
+            nodes,
+            claims: Vec::new(),
+            topology: Topology::default(),
+            dead_nodes: Vec::new(),
+            dead_claims: Vec::new(),
+            input,
+        }
+    }
+
+    /// Domains a topology key can take, from the pools' instance-type offerings and labels and
+    /// from existing nodes.
+    fn known_domains(input: &Input, key: &str) -> BTreeSet<String> {
+        let mut domains = BTreeSet::new();
+        for node in &input.nodes {
+            if let Some(values) = node.requirements.get(key).and_then(Requirement::finite_values) {
+                domains.extend(values.iter().cloned());
+            }
+        }
+        if key == labels::HOSTNAME {
+            return domains;
+        }
+        for pool in &input.pools {
+            let allowed = |value: &str| pool.requirements.get(key).is_none_or(|r| r.admits(Some(value)));
+            for index in &pool.instance_types {
+                let Some(instance) = input.instance_types.get(*index) else { continue };
+                let values = instance.offerings.iter().map(|o| match key {
+                    labels::ZONE => Some(o.zone.as_str()),
+                    labels::CAPACITY_TYPE => Some(o.capacity_type.as_str()),
+                    _ => instance.labels.get(key).map(String::as_str),
+                });
+                domains.extend(values.flatten().filter(|v| allowed(v)).map(str::to_owned));
+            }
+            if let Some(values) = pool.requirements.get(key).and_then(Requirement::finite_values) {
+                domains.extend(values.iter().cloned());
+            }
+        }
+        domains
+    }
+
+    fn group_of(&mut self, term: &TopologyTerm) -> GroupId {
+        let input = self.input;
+        self.topology.group_of(term, |key| Self::known_domains(input, key))
+    }
+
+    fn run(mut self) -> Plan {
+        let input = self.input;
+        // Every term, and the pods already running, before any decision.
+        let pod_groups: Vec<Vec<GroupId>> =
+            input.pods.iter().map(|p| p.topology.iter().map(|t| self.group_of(t)).collect()).collect();
+        for pod in &input.pods {
+            for preference in &pod.preferences {
+                if let Preference::Topology(term) = preference {
+                    self.group_of(term);
+                }
+            }
+        }
+        for pod in &input.scheduled {
+            let owned: Vec<GroupId> = pod.topology.iter().map(|t| self.group_of(t)).collect();
+            let members = self.topology.memberships(&pod.namespace, &pod.labels);
+            let node = input.nodes.iter().find(|n| n.name == pod.node);
+            self.topology.record(&members, &owned, |key| match node {
+                Some(node) if key == labels::HOSTNAME => Some(node.name.clone()),
+                Some(node) => node.requirements.get(key).and_then(single_value),
+                None => None,
+            });
+        }
+
+        // Largest first; replicas with one signature stay together.
+        let signatures: Vec<String> = input.pods.iter().map(signature).collect();
+        let mut order: Vec<usize> = (0..input.pods.len()).collect();
+        let size = |i: usize| {
+            let r = &input.pods[i].requests;
+            (std::cmp::Reverse(r.get(CPU)), std::cmp::Reverse(r.get(MEMORY)))
+        };
+        order.sort_by(|a, b| {
+            size(*a)
+                .cmp(&size(*b))
+                .then_with(|| signatures[*a].cmp(&signatures[*b]))
+                .then_with(|| input.pods[*a].key.cmp(&input.pods[*b].key))
+        });
+
+        let mut plan = Plan::default();
+        let mut previous: Option<&String> = None;
+        for pod in order {
+            if previous != Some(&signatures[pod]) {
+                self.dead_nodes = vec![false; self.nodes.len()];
+                self.dead_claims.clear();
+                previous = Some(&signatures[pod]);
+            }
+            match self.place(pod, &pod_groups[pod]) {
+                Ok(Some(node)) => plan.existing.push((input.pods[pod].key.clone(), node)),
+                Ok(None) => {}
+                Err(reason) => plan.unschedulable.push((input.pods[pod].key.clone(), reason)),
+            }
+        }
+        plan.new_claims = self.claims.iter().map(|claim| self.finish(claim)).collect();
+        plan
+    }
+
+    /// Places one pod, relaxing preferences one at a time and trying each alternative of its
+    /// node affinity. Returns the existing node's name, `None` for a NodeClaim, or why nothing
+    /// could take it.
+    fn place(&mut self, pod: usize, required_groups: &[GroupId]) -> Result<Option<String>, String> {
+        let info = &self.input.pods[pod];
+        let members = self.topology.memberships(&info.namespace, &info.labels);
+        let repelled_by = self.topology.repelling(&members);
+        let mut last_reason = String::new();
+        for kept in (0..=info.preferences.len()).rev() {
+            for (alternative, requirements) in info.requirements.iter().enumerate() {
+                let mut requirements = requirements.clone();
+                let mut owned = required_groups.to_vec();
+                for preference in &info.preferences[..kept] {
+                    match preference {
+                        Preference::Requirements(extra) => requirements = requirements.intersect(extra),
+                        Preference::Topology(term) => owned.push(self.group_of(term)),
+                    }
+                }
+                let attempt = Attempt {
+                    pod,
+                    requirements: self.interner.intern(requirements),
+                    owned,
+                    members: members.clone(),
+                    repelled_by: repelled_by.clone(),
+                    remember: kept == info.preferences.len() && alternative == 0,
+                };
+                match self.place_attempt(&attempt) {
+                    Ok(placed) => return Ok(placed),
+                    Err(reason) => last_reason = reason,
+                }
+            }
+        }
+        Err(last_reason)
+    }
+
+    fn place_attempt(&mut self, attempt: &Attempt) -> Result<Option<String>, String> {
+        for node in 0..self.nodes.len() {
+            if attempt.remember && self.dead_nodes[node] {
+                continue;
+            }
+            match self.check_node(attempt, node) {
+                Ok(accepted) => {
+                    self.commit_node(attempt, node, accepted);
+                    return Ok(Some(self.input.nodes[node].name.clone()));
+                }
+                Err(refusal) if refusal.permanent && attempt.remember => self.dead_nodes[node] = true,
+                Err(_) => {}
+            }
+        }
+        for claim in 0..self.claims.len() {
+            if attempt.remember && self.dead_claims.get(claim).copied().unwrap_or(false) {
+                continue;
+            }
+            match self.check_claim(attempt, claim) {
+                Ok(accepted) => {
+                    self.commit_claim(attempt, claim, accepted);
+                    return Ok(None);
+                }
+                Err(refusal) if refusal.permanent && attempt.remember => {
+                    if self.dead_claims.len() <= claim {
+                        self.dead_claims.resize(claim + 1, false);
+                    }
+                    self.dead_claims[claim] = true;
+                }
+                Err(_) => {}
+            }
+        }
+        let mut reasons = Vec::new();
+        for pool in self.pools_by_weight.clone() {
+            match self.check_new_claim(attempt, pool) {
+                Ok(accepted) => {
+                    self.open_claim(attempt, pool, accepted);
+                    return Ok(None);
+                }
+                Err(refusal) => reasons.push(format!("{}: {}", self.input.pools[pool].name, refusal.reason)),
+            }
+        }
+        if reasons.is_empty() {
+            return Err("no NodePool exists".into());
+        }
+        Err(format!("no NodePool can launch a node for it: {}", reasons.join("; ")))
+    }
+
+    /// The intersection of two interned requirement sets, or why they conflict. `launched` says
+    /// whether `ours` describes a node with known labels (a key it lacks is absent) rather than a
+    /// node still to be launched (well-known keys get their values from the instance type).
+    fn merge(&mut self, ours: ReqId, theirs: ReqId, registered: bool) -> Result<ReqId, String> {
+        if let Some(result) = self.merges.get(&(ours, theirs, registered)) {
+            return result.clone();
+        }
+        let (a, b) = (&self.interner.sets[ours], &self.interner.sets[theirs]);
+        let result = match a.conflict_with(b, |key| !registered && is_well_known(key)) {
+            Some(conflict) => Err(conflict),
+            None => {
+                let merged = a.intersect(b);
+                Ok(self.interner.intern(merged))
+            }
+        };
+        self.merges.insert((ours, theirs, registered), result.clone());
+        result
+    }
+
+    /// Instance types a requirement set allows, with an available offering it allows.
+    fn types_for(&mut self, requirements: ReqId) -> &BitSet {
+        let input = self.input;
+        let set = &self.interner.sets[requirements];
+        self.type_sets.entry(requirements).or_insert_with(|| {
+            let mut bits = BitSet::empty(input.instance_types.len());
+            for (index, instance) in input.instance_types.iter().enumerate() {
+                let labels_ok = set.iter().all(|(key, r)| instance.labels.get(key).is_none_or(|v| r.admits(Some(v))));
+                if labels_ok && instance.offerings.iter().any(|o| o.available && offering_allowed(o, set)) {
+                    bits.insert(index);
+                }
+            }
+            bits
+        })
+    }
+
+    /// Checks the topology terms for a target whose domain on each key is `domain_of(key)`;
+    /// returns the requirements narrowed to the chosen domains and the domain per key.
+    fn check_topology(
+        &mut self,
+        attempt: &Attempt,
+        requirements: ReqId,
+        domain_of: impl Fn(&str) -> Domain,
+    ) -> Result<(ReqId, HashMap<String, String>), Refusal> {
+        let info = &self.input.pods[attempt.pod];
+        let mut by_key: BTreeMap<String, Vec<(GroupId, bool)>> = BTreeMap::new();
+        for id in &attempt.owned {
+            by_key.entry(self.topology.group(*id).term.key.clone()).or_default().push((*id, true));
+        }
+        for id in &attempt.repelled_by {
+            by_key.entry(self.topology.group(*id).term.key.clone()).or_default().push((*id, false));
+        }
+        let pod_requirements = &self.interner.sets[attempt.requirements];
+        let mut narrowed = self.interner.sets[requirements].clone();
+        let mut chosen = HashMap::new();
+        for (key, groups) in &by_key {
+            let (candidates, fixed) = match domain_of(key) {
+                Domain::Fixed(domain) => ([domain].into(), true),
+                Domain::Open(domains) => (domains, false),
+            };
+            let mut allowed = candidates;
+            let mut permanent = true;
+            for (id, as_owner) in groups {
+                let self_member = attempt.members.contains(id);
+                let eligible = |domain: &str| pod_requirements.get(key).is_none_or(|r| r.admits(Some(domain)));
+                allowed = self.topology.allowed(*id, self_member, *as_owner, &allowed, eligible);
+                // Only anti-affinity refusals on a fixed domain last: its counts never shrink.
+                permanent &= self.topology.group(*id).term.kind == TopologyKind::AntiAffinity || !as_owner;
+            }
+            let owned: Vec<GroupId> = groups.iter().filter(|(_, owner)| *owner).map(|(id, _)| *id).collect();
+            let Some(domain) = self.topology.preferred_domain(&owned, &allowed) else {
+                let reason = format!("topology on {key} of {} is not satisfied here", info.key);
+                return Err(if fixed && permanent { Refusal::permanent(reason) } else { Refusal::transient(reason) });
+            };
+            if !fixed {
+                narrowed.add(key, Requirement::one_of([domain.clone()]));
+            }
+            chosen.insert(key.clone(), domain);
+        }
+        Ok((self.interner.intern(narrowed), chosen))
+    }
+
+    fn ports_conflict(ports: &[(String, i32, String)], wanted: &[(String, i32, String)]) -> bool {
+        wanted.iter().any(|(protocol, port, ip)| {
+            ports.iter().any(|(p, n, i)| {
+                p == protocol
+                    && n == port
+                    && (i == ip || i.is_empty() || ip.is_empty() || i == "0.0.0.0" || ip == "0.0.0.0")
+            })
+        })
+    }
+
+    fn check_node(&mut self, attempt: &Attempt, node: usize) -> Result<Accepted, Refusal> {
+        let input = self.input;
+        let info = &input.pods[attempt.pod];
+        let existing = &input.nodes[node];
+        if let Some(taint) = info.untolerated_taint(&existing.taints) {
+            return Err(Refusal::permanent(format!("taint {} not tolerated", taint.key)));
+        }
+        let state = &self.nodes[node];
+        if Self::ports_conflict(&state.host_ports, &info.host_ports) {
+            return Err(Refusal::permanent("host port in use"));
+        }
+        if !fits(&self.pod_requests[attempt.pod], &state.free) {
+            return Err(Refusal::permanent("not enough room"));
+        }
+        let node_requirements = state.requirements;
+        self.merge(node_requirements, attempt.requirements, existing.registered).map_err(Refusal::permanent)?;
+        let (_, domains) = self.check_topology(attempt, node_requirements, |key| {
+            if key == labels::HOSTNAME {
+                return Domain::Fixed(existing.name.clone());
+            }
+            match existing.requirements.get(key).and_then(single_value) {
+                Some(value) => Domain::Fixed(value),
+                None => Domain::Open(BTreeSet::new()),
+            }
+        })?;
+        Ok(Accepted { requirements: node_requirements, candidates: BitSet::empty(0), total: Vec::new(), domains })
+    }
+
+    fn commit_node(&mut self, attempt: &Attempt, node: usize, accepted: Accepted) {
+        let info = &self.input.pods[attempt.pod];
+        let state = &mut self.nodes[node];
+        for (free, used) in state.free.iter_mut().zip(&self.pod_requests[attempt.pod]) {
+            *free -= used;
+        }
+        state.host_ports.extend(info.host_ports.iter().cloned());
+        self.topology.record(&attempt.members, &attempt.owned, |key| accepted.domains.get(key).cloned());
+    }
+
+    /// The instance types of `candidates` that fit `total` and keep every minValues requirement.
+    fn fitting_types(
+        &self,
+        candidates: &BitSet,
+        total: &[i64],
+        requirements: ReqId,
+        limit: Option<&[i64]>,
+    ) -> Result<BitSet, String> {
+        let mut fitting = candidates.clone();
+        for index in candidates.iter() {
+            let within_limit = limit.is_none_or(|remaining| fits(&self.capacity[index], remaining));
+            if !fits(total, &self.allocatable[index]) || !within_limit {
+                fitting.remove(index);
+            }
+        }
+        if fitting.is_empty() {
+            let needs: Vec<String> = self
+                .dims
+                .0
+                .iter()
+                .zip(total)
+                .filter(|(_, amount)| **amount > 0)
+                .map(|(name, amount)| format!("{name} {}", super::quantity::format_resource(name, *amount)))
+                .collect();
+            let limited = if limit.is_some() { " within the pool's limits" } else { "" };
+            return Err(format!("no instance type{limited} has room for {}", needs.join(", ")));
+        }
+        for (key, requirement) in self.interner.sets[requirements].iter() {
+            let Some(minimum) = requirement.min_values() else { continue };
+            let distinct: BTreeSet<&String> =
+                fitting.iter().filter_map(|i| self.input.instance_types[i].labels.get(key)).collect();
+            if distinct.len() < minimum {
+                return Err(format!("only {} values of {key} remain, minValues is {minimum}", distinct.len()));
+            }
+        }
+        Ok(fitting)
+    }
+
+    fn check_claim(&mut self, attempt: &Attempt, claim: usize) -> Result<Accepted, Refusal> {
+        let input = self.input;
+        let info = &input.pods[attempt.pod];
+        let pool = self.claims[claim].pool;
+        if let Some(taint) = info.untolerated_taint(&input.pools[pool].taints) {
+            return Err(Refusal::permanent(format!("taint {} not tolerated", taint.key)));
+        }
+        if Self::ports_conflict(&self.claims[claim].host_ports, &info.host_ports) {
+            return Err(Refusal::permanent("host port in use"));
+        }
+        let total = plus(&self.claims[claim].total, &self.pod_requests[attempt.pod]);
+        // Cheap first: no candidate can hold the total whatever the requirements become.
+        if !self.claims[claim].candidates.iter().any(|i| fits(&total, &self.allocatable[i])) {
+            return Err(Refusal::permanent("not enough room"));
+        }
+        let merged =
+            self.merge(self.claims[claim].requirements, attempt.requirements, false).map_err(Refusal::permanent)?;
+        let hostname = self.claims[claim].hostname.clone();
+        let (narrowed, domains) = self.check_open_topology(attempt, merged, &hostname)?;
+        let mut candidates = self.claims[claim].candidates.clone();
+        candidates.intersect_with(self.types_for(narrowed));
+        let candidates = self.fitting_types(&candidates, &total, narrowed, None).map_err(|reason| {
+            if narrowed == merged { Refusal::permanent(reason) } else { Refusal::transient(reason) }
+        })?;
+        Ok(Accepted { requirements: narrowed, candidates, total, domains })
+    }
+
+    /// Topology for a node still to be launched: its hostname is its own, other keys may still
+    /// take any value its requirements allow.
+    fn check_open_topology(
+        &mut self,
+        attempt: &Attempt,
+        requirements: ReqId,
+        hostname: &str,
+    ) -> Result<(ReqId, HashMap<String, String>), Refusal> {
+        let set = self.interner.sets[requirements].clone();
+        let known: HashMap<GroupId, BTreeSet<String>> = attempt
+            .owned
+            .iter()
+            .chain(&attempt.repelled_by)
+            .map(|id| (*id, self.topology.group(*id).domains.clone()))
+            .collect();
+        let keyed: Vec<(String, BTreeSet<String>)> =
+            known.iter().map(|(id, domains)| (self.topology.group(*id).term.key.clone(), domains.clone())).collect();
+        self.check_topology(attempt, requirements, |key| {
+            if key == labels::HOSTNAME {
+                return Domain::Fixed(hostname.to_owned());
+            }
+            match set.get(key).and_then(Requirement::finite_values) {
+                Some(values) if values.len() == 1 => Domain::Fixed(values.iter().next().cloned().unwrap_or_default()),
+                Some(values) => Domain::Open(values.clone()),
+                None => {
+                    let domains = keyed.iter().filter(|(k, _)| k == key).flat_map(|(_, d)| d.iter().cloned());
+                    Domain::Open(domains.filter(|d| set.get(key).is_none_or(|r| r.admits(Some(d)))).collect())
+                }
+            }
+        })
+    }
+
+    fn commit_claim(&mut self, attempt: &Attempt, claim: usize, accepted: Accepted) {
+        let info = &self.input.pods[attempt.pod];
+        let open = &mut self.claims[claim];
+        open.requirements = accepted.requirements;
+        open.candidates = accepted.candidates;
+        open.total = accepted.total;
+        open.pods.push(attempt.pod);
+        open.host_ports.extend(info.host_ports.iter().cloned());
+        let hostname = open.hostname.clone();
+        self.topology.record(&attempt.members, &attempt.owned, |key| {
+            if key == labels::HOSTNAME { Some(hostname.clone()) } else { accepted.domains.get(key).cloned() }
+        });
+    }
+
+    fn check_new_claim(&mut self, attempt: &Attempt, pool: usize) -> Result<Accepted, Refusal> {
+        let input = self.input;
+        let info = &input.pods[attempt.pod];
+        if let Some(taint) = info.untolerated_taint(&input.pools[pool].taints) {
+            return Err(Refusal::permanent(format!(
+                "taint {}={}:{} not tolerated",
+                taint.key,
+                taint.value.as_deref().unwrap_or_default(),
+                taint.effect
+            )));
+        }
+        let merged =
+            self.merge(self.pool_requirements[pool], attempt.requirements, false).map_err(Refusal::permanent)?;
+        let hostname = format!("{}-{}", input.pools[pool].name, self.claims.len() + 1);
+        let (narrowed, domains) = self.check_open_topology(attempt, merged, &hostname)?;
+        let total = plus(&self.pool_overhead[pool], &self.pod_requests[attempt.pod]);
+        let mut candidates = self.pool_types[pool].clone();
+        candidates.intersect_with(self.types_for(narrowed));
+        if candidates.is_empty() {
+            return Err(Refusal::permanent("no instance type of the pool matches the requirements"));
+        }
+        let remaining = self.pool_remaining[pool].clone();
+        let candidates =
+            self.fitting_types(&candidates, &total, narrowed, remaining.as_deref()).map_err(Refusal::permanent)?;
+        Ok(Accepted { requirements: narrowed, candidates, total, domains })
+    }
+
+    fn open_claim(&mut self, attempt: &Attempt, pool: usize, accepted: Accepted) {
+        // Limits are charged pessimistically, with the largest type the claim may still become.
+        if let Some(remaining) = &mut self.pool_remaining[pool] {
+            let mut largest = vec![0; remaining.len()];
+            for index in accepted.candidates.iter() {
+                for (max, amount) in largest.iter_mut().zip(&self.capacity[index]) {
+                    *max = (*max).max(*amount);
+                }
+            }
+            for (left, used) in remaining.iter_mut().zip(&largest) {
+                *left = left.saturating_sub(*used);
+            }
+        }
+        let hostname = format!("{}-{}", self.input.pools[pool].name, self.claims.len() + 1);
+        self.claims.push(OpenClaim {
+            pool,
+            hostname,
+            requirements: accepted.requirements,
+            candidates: BitSet::empty(0),
+            total: Vec::new(),
+            pods: Vec::new(),
+            host_ports: Vec::new(),
+        });
+        let claim = self.claims.len() - 1;
+        self.commit_claim(attempt, claim, accepted);
+    }
+
+    fn finish(&self, claim: &OpenClaim) -> NewNodeClaim {
+        let requirements = &self.interner.sets[claim.requirements];
+        let mut priced: Vec<(f64, &InstanceType)> = claim
+            .candidates
+            .iter()
+            .filter_map(|i| {
+                let instance = &self.input.instance_types[i];
+                instance.cheapest_offering(requirements).map(|o| (o.price, instance))
+            })
+            .collect();
+        priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        priced.truncate(MAX_INSTANCE_TYPES);
+        let names: Vec<String> = priced.iter().map(|(_, t)| t.name.clone()).collect();
+        let mut requirements = requirements.clone();
+        requirements.add(labels::INSTANCE_TYPE, Requirement::one_of(names.iter().cloned()));
+        let requests: Resources =
+            self.dims.0.iter().cloned().zip(claim.total.iter().copied()).filter(|(_, v)| *v != 0).collect();
+        NewNodeClaim {
+            nodepool: self.input.pools[claim.pool].name.clone(),
+            requirements,
+            instance_types: names,
+            requests,
+            pods: claim.pods.iter().map(|p| self.input.pods[*p].key.clone()).collect(),
+            price: priced.first().map_or(0.0, |(price, _)| *price),
+        }
+    }
+}
+
+fn single_value(requirement: &Requirement) -> Option<String> {
+    requirement.finite_values().filter(|v| v.len() == 1).and_then(|v| v.iter().next().cloned())
+}
+
+/// Everything about a pod that decides where it can go; replicas of a Deployment share it.
+fn signature(pod: &PodInfo) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}",
+        pod.requests,
+        pod.requirements,
+        pod.tolerations,
+        pod.host_ports,
+        pod.topology,
+        pod.preferences,
+        pod.namespace,
+        pod.labels
+    )
+}
+
+#[cfg(test)]
+#[path = "solver_tests.rs"]
+mod tests;

@@ -1,0 +1,334 @@
+//! Solver rules, one small readable scenario each.
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::*;
+use crate::scheduling::catalog::{InstanceFacts, Offering};
+
+const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+/// A catalog of general-purpose types: (name, vCPU, GiB, on-demand $/h); spot costs 30%.
+fn catalog() -> Vec<InstanceType> {
+    [
+        ("m5.large", 2, 8, 0.096),
+        ("m5.xlarge", 4, 16, 0.192),
+        ("m5.2xlarge", 8, 32, 0.384),
+        ("c5.large", 2, 4, 0.085),
+        ("r5.large", 2, 16, 0.126),
+    ]
+    .iter()
+    .map(|(name, vcpus, gib, price)| {
+        let facts = InstanceFacts {
+            name: (*name).into(),
+            vcpus: *vcpus,
+            memory_mib: gib * 1024,
+            arch: "amd64".into(),
+            gpus: 0,
+            max_network_interfaces: 4,
+            ipv4_per_interface: 15,
+        };
+        let mut offerings = Vec::new();
+        for zone in ZONES {
+            for (capacity_type, factor) in [("on-demand", 1.0), ("spot", 0.3)] {
+                offerings.push(Offering {
+                    zone: zone.into(),
+                    capacity_type: capacity_type.into(),
+                    price: price * factor,
+                    available: true,
+                });
+            }
+        }
+        InstanceType::from_facts(&facts, offerings, None).unwrap()
+    })
+    .collect()
+}
+
+fn pool(name: &str, weight: i32, capacity_type: &str) -> NodePoolTemplate {
+    let mut requirements = Requirements::new();
+    requirements.add(labels::CAPACITY_TYPE, Requirement::one_of([capacity_type]));
+    requirements.add(labels::NODEPOOL, Requirement::one_of([name]));
+    NodePoolTemplate {
+        name: name.into(),
+        weight,
+        requirements,
+        taints: vec![],
+        instance_types: (0..catalog().len()).collect(),
+        daemon_overhead: Resources::new(),
+        remaining: None,
+    }
+}
+
+fn input(pools: Vec<NodePoolTemplate>, pods: Vec<PodInfo>) -> Input {
+    Input { pods, pools, instance_types: catalog(), ..Default::default() }
+}
+
+/// A pod from YAML fragments added to its spec (indented for `spec:`).
+fn pod_with(name: &str, cpu: &str, memory: &str, spec_extra: &str) -> PodInfo {
+    let yaml = format!(
+        "metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\nspec:\n  containers: [{{name: c, resources: {{requests: {{cpu: '{cpu}', memory: '{memory}'}}}}}}]\n{spec_extra}"
+    );
+    let pod: Pod = serde_yaml::from_str(&yaml).unwrap();
+    PodInfo::from_pod(&pod).unwrap()
+}
+
+fn pods(count: usize, cpu: &str, memory: &str, spec_extra: &str) -> Vec<PodInfo> {
+    (0..count).map(|i| pod_with(&format!("p{i:03}"), cpu, memory, spec_extra)).collect()
+}
+
+fn zone_of(claim: &NewNodeClaim) -> String {
+    claim.requirements.get(labels::ZONE).and_then(single_value).expect("a single zone")
+}
+
+#[test]
+fn packs_small_pods_onto_one_node_and_lists_the_cheapest_types_first() {
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(3, "500m", "512Mi", "")));
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    assert_eq!(plan.new_claims.len(), 1);
+    let claim = &plan.new_claims[0];
+    assert_eq!(claim.pods.len(), 3);
+    assert_eq!(claim.instance_types[0], "c5.large");
+    assert_eq!(claim.price, 0.085);
+    let prices: Vec<f64> = claim
+        .instance_types
+        .iter()
+        .map(|t| catalog().iter().find(|c| &c.name == t).unwrap().offerings[0].price)
+        .collect();
+    assert!(prices.windows(2).all(|w| w[0] <= w[1]), "{prices:?}");
+    assert_eq!(claim.requests.get(CPU), 1500);
+}
+
+#[test]
+fn the_highest_weight_pool_is_tried_first_and_ties_go_by_name() {
+    let plan =
+        solve(&input(vec![pool("on-demand", 10, "on-demand"), pool("spot", 50, "spot")], pods(1, "1", "1Gi", "")));
+    assert_eq!(plan.new_claims[0].nodepool, "spot");
+    assert!(plan.new_claims[0].price < 0.05);
+
+    let plan = solve(&input(vec![pool("b", 10, "on-demand"), pool("a", 10, "on-demand")], pods(1, "1", "1Gi", "")));
+    assert_eq!(plan.new_claims[0].nodepool, "a");
+}
+
+#[test]
+fn a_pod_that_asks_for_on_demand_falls_through_to_the_pool_that_offers_it() {
+    let pods = vec![pod_with("p", "1", "1Gi", "  nodeSelector: {karpenter.sh/capacity-type: on-demand}\n")];
+    let plan = solve(&input(vec![pool("spot", 50, "spot"), pool("on-demand", 10, "on-demand")], pods));
+    assert_eq!(plan.new_claims[0].nodepool, "on-demand");
+}
+
+#[test]
+fn existing_capacity_is_used_before_anything_is_launched() {
+    let mut input = input(vec![pool("on-demand", 0, "on-demand")], pods(2, "1", "1Gi", ""));
+    let mut free = Resources::new();
+    free.set(CPU, 1500);
+    free.set(MEMORY, 4 << 30);
+    free.set("pods", 10);
+    let mut requirements = Requirements::new();
+    requirements.add(labels::ZONE, Requirement::one_of([ZONES[0]]));
+    input.nodes.push(ExistingNode {
+        name: "node-1".into(),
+        requirements,
+        registered: true,
+        taints: vec![],
+        free,
+        host_ports: vec![],
+    });
+    let plan = solve(&input);
+    assert_eq!(plan.existing, [("default/p000".to_string(), "node-1".to_string())]);
+    assert_eq!(plan.new_claims.len(), 1, "the second pod no longer fits on node-1");
+}
+
+#[test]
+fn unschedulable_pods_name_every_pool_and_its_reason() {
+    let mut tainted = pool("gpu", 50, "on-demand");
+    tainted.taints.push(Taint {
+        key: "nvidia.com/gpu".into(),
+        value: Some("true".into()),
+        effect: "NoSchedule".into(),
+        time_added: None,
+    });
+    let pods = vec![pod_with("p", "1", "1Gi", "  nodeSelector: {karpenter.sh/capacity-type: spot}\n")];
+    let plan = solve(&input(vec![tainted, pool("on-demand", 10, "on-demand")], pods));
+    assert!(plan.new_claims.is_empty());
+    let (pod, reason) = &plan.unschedulable[0];
+    assert_eq!(pod, "default/p");
+    assert!(reason.contains("gpu: taint nvidia.com/gpu=true:NoSchedule not tolerated"), "{reason}");
+    assert!(reason.contains("on-demand: karpenter.sh/capacity-type"), "{reason}");
+}
+
+#[test]
+fn a_pod_too_big_for_any_type_says_what_it_needs() {
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(1, "64", "1Gi", "")));
+    let reason = &plan.unschedulable[0].1;
+    assert!(reason.contains("no instance type has room for cpu 64"), "{reason}");
+}
+
+#[test]
+fn custom_labels_need_a_pool_that_sets_them() {
+    let pods = vec![pod_with("p", "1", "1Gi", "  nodeSelector: {team: data}\n")];
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods.clone()));
+    assert!(plan.unschedulable[0].1.contains("team"), "{:?}", plan.unschedulable);
+
+    let mut labelled = pool("data", 0, "on-demand");
+    labelled.requirements.add("team", Requirement::one_of(["data"]));
+    let plan = solve(&input(vec![labelled], pods));
+    assert_eq!(plan.new_claims.len(), 1);
+}
+
+#[test]
+fn limits_stop_launches() {
+    let mut limited = pool("on-demand", 0, "on-demand");
+    let mut remaining = Resources::new();
+    remaining.set(NODES, 2);
+    limited.remaining = Some(remaining);
+    // Anti-affinity forces one node per pod; the limit allows two.
+    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
+    let plan = solve(&input(vec![limited], pods(3, "1", "1Gi", anti)));
+    assert_eq!(plan.new_claims.len(), 2);
+    assert_eq!(plan.unschedulable.len(), 1);
+    assert!(plan.unschedulable[0].1.contains("limits"), "{:?}", plan.unschedulable);
+}
+
+#[test]
+fn zone_spread_puts_one_node_in_each_zone() {
+    let spread = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}\n";
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(6, "1", "1Gi", spread)));
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+    for claim in &plan.new_claims {
+        *per_zone.entry(zone_of(claim)).or_default() += claim.pods.len();
+    }
+    assert_eq!(per_zone.values().copied().collect::<Vec<_>>(), [2, 2, 2], "{per_zone:?}");
+}
+
+#[test]
+fn hostname_anti_affinity_gives_each_pod_its_own_node() {
+    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(4, "100m", "128Mi", anti)));
+    assert_eq!(plan.new_claims.len(), 4);
+    assert!(plan.new_claims.iter().all(|c| c.pods.len() == 1));
+}
+
+#[test]
+fn hostname_affinity_keeps_pods_together() {
+    let together = "  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(5, "1", "1Gi", together)));
+    assert_eq!(plan.new_claims.len(), 1);
+    assert_eq!(plan.new_claims[0].pods.len(), 5);
+}
+
+#[test]
+fn preferences_are_relaxed_when_they_cannot_be_met() {
+    // Prefers arm64, which nothing offers: the preference is dropped, not the pod.
+    let prefers = "  affinity:\n    nodeAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 10\n        preference: {matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [arm64]}]}\n";
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(1, "1", "1Gi", prefers)));
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    // A preference that can be met is kept: us-east-1b only.
+    let prefers_b = "  affinity:\n    nodeAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 10\n        preference: {matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-east-1b]}]}\n";
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(1, "1", "1Gi", prefers_b)));
+    assert_eq!(zone_of(&plan.new_claims[0]), "us-east-1b");
+}
+
+#[test]
+fn daemonset_overhead_is_part_of_every_new_node() {
+    let mut with_daemons = pool("on-demand", 0, "on-demand");
+    with_daemons.daemon_overhead.set(CPU, 1000);
+    let plan = solve(&input(vec![with_daemons], pods(1, "1", "1Gi", "")));
+    let claim = &plan.new_claims[0];
+    assert_eq!(claim.requests.get(CPU), 2000);
+    // A 2-vCPU type has under 2000m allocatable, so the cheapest that fits has 4 vCPUs.
+    assert_eq!(claim.instance_types[0], "m5.xlarge");
+}
+
+#[test]
+fn min_values_keeps_enough_instance_families() {
+    let mut flexible = pool("on-demand", 0, "on-demand");
+    flexible.requirements.add(labels::INSTANCE_FAMILY, Requirement::exists().with_min_values(Some(3)));
+    let plan = solve(&input(vec![flexible.clone()], pods(1, "1", "1Gi", "")));
+    assert_eq!(plan.new_claims.len(), 1);
+    // Needs 6 GiB: only m5.xlarge, m5.2xlarge and r5.large fit, two families: below minValues.
+    let plan = solve(&input(vec![flexible], pods(1, "1", "6Gi", "")));
+    assert!(plan.unschedulable[0].1.contains("minValues"), "{:?}", plan.unschedulable);
+}
+
+#[test]
+fn host_ports_conflict_on_one_node() {
+    let port = "  hostNetwork: false\n";
+    let mut pods = pods(2, "100m", "128Mi", port);
+    for pod in &mut pods {
+        pod.host_ports = vec![("TCP".into(), 8080, String::new())];
+    }
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods));
+    assert_eq!(plan.new_claims.len(), 2);
+}
+
+#[test]
+fn at_most_sixty_instance_types_per_claim() {
+    let mut types = Vec::new();
+    for i in 0..80 {
+        let facts = InstanceFacts {
+            name: format!("t{i}.large"),
+            vcpus: 4,
+            memory_mib: 8192,
+            arch: "amd64".into(),
+            gpus: 0,
+            max_network_interfaces: 3,
+            ipv4_per_interface: 10,
+        };
+        let offering = Offering {
+            zone: ZONES[0].into(),
+            capacity_type: "on-demand".into(),
+            price: 1.0 + f64::from(i) / 100.0,
+            available: true,
+        };
+        types.push(InstanceType::from_facts(&facts, vec![offering], None).unwrap());
+    }
+    let mut pool = pool("on-demand", 0, "on-demand");
+    pool.instance_types = (0..80).collect();
+    let plan =
+        solve(&Input { pods: pods(1, "1", "1Gi", ""), pools: vec![pool], instance_types: types, ..Default::default() });
+    let claim = &plan.new_claims[0];
+    assert_eq!(claim.instance_types.len(), MAX_INSTANCE_TYPES);
+    assert_eq!(claim.instance_types[0], "t0.large");
+    assert_eq!(claim.requirements.get(labels::INSTANCE_TYPE).and_then(Requirement::finite_values).unwrap().len(), 60);
+}
+
+#[test]
+fn existing_pods_anti_affinity_repels_new_pods() {
+    let mut input = input(vec![pool("on-demand", 0, "on-demand")], pods(1, "100m", "128Mi", ""));
+    let mut free = Resources::new();
+    free.set(CPU, 4000);
+    free.set(MEMORY, 8 << 30);
+    free.set("pods", 10);
+    input.nodes.push(ExistingNode {
+        name: "node-1".into(),
+        requirements: Requirements::new(),
+        registered: true,
+        taints: vec![],
+        free,
+        host_ports: vec![],
+    });
+    let guard = pod_with(
+        "guard",
+        "100m",
+        "128Mi",
+        "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n",
+    );
+    input.scheduled.push(ScheduledPod {
+        namespace: "default".into(),
+        labels: [("role".to_string(), "guard".to_string())].into(),
+        node: "node-1".into(),
+        topology: guard.topology,
+    });
+    let plan = solve(&input);
+    assert!(plan.existing.is_empty(), "the guard's anti-affinity keeps app=web off node-1");
+    assert_eq!(plan.new_claims.len(), 1);
+}
+
+#[test]
+fn the_same_input_gives_the_same_plan() {
+    let spread = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}\n";
+    let mut pods = pods(20, "700m", "1Gi", spread);
+    pods.extend(self::pods(5, "3", "2Gi", ""));
+    let input = input(vec![pool("spot", 50, "spot"), pool("on-demand", 10, "on-demand")], pods);
+    assert_eq!(solve(&input), solve(&input));
+}

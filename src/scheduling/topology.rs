@@ -1,0 +1,233 @@
+//! Topology bookkeeping for one simulation: for each distinct topology term, how many matching
+//! pods (and, for anti-affinity, how many pods carrying the term) each domain holds, and which
+//! domains a pod may go to next.
+//!
+//! Terms are shared: every replica of a Deployment carries the same spread constraint, so it is
+//! counted once per distinct term, not once per pod.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::pod::{TopologyKind, TopologyTerm};
+use crate::apis::labels;
+
+pub type GroupId = usize;
+
+/// Counts for one distinct topology term.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub term: TopologyTerm,
+    /// Pods matching the term's selector, per domain.
+    members: HashMap<String, u32>,
+    /// Pods that carry the term (anti-affinity only: they repel matching pods), per domain.
+    owners: HashMap<String, u32>,
+    /// Every domain a pod could land in, as far as the simulation knows (for spread skew).
+    pub domains: BTreeSet<String>,
+}
+
+/// Where a target node stands on a topology key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Domain {
+    /// The node is in this domain.
+    Fixed(String),
+    /// A node still to be launched that may land in any of these domains.
+    Open(BTreeSet<String>),
+}
+
+/// All topology groups of a simulation.
+#[derive(Debug, Default)]
+pub struct Topology {
+    groups: Vec<Group>,
+    index: HashMap<TopologyTerm, GroupId>,
+    /// Groups counting pods of a (namespace, labels), computed once per distinct label set.
+    memberships: HashMap<(String, BTreeMap<String, String>), Vec<GroupId>>,
+}
+
+impl Topology {
+    /// The group of a term, created on first sight with the domains known for its key.
+    pub fn group_of(&mut self, term: &TopologyTerm, domains: impl FnOnce(&str) -> BTreeSet<String>) -> GroupId {
+        if let Some(id) = self.index.get(term) {
+            return *id;
+        }
+        let id = self.groups.len();
+        self.groups.push(Group {
+            term: term.clone(),
+            members: HashMap::new(),
+            owners: HashMap::new(),
+            domains: domains(&term.key),
+        });
+        self.index.insert(term.clone(), id);
+        self.memberships.clear();
+        id
+    }
+
+    pub fn group(&self, id: GroupId) -> &Group {
+        &self.groups[id]
+    }
+
+    /// The groups that count a pod with these labels.
+    pub fn memberships(&mut self, namespace: &str, labels: &BTreeMap<String, String>) -> Vec<GroupId> {
+        let key = (namespace.to_owned(), labels.clone());
+        if let Some(ids) = self.memberships.get(&key) {
+            return ids.clone();
+        }
+        let ids: Vec<GroupId> = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.term.counts(namespace, labels))
+            .map(|(id, _)| id)
+            .collect();
+        self.memberships.insert(key, ids.clone());
+        ids
+    }
+
+    /// Records a pod placed in `domain_of(key)` for every key: as a member of `members` and as
+    /// the owner of the anti-affinity groups in `owned`.
+    pub fn record(&mut self, members: &[GroupId], owned: &[GroupId], domain_of: impl Fn(&str) -> Option<String>) {
+        for id in members {
+            let group = &mut self.groups[*id];
+            if let Some(domain) = domain_of(&group.term.key) {
+                *group.members.entry(domain.clone()).or_default() += 1;
+                group.domains.insert(domain);
+            }
+        }
+        for id in owned {
+            let group = &mut self.groups[*id];
+            if group.term.kind == TopologyKind::AntiAffinity
+                && let Some(domain) = domain_of(&group.term.key)
+            {
+                *group.owners.entry(domain).or_default() += 1;
+            }
+        }
+    }
+
+    /// Anti-affinity groups owned by placed pods that repel a pod with these memberships.
+    pub fn repelling(&self, members: &[GroupId]) -> Vec<GroupId> {
+        members.iter().copied().filter(|id| !self.groups[*id].owners.is_empty()).collect()
+    }
+
+    /// Domains of `candidates` where a pod may go under group `id`, given whether the pod counts
+    /// for the group itself. `eligible` says which of the group's domains the pod could reach at
+    /// all (its node requirements), for the spread minimum.
+    pub fn allowed(
+        &self,
+        id: GroupId,
+        self_member: bool,
+        as_owner: bool,
+        candidates: &BTreeSet<String>,
+        eligible: impl Fn(&str) -> bool,
+    ) -> BTreeSet<String> {
+        let group = &self.groups[id];
+        let count = |domain: &str| group.members.get(domain).copied().unwrap_or(0);
+        if !as_owner {
+            // The pod is repelled by pods that own this anti-affinity term.
+            return candidates.iter().filter(|d| group.owners.get(*d).copied().unwrap_or(0) == 0).cloned().collect();
+        }
+        match group.term.kind {
+            TopologyKind::AntiAffinity => candidates.iter().filter(|d| count(d) == 0).cloned().collect(),
+            TopologyKind::Affinity => {
+                if group.members.values().all(|c| *c == 0) {
+                    // Nothing matches yet: a pod that matches its own term may start anywhere.
+                    if self_member { candidates.clone() } else { BTreeSet::new() }
+                } else {
+                    candidates.iter().filter(|d| count(d) > 0).cloned().collect()
+                }
+            }
+            TopologyKind::Spread { max_skew, min_domains } => {
+                let eligible_domains: Vec<&String> = group.domains.iter().filter(|d| eligible(d)).collect();
+                // A new node is always possible on hostname, so the emptiest hostname holds 0.
+                let minimum = if group.term.key == labels::HOSTNAME || (eligible_domains.len() as u32) < min_domains {
+                    0
+                } else {
+                    eligible_domains.iter().map(|d| count(d)).min().unwrap_or(0)
+                };
+                let increment = u32::from(self_member);
+                candidates.iter().filter(|d| count(d) + increment <= minimum + max_skew).cloned().collect()
+            }
+        }
+    }
+
+    /// Among allowed domains, the one to narrow a new node to: the emptiest for spread and
+    /// anti-affinity, the fullest for affinity; ties by name.
+    pub fn preferred_domain(&self, groups: &[GroupId], allowed: &BTreeSet<String>) -> Option<String> {
+        let score = |domain: &String| -> i64 {
+            groups
+                .iter()
+                .map(|id| {
+                    let group = &self.groups[*id];
+                    let count = i64::from(group.members.get(domain).copied().unwrap_or(0));
+                    if group.term.kind == TopologyKind::Affinity { -count } else { count }
+                })
+                .sum()
+        };
+        allowed.iter().min_by_key(|d| (score(d), (*d).clone())).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduling::pod::Selector;
+
+    fn term(kind: TopologyKind, key: &str) -> TopologyTerm {
+        let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(serde_json::json!({"matchLabels": {"app": "web"}})).unwrap();
+        TopologyTerm {
+            kind,
+            key: key.into(),
+            selector: Selector::from_label_selector(&selector),
+            namespaces: ["default".to_string()].into(),
+        }
+    }
+
+    fn zones() -> BTreeSet<String> {
+        ["a", "b", "c"].map(String::from).into()
+    }
+
+    fn place(topology: &mut Topology, id: GroupId, zone: &str) {
+        topology.record(&[id], &[id], |_| Some(zone.to_owned()));
+    }
+
+    #[test]
+    fn spread_allows_only_domains_within_skew() {
+        let mut topology = Topology::default();
+        let id =
+            topology.group_of(&term(TopologyKind::Spread { max_skew: 1, min_domains: 1 }, labels::ZONE), |_| zones());
+        assert_eq!(topology.allowed(id, true, true, &zones(), |_| true), zones());
+        place(&mut topology, id, "a");
+        assert_eq!(topology.allowed(id, true, true, &zones(), |_| true), ["b", "c"].map(String::from).into());
+        assert_eq!(topology.preferred_domain(&[id], &zones()).as_deref(), Some("b"));
+        // A zone the pod cannot reach does not hold the minimum down.
+        place(&mut topology, id, "b");
+        assert_eq!(topology.allowed(id, true, true, &zones(), |d| d != "c"), zones());
+    }
+
+    #[test]
+    fn min_domains_forces_spreading_before_the_minimum_counts() {
+        let mut topology = Topology::default();
+        let id =
+            topology.group_of(&term(TopologyKind::Spread { max_skew: 1, min_domains: 4 }, labels::ZONE), |_| zones());
+        place(&mut topology, id, "a");
+        place(&mut topology, id, "b");
+        place(&mut topology, id, "c");
+        // Only three domains exist, so the global minimum is taken as 0: no zone may grow to 2.
+        assert!(topology.allowed(id, true, true, &zones(), |_| true).is_empty());
+    }
+
+    #[test]
+    fn affinity_and_anti_affinity() {
+        let mut topology = Topology::default();
+        let together = topology.group_of(&term(TopologyKind::Affinity, labels::ZONE), |_| zones());
+        assert_eq!(topology.allowed(together, true, true, &zones(), |_| true), zones());
+        assert!(topology.allowed(together, false, true, &zones(), |_| true).is_empty());
+        place(&mut topology, together, "b");
+        assert_eq!(topology.allowed(together, true, true, &zones(), |_| true), ["b".to_string()].into());
+
+        let apart = topology.group_of(&term(TopologyKind::AntiAffinity, labels::ZONE), |_| zones());
+        place(&mut topology, apart, "a");
+        assert_eq!(topology.allowed(apart, true, true, &zones(), |_| true), ["b", "c"].map(String::from).into());
+        // A pod without the term, matched by it, is repelled from the owner's domain too.
+        assert_eq!(topology.repelling(&[apart]), [apart]);
+        assert_eq!(topology.allowed(apart, true, false, &zones(), |_| true), ["b", "c"].map(String::from).into());
+    }
+}
