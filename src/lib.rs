@@ -3,6 +3,7 @@
 pub mod apis;
 pub mod cli;
 pub mod cloudprovider;
+pub mod controllers;
 pub mod crontab;
 pub mod operator;
 pub mod scheduling;

@@ -1,0 +1,3 @@
+//! Warm pools: cron-scheduled headroom held as preemptible pause pods.
+
+pub mod windows;

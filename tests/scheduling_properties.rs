@@ -1,0 +1,278 @@
+//! Invariants of the scheduling simulation over random pods, NodePools and catalogs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, Taint};
+use proptest::prelude::*;
+use serde_json::json;
+use stoker::{
+    apis::labels,
+    scheduling::{
+        catalog::{InstanceFacts, InstanceType, Offering, offering_allowed},
+        pod::PodInfo,
+        requirements::{Requirement, Requirements},
+        resources::Resources,
+        solver::{Input, NODES, NodePoolTemplate, Plan, solve},
+    },
+};
+
+const ZONES: [&str; 3] = ["z1", "z2", "z3"];
+
+fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
+    prop::collection::vec((1i64..17, 1i64..5, prop::bool::ANY, 1u32..100), 2..8).prop_map(|specs| {
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (vcpus, gib_per_cpu, arm, cents))| {
+                let facts = InstanceFacts {
+                    name: format!("t{i}.x{vcpus}"),
+                    vcpus,
+                    memory_mib: vcpus * gib_per_cpu * 1024,
+                    arch: if arm { "arm64" } else { "amd64" }.into(),
+                    gpus: 0,
+                    max_network_interfaces: 4,
+                    ipv4_per_interface: 10,
+                };
+                let mut offerings = Vec::new();
+                for (z, zone) in ZONES.iter().enumerate() {
+                    for capacity_type in ["spot", "on-demand"] {
+                        let price = f64::from(cents) / 100.0 * if capacity_type == "spot" { 0.4 } else { 1.0 }
+                            + z as f64 * 0.001;
+                        offerings.push(Offering {
+                            zone: (*zone).into(),
+                            capacity_type: capacity_type.into(),
+                            price,
+                            available: (i + z) % 5 != 0,
+                        });
+                    }
+                }
+                InstanceType::from_facts(&facts, offerings, None).unwrap()
+            })
+            .collect()
+    })
+}
+
+#[derive(Debug, Clone)]
+struct PoolSpec {
+    capacity_type: Option<&'static str>,
+    weight: i32,
+    tainted: bool,
+    node_limit: Option<i64>,
+}
+
+fn pools_strategy() -> impl Strategy<Value = Vec<PoolSpec>> {
+    prop::collection::vec(
+        (
+            prop::option::of(prop::sample::select(vec!["spot", "on-demand"])),
+            0i32..3,
+            prop::bool::weighted(0.3),
+            prop::option::of(1i64..6),
+        ),
+        1..4,
+    )
+    .prop_map(|pools| {
+        pools
+            .into_iter()
+            .map(|(capacity_type, weight, tainted, node_limit)| PoolSpec { capacity_type, weight, tainted, node_limit })
+            .collect()
+    })
+}
+
+#[derive(Debug, Clone)]
+struct PodSpec {
+    millicpu: u32,
+    mebibytes: u32,
+    zone: Option<&'static str>,
+    arch: Option<&'static str>,
+    tolerates: bool,
+    spread: bool,
+    replicas: usize,
+}
+
+fn pods_strategy() -> impl Strategy<Value = Vec<PodSpec>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(vec![100u32, 250, 500, 1000, 2000, 4000]),
+            prop::sample::select(vec![128u32, 512, 1024, 4096]),
+            prop::option::weighted(0.2, prop::sample::select(ZONES.to_vec())),
+            prop::option::weighted(0.2, prop::sample::select(vec!["amd64", "arm64"])),
+            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.3),
+            1usize..6,
+        ),
+        1..6,
+    )
+    .prop_map(|specs| {
+        specs
+            .into_iter()
+            .map(|(millicpu, mebibytes, zone, arch, tolerates, spread, replicas)| PodSpec {
+                millicpu,
+                mebibytes,
+                zone,
+                arch,
+                tolerates,
+                spread,
+                replicas,
+            })
+            .collect()
+    })
+}
+
+fn taint() -> Taint {
+    Taint { key: "dedicated".into(), value: Some("batch".into()), effect: "NoSchedule".into(), time_added: None }
+}
+
+fn build(catalog: Vec<InstanceType>, pools: &[PoolSpec], pods: &[PodSpec]) -> Input {
+    let pools = pools
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let name = format!("pool-{i}");
+            let mut requirements = Requirements::new();
+            requirements.add(labels::NODEPOOL, Requirement::one_of([name.clone()]));
+            if let Some(capacity_type) = spec.capacity_type {
+                requirements.add(labels::CAPACITY_TYPE, Requirement::one_of([capacity_type]));
+            }
+            NodePoolTemplate {
+                name,
+                weight: spec.weight,
+                requirements,
+                taints: if spec.tainted { vec![taint()] } else { vec![] },
+                instance_types: (0..catalog.len()).collect(),
+                daemon_overhead: Resources::new(),
+                remaining: spec.node_limit.map(|n| [(NODES.to_string(), n)].into_iter().collect()),
+            }
+        })
+        .collect();
+    let mut infos = Vec::new();
+    for (group, spec) in pods.iter().enumerate() {
+        for replica in 0..spec.replicas {
+            let mut selector = serde_json::Map::new();
+            if let Some(zone) = spec.zone {
+                selector.insert(labels::ZONE.into(), json!(zone));
+            }
+            if let Some(arch) = spec.arch {
+                selector.insert(labels::ARCH.into(), json!(arch));
+            }
+            let mut pod_spec = json!({
+                "containers": [{"name": "c", "resources": {"requests": {"cpu": format!("{}m", spec.millicpu), "memory": format!("{}Mi", spec.mebibytes)}}}],
+                "nodeSelector": selector,
+            });
+            if spec.tolerates {
+                pod_spec["tolerations"] =
+                    json!([{"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}]);
+            }
+            if spec.spread {
+                pod_spec["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": labels::ZONE,
+                    "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"group": group.to_string()}}}]);
+            }
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": format!("g{group}-r{replica}"), "namespace": "default", "labels": {"group": group.to_string()}},
+                "spec": pod_spec,
+            }))
+            .unwrap();
+            infos.push(PodInfo::from_pod(&pod).unwrap());
+        }
+    }
+    Input { pods: infos, pools, instance_types: catalog, ..Default::default() }
+}
+
+fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
+    let pods: BTreeMap<&str, &PodInfo> = input.pods.iter().map(|p| (p.key.as_str(), p)).collect();
+    let placed = plan.new_claims.iter().map(|c| c.pods.len()).sum::<usize>() + plan.existing.len();
+    prop_assert_eq!(placed + plan.unschedulable.len(), input.pods.len(), "every pod is decided exactly once");
+    let mut nodes_per_pool: BTreeMap<&str, i64> = BTreeMap::new();
+    for claim in &plan.new_claims {
+        let pool = input.pools.iter().find(|p| p.name == claim.nodepool).unwrap();
+        *nodes_per_pool.entry(&pool.name).or_default() += 1;
+        prop_assert!(!claim.instance_types.is_empty() && claim.instance_types.len() <= 60);
+        let mut requests = Resources::new();
+        for key in &claim.pods {
+            requests.add(&pods[key.as_str()].requests);
+        }
+        for name in &claim.instance_types {
+            let instance = input.instance_types.iter().find(|t| &t.name == name).unwrap();
+            prop_assert!(requests.fits_in(&instance.allocatable), "{} overfilled: {:?}", name, requests);
+            // Whatever offering the launch picks, the node satisfies the pool and every pod on it.
+            let offerings: Vec<&Offering> =
+                instance.offerings.iter().filter(|o| o.available && offering_allowed(o, &claim.requirements)).collect();
+            prop_assert!(!offerings.is_empty(), "{} has no offering the claim allows", name);
+            for offering in offerings {
+                let mut node = instance.labels.clone();
+                node.insert(labels::ZONE.into(), offering.zone.clone());
+                node.insert(labels::CAPACITY_TYPE.into(), offering.capacity_type.clone());
+                node.insert(labels::NODEPOOL.into(), pool.name.clone());
+                prop_assert!(pool.requirements.admit_labels(&node), "{} outside pool {}", name, pool.name);
+                for key in &claim.pods {
+                    let pod = pods[key.as_str()];
+                    prop_assert!(
+                        pod.requirements.iter().any(|alternative| alternative.admit_labels(&node)),
+                        "{} placed against its requirements on {:?}",
+                        key,
+                        node
+                    );
+                    prop_assert!(
+                        pod.untolerated_taint(&pool.taints).is_none(),
+                        "{} does not tolerate {}",
+                        key,
+                        pool.name
+                    );
+                }
+            }
+        }
+    }
+    for pool in &input.pools {
+        if let Some(limit) = pool.remaining.as_ref().map(|r| r.get(NODES)) {
+            prop_assert!(
+                nodes_per_pool.get(pool.name.as_str()).copied().unwrap_or(0) <= limit,
+                "{} over its node limit",
+                pool.name
+            );
+        }
+    }
+    // Zone spread (DoNotSchedule, maxSkew 1) among the zones a group uses.
+    let mut per_group_zone: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for claim in &plan.new_claims {
+        let zone = claim
+            .requirements
+            .get(labels::ZONE)
+            .and_then(|r| r.finite_values())
+            .filter(|v| v.len() == 1)
+            .map(|v| v.iter().next().unwrap().clone());
+        for key in &claim.pods {
+            let pod = pods[key.as_str()];
+            if !pod.topology.is_empty() {
+                let zone = zone.clone();
+                prop_assert!(zone.is_some(), "spread pod {} on a node without a single zone", key);
+                *per_group_zone.entry((pod.labels["group"].clone(), zone.unwrap())).or_default() += 1;
+            }
+        }
+    }
+    let mut groups: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for ((group, _), count) in &per_group_zone {
+        groups.entry(group).or_default().push(*count);
+    }
+    for (group, counts) in groups {
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        // Zones the group never used count as 0 only if the group could reach them; be exact only
+        // about the zones it used.
+        prop_assert!(max - min <= 1, "group {} skewed across zones: {:?}", group, counts);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn plans_respect_requirements_taints_resources_limits_and_spread(
+        catalog in catalog_strategy(),
+        pools in pools_strategy(),
+        pods in pods_strategy(),
+    ) {
+        let input = build(catalog, &pools, &pods);
+        let plan = solve(&input);
+        check_invariants(&input, &plan)?;
+        prop_assert_eq!(&plan, &solve(&input), "the same input gives the same plan");
+    }
+}
