@@ -5,5 +5,6 @@ pub mod cli;
 pub mod cloudprovider;
 pub mod controllers;
 pub mod crontab;
+pub mod error;
 pub mod operator;
 pub mod scheduling;

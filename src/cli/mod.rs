@@ -2,6 +2,7 @@
 
 pub mod crds;
 pub mod validate;
+pub mod warmpool;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -19,7 +20,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the controller (for now: print the configuration it would run with).
+    /// Run the controller (today: the WarmPool controller) until SIGTERM or Ctrl-C.
     Controller(Settings),
     /// Print the CRD YAML, or write one file per CRD with --output-dir.
     Crds {
@@ -34,6 +35,28 @@ pub enum Command {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Work with WarmPool manifests offline.
+    #[command(subcommand)]
+    Warmpool(WarmpoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WarmpoolCommand {
+    /// Show how many pause pods each WarmPool in a file holds over the coming days.
+    Preview {
+        /// The manifest file (other kinds in it are ignored).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Start of the preview (RFC 3339, for example 2026-11-23T00:00:00Z); now when unset.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// How many days to preview.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Also draw the size over time as an SVG step chart into this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
 }
 
 /// Why a command failed.
@@ -45,13 +68,21 @@ pub enum CliError {
     Yaml(#[from] serde_yaml::Error),
     #[error("cannot render JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Controller(settings) => {
-            println!("{}", serde_json::to_string_pretty(&settings)?);
+            crate::operator::init_logging(&settings);
+            tracing::info!(settings = %serde_json::to_string(&settings)?, "configuration");
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
+            runtime.block_on(crate::operator::run(settings))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds { output_dir: Some(dir) } => crds::write_all(&dir).map(|()| ExitCode::SUCCESS),
@@ -61,5 +92,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files } => validate::run(&files),
+        Command::Warmpool(WarmpoolCommand::Preview { file, from, days, svg }) => {
+            warmpool::run(&file, from, days, svg.as_deref())
+        }
     }
 }

@@ -1,3 +1,5 @@
 //! Warm pools: cron-scheduled headroom held as preemptible pause pods.
 
+pub mod pause;
+pub mod reconcile;
 pub mod windows;

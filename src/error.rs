@@ -1,0 +1,25 @@
+//! The one error type of the controllers, with a label for metrics and logs.
+
+/// What can go wrong while reconciling.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot serialize {what}: {source}")]
+    Serialize { what: &'static str, source: serde_json::Error },
+    #[error("{object} is missing {field}")]
+    MissingField { object: String, field: &'static str },
+}
+
+impl Error {
+    /// A short, stable label for the `error` metric label and log field.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Serialize { .. } => "serialize",
+            Error::MissingField { .. } => "missing_field",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
