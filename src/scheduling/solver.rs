@@ -8,7 +8,10 @@
 //! refused one of them for a reason that cannot change (requirements, taints, ports, room,
 //! anti-affinity) is not asked again for the next.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet, HashMap},
+};
 
 use k8s_openapi::api::core::v1::Taint;
 
@@ -117,6 +120,14 @@ struct Interner {
 }
 
 impl Interner {
+    /// Interns a set the caller keeps, cloning it only the first time it is seen.
+    fn intern_ref(&mut self, requirements: &Requirements) -> ReqId {
+        match self.index.get(requirements) {
+            Some(id) => *id,
+            None => self.intern(requirements.clone()),
+        }
+    }
+
     fn intern(&mut self, requirements: Requirements) -> ReqId {
         if let Some(id) = self.index.get(&requirements) {
             return *id;
@@ -145,18 +156,19 @@ fn plus(a: &[i64], b: &[i64]) -> Vec<i64> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
-/// Why a target refused a pod.
+/// Why a target refused a pod. Refusals are the inner loop's common case, so their reasons are
+/// static unless a person will read them (new NodeClaims, reported for unschedulable pods).
 struct Refusal {
     /// The reason cannot change for another pod of the same signature later in this pass.
     permanent: bool,
-    reason: String,
+    reason: Cow<'static, str>,
 }
 
 impl Refusal {
-    fn permanent(reason: impl Into<String>) -> Self {
+    fn permanent(reason: impl Into<Cow<'static, str>>) -> Self {
         Self { permanent: true, reason: reason.into() }
     }
-    fn transient(reason: impl Into<String>) -> Self {
+    fn transient(reason: impl Into<Cow<'static, str>>) -> Self {
         Self { permanent: false, reason: reason.into() }
     }
 }
@@ -167,7 +179,12 @@ struct OpenClaim {
     hostname: String,
     requirements: ReqId,
     candidates: BitSet,
+    /// Componentwise largest allocatable among the candidates: a quick test of room.
+    max_allocatable: Vec<i64>,
     total: Vec<i64>,
+    /// Room held for the rest of a hostname-affinity group whose first pod landed here.
+    reserved: Vec<i64>,
+    reservations: Vec<(GroupId, Vec<i64>)>,
     pods: Vec<usize>,
     host_ports: Vec<(String, i32, String)>,
 }
@@ -187,18 +204,24 @@ struct Attempt {
     owned: Vec<GroupId>,
     /// Groups that count the pod.
     members: Vec<GroupId>,
-    /// Anti-affinity groups whose owners repel the pod.
-    repelled_by: Vec<GroupId>,
+    /// The groups to check, by topology key: (group, whether the pod owns the term).
+    by_key: Vec<(String, Vec<(GroupId, bool)>)>,
+    /// Room the first pod matching a hostname-affinity group must find for the pods that will
+    /// have to join it, per group.
+    extra: Vec<(GroupId, Vec<i64>)>,
     /// Whether refusals may be remembered for the pod's signature (only for its first attempt).
     remember: bool,
 }
+
+/// The domain chosen for each topology key, as (key, domain).
+type ChosenDomains = Vec<(String, String)>;
 
 /// A placement that passed every check, ready to be committed.
 struct Accepted {
     requirements: ReqId,
     candidates: BitSet,
     total: Vec<i64>,
-    domains: HashMap<String, String>,
+    domains: ChosenDomains,
 }
 
 struct Solver<'a> {
@@ -221,6 +244,8 @@ struct Solver<'a> {
     /// Targets that refused the current signature for good: nodes, then claims.
     dead_nodes: Vec<bool>,
     dead_claims: Vec<bool>,
+    /// Requests of the pods still to place that own each hostname-affinity group.
+    affinity_pending: HashMap<GroupId, Vec<i64>>,
 }
 
 /// Decides where every pod of `input` goes.
@@ -308,6 +333,7 @@ impl<'a> Solver<'a> {
             topology: Topology::default(),
             dead_nodes: Vec::new(),
             dead_claims: Vec::new(),
+            affinity_pending: HashMap::new(),
             input,
         }
     }
@@ -356,6 +382,17 @@ impl<'a> Solver<'a> {
             for preference in &pod.preferences {
                 if let Preference::Topology(term) = preference {
                     self.group_of(term);
+                }
+            }
+        }
+        for (pod, groups) in pod_groups.iter().enumerate() {
+            for id in groups {
+                let term = &self.topology.group(*id).term;
+                if term.kind == TopologyKind::Affinity && term.key == labels::HOSTNAME {
+                    let pending = self.affinity_pending.entry(*id).or_insert_with(|| vec![0; self.dims.0.len()]);
+                    for (sum, amount) in pending.iter_mut().zip(&self.pod_requests[pod]) {
+                        *sum += amount;
+                    }
                 }
             }
         }
@@ -412,29 +449,90 @@ impl<'a> Solver<'a> {
         let mut last_reason = String::new();
         for kept in (0..=info.preferences.len()).rev() {
             for (alternative, requirements) in info.requirements.iter().enumerate() {
-                let mut requirements = requirements.clone();
                 let mut owned = required_groups.to_vec();
+                let mut extra_requirements: Option<Requirements> = None;
                 for preference in &info.preferences[..kept] {
                     match preference {
-                        Preference::Requirements(extra) => requirements = requirements.intersect(extra),
+                        Preference::Requirements(extra) => {
+                            extra_requirements =
+                                Some(extra_requirements.map_or_else(|| extra.clone(), |r| r.intersect(extra)))
+                        }
                         Preference::Topology(term) => owned.push(self.group_of(term)),
                     }
                 }
-                let attempt = Attempt {
-                    pod,
-                    requirements: self.interner.intern(requirements),
-                    owned,
-                    members: members.clone(),
-                    repelled_by: repelled_by.clone(),
-                    remember: kept == info.preferences.len() && alternative == 0,
+                let requirements = match extra_requirements {
+                    Some(extra) => self.interner.intern(requirements.intersect(&extra)),
+                    None => self.interner.intern_ref(requirements),
                 };
+                let attempt = self.attempt(
+                    pod,
+                    requirements,
+                    owned,
+                    &members,
+                    &repelled_by,
+                    kept == info.preferences.len() && alternative == 0,
+                );
                 match self.place_attempt(&attempt) {
-                    Ok(placed) => return Ok(placed),
+                    Ok(placed) => {
+                        self.consume_affinity(&attempt);
+                        return Ok(placed);
+                    }
                     Err(reason) => last_reason = reason,
                 }
             }
         }
         Err(last_reason)
+    }
+
+    fn attempt(
+        &self,
+        pod: usize,
+        requirements: ReqId,
+        owned: Vec<GroupId>,
+        members: &[GroupId],
+        repelled_by: &[GroupId],
+        remember: bool,
+    ) -> Attempt {
+        let mut by_key: Vec<(String, Vec<(GroupId, bool)>)> = Vec::new();
+        let tagged = owned.iter().map(|id| (*id, true)).chain(repelled_by.iter().map(|id| (*id, false)));
+        for (id, as_owner) in tagged {
+            let key = &self.topology.group(id).term.key;
+            match by_key.iter_mut().find(|(k, _)| k == key) {
+                Some((_, groups)) => groups.push((id, as_owner)),
+                None => by_key.push((key.clone(), vec![(id, as_owner)])),
+            }
+        }
+        // The first pod matching a hostname-affinity group decides the node every pod with that
+        // affinity must join: it must find room for them there.
+        let extra = members
+            .iter()
+            .chain(&owned)
+            .filter(|id| self.topology.is_empty(**id))
+            .filter_map(|id| {
+                let pending = self.affinity_pending.get(id)?;
+                let own = if owned.contains(id) { &self.pod_requests[pod][..] } else { &[] };
+                let rest: Vec<i64> =
+                    pending.iter().enumerate().map(|(i, p)| (p - own.get(i).copied().unwrap_or(0)).max(0)).collect();
+                rest.iter().any(|r| *r > 0).then_some((*id, rest))
+            })
+            .fold(Vec::<(GroupId, Vec<i64>)>::new(), |mut all, (id, rest)| {
+                if all.iter().all(|(seen, _)| *seen != id) {
+                    all.push((id, rest));
+                }
+                all
+            });
+        Attempt { pod, requirements, owned, members: members.to_vec(), by_key, extra, remember }
+    }
+
+    /// A placed pod no longer needs the room its hostname-affinity group reserved for it.
+    fn consume_affinity(&mut self, attempt: &Attempt) {
+        for id in &attempt.owned {
+            if let Some(pending) = self.affinity_pending.get_mut(id) {
+                for (sum, amount) in pending.iter_mut().zip(&self.pod_requests[attempt.pod]) {
+                    *sum -= amount;
+                }
+            }
+        }
     }
 
     fn place_attempt(&mut self, attempt: &Attempt) -> Result<Option<String>, String> {
@@ -451,8 +549,11 @@ impl<'a> Solver<'a> {
                 Err(_) => {}
             }
         }
+        if attempt.remember && self.dead_claims.len() < self.claims.len() {
+            self.dead_claims.resize(self.claims.len(), false);
+        }
         for claim in 0..self.claims.len() {
-            if attempt.remember && self.dead_claims.get(claim).copied().unwrap_or(false) {
+            if attempt.remember && self.dead_claims[claim] {
                 continue;
             }
             match self.check_claim(attempt, claim) {
@@ -460,12 +561,7 @@ impl<'a> Solver<'a> {
                     self.commit_claim(attempt, claim, accepted);
                     return Ok(None);
                 }
-                Err(refusal) if refusal.permanent && attempt.remember => {
-                    if self.dead_claims.len() <= claim {
-                        self.dead_claims.resize(claim + 1, false);
-                    }
-                    self.dead_claims[claim] = true;
-                }
+                Err(refusal) if refusal.permanent && attempt.remember => self.dead_claims[claim] = true,
                 Err(_) => {}
             }
         }
@@ -521,49 +617,48 @@ impl<'a> Solver<'a> {
     }
 
     /// Checks the topology terms for a target whose domain on each key is `domain_of(key)`;
-    /// returns the requirements narrowed to the chosen domains and the domain per key.
+    /// returns the requirements narrowed to the chosen domains (when a key was still open) and
+    /// the domain per key.
     fn check_topology(
-        &mut self,
+        &self,
         attempt: &Attempt,
         requirements: ReqId,
-        domain_of: impl Fn(&str) -> Domain,
-    ) -> Result<(ReqId, HashMap<String, String>), Refusal> {
-        let info = &self.input.pods[attempt.pod];
-        let mut by_key: BTreeMap<String, Vec<(GroupId, bool)>> = BTreeMap::new();
-        for id in &attempt.owned {
-            by_key.entry(self.topology.group(*id).term.key.clone()).or_default().push((*id, true));
-        }
-        for id in &attempt.repelled_by {
-            by_key.entry(self.topology.group(*id).term.key.clone()).or_default().push((*id, false));
-        }
+        domain_of: impl Fn(&str, &[(GroupId, bool)]) -> Domain,
+    ) -> Result<(Option<Requirements>, ChosenDomains), Refusal> {
+        let mut narrowed: Option<Requirements> = None;
+        let mut chosen = Vec::with_capacity(attempt.by_key.len());
         let pod_requirements = &self.interner.sets[attempt.requirements];
-        let mut narrowed = self.interner.sets[requirements].clone();
-        let mut chosen = HashMap::new();
-        for (key, groups) in &by_key {
-            let (candidates, fixed) = match domain_of(key) {
-                Domain::Fixed(domain) => ([domain].into(), true),
-                Domain::Open(domains) => (domains, false),
+        for (key, groups) in &attempt.by_key {
+            let eligible = |domain: &str| pod_requirements.get(key).is_none_or(|r| r.admits(Some(domain)));
+            let minimums: Vec<u32> = groups.iter().map(|(id, _)| self.topology.minimum(*id, eligible)).collect();
+            let admits = |domain: &str| {
+                groups.iter().zip(&minimums).all(|((id, as_owner), minimum)| {
+                    self.topology.admits(*id, attempt.members.contains(id), *as_owner, domain, *minimum)
+                })
             };
-            let mut allowed = candidates;
-            let mut permanent = true;
-            for (id, as_owner) in groups {
-                let self_member = attempt.members.contains(id);
-                let eligible = |domain: &str| pod_requirements.get(key).is_none_or(|r| r.admits(Some(domain)));
-                allowed = self.topology.allowed(*id, self_member, *as_owner, &allowed, eligible);
-                // Only anti-affinity refusals on a fixed domain last: its counts never shrink.
-                permanent &= self.topology.group(*id).term.kind == TopologyKind::AntiAffinity || !as_owner;
+            match domain_of(key, groups) {
+                Domain::Fixed(domain) => {
+                    if !admits(&domain) {
+                        let lasts = groups.iter().all(|(id, as_owner)| self.topology.refusal_lasts(*id, *as_owner));
+                        let reason = "a topology constraint is not satisfied here";
+                        return Err(if lasts { Refusal::permanent(reason) } else { Refusal::transient(reason) });
+                    }
+                    chosen.push((key.clone(), domain));
+                }
+                Domain::Open(domains) => {
+                    let allowed: BTreeSet<String> = domains.into_iter().filter(|d| admits(d)).collect();
+                    let owned: Vec<GroupId> = groups.iter().filter(|(_, owner)| *owner).map(|(id, _)| *id).collect();
+                    let Some(domain) = self.topology.preferred_domain(&owned, &allowed) else {
+                        return Err(Refusal::transient(format!("no {key} satisfies the pod's topology constraints")));
+                    };
+                    narrowed
+                        .get_or_insert_with(|| self.interner.sets[requirements].clone())
+                        .add(key, Requirement::one_of([domain.clone()]));
+                    chosen.push((key.clone(), domain));
+                }
             }
-            let owned: Vec<GroupId> = groups.iter().filter(|(_, owner)| *owner).map(|(id, _)| *id).collect();
-            let Some(domain) = self.topology.preferred_domain(&owned, &allowed) else {
-                let reason = format!("topology on {key} of {} is not satisfied here", info.key);
-                return Err(if fixed && permanent { Refusal::permanent(reason) } else { Refusal::transient(reason) });
-            };
-            if !fixed {
-                narrowed.add(key, Requirement::one_of([domain.clone()]));
-            }
-            chosen.insert(key.clone(), domain);
         }
-        Ok((self.interner.intern(narrowed), chosen))
+        Ok((narrowed, chosen))
     }
 
     fn ports_conflict(ports: &[(String, i32, String)], wanted: &[(String, i32, String)]) -> bool {
@@ -576,23 +671,33 @@ impl<'a> Solver<'a> {
         })
     }
 
+    /// The pod's requests plus the room its hostname-affinity group needs, if it is the first.
+    fn needed(&self, attempt: &Attempt) -> Cow<'_, [i64]> {
+        if attempt.extra.is_empty() {
+            return Cow::Borrowed(&self.pod_requests[attempt.pod]);
+        }
+        Cow::Owned(
+            attempt.extra.iter().fold(self.pod_requests[attempt.pod].clone(), |sum, (_, extra)| plus(&sum, extra)),
+        )
+    }
+
     fn check_node(&mut self, attempt: &Attempt, node: usize) -> Result<Accepted, Refusal> {
         let input = self.input;
         let info = &input.pods[attempt.pod];
         let existing = &input.nodes[node];
-        if let Some(taint) = info.untolerated_taint(&existing.taints) {
-            return Err(Refusal::permanent(format!("taint {} not tolerated", taint.key)));
+        if info.untolerated_taint(&existing.taints).is_some() {
+            return Err(Refusal::permanent("a taint is not tolerated"));
         }
         let state = &self.nodes[node];
         if Self::ports_conflict(&state.host_ports, &info.host_ports) {
             return Err(Refusal::permanent("host port in use"));
         }
-        if !fits(&self.pod_requests[attempt.pod], &state.free) {
+        if !fits(&self.needed(attempt), &state.free) {
             return Err(Refusal::permanent("not enough room"));
         }
         let node_requirements = state.requirements;
         self.merge(node_requirements, attempt.requirements, existing.registered).map_err(Refusal::permanent)?;
-        let (_, domains) = self.check_topology(attempt, node_requirements, |key| {
+        let (_, domains) = self.check_topology(attempt, node_requirements, |key, _| {
             if key == labels::HOSTNAME {
                 return Domain::Fixed(existing.name.clone());
             }
@@ -611,7 +716,14 @@ impl<'a> Solver<'a> {
             *free -= used;
         }
         state.host_ports.extend(info.host_ports.iter().cloned());
-        self.topology.record(&attempt.members, &attempt.owned, |key| accepted.domains.get(key).cloned());
+        self.record(attempt, &accepted.domains, None);
+    }
+
+    fn record(&mut self, attempt: &Attempt, domains: &[(String, String)], hostname: Option<&str>) {
+        self.topology.record(&attempt.members, &attempt.owned, |key| match hostname {
+            Some(hostname) if key == labels::HOSTNAME => Some(hostname.to_owned()),
+            _ => domains.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone()),
+        });
     }
 
     /// The instance types of `candidates` that fit `total` and keep every minValues requirement.
@@ -655,74 +767,118 @@ impl<'a> Solver<'a> {
     fn check_claim(&mut self, attempt: &Attempt, claim: usize) -> Result<Accepted, Refusal> {
         let input = self.input;
         let info = &input.pods[attempt.pod];
-        let pool = self.claims[claim].pool;
-        if let Some(taint) = info.untolerated_taint(&input.pools[pool].taints) {
-            return Err(Refusal::permanent(format!("taint {} not tolerated", taint.key)));
+        let open = &self.claims[claim];
+        if info.untolerated_taint(&input.pools[open.pool].taints).is_some() {
+            return Err(Refusal::permanent("a taint is not tolerated"));
         }
-        if Self::ports_conflict(&self.claims[claim].host_ports, &info.host_ports) {
+        if Self::ports_conflict(&open.host_ports, &info.host_ports) {
             return Err(Refusal::permanent("host port in use"));
         }
-        let total = plus(&self.claims[claim].total, &self.pod_requests[attempt.pod]);
-        // Cheap first: no candidate can hold the total whatever the requirements become.
-        if !self.claims[claim].candidates.iter().any(|i| fits(&total, &self.allocatable[i])) {
+        // Room held here for a group this pod belongs to is room for this pod.
+        let needed = self.needed(attempt);
+        let mut reserved = Cow::Borrowed(&open.reserved[..]);
+        for (group, held) in &open.reservations {
+            if attempt.owned.contains(group) {
+                let own = &self.pod_requests[attempt.pod];
+                reserved = Cow::Owned(reserved.iter().zip(held).zip(own).map(|((r, h), o)| r - (*o).min(*h)).collect());
+            }
+        }
+        // Cheap first: not even the largest candidate has room.
+        let roomy = (0..needed.len()).all(|i| open.total[i] + reserved[i] + needed[i] <= open.max_allocatable[i]);
+        if !roomy {
             return Err(Refusal::permanent("not enough room"));
         }
-        let merged =
-            self.merge(self.claims[claim].requirements, attempt.requirements, false).map_err(Refusal::permanent)?;
-        let hostname = self.claims[claim].hostname.clone();
-        let (narrowed, domains) = self.check_open_topology(attempt, merged, &hostname)?;
+        let total = plus(&plus(&open.total, &reserved), &needed);
+        let merged = self.merge(open.requirements, attempt.requirements, false).map_err(Refusal::permanent)?;
+        let (narrowed, domains) = self.check_open_topology(attempt, merged, claim)?;
         let mut candidates = self.claims[claim].candidates.clone();
         candidates.intersect_with(self.types_for(narrowed));
         let candidates = self.fitting_types(&candidates, &total, narrowed, None).map_err(|reason| {
             if narrowed == merged { Refusal::permanent(reason) } else { Refusal::transient(reason) }
         })?;
+        let total = plus(&self.claims[claim].total, &self.pod_requests[attempt.pod]);
         Ok(Accepted { requirements: narrowed, candidates, total, domains })
     }
 
-    /// Topology for a node still to be launched: its hostname is its own, other keys may still
+    /// Topology for a node still to be launched: its hostname is its own; other keys may still
     /// take any value its requirements allow.
     fn check_open_topology(
         &mut self,
         attempt: &Attempt,
         requirements: ReqId,
-        hostname: &str,
-    ) -> Result<(ReqId, HashMap<String, String>), Refusal> {
-        let set = self.interner.sets[requirements].clone();
-        let known: HashMap<GroupId, BTreeSet<String>> = attempt
-            .owned
-            .iter()
-            .chain(&attempt.repelled_by)
-            .map(|id| (*id, self.topology.group(*id).domains.clone()))
-            .collect();
-        let keyed: Vec<(String, BTreeSet<String>)> =
-            known.iter().map(|(id, domains)| (self.topology.group(*id).term.key.clone(), domains.clone())).collect();
-        self.check_topology(attempt, requirements, |key| {
+        claim: usize,
+    ) -> Result<(ReqId, Vec<(String, String)>), Refusal> {
+        if attempt.by_key.is_empty() {
+            return Ok((requirements, Vec::new()));
+        }
+        let hostname = match self.claims.get(claim) {
+            Some(open) => open.hostname.clone(),
+            None => format!("new-node-{claim}"),
+        };
+        let set = &self.interner.sets[requirements];
+        let (narrowed, domains) = self.check_topology(attempt, requirements, |key, groups| {
             if key == labels::HOSTNAME {
-                return Domain::Fixed(hostname.to_owned());
+                return Domain::Fixed(hostname.clone());
             }
             match set.get(key).and_then(Requirement::finite_values) {
                 Some(values) if values.len() == 1 => Domain::Fixed(values.iter().next().cloned().unwrap_or_default()),
                 Some(values) => Domain::Open(values.clone()),
-                None => {
-                    let domains = keyed.iter().filter(|(k, _)| k == key).flat_map(|(_, d)| d.iter().cloned());
-                    Domain::Open(domains.filter(|d| set.get(key).is_none_or(|r| r.admits(Some(d)))).collect())
-                }
+                None => Domain::Open(
+                    groups
+                        .iter()
+                        .flat_map(|(id, _)| self.topology.group(*id).domains.iter())
+                        .filter(|d| set.get(key).is_none_or(|r| r.admits(Some(d))))
+                        .cloned()
+                        .collect(),
+                ),
             }
-        })
+        })?;
+        let narrowed = match narrowed {
+            Some(narrowed) => self.interner.intern(narrowed),
+            None => requirements,
+        };
+        Ok((narrowed, domains))
+    }
+
+    fn max_allocatable(&self, candidates: &BitSet) -> Vec<i64> {
+        let mut largest = vec![0; self.dims.0.len()];
+        for index in candidates.iter() {
+            for (max, amount) in largest.iter_mut().zip(&self.allocatable[index]) {
+                *max = (*max).max(*amount);
+            }
+        }
+        largest
     }
 
     fn commit_claim(&mut self, attempt: &Attempt, claim: usize, accepted: Accepted) {
+        let max_allocatable = self.max_allocatable(&accepted.candidates);
+        let requests = &self.pod_requests[attempt.pod];
         let info = &self.input.pods[attempt.pod];
         let open = &mut self.claims[claim];
         open.requirements = accepted.requirements;
         open.candidates = accepted.candidates;
+        open.max_allocatable = max_allocatable;
         open.total = accepted.total;
         open.pods.push(attempt.pod);
         open.host_ports.extend(info.host_ports.iter().cloned());
+        // A group member arriving uses its share of the room held for its group.
+        for (group, held) in &mut open.reservations {
+            if attempt.owned.contains(group) {
+                for ((held, reserved), amount) in held.iter_mut().zip(open.reserved.iter_mut()).zip(requests) {
+                    let used = (*amount).min(*held);
+                    *held -= used;
+                    *reserved -= used;
+                }
+            }
+        }
+        for (group, extra) in &attempt.extra {
+            for (reserved, amount) in open.reserved.iter_mut().zip(extra) {
+                *reserved += amount;
+            }
+            open.reservations.push((*group, extra.clone()));
+        }
         let hostname = open.hostname.clone();
-        self.topology.record(&attempt.members, &attempt.owned, |key| {
-            if key == labels::HOSTNAME { Some(hostname.clone()) } else { accepted.domains.get(key).cloned() }
-        });
+        self.record(attempt, &accepted.domains, Some(&hostname));
     }
 
     fn check_new_claim(&mut self, attempt: &Attempt, pool: usize) -> Result<Accepted, Refusal> {
@@ -738,9 +894,8 @@ impl<'a> Solver<'a> {
         }
         let merged =
             self.merge(self.pool_requirements[pool], attempt.requirements, false).map_err(Refusal::permanent)?;
-        let hostname = format!("{}-{}", input.pools[pool].name, self.claims.len() + 1);
-        let (narrowed, domains) = self.check_open_topology(attempt, merged, &hostname)?;
-        let total = plus(&self.pool_overhead[pool], &self.pod_requests[attempt.pod]);
+        let (narrowed, domains) = self.check_open_topology(attempt, merged, self.claims.len())?;
+        let total = plus(&self.pool_overhead[pool], &self.needed(attempt));
         let mut candidates = self.pool_types[pool].clone();
         candidates.intersect_with(self.types_for(narrowed));
         if candidates.is_empty() {
@@ -749,6 +904,7 @@ impl<'a> Solver<'a> {
         let remaining = self.pool_remaining[pool].clone();
         let candidates =
             self.fitting_types(&candidates, &total, narrowed, remaining.as_deref()).map_err(Refusal::permanent)?;
+        let total = plus(&self.pool_overhead[pool], &self.pod_requests[attempt.pod]);
         Ok(Accepted { requirements: narrowed, candidates, total, domains })
     }
 
@@ -765,13 +921,16 @@ impl<'a> Solver<'a> {
                 *left = left.saturating_sub(*used);
             }
         }
-        let hostname = format!("{}-{}", self.input.pools[pool].name, self.claims.len() + 1);
+        let dims = self.dims.0.len();
         self.claims.push(OpenClaim {
             pool,
-            hostname,
+            hostname: format!("new-node-{}", self.claims.len()),
             requirements: accepted.requirements,
             candidates: BitSet::empty(0),
-            total: Vec::new(),
+            max_allocatable: vec![0; dims],
+            total: vec![0; dims],
+            reserved: vec![0; dims],
+            reservations: Vec::new(),
             pods: Vec::new(),
             host_ports: Vec::new(),
         });

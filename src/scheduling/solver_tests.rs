@@ -332,3 +332,24 @@ fn the_same_input_gives_the_same_plan() {
     let input = input(vec![pool("spot", 50, "spot"), pool("on-demand", 10, "on-demand")], pods);
     assert_eq!(solve(&input), solve(&input));
 }
+
+#[test]
+fn the_first_pod_of_a_hostname_affinity_group_finds_room_for_the_whole_group() {
+    let together = "  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
+    // Two larger plain pods open a node first; the group (4 × 1.5 CPU) must not start there,
+    // where only one of its pods would fit.
+    let mut all: Vec<PodInfo> = (0..2)
+        .map(|i| {
+            let mut pod = pod_with(&format!("plain-{i}"), "3", "1Gi", "");
+            pod.labels = [("app".to_string(), "other".to_string())].into();
+            pod
+        })
+        .collect();
+    all.extend(pods(4, "1500m", "1Gi", together));
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], all));
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    let group_claims: Vec<&NewNodeClaim> =
+        plan.new_claims.iter().filter(|c| c.pods.iter().any(|p| p.contains("p00"))).collect();
+    assert_eq!(group_claims.len(), 1);
+    assert_eq!(group_claims[0].pods.iter().filter(|p| p.contains("p00")).count(), 4);
+}

@@ -87,8 +87,11 @@ impl Topology {
         for id in members {
             let group = &mut self.groups[*id];
             if let Some(domain) = domain_of(&group.term.key) {
-                *group.members.entry(domain.clone()).or_default() += 1;
-                group.domains.insert(domain);
+                // Hostnames are not kept as domains: the hostname minimum is always 0.
+                if group.term.key != labels::HOSTNAME {
+                    group.domains.insert(domain.clone());
+                }
+                *group.members.entry(domain).or_default() += 1;
             }
         }
         for id in owned {
@@ -106,45 +109,48 @@ impl Topology {
         members.iter().copied().filter(|id| !self.groups[*id].owners.is_empty()).collect()
     }
 
-    /// Domains of `candidates` where a pod may go under group `id`, given whether the pod counts
-    /// for the group itself. `eligible` says which of the group's domains the pod could reach at
-    /// all (its node requirements), for the spread minimum.
-    pub fn allowed(
-        &self,
-        id: GroupId,
-        self_member: bool,
-        as_owner: bool,
-        candidates: &BTreeSet<String>,
-        eligible: impl Fn(&str) -> bool,
-    ) -> BTreeSet<String> {
+    /// The spread minimum a pod is measured against: the emptiest domain the pod could reach
+    /// (`eligible`). A new node is always possible on hostname, so there the minimum is 0, as it
+    /// is while fewer than `minDomains` domains exist. Only spread groups use it.
+    pub fn minimum(&self, id: GroupId, eligible: impl Fn(&str) -> bool) -> u32 {
         let group = &self.groups[id];
-        let count = |domain: &str| group.members.get(domain).copied().unwrap_or(0);
+        let TopologyKind::Spread { min_domains, .. } = group.term.kind else { return 0 };
+        if group.term.key == labels::HOSTNAME {
+            return 0;
+        }
+        let counts: Vec<u32> =
+            group.domains.iter().filter(|d| eligible(d)).map(|d| group.members.get(d).copied().unwrap_or(0)).collect();
+        if (counts.len() as u32) < min_domains { 0 } else { counts.into_iter().min().unwrap_or(0) }
+    }
+
+    /// Whether a pod may go to `domain` under group `id`: as the term's owner (`as_owner`), or as
+    /// a pod the term's owners repel. `self_member` says whether the pod counts for the group.
+    pub fn admits(&self, id: GroupId, self_member: bool, as_owner: bool, domain: &str, minimum: u32) -> bool {
+        let group = &self.groups[id];
         if !as_owner {
-            // The pod is repelled by pods that own this anti-affinity term.
-            return candidates.iter().filter(|d| group.owners.get(*d).copied().unwrap_or(0) == 0).cloned().collect();
+            return group.owners.get(domain).copied().unwrap_or(0) == 0;
         }
+        let count = group.members.get(domain).copied().unwrap_or(0);
         match group.term.kind {
-            TopologyKind::AntiAffinity => candidates.iter().filter(|d| count(d) == 0).cloned().collect(),
-            TopologyKind::Affinity => {
-                if group.members.values().all(|c| *c == 0) {
-                    // Nothing matches yet: a pod that matches its own term may start anywhere.
-                    if self_member { candidates.clone() } else { BTreeSet::new() }
-                } else {
-                    candidates.iter().filter(|d| count(d) > 0).cloned().collect()
-                }
-            }
-            TopologyKind::Spread { max_skew, min_domains } => {
-                let eligible_domains: Vec<&String> = group.domains.iter().filter(|d| eligible(d)).collect();
-                // A new node is always possible on hostname, so the emptiest hostname holds 0.
-                let minimum = if group.term.key == labels::HOSTNAME || (eligible_domains.len() as u32) < min_domains {
-                    0
-                } else {
-                    eligible_domains.iter().map(|d| count(d)).min().unwrap_or(0)
-                };
-                let increment = u32::from(self_member);
-                candidates.iter().filter(|d| count(d) + increment <= minimum + max_skew).cloned().collect()
-            }
+            TopologyKind::AntiAffinity => count == 0,
+            // Nothing matches yet: a pod that matches its own term may start anywhere.
+            TopologyKind::Affinity => count > 0 || (self_member && group.members.is_empty()),
+            TopologyKind::Spread { max_skew, .. } => count + u32::from(self_member) <= minimum + max_skew,
         }
+    }
+
+    /// Whether a refusal by group `id` on a fixed domain lasts for the rest of the pass: counts
+    /// only grow, so anti-affinity and hostname spread (minimum 0) never admit again.
+    pub fn refusal_lasts(&self, id: GroupId, as_owner: bool) -> bool {
+        let term = &self.groups[id].term;
+        !as_owner
+            || term.kind == TopologyKind::AntiAffinity
+            || (matches!(term.kind, TopologyKind::Spread { .. }) && term.key == labels::HOSTNAME)
+    }
+
+    /// Whether no pod matching group `id` has been placed anywhere yet.
+    pub fn is_empty(&self, id: GroupId) -> bool {
+        self.groups[id].members.is_empty()
     }
 
     /// Among allowed domains, the one to narrow a new node to: the emptiest for spread and
@@ -188,18 +194,30 @@ mod tests {
         topology.record(&[id], &[id], |_| Some(zone.to_owned()));
     }
 
+    fn allowed(
+        topology: &Topology,
+        id: GroupId,
+        self_member: bool,
+        as_owner: bool,
+        eligible: impl Fn(&str) -> bool,
+    ) -> BTreeSet<String> {
+        let minimum = topology.minimum(id, eligible);
+        zones().into_iter().filter(|d| topology.admits(id, self_member, as_owner, d, minimum)).collect()
+    }
+
     #[test]
     fn spread_allows_only_domains_within_skew() {
         let mut topology = Topology::default();
         let id =
             topology.group_of(&term(TopologyKind::Spread { max_skew: 1, min_domains: 1 }, labels::ZONE), |_| zones());
-        assert_eq!(topology.allowed(id, true, true, &zones(), |_| true), zones());
+        assert_eq!(allowed(&topology, id, true, true, |_| true), zones());
         place(&mut topology, id, "a");
-        assert_eq!(topology.allowed(id, true, true, &zones(), |_| true), ["b", "c"].map(String::from).into());
+        assert_eq!(allowed(&topology, id, true, true, |_| true), ["b", "c"].map(String::from).into());
         assert_eq!(topology.preferred_domain(&[id], &zones()).as_deref(), Some("b"));
         // A zone the pod cannot reach does not hold the minimum down.
         place(&mut topology, id, "b");
-        assert_eq!(topology.allowed(id, true, true, &zones(), |d| d != "c"), zones());
+        assert_eq!(allowed(&topology, id, true, true, |d| d != "c"), zones());
+        assert!(!topology.refusal_lasts(id, true), "zone spread may admit again");
     }
 
     #[test]
@@ -211,23 +229,24 @@ mod tests {
         place(&mut topology, id, "b");
         place(&mut topology, id, "c");
         // Only three domains exist, so the global minimum is taken as 0: no zone may grow to 2.
-        assert!(topology.allowed(id, true, true, &zones(), |_| true).is_empty());
+        assert!(allowed(&topology, id, true, true, |_| true).is_empty());
     }
 
     #[test]
     fn affinity_and_anti_affinity() {
         let mut topology = Topology::default();
         let together = topology.group_of(&term(TopologyKind::Affinity, labels::ZONE), |_| zones());
-        assert_eq!(topology.allowed(together, true, true, &zones(), |_| true), zones());
-        assert!(topology.allowed(together, false, true, &zones(), |_| true).is_empty());
+        assert_eq!(allowed(&topology, together, true, true, |_| true), zones());
+        assert!(allowed(&topology, together, false, true, |_| true).is_empty());
         place(&mut topology, together, "b");
-        assert_eq!(topology.allowed(together, true, true, &zones(), |_| true), ["b".to_string()].into());
+        assert_eq!(allowed(&topology, together, true, true, |_| true), ["b".to_string()].into());
 
         let apart = topology.group_of(&term(TopologyKind::AntiAffinity, labels::ZONE), |_| zones());
         place(&mut topology, apart, "a");
-        assert_eq!(topology.allowed(apart, true, true, &zones(), |_| true), ["b", "c"].map(String::from).into());
+        assert_eq!(allowed(&topology, apart, true, true, |_| true), ["b", "c"].map(String::from).into());
         // A pod without the term, matched by it, is repelled from the owner's domain too.
         assert_eq!(topology.repelling(&[apart]), [apart]);
-        assert_eq!(topology.allowed(apart, true, false, &zones(), |_| true), ["b", "c"].map(String::from).into());
+        assert_eq!(allowed(&topology, apart, true, false, |_| true), ["b", "c"].map(String::from).into());
+        assert!(topology.refusal_lasts(apart, true));
     }
 }
