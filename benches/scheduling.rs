@@ -1,6 +1,7 @@
 //! The scheduling simulation on Karpenter's benchmark shape: pods per second and nodes opened, at
 //! 100 to 20,000 pods. `hack/bench-scheduling.sh` runs it and records the figures.
 
+#[path = "support/karpenter_shape.rs"]
 mod karpenter_shape;
 
 use std::time::Instant;

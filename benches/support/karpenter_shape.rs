@@ -1,6 +1,6 @@
 //! Karpenter's scheduling benchmark shape (its `scheduling_benchmark_test.go`), as DESIGN.md
 //! describes it: 400 synthetic instance types and six equal groups of pods with a fixed seed.
-//! Shared by the criterion benchmark and the property tests.
+//! Used by the criterion benchmark.
 
 #![allow(dead_code)] // each user takes a different part
 
