@@ -4,7 +4,11 @@
 
 use chrono::NaiveDate;
 
-use super::{NodePool, WarmPool, nodepool::Budget, warmpool::Exclusion};
+use super::{
+    NodePool,
+    nodepool::Budget,
+    warmpool::{Exclusion, WarmPoolSpec},
+};
 use crate::crontab;
 
 /// A problem with one field of a resource.
@@ -43,11 +47,11 @@ pub fn nodepool_errors(pool: &NodePool) -> Vec<FieldError> {
     errors
 }
 
-/// Problems in a WarmPool that its schema lets through.
-pub fn warmpool_errors(pool: &WarmPool) -> Vec<FieldError> {
+/// Problems in a WarmPool spec that its schema lets through.
+pub fn warmpool_errors(spec: &WarmPoolSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let requests = pool.spec.resources.requests.as_ref();
-    for (index, schedule) in pool.spec.schedules.iter().enumerate() {
+    let requests = spec.resources.requests.as_ref();
+    for (index, schedule) in spec.schedules.iter().enumerate() {
         let field = |name: &str| format!("spec.schedules[{index}].{name}");
         check_cron(&mut errors, field("start"), &schedule.start);
         if let Some(end) = &schedule.end {
@@ -73,7 +77,7 @@ pub fn warmpool_errors(pool: &WarmPool) -> Vec<FieldError> {
             }
         }
     }
-    for (index, exclusion) in pool.spec.exclusions.iter().enumerate() {
+    for (index, exclusion) in spec.exclusions.iter().enumerate() {
         let Exclusion { date, from, to } = exclusion;
         for (name, value) in [("date", date), ("from", from), ("to", to)] {
             if let Some(value) = value
@@ -93,8 +97,8 @@ pub fn warmpool_errors(pool: &WarmPool) -> Vec<FieldError> {
 mod tests {
     use super::*;
 
-    fn warmpool(yaml: &str) -> WarmPool {
-        serde_yaml::from_str(yaml).unwrap()
+    fn warmpool(yaml: &str) -> WarmPoolSpec {
+        serde_yaml::from_str::<crate::apis::WarmPool>(yaml).unwrap().spec
     }
 
     const BASE: &str = "

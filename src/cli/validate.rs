@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::CliError;
-use crate::apis::{self, validation};
+use crate::apis::{self, WarmPool, validation};
 
 /// The outcome of checking one document.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub fn check_document(document: &Value) -> Verdict {
     if problems.is_empty() {
         problems = match kind {
             "NodePool" => typed(&defaulted, validation::nodepool_errors),
-            "WarmPool" => typed(&defaulted, validation::warmpool_errors),
+            "WarmPool" => typed(&defaulted, |pool: &WarmPool| validation::warmpool_errors(&pool.spec)),
             _ => Vec::new(),
         };
     }

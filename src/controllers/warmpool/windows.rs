@@ -73,8 +73,7 @@ pub struct Windows {
 impl Windows {
     /// Parses a WarmPool spec; every invalid field is reported, naming it.
     pub fn new(spec: &WarmPoolSpec) -> Result<Self, Vec<FieldError>> {
-        let pool = crate::apis::WarmPool::new("", spec.clone());
-        let errors = warmpool_errors(&pool);
+        let errors = warmpool_errors(spec);
         if !errors.is_empty() {
             return Err(errors);
         }
