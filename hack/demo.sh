@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the local default: brings up the control plane and the EC2 emulator, installs
 # stoker's CRDs, checks the examples offline with `stoker validate`, applies them to the real
-# apiserver, and shows what the cluster now holds. Leaves the environment running; stop it with
+# apiserver, shows what the cluster now holds, and previews the example WarmPool. Leaves the environment running; stop it with
 # hack/local-down.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -51,5 +51,8 @@ filters = [{"Name": "tag:karpenter.sh/discovery", "Values": [os.environ["CLUSTER
 for s in ec2.describe_subnets(Filters=filters)["Subnets"]:
     print(f"    {s['SubnetId']}  {s['AvailabilityZone']}  {s['CidrBlock']}")
 PY
+echo
+log "what the example WarmPool will hold over the next two days (stoker warmpool preview):"
+"$stoker" warmpool preview -f "$REPO_ROOT/examples/warmpool.yaml" --days 2 --svg "$STOKER_STATE/warmpool-preview.svg"
 echo
 log "the environment keeps running: 'source $STOKER_STATE/env' to use kubectl against it, hack/local-down.sh to stop it"

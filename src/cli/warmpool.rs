@@ -75,7 +75,9 @@ pub fn svg(preview: &Preview) -> String {
         let _ = write!(path, "{command}{:.1},{:.1} L{:.1},{:.1} ", x(*time), y(*replicas), x(next), y(*replicas));
     }
     let mut grid = String::new();
-    let mut day = preview.from;
+    // One grid line at each UTC midnight in the range.
+    let midnight = preview.from.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let mut day = if midnight < preview.from { midnight + Duration::days(1) } else { midnight };
     while day < preview.until {
         let _ = write!(
             grid,
