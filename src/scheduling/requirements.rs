@@ -107,10 +107,6 @@ impl Requirement {
         self.min_values
     }
 
-    pub fn presence(&self) -> Presence {
-        self.presence
-    }
-
     /// The finite set of allowed values, when the requirement is one (`In`, possibly narrowed).
     pub fn finite_values(&self) -> Option<&BTreeSet<String>> {
         (!self.complement && self.presence == Presence::Required).then_some(&self.values)
@@ -304,15 +300,6 @@ impl Requirements {
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Requirement)> {
         self.0.iter()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The first key on which no node can satisfy these requirements.
-    pub fn unsatisfiable_key(&self) -> Option<&str> {
-        self.0.iter().find(|(_, r)| r.is_unsatisfiable()).map(|(k, _)| k.as_str())
     }
 
     /// Whether a node with these labels satisfies every requirement.

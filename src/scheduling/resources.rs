@@ -76,11 +76,6 @@ impl Resources {
     pub fn fits_in(&self, capacity: &Self) -> bool {
         self.0.iter().all(|(name, amount)| *amount <= capacity.get(name))
     }
-
-    /// The first resource of which `capacity` has too little.
-    pub fn first_shortfall<'a>(&'a self, capacity: &Self) -> Option<&'a str> {
-        self.0.iter().find(|(name, amount)| **amount > capacity.get(name)).map(|(name, _)| name.as_str())
-    }
 }
 
 impl FromIterator<(String, i64)> for Resources {

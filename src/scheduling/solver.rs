@@ -152,6 +152,13 @@ fn fits(needed: &[i64], available: &[i64]) -> bool {
     needed.iter().zip(available).all(|(n, a)| n <= a)
 }
 
+/// `target += sign × amount`, componentwise.
+fn accumulate(target: &mut [i64], amount: &[i64], sign: i64) {
+    for (sum, value) in target.iter_mut().zip(amount) {
+        *sum += sign * value;
+    }
+}
+
 fn plus(a: &[i64], b: &[i64]) -> Vec<i64> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
@@ -390,9 +397,7 @@ impl<'a> Solver<'a> {
                 let term = &self.topology.group(*id).term;
                 if term.kind == TopologyKind::Affinity && term.key == labels::HOSTNAME {
                     let pending = self.affinity_pending.entry(*id).or_insert_with(|| vec![0; self.dims.0.len()]);
-                    for (sum, amount) in pending.iter_mut().zip(&self.pod_requests[pod]) {
-                        *sum += amount;
-                    }
+                    accumulate(pending, &self.pod_requests[pod], 1);
                 }
             }
         }
@@ -528,9 +533,7 @@ impl<'a> Solver<'a> {
     fn consume_affinity(&mut self, attempt: &Attempt) {
         for id in &attempt.owned {
             if let Some(pending) = self.affinity_pending.get_mut(id) {
-                for (sum, amount) in pending.iter_mut().zip(&self.pod_requests[attempt.pod]) {
-                    *sum -= amount;
-                }
+                accumulate(pending, &self.pod_requests[attempt.pod], -1);
             }
         }
     }
@@ -712,9 +715,7 @@ impl<'a> Solver<'a> {
     fn commit_node(&mut self, attempt: &Attempt, node: usize, accepted: Accepted) {
         let info = &self.input.pods[attempt.pod];
         let state = &mut self.nodes[node];
-        for (free, used) in state.free.iter_mut().zip(&self.pod_requests[attempt.pod]) {
-            *free -= used;
-        }
+        accumulate(&mut state.free, &self.pod_requests[attempt.pod], -1);
         state.host_ports.extend(info.host_ports.iter().cloned());
         self.record(attempt, &accepted.domains, None);
     }
@@ -840,10 +841,11 @@ impl<'a> Solver<'a> {
         Ok((narrowed, domains))
     }
 
-    fn max_allocatable(&self, candidates: &BitSet) -> Vec<i64> {
+    /// The componentwise largest of `vectors` over the candidate types.
+    fn largest(&self, candidates: &BitSet, vectors: &[Vec<i64>]) -> Vec<i64> {
         let mut largest = vec![0; self.dims.0.len()];
         for index in candidates.iter() {
-            for (max, amount) in largest.iter_mut().zip(&self.allocatable[index]) {
+            for (max, amount) in largest.iter_mut().zip(&vectors[index]) {
                 *max = (*max).max(*amount);
             }
         }
@@ -851,7 +853,7 @@ impl<'a> Solver<'a> {
     }
 
     fn commit_claim(&mut self, attempt: &Attempt, claim: usize, accepted: Accepted) {
-        let max_allocatable = self.max_allocatable(&accepted.candidates);
+        let max_allocatable = self.largest(&accepted.candidates, &self.allocatable);
         let requests = &self.pod_requests[attempt.pod];
         let info = &self.input.pods[attempt.pod];
         let open = &mut self.claims[claim];
@@ -872,9 +874,7 @@ impl<'a> Solver<'a> {
             }
         }
         for (group, extra) in &attempt.extra {
-            for (reserved, amount) in open.reserved.iter_mut().zip(extra) {
-                *reserved += amount;
-            }
+            accumulate(&mut open.reserved, extra, 1);
             open.reservations.push((*group, extra.clone()));
         }
         let hostname = open.hostname.clone();
@@ -910,13 +910,8 @@ impl<'a> Solver<'a> {
 
     fn open_claim(&mut self, attempt: &Attempt, pool: usize, accepted: Accepted) {
         // Limits are charged pessimistically, with the largest type the claim may still become.
+        let largest = self.largest(&accepted.candidates, &self.capacity);
         if let Some(remaining) = &mut self.pool_remaining[pool] {
-            let mut largest = vec![0; remaining.len()];
-            for index in accepted.candidates.iter() {
-                for (max, amount) in largest.iter_mut().zip(&self.capacity[index]) {
-                    *max = (*max).max(*amount);
-                }
-            }
             for (left, used) in remaining.iter_mut().zip(&largest) {
                 *left = left.saturating_sub(*used);
             }
