@@ -118,18 +118,24 @@ start kwok "$KWOK_BIN/kwok" --kubeconfig "$KUBECONFIG_LOCAL" "${stage_args[@]}" 
   --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
   --server-address "127.0.0.1:$KWOK_PORT"
 
-log "starting the EC2 emulator (moto $MOTO_VERSION) on http://127.0.0.1:$MOTO_PORT"
-start moto "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+log "starting the AWS emulator (moto $MOTO_VERSION: EC2, SSM, IAM) on http://127.0.0.1:$MOTO_PORT"
+kubernetes_minor="$(echo "$KUBERNETES_VERSION" | sed -E 's/^v([0-9]+\.[0-9]+)\..*/\1/')"
+start moto "$MOTO_VENV/bin/python" "$HACK_DIR/emulator.py" "$STOKER_STATE" "$kubernetes_minor" -H 127.0.0.1 -p "$MOTO_PORT"
 wait_for "EC2 emulator" 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MOTO_PORT"
 
 cat >"$STOKER_STATE/env" <<ENV
 export KUBECONFIG="$KUBECONFIG_LOCAL"
 export AWS_ENDPOINT_URL_EC2="http://127.0.0.1:$MOTO_PORT"
+export AWS_ENDPOINT_URL_SSM="http://127.0.0.1:$MOTO_PORT"
+export AWS_ENDPOINT_URL_IAM="http://127.0.0.1:$MOTO_PORT"
 export AWS_REGION="$AWS_REGION_LOCAL"
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
 export AWS_EC2_METADATA_DISABLED=true
 export CLUSTER_NAME="$CLUSTER_NAME"
+export CLUSTER_ENDPOINT="https://127.0.0.1:$APISERVER_PORT"
+export CLUSTER_CA_BUNDLE="$(base64 -w0 "$PKI/ca.crt")"
+export CLUSTER_SERVICE_CIDR=10.96.0.0/16
 export PATH="$K8S_BIN:\$PATH"
 ENV
 # shellcheck disable=SC1091

@@ -1,5 +1,6 @@
 """Seeds the EC2 emulator like a small EKS VPC: a VPC, three subnets in three zones and a security
-group, all tagged for discovery by the cluster (karpenter.sh/discovery=<cluster>).
+group, all tagged for discovery by the cluster (karpenter.sh/discovery=<cluster>), and the IAM node
+role the example EC2NodeClass names.
 
 Idempotent: an already-seeded emulator is left as it is. Prints the IDs it created or found.
 """
@@ -55,3 +56,15 @@ else:
         TagSpecifications=tagged("security-group"),
     )["GroupId"]
 print(f"security-group {group_id}")
+
+# The node role the example EC2NodeClass names; stoker puts it in an instance profile it manages.
+iam = boto3.client("iam", endpoint_url=endpoint, region_name=region)
+role = f"KarpenterNodeRole-{cluster}"
+try:
+    iam.get_role(RoleName=role)
+except iam.exceptions.NoSuchEntityException:
+    iam.create_role(
+        RoleName=role,
+        AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}',
+    )
+print(f"node-role {role}")

@@ -1,3 +1,144 @@
-//! The cloud side of stoker. `aws` talks to EC2 through aws-sdk-ec2.
+//! The cloud side of stoker: the `CloudProvider` trait the controllers call, and the values that
+//! cross it. `aws` implements it with aws-sdk-ec2 and aws-sdk-ssm.
+//!
+//! Controllers hand in Kubernetes objects (a NodeClaim and its EC2NodeClass) and get back
+//! launched instances, the instance catalog priced for a node class, or a resolved node class.
+//! Everything that is decided rather than fetched (which overrides to send, which error means
+//! what, which AMI path an alias names) lives in pure functions inside `aws`.
 
 pub mod aws;
+
+use std::{collections::BTreeMap, future::Future};
+
+use crate::{
+    apis::{
+        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
+        nodeclaim::NodeClaim,
+    },
+    scheduling::catalog::InstanceType,
+};
+
+/// An instance as the cloud reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    /// `aws:///<zone>/<instance-id>`, as the kubelet reports it on the Node.
+    pub provider_id: String,
+    pub instance_type: String,
+    pub zone: String,
+    /// `spot` or `on-demand`.
+    pub capacity_type: String,
+    pub image_id: String,
+    /// EC2's state name: pending, running, shutting-down, terminated, stopping, stopped.
+    pub state: String,
+    pub launch_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Instance {
+    /// The NodeClaim this instance was launched for, from its tag.
+    pub fn nodeclaim(&self) -> Option<&str> {
+        self.tags.get(crate::apis::labels::EC2_NODECLAIM_TAG).map(String::as_str)
+    }
+}
+
+/// The provider ID the kubelet sets for an EC2 instance.
+pub fn provider_id(zone: &str, instance_id: &str) -> String {
+    format!("aws:///{zone}/{instance_id}")
+}
+
+/// The instance ID inside a provider ID (`aws:///us-east-1a/i-0123` → `i-0123`).
+pub fn instance_id(provider_id: &str) -> Result<&str, CloudError> {
+    provider_id
+        .strip_prefix("aws:///")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .map(|(_, id)| id)
+        .filter(|id| id.starts_with("i-"))
+        .ok_or_else(|| CloudError::InvalidProviderId(provider_id.to_owned()))
+}
+
+/// What can go wrong in the cloud. `reason` is the stable word written to NodeClaim conditions.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CloudError {
+    /// Every offering the NodeClaim allows is out of capacity (or was refused) right now.
+    #[error("no capacity for any allowed offering; last errors: {}", .errors.join("; "))]
+    InsufficientCapacity { errors: Vec<String> },
+    /// The NodeClaim's requirements leave no instance type, zone or capacity type to try.
+    #[error("nothing to launch: {0}")]
+    NoCompatibleOfferings(String),
+    /// The node class has not been resolved (no subnets, security groups or AMIs in status).
+    #[error("EC2NodeClass {name} is not ready: {reason}")]
+    NodeClassNotReady { name: String, reason: String },
+    #[error("instance {0} not found")]
+    NotFound(String),
+    /// The instance lacks this cluster's ownership tags: stoker never touches it.
+    #[error("instance {instance} is not tagged as launched by stoker for cluster {cluster}; refusing to terminate it")]
+    NotOwned { instance: String, cluster: String },
+    #[error("invalid provider ID {0:?}")]
+    InvalidProviderId(String),
+    /// An AWS API error, with its code (`UnauthorizedOperation`, `InvalidSubnetID.NotFound`, ...).
+    #[error("{operation}: {code}: {message}")]
+    Aws { operation: &'static str, code: String, message: String },
+    #[error("invalid node configuration: {0}")]
+    InvalidConfiguration(String),
+}
+
+impl CloudError {
+    /// A short stable word for conditions, events and metrics.
+    pub fn reason(&self) -> &str {
+        match self {
+            CloudError::InsufficientCapacity { .. } => "InsufficientCapacity",
+            CloudError::NoCompatibleOfferings(_) => "NoCompatibleOfferings",
+            CloudError::NodeClassNotReady { .. } => "NodeClassNotReady",
+            CloudError::NotFound(_) => "NotFound",
+            CloudError::NotOwned { .. } => "NotOwned",
+            CloudError::InvalidProviderId(_) => "InvalidProviderId",
+            CloudError::Aws { code, .. } => code,
+            CloudError::InvalidConfiguration(_) => "InvalidConfiguration",
+        }
+    }
+}
+
+/// The operations controllers need from a cloud. Only the leader calls the mutating ones.
+pub trait CloudProvider: Send + Sync {
+    /// Launches one instance for the NodeClaim, or returns the one already launched for it.
+    fn create(
+        &self,
+        claim: &NodeClaim,
+        class: &EC2NodeClass,
+    ) -> impl Future<Output = Result<Instance, CloudError>> + Send;
+
+    /// Terminates an instance this cluster launched. `NotFound` once it is gone.
+    fn delete(&self, provider_id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
+
+    fn get(&self, provider_id: &str) -> impl Future<Output = Result<Instance, CloudError>> + Send;
+
+    /// Every instance tagged for this cluster that is not terminated.
+    fn list(&self) -> impl Future<Output = Result<Vec<Instance>, CloudError>> + Send;
+
+    /// The instance types a node class can launch, with priced, zone-restricted offerings.
+    fn instance_types(
+        &self,
+        class: &EC2NodeClass,
+    ) -> impl Future<Output = Result<Vec<InstanceType>, CloudError>> + Send;
+
+    /// Subnets, security groups and AMIs the node class's selector terms find right now.
+    fn resolve_node_class(
+        &self,
+        class: &EC2NodeClass,
+    ) -> impl Future<Output = Result<EC2NodeClassStatus, CloudError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_ids_round_trip() {
+        let id = provider_id("us-east-1a", "i-0abc");
+        assert_eq!(id, "aws:///us-east-1a/i-0abc");
+        assert_eq!(instance_id(&id), Ok("i-0abc"));
+        assert!(instance_id("kwok://node-1").is_err());
+        assert!(instance_id("aws:///us-east-1a/").is_err());
+    }
+}

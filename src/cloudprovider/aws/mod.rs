@@ -1,14 +1,221 @@
-//! AWS: clients configured the standard way, so IRSA, EKS Pod Identity, environment credentials
-//! and endpoint overrides (`AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL`) all work without stoker
-//! knowing about them.
+//! The AWS cloud provider. Clients come from the standard AWS configuration chain, so IRSA, EKS
+//! Pod Identity, environment credentials and endpoint overrides (`AWS_ENDPOINT_URL_EC2`,
+//! `AWS_ENDPOINT_URL`) all work without stoker knowing about them.
+//!
+//! What flows through: the controllers call the `CloudProvider` methods; this module keeps the
+//! caches (catalog and prices, unavailable offerings, subnet address counts, launch templates
+//! in use) and calls EC2, SSM and IAM. Decisions are made by the pure modules: `catalog`
+//! (priced instance types), `fleet` (overrides and error meanings), `ami` (alias parameters,
+//! newest image), `bootstrap` (user data), `launchtemplate` (template content and name).
 
-use aws_config::{BehaviorVersion, Region};
+pub mod ami;
+pub mod bootstrap;
+pub mod catalog;
+pub mod fleet;
+mod instances;
+mod launch;
+pub mod launchtemplate;
+mod nodeclass;
+pub mod pricing;
+pub mod unavailable;
 
-/// An EC2 client from the standard AWS configuration chain; `region` overrides the chain's region.
-pub async fn ec2_client(region: Option<String>) -> aws_sdk_ec2::Client {
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
+
+pub use self::bootstrap::ClusterInfo;
+use self::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings};
+use super::{CloudError, CloudProvider, Instance};
+use crate::{
+    apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
+    apis::nodeclaim::NodeClaim,
+    scheduling::catalog::InstanceType,
+};
+
+/// The standard AWS configuration; `region` overrides the chain's region.
+pub async fn aws_config(region: Option<String>) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
     }
-    aws_sdk_ec2::Client::new(&loader.load().await)
+    loader.load().await
+}
+
+/// An EC2 client from the standard AWS configuration chain; `region` overrides the chain's region.
+pub async fn ec2_client(region: Option<String>) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&aws_config(region).await)
+}
+
+/// How the provider behaves; the defaults are production's, tests shorten the durations.
+#[derive(Debug, Clone)]
+pub struct AwsOptions {
+    pub cluster: ClusterInfo,
+    /// How long a failed offering or full subnet is skipped.
+    pub unavailable_ttl: Duration,
+    /// How old the instance catalog and spot prices may get before they are fetched again.
+    pub catalog_ttl: Duration,
+    /// CreateFleet calls per launch before giving up with the errors seen.
+    pub max_launch_attempts: usize,
+    /// First back-off after throttling; doubled per attempt, with jitter.
+    pub throttle_backoff: Duration,
+}
+
+impl AwsOptions {
+    pub fn new(cluster: ClusterInfo) -> Self {
+        Self {
+            cluster,
+            unavailable_ttl: Duration::from_secs(180),
+            catalog_ttl: Duration::from_secs(300),
+            max_launch_attempts: 6,
+            throttle_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Launches and finds EC2 instances for one cluster.
+pub struct AwsCloudProvider {
+    ec2: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
+    iam: aws_sdk_iam::Client,
+    region: String,
+    options: AwsOptions,
+    /// Serializes catalog refreshes; holds the catalog and when it was fetched.
+    catalog: tokio::sync::Mutex<Option<(Arc<Catalog>, Instant)>>,
+    prices: Mutex<PriceBook>,
+    unavailable: Mutex<UnavailableOfferings>,
+    /// Free addresses per subnet, from the last node class resolution.
+    subnet_ips: Mutex<HashMap<String, i64>>,
+    /// Launch templates known to exist, with when a launch last used each.
+    launch_templates: Mutex<HashMap<String, Instant>>,
+}
+
+impl AwsCloudProvider {
+    pub fn new(config: &SdkConfig, options: AwsOptions) -> Self {
+        let ec2 = aws_sdk_ec2::Client::new(config);
+        Self::from_clients(ec2, aws_sdk_ssm::Client::new(config), aws_sdk_iam::Client::new(config), options)
+    }
+
+    /// A provider over given clients (tests route EC2 through a fault-injecting proxy).
+    pub fn from_clients(
+        ec2: aws_sdk_ec2::Client,
+        ssm: aws_sdk_ssm::Client,
+        iam: aws_sdk_iam::Client,
+        options: AwsOptions,
+    ) -> Self {
+        let region = ec2.config().region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+        Self {
+            ec2,
+            ssm,
+            iam,
+            prices: Mutex::new(PriceBook::snapshot(&region)),
+            region,
+            unavailable: Mutex::new(UnavailableOfferings::new(options.unavailable_ttl)),
+            options,
+            catalog: tokio::sync::Mutex::new(None),
+            subnet_ips: Mutex::new(HashMap::new()),
+            launch_templates: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn cluster_name(&self) -> &str {
+        &self.options.cluster.name
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Live entries of the unavailable-offerings cache.
+    pub fn unavailable_offerings(&self) -> usize {
+        lock(&self.unavailable).len(Instant::now())
+    }
+
+    /// Fetches the instance catalog and spot prices now (the operator calls this periodically).
+    pub async fn refresh(&self) -> Result<Arc<Catalog>, CloudError> {
+        let mut cached = self.catalog.lock().await;
+        let fresh = Arc::new(catalog::fetch(&self.ec2).await?);
+        let spot = catalog::fetch_spot_prices(&self.ec2).await;
+        {
+            let mut prices = lock(&self.prices);
+            prices.learn_vcpus(&fresh.types);
+            match spot {
+                Ok(spot) => prices.set_spot(spot),
+                // Keep the previous spot prices (or the documented assumption): a price feed
+                // outage must not stop launches.
+                Err(error) => tracing::warn!(%error, "cannot refresh spot prices"),
+            }
+        }
+        *cached = Some((fresh.clone(), Instant::now()));
+        Ok(fresh)
+    }
+
+    async fn current_catalog(&self) -> Result<Arc<Catalog>, CloudError> {
+        {
+            let cached = self.catalog.lock().await;
+            if let Some((catalog, fetched)) = cached.as_ref()
+                && fetched.elapsed() < self.options.catalog_ttl
+            {
+                return Ok(catalog.clone());
+            }
+        }
+        self.refresh().await
+    }
+
+    fn mark_unavailable(&self, mark: impl FnOnce(&mut UnavailableOfferings, Instant)) {
+        mark(&mut lock(&self.unavailable), Instant::now());
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded caches hold no invariants a panicking holder could break halfway.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An AWS SDK error as a `CloudError` carrying the service's error code.
+fn aws_error<E>(operation: &'static str) -> impl FnOnce(E) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    move |error| CloudError::Aws {
+        operation,
+        code: error.code().unwrap_or("RequestFailed").to_owned(),
+        message: error.message().map(str::to_owned).unwrap_or_else(|| DisplayErrorContext(&error).to_string()),
+    }
+}
+
+impl CloudProvider for AwsCloudProvider {
+    async fn create(&self, claim: &NodeClaim, class: &EC2NodeClass) -> Result<Instance, CloudError> {
+        launch::create(self, claim, class).await
+    }
+
+    async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
+        instances::terminate(self, provider_id).await
+    }
+
+    async fn get(&self, provider_id: &str) -> Result<Instance, CloudError> {
+        instances::get(self, super::instance_id(provider_id)?).await
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, CloudError> {
+        instances::list(self).await
+    }
+
+    async fn instance_types(&self, class: &EC2NodeClass) -> Result<Vec<InstanceType>, CloudError> {
+        let status = nodeclass::ready_status(class)?;
+        let catalog = self.current_catalog().await?;
+        let zones: BTreeSet<String> = status.subnets.iter().map(|s| s.zone.clone()).collect();
+        let arches: BTreeSet<String> = status.amis.iter().filter_map(ami::arch_of).map(str::to_owned).collect();
+        let prices = lock(&self.prices);
+        let unavailable = lock(&self.unavailable);
+        Ok(catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), class.spec.kubelet.as_ref()))
+    }
+
+    async fn resolve_node_class(&self, class: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
+        nodeclass::resolve(self, class).await
+    }
 }

@@ -1,0 +1,283 @@
+//! User data that makes a new instance join the cluster as the node its NodeClaim describes.
+//!
+//! - AL2023: a MIME multipart document whose last part is nodeadm's `NodeConfig` (cluster name,
+//!   endpoint, CA, service CIDR, kubelet settings, the node's labels and taints). The user's own
+//!   user data (a shell script, a NodeConfig, or a whole MIME document whose parts are kept)
+//!   comes first, so nodeadm merges stoker's settings over it.
+//! - Bottlerocket: TOML settings; the user's TOML is parsed and stoker's `settings.kubernetes`
+//!   keys are merged over it (labels and taints are added to the user's).
+//! - Custom: the user's user data unchanged.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Taint;
+use serde_json::{Value, json};
+
+use crate::{
+    apis::ec2nodeclass::{AmiFamily, KubeletConfiguration},
+    cloudprovider::CloudError,
+};
+
+const BOUNDARY: &str = "//stoker//";
+
+/// What a node needs to know about its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterInfo {
+    pub name: String,
+    /// The API server URL nodes join.
+    pub endpoint: String,
+    /// The cluster CA bundle, base64-encoded PEM (as EKS's DescribeCluster returns it).
+    pub ca_bundle: String,
+    /// The Service CIDR (nodeadm derives the cluster DNS address from it).
+    pub service_cidr: String,
+    /// Kubernetes minor version, `1.37`; names the EKS AMI parameters.
+    pub kubernetes_minor: String,
+}
+
+/// The node-specific part of the bootstrap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeBootstrap<'a> {
+    pub labels: BTreeMap<String, String>,
+    /// Taints the kubelet registers with (the NodeClaim's taints and startup taints, and
+    /// stoker's unregistered taint).
+    pub taints: Vec<Taint>,
+    pub kubelet: Option<&'a KubeletConfiguration>,
+    pub custom: Option<&'a str>,
+}
+
+/// The user data for an AMI family, in plain text (EC2 wants it base64-encoded).
+pub fn user_data(family: AmiFamily, cluster: &ClusterInfo, node: &NodeBootstrap) -> Result<Option<String>, CloudError> {
+    match family {
+        AmiFamily::AL2023 => Ok(Some(al2023(cluster, node)?)),
+        AmiFamily::Bottlerocket => Ok(Some(bottlerocket(cluster, node)?)),
+        AmiFamily::Custom => Ok(node.custom.map(str::to_owned)),
+    }
+}
+
+fn taint_string(taint: &Taint) -> String {
+    match &taint.value {
+        Some(value) => format!("{}={}:{}", taint.key, value, taint.effect),
+        None => format!("{}:{}", taint.key, taint.effect),
+    }
+}
+
+fn al2023(cluster: &ClusterInfo, node: &NodeBootstrap) -> Result<String, CloudError> {
+    let mut kubelet_config = serde_json::Map::new();
+    if let Some(kubelet) = node.kubelet {
+        let settings = [
+            ("maxPods", kubelet.max_pods.map(|v| json!(v))),
+            ("podsPerCore", kubelet.pods_per_core.map(|v| json!(v))),
+            ("systemReserved", kubelet.system_reserved.as_ref().map(|v| json!(v))),
+            ("kubeReserved", kubelet.kube_reserved.as_ref().map(|v| json!(v))),
+            ("evictionHard", kubelet.eviction_hard.as_ref().map(|v| json!(v))),
+            ("evictionSoft", kubelet.eviction_soft.as_ref().map(|v| json!(v))),
+            ("evictionSoftGracePeriod", kubelet.eviction_soft_grace_period.as_ref().map(|v| json!(v))),
+            ("clusterDNS", kubelet.cluster_dns.as_ref().map(|v| json!(v))),
+        ];
+        kubelet_config.extend(settings.into_iter().filter_map(|(key, value)| Some((key.to_owned(), value?))));
+    }
+    let mut flags = Vec::new();
+    if !node.labels.is_empty() {
+        let labels: Vec<String> = node.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        flags.push(format!("--node-labels={}", labels.join(",")));
+    }
+    if !node.taints.is_empty() {
+        let taints: Vec<String> = node.taints.iter().map(taint_string).collect();
+        flags.push(format!("--register-with-taints={}", taints.join(",")));
+    }
+    let node_config = json!({
+        "apiVersion": "node.eks.aws/v1alpha1",
+        "kind": "NodeConfig",
+        "spec": {
+            "cluster": {
+                "name": cluster.name,
+                "apiServerEndpoint": cluster.endpoint,
+                "certificateAuthority": cluster.ca_bundle,
+                "cidr": cluster.service_cidr,
+            },
+            "kubelet": { "config": Value::Object(kubelet_config), "flags": flags },
+        },
+    });
+    let node_config = serde_yaml::to_string(&node_config)
+        .map_err(|e| CloudError::InvalidConfiguration(format!("cannot render NodeConfig: {e}")))?;
+
+    let mut parts = match node.custom {
+        Some(custom) => user_parts(custom)?,
+        None => Vec::new(),
+    };
+    parts.push(format!("Content-Type: application/node.eks.aws\n\n{node_config}"));
+    let mut out = format!("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"{BOUNDARY}\"\n\n");
+    for part in parts {
+        out.push_str(&format!("--{BOUNDARY}\n{}\n", part.trim_end()));
+    }
+    out.push_str(&format!("--{BOUNDARY}--\n"));
+    Ok(out)
+}
+
+/// The user's AL2023 user data as MIME parts (headers, blank line, body).
+fn user_parts(custom: &str) -> Result<Vec<String>, CloudError> {
+    if custom.starts_with("MIME-Version") || custom.starts_with("Content-Type: multipart") {
+        let boundary = custom
+            .lines()
+            .take_while(|line| !line.trim().is_empty())
+            .find_map(|line| line.split("boundary=").nth(1))
+            .map(|b| b.trim().trim_matches('"').to_owned())
+            .ok_or_else(|| CloudError::InvalidConfiguration("userData is MIME but names no boundary".into()))?;
+        let delimiter = format!("--{boundary}");
+        let parts: Vec<String> = custom
+            .split(&delimiter)
+            .skip(1)
+            .take_while(|part| !part.starts_with("--"))
+            .map(|part| part.trim_start_matches(['\r', '\n']).to_owned())
+            .filter(|part| !part.trim().is_empty())
+            .collect();
+        return Ok(parts);
+    }
+    let content_type =
+        if custom.starts_with("#!") { "text/x-shellscript; charset=\"us-ascii\"" } else { "application/node.eks.aws" };
+    Ok(vec![format!("Content-Type: {content_type}\n\n{custom}")])
+}
+
+fn bottlerocket(cluster: &ClusterInfo, node: &NodeBootstrap) -> Result<String, CloudError> {
+    let invalid = |e: String| CloudError::InvalidConfiguration(format!("Bottlerocket userData: {e}"));
+    let mut document: toml::Table = match node.custom {
+        Some(custom) => custom.parse().map_err(|e: toml::de::Error| invalid(e.to_string()))?,
+        None => toml::Table::new(),
+    };
+    let settings = table(&mut document, "settings").map_err(invalid)?;
+    let kubernetes = table(settings, "kubernetes").map_err(invalid)?;
+    kubernetes.insert("cluster-name".into(), cluster.name.clone().into());
+    kubernetes.insert("api-server".into(), cluster.endpoint.clone().into());
+    kubernetes.insert("cluster-certificate".into(), cluster.ca_bundle.clone().into());
+    if let Some(max_pods) = node.kubelet.and_then(|k| k.max_pods) {
+        kubernetes.insert("max-pods".into(), i64::from(max_pods).into());
+    }
+    let labels = table(kubernetes, "node-labels").map_err(invalid)?;
+    for (key, value) in &node.labels {
+        labels.insert(key.clone(), value.clone().into());
+    }
+    let taints = table(kubernetes, "node-taints").map_err(invalid)?;
+    for taint in &node.taints {
+        let value = format!("{}:{}", taint.value.as_deref().unwrap_or(""), taint.effect);
+        let entry = taints.entry(taint.key.clone()).or_insert_with(|| toml::Value::Array(Vec::new()));
+        match entry {
+            toml::Value::Array(values) => values.push(value.into()),
+            other => *other = toml::Value::Array(vec![value.into()]),
+        }
+    }
+    toml::to_string(&document).map_err(|e| invalid(e.to_string()))
+}
+
+/// The sub-table `key` of `parent`, created when missing.
+fn table<'a>(parent: &'a mut toml::Table, key: &str) -> Result<&'a mut toml::Table, String> {
+    match parent.entry(key).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+        toml::Value::Table(table) => Ok(table),
+        _ => Err(format!("{key} must be a table")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> ClusterInfo {
+        ClusterInfo {
+            name: "prod".into(),
+            endpoint: "https://example.eks.amazonaws.com".into(),
+            ca_bundle: "Q0E=".into(),
+            service_cidr: "10.100.0.0/16".into(),
+            kubernetes_minor: "1.37".into(),
+        }
+    }
+
+    fn node<'a>(custom: Option<&'a str>, kubelet: Option<&'a KubeletConfiguration>) -> NodeBootstrap<'a> {
+        NodeBootstrap {
+            labels: BTreeMap::from([("stoker.dev/nodepool".into(), "spot".into()), ("team".into(), "web".into())]),
+            taints: vec![
+                Taint { key: "stoker.dev/unregistered".into(), effect: "NoExecute".into(), ..Default::default() },
+                Taint {
+                    key: "gpu".into(),
+                    value: Some("true".into()),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                },
+            ],
+            kubelet,
+            custom,
+        }
+    }
+
+    fn node_config(user_data: &str) -> serde_yaml::Value {
+        let part = user_data.split("Content-Type: application/node.eks.aws\n\n").last().expect("a NodeConfig part");
+        let body = part.split(&format!("--{BOUNDARY}")).next().expect("body");
+        serde_yaml::from_str(body).expect("NodeConfig is YAML")
+    }
+
+    #[test]
+    fn al2023_node_config_carries_cluster_labels_taints_and_kubelet_settings() {
+        let kubelet = KubeletConfiguration { max_pods: Some(58), ..Default::default() };
+        let text =
+            user_data(AmiFamily::AL2023, &cluster(), &node(None, Some(&kubelet))).expect("renders").expect("some");
+        assert!(text.starts_with("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"//stoker//\""));
+        assert!(text.ends_with("--//stoker//--\n"));
+        let config = node_config(&text);
+        assert_eq!(config["spec"]["cluster"]["name"], "prod");
+        assert_eq!(config["spec"]["cluster"]["apiServerEndpoint"], "https://example.eks.amazonaws.com");
+        assert_eq!(config["spec"]["cluster"]["cidr"], "10.100.0.0/16");
+        assert_eq!(config["spec"]["kubelet"]["config"]["maxPods"], 58);
+        let flags: Vec<&str> = config["spec"]["kubelet"]["flags"]
+            .as_sequence()
+            .expect("flags")
+            .iter()
+            .filter_map(|f| f.as_str())
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                "--node-labels=stoker.dev/nodepool=spot,team=web",
+                "--register-with-taints=stoker.dev/unregistered:NoExecute,gpu=true:NoSchedule"
+            ]
+        );
+    }
+
+    #[test]
+    fn al2023_keeps_the_users_parts_before_its_own() {
+        let script = "#!/bin/bash\necho hello";
+        let text = user_data(AmiFamily::AL2023, &cluster(), &node(Some(script), None)).expect("renders").expect("some");
+        let script_at = text.find("text/x-shellscript").expect("script part");
+        let config_at = text.find("application/node.eks.aws").expect("config part");
+        assert!(script_at < config_at);
+
+        let mime = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"BOUNDARY\"\n\n--BOUNDARY\nContent-Type: text/x-shellscript\n\necho one\n--BOUNDARY\nContent-Type: text/x-shellscript\n\necho two\n--BOUNDARY--\n";
+        let text = user_data(AmiFamily::AL2023, &cluster(), &node(Some(mime), None)).expect("renders").expect("some");
+        assert_eq!(text.matches(&format!("--{BOUNDARY}\n")).count(), 3, "{text}");
+        assert!(text.contains("echo one") && text.contains("echo two"));
+        assert!(!text.contains("--BOUNDARY"));
+        assert_eq!(node_config(&text)["spec"]["cluster"]["name"], "prod");
+
+        let broken = "MIME-Version: 1.0\nContent-Type: multipart/mixed\n\nbody";
+        assert!(user_data(AmiFamily::AL2023, &cluster(), &node(Some(broken), None)).is_err());
+    }
+
+    #[test]
+    fn bottlerocket_merges_settings_into_the_users_toml() {
+        let custom = "[settings.kubernetes]\ncluster-name = \"overridden\"\n[settings.kubernetes.node-labels]\nown = \"label\"\n[settings.host-containers.admin]\nenabled = true\n";
+        let text =
+            user_data(AmiFamily::Bottlerocket, &cluster(), &node(Some(custom), None)).expect("renders").expect("some");
+        let parsed: toml::Table = text.parse().expect("TOML");
+        let kubernetes = &parsed["settings"]["kubernetes"];
+        assert_eq!(kubernetes["cluster-name"].as_str(), Some("prod"));
+        assert_eq!(kubernetes["node-labels"]["own"].as_str(), Some("label"));
+        assert_eq!(kubernetes["node-labels"]["team"].as_str(), Some("web"));
+        assert_eq!(kubernetes["node-taints"]["gpu"][0].as_str(), Some("true:NoSchedule"));
+        assert_eq!(parsed["settings"]["host-containers"]["admin"]["enabled"].as_bool(), Some(true));
+        assert!(user_data(AmiFamily::Bottlerocket, &cluster(), &node(Some("not = [toml"), None)).is_err());
+    }
+
+    #[test]
+    fn custom_passes_user_data_through() {
+        let text = user_data(AmiFamily::Custom, &cluster(), &node(Some("#cloud-config\n"), None)).expect("renders");
+        assert_eq!(text.as_deref(), Some("#cloud-config\n"));
+        assert_eq!(user_data(AmiFamily::Custom, &cluster(), &node(None, None)).expect("renders"), None);
+    }
+}

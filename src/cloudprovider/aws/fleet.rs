@@ -1,0 +1,327 @@
+//! What one CreateFleet call asks for, and what its errors mean. Pure.
+//!
+//! `plan_launch` turns a NodeClaim's requirements and requests, the priced catalog and the node
+//! class's subnets into a capacity type and up to 60 overrides (instance type × zonal subnet),
+//! cheapest first. Spot is chosen when the NodeClaim allows it and some spot offering is
+//! available; otherwise on-demand. Offerings and subnets in the unavailable cache are left out,
+//! so after a capacity error the next plan holds what remains, and falls back to on-demand when
+//! every spot offering has failed.
+//!
+//! `classify` maps a CreateFleet error code to what stoker does about it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    apis::labels,
+    scheduling::{
+        catalog::{InstanceType, offering_allowed},
+        requirements::Requirements,
+        resources::Resources,
+    },
+};
+
+/// CreateFleet takes at most this many overrides from stoker (and Karpenter sends 60 types).
+pub const MAX_OVERRIDES: usize = 60;
+
+/// A subnet the node class resolved, with how many addresses it has left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subnet {
+    pub id: String,
+    pub zone: String,
+    pub available_ips: i64,
+    /// In the unavailable cache (recently out of addresses).
+    pub exhausted: bool,
+}
+
+/// One override: launch this type in this subnet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub instance_type: String,
+    pub subnet_id: String,
+    pub zone: String,
+    pub arch: String,
+    pub price: f64,
+    /// 0 is tried first.
+    pub priority: f64,
+}
+
+/// The content of one CreateFleet call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchPlan {
+    pub capacity_type: String,
+    pub overrides: Vec<Override>,
+}
+
+/// Why nothing can be launched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoPlan {
+    /// No instance type, zone and capacity type satisfies the NodeClaim at all.
+    Incompatible(String),
+    /// Some do, but every one of them is in the unavailable cache.
+    AllUnavailable,
+}
+
+/// Chooses the capacity type and overrides for a NodeClaim.
+pub fn plan_launch(
+    requirements: &Requirements,
+    requests: &Resources,
+    instance_types: &[InstanceType],
+    subnets: &[Subnet],
+) -> Result<LaunchPlan, NoPlan> {
+    let candidates: Vec<&InstanceType> = instance_types
+        .iter()
+        .filter(|instance| type_allowed(instance, requirements) && requests.fits_in(&instance.allocatable))
+        .collect();
+    if candidates.is_empty() {
+        return Err(NoPlan::Incompatible(format!(
+            "none of {} instance types satisfies the requirements and fits {}",
+            instance_types.len(),
+            describe(requests)
+        )));
+    }
+    let subnet_by_zone = best_subnet_per_zone(subnets);
+    let mut any_allowed = false;
+    for capacity_type in [labels::CAPACITY_TYPE_SPOT, labels::CAPACITY_TYPE_ON_DEMAND] {
+        let mut overrides: Vec<Override> = Vec::new();
+        for instance in &candidates {
+            for offering in &instance.offerings {
+                if offering.capacity_type != capacity_type || !offering_allowed(offering, requirements) {
+                    continue;
+                }
+                let Some(subnet) = subnet_by_zone.get(offering.zone.as_str()) else { continue };
+                any_allowed = true;
+                if offering.available && !subnet.exhausted {
+                    overrides.push(Override {
+                        instance_type: instance.name.clone(),
+                        subnet_id: subnet.id.clone(),
+                        zone: offering.zone.clone(),
+                        arch: instance.labels.get(labels::ARCH).cloned().unwrap_or_default(),
+                        price: offering.price,
+                        priority: 0.0,
+                    });
+                }
+            }
+        }
+        if overrides.is_empty() {
+            continue;
+        }
+        overrides.sort_by(|a, b| {
+            a.price.total_cmp(&b.price).then_with(|| a.instance_type.cmp(&b.instance_type)).then(a.zone.cmp(&b.zone))
+        });
+        overrides.truncate(MAX_OVERRIDES);
+        for (rank, entry) in overrides.iter_mut().enumerate() {
+            entry.priority = rank as f64;
+        }
+        return Ok(LaunchPlan { capacity_type: capacity_type.to_owned(), overrides });
+    }
+    if any_allowed {
+        Err(NoPlan::AllUnavailable)
+    } else {
+        let zones: BTreeSet<&str> = subnet_by_zone.keys().copied().collect();
+        Err(NoPlan::Incompatible(format!(
+            "no offering of the fitting instance types matches the zone and capacity-type requirements in the node class's zones {zones:?}"
+        )))
+    }
+}
+
+/// Whether an instance type's labels satisfy the requirements on the keys it describes. Keys
+/// about offerings (zone, capacity type) and node labels from the NodePool are not the type's.
+fn type_allowed(instance: &InstanceType, requirements: &Requirements) -> bool {
+    requirements.iter().all(|(key, requirement)| match instance.labels.get(key) {
+        Some(value) => requirement.admits(Some(value)),
+        None if describes_instance_type(key) => requirement.admits(None),
+        None => true,
+    })
+}
+
+fn describes_instance_type(key: &str) -> bool {
+    [labels::INSTANCE_TYPE, labels::ARCH, labels::OS].contains(&key) || key.starts_with("karpenter.k8s.aws/instance-")
+}
+
+/// The subnet with the most free addresses in each zone, skipping exhausted ones when possible.
+fn best_subnet_per_zone(subnets: &[Subnet]) -> BTreeMap<&str, &Subnet> {
+    let mut best: BTreeMap<&str, &Subnet> = BTreeMap::new();
+    for subnet in subnets {
+        let better = |current: &&Subnet| {
+            (!subnet.exhausted, subnet.available_ips, std::cmp::Reverse(&subnet.id))
+                > (!current.exhausted, current.available_ips, std::cmp::Reverse(&current.id))
+        };
+        if best.get(subnet.zone.as_str()).is_none_or(better) {
+            best.insert(&subnet.zone, subnet);
+        }
+    }
+    best
+}
+
+fn describe(requests: &Resources) -> String {
+    let parts: Vec<String> = requests.iter().map(|(name, amount)| format!("{name}={amount}")).collect();
+    format!("requests {{{}}}", parts.join(", "))
+}
+
+/// What a CreateFleet error code asks stoker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetErrorKind {
+    /// This offering (type, zone, capacity type) has no capacity: skip it for a while.
+    OfferingUnavailable,
+    /// No more instances of this capacity type anywhere (the account's spot limit).
+    CapacityTypeUnavailable,
+    /// The subnet ran out of addresses: skip it for a while.
+    SubnetFull,
+    /// Slow down and retry.
+    Throttled,
+    /// Anything else: surfaced as-is.
+    Other,
+}
+
+pub fn classify(code: &str) -> FleetErrorKind {
+    match code {
+        "InsufficientInstanceCapacity"
+        | "InsufficientCapacity"
+        | "UnfulfillableCapacity"
+        | "Unsupported"
+        | "VcpuLimitExceeded"
+        | "InstanceLimitExceeded" => FleetErrorKind::OfferingUnavailable,
+        "MaxSpotInstanceCountExceeded" => FleetErrorKind::CapacityTypeUnavailable,
+        "InsufficientFreeAddressesInSubnet" => FleetErrorKind::SubnetFull,
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => FleetErrorKind::Throttled,
+        _ => FleetErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduling::{
+        catalog::{InstanceFacts, Offering},
+        requirements::Requirement,
+        resources::CPU,
+    };
+
+    fn instance(name: &str, vcpus: i64, arch: &str, offerings: &[(&str, &str, f64, bool)]) -> InstanceType {
+        let facts = InstanceFacts {
+            name: name.into(),
+            vcpus,
+            memory_mib: vcpus * 4096,
+            arch: arch.into(),
+            gpus: 0,
+            max_network_interfaces: 4,
+            ipv4_per_interface: 15,
+        };
+        let offerings = offerings
+            .iter()
+            .map(|(zone, capacity_type, price, available)| Offering {
+                zone: zone.to_string(),
+                capacity_type: capacity_type.to_string(),
+                price: *price,
+                available: *available,
+            })
+            .collect();
+        InstanceType::from_facts(&facts, offerings, None).expect("valid facts")
+    }
+
+    fn subnet(id: &str, zone: &str, available_ips: i64) -> Subnet {
+        Subnet { id: id.into(), zone: zone.into(), available_ips, exhausted: false }
+    }
+
+    fn requests(millicores: i64) -> Resources {
+        let mut requests = Resources::new();
+        requests.set(CPU, millicores);
+        requests
+    }
+
+    fn capacity_types(values: &[&str]) -> Requirements {
+        let mut requirements = Requirements::new();
+        requirements.add(labels::CAPACITY_TYPE, Requirement::one_of(values.iter().copied()));
+        requirements
+    }
+
+    #[test]
+    fn spot_when_allowed_cheapest_first_one_subnet_per_zone() {
+        let types = [
+            instance("m5.xlarge", 4, "amd64", &[("a", "spot", 0.08, true), ("a", "on-demand", 0.19, true)]),
+            instance("m5.large", 2, "amd64", &[("a", "spot", 0.04, true), ("b", "spot", 0.03, true)]),
+        ];
+        let subnets = [subnet("subnet-small", "a", 10), subnet("subnet-big", "a", 4000), subnet("subnet-b", "b", 5)];
+        let plan =
+            plan_launch(&capacity_types(&["spot", "on-demand"]), &requests(1000), &types, &subnets).expect("a plan");
+        assert_eq!(plan.capacity_type, "spot");
+        let order: Vec<(&str, &str, f64)> =
+            plan.overrides.iter().map(|o| (o.instance_type.as_str(), o.subnet_id.as_str(), o.priority)).collect();
+        assert_eq!(
+            order,
+            [("m5.large", "subnet-b", 0.0), ("m5.large", "subnet-big", 1.0), ("m5.xlarge", "subnet-big", 2.0)]
+        );
+    }
+
+    #[test]
+    fn falls_back_to_on_demand_when_every_spot_offering_is_unavailable() {
+        let types = [instance("m5.large", 2, "amd64", &[("a", "spot", 0.04, false), ("a", "on-demand", 0.096, true)])];
+        let subnets = [subnet("subnet-a", "a", 100)];
+        let plan =
+            plan_launch(&capacity_types(&["spot", "on-demand"]), &requests(1000), &types, &subnets).expect("a plan");
+        assert_eq!(plan.capacity_type, "on-demand");
+        assert_eq!(
+            plan_launch(&capacity_types(&["spot"]), &requests(1000), &types, &subnets),
+            Err(NoPlan::AllUnavailable)
+        );
+    }
+
+    #[test]
+    fn requirements_and_requests_narrow_the_types() {
+        let types = [
+            instance("m5.large", 2, "amd64", &[("a", "on-demand", 0.096, true)]),
+            instance("m7g.large", 2, "arm64", &[("a", "on-demand", 0.08, true)]),
+            instance("m5.4xlarge", 16, "amd64", &[("a", "on-demand", 0.77, true)]),
+        ];
+        let subnets = [subnet("subnet-a", "a", 100)];
+        let mut amd64 = Requirements::new();
+        amd64.add(labels::ARCH, Requirement::one_of(["amd64"]));
+        let plan = plan_launch(&amd64, &requests(4000), &types, &subnets).expect("a plan");
+        let names: Vec<&str> = plan.overrides.iter().map(|o| o.instance_type.as_str()).collect();
+        assert_eq!(names, ["m5.4xlarge"]);
+        let error = plan_launch(&amd64, &requests(64_000), &types, &subnets).unwrap_err();
+        assert!(matches!(&error, NoPlan::Incompatible(message) if message.contains("cpu=64000")), "{error:?}");
+    }
+
+    #[test]
+    fn zones_without_a_usable_subnet_are_not_offered() {
+        let types =
+            [instance("m5.large", 2, "amd64", &[("a", "on-demand", 0.096, true), ("b", "on-demand", 0.09, true)])];
+        let mut exhausted = subnet("subnet-b", "b", 0);
+        exhausted.exhausted = true;
+        let plan = plan_launch(&Requirements::new(), &requests(100), &types, &[subnet("subnet-a", "a", 9), exhausted])
+            .expect("a plan");
+        let zones: Vec<&str> = plan.overrides.iter().map(|o| o.zone.as_str()).collect();
+        assert_eq!(zones, ["a"]);
+        let error = plan_launch(&Requirements::new(), &requests(100), &types, &[]).unwrap_err();
+        assert!(matches!(error, NoPlan::Incompatible(_)));
+    }
+
+    #[test]
+    fn never_more_than_sixty_overrides() {
+        let types: Vec<InstanceType> = (0..40)
+            .map(|i| {
+                instance(
+                    &format!("t{i}.large"),
+                    2,
+                    "amd64",
+                    &[("a", "spot", 0.01 * f64::from(i), true), ("b", "spot", 0.5, true)],
+                )
+            })
+            .collect();
+        let subnets = [subnet("subnet-a", "a", 100), subnet("subnet-b", "b", 100)];
+        let plan = plan_launch(&Requirements::new(), &requests(100), &types, &subnets).expect("a plan");
+        assert_eq!(plan.overrides.len(), MAX_OVERRIDES);
+        assert!(plan.overrides.windows(2).all(|pair| pair[0].price <= pair[1].price));
+    }
+
+    #[test]
+    fn error_codes_map_to_actions() {
+        assert_eq!(classify("InsufficientInstanceCapacity"), FleetErrorKind::OfferingUnavailable);
+        assert_eq!(classify("UnfulfillableCapacity"), FleetErrorKind::OfferingUnavailable);
+        assert_eq!(classify("MaxSpotInstanceCountExceeded"), FleetErrorKind::CapacityTypeUnavailable);
+        assert_eq!(classify("InsufficientFreeAddressesInSubnet"), FleetErrorKind::SubnetFull);
+        assert_eq!(classify("RequestLimitExceeded"), FleetErrorKind::Throttled);
+        assert_eq!(classify("UnauthorizedOperation"), FleetErrorKind::Other);
+    }
+}

@@ -1,0 +1,142 @@
+//! Finding and terminating this cluster's instances. Termination is guarded: an instance
+//! without both of this cluster's ownership tags is never terminated.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, InstanceLifecycleType};
+
+use super::{AwsCloudProvider, aws_error};
+use crate::{
+    apis::labels,
+    cloudprovider::{CloudError, Instance, provider_id},
+};
+
+/// States of an instance that still exists (or is about to).
+const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+
+pub fn from_ec2(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+    let id = instance.instance_id()?.to_owned();
+    let zone = instance.placement().and_then(|p| p.availability_zone())?.to_owned();
+    let tags: BTreeMap<String, String> = instance
+        .tags()
+        .iter()
+        .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value().unwrap_or_default().to_owned())))
+        .collect();
+    let capacity_type = match instance.instance_lifecycle() {
+        Some(InstanceLifecycleType::Spot) => labels::CAPACITY_TYPE_SPOT,
+        _ => labels::CAPACITY_TYPE_ON_DEMAND,
+    };
+    Some(Instance {
+        provider_id: provider_id(&zone, &id),
+        id,
+        instance_type: instance.instance_type()?.as_str().to_owned(),
+        zone,
+        capacity_type: capacity_type.to_owned(),
+        image_id: instance.image_id().unwrap_or_default().to_owned(),
+        state: instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default(),
+        launch_time: instance.launch_time().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+        tags,
+    })
+}
+
+/// Whether both of this cluster's ownership tags are on the instance.
+pub fn owned_by(instance: &Instance, cluster: &str) -> bool {
+    instance.tags.get(labels::EC2_CLUSTER_TAG).is_some_and(|v| v == cluster)
+        && instance.tags.get(&format!("{}{cluster}", labels::EC2_CLUSTER_TAG_PREFIX)).is_some_and(|v| v == "owned")
+}
+
+async fn describe(
+    provider: &AwsCloudProvider,
+    filters: Vec<Filter>,
+    ids: Vec<String>,
+) -> Result<Vec<Instance>, CloudError> {
+    let mut found = Vec::new();
+    let request = provider.ec2.describe_instances().set_filters(Some(filters)).set_instance_ids(Some(ids));
+    let mut pages = request.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(error)
+                if error.as_service_error().and_then(|e| e.meta().code()) == Some("InvalidInstanceID.NotFound") =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(error) => return Err(aws_error("DescribeInstances")(error)),
+        };
+        found.extend(page.reservations().iter().flat_map(|r| r.instances()).filter_map(from_ec2));
+    }
+    Ok(found)
+}
+
+fn cluster_filter(provider: &AwsCloudProvider) -> Filter {
+    Filter::builder().name(format!("tag:{}", labels::EC2_CLUSTER_TAG)).values(provider.cluster_name()).build()
+}
+
+fn live_filter() -> Filter {
+    Filter::builder().name("instance-state-name").set_values(Some(LIVE_STATES.map(String::from).to_vec())).build()
+}
+
+/// Every live instance tagged for this cluster.
+pub async fn list(provider: &AwsCloudProvider) -> Result<Vec<Instance>, CloudError> {
+    describe(provider, vec![cluster_filter(provider), live_filter()], Vec::new()).await
+}
+
+/// The live instance launched for a NodeClaim, if any (found by its tag).
+pub async fn for_nodeclaim(provider: &AwsCloudProvider, nodeclaim: &str) -> Result<Option<Instance>, CloudError> {
+    let claim = Filter::builder().name(format!("tag:{}", labels::EC2_NODECLAIM_TAG)).values(nodeclaim).build();
+    let found = describe(provider, vec![cluster_filter(provider), claim, live_filter()], Vec::new()).await?;
+    Ok(found.into_iter().min_by(|a, b| a.launch_time.cmp(&b.launch_time)))
+}
+
+/// A live instance by ID; `NotFound` when it does not exist or is terminated.
+pub async fn get(provider: &AwsCloudProvider, id: &str) -> Result<Instance, CloudError> {
+    describe(provider, Vec::new(), vec![id.to_owned()])
+        .await?
+        .into_iter()
+        .find(|instance| LIVE_STATES.contains(&instance.state.as_str()))
+        .ok_or_else(|| CloudError::NotFound(id.to_owned()))
+}
+
+/// Terminates an instance this cluster launched; refuses any other.
+pub async fn terminate(provider: &AwsCloudProvider, provider_id: &str) -> Result<(), CloudError> {
+    let id = crate::cloudprovider::instance_id(provider_id)?;
+    let instance = get(provider, id).await?;
+    if !owned_by(&instance, provider.cluster_name()) {
+        return Err(CloudError::NotOwned { instance: id.to_owned(), cluster: provider.cluster_name().to_owned() });
+    }
+    provider.ec2.terminate_instances().instance_ids(id).send().await.map_err(aws_error("TerminateInstances"))?;
+    tracing::info!(instance = id, "terminated instance");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(tags: &[(&str, &str)]) -> Instance {
+        Instance {
+            id: "i-1".into(),
+            provider_id: "aws:///a/i-1".into(),
+            instance_type: "m5.large".into(),
+            zone: "a".into(),
+            capacity_type: "spot".into(),
+            image_id: "ami-1".into(),
+            state: "running".into(),
+            launch_time: None,
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn ownership_needs_both_cluster_tags() {
+        let both = instance(&[("stoker.dev/cluster", "prod"), ("kubernetes.io/cluster/prod", "owned")]);
+        assert!(owned_by(&both, "prod"));
+        assert!(!owned_by(&both, "staging"));
+        assert!(!owned_by(&instance(&[("stoker.dev/cluster", "prod")]), "prod"));
+        assert!(!owned_by(&instance(&[("kubernetes.io/cluster/prod", "owned")]), "prod"));
+        assert!(!owned_by(
+            &instance(&[("stoker.dev/cluster", "prod"), ("kubernetes.io/cluster/prod", "shared")]),
+            "prod"
+        ));
+    }
+}

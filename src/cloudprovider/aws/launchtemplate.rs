@@ -1,0 +1,220 @@
+//! Launch templates: one per distinct configuration (AMI, security groups, user data, instance
+//! profile, volumes, metadata options, tags). The configuration is hashed into the template's
+//! name, so the same configuration reuses its template, a changed one gets a new template, and
+//! templates no configuration names any more can be found (by the cluster tag) and deleted.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{
+    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
+    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceMetadataEndpointState,
+    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateInstanceMetadataProtocolIpv6,
+    LaunchTemplateInstanceMetadataTagsState, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
+    LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, VolumeType,
+};
+use base64::Engine;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    apis::ec2nodeclass::{AmiFamily, BlockDevice, BlockDeviceMapping, MetadataOptions, VolumeType as ApiVolumeType},
+    cloudprovider::CloudError,
+    scheduling::quantity::parse_scaled,
+};
+
+/// Everything a launch template holds. Serialized (with sorted maps) to name the template.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaunchTemplateSpec {
+    pub image_id: String,
+    pub user_data: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub instance_profile: Option<String>,
+    pub metadata_options: MetadataOptions,
+    pub block_devices: Vec<BlockDeviceMapping>,
+    pub detailed_monitoring: bool,
+    pub associate_public_ip_address: Option<bool>,
+    /// Tags of the template itself and of what it launches (the node class's tags).
+    pub tags: BTreeMap<String, String>,
+}
+
+impl LaunchTemplateSpec {
+    /// `stoker/<cluster>/<first 16 hex digits of the SHA-256 of the configuration>`.
+    pub fn name(&self, cluster: &str) -> String {
+        let canonical = serde_json::to_vec(self).expect("a launch template spec always serializes");
+        let digest = Sha256::digest(&canonical);
+        let hex: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+        format!("stoker/{cluster}/{hex}")
+    }
+
+    /// The CreateLaunchTemplate payload. Subnets and instance types come from the fleet's
+    /// overrides; tags for instances, volumes and interfaces from the fleet's tag
+    /// specifications.
+    pub fn request_data(&self) -> Result<RequestLaunchTemplateData, CloudError> {
+        let metadata = &self.metadata_options;
+        let mut data = RequestLaunchTemplateData::builder()
+            .image_id(&self.image_id)
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::from(metadata.http_endpoint.as_str()))
+                    .http_protocol_ipv6(LaunchTemplateInstanceMetadataProtocolIpv6::from(
+                        metadata.http_protocol_ipv6.as_str(),
+                    ))
+                    .http_put_response_hop_limit(metadata.http_put_response_hop_limit as i32)
+                    .http_tokens(LaunchTemplateHttpTokensState::from(metadata.http_tokens.as_str()))
+                    .instance_metadata_tags(LaunchTemplateInstanceMetadataTagsState::Disabled)
+                    .build(),
+            )
+            .monitoring(LaunchTemplatesMonitoringRequest::builder().enabled(self.detailed_monitoring).build());
+        if let Some(user_data) = &self.user_data {
+            data = data.user_data(base64::engine::general_purpose::STANDARD.encode(user_data));
+        }
+        if let Some(profile) = &self.instance_profile {
+            data = data.iam_instance_profile(
+                LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(profile).build(),
+            );
+        }
+        for mapping in &self.block_devices {
+            data = data.block_device_mappings(block_device(mapping)?);
+        }
+        // Security groups go on the interface when the public IP setting is explicit, as EC2
+        // refuses both a top-level group list and an interface specification.
+        data = match self.associate_public_ip_address {
+            Some(public) => data.network_interfaces(
+                LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                    .device_index(0)
+                    .associate_public_ip_address(public)
+                    .set_groups(Some(self.security_group_ids.clone()))
+                    .build(),
+            ),
+            None => data.set_security_group_ids(Some(self.security_group_ids.clone())),
+        };
+        Ok(data.build())
+    }
+}
+
+fn block_device(mapping: &BlockDeviceMapping) -> Result<LaunchTemplateBlockDeviceMappingRequest, CloudError> {
+    let ebs: &BlockDevice = &mapping.ebs;
+    let size = ebs.volume_size.as_ref().map(volume_gib).transpose()?;
+    let volume_type = ebs.volume_type.map(|t| VolumeType::from(volume_type_name(t)));
+    Ok(LaunchTemplateBlockDeviceMappingRequest::builder()
+        .device_name(&mapping.device_name)
+        .ebs(
+            LaunchTemplateEbsBlockDeviceRequest::builder()
+                .set_volume_size(size)
+                .set_volume_type(volume_type)
+                .set_iops(ebs.iops.map(|v| v as i32))
+                .set_throughput(ebs.throughput.map(|v| v as i32))
+                .set_encrypted(ebs.encrypted)
+                .set_kms_key_id(ebs.kms_key_id.clone())
+                .delete_on_termination(ebs.delete_on_termination.unwrap_or(true))
+                .set_snapshot_id(ebs.snapshot_id.clone())
+                .build(),
+        )
+        .build())
+}
+
+fn volume_type_name(volume_type: ApiVolumeType) -> &'static str {
+    match volume_type {
+        ApiVolumeType::Standard => "standard",
+        ApiVolumeType::Io1 => "io1",
+        ApiVolumeType::Io2 => "io2",
+        ApiVolumeType::Gp2 => "gp2",
+        ApiVolumeType::Gp3 => "gp3",
+        ApiVolumeType::Sc1 => "sc1",
+        ApiVolumeType::St1 => "st1",
+    }
+}
+
+/// A volume size in whole GiB (EC2's unit), rounded up.
+pub fn volume_gib(size: &Quantity) -> Result<i32, CloudError> {
+    let bytes = parse_scaled(&size.0, 1)
+        .map_err(|e| CloudError::InvalidConfiguration(format!("blockDeviceMappings volumeSize {:?}: {e}", size.0)))?;
+    let gib = (bytes + (1 << 30) - 1) >> 30;
+    i32::try_from(gib).ok().filter(|gib| *gib >= 1).ok_or_else(|| {
+        CloudError::InvalidConfiguration(format!("blockDeviceMappings volumeSize {:?} is out of range", size.0))
+    })
+}
+
+/// Volumes when the node class names none: what each family's AMI expects, encrypted gp3.
+pub fn default_block_devices(family: AmiFamily) -> Vec<BlockDeviceMapping> {
+    let volume = |device: &str, size: &str, root: bool| BlockDeviceMapping {
+        device_name: device.to_owned(),
+        ebs: BlockDevice {
+            volume_size: Some(Quantity(size.to_owned())),
+            volume_type: Some(ApiVolumeType::Gp3),
+            iops: None,
+            throughput: None,
+            encrypted: Some(true),
+            kms_key_id: None,
+            delete_on_termination: Some(true),
+            snapshot_id: None,
+        },
+        root_volume: root,
+    };
+    match family {
+        AmiFamily::Bottlerocket => vec![volume("/dev/xvda", "4Gi", false), volume("/dev/xvdb", "20Gi", true)],
+        AmiFamily::AL2023 => vec![volume("/dev/xvda", "20Gi", true)],
+        AmiFamily::Custom => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LaunchTemplateSpec {
+        LaunchTemplateSpec {
+            image_id: "ami-123".into(),
+            user_data: Some("hello".into()),
+            security_group_ids: vec!["sg-1".into()],
+            instance_profile: Some("nodes".into()),
+            metadata_options: MetadataOptions::default(),
+            block_devices: default_block_devices(AmiFamily::AL2023),
+            detailed_monitoring: false,
+            associate_public_ip_address: None,
+            tags: BTreeMap::from([("team".into(), "web".into())]),
+        }
+    }
+
+    #[test]
+    fn the_name_follows_the_configuration() {
+        let name = spec().name("prod");
+        assert!(name.starts_with("stoker/prod/") && name.len() == "stoker/prod/".len() + 16, "{name}");
+        assert_eq!(spec().name("prod"), name, "stable");
+        let mut changed = spec();
+        changed.image_id = "ami-456".into();
+        assert_ne!(changed.name("prod"), name);
+    }
+
+    #[test]
+    fn requests_imdsv2_with_hop_limit_one_and_encodes_user_data() {
+        let data = spec().request_data().expect("valid");
+        let metadata = data.metadata_options().expect("metadata options");
+        assert_eq!(metadata.http_tokens(), Some(&LaunchTemplateHttpTokensState::Required));
+        assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
+        assert_eq!(data.user_data(), Some("aGVsbG8="));
+        assert_eq!(data.security_group_ids(), ["sg-1"]);
+        let root = &data.block_device_mappings()[0];
+        assert_eq!(root.ebs().and_then(|e| e.volume_size()), Some(20));
+        assert_eq!(root.ebs().and_then(|e| e.encrypted()), Some(true));
+    }
+
+    #[test]
+    fn a_public_ip_setting_moves_security_groups_onto_the_interface() {
+        let mut public = spec();
+        public.associate_public_ip_address = Some(true);
+        let data = public.request_data().expect("valid");
+        assert!(data.security_group_ids().is_empty());
+        assert_eq!(data.network_interfaces()[0].groups(), ["sg-1"]);
+    }
+
+    #[test]
+    fn volume_sizes_round_up_to_gib() {
+        assert_eq!(volume_gib(&Quantity("50Gi".into())), Ok(50));
+        assert_eq!(volume_gib(&Quantity("20G".into())), Ok(19));
+        assert_eq!(volume_gib(&Quantity("1Ti".into())), Ok(1024));
+        assert!(volume_gib(&Quantity("0".into())).is_err());
+        assert!(volume_gib(&Quantity("lots".into())).is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! Resolving an EC2NodeClass's selector terms against EC2 (subnets, security groups, AMIs
+//! through SSM aliases) and its role into an instance profile managed by stoker.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::Filter;
+use sha2::{Digest, Sha256};
+
+use super::{
+    AwsCloudProvider,
+    ami::{ARCHES, Alias, Image, newest_per_arch},
+    aws_error, lock,
+};
+use crate::{
+    apis::{
+        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus, ResolvedSecurityGroup, ResolvedSubnet},
+        labels,
+    },
+    cloudprovider::CloudError,
+};
+
+/// The node class's resolved status, or why it cannot be launched with yet.
+pub fn ready_status(class: &EC2NodeClass) -> Result<&EC2NodeClassStatus, CloudError> {
+    let not_ready = |reason: &str| CloudError::NodeClassNotReady {
+        name: class.metadata.name.clone().unwrap_or_default(),
+        reason: reason.to_owned(),
+    };
+    let status = class.status.as_ref().ok_or_else(|| not_ready("not resolved yet"))?;
+    if status.subnets.is_empty() {
+        return Err(not_ready("no subnet matches subnetSelectorTerms"));
+    }
+    if status.security_groups.is_empty() {
+        return Err(not_ready("no security group matches securityGroupSelectorTerms"));
+    }
+    if status.amis.is_empty() {
+        return Err(not_ready("no AMI matches amiSelectorTerms"));
+    }
+    Ok(status)
+}
+
+/// Equality filters for a tag selector; `*` matches any value of the key.
+fn tag_filters(tags: &BTreeMap<String, String>) -> Vec<Filter> {
+    tags.iter()
+        .map(|(key, value)| match value.as_str() {
+            "*" => Filter::builder().name("tag-key").values(key).build(),
+            _ => Filter::builder().name(format!("tag:{key}")).values(value).build(),
+        })
+        .collect()
+}
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+pub async fn resolve(provider: &AwsCloudProvider, class: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
+    let mut status = EC2NodeClassStatus {
+        subnets: subnets(provider, class).await?,
+        security_groups: security_groups(provider, class).await?,
+        ..Default::default()
+    };
+    let mut images = Vec::new();
+    for term in &class.spec.ami_selector_terms {
+        images.extend(match &term.alias {
+            Some(alias) => alias_images(provider, &Alias::parse(alias)?).await?,
+            None => {
+                let mut filters = term.tags.as_ref().map(tag_filters).unwrap_or_default();
+                filters.extend(term.id.as_deref().map(|id| filter("image-id", id)));
+                filters.extend(term.name.as_deref().map(|name| filter("name", name)));
+                let owners: Vec<String> = term.owner.iter().cloned().collect();
+                describe_images(provider, filters, owners).await?
+            }
+        });
+    }
+    status.amis = newest_per_arch(&images);
+    status.instance_profile = match (&class.spec.instance_profile, &class.spec.role) {
+        (Some(profile), _) => Some(profile.clone()),
+        (None, Some(role)) => Some(ensure_instance_profile(provider, class, role).await?),
+        (None, None) => None,
+    };
+    Ok(status)
+}
+
+async fn subnets(provider: &AwsCloudProvider, class: &EC2NodeClass) -> Result<Vec<ResolvedSubnet>, CloudError> {
+    let mut found: BTreeMap<String, (ResolvedSubnet, i64)> = BTreeMap::new();
+    for term in &class.spec.subnet_selector_terms {
+        let mut filters = term.tags.as_ref().map(tag_filters).unwrap_or_default();
+        filters.extend(term.id.as_deref().map(|id| filter("subnet-id", id)));
+        let mut pages = provider.ec2.describe_subnets().set_filters(Some(filters)).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for subnet in page.map_err(aws_error("DescribeSubnets"))?.subnets() {
+                let (Some(id), Some(zone)) = (subnet.subnet_id(), subnet.availability_zone()) else { continue };
+                let resolved = ResolvedSubnet {
+                    id: id.to_owned(),
+                    zone: zone.to_owned(),
+                    zone_id: subnet.availability_zone_id().map(str::to_owned),
+                };
+                found.insert(id.to_owned(), (resolved, subnet.available_ip_address_count().unwrap_or(0).into()));
+            }
+        }
+    }
+    let mut ips = lock(&provider.subnet_ips);
+    for (id, (_, available)) in &found {
+        ips.insert(id.clone(), *available);
+    }
+    let mut subnets: Vec<ResolvedSubnet> = found.into_values().map(|(subnet, _)| subnet).collect();
+    subnets.sort_by(|a, b| (&a.zone, &a.id).cmp(&(&b.zone, &b.id)));
+    Ok(subnets)
+}
+
+async fn security_groups(
+    provider: &AwsCloudProvider,
+    class: &EC2NodeClass,
+) -> Result<Vec<ResolvedSecurityGroup>, CloudError> {
+    let mut found: BTreeMap<String, ResolvedSecurityGroup> = BTreeMap::new();
+    for term in &class.spec.security_group_selector_terms {
+        let mut filters = term.tags.as_ref().map(tag_filters).unwrap_or_default();
+        filters.extend(term.id.as_deref().map(|id| filter("group-id", id)));
+        filters.extend(term.name.as_deref().map(|name| filter("group-name", name)));
+        let mut pages = provider.ec2.describe_security_groups().set_filters(Some(filters)).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for group in page.map_err(aws_error("DescribeSecurityGroups"))?.security_groups() {
+                let Some(id) = group.group_id() else { continue };
+                found.insert(
+                    id.to_owned(),
+                    ResolvedSecurityGroup { id: id.to_owned(), name: group.group_name().map(str::to_owned) },
+                );
+            }
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+/// The images an alias names for this cluster's Kubernetes version, one per architecture whose
+/// public parameter exists.
+async fn alias_images(provider: &AwsCloudProvider, alias: &Alias) -> Result<Vec<Image>, CloudError> {
+    let mut ids = Vec::new();
+    for (_, ec2_arch) in ARCHES {
+        let name = alias.ssm_parameter(&provider.options.cluster.kubernetes_minor, ec2_arch);
+        match provider.ssm.get_parameter().name(&name).send().await {
+            Ok(output) => ids.extend(output.parameter().and_then(|p| p.value()).map(str::to_owned)),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_parameter_not_found()) => {
+                tracing::debug!(parameter = %name, "no AMI parameter for this architecture");
+            }
+            Err(error) => return Err(aws_error("GetParameter")(error)),
+        }
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    describe_images(provider, vec![Filter::builder().name("image-id").set_values(Some(ids)).build()], Vec::new()).await
+}
+
+async fn describe_images(
+    provider: &AwsCloudProvider,
+    filters: Vec<Filter>,
+    owners: Vec<String>,
+) -> Result<Vec<Image>, CloudError> {
+    let mut images = Vec::new();
+    let request =
+        provider.ec2.describe_images().set_filters(Some(filters)).set_owners((!owners.is_empty()).then_some(owners));
+    let mut pages = request.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for image in page.map_err(aws_error("DescribeImages"))?.images() {
+            let (Some(id), Some(architecture)) = (image.image_id(), image.architecture()) else { continue };
+            images.push(Image {
+                id: id.to_owned(),
+                name: image.name().map(str::to_owned),
+                architecture: architecture.as_str().to_owned(),
+                creation_date: image.creation_date().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    Ok(images)
+}
+
+/// The instance profile stoker manages for a node class's role: named after the cluster and the
+/// role, tagged for the cluster, holding exactly that role.
+async fn ensure_instance_profile(
+    provider: &AwsCloudProvider,
+    class: &EC2NodeClass,
+    role: &str,
+) -> Result<String, CloudError> {
+    let cluster = provider.cluster_name();
+    let digest = Sha256::digest(format!("{}/{cluster}/{role}", provider.region()));
+    let hash: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    let name = format!("stoker_{cluster}_{hash}");
+    let existing = match provider.iam.get_instance_profile().instance_profile_name(&name).send().await {
+        Ok(output) => output.instance_profile,
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => None,
+        Err(error) => return Err(aws_error("GetInstanceProfile")(error)),
+    };
+    let roles: Vec<String> = match existing {
+        Some(profile) => profile.roles.into_iter().map(|r| r.role_name).collect(),
+        None => {
+            let tag = |key: &str, value: &str| aws_sdk_iam::types::Tag::builder().key(key).value(value).build();
+            let tags = [
+                tag(labels::EC2_CLUSTER_TAG, cluster),
+                tag(&format!("{}{cluster}", labels::EC2_CLUSTER_TAG_PREFIX), "owned"),
+                tag(labels::EC2_NODECLASS_TAG, class.metadata.name.as_deref().unwrap_or_default()),
+            ];
+            let mut request = provider.iam.create_instance_profile().instance_profile_name(&name);
+            for tag in tags {
+                request = request.tags(tag.map_err(|e| CloudError::InvalidConfiguration(e.to_string()))?);
+            }
+            request.send().await.map_err(aws_error("CreateInstanceProfile"))?;
+            Vec::new()
+        }
+    };
+    for other in roles.iter().filter(|r| *r != role) {
+        provider
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(&name)
+            .role_name(other)
+            .send()
+            .await
+            .map_err(aws_error("RemoveRoleFromInstanceProfile"))?;
+    }
+    if !roles.iter().any(|r| r == role) {
+        provider
+            .iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(&name)
+            .role_name(role)
+            .send()
+            .await
+            .map_err(aws_error("AddRoleToInstanceProfile"))?;
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_tag_values_match_any_value() {
+        let filters = tag_filters(&BTreeMap::from([
+            ("karpenter.sh/discovery".to_owned(), "prod".to_owned()),
+            ("kubernetes.io/role/internal-elb".to_owned(), "*".to_owned()),
+        ]));
+        let pairs: Vec<(&str, &[String])> =
+            filters.iter().map(|f| (f.name().unwrap_or_default(), f.values())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("tag:karpenter.sh/discovery", &["prod".to_owned()][..]),
+                ("tag-key", &["kubernetes.io/role/internal-elb".to_owned()][..])
+            ]
+        );
+    }
+}

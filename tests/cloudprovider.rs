@@ -1,0 +1,298 @@
+//! The AWS cloud provider against the local AWS emulator (moto: EC2, SSM, IAM), with EC2 calls
+//! routed through the fault-injecting proxy in `support::fault_proxy` for the capacity errors
+//! and throttling moto does not model.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use base64::Engine;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use stoker::{
+    apis::{
+        ec2nodeclass::EC2NodeClass,
+        labels,
+        nodeclaim::{NodeClaim, NodeClaimSpec, ResourceRequests},
+        requirements::{NodeSelectorRequirementWithMinValues, Operator},
+    },
+    cloudprovider::{
+        CloudError, CloudProvider,
+        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
+    },
+};
+use support::fault_proxy::{CapacityRule, FaultProxy};
+
+struct Harness {
+    provider: AwsCloudProvider,
+    proxy: FaultProxy,
+    /// A direct client to the emulator, for checking what the provider did.
+    ec2: aws_sdk_ec2::Client,
+    class: EC2NodeClass,
+    cluster: String,
+}
+
+/// A provider for a cluster name of its own (tests share the emulator), with EC2 behind a
+/// fresh proxy and the example node class resolved.
+async fn harness(unavailable_ttl: Duration) -> Harness {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_EC2").expect("AWS_ENDPOINT_URL_EC2 from hack/test.sh");
+    let config = aws_config(None).await;
+    let proxy = FaultProxy::start(&endpoint).await;
+    let proxied = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&config).endpoint_url(&proxy.endpoint).build(),
+    );
+    let cluster = format!("stoker-test-{:08x}", fastrand::u32(..));
+    let info = ClusterInfo {
+        name: cluster.clone(),
+        endpoint: "https://127.0.0.1:26444".into(),
+        ca_bundle: base64::engine::general_purpose::STANDARD.encode("-----BEGIN CERTIFICATE-----\n"),
+        service_cidr: "10.96.0.0/16".into(),
+        kubernetes_minor: "1.37".into(),
+    };
+    let mut options = AwsOptions::new(info);
+    options.unavailable_ttl = unavailable_ttl;
+    options.throttle_backoff = Duration::from_millis(50);
+    let provider = AwsCloudProvider::from_clients(
+        proxied,
+        aws_sdk_ssm::Client::new(&config),
+        aws_sdk_iam::Client::new(&config),
+        options,
+    );
+    let mut class: EC2NodeClass =
+        serde_json::from_value(support::example("ec2nodeclass.yaml")).expect("example EC2NodeClass");
+    class.spec.role = Some(format!("KarpenterNodeRole-{}", std::env::var("CLUSTER_NAME").expect("CLUSTER_NAME")));
+    class.status = Some(provider.resolve_node_class(&class).await.expect("the example node class resolves"));
+    Harness { provider, proxy, ec2: aws_sdk_ec2::Client::new(&config), class, cluster }
+}
+
+fn requirement(key: &str, values: &[&str]) -> NodeSelectorRequirementWithMinValues {
+    NodeSelectorRequirementWithMinValues {
+        key: key.into(),
+        operator: Operator::In,
+        values: values.iter().map(|v| v.to_string()).collect(),
+        min_values: None,
+    }
+}
+
+fn nodeclaim(name: &str, instance_types: &[&str], capacity_types: &[&str]) -> NodeClaim {
+    let mut claim = NodeClaim::new(
+        name,
+        NodeClaimSpec {
+            requirements: vec![
+                requirement(labels::INSTANCE_TYPE, instance_types),
+                requirement(labels::CAPACITY_TYPE, capacity_types),
+                requirement(labels::NODEPOOL, &["general"]),
+            ],
+            resources: ResourceRequests { requests: BTreeMap::from([("cpu".into(), Quantity("1".into()))]) },
+            taints: Vec::new(),
+            startup_taints: Vec::new(),
+            node_class_ref: serde_json::from_value(
+                serde_json::json!({"group": "stoker.dev", "kind": "EC2NodeClass", "name": "default"}),
+            )
+            .expect("reference"),
+            expire_after: None,
+            termination_grace_period: None,
+        },
+    );
+    claim.metadata.uid = Some(format!("{:08x}-0000-4000-8000-{:012x}", fastrand::u32(..), fastrand::u64(..1 << 48)));
+    claim.metadata.labels = Some(BTreeMap::from([(labels::NODEPOOL.into(), "general".into())]));
+    claim
+}
+
+async fn instance_tags(ec2: &aws_sdk_ec2::Client, id: &str) -> BTreeMap<String, String> {
+    let output = ec2.describe_instances().instance_ids(id).send().await.expect("DescribeInstances");
+    let instance = &output.reservations()[0].instances()[0];
+    instance
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap_or_default().to_owned(), t.value().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn node_class_resolves_and_the_catalog_is_priced_per_zone() {
+    let h = harness(Duration::from_secs(180)).await;
+    let status = h.class.status.as_ref().expect("resolved");
+    let zones: Vec<&str> = status.subnets.iter().map(|s| s.zone.as_str()).collect();
+    assert_eq!(zones, ["us-east-1a", "us-east-1b", "us-east-1c"]);
+    assert_eq!(status.security_groups.len(), 1);
+    let amis: Vec<(&str, &str)> =
+        status.amis.iter().map(|a| (a.id.as_str(), a.requirements[0].values[0].as_str())).collect();
+    assert_eq!(
+        amis,
+        [("ami-0e0a202300000000", "amd64"), ("ami-0e0a202300000001", "arm64")],
+        "al2023@latest through SSM"
+    );
+    let profile = status.instance_profile.clone().expect("an instance profile for the role");
+    assert!(profile.starts_with(&format!("stoker_{}_", h.cluster)), "{profile}");
+
+    let types = h.provider.instance_types(&h.class).await.expect("instance types");
+    assert!(types.len() > 500, "{} types", types.len());
+    let m5 = types.iter().find(|t| t.name == "m5.large").expect("m5.large");
+    let mut offerings: Vec<(&str, &str, f64)> =
+        m5.offerings.iter().map(|o| (o.zone.as_str(), o.capacity_type.as_str(), o.price)).collect();
+    offerings.sort_by(|a, b| a.partial_cmp(b).expect("prices compare"));
+    assert_eq!(offerings.len(), 6, "{offerings:?}");
+    // The emulator's placeholder spot price (0.00001) falls back to the on-demand price.
+    assert!(offerings.iter().all(|(_, _, price)| *price == 0.096), "{offerings:?}");
+    assert!(types.iter().any(|t| t.labels[labels::ARCH] == "arm64"), "arm64 types, as an arm64 AMI resolved");
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated() {
+    let h = harness(Duration::from_secs(180)).await;
+    let claim = nodeclaim("general-tags", &["m5.large", "m5.xlarge", "c5.large"], &["spot", "on-demand"]);
+    let instance = h.provider.create(&claim, &h.class).await.expect("a launch");
+    assert_eq!(instance.capacity_type, "spot");
+    assert!(["m5.large", "m5.xlarge", "c5.large"].contains(&instance.instance_type.as_str()));
+    assert_eq!(instance.provider_id, format!("aws:///{}/{}", instance.zone, instance.id));
+    assert_eq!(instance.image_id, "ami-0e0a202300000000");
+
+    let fleets = h.proxy.seen("CreateFleet");
+    assert_eq!(fleets.len(), 1);
+    let params = &fleets[0].params;
+    let uid = claim.metadata.uid.as_deref().expect("uid");
+    assert!(params["ClientToken"].starts_with(&format!("stoker-{uid}-")), "{}", params["ClientToken"]);
+    assert_eq!(params["Type"], "instant");
+    assert_eq!(params["TargetCapacitySpecification.TotalTargetCapacity"], "1");
+    assert_eq!(params["SpotOptions.AllocationStrategy"], "price-capacity-optimized");
+    let overrides = params.keys().filter(|k| k.ends_with(".InstanceType")).count();
+    assert_eq!(overrides, 9, "3 types x 3 zonal subnets");
+    let tagged: Vec<&str> =
+        params.iter().filter(|(k, _)| k.ends_with(".ResourceType")).map(|(_, v)| v.as_str()).collect();
+    assert_eq!(tagged, ["instance", "volume", "network-interface"]);
+
+    let tags = instance_tags(&h.ec2, &instance.id).await;
+    assert_eq!(tags.get(&format!("kubernetes.io/cluster/{}", h.cluster)).map(String::as_str), Some("owned"));
+    assert_eq!(tags.get("stoker.dev/cluster"), Some(&h.cluster));
+    assert_eq!(tags.get("stoker.dev/nodepool").map(String::as_str), Some("general"));
+    assert_eq!(tags.get("stoker.dev/nodeclaim").map(String::as_str), Some("general-tags"));
+    assert_eq!(tags.get("Name").map(String::as_str), Some("general-tags"));
+    assert_eq!(tags.get("team").map(String::as_str), Some("platform"), "the node class's tags");
+
+    // The launch template: IMDSv2, hop limit 1, and the AL2023 bootstrap.
+    let template = &params["LaunchTemplateConfigs.1.LaunchTemplateSpecification.LaunchTemplateName"];
+    let versions = h
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name(template)
+        .send()
+        .await
+        .expect("DescribeLaunchTemplateVersions");
+    let data = versions.launch_template_versions()[0].launch_template_data().expect("template data");
+    let metadata = data.metadata_options().expect("metadata options");
+    assert_eq!(metadata.http_tokens().map(|t| t.as_str()), Some("required"));
+    assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
+    let user_data =
+        base64::engine::general_purpose::STANDARD.decode(data.user_data().expect("user data")).expect("base64");
+    let user_data = String::from_utf8(user_data).expect("text");
+    assert!(user_data.contains("kind: NodeConfig"), "{user_data}");
+    assert!(user_data.contains(&format!("name: {}", h.cluster)), "{user_data}");
+    assert!(user_data.contains("--register-with-taints=stoker.dev/unregistered:NoExecute"), "{user_data}");
+
+    // Asked again (a retry, or a controller restarted after the call): the same instance.
+    let again = h.provider.create(&claim, &h.class).await.expect("adopted");
+    assert_eq!(again.id, instance.id);
+    assert_eq!(h.proxy.seen("CreateFleet").len(), 1, "no second CreateFleet");
+    let listed = h.provider.list().await.expect("list");
+    assert_eq!(listed.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), [instance.id.as_str()]);
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expire() {
+    let ttl = Duration::from_secs(3);
+    let h = harness(ttl).await;
+
+    // No m5.large spot capacity: EC2 itself moves on to the next override of the same call.
+    h.proxy.refuse_capacity(CapacityRule {
+        instance_type: Some("m5.large".into()),
+        capacity_type: Some("spot".into()),
+        code: "InsufficientInstanceCapacity".into(),
+    });
+    let claim = nodeclaim("general-next", &["m5.large", "m5.xlarge"], &["spot", "on-demand"]);
+    let instance = h.provider.create(&claim, &h.class).await.expect("a launch");
+    assert_eq!((instance.instance_type.as_str(), instance.capacity_type.as_str()), ("m5.xlarge", "spot"));
+
+    // No spot capacity at all: every override fails, stoker marks them and retries on-demand.
+    h.proxy.refuse_capacity(CapacityRule {
+        instance_type: None,
+        capacity_type: Some("spot".into()),
+        code: "InsufficientInstanceCapacity".into(),
+    });
+    let claim = nodeclaim("general-fallback", &["m5.large", "m5.xlarge"], &["spot", "on-demand"]);
+    let before = h.proxy.seen("CreateFleet").len();
+    let instance = h.provider.create(&claim, &h.class).await.expect("an on-demand launch");
+    assert_eq!(instance.capacity_type, "on-demand");
+    let calls: Vec<String> = h.proxy.seen("CreateFleet")[before..]
+        .iter()
+        .map(|s| s.params["TargetCapacitySpecification.DefaultTargetCapacityType"].clone())
+        .collect();
+    assert_eq!(calls, ["spot", "on-demand"]);
+    assert!(h.provider.unavailable_offerings() >= 6, "both types' spot offerings in three zones are cached");
+
+    // A spot-only NodeClaim now fails fast from the cache, naming the error seen.
+    let spot_only = nodeclaim("general-spot-only", &["m5.large", "m5.xlarge"], &["spot"]);
+    let before = h.proxy.seen("CreateFleet").len();
+    let error = h.provider.create(&spot_only, &h.class).await.expect_err("no spot capacity");
+    assert!(matches!(error, CloudError::InsufficientCapacity { .. }), "{error}");
+    assert_eq!(h.proxy.seen("CreateFleet").len(), before, "answered from the unavailable-offerings cache");
+    let types = h.provider.instance_types(&h.class).await.expect("instance types");
+    let m5 = types.iter().find(|t| t.name == "m5.large").expect("m5.large");
+    assert!(m5.offerings.iter().filter(|o| o.capacity_type == "spot").all(|o| !o.available));
+
+    // Capacity is back and the cache entries expire: spot launches again.
+    h.proxy.clear_capacity_rules();
+    tokio::time::sleep(ttl).await;
+    assert_eq!(h.provider.unavailable_offerings(), 0);
+    let instance = h.provider.create(&spot_only, &h.class).await.expect("spot again");
+    assert_eq!(instance.capacity_type, "spot");
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn throttled_calls_are_retried_with_backoff() {
+    let h = harness(Duration::from_secs(180)).await;
+    // More throttles than the SDK's own three attempts: stoker's back-off takes over.
+    h.proxy.throttle("CreateFleet", 4);
+    let claim = nodeclaim("general-throttled", &["c5.large"], &["on-demand"]);
+    let instance = h.provider.create(&claim, &h.class).await.expect("a launch after throttling");
+    assert_eq!(instance.instance_type, "c5.large");
+    assert_eq!(h.proxy.seen("CreateFleet").len(), 5);
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn only_instances_tagged_for_this_cluster_are_terminated() {
+    let h = harness(Duration::from_secs(180)).await;
+    let subnet = h.class.status.as_ref().expect("resolved").subnets[0].id.clone();
+    let foreign = h
+        .ec2
+        .run_instances()
+        .image_id("ami-0e0a202300000000")
+        .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+        .subnet_id(&subnet)
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                .tags(aws_sdk_ec2::types::Tag::builder().key("stoker.dev/cluster").value(&h.cluster).build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("RunInstances");
+    let foreign = foreign.instances()[0].instance_id().expect("id").to_owned();
+    let provider_id = format!("aws:///us-east-1a/{foreign}");
+    let error = h.provider.delete(&provider_id).await.expect_err("refused");
+    assert!(matches!(&error, CloudError::NotOwned { instance, .. } if *instance == foreign), "{error}");
+    assert_eq!(h.provider.get(&provider_id).await.expect("still there").state, "running");
+
+    let claim = nodeclaim("general-delete", &["c5.large"], &["on-demand"]);
+    let own = h.provider.create(&claim, &h.class).await.expect("a launch");
+    h.provider.delete(&own.provider_id).await.expect("terminated");
+    assert!(matches!(h.provider.get(&own.provider_id).await, Err(CloudError::NotFound(_))));
+    assert!(matches!(h.provider.delete(&own.provider_id).await, Err(CloudError::NotFound(_))));
+}
