@@ -9,6 +9,10 @@ pub enum Error {
     Serialize { what: &'static str, source: serde_json::Error },
     #[error("{object} is missing {field}")]
     MissingField { object: String, field: &'static str },
+    #[error("cloud provider: {0}")]
+    Cloud(#[from] crate::cloudprovider::CloudError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -18,6 +22,8 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Serialize { .. } => "serialize",
             Error::MissingField { .. } => "missing_field",
+            Error::Cloud(_) => "cloud",
+            Error::Finalizer(_) => "finalizer",
         }
     }
 }

@@ -72,6 +72,8 @@ pub enum CliError {
     Invalid { path: PathBuf, message: String },
     #[error("Kubernetes: {0}")]
     Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Controller(#[from] crate::error::Error),
 }
 
 /// Runs a parsed command line.

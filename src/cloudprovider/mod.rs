@@ -127,6 +127,10 @@ pub trait CloudProvider: Send + Sync {
         &self,
         class: &EC2NodeClass,
     ) -> impl Future<Output = Result<EC2NodeClassStatus, CloudError>> + Send;
+
+    /// Deletes what the provider created for a node class (launch templates, the instance
+    /// profile made for its role) once the node class is being deleted and no NodeClaim uses it.
+    fn delete_node_class_resources(&self, class: &EC2NodeClass) -> impl Future<Output = Result<(), CloudError>> + Send;
 }
 
 #[cfg(test)]

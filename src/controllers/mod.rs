@@ -1,4 +1,21 @@
 //! The controllers. Each module keeps its decisions in pure functions and its I/O at the edges.
+//! What they share: the one field manager of everything stoker applies, and Event publishing.
 
 pub mod conditions;
+pub mod nodeclass;
 pub mod warmpool;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+use tracing::warn;
+
+/// The field manager of everything stoker applies.
+pub const FIELD_MANAGER: &str = "stoker";
+
+/// Publishes an Event about an object; a failure is logged, never fatal to a reconcile.
+pub async fn publish(recorder: &Recorder, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(error) = recorder.publish(&event, reference).await {
+        warn!(%error, "cannot publish event");
+    }
+}

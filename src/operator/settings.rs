@@ -22,9 +22,16 @@ pub struct Settings {
     /// Name of the EKS cluster; tags and discovery use it.
     #[arg(long, env = "CLUSTER_NAME")]
     pub cluster_name: String,
-    /// API server endpoint nodes join; discovered from EKS when unset.
+    /// API server endpoint nodes join; discovered from EKS (DescribeCluster) when unset.
     #[arg(long, env = "CLUSTER_ENDPOINT")]
     pub cluster_endpoint: Option<String>,
+    /// The cluster's CA bundle (base64 PEM) for the node bootstrap; discovered from EKS when unset.
+    #[arg(long, env = "CLUSTER_CA_BUNDLE")]
+    #[serde(skip)]
+    pub cluster_ca_bundle: Option<String>,
+    /// The cluster's Service CIDR for the node bootstrap; discovered from EKS when unset.
+    #[arg(long, env = "CLUSTER_SERVICE_CIDR")]
+    pub cluster_service_cidr: Option<String>,
     /// AWS region; the standard AWS configuration chain applies when unset.
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,

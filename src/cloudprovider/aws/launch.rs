@@ -259,6 +259,48 @@ async fn ensure_launch_template(
     Ok(name)
 }
 
+/// Deletes this cluster's launch templates (narrowed by `filter`) for which `doomed(name,
+/// created)` holds; returns how many.
+pub async fn delete_launch_templates(
+    provider: &AwsCloudProvider,
+    filter: Option<aws_sdk_ec2::types::Filter>,
+    doomed: impl Fn(&str, Option<chrono::DateTime<chrono::Utc>>) -> bool,
+) -> Result<usize, CloudError> {
+    let cluster = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{}", labels::EC2_CLUSTER_TAG))
+        .values(provider.cluster_name())
+        .build();
+    let mut request = provider.ec2.describe_launch_templates().filters(cluster);
+    if let Some(filter) = filter {
+        request = request.filters(filter);
+    }
+    let mut names = Vec::new();
+    let mut pages = request.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for template in page.map_err(aws_error("DescribeLaunchTemplates"))?.launch_templates() {
+            let Some(name) = template.launch_template_name() else { continue };
+            let created =
+                template.create_time().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+            if doomed(name, created) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    for name in &names {
+        match provider.ec2.delete_launch_template().launch_template_name(name).send().await {
+            Ok(_) => tracing::info!(launch_template = %name, "deleted launch template"),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .and_then(|e| e.meta().code())
+                    .is_some_and(|c| c.starts_with("InvalidLaunchTemplateName.NotFound")) => {}
+            Err(error) => return Err(aws_error("DeleteLaunchTemplate")(error)),
+        }
+        lock(&provider.launch_templates).remove(name);
+    }
+    Ok(names.len())
+}
+
 fn ownership_tags(cluster: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (format!("{}{cluster}", labels::EC2_CLUSTER_TAG_PREFIX), "owned".to_owned()),

@@ -166,6 +166,22 @@ impl AwsCloudProvider {
         self.refresh().await
     }
 
+    /// Deletes this cluster's launch templates that no launch of this process used within
+    /// `idle` and that are older than that (the operator calls this periodically). A template
+    /// deleted while still wanted is simply created again by the next launch.
+    pub async fn prune_launch_templates(&self, idle: Duration) -> Result<usize, CloudError> {
+        let recent: Vec<String> = lock(&self.launch_templates)
+            .iter()
+            .filter(|(_, used)| used.elapsed() < idle)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(idle).unwrap_or_default();
+        launch::delete_launch_templates(self, None, |name, created| {
+            !recent.iter().any(|r| r == name) && created.is_some_and(|created| created < cutoff)
+        })
+        .await
+    }
+
     fn mark_unavailable(&self, mark: impl FnOnce(&mut UnavailableOfferings, Instant)) {
         mark(&mut lock(&self.unavailable), Instant::now());
     }
@@ -217,5 +233,14 @@ impl CloudProvider for AwsCloudProvider {
 
     async fn resolve_node_class(&self, class: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
         nodeclass::resolve(self, class).await
+    }
+
+    async fn delete_node_class_resources(&self, class: &EC2NodeClass) -> Result<(), CloudError> {
+        let tag = aws_sdk_ec2::types::Filter::builder()
+            .name(format!("tag:{}", crate::apis::labels::EC2_NODECLASS_TAG))
+            .values(kube::ResourceExt::name_any(class))
+            .build();
+        launch::delete_launch_templates(self, Some(tag), |_, _| true).await?;
+        nodeclass::delete_instance_profile(self, class).await
     }
 }

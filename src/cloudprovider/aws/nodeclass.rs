@@ -229,6 +229,38 @@ async fn ensure_instance_profile(
     Ok(name)
 }
 
+/// Deletes the instance profile stoker made for the node class's role, if it made one.
+pub async fn delete_instance_profile(provider: &AwsCloudProvider, class: &EC2NodeClass) -> Result<(), CloudError> {
+    let Some(name) = class.status.as_ref().and_then(|s| s.instance_profile.as_deref()) else { return Ok(()) };
+    if class.spec.instance_profile.is_some() || !name.starts_with(&format!("stoker_{}_", provider.cluster_name())) {
+        return Ok(());
+    }
+    let profile = match provider.iam.get_instance_profile().instance_profile_name(name).send().await {
+        Ok(output) => output.instance_profile,
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => return Ok(()),
+        Err(error) => return Err(aws_error("GetInstanceProfile")(error)),
+    };
+    for role in profile.iter().flat_map(|p| &p.roles) {
+        provider
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(name)
+            .role_name(&role.role_name)
+            .send()
+            .await
+            .map_err(aws_error("RemoveRoleFromInstanceProfile"))?;
+    }
+    provider
+        .iam
+        .delete_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .map_err(aws_error("DeleteInstanceProfile"))?;
+    tracing::info!(instance_profile = %name, "deleted instance profile");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

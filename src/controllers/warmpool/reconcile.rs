@@ -17,7 +17,7 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{EventType, Recorder},
         watcher,
     },
 };
@@ -33,12 +33,9 @@ use crate::{
         WarmPool,
         warmpool::{DEFAULT_PRIORITY_CLASS, Transition, WarmPoolSpec, WarmPoolStatus},
     },
-    controllers::conditions,
+    controllers::{FIELD_MANAGER, conditions, publish},
     error::{Error, Result},
 };
-
-/// The field manager of everything stoker applies.
-pub const FIELD_MANAGER: &str = "stoker";
 
 /// What the controller needs.
 pub struct Context {
@@ -149,7 +146,7 @@ async fn reconcile(pool: Arc<WarmPool>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(problem) = &decision.invalid {
         if previous.conditions.iter().all(|c| c.type_ != "ScheduleValid" || c.status == "True") {
             warn!(%problem, "invalid schedule");
-            publish(&ctx, &reference, EventType::Warning, "InvalidSchedule", problem.clone()).await;
+            publish(&ctx.recorder, &reference, EventType::Warning, "InvalidSchedule", problem.clone()).await;
         }
     } else if previous.replicas != Some(decision.replicas) {
         let windows = if decision.active.is_empty() { "baseline".to_owned() } else { decision.active.join(", ") };
@@ -165,7 +162,7 @@ async fn reconcile(pool: Arc<WarmPool>, ctx: Arc<Context>) -> Result<Action> {
             None => ("Holding", format!("Holding {} pause pods ({windows})", decision.replicas)),
         };
         info!(replicas = decision.replicas, %windows, "scaled");
-        publish(&ctx, &reference, EventType::Normal, reason, note).await;
+        publish(&ctx.recorder, &reference, EventType::Normal, reason, note).await;
     }
 
     Ok(match decision.next {
@@ -173,19 +170,6 @@ async fn reconcile(pool: Arc<WarmPool>, ctx: Arc<Context>) -> Result<Action> {
         Some((at, _)) => Action::requeue((at - now).to_std().unwrap_or_default() + Duration::from_secs(1)),
         None => Action::await_change(),
     })
-}
-
-async fn publish(
-    ctx: &Context,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(error) = ctx.recorder.publish(&event, reference).await {
-        warn!(%error, "cannot publish event");
-    }
 }
 
 fn error_policy(_pool: Arc<WarmPool>, error: &Error, _ctx: Arc<Context>) -> Action {

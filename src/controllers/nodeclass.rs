@@ -1,0 +1,255 @@
+//! The EC2NodeClass controller: resolve the selector terms through the cloud provider → decide
+//! the conditions (pure) → write status → Event when something cannot be resolved; requeue to
+//! notice changes in the account (a new subnet, a new AMI release).
+//!
+//! A finalizer holds a node class that is being deleted until no NodeClaim uses it, then
+//! deletes what the provider created for it (launch templates, its instance profile).
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{EventType, Recorder},
+        finalizer::{Event as FinalizerEvent, finalizer},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::{
+    apis::{
+        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
+        nodeclaim::NodeClaim,
+    },
+    cloudprovider::CloudProvider,
+    controllers::{FIELD_MANAGER, conditions, publish},
+    error::{Error, Result},
+};
+
+/// Held on every EC2NodeClass until its cloud resources are cleaned up.
+pub const FINALIZER: &str = "stoker.dev/termination";
+/// How often a ready node class is resolved again.
+const REFRESH: Duration = Duration::from_secs(300);
+
+pub struct Context<P> {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub provider: Arc<P>,
+}
+
+/// The conditions for a resolution, and a message naming what is missing (when something is).
+pub fn decide_conditions(
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    resolved: &EC2NodeClassStatus,
+    class: &EC2NodeClass,
+) -> (Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, Option<String>) {
+    let generation = class.metadata.generation;
+    let wants_profile = class.spec.role.is_some() || class.spec.instance_profile.is_some();
+    let checks = [
+        ("SubnetsReady", !resolved.subnets.is_empty(), "SubnetsNotFound", "no subnet matches spec.subnetSelectorTerms"),
+        (
+            "SecurityGroupsReady",
+            !resolved.security_groups.is_empty(),
+            "SecurityGroupsNotFound",
+            "no security group matches spec.securityGroupSelectorTerms",
+        ),
+        ("AMIsReady", !resolved.amis.is_empty(), "AMIsNotFound", "no AMI matches spec.amiSelectorTerms"),
+        (
+            "InstanceProfileReady",
+            !wants_profile || resolved.instance_profile.is_some(),
+            "InstanceProfileNotFound",
+            "no instance profile for spec.role",
+        ),
+    ];
+    let mut out = previous.to_vec();
+    let mut missing = Vec::new();
+    for (type_, ok, reason, message) in checks {
+        out = conditions::set(
+            &out,
+            type_,
+            ok,
+            if ok { "Resolved" } else { reason },
+            if ok { "" } else { message },
+            generation,
+        );
+        if !ok {
+            missing.push(message);
+        }
+    }
+    let problem = (!missing.is_empty()).then(|| missing.join("; "));
+    out = conditions::set(
+        &out,
+        "Ready",
+        problem.is_none(),
+        if problem.is_none() { "Ready" } else { "NotResolved" },
+        problem.as_deref().unwrap_or(""),
+        generation,
+    );
+    (out, problem)
+}
+
+#[instrument(skip_all, fields(ec2nodeclass = %class.name_any()))]
+async fn reconcile<P: CloudProvider + 'static>(class: Arc<EC2NodeClass>, ctx: Arc<Context<P>>) -> Result<Action> {
+    let api: Api<EC2NodeClass> = Api::all(ctx.client.clone());
+    finalizer(&api, FINALIZER, class, |event| async {
+        match event {
+            FinalizerEvent::Apply(class) => apply(&class, &ctx).await,
+            FinalizerEvent::Cleanup(class) => cleanup(&class, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+async fn apply<P: CloudProvider>(class: &EC2NodeClass, ctx: &Context<P>) -> Result<Action> {
+    let previous = class.status.clone().unwrap_or_default();
+    let reference = class.object_ref(&());
+    let (status, problem) = match ctx.provider.resolve_node_class(class).await {
+        Ok(resolved) => {
+            let (conditions, problem) = decide_conditions(&previous.conditions, &resolved, class);
+            (EC2NodeClassStatus { conditions, ..resolved }, problem)
+        }
+        Err(error) => {
+            // Keep what was resolved before: an AWS outage must not unresolve a working class.
+            let message = format!("cannot resolve: {error}");
+            let conditions = conditions::set(
+                &previous.conditions,
+                "Ready",
+                false,
+                error.reason(),
+                &message,
+                class.metadata.generation,
+            );
+            (EC2NodeClassStatus { conditions, ..previous.clone() }, Some(message))
+        }
+    };
+    let api: Api<EC2NodeClass> = Api::all(ctx.client.clone());
+    let patch = json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "EC2NodeClass", "status": status});
+    api.patch_status(&class.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+
+    let was_ready = previous.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    let previous_message = previous.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.as_str());
+    match &problem {
+        Some(problem) if previous_message != Some(problem.as_str()) => {
+            warn!(%problem, "node class not resolved");
+            publish(&ctx.recorder, &reference, EventType::Warning, "NotResolved", problem.clone()).await;
+        }
+        None if !was_ready => {
+            let note = format!(
+                "Resolved {} subnets, {} security groups, {} AMIs",
+                status.subnets.len(),
+                status.security_groups.len(),
+                status.amis.len()
+            );
+            info!(%note, "node class ready");
+            publish(&ctx.recorder, &reference, EventType::Normal, "Ready", note).await;
+        }
+        _ => {}
+    }
+    Ok(Action::requeue(if problem.is_some() { Duration::from_secs(60) } else { REFRESH }))
+}
+
+async fn cleanup<P: CloudProvider>(class: &EC2NodeClass, ctx: &Context<P>) -> Result<Action> {
+    let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
+    let name = class.name_any();
+    let users: Vec<String> = claims
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|claim| claim.spec.node_class_ref.name == name)
+        .map(|claim| claim.name_any())
+        .collect();
+    if !users.is_empty() {
+        let note = format!("Waiting for {} NodeClaims to be deleted: {}", users.len(), users.join(", "));
+        publish(&ctx.recorder, &class.object_ref(&()), EventType::Normal, "WaitingOnNodeClaims", note).await;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    ctx.provider.delete_node_class_resources(class).await?;
+    info!("cleaned up node class resources");
+    Ok(Action::await_change())
+}
+
+fn error_policy<P>(_class: Arc<EC2NodeClass>, error: &Error, _ctx: Arc<Context<P>>) -> Action {
+    warn!(%error, kind = error.metric_label(), "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Runs the EC2NodeClass controller until shutdown.
+pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Context<P>>) {
+    let classes: Api<EC2NodeClass> = Api::all(ctx.client.clone());
+    Controller::new(classes, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "ec2nodeclass controller");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apis::ec2nodeclass::{ResolvedAmi, ResolvedSecurityGroup, ResolvedSubnet};
+
+    fn class() -> EC2NodeClass {
+        let yaml = include_str!("../../examples/ec2nodeclass.yaml");
+        let mut class: EC2NodeClass = serde_yaml::from_str(yaml).expect("example");
+        class.metadata.generation = Some(3);
+        class
+    }
+
+    fn resolved(subnets: usize, amis: usize) -> EC2NodeClassStatus {
+        EC2NodeClassStatus {
+            subnets: (0..subnets)
+                .map(|i| ResolvedSubnet { id: format!("subnet-{i}"), zone: "a".into(), zone_id: None })
+                .collect(),
+            security_groups: vec![ResolvedSecurityGroup { id: "sg-1".into(), name: None }],
+            amis: (0..amis)
+                .map(|i| ResolvedAmi { id: format!("ami-{i}"), name: None, requirements: Vec::new() })
+                .collect(),
+            instance_profile: Some("profile".into()),
+            conditions: Vec::new(),
+        }
+    }
+
+    fn condition<'a>(
+        conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        type_: &str,
+    ) -> (&'a str, &'a str) {
+        let found = conditions.iter().find(|c| c.type_ == type_).expect("condition present");
+        (found.status.as_str(), found.reason.as_str())
+    }
+
+    #[test]
+    fn a_fully_resolved_class_is_ready() {
+        let (conditions, problem) = decide_conditions(&[], &resolved(3, 2), &class());
+        assert_eq!(problem, None);
+        for type_ in ["SubnetsReady", "SecurityGroupsReady", "AMIsReady", "InstanceProfileReady"] {
+            assert_eq!(condition(&conditions, type_), ("True", "Resolved"));
+        }
+        assert_eq!(condition(&conditions, "Ready"), ("True", "Ready"));
+        assert!(conditions.iter().all(|c| c.observed_generation == Some(3)));
+    }
+
+    #[test]
+    fn missing_parts_name_the_selector_field() {
+        let (conditions, problem) = decide_conditions(&[], &resolved(0, 0), &class());
+        assert_eq!(condition(&conditions, "SubnetsReady"), ("False", "SubnetsNotFound"));
+        assert_eq!(condition(&conditions, "AMIsReady"), ("False", "AMIsNotFound"));
+        assert_eq!(condition(&conditions, "SecurityGroupsReady"), ("True", "Resolved"));
+        assert_eq!(condition(&conditions, "Ready"), ("False", "NotResolved"));
+        assert_eq!(
+            problem.as_deref(),
+            Some("no subnet matches spec.subnetSelectorTerms; no AMI matches spec.amiSelectorTerms")
+        );
+    }
+}

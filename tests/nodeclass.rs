@@ -1,0 +1,140 @@
+//! The EC2NodeClass controller against the real apiserver and the AWS emulator: status and
+//! conditions from resolution, an Event naming what cannot be resolved, and cleanup of launch
+//! templates and the instance profile behind the finalizer.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    runtime::events::{Recorder, Reporter},
+};
+use serde_json::json;
+use stoker::{
+    apis::{ec2nodeclass::EC2NodeClass, labels, nodeclaim::NodeClaim},
+    cloudprovider::{
+        CloudProvider,
+        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
+    },
+    controllers::nodeclass,
+};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} from hack/test.sh"))
+}
+
+fn condition(class: &EC2NodeClass, type_: &str) -> Option<(String, String, String)> {
+    let found = class.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((found.status.clone(), found.reason.clone(), found.message.clone()))
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn node_classes_are_resolved_reported_and_cleaned_up() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let cluster = format!("stoker-nc-{:08x}", fastrand::u32(..));
+    let info = ClusterInfo {
+        name: cluster.clone(),
+        endpoint: env("CLUSTER_ENDPOINT"),
+        ca_bundle: env("CLUSTER_CA_BUNDLE"),
+        service_cidr: env("CLUSTER_SERVICE_CIDR"),
+        kubernetes_minor: "1.37".into(),
+    };
+    let provider = Arc::new(AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(info)));
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "stoker-test".into(), instance: None });
+    let controller = tokio::spawn(nodeclass::run(Arc::new(nodeclass::Context {
+        client: client.clone(),
+        recorder,
+        provider: provider.clone(),
+    })));
+
+    let api: Api<EC2NodeClass> = Api::all(client.clone());
+    let apply = PatchParams::apply("stoker-tests").force();
+    let good_name = format!("{cluster}-good");
+    let mut good = support::example("ec2nodeclass.yaml");
+    good["metadata"]["name"] = json!(good_name);
+    good["spec"]["role"] = json!(format!("KarpenterNodeRole-{}", env("CLUSTER_NAME")));
+    api.patch(&good_name, &apply, &Patch::Apply(&good)).await.expect("apply the example node class");
+
+    let ready = support::wait_until(Duration::from_secs(60), || async {
+        let class = api.get(&good_name).await.ok()?;
+        (condition(&class, "Ready")?.0 == "True").then_some(class)
+    })
+    .await
+    .expect("the example node class becomes Ready");
+    let status = ready.status.as_ref().expect("status");
+    assert_eq!(status.subnets.len(), 3);
+    assert_eq!(status.amis.len(), 2);
+    for type_ in ["SubnetsReady", "SecurityGroupsReady", "AMIsReady", "InstanceProfileReady"] {
+        assert_eq!(condition(&ready, type_).map(|c| c.0), Some("True".into()), "{type_}");
+    }
+    assert!(ready.metadata.finalizers.iter().flatten().any(|f| f == nodeclass::FINALIZER));
+    let profile = status.instance_profile.clone().expect("instance profile");
+
+    // Launch once so a launch template exists for the class.
+    let claim: NodeClaim = serde_json::from_value(json!({
+        "apiVersion": "stoker.dev/v1alpha1", "kind": "NodeClaim",
+        "metadata": {"name": format!("{cluster}-claim"), "uid": "11111111-2222-4333-8444-555555555555",
+                      "labels": {labels::NODEPOOL: "general"}},
+        "spec": {"requirements": [{"key": labels::INSTANCE_TYPE, "operator": "In", "values": ["c5.large"]}],
+                  "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": good_name}}
+    }))
+    .expect("a NodeClaim");
+    let instance = provider.create(&claim, &ready).await.expect("a launch with the resolved class");
+
+    // A class whose subnets match nothing: SubnetsReady=False and an Event naming the field.
+    let bad_name = format!("{cluster}-bad");
+    let mut bad = good.clone();
+    bad["metadata"]["name"] = json!(bad_name);
+    bad["spec"]["subnetSelectorTerms"] = json!([{"tags": {"karpenter.sh/discovery": "no-such-cluster"}}]);
+    api.patch(&bad_name, &apply, &Patch::Apply(&bad)).await.expect("apply the bad node class");
+    let not_ready = support::wait_until(Duration::from_secs(60), || async {
+        let class = api.get(&bad_name).await.ok()?;
+        (condition(&class, "SubnetsReady")?.0 == "False").then_some(class)
+    })
+    .await
+    .expect("SubnetsReady=False");
+    let (_, reason, message) = condition(&not_ready, "Ready").expect("Ready condition");
+    assert_eq!(reason, "NotResolved");
+    assert!(message.contains("spec.subnetSelectorTerms"), "{message}");
+    let events: Api<Event> = Api::all(client.clone());
+    let event = support::wait_until(Duration::from_secs(30), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(bad_name.as_str())
+                && e.reason.as_deref() == Some("NotResolved")
+        })
+    })
+    .await
+    .expect("a NotResolved event");
+    assert!(event.note.unwrap_or_default().contains("spec.subnetSelectorTerms"));
+
+    // Deleting the classes: the finalizer deletes the launch templates and instance profile.
+    for name in [&good_name, &bad_name] {
+        api.delete(name, &DeleteParams::default()).await.expect("delete");
+    }
+    let gone = support::wait_until(Duration::from_secs(60), || async {
+        let left = api.list(&ListParams::default()).await.ok()?;
+        left.items.iter().all(|c| c.metadata.name.as_deref().is_none_or(|n| !n.starts_with(&cluster))).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the finalizer was released");
+    let ec2 = stoker::cloudprovider::aws::ec2_client(None).await;
+    let templates = ec2
+        .describe_launch_templates()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:stoker.dev/cluster").values(&cluster).build())
+        .send()
+        .await
+        .expect("DescribeLaunchTemplates");
+    assert_eq!(templates.launch_templates().len(), 0, "launch templates deleted");
+    let iam = aws_sdk_iam::Client::new(&aws_config(None).await);
+    let lookup = iam.get_instance_profile().instance_profile_name(&profile).send().await;
+    assert!(lookup.is_err(), "instance profile {profile} deleted");
+
+    provider.delete(&instance.provider_id).await.expect("terminate the test instance");
+    controller.abort();
+}
