@@ -38,19 +38,20 @@ spec:
       requirements: [{key: karpenter.sh/capacity-type, operator: In}]
 BAD
 
+log "starting the stoker controller (log: $LOGS/stoker.log)"
+if running stoker; then kill "$(cat "$PIDS/stoker.pid")"; sleep 1; fi
+start stoker "$stoker" controller --log-format text
+log "waiting for the EC2NodeClass to resolve its subnets, security groups and AMIs in the emulator"
+kubectl wait --for condition=Ready --timeout 120s ec2nodeclass/default >&2 || {
+  tail -n 20 "$LOGS/stoker.log" >&2
+  die "the example EC2NodeClass did not become Ready"
+}
 echo
 kubectl get nodepools,ec2nodeclasses -o wide
 echo
-kubectl get warmpools -A
+kubectl get ec2nodeclass default -o jsonpath='{range .status.subnets[*]}    subnet {.id} {.zone}{"\n"}{end}{range .status.amis[*]}    ami {.id} {.name}{"\n"}{end}    instance profile {.status.instanceProfile}{"\n"}'
 echo
-log "EC2 emulator subnets for $CLUSTER_NAME:"
-"$MOTO_VENV/bin/python" - <<'PY'
-import boto3, os
-ec2 = boto3.client("ec2", endpoint_url=os.environ["AWS_ENDPOINT_URL_EC2"], region_name=os.environ["AWS_REGION"])
-filters = [{"Name": "tag:karpenter.sh/discovery", "Values": [os.environ["CLUSTER_NAME"]]}]
-for s in ec2.describe_subnets(Filters=filters)["Subnets"]:
-    print(f"    {s['SubnetId']}  {s['AvailabilityZone']}  {s['CidrBlock']}")
-PY
+kubectl get warmpools -A
 echo
 log "what the example WarmPool will hold over the next two days (stoker warmpool preview):"
 "$stoker" warmpool preview -f "$REPO_ROOT/examples/warmpool.yaml" --days 2 --svg "$STOKER_STATE/warmpool-preview.svg"

@@ -28,6 +28,20 @@ CLUSTER_NAME="${STOKER_CLUSTER_NAME:-stoker-local}"
 AWS_REGION_LOCAL="${STOKER_REGION:-us-east-1}"
 
 export KUBECONFIG_LOCAL="$STOKER_STATE/kubeconfig"
+PIDS="$STOKER_STATE/pids"
+LOGS="$STOKER_STATE/logs"
+
+# running NAME: whether the process started as NAME is alive.
+running() { [[ -f $PIDS/$1.pid ]] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+
+# start NAME COMMAND...: run COMMAND in the background, logging to $LOGS/NAME.log; local-down
+# stops it.
+start() {
+  local name=$1; shift
+  mkdir -p "$PIDS" "$LOGS"
+  nohup "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+}
 
 log() { printf '\033[1;34m[stoker]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[stoker] error:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -2,7 +2,6 @@
 # Stops every process hack/local-up.sh started, and nothing else.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PIDS="$STOKER_STATE/pids"
 [[ -d $PIDS ]] || exit 0
 # Reverse start order: the processes that talk to the apiserver go first.
 for name in stoker node-simulator moto kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do

@@ -12,12 +12,8 @@ require openssl "install openssl (Debian: apt-get install openssl), then run thi
 "$HACK_DIR/build-control-plane.sh"
 "$HACK_DIR/install-emulator.sh"
 
-PIDS="$STOKER_STATE/pids"
-LOGS="$STOKER_STATE/logs"
 PKI="$STOKER_STATE/pki"
 mkdir -p "$PIDS" "$LOGS"
-
-running() { [[ -f $PIDS/$1.pid ]] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
 
 all=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok moto)
 alive=0
@@ -38,12 +34,6 @@ port_free "$MOTO_PORT" "EC2 emulator"
 port_free "$KWOK_PORT" kwok
 
 # start NAME COMMAND...: run in the background, remembering the pid and logging to a file.
-start() {
-  local name=$1; shift
-  nohup "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$PIDS/$name.pid"
-}
-
 make_pki() {
   [[ -f $PKI/admin.token ]] && return 0
   mkdir -p "$PKI.tmp" && cd "$PKI.tmp"

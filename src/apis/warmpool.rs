@@ -38,7 +38,7 @@ pub const DEFAULT_LEAD_TIME: Duration = Duration::from_secs(5 * 60);
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.replicas"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeSchedules"}"#,
-    printcolumn = r#"{"name":"Next","type":"date","jsonPath":".status.nextTransition.time"}"#,
+    printcolumn = r#"{"name":"Next","type":"string","jsonPath":".status.nextTransition.time"}"#,
     printcolumn = r#"{"name":"Preemptions","type":"integer","jsonPath":".status.preemptions","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
