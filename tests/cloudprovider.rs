@@ -296,3 +296,27 @@ async fn only_instances_tagged_for_this_cluster_are_terminated() {
     assert!(matches!(h.provider.get(&own.provider_id).await, Err(CloudError::NotFound(_))));
     assert!(matches!(h.provider.delete(&own.provider_id).await, Err(CloudError::NotFound(_))));
 }
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn a_broad_nodeclaim_sends_at_most_sixty_overrides_cheapest_first() {
+    let h = harness(Duration::from_secs(180)).await;
+    let mut claim = nodeclaim("general-broad", &["unused"], &["on-demand"]);
+    // Only capacity type and node pool: hundreds of instance types in three zones would fit.
+    claim.spec.requirements.remove(0);
+    let instance = h.provider.create(&claim, &h.class).await.expect("a launch");
+    let params = &h.proxy.seen("CreateFleet")[0].params;
+    let types: Vec<&str> =
+        params.iter().filter(|(k, _)| k.ends_with(".InstanceType")).map(|(_, v)| v.as_str()).collect();
+    assert_eq!(types.len(), 60);
+    assert_eq!(params["OnDemandOptions.AllocationStrategy"], "lowest-price");
+    // The emulator takes the first override; stoker put the cheapest first.
+    let catalog = h.provider.instance_types(&h.class).await.expect("instance types");
+    let cheapest = catalog
+        .iter()
+        .filter(|t| t.allocatable.get("cpu") >= 1000)
+        .flat_map(|t| t.offerings.iter().filter(|o| o.capacity_type == "on-demand").map(move |o| (o.price, &t.name)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .expect("a fitting type");
+    assert_eq!(&instance.instance_type, cheapest.1);
+}

@@ -387,12 +387,19 @@ async fn create_fleet(
     tags: &BTreeMap<String, String>,
 ) -> Result<Outcome, CloudError> {
     let spot = plan.capacity_type == labels::CAPACITY_TYPE_SPOT;
+    // Configs in the order of their cheapest override, so the overall cheapest comes first.
+    let mut arches: Vec<&str> = Vec::new();
+    for entry in &plan.overrides {
+        if !arches.contains(&entry.arch.as_str()) {
+            arches.push(&entry.arch);
+        }
+    }
     let mut configs = Vec::new();
-    for (arch, template) in templates {
+    for (arch, template) in arches.into_iter().filter_map(|arch| Some((arch, templates.get(arch)?))) {
         let overrides: Vec<FleetLaunchTemplateOverridesRequest> = plan
             .overrides
             .iter()
-            .filter(|o| &o.arch == arch)
+            .filter(|o| o.arch == arch)
             .map(|o: &Override| {
                 FleetLaunchTemplateOverridesRequest::builder()
                     .instance_type(o.instance_type.as_str().into())
