@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod nodeclass;
 pub mod warmpool;
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 use tracing::warn;
@@ -18,4 +19,16 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, type_: Ev
     if let Err(error) = recorder.publish(&event, reference).await {
         warn!(%error, "cannot publish event");
     }
+}
+
+/// Drains a controller's result stream until shutdown, logging failed reconciles (the error
+/// policy has already scheduled their retry).
+pub async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>>, controller: &'static str) {
+    results
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, controller, "reconcile failed");
+            }
+        })
+        .await;
 }

@@ -7,7 +7,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
@@ -28,7 +27,7 @@ use crate::{
         nodeclaim::NodeClaim,
     },
     cloudprovider::CloudProvider,
-    controllers::{FIELD_MANAGER, conditions, publish},
+    controllers::{FIELD_MANAGER, conditions, drain, publish},
     error::{Error, Result},
 };
 
@@ -184,15 +183,9 @@ fn error_policy<P>(_class: Arc<EC2NodeClass>, error: &Error, _ctx: Arc<Context<P
 /// Runs the EC2NodeClass controller until shutdown.
 pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Context<P>>) {
     let classes: Api<EC2NodeClass> = Api::all(ctx.client.clone());
-    Controller::new(classes, watcher::Config::default())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "ec2nodeclass controller");
-            }
-        })
-        .await;
+    let results =
+        Controller::new(classes, watcher::Config::default()).shutdown_on_signal().run(reconcile, error_policy, ctx);
+    drain(results, "ec2nodeclass").await;
 }
 
 #[cfg(test)]

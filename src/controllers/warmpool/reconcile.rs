@@ -5,7 +5,6 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use k8s_openapi::{
     api::{apps::v1::Deployment, scheduling::v1::PriorityClass},
     apimachinery::pkg::apis::meta::v1::Time,
@@ -33,7 +32,7 @@ use crate::{
         WarmPool,
         warmpool::{DEFAULT_PRIORITY_CLASS, Transition, WarmPoolSpec, WarmPoolStatus},
     },
-    controllers::{FIELD_MANAGER, conditions, publish},
+    controllers::{FIELD_MANAGER, conditions, drain, publish},
     error::{Error, Result},
 };
 
@@ -181,16 +180,11 @@ fn error_policy(_pool: Arc<WarmPool>, error: &Error, _ctx: Arc<Context>) -> Acti
 pub async fn run(ctx: Arc<Context>) {
     let pools: Api<WarmPool> = Api::all(ctx.client.clone());
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
-    Controller::new(pools, watcher::Config::default())
+    let results = Controller::new(pools, watcher::Config::default())
         .owns(deployments, watcher::Config::default().labels(crate::apis::labels::WARMPOOL))
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "warmpool controller");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    drain(results, "warmpool").await;
 }
 
 #[cfg(test)]
