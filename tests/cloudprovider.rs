@@ -197,6 +197,13 @@ async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated(
     assert_eq!(h.proxy.seen("CreateFleet").len(), 1, "no second CreateFleet");
     let listed = h.provider.list().await.expect("list");
     assert_eq!(listed.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), [instance.id.as_str()]);
+
+    // Launch templates used within the idle time stay; idle ones are deleted.
+    assert_eq!(h.provider.prune_launch_templates(Duration::from_secs(3600)).await, Ok(0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.provider.prune_launch_templates(Duration::from_millis(500)).await, Ok(1));
+    let left = h.ec2.describe_launch_templates().launch_template_names(template).send().await;
+    assert!(left.is_err(), "{template} deleted");
 }
 
 #[tokio::test]
