@@ -1,6 +1,7 @@
-//! The `stoker` command line: `controller`, `crds`, `validate`.
+//! The `stoker` command line: `controller`, `crds`, `validate`, `plan`, `warmpool preview`.
 
 pub mod crds;
+pub mod plan;
 pub mod validate;
 pub mod warmpool;
 
@@ -20,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the controller (today: the WarmPool controller) until SIGTERM or Ctrl-C.
+    /// Run the controllers (WarmPool, EC2NodeClass) until SIGTERM or Ctrl-C.
     Controller(Settings),
     /// Print the CRD YAML, or write one file per CRD with --output-dir.
     Crds {
@@ -34,6 +35,22 @@ pub enum Command {
         /// Files to check; `-` reads standard input. Multi-document YAML is fine.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+    },
+    /// What would stoker launch? Plans pods (Pods, Deployments, ReplicaSets, StatefulSets, Jobs)
+    /// on the NodePools in the files, with DaemonSet overhead, against the instance catalog
+    /// snapshot, and prints the NodeClaims, their cost and the pods nothing can host. Exits 2
+    /// when some pods cannot be scheduled.
+    Plan {
+        /// Files with NodePools, EC2NodeClasses, DaemonSets and workloads; `-` reads standard
+        /// input. Other kinds are ignored.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// An instance catalog in the snapshot's CSV format instead of the built-in us-east-1 one.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: plan::Output,
     },
     /// Work with WarmPool manifests offline.
     #[command(subcommand)]
@@ -94,6 +111,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files } => validate::run(&files),
+        Command::Plan { files, catalog, output } => plan::run(&files, catalog.as_deref(), output),
         Command::Warmpool(WarmpoolCommand::Preview { file, from, days, svg }) => {
             warmpool::run(&file, from, days, svg.as_deref())
         }

@@ -151,7 +151,7 @@ fn describe(document: &Value) -> String {
     format!("{kind}/{name}")
 }
 
-fn read(file: &Path) -> Result<String, CliError> {
+pub fn read(file: &Path) -> Result<String, CliError> {
     let mut text = String::new();
     let result = if file == Path::new("-") {
         std::io::stdin().read_to_string(&mut text).map(|_| ())

@@ -164,6 +164,30 @@ pub fn is_well_known(key: &str) -> bool {
     )
 }
 
+/// A lower bound on the hourly cost of any plan hosting `requests`: the requested CPU at the
+/// cheapest price per allocatable core on offer, or the requested memory at the cheapest price
+/// per allocatable byte, whichever is more. No set of nodes can cost less.
+pub fn cost_lower_bound(requests: &Resources, instance_types: &[InstanceType]) -> f64 {
+    let mut per_millicore = f64::INFINITY;
+    let mut per_byte = f64::INFINITY;
+    for instance in instance_types {
+        let Some(offering) =
+            instance.offerings.iter().filter(|o| o.available).min_by(|a, b| a.price.total_cmp(&b.price))
+        else {
+            continue;
+        };
+        let (cpu, memory) = (instance.allocatable.get(CPU), instance.allocatable.get(MEMORY));
+        if cpu > 0 && memory > 0 {
+            per_millicore = per_millicore.min(offering.price / cpu as f64);
+            per_byte = per_byte.min(offering.price / memory as f64);
+        }
+    }
+    if per_millicore.is_infinite() {
+        return 0.0;
+    }
+    (requests.get(CPU) as f64 * per_millicore).max(requests.get(MEMORY) as f64 * per_byte)
+}
+
 /// Pods per node: EKS's ENI formula (each interface's addresses minus its own, plus two
 /// host-network pods), capped by the kubelet's `maxPods` and `podsPerCore`.
 pub fn max_pods(facts: &InstanceFacts, kubelet: Option<&KubeletConfiguration>) -> i64 {
@@ -208,6 +232,31 @@ pub fn eviction_threshold() -> Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cost_lower_bound_prices_the_scarcer_resource_at_its_cheapest() {
+        let offering =
+            |price: f64| Offering { zone: "a".into(), capacity_type: "on-demand".into(), price, available: true };
+        let compute = InstanceType::from_facts(
+            &InstanceFacts { name: "c.large".into(), vcpus: 2, memory_mib: 4096, ..m5_large() },
+            vec![offering(0.08)],
+            None,
+        )
+        .unwrap();
+        let memory = InstanceType::from_facts(
+            &InstanceFacts { name: "r.large".into(), vcpus: 2, memory_mib: 16384, ..m5_large() },
+            vec![offering(0.12)],
+            None,
+        )
+        .unwrap();
+        let types = [compute.clone(), memory.clone()];
+        let mut requests = Resources::new();
+        requests.set(CPU, compute.allocatable.get(CPU) * 10);
+        assert!((cost_lower_bound(&requests, &types) - 0.8).abs() < 1e-9, "ten compute nodes' worth of CPU");
+        requests.set(MEMORY, memory.allocatable.get(MEMORY) * 10);
+        assert!((cost_lower_bound(&requests, &types) - 1.2).abs() < 1e-9, "memory is now the binding resource");
+        assert_eq!(cost_lower_bound(&requests, &[]), 0.0);
+    }
 
     fn m5_large() -> InstanceFacts {
         InstanceFacts {

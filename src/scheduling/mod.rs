@@ -3,6 +3,7 @@
 
 pub mod bitset;
 pub mod catalog;
+pub mod inputs;
 pub mod pod;
 pub mod quantity;
 pub mod requirements;

@@ -1,0 +1,400 @@
+//! `stoker plan`: the offline what-if. Reads NodePools, EC2NodeClasses, DaemonSets and workloads
+//! (Pods, Deployments, ReplicaSets, StatefulSets, Jobs) from files, runs the same scheduling
+//! simulation the controller runs against the instance catalog snapshot (or a given one), and
+//! prints the NodeClaims it would open, their cost, and the pods nothing can host.
+//!
+//! Offline there are no subnets and no live spot prices: every zone of the catalog is
+//! available, and spot is priced at on-demand (the documented rule before spot prices load).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+use super::{CliError, validate};
+use crate::{
+    apis::{EC2NodeClass, NodePool},
+    cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
+    scheduling::{
+        catalog::{InstanceType, cost_lower_bound, is_well_known, offering_allowed},
+        inputs::{Workload, nodepool_template},
+        pod::PodInfo,
+        resources::Resources,
+        solver::{Input, Plan, solve},
+    },
+};
+
+/// What the files hold.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub pools: Vec<NodePool>,
+    pub classes: Vec<EC2NodeClass>,
+    pub daemonsets: Vec<DaemonSet>,
+    pub workloads: Vec<Workload>,
+    /// Kinds the planner ignores, for the summary line.
+    pub ignored: Vec<String>,
+}
+
+/// Parses multi-document YAML; an error names the file, document, field path and problem.
+pub fn parse(label: &str, text: &str, into: &mut Manifests) -> Result<(), String> {
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let at = format!("{label}#{}", index + 1);
+        let value = match Value::deserialize(document) {
+            Ok(Value::Null) => continue,
+            Ok(value) => value,
+            Err(error) => return Err(format!("{at}: not valid YAML: {error}")),
+        };
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<no name>").to_owned();
+        let at = format!("{at} ({kind}/{name})");
+        if let validate::Verdict::Invalid(problems) = validate::check_document(&value) {
+            return Err(format!("{at}: {}", problems.join("; ")));
+        }
+        fn typed<T: DeserializeOwned>(at: &str, value: &Value) -> Result<T, String> {
+            serde_path_to_error::deserialize(value).map_err(|e| format!("{at}: {}: {}", e.path(), e.inner()))
+        }
+        match kind.as_str() {
+            "NodePool" => into.pools.push(typed(&at, &value)?),
+            "EC2NodeClass" => into.classes.push(typed(&at, &value)?),
+            "DaemonSet" => into.daemonsets.push(typed(&at, &value)?),
+            "Pod" => into.workloads.push(Workload::Pod(Box::new(typed(&at, &value)?))),
+            "Deployment" => into.workloads.push(Workload::Deployment(Box::new(typed(&at, &value)?))),
+            "ReplicaSet" => into.workloads.push(Workload::ReplicaSet(Box::new(typed(&at, &value)?))),
+            "StatefulSet" => into.workloads.push(Workload::StatefulSet(Box::new(typed(&at, &value)?))),
+            "Job" => into.workloads.push(Workload::Job(Box::new(typed(&at, &value)?))),
+            "" => return Err(format!("{at}: kind: missing")),
+            other => into.ignored.push(format!("{other}/{name}")),
+        }
+    }
+    Ok(())
+}
+
+/// One NodeClaim of the plan, as reported.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedNode {
+    pub nodepool: String,
+    pub instance_types: Vec<String>,
+    pub capacity_type: String,
+    pub zone: String,
+    pub price_per_hour: f64,
+    pub pods: Vec<String>,
+}
+
+/// The plan with what a reader needs to judge it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub nodes: Vec<PlannedNode>,
+    pub unschedulable: Vec<(String, String)>,
+    pub pods: usize,
+    pub price_per_hour: f64,
+    /// No plan can cost less than this (see `cost_lower_bound`).
+    pub lower_bound_per_hour: f64,
+    pub warnings: Vec<String>,
+}
+
+/// Plans the manifests against a catalog.
+pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Result<Report, String> {
+    if manifests.pools.is_empty() {
+        return Err("no NodePool in the input: a plan needs at least one".into());
+    }
+    let zones: BTreeSet<String> = catalog.zones.values().flatten().cloned().collect();
+    let arches: BTreeSet<String> = ["amd64", "arm64"].map(String::from).into();
+    let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
+    let now = std::time::Instant::now();
+    let mut warnings = Vec::new();
+
+    // One slice of instance types per node class (their kubelet settings shape allocatable).
+    let mut instance_types: Vec<InstanceType> = Vec::new();
+    let mut ranges: BTreeMap<String, std::ops::Range<usize>> = BTreeMap::new();
+    let mut pools = Vec::new();
+    for pool in &manifests.pools {
+        let class_name = &pool.spec.template.spec.node_class_ref.name;
+        let class = manifests.classes.iter().find(|c| c.metadata.name.as_deref() == Some(class_name.as_str()));
+        if class.is_none() {
+            warnings.push(format!(
+                "NodePool {} uses EC2NodeClass {class_name}, which is not in the input: default kubelet settings assumed",
+                pool.metadata.name.as_deref().unwrap_or_default()
+            ));
+        }
+        let range = ranges
+            .entry(class_name.clone())
+            .or_insert_with(|| {
+                let kubelet = class.and_then(|c| c.spec.kubelet.as_ref());
+                let start = instance_types.len();
+                instance_types.extend(catalog.instance_types(&zones, &arches, prices, &unavailable, now, kubelet));
+                start..instance_types.len()
+            })
+            .clone();
+        let template = nodepool_template(pool, range.collect(), &manifests.daemonsets, &Resources::new())
+            .map_err(|e| format!("NodePool {}: {e}", pool.metadata.name.as_deref().unwrap_or_default()))?;
+        pools.push(template);
+    }
+    let mut pods = Vec::new();
+    for workload in &manifests.workloads {
+        for pod in workload.pods() {
+            let info = PodInfo::from_pod(&pod)
+                .map_err(|e| format!("pod {}: {e}", pod.metadata.name.as_deref().unwrap_or_default()))?;
+            pods.push(info);
+        }
+    }
+    let pod_count = pods.len();
+    let input = Input { pods, pools, instance_types, ..Default::default() };
+    let result = solve(&input);
+    // The bound covers what the plan hosts, not pods nothing can host.
+    let unschedulable: BTreeSet<&str> = result.unschedulable.iter().map(|(pod, _)| pod.as_str()).collect();
+    let mut requested = Resources::new();
+    for pod in input.pods.iter().filter(|pod| !unschedulable.contains(pod.key.as_str())) {
+        requested.add(&pod.requests);
+    }
+    let nodes = planned_nodes(&result, &input.instance_types);
+    let price_per_hour = nodes.iter().map(|n| n.price_per_hour).sum();
+    Ok(Report {
+        nodes,
+        unschedulable: result.unschedulable,
+        pods: pod_count,
+        price_per_hour,
+        lower_bound_per_hour: cost_lower_bound(&requested, &admissible(&input)),
+        warnings,
+    })
+}
+
+/// The instance types, with the offerings, that some NodePool could launch.
+fn admissible(input: &Input) -> Vec<InstanceType> {
+    let mut out: BTreeMap<String, InstanceType> = BTreeMap::new();
+    for pool in &input.pools {
+        for instance in pool.instance_types.iter().map(|&index| &input.instance_types[index]) {
+            if pool.requirements.conflict_with(&instance.requirements, is_well_known).is_some() {
+                continue;
+            }
+            let allowed: Vec<_> =
+                instance.offerings.iter().filter(|o| offering_allowed(o, &pool.requirements)).cloned().collect();
+            let entry = out
+                .entry(instance.name.clone())
+                .or_insert_with(|| InstanceType { offerings: Vec::new(), ..instance.clone() });
+            entry.offerings.extend(allowed);
+        }
+    }
+    out.into_values().collect()
+}
+
+fn planned_nodes(plan: &Plan, instance_types: &[InstanceType]) -> Vec<PlannedNode> {
+    let by_name: BTreeMap<&str, &InstanceType> = instance_types.iter().map(|t| (t.name.as_str(), t)).collect();
+    plan.new_claims
+        .iter()
+        .map(|claim| {
+            let cheapest = claim
+                .instance_types
+                .iter()
+                .filter_map(|name| by_name.get(name.as_str()))
+                .filter_map(|t| t.cheapest_offering(&claim.requirements))
+                .min_by(|a, b| a.price.total_cmp(&b.price));
+            PlannedNode {
+                nodepool: claim.nodepool.clone(),
+                instance_types: claim.instance_types.clone(),
+                capacity_type: cheapest.map(|o| o.capacity_type.clone()).unwrap_or_default(),
+                zone: cheapest.map(|o| o.zone.clone()).unwrap_or_default(),
+                price_per_hour: claim.price,
+                pods: claim.pods.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The plan as a table with totals, then the unschedulable pods with reasons.
+pub fn table(report: &Report) -> String {
+    let mut out = String::new();
+    for warning in &report.warnings {
+        out.push_str(&format!("warning: {warning}\n"));
+    }
+    out.push_str(&format!(
+        "{:<6} {:<14} {:<40} {:<10} {:<12} {:>9} {:>5}\n",
+        "NODE", "NODEPOOL", "INSTANCE TYPES (cheapest first)", "CAPACITY", "ZONE", "$/HOUR", "PODS"
+    ));
+    for (index, node) in report.nodes.iter().enumerate() {
+        let mut types = node.instance_types.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+        if node.instance_types.len() > 3 {
+            types.push_str(&format!(" +{}", node.instance_types.len() - 3));
+        }
+        out.push_str(&format!(
+            "{:<6} {:<14} {:<40} {:<10} {:<12} {:>9.4} {:>5}\n",
+            index + 1,
+            node.nodepool,
+            types,
+            node.capacity_type,
+            node.zone,
+            node.price_per_hour,
+            node.pods.len()
+        ));
+    }
+    let placed: usize = report.nodes.iter().map(|n| n.pods.len()).sum();
+    let ratio =
+        if report.lower_bound_per_hour > 0.0 { report.price_per_hour / report.lower_bound_per_hour } else { 1.0 };
+    out.push_str(&format!(
+        "\n{} nodes, {placed} of {} pods placed, ${:.4}/hour (lower bound ${:.4}/hour, ratio {ratio:.2})\n",
+        report.nodes.len(),
+        report.pods,
+        report.price_per_hour,
+        report.lower_bound_per_hour
+    ));
+    if !report.unschedulable.is_empty() {
+        out.push_str(&format!("\n{} pods cannot be scheduled:\n", report.unschedulable.len()));
+        for (pod, reason) in &report.unschedulable {
+            out.push_str(&format!("  {pod}: {reason}\n"));
+        }
+    }
+    out
+}
+
+/// The output formats of `stoker plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+pub fn run(files: &[PathBuf], catalog: Option<&std::path::Path>, output: Output) -> Result<ExitCode, CliError> {
+    let mut manifests = Manifests::default();
+    for file in files {
+        let text = validate::read(file)?;
+        parse(&file.display().to_string(), &text, &mut manifests)
+            .map_err(|message| CliError::Invalid { path: file.clone(), message })?;
+    }
+    let catalog = match catalog {
+        Some(path) => {
+            let text = validate::read(path)?;
+            crate::cloudprovider::aws::catalog::parse_snapshot(&text)
+                .map_err(|e| CliError::Invalid { path: path.to_owned(), message: e.to_string() })?
+        }
+        None => Catalog::snapshot(),
+    };
+    let mut prices = PriceBook::snapshot("us-east-1");
+    prices.learn_vcpus(&catalog.types);
+    let report = plan(&manifests, &catalog, &prices)
+        .map_err(|message| CliError::Invalid { path: files.first().cloned().unwrap_or_default(), message })?;
+    match output {
+        Output::Table => print!("{}", table(&report)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&json_report(&report))?),
+    }
+    Ok(if report.unschedulable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn json_report(report: &Report) -> Value {
+    json!({
+        "nodeClaims": report.nodes,
+        "unschedulable": report.unschedulable.iter().map(|(pod, reason)| json!({"pod": pod, "reason": reason})).collect::<Vec<_>>(),
+        "totals": {
+            "nodes": report.nodes.len(),
+            "pods": report.pods,
+            "pricePerHour": report.price_per_hour,
+            "lowerBoundPerHour": report.lower_bound_per_hour,
+        },
+        "warnings": report.warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POOLS: &str = r#"
+apiVersion: stoker.dev/v1alpha1
+kind: NodePool
+metadata: {name: spot}
+spec:
+  weight: 50
+  template:
+    spec:
+      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [spot]}
+        - {key: karpenter.k8s.aws/instance-category, operator: In, values: [c, m, r]}
+---
+apiVersion: stoker.dev/v1alpha1
+kind: NodePool
+metadata: {name: on-demand}
+spec:
+  weight: 10
+  template:
+    spec:
+      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+"#;
+
+    const WORKLOADS: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 10
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx, resources: {requests: {cpu: "1", memory: 2Gi}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: huge, namespace: shop}
+spec:
+  containers: [{name: c, image: x, resources: {requests: {cpu: "1000"}}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+"#;
+
+    fn report() -> Report {
+        let mut manifests = Manifests::default();
+        parse("pools.yaml", POOLS, &mut manifests).expect("pools parse");
+        parse("workloads.yaml", WORKLOADS, &mut manifests).expect("workloads parse");
+        assert_eq!(manifests.ignored, ["ConfigMap/settings"]);
+        let catalog = Catalog::snapshot();
+        let mut prices = PriceBook::snapshot("us-east-1");
+        prices.learn_vcpus(&catalog.types);
+        plan(&manifests, &catalog, &prices).expect("a plan")
+    }
+
+    #[test]
+    fn plans_the_deployment_on_the_heavier_pool_and_explains_the_rest() {
+        let report = report();
+        assert_eq!(report.pods, 11);
+        assert!(!report.nodes.is_empty());
+        assert!(report.nodes.iter().all(|n| n.nodepool == "spot" && n.capacity_type == "spot"));
+        let placed: usize = report.nodes.iter().map(|n| n.pods.len()).sum();
+        assert_eq!(placed, 10);
+        assert!(report.nodes.iter().all(|n| n.instance_types.len() <= 60 && !n.zone.is_empty()));
+        assert_eq!(report.unschedulable.len(), 1);
+        let (pod, reason) = &report.unschedulable[0];
+        assert_eq!(pod, "shop/huge");
+        assert!(reason.contains("spot") && reason.contains("on-demand"), "names the pools tried: {reason}");
+        assert!(report.price_per_hour >= report.lower_bound_per_hour && report.lower_bound_per_hour > 0.0);
+        let text = table(&report);
+        assert!(text.contains("10 of 11 pods placed"), "{text}");
+        assert!(text.contains("shop/huge:"), "{text}");
+        let json = json_report(&report);
+        assert_eq!(json["totals"]["pods"], 11);
+        assert_eq!(json["unschedulable"][0]["pod"], "shop/huge");
+    }
+
+    #[test]
+    fn malformed_files_name_file_document_and_field() {
+        let mut manifests = Manifests::default();
+        let bad_pool = "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {name: x}\nspec:\n  weight: 500\n  template: {spec: {nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: d}}}\n";
+        let error = parse("pools.yaml", bad_pool, &mut manifests).unwrap_err();
+        assert!(error.starts_with("pools.yaml#1 (NodePool/x): "), "{error}");
+        assert!(error.contains("spec.weight"), "{error}");
+        let bad_pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: [{containerPort: many}]}]}\n";
+        let error = parse("pods.yaml", bad_pod, &mut manifests).unwrap_err();
+        assert!(error.contains("pods.yaml#1 (Pod/p): spec.containers[0].ports[0].containerPort"), "{error}");
+        assert!(parse("x.yaml", "a: [", &mut manifests).unwrap_err().contains("not valid YAML"));
+        assert!(plan(&Manifests::default(), &Catalog::snapshot(), &PriceBook::default()).is_err());
+    }
+}
