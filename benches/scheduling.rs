@@ -1,5 +1,7 @@
-//! The scheduling simulation on Karpenter's benchmark shape: pods per second and nodes opened, at
-//! 100 to 20,000 pods. `hack/bench-scheduling.sh` runs it and records the figures.
+//! The scheduling simulation on Karpenter's benchmark shape: pods per second, nodes opened and the
+//! cost against its lower bound, at 100 to 20,000 pods, on Karpenter's 400 synthetic instance
+//! types and on the real us-east-1 catalog snapshot (every type × zones a-c × spot and on-demand).
+//! `hack/bench-scheduling.sh` runs it and records the figures.
 
 #[path = "support/karpenter_shape.rs"]
 mod karpenter_shape;
@@ -7,31 +9,60 @@ mod karpenter_shape;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use stoker::scheduling::solver::solve;
+use stoker::{
+    cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
+    scheduling::{
+        catalog::{InstanceType, cost_lower_bound},
+        resources::Resources,
+        solver::solve,
+    },
+};
 
 const SIZES: [usize; 5] = [100, 1_000, 5_000, 10_000, 20_000];
 
-fn karpenter_benchmark_shape(c: &mut Criterion) {
-    let mut group = c.benchmark_group("karpenter-shape");
-    group.sample_size(10);
-    for size in SIZES {
-        let input = karpenter_shape::input(karpenter_shape::pods(size, 42), karpenter_shape::instance_types(400));
-        // One timed run outside criterion, to print the figures a reader wants at a glance.
-        let started = Instant::now();
-        let plan = solve(&input);
-        let seconds = started.elapsed().as_secs_f64();
-        let cost: f64 = plan.new_claims.iter().map(|c| c.price).sum();
-        println!(
-            "karpenter-shape pods={size} nodes={} unschedulable={} pods_per_second={:.0} cost_per_hour={cost:.2}",
-            plan.new_claims.len(),
-            plan.unschedulable.len(),
-            size as f64 / seconds,
-        );
-        group.throughput(Throughput::Elements(size as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(size), &input, |b, input| b.iter(|| solve(input)));
-    }
-    group.finish();
+/// The real catalog snapshot in three zones, spot priced at on-demand (no live prices offline).
+fn real_catalog() -> Vec<InstanceType> {
+    let catalog = Catalog::snapshot();
+    let mut prices = PriceBook::snapshot("us-east-1");
+    prices.learn_vcpus(&catalog.types);
+    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).into();
+    let arches = ["amd64", "arm64"].map(String::from).into();
+    let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
+    catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), None)
 }
 
-criterion_group!(benches, karpenter_benchmark_shape);
+fn scheduling(c: &mut Criterion) {
+    for (name, instance_types) in
+        [("karpenter-shape", karpenter_shape::instance_types(400)), ("real-catalog", real_catalog())]
+    {
+        let mut group = c.benchmark_group(name);
+        group.sample_size(10);
+        for size in SIZES {
+            let input = karpenter_shape::input(karpenter_shape::pods(size, 42), instance_types.clone());
+            // One timed run outside criterion, to print the figures a reader wants at a glance.
+            let started = Instant::now();
+            let plan = solve(&input);
+            let seconds = started.elapsed().as_secs_f64();
+            let cost: f64 = plan.new_claims.iter().map(|c| c.price).sum();
+            let mut requested = Resources::new();
+            for pod in &input.pods {
+                requested.add(&pod.requests);
+            }
+            let bound = cost_lower_bound(&requested, &input.instance_types);
+            println!(
+                "{name} pods={size} types={} nodes={} unschedulable={} pods_per_second={:.0} cost_per_hour={cost:.2} lower_bound={bound:.2} cost_ratio={:.2}",
+                input.instance_types.len(),
+                plan.new_claims.len(),
+                plan.unschedulable.len(),
+                size as f64 / seconds,
+                cost / bound,
+            );
+            group.throughput(Throughput::Elements(size as u64));
+            group.bench_with_input(BenchmarkId::from_parameter(size), &input, |b, input| b.iter(|| solve(input)));
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, scheduling);
 criterion_main!(benches);

@@ -8,4 +8,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STOKER_CACHE/target}"
 log "building and running the scheduling benchmark (the first release build takes ~15 min on 2 cores)"
 cd "$REPO_ROOT"
 cargo bench --locked --bench scheduling -- --warm-up-time 1 --measurement-time "${MEASUREMENT_SECONDS:-5}" 2>&1 |
-  grep -E '^karpenter-shape|time:|thrpt:'
+  grep -E '^(karpenter-shape|real-catalog)|time:|thrpt:'

@@ -11,6 +11,9 @@ pub enum Error {
     MissingField { object: String, field: &'static str },
     #[error("cloud provider: {0}")]
     Cloud(#[from] crate::cloudprovider::CloudError),
+    /// Deletion waits for dependents; the error policy retries.
+    #[error("{object} is still in use by {users}")]
+    InUse { object: String, users: String },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -24,6 +27,7 @@ impl Error {
             Error::MissingField { .. } => "missing_field",
             Error::Cloud(_) => "cloud",
             Error::Finalizer(_) => "finalizer",
+            Error::InUse { .. } => "in_use",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod crds;
 pub mod plan;
+pub mod simulator;
 pub mod validate;
 pub mod warmpool;
 
@@ -52,6 +53,19 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: plan::Output,
     },
+    /// Register Nodes for this cluster's instances as the kubelet would (local environment only).
+    #[command(hide = true)]
+    NodeSimulator {
+        /// The cluster whose instances (by their `stoker.dev/cluster` tag) get nodes.
+        #[arg(long, env = "CLUSTER_NAME")]
+        cluster_name: String,
+        /// How long after launch a node registers.
+        #[arg(long, default_value = "2s")]
+        delay: crate::apis::Duration,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: crate::operator::settings::LogFormat,
+    },
     /// Work with WarmPool manifests offline.
     #[command(subcommand)]
     Warmpool(WarmpoolCommand),
@@ -93,15 +107,22 @@ pub enum CliError {
     Controller(#[from] crate::error::Error),
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Runtime::new().map_err(|source| CliError::Io { path: "tokio runtime".into(), source })
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Controller(settings) => {
-            crate::operator::init_logging(&settings);
+            crate::operator::init_logging(&settings.log_level, settings.log_format);
             tracing::info!(settings = %serde_json::to_string(&settings)?, "configuration");
-            let runtime = tokio::runtime::Runtime::new()
-                .map_err(|source| CliError::Io { path: "tokio runtime".into(), source })?;
-            runtime.block_on(crate::operator::run(settings))?;
+            runtime()?.block_on(crate::operator::run(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NodeSimulator { cluster_name, delay, log_format } => {
+            crate::operator::init_logging("info", log_format);
+            runtime()?.block_on(simulator::run(cluster_name, delay.as_std()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds { output_dir: Some(dir) } => crds::write_all(&dir).map(|()| ExitCode::SUCCESS),

@@ -2,7 +2,11 @@
 //! What they share: the one field manager of everything stoker applies, and Event publishing.
 
 pub mod conditions;
+pub mod disruption;
+pub mod garbage;
+pub mod nodeclaim;
 pub mod nodeclass;
+pub mod provisioner;
 pub mod warmpool;
 
 use futures::{Stream, StreamExt};
@@ -27,7 +31,7 @@ pub async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T
     results
         .for_each(|result| async move {
             if let Err(error) = result {
-                warn!(%error, controller, "reconcile failed");
+                tracing::debug!(%error, controller, "reconcile failed");
             }
         })
         .await;

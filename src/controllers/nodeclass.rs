@@ -168,7 +168,8 @@ async fn cleanup<P: CloudProvider>(class: &EC2NodeClass, ctx: &Context<P>) -> Re
     if !users.is_empty() {
         let note = format!("Waiting for {} NodeClaims to be deleted: {}", users.len(), users.join(", "));
         publish(&ctx.recorder, &class.object_ref(&()), EventType::Normal, "WaitingOnNodeClaims", note).await;
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        // An error, not a requeue: the finalizer helper releases the finalizer on any Ok.
+        return Err(Error::InUse { object: format!("EC2NodeClass {name}"), users: users.join(", ") });
     }
     ctx.provider.delete_node_class_resources(class).await?;
     info!("cleaned up node class resources");

@@ -1,34 +1,51 @@
-//! Wiring: configuration, logging, the cloud provider with its background refreshes, and the
-//! controllers, all sharing one Kubernetes client and one AWS configuration.
+//! Wiring: configuration, logging, the cloud provider with its background refreshes, the shared
+//! reflector stores (pods, nodes, NodeClaims, NodePools, EC2NodeClasses, DaemonSets), and the
+//! controllers reading them, all sharing one Kubernetes client and one AWS configuration.
 
 pub mod settings;
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{
-    Client,
-    runtime::events::{Recorder, Reporter},
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{Node, Pod},
 };
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        WatchStreamExt,
+        events::{Recorder, Reporter},
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
 pub use settings::Settings;
 use tracing::{info, warn};
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::{
+    apis::{EC2NodeClass, NodeClaim, NodePool},
     cloudprovider::{
         CloudError,
         aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
     },
-    controllers::{nodeclass, warmpool::reconcile as warmpool},
+    controllers::{
+        disruption, garbage, nodeclaim, nodeclass,
+        provisioner::{self, Provisioner, Stores, snapshot::is_provisionable},
+        warmpool::reconcile as warmpool,
+    },
     error::{Error, Result},
 };
 
 /// How long a launch template may go unused before it is deleted.
 const LAUNCH_TEMPLATE_IDLE: Duration = Duration::from_secs(3600);
 
-pub fn init_logging(settings: &Settings) {
-    let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init_logging(level: &str, format: settings::LogFormat) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match settings.log_format {
+    match format {
         settings::LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
         settings::LogFormat::Text => builder.init(),
     }
@@ -46,12 +63,112 @@ pub async fn run(settings: Settings) -> Result<()> {
     let provider = Arc::new(AwsCloudProvider::new(&config, AwsOptions::new(cluster)));
     tokio::spawn(refresh_cloud(provider.clone()));
 
-    tokio::join!(
-        warmpool::run(Arc::new(warmpool::Context { client: client.clone(), recorder: recorder.clone() })),
-        nodeclass::run(Arc::new(nodeclass::Context { client, recorder, provider })),
-    );
+    // Shared stores; a provisionable pod event triggers the provisioner's batch.
+    let (trigger, triggers) = tokio::sync::mpsc::channel(1);
+    let pods = shared(&client, move |event: &Pod| {
+        if is_provisionable(event) {
+            let _ = trigger.try_send(());
+        }
+    });
+    let stores = Stores {
+        pods,
+        nodes: shared(&client, |_: &Node| {}),
+        claims: shared(&client, |_: &NodeClaim| {}),
+        pools: shared(&client, |_: &NodePool| {}),
+        classes: shared(&client, |_: &EC2NodeClass| {}),
+        daemonsets: shared(&client, |_: &DaemonSet| {}),
+    };
+    for ready in [
+        stores.pods.wait_until_ready().boxed(),
+        stores.nodes.wait_until_ready().boxed(),
+        stores.claims.wait_until_ready().boxed(),
+        stores.pools.wait_until_ready().boxed(),
+        stores.classes.wait_until_ready().boxed(),
+        stores.daemonsets.wait_until_ready().boxed(),
+    ] {
+        // Nothing may act on empty caches: an empty pod cache makes every node look empty.
+        ready.await.map_err(|_| Error::MissingField { object: "reflector".into(), field: "initial list" })?;
+    }
+    info!("caches synced");
+
+    let provisioner = Arc::new(Provisioner {
+        client: client.clone(),
+        recorder: recorder.clone(),
+        provider: provider.clone(),
+        stores: stores.clone(),
+        batch_idle: settings.batch_idle_duration.as_std(),
+        batch_max: settings.batch_max_duration.as_std(),
+    });
+    let controllers = async {
+        tokio::join!(
+            provisioner::run(provisioner, triggers),
+            nodeclaim::run(Arc::new(nodeclaim::Context {
+                client: client.clone(),
+                recorder: recorder.clone(),
+                provider: provider.clone(),
+                nodes: stores.nodes.clone(),
+            })),
+            disruption::run(Arc::new(disruption::Context {
+                client: client.clone(),
+                recorder: recorder.clone(),
+                claims: stores.claims.clone(),
+                nodes: stores.nodes.clone(),
+                pods: stores.pods.clone(),
+                pools: stores.pools.clone(),
+            })),
+            garbage::run(Arc::new(garbage::Context {
+                client: client.clone(),
+                provider: provider.clone(),
+                claims: stores.claims.clone(),
+                pools: stores.pools.clone(),
+            })),
+            warmpool::run(Arc::new(warmpool::Context { client: client.clone(), recorder: recorder.clone() })),
+            nodeclass::run(Arc::new(nodeclass::Context { client, recorder, provider })),
+        )
+    };
+    tokio::select! {
+        _ = controllers => {}
+        _ = shutdown_signal() => info!("shutting down"),
+    }
     info!("stopped");
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// A cluster-wide reflector store for `K`, fed by a watch in the background; `on_apply` sees
+/// every added or changed object. Managed fields are dropped to keep the cache small.
+fn shared<K>(client: &Client, on_apply: impl Fn(&K) + Send + 'static) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(drain_watch(stream, on_apply));
+    store
+}
+
+async fn drain_watch<K>(stream: impl Stream<Item = Result<K, watcher::Error>>, on_apply: impl Fn(&K)) {
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(object) => on_apply(&object),
+            Err(error) => warn!(%error, "watch failed; retrying"),
+        }
+    }
 }
 
 /// Keeps the instance catalog and spot prices fresh and deletes idle launch templates.

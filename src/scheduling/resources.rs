@@ -72,6 +72,13 @@ impl Resources {
         }
     }
 
+    /// The smaller amount of each resource (a resource missing from `other` becomes zero).
+    pub fn min_with(&mut self, other: &Self) {
+        for (name, amount) in self.0.iter_mut() {
+            *amount = (*amount).min(other.get(name));
+        }
+    }
+
     /// Whether every amount here is at most what `capacity` has (a missing resource is zero).
     pub fn fits_in(&self, capacity: &Self) -> bool {
         self.0.iter().all(|(name, amount)| *amount <= capacity.get(name))

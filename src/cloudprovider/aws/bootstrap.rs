@@ -13,8 +13,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Taint;
 use serde_json::{Value, json};
 
+use kube::ResourceExt;
+
 use crate::{
-    apis::ec2nodeclass::{AmiFamily, KubeletConfiguration},
+    apis::{
+        NodeClaim,
+        ec2nodeclass::{AmiFamily, KubeletConfiguration},
+        labels,
+    },
     cloudprovider::CloudError,
 };
 
@@ -174,6 +180,34 @@ fn table<'a>(parent: &'a mut toml::Table, key: &str) -> Result<&'a mut toml::Tab
         toml::Value::Table(table) => Ok(table),
         _ => Err(format!("{key} must be a table")),
     }
+}
+
+/// Labels the kubelet registers the node with: the NodeClaim's, except its own name (set on
+/// registration) and those in the kubelet-restricted `kubernetes.io`/`k8s.io` domains.
+pub fn bootstrap_labels(claim: &NodeClaim) -> BTreeMap<String, String> {
+    let restricted = |key: &str| {
+        let domain = key.split_once('/').map_or("", |(domain, _)| domain);
+        ["kubernetes.io", "k8s.io"].iter().any(|d| domain == *d || domain.ends_with(&format!(".{d}")))
+    };
+    claim
+        .labels()
+        .iter()
+        .filter(|(key, _)| key.as_str() != labels::NODECLAIM && !restricted(key))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// Taints the kubelet registers with: the NodeClaim's taints and startup taints, and stoker's
+/// unregistered taint that the NodeClaim controller removes once it has synced the node.
+pub fn bootstrap_taints(claim: &NodeClaim) -> Vec<Taint> {
+    let mut taints = claim.spec.taints.clone();
+    taints.extend(claim.spec.startup_taints.iter().cloned());
+    taints.push(Taint {
+        key: labels::UNREGISTERED_TAINT.to_owned(),
+        effect: "NoExecute".to_owned(),
+        ..Default::default()
+    });
+    taints
 }
 
 #[cfg(test)]

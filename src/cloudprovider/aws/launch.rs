@@ -14,13 +14,12 @@ use aws_sdk_ec2::types::{
     OnDemandOptionsRequest, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag, TagSpecification,
     TargetCapacitySpecificationRequest,
 };
-use k8s_openapi::api::core::v1::Taint;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use super::{
     AwsCloudProvider, ami, aws_error,
-    bootstrap::{NodeBootstrap, user_data},
+    bootstrap::{NodeBootstrap, bootstrap_labels, bootstrap_taints, user_data},
     fleet::{FleetErrorKind, LaunchPlan, NoPlan, Override, Subnet, classify, plan_launch},
     instances,
     launchtemplate::{LaunchTemplateSpec, default_block_devices},
@@ -327,34 +326,6 @@ pub fn instance_tags(cluster: &str, claim: &NodeClaim, class: &EC2NodeClass) -> 
     tags
 }
 
-/// Labels the kubelet registers the node with: the NodeClaim's, except its own name (set on
-/// registration) and those in the kubelet-restricted `kubernetes.io`/`k8s.io` domains.
-fn bootstrap_labels(claim: &NodeClaim) -> BTreeMap<String, String> {
-    let restricted = |key: &str| {
-        let domain = key.split_once('/').map_or("", |(domain, _)| domain);
-        ["kubernetes.io", "k8s.io"].iter().any(|d| domain == *d || domain.ends_with(&format!(".{d}")))
-    };
-    claim
-        .labels()
-        .iter()
-        .filter(|(key, _)| key.as_str() != labels::NODECLAIM && !restricted(key))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect()
-}
-
-/// Taints the kubelet registers with: the NodeClaim's taints and startup taints, and stoker's
-/// unregistered taint that the NodeClaim controller removes once it has synced the node.
-fn bootstrap_taints(claim: &NodeClaim) -> Vec<Taint> {
-    let mut taints = claim.spec.taints.clone();
-    taints.extend(claim.spec.startup_taints.iter().cloned());
-    taints.push(Taint {
-        key: labels::UNREGISTERED_TAINT.to_owned(),
-        effect: "NoExecute".to_owned(),
-        ..Default::default()
-    });
-    taints
-}
-
 fn node_family(class: &EC2NodeClass) -> AmiFamily {
     let alias = class.spec.ami_selector_terms.iter().find_map(|t| t.alias.as_deref());
     match alias.map(ami::Alias::parse) {
@@ -513,6 +484,8 @@ async fn create_fleet(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Taint;
+
     use crate::apis::{nodeclaim::NodeClaimSpec, nodepool::NodeClassReference};
 
     fn claim() -> NodeClaim {

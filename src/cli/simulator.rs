@@ -1,0 +1,219 @@
+//! `stoker node-simulator` (hidden; local environment and tests only): plays the kubelet's part
+//! of joining a node, which on EKS the AMI's bootstrap does.
+//!
+//! Every second it lists this cluster's live instances in the (emulated) EC2 and registers a
+//! Node for each one launched at least `--delay` ago that has none: named like EKS names them,
+//! providerID `aws:///<zone>/<id>`, the capacity and allocatable of its instance type, the labels
+//! the kubelet sets itself plus the ones the bootstrap passes (`--node-labels`, from the
+//! NodeClaim), the bootstrap's taints including `stoker.dev/unregistered`, and kwok's annotation
+//! so kwok keeps it Ready and runs its pods. A Node whose instance is gone is deleted, as the
+//! cloud controller manager does on EKS.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::{Node, NodeSpec, NodeStatus, NodeSystemInfo, Taint},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use tracing::{info, warn};
+
+use super::CliError;
+use crate::{
+    apis::{NodeClaim, labels},
+    cloudprovider::{
+        CloudProvider, Instance,
+        aws::{
+            AwsCloudProvider, AwsOptions, ClusterInfo, aws_config,
+            bootstrap::{bootstrap_labels, bootstrap_taints},
+            catalog::Catalog,
+        },
+    },
+    scheduling::catalog::InstanceType,
+};
+
+/// The annotation kwok manages nodes by (see hack/local-up.sh).
+const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
+/// The Node the kubelet would register for an instance.
+pub fn node_for(
+    instance: &Instance,
+    region: &str,
+    instance_type: &InstanceType,
+    claim: Option<&NodeClaim>,
+    kubelet_version: &str,
+) -> Node {
+    let name = format!("{}.{region}.compute.internal", instance.id);
+    let mut node_labels: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(claim) = claim {
+        node_labels.extend(bootstrap_labels(claim));
+    }
+    node_labels.extend([
+        (labels::HOSTNAME.to_owned(), name.clone()),
+        (labels::ARCH.to_owned(), instance_type.labels.get(labels::ARCH).cloned().unwrap_or_default()),
+        (labels::OS.to_owned(), "linux".to_owned()),
+        (labels::INSTANCE_TYPE.to_owned(), instance.instance_type.clone()),
+        (labels::ZONE.to_owned(), instance.zone.clone()),
+        (labels::REGION.to_owned(), region.to_owned()),
+    ]);
+    let unregistered =
+        Taint { key: labels::UNREGISTERED_TAINT.into(), effect: "NoExecute".into(), ..Default::default() };
+    let taints = claim.map(bootstrap_taints).unwrap_or_else(|| vec![unregistered]);
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels: Some(node_labels),
+            annotations: Some(BTreeMap::from([(KWOK_ANNOTATION.to_owned(), "fake".to_owned())])),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            provider_id: Some(instance.provider_id.clone()),
+            taints: Some(taints),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            capacity: Some(instance_type.capacity.to_quantities()),
+            allocatable: Some(instance_type.allocatable.to_quantities()),
+            node_info: Some(NodeSystemInfo {
+                architecture: instance_type.labels.get(labels::ARCH).cloned().unwrap_or_default(),
+                operating_system: "linux".into(),
+                kubelet_version: kubelet_version.to_owned(),
+                kube_proxy_version: kubelet_version.to_owned(),
+                os_image: "Amazon Linux 2023 (simulated)".into(),
+                container_runtime_version: "containerd://2.0.0".into(),
+                kernel_version: "6.1.0".into(),
+                machine_id: instance.id.clone(),
+                system_uuid: instance.id.clone(),
+                boot_id: instance.id.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+pub async fn run(cluster: String, delay: Duration) -> Result<(), CliError> {
+    let client = Client::try_default().await?;
+    let version = client.apiserver_version().await?.git_version;
+    let config = aws_config(None).await;
+    let info = ClusterInfo {
+        name: cluster.clone(),
+        endpoint: String::new(),
+        ca_bundle: String::new(),
+        service_cidr: String::new(),
+        kubernetes_minor: String::new(),
+    };
+    let provider = AwsCloudProvider::new(&config, AwsOptions::new(info));
+    let region = provider.region().to_owned();
+    let catalog = provider.refresh().await.map_err(crate::error::Error::from)?;
+    info!(%cluster, ?delay, "simulating node registration");
+    loop {
+        if let Err(error) = pass(&client, &provider, &catalog, &region, &version, delay).await {
+            warn!(%error, "simulation pass failed");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn pass(
+    client: &Client,
+    provider: &AwsCloudProvider,
+    catalog: &Catalog,
+    region: &str,
+    version: &str,
+    delay: Duration,
+) -> Result<(), CliError> {
+    let instances = provider.list().await.map_err(crate::error::Error::from)?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let existing = nodes.list(&ListParams::default()).await?.items;
+    let registered: Vec<String> =
+        existing.iter().filter_map(|n| n.spec.as_ref().and_then(|s| s.provider_id.clone())).collect();
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+    let now = chrono::Utc::now();
+    for instance in &instances {
+        let old_enough =
+            instance.launch_time.is_none_or(|at| now - at >= chrono::TimeDelta::from_std(delay).unwrap_or_default());
+        if registered.contains(&instance.provider_id)
+            || !old_enough
+            || instance.state != "running" && instance.state != "pending"
+        {
+            continue;
+        }
+        let Some(facts) = catalog.types.iter().find(|t| t.name == instance.instance_type) else {
+            warn!(instance = %instance.id, instance_type = %instance.instance_type, "unknown instance type");
+            continue;
+        };
+        let Ok(instance_type) = InstanceType::from_facts(facts, Vec::new(), None) else { continue };
+        let claim = match instance.nodeclaim() {
+            Some(name) => claims.get_opt(name).await?,
+            None => None,
+        };
+        let node = node_for(instance, region, &instance_type, claim.as_ref(), version);
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(created) => info!(node = %created.name_any(), instance = %instance.id, "registered node"),
+            Err(kube::Error::Api(response)) if response.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let live: Vec<&str> = instances.iter().map(|i| i.provider_id.as_str()).collect();
+    for node in existing.iter().filter(|n| n.annotations().get(KWOK_ANNOTATION).is_some()) {
+        let Some(id) = node.spec.as_ref().and_then(|s| s.provider_id.as_deref()) else { continue };
+        if id.starts_with("aws:///") && !live.contains(&id) && node.metadata.deletion_timestamp.is_none() {
+            info!(node = %node.name_any(), "instance gone: deleting its node");
+            nodes.delete(&node.name_any(), &DeleteParams::default()).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduling::catalog::InstanceFacts;
+
+    #[test]
+    fn a_simulated_node_looks_like_a_kubelet_registered_one() {
+        let facts = InstanceFacts {
+            name: "m5.large".into(),
+            vcpus: 2,
+            memory_mib: 8192,
+            arch: "amd64".into(),
+            gpus: 0,
+            max_network_interfaces: 3,
+            ipv4_per_interface: 10,
+        };
+        let instance_type = InstanceType::from_facts(&facts, Vec::new(), None).expect("valid");
+        let instance = Instance {
+            id: "i-0abc".into(),
+            provider_id: "aws:///us-east-1a/i-0abc".into(),
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: "spot".into(),
+            image_id: "ami-1".into(),
+            state: "running".into(),
+            launch_time: None,
+            tags: BTreeMap::new(),
+        };
+        let claim: NodeClaim = serde_yaml::from_str(
+            "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {name: spot-x, labels: {stoker.dev/nodepool: spot, stoker.dev/nodeclaim: spot-x, team: web}}\nspec:\n  nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}\n  startupTaints: [{key: cni, effect: NoSchedule}]",
+        )
+        .expect("a NodeClaim");
+        let node = node_for(&instance, "us-east-1", &instance_type, Some(&claim), "v1.37.2");
+        assert_eq!(node.name_any(), "i-0abc.us-east-1.compute.internal");
+        let node_labels = node.labels();
+        assert_eq!(node_labels[labels::NODEPOOL], "spot");
+        assert_eq!(node_labels["team"], "web");
+        assert!(!node_labels.contains_key(labels::NODECLAIM), "set by stoker at registration");
+        assert_eq!(node_labels[labels::ZONE], "us-east-1a");
+        let spec = node.spec.as_ref().expect("spec");
+        assert_eq!(spec.provider_id.as_deref(), Some("aws:///us-east-1a/i-0abc"));
+        let taints: Vec<&str> = spec.taints.iter().flatten().map(|t| t.key.as_str()).collect();
+        assert_eq!(taints, ["cni", labels::UNREGISTERED_TAINT]);
+        let status = node.status.as_ref().expect("status");
+        assert_eq!(status.allocatable.as_ref().expect("allocatable")["pods"].0, "29");
+        assert_eq!(node.annotations()[KWOK_ANNOTATION], "fake");
+    }
+}

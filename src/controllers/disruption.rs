@@ -1,0 +1,193 @@
+//! Disruption, first reason: empty nodes. A node of a NodePool whose consolidation is on, that
+//! has held no pod other than DaemonSet and mirror pods for `consolidateAfter`, is removed by
+//! deleting its NodeClaim (which drains and terminates it), within the pool's budgets and never
+//! for a node or NodeClaim annotated do-not-disrupt.
+//!
+//! The pure parts: which budgets are active and how many disruptions they allow, and which
+//! nodes are empty candidates. How long a node has been empty is remembered in memory; after a
+//! restart the clock starts again, which only delays a removal.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::DeleteParams,
+    runtime::{
+        events::{EventType, Recorder},
+        reflector::Store,
+    },
+};
+use tracing::{info, warn};
+
+use crate::{
+    apis::{
+        NodeClaim, NodePool, labels,
+        nodepool::{Budget, DisruptionReason},
+    },
+    controllers::{nodeclaim::lifecycle::condition_true, publish},
+};
+
+/// Whether a budget is active now: always without a schedule, else within `duration` of the
+/// schedule's last firing. A budget whose schedule cannot be parsed counts as active, the
+/// restrictive reading.
+pub fn budget_active(budget: &Budget, now: DateTime<Utc>) -> bool {
+    let (Some(schedule), Some(duration)) = (&budget.schedule, &budget.duration) else {
+        return true;
+    };
+    let Ok(schedule) = crate::crontab::parse(schedule) else { return true };
+    let window = chrono::TimeDelta::from_std(duration.as_std()).unwrap_or_default();
+    schedule.after(&(now - window)).next().is_some_and(|fired| fired <= now)
+}
+
+/// How many more nodes of a pool may be disrupted for `reason` now: the most restrictive active
+/// budget, less those already being disrupted.
+pub fn allowed_disruptions(
+    budgets: &[Budget],
+    reason: DisruptionReason,
+    nodes: usize,
+    disrupting: usize,
+    now: DateTime<Utc>,
+) -> usize {
+    let limit = budgets
+        .iter()
+        .filter(|b| b.reasons.is_empty() || b.reasons.contains(&reason))
+        .filter(|b| budget_active(b, now))
+        .map(|b| match b.nodes.strip_suffix('%') {
+            // Rounded up, as Karpenter does, so 10% of a small pool still allows one.
+            Some(percent) => (nodes * percent.parse::<usize>().unwrap_or(0)).div_ceil(100),
+            None => b.nodes.parse().unwrap_or(0),
+        })
+        .min()
+        .unwrap_or(usize::MAX);
+    limit.saturating_sub(disrupting)
+}
+
+fn do_not_disrupt(annotations: &BTreeMap<String, String>) -> bool {
+    [labels::DO_NOT_DISRUPT, labels::KARPENTER_DO_NOT_DISRUPT]
+        .iter()
+        .any(|key| annotations.get(*key).is_some_and(|v| v == "true"))
+}
+
+/// Initialized NodeClaims of the pool whose nodes run nothing but DaemonSet or mirror pods, by
+/// claim name with their node name.
+pub fn empty_nodes(
+    pool: &str,
+    claims: &[Arc<NodeClaim>],
+    nodes: &[Arc<Node>],
+    pods: &[Arc<Pod>],
+) -> Vec<(String, String)> {
+    let mut busy: HashMap<&str, bool> = HashMap::new();
+    for pod in pods {
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+            && super::nodeclaim::lifecycle::evictable(pod)
+        {
+            busy.insert(node, true);
+        }
+    }
+    claims
+        .iter()
+        .filter(|c| c.labels().get(labels::NODEPOOL).is_some_and(|p| p == pool))
+        .filter(|c| c.metadata.deletion_timestamp.is_none() && condition_true(c, "Initialized"))
+        .filter(|c| !do_not_disrupt(c.annotations()))
+        .filter_map(|c| {
+            let node_name = c.status.as_ref()?.node_name.clone()?;
+            let node = nodes.iter().find(|n| n.name_any() == node_name)?;
+            (!do_not_disrupt(node.annotations()) && !busy.contains_key(node_name.as_str()))
+                .then(|| (c.name_any(), node_name))
+        })
+        .collect()
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub claims: Store<NodeClaim>,
+    pub nodes: Store<Node>,
+    pub pods: Store<Pod>,
+    pub pools: Store<NodePool>,
+}
+
+/// Checks every 5 seconds; a candidate must stay empty for its pool's `consolidateAfter`.
+pub async fn run(ctx: Arc<Context>) {
+    let mut empty_since: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        ticks.tick().await;
+        let now = Utc::now();
+        let (claims, nodes, pods) = (ctx.claims.state(), ctx.nodes.state(), ctx.pods.state());
+        let mut seen = Vec::new();
+        for pool in ctx.pools.state() {
+            let Some(after) = pool.spec.disruption.consolidate_after.duration() else { continue };
+            let name = pool.name_any();
+            let candidates = empty_nodes(&name, &claims, &nodes, &pods);
+            let of_pool: Vec<&Arc<NodeClaim>> =
+                claims.iter().filter(|c| c.labels().get(labels::NODEPOOL) == Some(&name)).collect();
+            let disrupting = of_pool.iter().filter(|c| c.metadata.deletion_timestamp.is_some()).count();
+            let mut allowed = allowed_disruptions(
+                &pool.spec.disruption.budgets,
+                DisruptionReason::Empty,
+                of_pool.len(),
+                disrupting,
+                now,
+            );
+            for (claim, node) in candidates {
+                let since = *empty_since.entry(claim.clone()).or_insert(now);
+                seen.push(claim.clone());
+                if now - since < chrono::TimeDelta::from_std(after.as_std()).unwrap_or_default() || allowed == 0 {
+                    continue;
+                }
+                allowed -= 1;
+                let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+                info!(nodeclaim = %claim, %node, nodepool = %name, "disrupting empty node");
+                if let Some(object) = claims.iter().find(|c| c.name_any() == claim) {
+                    let note = format!("Disrupting node {node}: empty for {}", after);
+                    publish(&ctx.recorder, &object.object_ref(&()), EventType::Normal, "DisruptionEmpty", note).await;
+                }
+                if let Err(error) = api.delete(&claim, &DeleteParams::default()).await {
+                    warn!(%error, nodeclaim = %claim, "cannot delete empty NodeClaim");
+                }
+            }
+        }
+        empty_since.retain(|claim, _| seen.contains(claim));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn budget(nodes: &str, schedule: Option<&str>, hours: u64, reasons: Vec<DisruptionReason>) -> Budget {
+        Budget {
+            nodes: nodes.into(),
+            schedule: schedule.map(str::to_owned),
+            duration: schedule.map(|_| crate::apis::Duration::from_secs(hours * 3600)),
+            reasons,
+        }
+    }
+
+    #[test]
+    fn the_most_restrictive_active_budget_wins() {
+        let monday_10 = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+        let monday_20 = Utc.with_ymd_and_hms(2026, 11, 23, 20, 0, 0).unwrap();
+        let business_hours = budget("0", Some("0 8 * * mon-fri"), 10, vec![]);
+        let budgets = [budget("10%", None, 0, vec![]), business_hours];
+        assert_eq!(allowed_disruptions(&budgets, DisruptionReason::Empty, 25, 0, monday_10), 0);
+        assert_eq!(
+            allowed_disruptions(&budgets, DisruptionReason::Empty, 25, 0, monday_20),
+            3,
+            "10% of 25, rounded up"
+        );
+        assert_eq!(allowed_disruptions(&budgets, DisruptionReason::Empty, 25, 2, monday_20), 1);
+        let underutilized_only = [budget("0", Some("0 8 * * mon-fri"), 10, vec![DisruptionReason::Underutilized])];
+        assert_eq!(allowed_disruptions(&underutilized_only, DisruptionReason::Empty, 4, 0, monday_10), usize::MAX);
+        assert_eq!(allowed_disruptions(&[budget("5", None, 0, vec![])], DisruptionReason::Empty, 100, 7, monday_10), 0);
+    }
+}

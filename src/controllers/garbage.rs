@@ -1,0 +1,214 @@
+//! Garbage collection between Kubernetes and the cloud, and NodePool usage in status.
+//!
+//! - An instance tagged for this cluster whose NodeClaim does not exist, older than a grace
+//!   period (a launch whose NodeClaim create was lost, a claim deleted behind stoker's back), is
+//!   terminated.
+//! - A launched NodeClaim whose instance is gone (terminated by hand, reclaimed spot) is deleted,
+//!   so its pods are planned again.
+//! - Each NodePool's status carries the resources and node count of its NodeClaims, the figures
+//!   its limits are checked against.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::reflector::Store,
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{
+    apis::{NodeClaim, NodePool, labels},
+    cloudprovider::{CloudProvider, Instance},
+    controllers::FIELD_MANAGER,
+    scheduling::resources::Resources,
+};
+
+/// How old an unclaimed instance or an instance-less claim must be before it is collected.
+pub const GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
+/// Instances no NodeClaim accounts for, launched more than `GRACE` ago.
+pub fn orphaned_instances<'a>(
+    instances: &'a [Instance],
+    claims: &[Arc<NodeClaim>],
+    now: DateTime<Utc>,
+) -> Vec<&'a Instance> {
+    instances
+        .iter()
+        .filter(|instance| {
+            let claimed = claims.iter().any(|claim| {
+                instance.nodeclaim() == Some(claim.name_any().as_str())
+                    || claim.status.as_ref().and_then(|s| s.provider_id.as_deref())
+                        == Some(instance.provider_id.as_str())
+            });
+            !claimed && instance.launch_time.is_some_and(|at| now - at > GRACE)
+        })
+        .collect()
+}
+
+/// Launched NodeClaims whose instance is not among the live ones, launched more than `GRACE` ago.
+pub fn claims_without_instances(instances: &[Instance], claims: &[Arc<NodeClaim>], now: DateTime<Utc>) -> Vec<String> {
+    claims
+        .iter()
+        .filter(|claim| claim.metadata.deletion_timestamp.is_none())
+        .filter(|claim| {
+            let Some(id) = claim.status.as_ref().and_then(|s| s.provider_id.as_deref()) else { return false };
+            let launched =
+                claim.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == "Launched" && c.status == "True");
+            let old = launched
+                .and_then(|c| DateTime::from_timestamp(c.last_transition_time.0.as_second(), 0))
+                .is_some_and(|at| now - at > GRACE);
+            old && !instances.iter().any(|i| i.provider_id == id)
+        })
+        .map(|claim| claim.name_any())
+        .collect()
+}
+
+/// A pool's usage: the summed capacity of its NodeClaims (requests while not launched) and their
+/// count.
+pub fn pool_usage(pool: &str, claims: &[Arc<NodeClaim>]) -> (BTreeMap<String, Quantity>, i64) {
+    let mut total = Resources::new();
+    let mut count = 0;
+    for claim in claims.iter().filter(|c| c.labels().get(labels::NODEPOOL).is_some_and(|p| p == pool)) {
+        let capacity = claim.status.as_ref().map(|s| &s.capacity).filter(|c| !c.is_empty());
+        let counted =
+            Resources::from_quantities(capacity.unwrap_or(&claim.spec.resources.requests)).unwrap_or_default();
+        total.add(&counted);
+        count += 1;
+    }
+    (total.to_quantities(), count)
+}
+
+pub struct Context<P> {
+    pub client: Client,
+    pub provider: Arc<P>,
+    pub claims: Store<NodeClaim>,
+    pub pools: Store<NodePool>,
+}
+
+/// Collects every minute and refreshes NodePool usage every 10 seconds.
+pub async fn run<P: CloudProvider>(ctx: Arc<Context<P>>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(10));
+    let mut tick = 0u64;
+    loop {
+        ticks.tick().await;
+        update_pool_status(&ctx).await;
+        if tick.is_multiple_of(6) {
+            collect(&ctx).await;
+        }
+        tick += 1;
+    }
+}
+
+async fn collect<P: CloudProvider>(ctx: &Context<P>) {
+    let instances = match ctx.provider.list().await {
+        Ok(instances) => instances,
+        Err(error) => return warn!(%error, "cannot list instances for garbage collection"),
+    };
+    let claims = ctx.claims.state();
+    let now = Utc::now();
+    for instance in orphaned_instances(&instances, &claims, now) {
+        info!(instance = %instance.id, nodeclaim = ?instance.nodeclaim(), "terminating an instance without a NodeClaim");
+        if let Err(error) = ctx.provider.delete(&instance.provider_id).await {
+            warn!(%error, instance = %instance.id, "cannot terminate orphaned instance");
+        }
+    }
+    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+    for name in claims_without_instances(&instances, &claims, now) {
+        info!(nodeclaim = %name, "deleting a NodeClaim whose instance is gone");
+        if let Err(error) = api.delete(&name, &DeleteParams::default()).await {
+            warn!(%error, nodeclaim = %name, "cannot delete NodeClaim");
+        }
+    }
+}
+
+async fn update_pool_status<P>(ctx: &Context<P>) {
+    let claims = ctx.claims.state();
+    let api: Api<NodePool> = Api::all(ctx.client.clone());
+    for pool in ctx.pools.state() {
+        let name = pool.name_any();
+        let (resources, nodes) = pool_usage(&name, &claims);
+        let current = pool.status.as_ref();
+        if current.is_some_and(|s| s.resources == resources && s.nodes == Some(nodes)) {
+            continue;
+        }
+        let patch = json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool", "status": {"resources": resources, "nodes": nodes}});
+        if let Err(error) =
+            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+        {
+            warn!(%error, nodepool = %name, "cannot update NodePool status");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(name: &str, provider_id: Option<&str>, launched_minutes_ago: i64) -> Arc<NodeClaim> {
+        let at = (Utc::now() - chrono::TimeDelta::minutes(launched_minutes_ago)).to_rfc3339();
+        let status = match provider_id {
+            Some(id) => format!(
+                "status:\n  providerID: '{id}'\n  capacity: {{cpu: '2', memory: 8Gi}}\n  conditions: [{{type: Launched, status: 'True', reason: Launched, message: '', lastTransitionTime: '{at}'}}]"
+            ),
+            None => String::new(),
+        };
+        Arc::new(
+            serde_yaml::from_str(&format!(
+                "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}, labels: {{stoker.dev/nodepool: general}}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  resources: {{requests: {{cpu: '1'}}}}\n{status}"
+            ))
+            .expect("a NodeClaim"),
+        )
+    }
+
+    fn instance(id: &str, claim: &str, minutes_ago: i64) -> Instance {
+        Instance {
+            id: id.into(),
+            provider_id: format!("aws:///a/{id}"),
+            instance_type: "m5.large".into(),
+            zone: "a".into(),
+            capacity_type: "spot".into(),
+            image_id: "ami-1".into(),
+            state: "running".into(),
+            launch_time: Some(Utc::now() - chrono::TimeDelta::minutes(minutes_ago)),
+            tags: BTreeMap::from([(labels::EC2_NODECLAIM_TAG.to_owned(), claim.to_owned())]),
+        }
+    }
+
+    #[test]
+    fn only_old_unclaimed_instances_are_orphans() {
+        let claims = [claim("general-a", Some("aws:///a/i-a"), 10), claim("general-b", None, 0)];
+        let instances = [
+            instance("i-a", "general-a", 10),
+            instance("i-b", "general-b", 10),
+            instance("i-lost", "general-gone", 10),
+            instance("i-new", "general-racing", 0),
+        ];
+        let orphans: Vec<&str> =
+            orphaned_instances(&instances, &claims, Utc::now()).iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(orphans, ["i-lost"]);
+    }
+
+    #[test]
+    fn claims_whose_instance_is_gone_are_collected_after_the_grace() {
+        let claims = [
+            claim("general-a", Some("aws:///a/i-a"), 10),
+            claim("general-b", Some("aws:///a/i-b"), 10),
+            claim("general-c", Some("aws:///a/i-c"), 0),
+        ];
+        let instances = [instance("i-a", "general-a", 10)];
+        assert_eq!(claims_without_instances(&instances, &claims, Utc::now()), ["general-b"]);
+    }
+
+    #[test]
+    fn pool_usage_counts_capacity_or_requests() {
+        let claims = [claim("general-a", Some("aws:///a/i-a"), 10), claim("general-b", None, 0)];
+        let (resources, nodes) = pool_usage("general", &claims);
+        assert_eq!(nodes, 2);
+        assert_eq!(resources["cpu"].0, "3");
+        assert_eq!(pool_usage("other", &claims).1, 0);
+    }
+}

@@ -1,0 +1,171 @@
+//! What a NodeClaim needs next, decided from the claim, its Node (if one registered) and the
+//! clock. Pure.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+
+use crate::apis::{NodeClaim, labels};
+
+/// A NodeClaim not registered this long after launch is given up.
+pub const REGISTRATION_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Launch,
+    /// Launched; waiting for the Node to register.
+    AwaitNode,
+    /// Not registered within `REGISTRATION_TTL`: delete the claim (its instance goes with it).
+    GiveUp,
+    /// The Node registered: sync labels and taints, lift the unregistered taint.
+    Register,
+    /// Registered; waiting for the Node to be Ready and its startup taints to go.
+    AwaitInitialization,
+    Initialize,
+    Done,
+}
+
+pub fn condition_true(claim: &NodeClaim, type_: &str) -> bool {
+    claim.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == type_ && c.status == "True")
+}
+
+fn launched_at(claim: &NodeClaim) -> Option<DateTime<Utc>> {
+    let condition =
+        claim.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == "Launched" && c.status == "True")?;
+    DateTime::from_timestamp(condition.last_transition_time.0.as_second(), 0)
+}
+
+pub fn node_ready(node: &Node) -> bool {
+    node.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn has_taint(node: &Node, taint: &Taint) -> bool {
+    node.spec.iter().flat_map(|s| s.taints.iter().flatten()).any(|t| t.key == taint.key && t.effect == taint.effect)
+}
+
+pub fn next_step(claim: &NodeClaim, node: Option<&Node>, now: DateTime<Utc>) -> Step {
+    let launched = claim.status.as_ref().and_then(|s| s.provider_id.as_ref()).is_some();
+    if !launched {
+        return Step::Launch;
+    }
+    let Some(node) = node else {
+        return match launched_at(claim) {
+            Some(at) if now - at > REGISTRATION_TTL => Step::GiveUp,
+            _ => Step::AwaitNode,
+        };
+    };
+    if !condition_true(claim, "Registered") {
+        return Step::Register;
+    }
+    if condition_true(claim, "Initialized") {
+        return Step::Done;
+    }
+    let startup_left = claim.spec.startup_taints.iter().any(|taint| has_taint(node, taint));
+    let unregistered =
+        Taint { key: labels::UNREGISTERED_TAINT.into(), effect: "NoExecute".into(), ..Default::default() };
+    if node_ready(node) && !startup_left && !has_taint(node, &unregistered) {
+        Step::Initialize
+    } else {
+        Step::AwaitInitialization
+    }
+}
+
+/// The Node's taints after registration: stoker's unregistered taint lifted, the claim's taints
+/// (and startup taints, the first time) added when missing, the rest kept.
+pub fn registered_taints(node: &Node, claim: &NodeClaim) -> Vec<Taint> {
+    let mut taints: Vec<Taint> = node
+        .spec
+        .iter()
+        .flat_map(|s| s.taints.iter().flatten())
+        .filter(|t| t.key != labels::UNREGISTERED_TAINT)
+        .cloned()
+        .collect();
+    for taint in claim.spec.taints.iter().chain(&claim.spec.startup_taints) {
+        if !taints.iter().any(|t| t.key == taint.key && t.effect == taint.effect) {
+            taints.push(taint.clone());
+        }
+    }
+    taints
+}
+
+/// Whether draining evicts this pod: not owned by a DaemonSet, not a static (mirror) pod, not
+/// finished, and not already terminating.
+pub fn evictable(pod: &Pod) -> bool {
+    let daemon = pod.metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
+    let mirror = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    let finished = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+    !daemon && !mirror && !finished && pod.metadata.deletion_timestamp.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+    use super::*;
+
+    fn claim(status: &str) -> NodeClaim {
+        let yaml = format!(
+            "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: general-abcde}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  taints: [{{key: dedicated, value: web, effect: NoSchedule}}]\n  startupTaints: [{{key: cni, effect: NoSchedule}}]\n{status}"
+        );
+        serde_yaml::from_str(&yaml).expect("a NodeClaim")
+    }
+
+    fn node(taints: &str, ready: bool) -> Node {
+        let status = if ready { "True" } else { "False" };
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: n}}\nspec: {{providerID: 'aws:///a/i-1', taints: [{taints}]}}\nstatus: {{conditions: [{{type: Ready, status: '{status}'}}]}}"
+        ))
+        .expect("a Node")
+    }
+
+    fn with_condition(mut claim: NodeClaim, type_: &str, at: DateTime<Utc>) -> NodeClaim {
+        let status = claim.status.get_or_insert_with(Default::default);
+        status.provider_id = Some("aws:///a/i-1".into());
+        status.conditions.push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: type_.into(),
+            status: "True".into(),
+            reason: type_.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::from_second(at.timestamp()).expect("a time")),
+        });
+        claim
+    }
+
+    #[test]
+    fn the_lifecycle_goes_launch_register_initialize() {
+        let now = Utc::now();
+        assert_eq!(next_step(&claim(""), None, now), Step::Launch);
+        let launched = with_condition(claim(""), "Launched", now - chrono::TimeDelta::minutes(1));
+        assert_eq!(next_step(&launched, None, now), Step::AwaitNode);
+        assert_eq!(next_step(&launched, None, now + REGISTRATION_TTL), Step::GiveUp);
+        let fresh = node("{key: stoker.dev/unregistered, effect: NoExecute}, {key: cni, effect: NoSchedule}", false);
+        assert_eq!(next_step(&launched, Some(&fresh), now), Step::Register);
+        let registered = with_condition(launched, "Registered", now);
+        assert_eq!(
+            next_step(&registered, Some(&node("{key: cni, effect: NoSchedule}", true)), now),
+            Step::AwaitInitialization
+        );
+        assert_eq!(next_step(&registered, Some(&node("", false)), now), Step::AwaitInitialization);
+        assert_eq!(next_step(&registered, Some(&node("", true)), now), Step::Initialize);
+        let initialized = with_condition(registered, "Initialized", now);
+        assert_eq!(next_step(&initialized, Some(&node("", true)), now), Step::Done);
+    }
+
+    #[test]
+    fn registration_lifts_the_unregistered_taint_and_adds_the_claims() {
+        let node = node("{key: stoker.dev/unregistered, effect: NoExecute}, {key: other, effect: NoSchedule}", false);
+        let keys: Vec<String> = registered_taints(&node, &claim("")).into_iter().map(|t| t.key).collect();
+        assert_eq!(keys, ["other", "dedicated", "cni"]);
+    }
+
+    #[test]
+    fn draining_skips_daemonset_mirror_and_finished_pods() {
+        let pod = |yaml: &str| -> Pod { serde_yaml::from_str(yaml).expect("a Pod") };
+        assert!(evictable(&pod("metadata: {name: web}\nstatus: {phase: Running}")));
+        assert!(!evictable(&pod(
+            "metadata: {name: d, ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: d, uid: u}]}"
+        )));
+        assert!(!evictable(&pod("metadata: {name: m, annotations: {kubernetes.io/config.mirror: x}}")));
+        assert!(!evictable(&pod("metadata: {name: j}\nstatus: {phase: Succeeded}")));
+    }
+}

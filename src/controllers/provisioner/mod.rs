@@ -1,0 +1,214 @@
+//! The provisioner: pending pods → batch → snapshot of the shared stores → scheduling
+//! simulation → NodeClaims (and Events on the pods saying where they will go or why nothing can
+//! be launched for them).
+//!
+//! A batch opens at the first provisionable pod and closes after `idle` without a new one or
+//! `max` in all, so a burst of a thousand pods makes one decision. Pods covered by in-flight
+//! NodeClaims are placed on them by the simulation and cause no second launch.
+
+pub mod snapshot;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{Node, Pod},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::PostParams,
+    runtime::{
+        events::{EventType, Recorder},
+        reflector::Store,
+    },
+};
+use tokio::{sync::mpsc, time::Instant};
+use tracing::{info, instrument, warn};
+
+use self::snapshot::{ClusterState, nodeclaim_for, solver_input};
+use crate::{
+    apis::{EC2NodeClass, NodeClaim, NodePool},
+    cloudprovider::CloudProvider,
+    controllers::publish,
+    error::Result,
+    scheduling::{catalog::InstanceType, solver::solve},
+};
+
+/// When a batch closes: `idle` after its last pod, and never later than `max` after it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchWindow {
+    opened: Instant,
+    last: Instant,
+}
+
+impl BatchWindow {
+    pub fn open(now: Instant) -> Self {
+        Self { opened: now, last: now }
+    }
+
+    pub fn extend(&mut self, now: Instant) {
+        self.last = now;
+    }
+
+    pub fn closes_at(&self, idle: Duration, max: Duration) -> Instant {
+        (self.last + idle).min(self.opened + max)
+    }
+}
+
+/// The shared reflector stores the provisioner reads.
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
+    pub claims: Store<NodeClaim>,
+    pub pools: Store<NodePool>,
+    pub classes: Store<EC2NodeClass>,
+    pub daemonsets: Store<DaemonSet>,
+}
+
+pub struct Provisioner<P> {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub provider: Arc<P>,
+    pub stores: Stores,
+    pub batch_idle: Duration,
+    pub batch_max: Duration,
+}
+
+/// Runs batches until the trigger channel closes. A trigger is sent for every provisionable pod
+/// event; a periodic check catches pods that became provisionable again without an event (their
+/// NodeClaim failed to launch and was deleted).
+pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>, mut triggers: mpsc::Receiver<()>) {
+    loop {
+        tokio::select! {
+            trigger = triggers.recv() => if trigger.is_none() { return },
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                if !provisioner.stores.pods.state().iter().any(|pod| snapshot::is_provisionable(pod)) {
+                    continue;
+                }
+            }
+        }
+        let mut window = BatchWindow::open(Instant::now());
+        loop {
+            let closes = window.closes_at(provisioner.batch_idle, provisioner.batch_max);
+            tokio::select! {
+                trigger = triggers.recv() => match trigger {
+                    Some(()) => window.extend(Instant::now()),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(closes) => break,
+            }
+        }
+        if let Err(error) = provisioner.provision().await {
+            warn!(%error, kind = error.metric_label(), "provisioning failed");
+        }
+    }
+}
+
+impl<P: CloudProvider> Provisioner<P> {
+    /// One decision: snapshot, simulate, create NodeClaims, tell the pods.
+    #[instrument(skip_all, fields(pods, new_claims, unschedulable, solve_ms))]
+    pub async fn provision(&self) -> Result<()> {
+        let pods = self.stores.pods.state();
+        if !pods.iter().any(|pod| snapshot::is_provisionable(pod)) {
+            return Ok(());
+        }
+        let pools = self.stores.pools.state();
+        let mut instance_types: BTreeMap<String, Vec<InstanceType>> = BTreeMap::new();
+        for pool in &pools {
+            let class_name = &pool.spec.template.spec.node_class_ref.name;
+            if instance_types.contains_key(class_name) {
+                continue;
+            }
+            let Some(class) = self.stores.classes.state().into_iter().find(|c| &c.name_any() == class_name) else {
+                continue;
+            };
+            match self.provider.instance_types(&class).await {
+                Ok(types) => {
+                    instance_types.insert(class_name.clone(), types);
+                }
+                Err(error) => warn!(ec2nodeclass = %class_name, %error, "no instance types"),
+            }
+        }
+        let daemonsets: Vec<DaemonSet> = self.stores.daemonsets.state().iter().map(|d| (**d).clone()).collect();
+        let state = ClusterState {
+            pods: &pods,
+            nodes: &self.stores.nodes.state(),
+            claims: &self.stores.claims.state(),
+            pools: &pools,
+            daemonsets: &daemonsets,
+            instance_types: &instance_types,
+        };
+        let prepared = solver_input(&state);
+        for reason in &prepared.skipped {
+            warn!(%reason, "left out of the simulation");
+        }
+        let started = std::time::Instant::now();
+        let plan = solve(&prepared.input);
+        let span = tracing::Span::current();
+        span.record("pods", prepared.input.pods.len());
+        span.record("new_claims", plan.new_claims.len());
+        span.record("unschedulable", plan.unschedulable.len());
+        span.record("solve_ms", started.elapsed().as_secs_f64() * 1000.0);
+
+        let api: Api<NodeClaim> = Api::all(self.client.clone());
+        let by_key: BTreeMap<String, &Arc<Pod>> =
+            pods.iter().map(|p| (format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), p)).collect();
+        for planned in &plan.new_claims {
+            let Some(pool) = pools.iter().find(|p| p.name_any() == planned.nodepool) else { continue };
+            let suffix: String = (0..5).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
+            let claim = nodeclaim_for(planned, pool, &suffix);
+            let created = match api.create(&PostParams::default(), &claim).await {
+                Ok(created) => created,
+                Err(error) => {
+                    warn!(%error, nodepool = %planned.nodepool, "cannot create NodeClaim");
+                    continue;
+                }
+            };
+            let name = created.name_any();
+            info!(nodeclaim = %name, nodepool = %planned.nodepool, pods = planned.pods.len(),
+                  instance_types = planned.instance_types.len(), price = planned.price, "created NodeClaim");
+            let note = format!("Pod should schedule on: nodeclaim/{name}");
+            self.tell(&by_key, &planned.pods, EventType::Normal, "Nominated", &note).await;
+        }
+        for (pod, reason) in &plan.unschedulable {
+            let note = format!("Cannot launch a node for this pod: {reason}");
+            self.tell(&by_key, std::slice::from_ref(pod), EventType::Warning, "ProvisioningFailed", &note).await;
+        }
+        Ok(())
+    }
+
+    async fn tell(
+        &self,
+        pods: &BTreeMap<String, &Arc<Pod>>,
+        keys: &[String],
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let references: Vec<_> = keys.iter().filter_map(|key| pods.get(key)).map(|pod| pod.object_ref(&())).collect();
+        futures::stream::iter(references)
+            .for_each_concurrent(16, |reference| async move {
+                publish(&self.recorder, &reference, type_, reason, note.to_owned()).await;
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_closes_when_idle_or_at_its_maximum() {
+        let (idle, max) = (Duration::from_secs(1), Duration::from_secs(10));
+        let start = Instant::now();
+        let mut window = BatchWindow::open(start);
+        assert_eq!(window.closes_at(idle, max), start + idle);
+        window.extend(start + Duration::from_millis(900));
+        assert_eq!(window.closes_at(idle, max), start + Duration::from_millis(1900));
+        window.extend(start + Duration::from_millis(9500));
+        assert_eq!(window.closes_at(idle, max), start + max, "a steady trickle cannot hold a batch open");
+    }
+}

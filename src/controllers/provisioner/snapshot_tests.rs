@@ -1,0 +1,192 @@
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use super::*;
+use crate::{
+    cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
+    scheduling::solver::solve,
+};
+
+fn catalog() -> BTreeMap<String, Vec<InstanceType>> {
+    let catalog = Catalog::snapshot();
+    let mut prices = PriceBook::snapshot("us-east-1");
+    prices.learn_vcpus(&catalog.types);
+    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).into();
+    let arches = ["amd64".to_owned()].into();
+    let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
+    let types = catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), None);
+    BTreeMap::from([("default".to_owned(), types)])
+}
+
+fn pool(extra: &str) -> Arc<NodePool> {
+    let yaml = format!(
+        "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {{name: general, uid: pool-uid}}\nspec:\n{extra}  template:\n    metadata: {{labels: {{team: web}}}}\n    spec:\n      nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n      requirements: [{{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}]\n      startupTaints: [{{key: cni, effect: NoSchedule}}]\n"
+    );
+    Arc::new(serde_yaml::from_str(&yaml).expect("a NodePool"))
+}
+
+fn pod(name: &str, cpu: &str, status: &str) -> Arc<Pod> {
+    let yaml = format!(
+        "metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\nspec:\n  containers: [{{name: c, resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}}}]\n{status}"
+    );
+    Arc::new(serde_yaml::from_str(&yaml).expect("a Pod"))
+}
+
+const PENDING: &str = "status: {conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable}]}";
+
+fn pending(name: &str, cpu: &str) -> Arc<Pod> {
+    pod(name, cpu, PENDING)
+}
+
+fn planned(state: &ClusterState) -> crate::scheduling::solver::Plan {
+    let prepared = solver_input(state);
+    assert!(prepared.skipped.is_empty(), "{:?}", prepared.skipped);
+    solve(&prepared.input)
+}
+
+#[test]
+fn provisionable_pods_are_unschedulable_unbound_unnominated_and_not_daemons() {
+    assert!(is_provisionable(&pending("a", "1")));
+    assert!(!is_provisionable(&pod("b", "1", "status: {phase: Pending}")), "not yet looked at by the scheduler");
+    assert!(!is_provisionable(&pod(
+        "c",
+        "1",
+        "status: {nominatedNodeName: node-1, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable}]}"
+    )));
+    let mut daemon = (*pending("d", "1")).clone();
+    daemon.metadata.owner_references =
+        Some(vec![OwnerReference { kind: "DaemonSet".into(), name: "ds".into(), ..Default::default() }]);
+    assert!(!is_provisionable(&daemon));
+    let mut bound = (*pending("e", "1")).clone();
+    bound.spec.as_mut().expect("spec").node_name = Some("node-1".into());
+    assert!(!is_provisionable(&bound));
+}
+
+#[test]
+fn a_planned_nodeclaim_is_owned_labelled_and_carries_the_template() {
+    let types = catalog();
+    let pools = [pool("")];
+    let pods = [pending("a", "1"), pending("b", "1")];
+    let state =
+        ClusterState { pods: &pods, nodes: &[], claims: &[], pools: &pools, daemonsets: &[], instance_types: &types };
+    let plan = planned(&state);
+    assert_eq!(plan.new_claims.len(), 1);
+    let claim = nodeclaim_for(&plan.new_claims[0], &pools[0], "x7k2p");
+    assert_eq!(claim.name_any(), "general-x7k2p");
+    assert_eq!(claim.labels()[labels::NODEPOOL], "general");
+    assert_eq!(claim.labels()["team"], "web");
+    let owner = &claim.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("NodePool", "general", "pool-uid"));
+    let types = claim.spec.requirements.iter().find(|r| r.key == labels::INSTANCE_TYPE).expect("instance types");
+    assert!(!types.values.is_empty() && types.values.len() <= 60);
+    assert_eq!(claim.spec.startup_taints[0].key, "cni");
+    assert!(
+        claim.spec.requirements.iter().all(|r| !r.key.starts_with("stoker.dev/")),
+        "the CRD refuses stoker.dev keys"
+    );
+    assert!(claim.spec.resources.requests.contains_key("cpu"));
+}
+
+#[test]
+fn pods_covered_by_an_in_flight_nodeclaim_do_not_launch_again() {
+    let types = catalog();
+    let pools = [pool("")];
+    let pods = [pending("a", "1"), pending("b", "1")];
+    let first = {
+        let state = ClusterState {
+            pods: &pods,
+            nodes: &[],
+            claims: &[],
+            pools: &pools,
+            daemonsets: &[],
+            instance_types: &types,
+        };
+        planned(&state)
+    };
+    let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
+    let state = ClusterState {
+        pods: &pods,
+        nodes: &[],
+        claims: &claims,
+        pools: &pools,
+        daemonsets: &[],
+        instance_types: &types,
+    };
+    let again = planned(&state);
+    assert!(again.new_claims.is_empty(), "{:?}", again.new_claims);
+    assert_eq!(again.existing.len(), 2);
+    assert!(again.existing.iter().all(|(_, node)| node == "general-abcde"));
+}
+
+#[test]
+fn registered_nodes_offer_what_their_bound_pods_leave() {
+    let types = catalog();
+    let pools = [pool("")];
+    let node: Node = serde_yaml::from_str(
+        "metadata: {name: node-1, labels: {stoker.dev/nodepool: general, team: web, karpenter.sh/capacity-type: on-demand, kubernetes.io/arch: amd64, kubernetes.io/os: linux}}\nspec: {providerID: 'aws:///us-east-1a/i-1', taints: [{key: stoker.dev/unregistered, effect: NoExecute}]}\nstatus: {allocatable: {cpu: '4', memory: 16Gi, pods: '58'}}",
+    )
+    .expect("a Node");
+    let nodes = [Arc::new(node)];
+    let busy = pod("busy", "3", "status: {phase: Running}");
+    let mut busy = (*busy).clone();
+    busy.spec.as_mut().expect("spec").node_name = Some("node-1".into());
+    let pods = [Arc::new(busy), pending("small", "500m"), pending("big", "2")];
+    let state = ClusterState {
+        pods: &pods,
+        nodes: &nodes,
+        claims: &[],
+        pools: &pools,
+        daemonsets: &[],
+        instance_types: &types,
+    };
+    let plan = planned(&state);
+    assert_eq!(plan.existing, [("default/small".to_owned(), "node-1".to_owned())]);
+    assert_eq!(plan.new_claims.len(), 1, "the 2-CPU pod does not fit the 1 CPU left");
+    assert_eq!(plan.new_claims[0].pods, ["default/big"]);
+}
+
+#[test]
+fn limits_count_in_flight_nodeclaims() {
+    let types = catalog();
+    let pools = [pool("  limits: {nodes: '1'}\n")];
+    let pods = [pending("a", "1")];
+    let first = {
+        let state = ClusterState {
+            pods: &pods,
+            nodes: &[],
+            claims: &[],
+            pools: &pools,
+            daemonsets: &[],
+            instance_types: &types,
+        };
+        planned(&state)
+    };
+    let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
+    let more = [pending("a", "1"), pending("huge", "60")];
+    let state = ClusterState {
+        pods: &more,
+        nodes: &[],
+        claims: &claims,
+        pools: &pools,
+        daemonsets: &[],
+        instance_types: &types,
+    };
+    let plan = planned(&state);
+    assert!(plan.new_claims.is_empty());
+    let (pod, reason) = &plan.unschedulable[0];
+    assert_eq!(pod, "default/huge");
+    assert!(reason.contains("limit"), "{reason}");
+}
+
+#[test]
+fn pools_whose_node_class_is_not_ready_are_skipped_with_a_reason() {
+    let pools = [pool("")];
+    let pods = [pending("a", "1")];
+    let none = BTreeMap::new();
+    let state =
+        ClusterState { pods: &pods, nodes: &[], claims: &[], pools: &pools, daemonsets: &[], instance_types: &none };
+    let prepared = solver_input(&state);
+    assert_eq!(prepared.skipped, ["NodePool general: EC2NodeClass default is not ready"]);
+    assert!(prepared.input.pools.is_empty());
+}

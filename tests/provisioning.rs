@@ -1,0 +1,230 @@
+//! End to end on the local control plane (apiserver, scheduler, controller-manager, kwok) and
+//! the AWS emulator: stoker's controller and the node registration simulator run in this
+//! process; a Deployment's pending pods become NodeClaims, instances, Nodes and Running pods,
+//! and go away again when the Deployment does.
+
+mod support;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Node, Pod},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::json;
+use stoker::{
+    apis::{NodeClaim, labels},
+    cloudprovider::{
+        CloudProvider,
+        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
+    },
+    operator::{Settings, settings::LogFormat},
+};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} from hack/test.sh"))
+}
+
+fn settings() -> Settings {
+    Settings {
+        cluster_name: env("CLUSTER_NAME"),
+        cluster_endpoint: Some(env("CLUSTER_ENDPOINT")),
+        cluster_ca_bundle: Some(env("CLUSTER_CA_BUNDLE")),
+        cluster_service_cidr: Some(env("CLUSTER_SERVICE_CIDR")),
+        region: None,
+        batch_idle_duration: "1s".parse().expect("duration"),
+        batch_max_duration: "10s".parse().expect("duration"),
+        log_level: "info".into(),
+        log_format: LogFormat::Text,
+        metrics_address: "127.0.0.1:0".into(),
+        health_address: "127.0.0.1:0".into(),
+    }
+}
+
+async fn apply(client: &Client, manifest: serde_json::Value) {
+    let (api, object) = support::api_for(client, &manifest).await;
+    api.patch(&object.name_any(), &PatchParams::apply("stoker-tests").force(), &Patch::Apply(&manifest))
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()));
+}
+
+fn deployment(name: &str, replicas: i32, cpu: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "nodeSelector": {"stoker.dev/nodepool": "e2e"},
+                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                                    "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}}]
+                }
+            }
+        }
+    })
+}
+
+async fn running(client: &Client, app: &str) -> usize {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.expect("list pods");
+    list.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count()
+}
+
+async fn e2e_claims(client: &Client) -> Vec<NodeClaim> {
+    let api: Api<NodeClaim> = Api::all(client.clone());
+    api.list(&ListParams::default().labels("stoker.dev/nodepool=e2e")).await.expect("list claims").items
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
+    let _ = tracing_subscriber::fmt().with_env_filter("stoker=info").with_test_writer().try_init();
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    tokio::spawn(stoker::operator::run(settings()));
+    tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
+
+    let mut class = support::example("ec2nodeclass.yaml");
+    class["metadata"]["name"] = json!("e2e");
+    apply(&client, class).await;
+    apply(
+        &client,
+        json!({
+            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
+            "metadata": {"name": "e2e"},
+            "spec": {
+                "weight": 10,
+                "template": {"spec": {
+                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "e2e"},
+                    "requirements": [
+                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]},
+                        {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
+                        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+                    ],
+                    "startupTaints": [{"key": "e2e.stoker.dev/agent-not-ready", "effect": "NoSchedule"}]
+                }},
+                "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"}
+            }
+        }),
+    )
+    .await;
+
+    // The startup taint is someone else's to remove (a CNI agent on EKS); this task plays it.
+    let agent = client.clone();
+    tokio::spawn(async move {
+        let nodes: Api<Node> = Api::all(agent);
+        loop {
+            for node in nodes
+                .list(&ListParams::default().labels("stoker.dev/nodepool=e2e"))
+                .await
+                .into_iter()
+                .flat_map(|l| l.items)
+            {
+                let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+                if taints.iter().any(|t| t.key == "e2e.stoker.dev/agent-not-ready") {
+                    let kept: Vec<_> =
+                        taints.into_iter().filter(|t| t.key != "e2e.stoker.dev/agent-not-ready").collect();
+                    let patch = json!({"spec": {"taints": kept}});
+                    let _ = nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+
+    // A burst of 30 pods of 500m: one batch, a few nodes, never a second launch for the same pods.
+    apply(&client, deployment("burst", 30, "500m")).await;
+    let all_running = support::wait_until(Duration::from_secs(180), || async {
+        (running(&client, "burst").await == 30).then_some(())
+    })
+    .await;
+    let claims = e2e_claims(&client).await;
+    assert!(
+        all_running.is_some(),
+        "30 pods running; claims: {:#?}",
+        claims.iter().map(|c| &c.status).collect::<Vec<_>>()
+    );
+    let launched = claims.len();
+    assert!((1..=6).contains(&launched), "a burst makes few nodes, not one per pod: {launched}");
+    for claim in &claims {
+        let status = claim.status.as_ref().expect("status");
+        for condition in ["Launched", "Registered", "Initialized", "Ready"] {
+            assert!(
+                status.conditions.iter().any(|c| c.type_ == condition && c.status == "True"),
+                "{} lacks {condition}: {:?}",
+                claim.name_any(),
+                status.conditions
+            );
+        }
+        assert!(status.provider_id.as_deref().is_some_and(|id| id.starts_with("aws:///us-east-1")));
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node = nodes.get(status.node_name.as_deref().expect("node name")).await.expect("the node");
+        assert_eq!(node.labels()[labels::NODECLAIM], claim.name_any());
+        assert_eq!(node.labels()[labels::NODEPOOL], "e2e");
+        let taints: Vec<String> =
+            node.spec.iter().flat_map(|s| s.taints.iter().flatten()).map(|t| t.key.clone()).collect();
+        assert!(!taints.contains(&labels::UNREGISTERED_TAINT.to_owned()), "{taints:?}");
+        assert!(node.finalizers().iter().any(|f| f == "stoker.dev/termination"));
+    }
+    // Later batches see the pods placed and launch nothing more.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(e2e_claims(&client).await.len(), launched, "no second launch");
+
+    // The instances carry the cluster's tags.
+    let info = ClusterInfo {
+        name: env("CLUSTER_NAME"),
+        endpoint: String::new(),
+        ca_bundle: String::new(),
+        service_cidr: String::new(),
+        kubernetes_minor: String::new(),
+    };
+    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(info));
+    let instance_ids: BTreeSet<String> = provider
+        .list()
+        .await
+        .expect("list instances")
+        .into_iter()
+        .filter(|i| i.tags.get("stoker.dev/nodepool").is_some_and(|p| p == "e2e"))
+        .map(|i| i.provider_id)
+        .collect();
+    let claimed: BTreeSet<String> =
+        claims.iter().filter_map(|c| c.status.as_ref().and_then(|s| s.provider_id.clone())).collect();
+    assert_eq!(instance_ids, claimed);
+
+    // Deleting one Node drains and terminates it through its NodeClaim; its pods come back.
+    let victim = claims[0].clone();
+    let victim_node = victim.status.as_ref().and_then(|s| s.node_name.clone()).expect("node");
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.delete(&victim_node, &DeleteParams::default()).await.expect("delete node");
+    let replaced = support::wait_until(Duration::from_secs(120), || async {
+        let gone = !e2e_claims(&client).await.iter().any(|c| c.name_any() == victim.name_any());
+        let node_gone = nodes.get_opt(&victim_node).await.ok()?.is_none();
+        (gone && node_gone && running(&client, "burst").await == 30).then_some(())
+    })
+    .await;
+    assert!(replaced.is_some(), "the node's claim was terminated and its pods run elsewhere");
+    let victim_id = victim.status.as_ref().and_then(|s| s.provider_id.clone()).expect("provider id");
+    assert!(provider.get(&victim_id).await.is_err(), "instance {victim_id} terminated");
+
+    // Without the Deployment the nodes are empty, and go after consolidateAfter.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments.delete("burst", &DeleteParams::default()).await.expect("delete deployment");
+    let emptied =
+        support::wait_until(Duration::from_secs(120), || async { e2e_claims(&client).await.is_empty().then_some(()) })
+            .await;
+    assert!(
+        emptied.is_some(),
+        "empty nodes removed: {:?}",
+        e2e_claims(&client).await.iter().map(|c| c.name_any()).collect::<Vec<_>>()
+    );
+    let left = provider.list().await.expect("list").into_iter().filter(|i| claimed.contains(&i.provider_id)).count();
+    assert_eq!(left, 0, "every instance terminated");
+}
