@@ -34,7 +34,7 @@ use crate::{
     controllers::{
         disruption, garbage, nodeclaim, nodeclass,
         provisioner::{self, Provisioner, Stores, snapshot::is_provisionable},
-        warmpool::reconcile as warmpool,
+        warmpool::{preemption, reconcile as warmpool},
     },
     error::{Error, Result},
 };
@@ -65,9 +65,13 @@ pub async fn run(settings: Settings) -> Result<()> {
 
     // Shared stores; a provisionable pod event triggers the provisioner's batch.
     let (trigger, triggers) = tokio::sync::mpsc::channel(1);
+    let (preempted, preemptions) = tokio::sync::mpsc::channel(1024);
     let pods = shared(&client, move |event: &Pod| {
         if is_provisionable(event) {
             let _ = trigger.try_send(());
+        }
+        if let Some(preemption) = preemption::preempted(event) {
+            let _ = preempted.try_send(preemption);
         }
     });
     let stores = Stores {
@@ -123,6 +127,7 @@ pub async fn run(settings: Settings) -> Result<()> {
                 pools: stores.pools.clone(),
             })),
             warmpool::run(Arc::new(warmpool::Context { client: client.clone(), recorder: recorder.clone() })),
+            preemption::run(client.clone(), preemptions),
             nodeclass::run(Arc::new(nodeclass::Context { client, recorder, provider })),
         )
     };

@@ -164,28 +164,43 @@ pub fn is_well_known(key: &str) -> bool {
     )
 }
 
-/// A lower bound on the hourly cost of any plan hosting `requests`: the requested CPU at the
-/// cheapest price per allocatable core on offer, or the requested memory at the cheapest price
-/// per allocatable byte, whichever is more. No set of nodes can cost less.
+/// A lower bound on the hourly cost of any plan hosting `requests`: the cheapest way to buy that
+/// much CPU and memory if instances could be bought in fractions (the linear relaxation over the
+/// two resources). An optimum of a linear program with two constraints uses at most two instance
+/// types, so every type alone and every pair of types with both constraints tight is tried. No
+/// set of whole nodes can cost less; it is also never below "the CPU at the cheapest price per
+/// core, or the memory at the cheapest price per byte".
 pub fn cost_lower_bound(requests: &Resources, instance_types: &[InstanceType]) -> f64 {
-    let mut per_millicore = f64::INFINITY;
-    let mut per_byte = f64::INFINITY;
-    for instance in instance_types {
-        let Some(offering) =
-            instance.offerings.iter().filter(|o| o.available).min_by(|a, b| a.price.total_cmp(&b.price))
-        else {
-            continue;
-        };
-        let (cpu, memory) = (instance.allocatable.get(CPU), instance.allocatable.get(MEMORY));
-        if cpu > 0 && memory > 0 {
-            per_millicore = per_millicore.min(offering.price / cpu as f64);
-            per_byte = per_byte.min(offering.price / memory as f64);
-        }
-    }
-    if per_millicore.is_infinite() {
+    let (cpu, memory) = (requests.get(CPU) as f64, requests.get(MEMORY) as f64);
+    if cpu <= 0.0 && memory <= 0.0 {
         return 0.0;
     }
-    (requests.get(CPU) as f64 * per_millicore).max(requests.get(MEMORY) as f64 * per_byte)
+    // (price, allocatable CPU, allocatable memory) of each type's cheapest available offering.
+    let types: Vec<(f64, f64, f64)> = instance_types
+        .iter()
+        .filter_map(|instance| {
+            let offering =
+                instance.offerings.iter().filter(|o| o.available).min_by(|a, b| a.price.total_cmp(&b.price))?;
+            let (c, m) = (instance.allocatable.get(CPU) as f64, instance.allocatable.get(MEMORY) as f64);
+            (c > 0.0 && m > 0.0).then_some((offering.price, c, m))
+        })
+        .collect();
+    let mut best = f64::INFINITY;
+    for (i, &(price_i, cpu_i, memory_i)) in types.iter().enumerate() {
+        best = best.min(price_i * (cpu / cpu_i).max(memory / memory_i));
+        for &(price_j, cpu_j, memory_j) in &types[i + 1..] {
+            let determinant = cpu_i * memory_j - cpu_j * memory_i;
+            if determinant.abs() < f64::EPSILON {
+                continue;
+            }
+            let a = (cpu * memory_j - cpu_j * memory) / determinant;
+            let b = (cpu_i * memory - cpu * memory_i) / determinant;
+            if a >= 0.0 && b >= 0.0 {
+                best = best.min(a * price_i + b * price_j);
+            }
+        }
+    }
+    if best.is_finite() { best } else { 0.0 }
 }
 
 /// Pods per node: EKS's ENI formula (each interface's addresses minus its own, plus two
@@ -234,7 +249,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cost_lower_bound_prices_the_scarcer_resource_at_its_cheapest() {
+    fn the_cost_lower_bound_buys_cpu_and_memory_at_the_best_mix() {
         let offering =
             |price: f64| Offering { zone: "a".into(), capacity_type: "on-demand".into(), price, available: true };
         let compute = InstanceType::from_facts(
@@ -250,11 +265,17 @@ mod tests {
         )
         .unwrap();
         let types = [compute.clone(), memory.clone()];
+        let (c_cpu, c_mem) = (compute.allocatable.get(CPU), compute.allocatable.get(MEMORY));
+        let (r_cpu, r_mem) = (memory.allocatable.get(CPU), memory.allocatable.get(MEMORY));
         let mut requests = Resources::new();
-        requests.set(CPU, compute.allocatable.get(CPU) * 10);
-        assert!((cost_lower_bound(&requests, &types) - 0.8).abs() < 1e-9, "ten compute nodes' worth of CPU");
-        requests.set(MEMORY, memory.allocatable.get(MEMORY) * 10);
-        assert!((cost_lower_bound(&requests, &types) - 1.2).abs() < 1e-9, "memory is now the binding resource");
+        requests.set(CPU, c_cpu * 10);
+        assert!((cost_lower_bound(&requests, &types) - 0.8).abs() < 1e-9, "CPU only: ten compute nodes");
+        requests.set(MEMORY, r_mem * 10);
+        assert!((cost_lower_bound(&requests, &types) - 1.2).abs() < 1e-9, "ten memory nodes carry the CPU too");
+        // Exactly one node of each: both constraints tight with one of each type.
+        requests.set(CPU, c_cpu + r_cpu);
+        requests.set(MEMORY, c_mem + r_mem);
+        assert!((cost_lower_bound(&requests, &types) - 0.2).abs() < 1e-9);
         assert_eq!(cost_lower_bound(&requests, &[]), 0.0);
     }
 

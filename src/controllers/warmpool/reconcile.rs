@@ -132,8 +132,9 @@ async fn reconcile(pool: Arc<WarmPool>, ctx: Arc<Context>) -> Result<Action> {
         ready_replicas: Some(ready),
         active_schedules: decision.active.clone(),
         next_transition: decision.next.map(|(at, replicas)| Transition { time: timestamp(at), replicas }),
-        last_preemption_time: previous.last_preemption_time.clone(),
-        preemptions: previous.preemptions,
+        // Written by the preemption counter under its own field manager; left out of this apply.
+        last_preemption_time: None,
+        preemptions: None,
         conditions: status_conditions,
         observed_generation: generation,
     };

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs Karpenter's own scheduling benchmark (sigs.k8s.io/karpenter, scheduling_benchmark_test.go,
+# build tag test_performance) at the sizes given (default 100 1000 5000), for the side-by-side
+# figures in docs/performance.md. The module comes from the Go module proxy at the pinned version,
+# unpacked into the cache; its go directive is lowered to the local toolchain when needed.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require go "install Go 1.26 or newer, then run this again"
+require curl "install curl, then run this again"
+sizes=("${@:-100 1000 5000}")
+dir="$STOKER_CACHE/karpenter-$KARPENTER_CORE_VERSION"
+if [[ ! -f $dir/.complete ]]; then
+  log "fetching sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION from the Go module proxy"
+  rm -rf "$dir" && mkdir -p "$dir"
+  curl -sSfL -o "$dir/module.zip" "https://proxy.golang.org/sigs.k8s.io/karpenter/@v/$KARPENTER_CORE_VERSION.zip"
+  (cd "$dir" && unzip -q module.zip && rm module.zip && chmod -R u+w .)
+  touch "$dir/.complete"
+fi
+cd "$dir/sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION"
+local_go="$(go env GOVERSION | sed 's/^go//')"
+sed -i -E "s/^go [0-9.]+$/go $local_go/" go.mod
+for size in ${sizes[*]}; do
+  with_heartbeat "Karpenter's scheduling benchmark at $size pods" \
+    env GOTOOLCHAIN=local GOFLAGS=-mod=mod go test -tags test_performance -run '^$' \
+    -bench "BenchmarkScheduling${size}\$" -benchtime 1x ./pkg/controllers/provisioning/scheduling/ \
+    >"$STOKER_CACHE/karpenter-bench-$size.log" 2>&1
+  grep -E '^BenchmarkScheduling' "$STOKER_CACHE/karpenter-bench-$size.log" || tail -n 5 "$STOKER_CACHE/karpenter-bench-$size.log"
+done

@@ -1,0 +1,167 @@
+//! Warm pools with the whole controller, on the local control plane and the AWS emulator: pause
+//! pods pull nodes in; a real pod preempts a pause pod and runs at once; the preempted pause pod
+//! pulls in replacement capacity; the WarmPool counts the preemption. Prints how long the real
+//! pod took to run, warm and cold (figures for docs/performance.md, not asserted).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use stoker::{
+    apis::{NodeClaim, WarmPool},
+    operator::{Settings, settings::LogFormat},
+};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} from hack/test.sh"))
+}
+
+fn settings() -> Settings {
+    Settings {
+        cluster_name: env("CLUSTER_NAME"),
+        cluster_endpoint: Some(env("CLUSTER_ENDPOINT")),
+        cluster_ca_bundle: Some(env("CLUSTER_CA_BUNDLE")),
+        cluster_service_cidr: Some(env("CLUSTER_SERVICE_CIDR")),
+        region: None,
+        batch_idle_duration: "1s".parse().expect("duration"),
+        batch_max_duration: "10s".parse().expect("duration"),
+        log_level: "info".into(),
+        log_format: LogFormat::Text,
+        metrics_address: "127.0.0.1:0".into(),
+        health_address: "127.0.0.1:0".into(),
+    }
+}
+
+async fn apply(client: &Client, manifest: serde_json::Value) {
+    let (api, object) = support::api_for(client, &manifest).await;
+    api.patch(&object.name_any(), &PatchParams::apply("stoker-tests").force(), &Patch::Apply(&manifest))
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()));
+}
+
+/// A NodePool of c6a.xlarge only (3,920m allocatable CPU), so two 1,800m pause pods fill a node.
+fn pool(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"spec": {
+                "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "warm"},
+                "requirements": [
+                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["c6a.xlarge"]},
+                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
+                ]
+            }},
+            "disruption": {"consolidateAfter": "Never"}
+        }
+    })
+}
+
+fn real_pod(name: &str, pool: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "real"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "nodeSelector": {"stoker.dev/nodepool": pool},
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"requests": {"cpu": "1800m", "memory": "512Mi"}}}]
+        }
+    }))
+    .expect("a Pod")
+}
+
+/// Creates the pod and returns how long it took to run.
+async fn time_to_running(client: &Client, pod: Pod) -> Duration {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let name = pod.name_any();
+    let _ = pods.delete(&name, &DeleteParams::default()).await;
+    support::wait_until(Duration::from_secs(30), || async { pods.get_opt(&name).await.ok()?.is_none().then_some(()) })
+        .await;
+    let started = Instant::now();
+    pods.create(&PostParams::default(), &pod).await.expect("create pod");
+    support::wait_until(Duration::from_secs(120), || async {
+        let pod = pods.get_opt(&name).await.ok()??;
+        (pod.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{name} did not run"));
+    started.elapsed()
+}
+
+async fn ready_pause_pods(client: &Client) -> i32 {
+    let pools: Api<WarmPool> = Api::namespaced(client.clone(), "default");
+    pools.get("warm").await.ok().and_then(|p| p.status).and_then(|s| s.ready_replicas).unwrap_or(0)
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn a_real_pod_preempts_warm_capacity_and_the_pool_refills() {
+    let _ = tracing_subscriber::fmt().with_env_filter("stoker=info").with_test_writer().try_init();
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    tokio::spawn(stoker::operator::run(settings()));
+    tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
+
+    let mut class = support::example("ec2nodeclass.yaml");
+    class["metadata"]["name"] = json!("warm");
+    apply(&client, class).await;
+    apply(&client, pool("warm")).await;
+    apply(&client, pool("cold")).await;
+    apply(
+        &client,
+        json!({
+            "apiVersion": "stoker.dev/v1alpha1", "kind": "WarmPool",
+            "metadata": {"name": "warm", "namespace": "default"},
+            "spec": {
+                "baseline": 2,
+                "resources": {"requests": {"cpu": "1800m", "memory": "512Mi"}},
+                "nodeSelector": {"stoker.dev/nodepool": "warm"}
+            }
+        }),
+    )
+    .await;
+    let warmed = support::wait_until(Duration::from_secs(120), || async {
+        (ready_pause_pods(&client).await == 2).then_some(())
+    })
+    .await;
+    assert!(warmed.is_some(), "the pause pods pulled a node in and run");
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+    let warm_claims = || async {
+        claims.list(&ListParams::default().labels("stoker.dev/nodepool=warm")).await.expect("claims").items.len()
+    };
+    assert_eq!(warm_claims().await, 1, "two 1,800m pause pods fill one c6a.xlarge");
+
+    // A real pod (priority 0 > -1) preempts a pause pod and runs on the warm node.
+    let warm = time_to_running(&client, real_pod("real-warm", "warm")).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let node = pods.get("real-warm").await.expect("pod").spec.and_then(|s| s.node_name).expect("bound");
+    let nodes: Api<Node> = Api::all(client.clone());
+    assert_eq!(nodes.get(&node).await.expect("node").labels()["stoker.dev/nodepool"], "warm");
+
+    // The preempted pause pod pulls a second node in; the pool is whole again and counts it.
+    let refilled = support::wait_until(Duration::from_secs(120), || async {
+        let pools: Api<WarmPool> = Api::namespaced(client.clone(), "default");
+        let status = pools.get("warm").await.ok()?.status?;
+        (status.ready_replicas == Some(2) && status.preemptions.unwrap_or(0) >= 1).then_some(status)
+    })
+    .await
+    .expect("pause pods ready again and the preemption counted");
+    assert!(refilled.last_preemption_time.is_some());
+    assert_eq!(warm_claims().await, 2, "replacement capacity for the preempted pause pod");
+
+    // Without warm capacity the same pod waits for a node to be launched and registered.
+    let cold = time_to_running(&client, real_pod("real-cold", "cold")).await;
+    println!("warm start: real pod running after {:.2}s; cold start: {:.2}s", warm.as_secs_f64(), cold.as_secs_f64());
+    assert!(warm < cold, "warm {warm:?} is faster than cold {cold:?}");
+
+    for name in ["real-warm", "real-cold"] {
+        let _ = pods.delete(name, &DeleteParams::default()).await;
+    }
+}
