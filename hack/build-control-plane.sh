@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane from upstream Go modules, once per version, into $STOKER_CACHE:
 # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (Kubernetes), etcd, kwok and
-# its stage files. A second run finds the binaries and returns at once.
+# its stage files, and helm (for the chart tests). A second run finds the binaries and returns at once.
 #
 # k8s.io/kubernetes cannot be `go install`ed because its go.mod replaces every staging module
 # (k8s.io/api, k8s.io/apiserver, ...) with a local path. A wrapper module that requires it and
@@ -96,8 +96,18 @@ build_kwok() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# helm, for the chart tests (lint, template, and the rendered manifests against the apiserver).
+build_helm() {
+  local out="$HELM_BIN"
+  rm -rf "$out.tmp"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 mkdir -p "$STOKER_CACHE"
 [[ -x $K8S_BIN/kube-apiserver && -x $K8S_BIN/kubectl ]] || with_heartbeat "building Kubernetes $KUBERNETES_VERSION from source (cold: 10-25 min on 2 cores)" build_kubernetes
 [[ -x $ETCD_BIN/etcd ]] || with_heartbeat "building etcd $ETCD_VERSION" build_etcd
 [[ -x $KWOK_BIN/kwok ]] || with_heartbeat "building kwok $KWOK_VERSION" build_kwok
+[[ -x $HELM_BIN/helm ]] || with_heartbeat "building helm $HELM_VERSION" build_helm
 log "control plane binaries ready in $STOKER_CACHE"

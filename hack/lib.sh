@@ -16,6 +16,7 @@ STOKER_STATE="${STOKER_STATE:-$REPO_ROOT/.local}"
 K8S_BIN="$STOKER_CACHE/kubernetes-$KUBERNETES_VERSION"
 ETCD_BIN="$STOKER_CACHE/etcd-$ETCD_VERSION"
 KWOK_BIN="$STOKER_CACHE/kwok-$KWOK_VERSION"
+HELM_BIN="$STOKER_CACHE/helm-$HELM_VERSION"
 MOTO_VENV="$STOKER_CACHE/moto-$MOTO_VERSION"
 
 # Loopback ports; override with the environment when they clash with something else.

@@ -126,7 +126,8 @@ export CLUSTER_NAME="$CLUSTER_NAME"
 export CLUSTER_ENDPOINT="https://127.0.0.1:$APISERVER_PORT"
 export CLUSTER_CA_BUNDLE="$(base64 -w0 "$PKI/ca.crt")"
 export CLUSTER_SERVICE_CIDR=10.96.0.0/16
-export PATH="$K8S_BIN:\$PATH"
+export PATH="$K8S_BIN:$HELM_BIN:\$PATH"
+export HELM="$HELM_BIN/helm"
 ENV
 # shellcheck disable=SC1091
 source "$STOKER_STATE/env"

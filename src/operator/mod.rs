@@ -2,6 +2,7 @@
 //! reflector stores (pods, nodes, NodeClaims, NodePools, EC2NodeClasses, DaemonSets), and the
 //! controllers reading them, all sharing one Kubernetes client and one AWS configuration.
 
+pub mod metrics;
 pub mod settings;
 
 use std::{sync::Arc, time::Duration};
@@ -56,12 +57,17 @@ pub async fn run(settings: Settings) -> Result<()> {
     let reporter = Reporter { controller: "stoker".into(), instance: std::env::var("POD_NAME").ok() };
     info!(cluster = %settings.cluster_name, "starting stoker controller");
     let recorder = Recorder::new(client.clone(), reporter);
+    let metrics = Arc::new(metrics::Metrics::default());
+    tokio::spawn(metrics::serve(settings.metrics_address.clone(), metrics.clone()));
+    if settings.health_address != settings.metrics_address {
+        tokio::spawn(metrics::serve(settings.health_address.clone(), metrics.clone()));
+    }
 
     let config = aws_config(settings.region.clone()).await;
     let cluster = cluster_info(&settings, &config, &client).await?;
     info!(endpoint = %cluster.endpoint, kubernetes = %cluster.kubernetes_minor, "cluster");
     let provider = Arc::new(AwsCloudProvider::new(&config, AwsOptions::new(cluster)));
-    tokio::spawn(refresh_cloud(provider.clone()));
+    tokio::spawn(refresh_cloud(provider.clone(), metrics.clone()));
 
     // Shared stores; a provisionable pod event triggers the provisioner's batch.
     let (trigger, triggers) = tokio::sync::mpsc::channel(1);
@@ -94,6 +100,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         ready.await.map_err(|_| Error::MissingField { object: "reflector".into(), field: "initial list" })?;
     }
     info!("caches synced");
+    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
     let provisioner = Arc::new(Provisioner {
         client: client.clone(),
@@ -102,6 +109,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         stores: stores.clone(),
         batch_idle: settings.batch_idle_duration.as_std(),
         batch_max: settings.batch_max_duration.as_std(),
+        metrics: metrics.clone(),
     });
     let controllers = async {
         tokio::join!(
@@ -111,6 +119,7 @@ pub async fn run(settings: Settings) -> Result<()> {
                 recorder: recorder.clone(),
                 provider: provider.clone(),
                 nodes: stores.nodes.clone(),
+                metrics: metrics.clone(),
             })),
             disruption::run(Arc::new(disruption::Context {
                 client: client.clone(),
@@ -127,7 +136,7 @@ pub async fn run(settings: Settings) -> Result<()> {
                 pools: stores.pools.clone(),
             })),
             warmpool::run(Arc::new(warmpool::Context { client: client.clone(), recorder: recorder.clone() })),
-            preemption::run(client.clone(), preemptions),
+            preemption::run(client.clone(), preemptions, metrics.clone()),
             nodeclass::run(Arc::new(nodeclass::Context { client, recorder, provider })),
         )
     };
@@ -177,10 +186,11 @@ async fn drain_watch<K>(stream: impl Stream<Item = Result<K, watcher::Error>>, o
 }
 
 /// Keeps the instance catalog and spot prices fresh and deletes idle launch templates.
-async fn refresh_cloud(provider: Arc<AwsCloudProvider>) {
+async fn refresh_cloud(provider: Arc<AwsCloudProvider>, metrics: Arc<metrics::Metrics>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(300));
     loop {
         ticks.tick().await;
+        metrics.unavailable_offerings.set(provider.unavailable_offerings() as i64);
         match provider.refresh().await {
             Ok(catalog) => info!(instance_types = catalog.types.len(), "refreshed instance catalog and prices"),
             Err(error) => warn!(%error, "cannot refresh the instance catalog"),

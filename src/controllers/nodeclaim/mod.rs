@@ -33,6 +33,7 @@ use crate::{
     cloudprovider::{CloudError, CloudProvider},
     controllers::{FIELD_MANAGER, conditions, drain, publish},
     error::{Error, Result},
+    operator::metrics::{CodeLabels, Metrics, NodePoolLabels},
 };
 
 /// Held on NodeClaims and their Nodes until the instance is gone.
@@ -43,6 +44,7 @@ pub struct Context<P> {
     pub recorder: Recorder,
     pub provider: Arc<P>,
     pub nodes: Store<Node>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl<P> Context<P> {
@@ -100,6 +102,10 @@ async fn reconcile<P: CloudProvider + 'static>(claim: Arc<NodeClaim>, ctx: Arc<C
     }
 }
 
+fn pool_labels(claim: &NodeClaim) -> NodePoolLabels {
+    NodePoolLabels { nodepool: claim.labels().get(labels::NODEPOOL).cloned().unwrap_or_default() }
+}
+
 fn claims<P>(ctx: &Context<P>) -> Api<NodeClaim> {
     Api::all(ctx.client.clone())
 }
@@ -131,6 +137,7 @@ async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result
         Ok(instance) => instance,
         Err(error @ (CloudError::InsufficientCapacity { .. } | CloudError::NoCompatibleOfferings(_))) => {
             // The next batch plans again without what failed (the unavailable cache knows).
+            ctx.metrics.launch_failures.get_or_create(&CodeLabels { code: error.reason().to_owned() }).inc();
             let note = format!("Launch failed, deleting the NodeClaim so its pods are planned again: {error}");
             warn!(%error, "launch failed");
             publish(&ctx.recorder, &reference, EventType::Warning, "LaunchFailed", note).await;
@@ -138,6 +145,7 @@ async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result
             return Ok(Action::await_change());
         }
         Err(error) => {
+            ctx.metrics.launch_failures.get_or_create(&CodeLabels { code: error.reason().to_owned() }).inc();
             let message = error.to_string();
             apply_status(claim, ctx, |status| {
                 status.conditions = conditions::set(
@@ -182,6 +190,7 @@ async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result
         instance.capacity_type, instance.instance_type, instance.zone, instance.id
     );
     publish(&ctx.recorder, &reference, EventType::Normal, "Launched", note).await;
+    ctx.metrics.nodeclaims_launched.get_or_create(&pool_labels(claim)).inc();
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
@@ -248,6 +257,7 @@ async fn terminate<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Res
     let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": claim.resource_version()}});
     claims(ctx).patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     info!("terminated");
+    ctx.metrics.nodeclaims_terminated.get_or_create(&pool_labels(claim)).inc();
     Ok(Action::await_change())
 }
 

@@ -32,6 +32,7 @@ use crate::{
     cloudprovider::CloudProvider,
     controllers::publish,
     error::Result,
+    operator::metrics::{Metrics, NodePoolLabels},
     scheduling::{catalog::InstanceType, solver::solve},
 };
 
@@ -74,6 +75,7 @@ pub struct Provisioner<P> {
     pub stores: Stores,
     pub batch_idle: Duration,
     pub batch_max: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs batches until the trigger channel closes. A trigger is sent for every provisionable pod
@@ -151,6 +153,8 @@ impl<P: CloudProvider> Provisioner<P> {
         span.record("new_claims", plan.new_claims.len());
         span.record("unschedulable", plan.unschedulable.len());
         span.record("solve_ms", started.elapsed().as_secs_f64() * 1000.0);
+        self.metrics.scheduling_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics.pods_pending.set(prepared.input.pods.len() as i64);
 
         let api: Api<NodeClaim> = Api::all(self.client.clone());
         let by_key: BTreeMap<String, &Arc<Pod>> =
@@ -167,6 +171,7 @@ impl<P: CloudProvider> Provisioner<P> {
                 }
             };
             let name = created.name_any();
+            self.metrics.nodeclaims_created.get_or_create(&NodePoolLabels { nodepool: planned.nodepool.clone() }).inc();
             info!(nodeclaim = %name, nodepool = %planned.nodepool, pods = planned.pods.len(),
                   instance_types = planned.instance_types.len(), price = planned.price, "created NodeClaim");
             let note = format!("Pod should schedule on: nodeclaim/{name}");

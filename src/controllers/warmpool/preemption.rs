@@ -7,6 +7,8 @@
 //! apply. A pod seen twice counts once (its UID is remembered), and after a restart only
 //! preemptions newer than `lastPreemptionTime` count.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
@@ -17,7 +19,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::apis::{WarmPool, labels};
+use crate::{
+    apis::{WarmPool, labels},
+    operator::metrics::{Metrics, WarmPoolLabels},
+};
 
 /// The field manager of the preemption counters.
 const FIELD_MANAGER: &str = "stoker-preemptions";
@@ -47,13 +52,17 @@ pub fn preempted(pod: &Pod) -> Option<Preemption> {
 }
 
 /// Records preemptions until the channel closes.
-pub async fn run(client: Client, mut preemptions: mpsc::Receiver<Preemption>) {
+pub async fn run(client: Client, mut preemptions: mpsc::Receiver<Preemption>, metrics: Arc<Metrics>) {
     let mut counted: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Some(preemption) = preemptions.recv().await {
         if !counted.insert(preemption.pod_uid.clone()) {
             continue;
         }
         let Preemption { namespace, warmpool, at, .. } = preemption;
+        metrics
+            .warmpool_preemptions
+            .get_or_create(&WarmPoolLabels { namespace: namespace.clone(), warmpool: warmpool.clone() })
+            .inc();
         if let Err(error) = record(&client, &namespace, &warmpool, at).await {
             warn!(%error, %namespace, %warmpool, "cannot record a preemption");
         }

@@ -1,0 +1,280 @@
+//! The Helm charts: lint, render with default and non-default values, refuse a values typo, apply
+//! the rendered manifests to the real apiserver (server-side dry-run), and check the rendered RBAC
+//! with SubjectAccessReviews for every verb the controller uses (and nothing it does not).
+
+mod support;
+
+use std::{path::Path, process::Command};
+
+use k8s_openapi::api::{
+    authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
+    core::v1::Namespace,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "stoker-system";
+
+fn helm(args: &[&str]) -> Result<String, String> {
+    let helm = std::env::var("HELM").unwrap_or_else(|_| "helm".into());
+    let output = Command::new(&helm)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {helm} (hack/test.sh builds it): {e}"));
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+fn render(extra: &[&str]) -> Vec<Value> {
+    let mut args =
+        vec!["template", "stoker", "charts/stoker", "--namespace", NAMESPACE, "--set", "settings.clusterName=prod"];
+    args.extend_from_slice(extra);
+    let yaml = helm(&args).unwrap_or_else(|e| panic!("helm template {extra:?}: {e}"));
+    support::documents(&yaml)
+}
+
+fn find<'a>(documents: &'a [Value], kind: &str) -> Option<&'a Value> {
+    documents.iter().find(|d| d["kind"] == kind)
+}
+
+#[test]
+#[ignore = "needs helm from the local environment: run hack/test.sh"]
+fn charts_lint_and_render_with_default_and_other_values() {
+    helm(&["lint", "charts/stoker", "--set", "settings.clusterName=prod"]).expect("the chart lints");
+    helm(&["lint", "charts/stoker-crd"]).expect("the CRD chart lints");
+
+    let defaults = render(&[]);
+    let deployment = find(&defaults, "Deployment").expect("a Deployment");
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(spec["priorityClassName"], "system-cluster-critical");
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let container = &spec["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env: Vec<&str> = container["env"].as_array().expect("env").iter().filter_map(|e| e["name"].as_str()).collect();
+    assert!(env.contains(&"CLUSTER_NAME") && !env.contains(&"CLUSTER_ENDPOINT"), "{env:?}");
+    assert!(spec["affinity"]["podAntiAffinity"].is_object());
+    assert_eq!(spec["topologySpreadConstraints"][0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert!(find(&defaults, "PodDisruptionBudget").is_some());
+    assert!(find(&defaults, "ServiceMonitor").is_none());
+    let class = find(&defaults, "PriorityClass").expect("the warm-pool PriorityClass");
+    assert_eq!((class["value"].as_i64(), class["preemptionPolicy"].as_str()), (Some(-1), Some("Never")));
+
+    let custom = render(&[
+        "--set",
+        "replicas=3",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/stoker",
+        "--set",
+        "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "--set",
+        "settings.clusterEndpoint=https://ABC.gr7.us-east-1.eks.amazonaws.com",
+        "--set",
+        "warmPool.priorityClass.create=false",
+    ]);
+    let deployment = find(&custom, "Deployment").expect("a Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image");
+    assert!(image.ends_with("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), "{image}");
+    let account = find(&custom, "ServiceAccount").expect("a ServiceAccount");
+    assert_eq!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::111122223333:role/stoker"
+    );
+    assert!(find(&custom, "ServiceMonitor").is_some());
+    assert!(find(&custom, "PriorityClass").is_none());
+}
+
+#[test]
+#[ignore = "needs helm from the local environment: run hack/test.sh"]
+fn a_values_typo_or_a_missing_cluster_name_fails_the_install() {
+    let typo = helm(&[
+        "template",
+        "stoker",
+        "charts/stoker",
+        "--set",
+        "settings.clusterName=prod",
+        "--set",
+        "settings.clusterNme=prod",
+    ])
+    .expect_err("a typo is refused");
+    assert!(typo.contains("clusterNme"), "{typo}");
+    let missing = helm(&["template", "stoker", "charts/stoker"]).expect_err("clusterName is required");
+    assert!(missing.contains("clusterName"), "{missing}");
+    let bad = helm(&[
+        "template",
+        "stoker",
+        "charts/stoker",
+        "--set",
+        "settings.clusterName=prod",
+        "--set",
+        "settings.logFormat=xml",
+    ])
+    .expect_err("an unknown log format is refused");
+    assert!(bad.contains("logFormat"), "{bad}");
+}
+
+#[test]
+fn the_crd_chart_holds_the_generated_crds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(root.join("crds")).expect("crds/") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("file name");
+        let in_chart =
+            std::fs::read_to_string(root.join("charts/stoker-crd/templates").join(name)).unwrap_or_else(|_| {
+                panic!("charts/stoker-crd/templates/{} is missing: copy crds/ into it", name.to_string_lossy())
+            });
+        assert_eq!(
+            in_chart,
+            std::fs::read_to_string(&path).expect("crd"),
+            "charts/stoker-crd/templates differs from crds/"
+        );
+    }
+}
+
+/// (API group, resource, subresource, verb, namespaced) for every call the controller makes.
+const CONTROLLER_CALLS: &[(&str, &str, &str, &str, bool)] = &[
+    ("", "nodes", "", "list", false),
+    ("", "nodes", "", "watch", false),
+    ("", "nodes", "", "patch", false),
+    ("", "nodes", "", "delete", false),
+    ("", "pods", "", "list", false),
+    ("", "pods", "", "watch", false),
+    ("", "pods", "", "delete", true),
+    ("", "pods", "eviction", "create", true),
+    ("apps", "daemonsets", "", "watch", false),
+    ("apps", "deployments", "", "get", true),
+    ("apps", "deployments", "", "create", true),
+    ("apps", "deployments", "", "patch", true),
+    ("apps", "deployments", "", "watch", false),
+    ("scheduling.k8s.io", "priorityclasses", "", "get", false),
+    ("scheduling.k8s.io", "priorityclasses", "", "create", false),
+    ("scheduling.k8s.io", "priorityclasses", "", "patch", false),
+    ("stoker.dev", "nodepools", "", "watch", false),
+    ("stoker.dev", "nodepools", "status", "patch", false),
+    ("stoker.dev", "ec2nodeclasses", "", "get", false),
+    ("stoker.dev", "ec2nodeclasses", "", "patch", false),
+    ("stoker.dev", "ec2nodeclasses", "status", "patch", false),
+    ("stoker.dev", "nodeclaims", "", "list", false),
+    ("stoker.dev", "nodeclaims", "", "watch", false),
+    ("stoker.dev", "nodeclaims", "", "create", false),
+    ("stoker.dev", "nodeclaims", "", "patch", false),
+    ("stoker.dev", "nodeclaims", "", "delete", false),
+    ("stoker.dev", "nodeclaims", "status", "patch", false),
+    ("stoker.dev", "warmpools", "", "get", true),
+    ("stoker.dev", "warmpools", "", "watch", false),
+    ("stoker.dev", "warmpools", "status", "patch", true),
+    ("events.k8s.io", "events", "", "create", true),
+    ("events.k8s.io", "events", "", "patch", true),
+    ("coordination.k8s.io", "leases", "", "get", true),
+    ("coordination.k8s.io", "leases", "", "create", true),
+    ("coordination.k8s.io", "leases", "", "update", true),
+];
+
+/// Calls the controller must not be able to make.
+const FORBIDDEN: &[(&str, &str, &str, &str, bool)] = &[
+    ("", "secrets", "", "get", true),
+    ("", "secrets", "", "list", false),
+    ("", "nodes", "", "create", false),
+    ("", "pods", "", "create", true),
+    ("apps", "deployments", "", "delete", true),
+    ("stoker.dev", "nodepools", "", "delete", false),
+    ("rbac.authorization.k8s.io", "clusterroles", "", "create", false),
+    ("coordination.k8s.io", "leases", "", "update", false),
+];
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn the_rendered_manifests_apply_and_grant_exactly_what_the_controller_uses() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
+    namespaces
+        .patch(NAMESPACE, &PatchParams::apply("stoker-tests"), &Patch::Apply(&namespace))
+        .await
+        .expect("namespace");
+
+    // Server-side apply as a dry run: validated and admitted like an install, nothing stored.
+    let documents = render(&[]);
+    for document in &documents {
+        let (api, object) = support::api_for(&client, document).await;
+        api.patch(&object.name_any(), &PatchParams::apply("stoker-tests").force().dry_run(), &Patch::Apply(document))
+            .await
+            .unwrap_or_else(|e| panic!("{} {} refused: {e}", document["kind"], document["metadata"]["name"]));
+    }
+    for document in documents
+        .iter()
+        .filter(|d| d["kind"].as_str().is_some_and(|k| k.starts_with("ClusterRole") || k.starts_with("Role")))
+    {
+        for rule in document["rules"].as_array().into_iter().flatten() {
+            for field in ["apiGroups", "resources", "verbs"] {
+                assert!(
+                    !rule[field].as_array().expect("a list").iter().any(|v| v == "*"),
+                    "wildcard in {}: {rule}",
+                    document["metadata"]["name"]
+                );
+            }
+        }
+    }
+    // The RBAC for real, so the apiserver can answer access reviews about it.
+    for document in documents.iter().filter(|d| {
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+            .contains(&d["kind"].as_str().unwrap_or_default())
+    }) {
+        let (api, object) = support::api_for(&client, document).await;
+        api.patch(&object.name_any(), &PatchParams::apply("stoker-tests").force(), &Patch::Apply(document))
+            .await
+            .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()));
+    }
+    let account = format!("system:serviceaccount:{NAMESPACE}:stoker");
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    let allowed = |call: (&str, &str, &str, &str, bool)| {
+        let (group, resource, subresource, verb, namespaced) = call;
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(account.clone()),
+                groups: Some(vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{NAMESPACE}"),
+                    "system:authenticated".into(),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    subresource: (!subresource.is_empty()).then(|| subresource.into()),
+                    verb: Some(verb.into()),
+                    namespace: namespaced.then(|| NAMESPACE.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let reviews = reviews.clone();
+        async move {
+            let answer = reviews.create(&PostParams::default(), &review).await.expect("a SubjectAccessReview");
+            answer.status.is_some_and(|s| s.allowed)
+        }
+    };
+    for call in CONTROLLER_CALLS {
+        assert!(allowed(*call).await, "the chart's RBAC does not allow {call:?}");
+    }
+    for call in FORBIDDEN {
+        assert!(!allowed(*call).await, "the chart's RBAC allows {call:?}, which the controller never needs");
+    }
+}
