@@ -11,6 +11,8 @@ pub enum Error {
     MissingField { object: String, field: &'static str },
     #[error("cloud provider: {0}")]
     Cloud(#[from] crate::cloudprovider::CloudError),
+    #[error("leader election: {0}")]
+    LeaderElection(String),
     /// Deletion waits for dependents; the error policy retries.
     #[error("{object} is still in use by {users}")]
     InUse { object: String, users: String },
@@ -28,6 +30,7 @@ impl Error {
             Error::Cloud(_) => "cloud",
             Error::Finalizer(_) => "finalizer",
             Error::InUse { .. } => "in_use",
+            Error::LeaderElection(_) => "leader_election",
         }
     }
 }

@@ -182,7 +182,7 @@ const CONTROLLER_CALLS: &[(&str, &str, &str, &str, bool)] = &[
     ("events.k8s.io", "events", "", "patch", true),
     ("coordination.k8s.io", "leases", "", "get", true),
     ("coordination.k8s.io", "leases", "", "create", true),
-    ("coordination.k8s.io", "leases", "", "update", true),
+    ("coordination.k8s.io", "leases", "", "patch", true),
 ];
 
 /// Calls the controller must not be able to make.
@@ -194,7 +194,7 @@ const FORBIDDEN: &[(&str, &str, &str, &str, bool)] = &[
     ("apps", "deployments", "", "delete", true),
     ("stoker.dev", "nodepools", "", "delete", false),
     ("rbac.authorization.k8s.io", "clusterroles", "", "create", false),
-    ("coordination.k8s.io", "leases", "", "update", false),
+    ("coordination.k8s.io", "leases", "", "patch", false),
 ];
 
 #[tokio::test]

@@ -35,6 +35,8 @@ fn settings() -> Settings {
         log_format: LogFormat::Text,
         metrics_address: "127.0.0.1:0".into(),
         health_address: "127.0.0.1:0".into(),
+        leader_elect: true,
+        leader_election_namespace: "default".into(),
     }
 }
 

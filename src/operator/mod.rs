@@ -40,6 +40,13 @@ use crate::{
     error::{Error, Result},
 };
 
+/// The Lease every replica competes for.
+const LEASE_NAME: &str = "stoker-leader-election";
+/// A leader that has not renewed for this long loses the Lease; a standby takes over then.
+const LEASE_SECONDS: u64 = 10;
+/// The leader renews this long before its Lease would expire.
+const LEASE_GRACE_SECONDS: u64 = 3;
+
 /// How long a launch template may go unused before it is deleted.
 const LAUNCH_TEMPLATE_IDLE: Duration = Duration::from_secs(3600);
 
@@ -70,14 +77,21 @@ pub async fn run(settings: Settings) -> Result<()> {
     tokio::spawn(refresh_cloud(provider.clone(), metrics.clone()));
 
     // Shared stores; a provisionable pod event triggers the provisioner's batch.
-    let (trigger, triggers) = tokio::sync::mpsc::channel(1);
-    let (preempted, preemptions) = tokio::sync::mpsc::channel(1024);
+    // Pod events feed the current leader term's provisioner and preemption counter.
+    type Sink<T> = Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Sender<T>>>>;
+    let trigger_sink: Sink<()> = Arc::default();
+    let preemption_sink: Sink<preemption::Preemption> = Arc::default();
+    let (triggers_to, preemptions_to) = (trigger_sink.clone(), preemption_sink.clone());
     let pods = shared(&client, move |event: &Pod| {
-        if is_provisionable(event) {
-            let _ = trigger.try_send(());
+        if is_provisionable(event)
+            && let Some(sink) = &*triggers_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            let _ = sink.try_send(());
         }
-        if let Some(preemption) = preemption::preempted(event) {
-            let _ = preempted.try_send(preemption);
+        if let Some(preemption) = preemption::preempted(event)
+            && let Some(sink) = &*preemptions_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            let _ = sink.try_send(preemption);
         }
     });
     let stores = Stores {
@@ -102,50 +116,106 @@ pub async fn run(settings: Settings) -> Result<()> {
     info!("caches synced");
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    let provisioner = Arc::new(Provisioner {
-        client: client.clone(),
-        recorder: recorder.clone(),
-        provider: provider.clone(),
-        stores: stores.clone(),
-        batch_idle: settings.batch_idle_duration.as_std(),
-        batch_max: settings.batch_max_duration.as_std(),
-        metrics: metrics.clone(),
-    });
-    let controllers = async {
-        tokio::join!(
-            provisioner::run(provisioner, triggers),
-            nodeclaim::run(Arc::new(nodeclaim::Context {
-                client: client.clone(),
-                recorder: recorder.clone(),
-                provider: provider.clone(),
-                nodes: stores.nodes.clone(),
-                metrics: metrics.clone(),
-            })),
-            disruption::run(Arc::new(disruption::Context {
-                client: client.clone(),
-                recorder: recorder.clone(),
-                claims: stores.claims.clone(),
-                nodes: stores.nodes.clone(),
-                pods: stores.pods.clone(),
-                pools: stores.pools.clone(),
-            })),
-            garbage::run(Arc::new(garbage::Context {
-                client: client.clone(),
-                provider: provider.clone(),
-                claims: stores.claims.clone(),
-                pools: stores.pools.clone(),
-            })),
-            warmpool::run(Arc::new(warmpool::Context { client: client.clone(), recorder: recorder.clone() })),
-            preemption::run(client.clone(), preemptions, metrics.clone()),
-            nodeclass::run(Arc::new(nodeclass::Context { client, recorder, provider })),
-        )
-    };
-    tokio::select! {
-        _ = controllers => {}
-        _ = shutdown_signal() => info!("shutting down"),
+    // Every replica keeps its caches warm; only the leader runs the controllers, which all write.
+    let (mut leading, _always_leading) = leadership(&client, &settings).await?;
+    loop {
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { return Ok(()) },
+                _ = shutdown_signal() => { info!("shutting down"); return Ok(()) }
+            }
+        }
+        info!("leading: starting the controllers");
+        let provisioner = Arc::new(Provisioner {
+            client: client.clone(),
+            recorder: recorder.clone(),
+            provider: provider.clone(),
+            stores: stores.clone(),
+            batch_idle: settings.batch_idle_duration.as_std(),
+            batch_max: settings.batch_max_duration.as_std(),
+            metrics: metrics.clone(),
+        });
+        let (preempted, preemptions) = tokio::sync::mpsc::channel(1024);
+        *preemption_sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(preempted);
+        let (trigger, triggers) = tokio::sync::mpsc::channel(1);
+        *trigger_sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(trigger);
+        let client = client.clone();
+        let controllers = async {
+            tokio::join!(
+                provisioner::run(provisioner, triggers),
+                nodeclaim::run(Arc::new(nodeclaim::Context {
+                    client: client.clone(),
+                    recorder: recorder.clone(),
+                    provider: provider.clone(),
+                    nodes: stores.nodes.clone(),
+                    metrics: metrics.clone(),
+                })),
+                disruption::run(Arc::new(disruption::Context {
+                    client: client.clone(),
+                    recorder: recorder.clone(),
+                    claims: stores.claims.clone(),
+                    nodes: stores.nodes.clone(),
+                    pods: stores.pods.clone(),
+                    pools: stores.pools.clone(),
+                })),
+                garbage::run(Arc::new(garbage::Context {
+                    client: client.clone(),
+                    provider: provider.clone(),
+                    claims: stores.claims.clone(),
+                    pools: stores.pools.clone(),
+                })),
+                warmpool::run(Arc::new(warmpool::Context { client: client.clone(), recorder: recorder.clone() })),
+                preemption::run(client.clone(), preemptions, metrics.clone()),
+                nodeclass::run(Arc::new(nodeclass::Context {
+                    client: client.clone(),
+                    recorder: recorder.clone(),
+                    provider: provider.clone()
+                })),
+            )
+        };
+        // Losing the lease stops every writer at once: the controllers' futures are dropped.
+        let lost = async {
+            while *leading.borrow() {
+                if leading.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = controllers => break,
+            _ = lost => warn!("lost the leader Lease: stopped the controllers"),
+            _ = shutdown_signal() => { info!("shutting down"); break }
+        }
     }
     info!("stopped");
     Ok(())
+}
+
+/// The leader Lease's state: true while this replica holds it. Without leader election, always
+/// true (the returned sender must be kept, or the receiver sees a closed channel).
+async fn leadership(
+    client: &Client,
+    settings: &Settings,
+) -> Result<(tokio::sync::watch::Receiver<bool>, Option<tokio::sync::watch::Sender<bool>>)> {
+    if !settings.leader_elect {
+        let (sender, receiver) = tokio::sync::watch::channel(true);
+        return Ok((receiver, Some(sender)));
+    }
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let suffix: String = (0..8).map(|_| fastrand::alphanumeric()).collect();
+        format!("stoker-{suffix}")
+    });
+    info!(%identity, namespace = %settings.leader_election_namespace, lease = LEASE_NAME, "joining leader election");
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(&settings.leader_election_namespace)
+        .with_identity(identity)
+        .with_duration(LEASE_SECONDS)
+        .with_grace(LEASE_GRACE_SECONDS)
+        .build()
+        .await
+        .map_err(|error| Error::LeaderElection(error.to_string()))?;
+    let (receiver, _task) = manager.watch().await;
+    Ok((receiver, None))
 }
 
 async fn shutdown_signal() {

@@ -50,6 +50,12 @@ pub struct Settings {
     /// Address of the metrics endpoint.
     #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     pub metrics_address: String,
+    /// Run only while holding the leader Lease (every replica watches; only the leader writes).
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (the chart passes the release's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
     /// Address of the health endpoints (`/healthz`, `/readyz`).
     #[arg(long, env = "HEALTH_ADDRESS", default_value = "0.0.0.0:8081")]
     pub health_address: String,
