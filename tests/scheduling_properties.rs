@@ -1,6 +1,6 @@
 //! Invariants of the scheduling simulation over random pods, NodePools and catalogs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, Taint};
 use proptest::prelude::*;
@@ -248,17 +248,48 @@ fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
             }
         }
     }
-    let mut groups: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    for ((group, _), count) in &per_group_zone {
-        groups.entry(group).or_default().push(*count);
+    // Zones a group's pods could reach count too, with 0 pods when the plan used none: a group
+    // bunched into one zone while others were open is skewed. Exact only when every pod of the
+    // group was placed and no pool has a node limit (limits may close zones).
+    let limited = input.pools.iter().any(|p| p.remaining.is_some());
+    let unschedulable: Vec<&str> = plan.unschedulable.iter().map(|(pod, _)| pod.as_str()).collect();
+    let mut groups: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for ((group, zone), count) in &per_group_zone {
+        groups.entry(group.clone()).or_default().insert(zone.clone(), *count);
     }
-    for (group, counts) in groups {
-        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-        // Zones the group never used count as 0 only if the group could reach them; be exact only
-        // about the zones it used.
+    for (group, mut counts) in groups {
+        let members: Vec<&PodInfo> = input.pods.iter().filter(|p| p.labels["group"] == group).collect();
+        if !limited && members.iter().all(|p| !unschedulable.contains(&p.key.as_str())) {
+            for zone in reachable_zones(input, members[0]) {
+                counts.entry(zone).or_insert(0);
+            }
+        }
+        let (min, max) = (counts.values().min().unwrap(), counts.values().max().unwrap());
         prop_assert!(max - min <= 1, "group {} skewed across zones: {:?}", group, counts);
     }
     Ok(())
+}
+
+/// Zones where some pool could launch some instance type that takes the pod.
+fn reachable_zones(input: &Input, pod: &PodInfo) -> BTreeSet<String> {
+    let mut zones = BTreeSet::new();
+    for pool in input.pools.iter().filter(|p| pod.untolerated_taint(&p.taints).is_none()) {
+        for instance in pool.instance_types.iter().map(|&i| &input.instance_types[i]) {
+            if !pod.requests.fits_in(&instance.allocatable) {
+                continue;
+            }
+            for offering in instance.offerings.iter().filter(|o| o.available) {
+                let mut node = instance.labels.clone();
+                node.insert(labels::ZONE.into(), offering.zone.clone());
+                node.insert(labels::CAPACITY_TYPE.into(), offering.capacity_type.clone());
+                node.insert(labels::NODEPOOL.into(), pool.name.clone());
+                if pool.requirements.admit_labels(&node) && pod.requirements.iter().any(|alt| alt.admit_labels(&node)) {
+                    zones.insert(offering.zone.clone());
+                }
+            }
+        }
+    }
+    zones
 }
 
 proptest! {
