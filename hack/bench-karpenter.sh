@@ -20,9 +20,8 @@ cd "$dir/sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION"
 local_go="$(go env GOVERSION | sed 's/^go//')"
 sed -i -E "s/^go [0-9.]+$/go $local_go/" go.mod
 for size in ${sizes[*]}; do
-  with_heartbeat "Karpenter's scheduling benchmark at $size pods" \
-    env GOTOOLCHAIN=local GOFLAGS=-mod=mod go test -tags test_performance -run '^$' \
-    -bench "BenchmarkScheduling${size}\$" -benchtime 1x ./pkg/controllers/provisioning/scheduling/ \
-    >"$STOKER_CACHE/karpenter-bench-$size.log" 2>&1
-  grep -E '^BenchmarkScheduling' "$STOKER_CACHE/karpenter-bench-$size.log" || tail -n 5 "$STOKER_CACHE/karpenter-bench-$size.log"
+  out="$STOKER_CACHE/karpenter-bench-$size.log"
+  with_heartbeat "Karpenter's scheduling benchmark at $size pods" bash -c \
+    "GOTOOLCHAIN=local GOFLAGS=-mod=mod go test -tags test_performance -run '^\$' -bench 'BenchmarkScheduling${size}\$' -benchtime 1x ./pkg/controllers/provisioning/scheduling/ >'$out' 2>&1"
+  grep -E '^BenchmarkScheduling' "$out" || tail -n 5 "$out"
 done

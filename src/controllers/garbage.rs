@@ -135,7 +135,12 @@ async fn update_pool_status<P>(ctx: &Context<P>) {
         if current.is_some_and(|s| s.resources == resources && s.nodes == Some(nodes)) {
             continue;
         }
-        let patch = json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool", "status": {"resources": resources, "nodes": nodes}});
+        // An empty map is refused by the schema as null; no NodeClaims means no resources field.
+        let mut status = json!({"nodes": nodes});
+        if !resources.is_empty() {
+            status["resources"] = json!(resources);
+        }
+        let patch = json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool", "status": status});
         if let Err(error) =
             api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
         {

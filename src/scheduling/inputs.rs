@@ -39,9 +39,9 @@ pub fn nodepool_template(
     let daemon_overhead = daemon_overhead(&requirements, &taints, daemonsets)?;
     let remaining = match &pool.spec.limits {
         Some(limits) => {
-            let mut remaining = Resources::from_quantities(limits)?;
-            remaining.subtract(in_use);
-            Some(remaining)
+            // Only the limited resources: what is in use of others is no business of the limits.
+            let limited = Resources::from_quantities(limits)?;
+            Some(limited.iter().map(|(name, limit)| (name.to_owned(), limit - in_use.get(name))).collect())
         }
         None => None,
     };
@@ -157,6 +157,7 @@ spec:
     fn a_nodepool_folds_labels_weight_limits_and_taints_in() {
         let mut in_use = Resources::new();
         in_use.set(CPU, 40_000);
+        in_use.set(MEMORY, 160 << 30);
         let template = nodepool_template(&pool(GPU_POOL), vec![0, 1], &[], &in_use).expect("valid");
         assert_eq!(template.name, "gpu");
         assert_eq!(template.weight, 20);
@@ -167,6 +168,7 @@ spec:
         let remaining = template.remaining.expect("limits");
         assert_eq!(remaining.get(CPU), 60_000);
         assert_eq!(remaining.get(crate::scheduling::solver::NODES), 10);
+        assert_eq!(remaining.iter().count(), 2, "memory is not limited, so it is not in remaining: {remaining:?}");
     }
 
     #[test]

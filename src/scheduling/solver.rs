@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Taint;
 
 use super::{
     bitset::BitSet,
-    catalog::{InstanceType, is_well_known, offering_allowed},
+    catalog::{InstanceType, Offering, is_well_known, offering_allowed},
     pod::{PodInfo, Preference, TopologyKind, TopologyTerm},
     requirements::{Requirement, Requirements},
     resources::{CPU, MEMORY, Resources},
@@ -881,6 +881,38 @@ impl<'a> Solver<'a> {
         self.record(attempt, &accepted.domains, Some(&hostname));
     }
 
+    /// Why no instance type of a pool fits a requirement set, naming the first requirement no
+    /// type of the pool satisfies (people read this in the pod's Event).
+    fn unmatched_requirement(&self, pool: usize, requirements: ReqId) -> String {
+        let input = self.input;
+        let requirements = &self.interner.sets[requirements];
+        let types: Vec<&InstanceType> = self.pool_types[pool].iter().map(|i| &input.instance_types[i]).collect();
+        let describes_type = |key: &str| {
+            [labels::INSTANCE_TYPE, labels::ARCH, labels::OS].contains(&key)
+                || key.starts_with("karpenter.k8s.aws/instance-")
+        };
+        let unmatched = requirements.iter().filter(|(key, _)| describes_type(key)).find(|(key, requirement)| {
+            types.iter().all(|t| !requirement.admits(t.labels.get(key.as_str()).map(String::as_str)))
+        });
+        if let Some((key, requirement)) = unmatched {
+            return format!("no instance type of the pool has {key} {requirement}");
+        }
+        let allowed = |o: &&Offering| offering_allowed(o, requirements);
+        if types.iter().any(|t| t.offerings.iter().any(|o| allowed(&o))) {
+            if types.iter().all(|t| t.offerings.iter().filter(allowed).all(|o| !o.available)) {
+                return "every offering the pool allows failed to launch in the last minutes (capacity errors)"
+                    .to_owned();
+            }
+        } else {
+            let wanted: Vec<String> = [labels::ZONE, labels::CAPACITY_TYPE]
+                .iter()
+                .filter_map(|key| requirements.get(key).map(|r| format!("{key} {r}")))
+                .collect();
+            return format!("no offering of the pool's instance types has {}", wanted.join(" and "));
+        }
+        "no instance type of the pool matches all the requirements together".to_owned()
+    }
+
     fn check_new_claim(&mut self, attempt: &Attempt, pool: usize) -> Result<Accepted, Refusal> {
         let input = self.input;
         let info = &input.pods[attempt.pod];
@@ -899,7 +931,7 @@ impl<'a> Solver<'a> {
         let mut candidates = self.pool_types[pool].clone();
         candidates.intersect_with(self.types_for(narrowed));
         if candidates.is_empty() {
-            return Err(Refusal::permanent("no instance type of the pool matches the requirements"));
+            return Err(Refusal::permanent(self.unmatched_requirement(pool, narrowed)));
         }
         let remaining = self.pool_remaining[pool].clone();
         let candidates =

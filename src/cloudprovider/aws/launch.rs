@@ -419,6 +419,7 @@ async fn create_fleet(
     for resource in [ResourceType::Instance, ResourceType::Volume, ResourceType::NetworkInterface] {
         request = request.tag_specifications(tag_specification(resource, tags));
     }
+    tracing::info!(nodeclaim = %claim.name_any(), capacity_type = %plan.capacity_type, overrides = plan.overrides.len(), "calling CreateFleet");
     let output = request.send().await.map_err(aws_error("CreateFleet"))?;
 
     if let Some(launched) = output.instances().iter().find(|i| !i.instance_ids().is_empty()) {

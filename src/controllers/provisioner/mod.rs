@@ -116,6 +116,7 @@ impl<P: CloudProvider> Provisioner<P> {
         if !pods.iter().any(|pod| snapshot::is_provisionable(pod)) {
             return Ok(());
         }
+        info!("batch closed");
         let pools = self.stores.pools.state();
         let mut instance_types: BTreeMap<String, Vec<InstanceType>> = BTreeMap::new();
         for pool in &pools {

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Measures a burst on the local control plane: a Deployment of N pods (default 1,000, 100m each)
+# against the example NodePools, with `stoker controller` (optimized build) and the node
+# simulator running. Prints, from the controller's JSON log: time from each batch close to its
+# first CreateFleet call (p50/p99), time from the Deployment's creation to the first NodeClaim,
+# the number of CreateFleet calls and NodeClaims, time until every pod runs, and the controller's
+# peak RSS. Figures go in docs/performance.md.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+pods="${1:-1000}"
+export STOKER_STATE="$REPO_ROOT/.local/bench"
+export STOKER_ETCD_PORT=23792 STOKER_ETCD_PEER_PORT=23802 STOKER_APISERVER_PORT=26445 \
+  STOKER_MOTO_PORT=25002 STOKER_KWOK_PORT=20249
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STOKER_CACHE/target}"
+trap '"$HACK_DIR/local-down.sh"' EXIT
+"$HACK_DIR/local-up.sh"
+# shellcheck disable=SC1091
+source "$STOKER_STATE/env"
+log "building stoker (bench profile: optimized, shares the benchmark's build)"
+(cd "$REPO_ROOT" && cargo build --locked --profile bench --bin stoker)
+stoker="$CARGO_TARGET_DIR/release/stoker"
+
+"$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
+kubectl wait --for condition=Established --timeout 60s crd/nodeclaims.stoker.dev >/dev/null
+kubectl apply -f "$REPO_ROOT/examples/ec2nodeclass.yaml" -f "$REPO_ROOT/examples/nodepool-spot.yaml" \
+  -f "$REPO_ROOT/examples/nodepool-on-demand.yaml" >/dev/null
+start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 "$stoker" controller
+start node-simulator "$stoker" node-simulator --delay 1s
+wait_for "the EC2NodeClass" 120 bash -c "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+sleep 5
+
+log "creating a Deployment of $pods pods"
+created=$(date +%s.%N)
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: burst, namespace: default}
+spec:
+  replicas: $pods
+  selector: {matchLabels: {app: burst}}
+  template:
+    metadata: {labels: {app: burst}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers: [{name: c, image: registry.k8s.io/pause:3.10, resources: {requests: {cpu: 100m, memory: 128Mi}}}]
+EOF
+deadline=$((SECONDS + 600))
+until [[ $(kubectl get pods -l app=burst --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l) -ge $pods ]]; do
+  ((SECONDS < deadline)) || die "the burst did not run within 600s (log: $LOGS/stoker.log)"
+  sleep 2
+done
+all_running=$(date +%s.%N)
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$PIDS/stoker.pid")/status")
+
+python3 - "$LOGS/stoker.log" "$created" "$all_running" "$rss_kib" "$pods" <<'PY'
+import json, sys
+from datetime import datetime
+log, created, all_running, rss_kib, pods = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def at(line):
+    return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+events = []
+for raw in open(log):
+    try:
+        events.append(json.loads(raw))
+    except ValueError:
+        pass
+closes = [at(e) for e in events if e.get("message") == "batch closed" and at(e) >= created]
+fleets = [at(e) for e in events if e.get("message") == "calling CreateFleet" and at(e) >= created]
+claims = [at(e) for e in events if e.get("message") == "created NodeClaim" and at(e) >= created]
+latencies = sorted(min((f - c for f in fleets if f >= c), default=float("nan")) * 1000 for c in closes)
+latencies = [l for l in latencies if l == l]
+def pct(values, p):
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
+print(f"pods                                   {pods}")
+print(f"batches that launched                  {len(latencies)}")
+print(f"batch close -> first CreateFleet, ms   p50 {pct(latencies, 50):.1f}  p99 {pct(latencies, 99):.1f}")
+print(f"Deployment created -> first NodeClaim  {(min(claims) - created):.2f} s" if claims else "no NodeClaim created")
+print(f"NodeClaims created                     {len(claims)}")
+print(f"CreateFleet calls                      {len(fleets)}")
+print(f"Deployment created -> all pods Running {all_running - created:.1f} s")
+print(f"controller peak RSS                    {rss_kib / 1024:.0f} MiB")
+PY

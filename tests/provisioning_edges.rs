@@ -1,0 +1,306 @@
+//! The controller's edges, end to end on the local control plane and the AWS emulator (EC2 calls
+//! through the fault-injecting proxy): weighted pools fall back from spot to on-demand on capacity
+//! errors; limits stop launches with an Event; pods nobody can host get an Event and launch
+//! nothing; a PodDisruptionBudget blocks a drain until relaxed; a controller killed in the middle
+//! of a burst and restarted leaves every pod Running with no duplicated or leaked instance.
+
+mod support;
+
+use std::{collections::BTreeSet, process::Stdio, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Node, Pod},
+    events::v1::Event,
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::json;
+use stoker::{
+    apis::NodeClaim,
+    cloudprovider::{
+        CloudProvider,
+        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
+    },
+};
+use support::fault_proxy::{CapacityRule, FaultProxy};
+use tokio::process::{Child, Command};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} from hack/test.sh"))
+}
+
+/// A controller process whose EC2 calls go through `ec2_endpoint`.
+fn controller(name: &str, ec2_endpoint: &str) -> Child {
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("{name}.log"))).expect("a log file");
+    Command::new(env!("CARGO_BIN_EXE_stoker"))
+        .arg("controller")
+        .env("POD_NAME", name)
+        .env("LEADER_ELECT", "false")
+        .env("LOG_FORMAT", "text")
+        .env("METRICS_ADDRESS", "127.0.0.1:0")
+        .env("HEALTH_ADDRESS", "127.0.0.1:0")
+        .env("AWS_ENDPOINT_URL_EC2", ec2_endpoint)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start stoker controller")
+}
+
+fn log_of(name: &str) -> String {
+    std::fs::read_to_string(std::env::temp_dir().join(format!("{name}.log"))).unwrap_or_default()
+}
+
+async fn apply(client: &Client, manifest: serde_json::Value) {
+    let (api, object) = support::api_for(client, &manifest).await;
+    api.patch(&object.name_any(), &PatchParams::apply("stoker-tests").force(), &Patch::Apply(&manifest))
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()));
+}
+
+fn pool(name: &str, weight: i32, capacity_type: &str, types: &[&str], extra: serde_json::Value) -> serde_json::Value {
+    let mut pool = json!({
+        "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "weight": weight,
+            "template": {
+                "metadata": {"labels": {"edge": "yes"}},
+                "spec": {
+                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "edge"},
+                    "requirements": [
+                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": [capacity_type]},
+                        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": types}
+                    ]
+                }
+            },
+            "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"}
+        }
+    });
+    if let (Some(spec), Some(extra)) = (pool["spec"].as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    pool
+}
+
+fn deployment(name: &str, replicas: i32, cpu: &str, selector: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "nodeSelector": selector,
+                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                                    "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}}]
+                }
+            }
+        }
+    })
+}
+
+async fn pods_of(client: &Client, app: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.list(&ListParams::default().labels(&format!("app={app}"))).await.expect("pods").items
+}
+
+async fn running(client: &Client, app: &str) -> usize {
+    pods_of(client, app)
+        .await
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count()
+}
+
+async fn edge_claims(client: &Client) -> Vec<NodeClaim> {
+    let api: Api<NodeClaim> = Api::all(client.clone());
+    api.list(&ListParams::default().labels("edge=yes")).await.expect("claims").items
+}
+
+/// Events whose note contains `text`, about objects named with `prefix`.
+async fn events_about(client: &Client, prefix: &str, reason: &str) -> Vec<String> {
+    let events: Api<Event> = Api::all(client.clone());
+    events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()).is_some_and(|n| n.starts_with(prefix)))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+async fn delete_deployment(client: &Client, name: &str) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let _ = deployments.delete(name, &DeleteParams::default()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn the_controllers_edges_end_to_end() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let proxy = FaultProxy::start(&env("AWS_ENDPOINT_URL_EC2")).await;
+    tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
+    let mut stoker = controller("stoker-edges", &proxy.endpoint);
+
+    let mut class = support::example("ec2nodeclass.yaml");
+    class["metadata"]["name"] = json!("edge");
+    apply(&client, class).await;
+    apply(&client, pool("edge-spot", 50, "spot", &["c6a.2xlarge", "m6a.2xlarge"], json!({}))).await;
+    let on_demand_types = ["c6a.2xlarge", "m6a.2xlarge", "c6a.4xlarge"];
+    apply(&client, pool("edge-od", 10, "on-demand", &on_demand_types, json!({"limits": {"cpu": "16"}}))).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+
+    // 1. The heavier spot pool is used; 4 x 1.8 CPU fill one 8-vCPU node.
+    apply(&client, deployment("edge-a", 4, "1800m", json!({"edge": "yes"}))).await;
+    let ran = support::wait_until(Duration::from_secs(90), || async {
+        (running(&client, "edge-a").await == 4).then_some(())
+    })
+    .await;
+    assert!(ran.is_some(), "edge-a runs; log:\n{}", log_of("stoker-edges"));
+    let pools: BTreeSet<String> =
+        edge_claims(&client).await.iter().filter_map(|c| c.labels().get("stoker.dev/nodepool").cloned()).collect();
+    assert_eq!(pools, BTreeSet::from(["edge-spot".to_owned()]));
+
+    // 2. Killed in the middle of a burst and restarted: everything runs, nothing doubled or leaked.
+    apply(&client, deployment("edge-e", 24, "1", json!({"edge": "yes"}))).await;
+    let in_flight = support::wait_until(Duration::from_secs(60), || async {
+        let claims = edge_claims(&client).await;
+        (claims.len() > 1).then_some(())
+    })
+    .await;
+    assert!(in_flight.is_some(), "the burst's NodeClaims are created");
+    stoker.kill().await.expect("SIGKILL");
+    stoker = controller("stoker-edges-2", &proxy.endpoint);
+    let ran = support::wait_until(Duration::from_secs(180), || async {
+        (running(&client, "edge-e").await == 24).then_some(())
+    })
+    .await;
+    assert!(ran.is_some(), "every pod runs after the restart; log:\n{}", log_of("stoker-edges-2"));
+    let info = ClusterInfo {
+        name: env("CLUSTER_NAME"),
+        endpoint: String::new(),
+        ca_bundle: String::new(),
+        service_cidr: String::new(),
+        kubernetes_minor: String::new(),
+    };
+    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(info));
+    let instances = provider.list().await.expect("instances");
+    for claim in &edge_claims(&client).await {
+        let launched = instances.iter().filter(|i| i.nodeclaim() == Some(claim.name_any().as_str())).count();
+        assert_eq!(launched, 1, "{} has {launched} instances", claim.name_any());
+    }
+    let edge_instances =
+        instances.iter().filter(|i| i.tags.get("stoker.dev/nodepool").is_some_and(|p| p.starts_with("edge-"))).count();
+    assert_eq!(edge_instances, edge_claims(&client).await.len(), "no instance leaked");
+    delete_deployment(&client, "edge-e").await;
+    let back = support::wait_until(Duration::from_secs(120), || async {
+        (edge_claims(&client).await.len() == 1).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "the burst's empty nodes are removed");
+
+    // 3. No spot capacity anywhere: the launch fails, and the on-demand pool takes over.
+    proxy.refuse_capacity(CapacityRule {
+        instance_type: None,
+        capacity_type: Some("spot".into()),
+        code: "InsufficientInstanceCapacity".into(),
+    });
+    apply(&client, deployment("edge-b", 4, "1", json!({"edge": "yes"}))).await;
+    let ran = support::wait_until(Duration::from_secs(120), || async {
+        (running(&client, "edge-b").await == 4).then_some(())
+    })
+    .await;
+    assert!(ran.is_some(), "edge-b runs on on-demand; log:\n{}", log_of("stoker-edges-2"));
+    for pod in pods_of(&client, "edge-b").await {
+        let node = nodes.get(pod.spec.and_then(|s| s.node_name).as_deref().expect("bound")).await.expect("node");
+        assert_eq!(node.labels()["karpenter.sh/capacity-type"], "on-demand");
+        assert_eq!(node.labels()["stoker.dev/nodepool"], "edge-od");
+    }
+    assert!(
+        !events_about(&client, "edge-spot-", "LaunchFailed").await.is_empty(),
+        "the failed spot launch is reported"
+    );
+
+    // 4. The on-demand pool holds 8 of its 16 CPU: a 12-CPU pod needs a 16-vCPU node, which the
+    // limit forbids, and the pod hears why.
+    apply(&client, deployment("edge-c", 1, "12", json!({"edge": "yes"}))).await;
+    let told = support::wait_until(Duration::from_secs(60), || async {
+        events_about(&client, "edge-c-", "ProvisioningFailed").await.into_iter().find(|n| n.contains("limits"))
+    })
+    .await;
+    assert!(told.is_some(), "a ProvisioningFailed event names the limits");
+    assert_eq!(running(&client, "edge-c").await, 0);
+    delete_deployment(&client, "edge-c").await;
+
+    // 5. Pods nobody can host: an event names the reason, nothing is launched.
+    let before = edge_claims(&client).await.len();
+    apply(&client, deployment("edge-d", 1, "100m", json!({"edge": "yes", "kubernetes.io/arch": "s390x"}))).await;
+    let told = support::wait_until(Duration::from_secs(60), || async {
+        events_about(&client, "edge-d-", "ProvisioningFailed")
+            .await
+            .into_iter()
+            .find(|n| n.contains("kubernetes.io/arch"))
+    })
+    .await;
+    assert!(told.is_some(), "the event names the unsatisfiable requirement");
+    assert_eq!(edge_claims(&client).await.len(), before, "nothing launched for it");
+    delete_deployment(&client, "edge-d").await;
+
+    // 6. A PodDisruptionBudget with maxUnavailable 0 blocks the drain until it is relaxed.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    apply(
+        &client,
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "edge-a", "namespace": "default"},
+               "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "edge-a"}}}}),
+    )
+    .await;
+    let node_of_a = pods_of(&client, "edge-a").await[0].spec.clone().and_then(|s| s.node_name).expect("bound");
+    let claim_of_a = nodes.get(&node_of_a).await.expect("node").labels()["stoker.dev/nodeclaim"].clone();
+    claims.delete(&claim_of_a, &DeleteParams::default()).await.expect("delete the claim");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(claims.get_opt(&claim_of_a).await.expect("get").is_some(), "the drain waits for the budget");
+    assert_eq!(running(&client, "edge-a").await, 4, "no pod lost while blocked");
+    pdbs.delete("edge-a", &DeleteParams::default()).await.expect("relax the budget");
+    let drained = support::wait_until(Duration::from_secs(120), || async {
+        (claims.get_opt(&claim_of_a).await.ok()?.is_none() && running(&client, "edge-a").await == 4).then_some(())
+    })
+    .await;
+    assert!(drained.is_some(), "drained, terminated, and the pods run elsewhere; log:\n{}", log_of("stoker-edges-2"));
+
+    // 7. Without the Deployments and their NodeClaims, no instance is left.
+    for name in ["edge-a", "edge-b"] {
+        delete_deployment(&client, name).await;
+    }
+    proxy.clear_capacity_rules();
+    let names: Vec<String> = edge_claims(&client).await.iter().map(|c| c.name_any()).collect();
+    for name in &names {
+        let _ = claims.delete(name, &DeleteParams::default()).await;
+    }
+    let gone =
+        support::wait_until(Duration::from_secs(120), || async { edge_claims(&client).await.is_empty().then_some(()) })
+            .await;
+    assert!(gone.is_some(), "every NodeClaim terminated");
+    let left: Vec<String> = provider
+        .list()
+        .await
+        .expect("instances")
+        .into_iter()
+        .filter(|i| i.tags.get("stoker.dev/nodepool").is_some_and(|p| p.starts_with("edge-")))
+        .map(|i| i.id)
+        .collect();
+    assert!(left.is_empty(), "instances left in the emulator: {left:?}");
+    drop(stoker);
+}
