@@ -8,17 +8,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 pods="${1:-1000}"
-export STOKER_STATE="$REPO_ROOT/.local/bench"
-export STOKER_ETCD_PORT=23792 STOKER_ETCD_PEER_PORT=23802 STOKER_APISERVER_PORT=26445 \
-  STOKER_MOTO_PORT=25002 STOKER_KWOK_PORT=20249
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STOKER_CACHE/target}"
-trap '"$HACK_DIR/local-down.sh"' EXIT
-"$HACK_DIR/local-up.sh"
-# shellcheck disable=SC1091
-source "$STOKER_STATE/env"
-log "building stoker (bench profile: optimized, shares the benchmark's build)"
-(cd "$REPO_ROOT" && cargo build --locked --profile bench --bin stoker)
-stoker="$CARGO_TARGET_DIR/release/stoker"
+bench_environment
 
 "$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
 kubectl wait --for condition=Established --timeout 60s crd/nodeclaims.stoker.dev >/dev/null
@@ -67,12 +57,14 @@ for raw in open(log):
 closes = [at(e) for e in events if e.get("message") == "batch closed" and at(e) >= created]
 fleets = [at(e) for e in events if e.get("message") == "calling CreateFleet" and at(e) >= created]
 claims = [at(e) for e in events if e.get("message") == "created NodeClaim" and at(e) >= created]
-latencies = sorted(min((f - c for f in fleets if f >= c), default=float("nan")) * 1000 for c in closes)
-latencies = [l for l in latencies if l == l]
+# A batch that created NodeClaims: a "created NodeClaim" before the next batch closed.
+bounds = closes[1:] + [float("inf")]
+launching = [c for c, nxt in zip(closes, bounds) if any(c <= t < nxt for t in claims)]
+latencies = sorted(min(f - c for f in fleets if f >= c) * 1000 for c in launching if any(f >= c for f in fleets))
 def pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
 print(f"pods                                   {pods}")
-print(f"batches that launched                  {len(latencies)}")
+print(f"batches                                {len(closes)} ({len(launching)} created NodeClaims)")
 print(f"batch close -> first CreateFleet, ms   p50 {pct(latencies, 50):.1f}  p99 {pct(latencies, 99):.1f}")
 print(f"Deployment created -> first NodeClaim  {(min(claims) - created):.2f} s" if claims else "no NodeClaim created")
 print(f"NodeClaims created                     {len(claims)}")

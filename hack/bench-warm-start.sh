@@ -7,17 +7,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 count="${1:-20}"
-export STOKER_STATE="$REPO_ROOT/.local/bench"
-export STOKER_ETCD_PORT=23792 STOKER_ETCD_PEER_PORT=23802 STOKER_APISERVER_PORT=26445 \
-  STOKER_MOTO_PORT=25002 STOKER_KWOK_PORT=20249
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STOKER_CACHE/target}"
-trap '"$HACK_DIR/local-down.sh"' EXIT
-"$HACK_DIR/local-up.sh"
-# shellcheck disable=SC1091
-source "$STOKER_STATE/env"
-log "building stoker (bench profile)"
-(cd "$REPO_ROOT" && cargo build --locked --profile bench --bin stoker)
-stoker="$CARGO_TARGET_DIR/release/stoker"
+bench_environment
 
 "$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
 kubectl wait --for condition=Established --timeout 60s crd/warmpools.stoker.dev >/dev/null

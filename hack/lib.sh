@@ -94,3 +94,22 @@ with_heartbeat() {
   log "  done in $((SECONDS - started))s: $message"
   rm -f "$logfile"
 }
+
+# bench_environment: start a local environment of its own (state .local/bench, its own ports)
+# that stops on exit, build stoker (STOKER_PROFILE=bench for an optimized build; default the
+# debug build the tests share) and set $stoker to the binary. For the hack/bench-*.sh scripts.
+bench_environment() {
+  export STOKER_STATE="$REPO_ROOT/.local/bench"
+  export STOKER_ETCD_PORT=23792 STOKER_ETCD_PEER_PORT=23802 STOKER_APISERVER_PORT=26445 \
+    STOKER_MOTO_PORT=25002 STOKER_KWOK_PORT=20249
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STOKER_CACHE/target}"
+  PIDS="$STOKER_STATE/pids" LOGS="$STOKER_STATE/logs"
+  trap '"$HACK_DIR/local-down.sh"' EXIT
+  "$HACK_DIR/local-up.sh"
+  # shellcheck disable=SC1091
+  source "$STOKER_STATE/env"
+  local profile="${STOKER_PROFILE:-dev}"
+  log "building stoker ($profile profile)"
+  (cd "$REPO_ROOT" && cargo build --locked --profile "$profile" --bin stoker)
+  stoker="$CARGO_TARGET_DIR/$([[ $profile == dev ]] && echo debug || echo release)/stoker"
+}

@@ -7,10 +7,7 @@ mod support;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Node, Pod},
-};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
@@ -20,65 +17,10 @@ use stoker::{
     apis::{NodeClaim, labels},
     cloudprovider::{
         CloudProvider,
-        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
+        aws::{AwsCloudProvider, AwsOptions, aws_config},
     },
-    operator::{Settings, settings::LogFormat},
 };
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} from hack/test.sh"))
-}
-
-fn settings() -> Settings {
-    Settings {
-        cluster_name: env("CLUSTER_NAME"),
-        cluster_endpoint: Some(env("CLUSTER_ENDPOINT")),
-        cluster_ca_bundle: Some(env("CLUSTER_CA_BUNDLE")),
-        cluster_service_cidr: Some(env("CLUSTER_SERVICE_CIDR")),
-        region: None,
-        batch_idle_duration: "1s".parse().expect("duration"),
-        batch_max_duration: "10s".parse().expect("duration"),
-        log_level: "info".into(),
-        log_format: LogFormat::Text,
-        metrics_address: "127.0.0.1:0".into(),
-        health_address: "127.0.0.1:0".into(),
-        leader_elect: true,
-        leader_election_namespace: "default".into(),
-    }
-}
-
-async fn apply(client: &Client, manifest: serde_json::Value) {
-    let (api, object) = support::api_for(client, &manifest).await;
-    api.patch(&object.name_any(), &PatchParams::apply("stoker-tests").force(), &Patch::Apply(&manifest))
-        .await
-        .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()));
-}
-
-fn deployment(name: &str, replicas: i32, cpu: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 0,
-                    "nodeSelector": {"stoker.dev/nodepool": "e2e"},
-                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
-                                    "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}}]
-                }
-            }
-        }
-    })
-}
-
-async fn running(client: &Client, app: &str) -> usize {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.expect("list pods");
-    list.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count()
-}
+use support::{apply, env, running};
 
 async fn e2e_claims(client: &Client) -> Vec<NodeClaim> {
     let api: Api<NodeClaim> = Api::all(client.clone());
@@ -91,7 +33,7 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     let _ = tracing_subscriber::fmt().with_env_filter("stoker=info").with_test_writer().try_init();
     let client = support::client().await;
     support::install_crds(&client).await;
-    tokio::spawn(stoker::operator::run(settings()));
+    tokio::spawn(stoker::operator::run(support::settings()));
     tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
 
     let mut class = support::example("ec2nodeclass.yaml");
@@ -142,16 +84,16 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
         }
     });
 
-    // A burst of 30 pods of 500m: one batch, a few nodes, never a second launch for the same pods.
-    apply(&client, deployment("burst", 30, "500m")).await;
+    // A burst of 50 pods of 500m: one batch, a few nodes, never a second launch for the same pods.
+    apply(&client, support::deployment("burst", 50, "500m", json!({"stoker.dev/nodepool": "e2e"}))).await;
     let all_running = support::wait_until(Duration::from_secs(180), || async {
-        (running(&client, "burst").await == 30).then_some(())
+        (running(&client, "burst").await == 50).then_some(())
     })
     .await;
     let claims = e2e_claims(&client).await;
     assert!(
         all_running.is_some(),
-        "30 pods running; claims: {:#?}",
+        "50 pods running; claims: {:#?}",
         claims.iter().map(|c| &c.status).collect::<Vec<_>>()
     );
     let launched = claims.len();
@@ -171,6 +113,21 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
         let node = nodes.get(status.node_name.as_deref().expect("node name")).await.expect("the node");
         assert_eq!(node.labels()[labels::NODECLAIM], claim.name_any());
         assert_eq!(node.labels()[labels::NODEPOOL], "e2e");
+        // The well-known labels workloads select on.
+        for key in [
+            labels::INSTANCE_TYPE,
+            labels::ZONE,
+            labels::CAPACITY_TYPE,
+            labels::ARCH,
+            labels::OS,
+            labels::INSTANCE_FAMILY,
+            labels::INSTANCE_CATEGORY,
+            labels::INSTANCE_CPU,
+            labels::INSTANCE_MEMORY,
+        ] {
+            assert!(node.labels().contains_key(key), "{} lacks {key}: {:?}", node.name_any(), node.labels());
+        }
+        assert_eq!(Some(&node.labels()[labels::INSTANCE_TYPE]), status.instance_type.as_ref());
         let taints: Vec<String> =
             node.spec.iter().flat_map(|s| s.taints.iter().flatten()).map(|t| t.key.clone()).collect();
         assert!(!taints.contains(&labels::UNREGISTERED_TAINT.to_owned()), "{taints:?}");
@@ -181,14 +138,7 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     assert_eq!(e2e_claims(&client).await.len(), launched, "no second launch");
 
     // The instances carry the cluster's tags.
-    let info = ClusterInfo {
-        name: env("CLUSTER_NAME"),
-        endpoint: String::new(),
-        ca_bundle: String::new(),
-        service_cidr: String::new(),
-        kubernetes_minor: String::new(),
-    };
-    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(info));
+    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(support::cluster_info()));
     let instance_ids: BTreeSet<String> = provider
         .list()
         .await
@@ -209,7 +159,7 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     let replaced = support::wait_until(Duration::from_secs(120), || async {
         let gone = !e2e_claims(&client).await.iter().any(|c| c.name_any() == victim.name_any());
         let node_gone = nodes.get_opt(&victim_node).await.ok()?.is_none();
-        (gone && node_gone && running(&client, "burst").await == 30).then_some(())
+        (gone && node_gone && running(&client, "burst").await == 50).then_some(())
     })
     .await;
     assert!(replaced.is_some(), "the node's claim was terminated and its pods run elsewhere");

@@ -6,61 +6,26 @@
 
 mod support;
 
-use std::{collections::BTreeSet, process::Stdio, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Node, Pod},
-    events::v1::Event,
-    policy::v1::PodDisruptionBudget,
-};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node, events::v1::Event, policy::v1::PodDisruptionBudget};
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams},
 };
 use serde_json::json;
 use stoker::{
     apis::NodeClaim,
     cloudprovider::{
         CloudProvider,
-        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
+        aws::{AwsCloudProvider, AwsOptions, aws_config},
     },
 };
-use support::fault_proxy::{CapacityRule, FaultProxy};
-use tokio::process::{Child, Command};
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} from hack/test.sh"))
-}
-
-/// A controller process whose EC2 calls go through `ec2_endpoint`.
-fn controller(name: &str, ec2_endpoint: &str) -> Child {
-    let log = std::fs::File::create(std::env::temp_dir().join(format!("{name}.log"))).expect("a log file");
-    Command::new(env!("CARGO_BIN_EXE_stoker"))
-        .arg("controller")
-        .env("POD_NAME", name)
-        .env("LEADER_ELECT", "false")
-        .env("LOG_FORMAT", "text")
-        .env("METRICS_ADDRESS", "127.0.0.1:0")
-        .env("HEALTH_ADDRESS", "127.0.0.1:0")
-        .env("AWS_ENDPOINT_URL_EC2", ec2_endpoint)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start stoker controller")
-}
-
-fn log_of(name: &str) -> String {
-    std::fs::read_to_string(std::env::temp_dir().join(format!("{name}.log"))).unwrap_or_default()
-}
-
-async fn apply(client: &Client, manifest: serde_json::Value) {
-    let (api, object) = support::api_for(client, &manifest).await;
-    api.patch(&object.name_any(), &PatchParams::apply("stoker-tests").force(), &Patch::Apply(&manifest))
-        .await
-        .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()));
-}
+use support::{
+    apply, controller, deployment, env,
+    fault_proxy::{CapacityRule, FaultProxy},
+    log_of, pods_of, running,
+};
 
 fn pool(name: &str, weight: i32, capacity_type: &str, types: &[&str], extra: serde_json::Value) -> serde_json::Value {
     let mut pool = json!({
@@ -85,39 +50,6 @@ fn pool(name: &str, weight: i32, capacity_type: &str, types: &[&str], extra: ser
         spec.extend(extra.clone());
     }
     pool
-}
-
-fn deployment(name: &str, replicas: i32, cpu: &str, selector: serde_json::Value) -> serde_json::Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 0,
-                    "nodeSelector": selector,
-                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
-                                    "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}}]
-                }
-            }
-        }
-    })
-}
-
-async fn pods_of(client: &Client, app: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.list(&ListParams::default().labels(&format!("app={app}"))).await.expect("pods").items
-}
-
-async fn running(client: &Client, app: &str) -> usize {
-    pods_of(client, app)
-        .await
-        .iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .count()
 }
 
 async fn edge_claims(client: &Client) -> Vec<NodeClaim> {
@@ -152,7 +84,8 @@ async fn the_controllers_edges_end_to_end() {
     support::install_crds(&client).await;
     let proxy = FaultProxy::start(&env("AWS_ENDPOINT_URL_EC2")).await;
     tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
-    let mut stoker = controller("stoker-edges", &proxy.endpoint);
+    let mut stoker =
+        controller("stoker-edges", &[("LEADER_ELECT", "false"), ("AWS_ENDPOINT_URL_EC2", &proxy.endpoint)]);
 
     let mut class = support::example("ec2nodeclass.yaml");
     class["metadata"]["name"] = json!("edge");
@@ -183,20 +116,13 @@ async fn the_controllers_edges_end_to_end() {
     .await;
     assert!(in_flight.is_some(), "the burst's NodeClaims are created");
     stoker.kill().await.expect("SIGKILL");
-    stoker = controller("stoker-edges-2", &proxy.endpoint);
+    stoker = controller("stoker-edges-2", &[("LEADER_ELECT", "false"), ("AWS_ENDPOINT_URL_EC2", &proxy.endpoint)]);
     let ran = support::wait_until(Duration::from_secs(180), || async {
         (running(&client, "edge-e").await == 24).then_some(())
     })
     .await;
     assert!(ran.is_some(), "every pod runs after the restart; log:\n{}", log_of("stoker-edges-2"));
-    let info = ClusterInfo {
-        name: env("CLUSTER_NAME"),
-        endpoint: String::new(),
-        ca_bundle: String::new(),
-        service_cidr: String::new(),
-        kubernetes_minor: String::new(),
-    };
-    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(info));
+    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(support::cluster_info()));
     let instances = provider.list().await.expect("instances");
     for claim in &edge_claims(&client).await {
         let launched = instances.iter().filter(|i| i.nodeclaim() == Some(claim.name_any().as_str())).count();

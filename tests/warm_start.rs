@@ -10,42 +10,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
 use serde_json::json;
-use stoker::{
-    apis::{NodeClaim, WarmPool},
-    operator::{Settings, settings::LogFormat},
-};
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} from hack/test.sh"))
-}
-
-fn settings() -> Settings {
-    Settings {
-        cluster_name: env("CLUSTER_NAME"),
-        cluster_endpoint: Some(env("CLUSTER_ENDPOINT")),
-        cluster_ca_bundle: Some(env("CLUSTER_CA_BUNDLE")),
-        cluster_service_cidr: Some(env("CLUSTER_SERVICE_CIDR")),
-        region: None,
-        batch_idle_duration: "1s".parse().expect("duration"),
-        batch_max_duration: "10s".parse().expect("duration"),
-        log_level: "info".into(),
-        log_format: LogFormat::Text,
-        metrics_address: "127.0.0.1:0".into(),
-        health_address: "127.0.0.1:0".into(),
-        leader_elect: true,
-        leader_election_namespace: "default".into(),
-    }
-}
-
-async fn apply(client: &Client, manifest: serde_json::Value) {
-    let (api, object) = support::api_for(client, &manifest).await;
-    api.patch(&object.name_any(), &PatchParams::apply("stoker-tests").force(), &Patch::Apply(&manifest))
-        .await
-        .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()));
-}
+use stoker::apis::{NodeClaim, WarmPool};
+use support::{apply, env};
 
 /// A NodePool of c6a.xlarge only (3,920m allocatable CPU), so two 1,800m pause pods fill a node.
 fn pool(name: &str) -> serde_json::Value {
@@ -108,7 +77,7 @@ async fn a_real_pod_preempts_warm_capacity_and_the_pool_refills() {
     let _ = tracing_subscriber::fmt().with_env_filter("stoker=info").with_test_writer().try_init();
     let client = support::client().await;
     support::install_crds(&client).await;
-    tokio::spawn(stoker::operator::run(settings()));
+    tokio::spawn(stoker::operator::run(support::settings()));
     tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
 
     let mut class = support::example("ec2nodeclass.yaml");

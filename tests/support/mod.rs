@@ -153,3 +153,106 @@ pub fn example(name: &str) -> Value {
         .and_then(|(_, documents)| documents.into_iter().next())
         .unwrap_or_else(|| panic!("no example {name}"))
 }
+
+/// A variable `hack/test.sh` exports (from `.local/test/env`).
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} from hack/test.sh"))
+}
+
+/// Server-side applies a manifest with the tests' field manager.
+pub async fn apply(client: &Client, manifest: Value) {
+    let (api, object) = api_for(client, &manifest).await;
+    api.patch(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&manifest))
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()));
+}
+
+/// Controller settings for the local environment (metrics and health on free ports).
+pub fn settings() -> stoker::operator::Settings {
+    stoker::operator::Settings {
+        cluster_name: env("CLUSTER_NAME"),
+        cluster_endpoint: Some(env("CLUSTER_ENDPOINT")),
+        cluster_ca_bundle: Some(env("CLUSTER_CA_BUNDLE")),
+        cluster_service_cidr: Some(env("CLUSTER_SERVICE_CIDR")),
+        region: None,
+        batch_idle_duration: "1s".parse().expect("duration"),
+        batch_max_duration: "10s".parse().expect("duration"),
+        log_level: "info".into(),
+        log_format: stoker::operator::settings::LogFormat::Text,
+        metrics_address: "127.0.0.1:0".into(),
+        health_address: "127.0.0.1:0".into(),
+        leader_elect: true,
+        leader_election_namespace: "default".into(),
+    }
+}
+
+/// The cluster as the cloud provider needs it to list this cluster's instances.
+pub fn cluster_info() -> stoker::cloudprovider::aws::ClusterInfo {
+    stoker::cloudprovider::aws::ClusterInfo {
+        name: env("CLUSTER_NAME"),
+        endpoint: String::new(),
+        ca_bundle: String::new(),
+        service_cidr: String::new(),
+        kubernetes_minor: String::new(),
+    }
+}
+
+/// A Deployment of pause containers in `default`, each requesting `cpu` and 256Mi.
+pub fn deployment(name: &str, replicas: i32, cpu: &str, node_selector: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "nodeSelector": node_selector,
+                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                                    "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}}]
+                }
+            }
+        }
+    })
+}
+
+/// The pods of a Deployment made by [`deployment`].
+pub async fn pods_of(client: &Client, app: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    pods.list(&kube::api::ListParams::default().labels(&format!("app={app}"))).await.expect("list pods").items
+}
+
+/// How many of those pods run.
+pub async fn running(client: &Client, app: &str) -> usize {
+    pods_of(client, app)
+        .await
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count()
+}
+
+/// A `stoker controller` process named `name` (its log in the temp directory), with extra
+/// environment; killed when dropped.
+pub fn controller(name: &str, extra_env: &[(&str, &str)]) -> tokio::process::Child {
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("{name}.log"))).expect("a log file");
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_stoker"))
+        .arg("controller")
+        .env("POD_NAME", name)
+        .env("POD_NAMESPACE", "default")
+        .env("LOG_FORMAT", "text")
+        .env("METRICS_ADDRESS", "127.0.0.1:0")
+        .env("HEALTH_ADDRESS", "127.0.0.1:0")
+        .envs(extra_env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start stoker controller")
+}
+
+/// What a controller started by [`controller`] logged so far.
+pub fn log_of(name: &str) -> String {
+    std::fs::read_to_string(std::env::temp_dir().join(format!("{name}.log"))).unwrap_or_default()
+}

@@ -160,11 +160,17 @@ impl<P: CloudProvider> Provisioner<P> {
         let api: Api<NodeClaim> = Api::all(self.client.clone());
         let by_key: BTreeMap<String, &Arc<Pod>> =
             pods.iter().map(|p| (format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), p)).collect();
-        for planned in &plan.new_claims {
-            let Some(pool) = pools.iter().find(|p| p.name_any() == planned.nodepool) else { continue };
+        // Every NodeClaim first, concurrently, so launches start at once; the pods' Events after.
+        let creations = plan.new_claims.iter().filter_map(|planned| {
+            let pool = pools.iter().find(|p| p.name_any() == planned.nodepool)?;
             let suffix: String = (0..5).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
             let claim = nodeclaim_for(planned, pool, &suffix);
-            let created = match api.create(&PostParams::default(), &claim).await {
+            let api = api.clone();
+            Some(async move { (planned, api.create(&PostParams::default(), &claim).await) })
+        });
+        let mut nominated = Vec::new();
+        for (planned, result) in futures::future::join_all(creations).await {
+            let created = match result {
                 Ok(created) => created,
                 Err(error) => {
                     warn!(%error, nodepool = %planned.nodepool, "cannot create NodeClaim");
@@ -175,6 +181,9 @@ impl<P: CloudProvider> Provisioner<P> {
             self.metrics.nodeclaims_created.get_or_create(&NodePoolLabels { nodepool: planned.nodepool.clone() }).inc();
             info!(nodeclaim = %name, nodepool = %planned.nodepool, pods = planned.pods.len(),
                   instance_types = planned.instance_types.len(), price = planned.price, "created NodeClaim");
+            nominated.push((name, planned));
+        }
+        for (name, planned) in nominated {
             let note = format!("Pod should schedule on: nodeclaim/{name}");
             self.tell(&by_key, &planned.pods, EventType::Normal, "Nominated", &note).await;
         }

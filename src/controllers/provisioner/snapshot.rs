@@ -275,6 +275,8 @@ pub fn nodeclaim_for(planned: &NewNodeClaim, pool: &NodePool, suffix: &str) -> N
             labels: Some(claim_labels),
             annotations: (!template.metadata.annotations.is_empty()).then(|| template.metadata.annotations.clone()),
             owner_references: Some(vec![owner]),
+            // Held from the start, so the NodeClaim controller can launch on its first look.
+            finalizers: Some(vec![crate::controllers::nodeclaim::FINALIZER.to_owned()]),
             ..Default::default()
         },
         spec: NodeClaimSpec {
