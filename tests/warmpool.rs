@@ -47,7 +47,9 @@ async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
         .unwrap();
 
     let recorder = Recorder::new(client.clone(), Reporter { controller: "stoker-test".into(), instance: None });
-    let controller = tokio::spawn(reconcile::run(Arc::new(reconcile::Context { client: client.clone(), recorder })));
+    let metrics = Arc::new(stoker::operator::metrics::Metrics::default());
+    let context = reconcile::Context { client: client.clone(), recorder, metrics: metrics.clone() };
+    let controller = tokio::spawn(reconcile::run(Arc::new(context)));
 
     // A window opening at the first whole minute at least 50 s away, for one minute, 20 s lead.
     let start = (Utc::now() + ChronoDuration::seconds(50)).duration_trunc(ChronoDuration::minutes(1)).unwrap()
@@ -79,6 +81,9 @@ async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
     .expect("the pool at its baseline of 1, with a next transition");
     let next = status.next_transition.unwrap();
     assert_eq!(next.replicas, 3);
+    let exported = metrics.render();
+    let desired = format!("stoker_warmpool_desired_replicas{{namespace=\"{NAMESPACE}\",warmpool=\"rush\"}} 1");
+    assert!(exported.contains(&desired), "{desired} not in:\n{exported}");
     assert_eq!(next.time.0.as_second(), (start - lead).timestamp());
     assert!(status.conditions.iter().any(|c| c.type_ == "ScheduleValid" && c.status == "True"));
     let classes: Api<PriorityClass> = Api::all(client.clone());

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub launch_failures: Family<CodeLabels, Counter>,
     pub unavailable_offerings: Gauge,
     pub warmpool_preemptions: Family<WarmPoolLabels, Counter>,
+    pub warmpool_desired: Family<WarmPoolLabels, Gauge>,
+    pub warmpool_ready: Family<WarmPoolLabels, Gauge>,
     pub ready: AtomicBool,
 }
 
@@ -83,6 +85,10 @@ impl Default for Metrics {
             "Pause pods preempted by real workloads: cold starts avoided",
             warmpool_preemptions.clone(),
         );
+        let warmpool_desired = Family::default();
+        registry.register("warmpool_desired_replicas", "Pause pods a WarmPool holds now", warmpool_desired.clone());
+        let warmpool_ready = Family::default();
+        registry.register("warmpool_ready_replicas", "Pause pods of a WarmPool that are ready", warmpool_ready.clone());
         Self {
             registry,
             scheduling_duration,
@@ -93,6 +99,8 @@ impl Default for Metrics {
             launch_failures,
             unavailable_offerings,
             warmpool_preemptions,
+            warmpool_desired,
+            warmpool_ready,
             ready: AtomicBool::new(false),
         }
     }

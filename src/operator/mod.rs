@@ -164,7 +164,11 @@ pub async fn run(settings: Settings) -> Result<()> {
                     claims: stores.claims.clone(),
                     pools: stores.pools.clone(),
                 })),
-                warmpool::run(Arc::new(warmpool::Context { client: client.clone(), recorder: recorder.clone() })),
+                warmpool::run(Arc::new(warmpool::Context {
+                    client: client.clone(),
+                    recorder: recorder.clone(),
+                    metrics: metrics.clone(),
+                })),
                 preemption::run(client.clone(), preemptions, metrics.clone()),
                 nodeclass::run(Arc::new(nodeclass::Context {
                     client: client.clone(),

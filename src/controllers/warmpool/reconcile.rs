@@ -34,12 +34,14 @@ use crate::{
     },
     controllers::{FIELD_MANAGER, conditions, drain, publish},
     error::{Error, Result},
+    operator::metrics::{Metrics, WarmPoolLabels},
 };
 
 /// What the controller needs.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a WarmPool should hold at an instant.
@@ -110,6 +112,9 @@ async fn reconcile(pool: Arc<WarmPool>, ctx: Arc<Context>) -> Result<Action> {
     let previous = pool.status.clone().unwrap_or_default();
     let generation = pool.metadata.generation;
     let ready = existing.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
+    let labels = WarmPoolLabels { namespace: namespace.clone(), warmpool: pool.name_any() };
+    ctx.metrics.warmpool_desired.get_or_create(&labels).set(decision.replicas.into());
+    ctx.metrics.warmpool_ready.get_or_create(&labels).set(ready.into());
     let mut status_conditions = conditions::set(
         &previous.conditions,
         "ScheduleValid",
