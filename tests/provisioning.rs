@@ -20,7 +20,7 @@ use stoker::{
         aws::{AwsCloudProvider, AwsOptions, aws_config},
     },
 };
-use support::{apply, env, running};
+use support::{apply, running};
 
 async fn e2e_claims(client: &Client) -> Vec<NodeClaim> {
     let api: Api<NodeClaim> = Api::all(client.clone());
@@ -30,15 +30,8 @@ async fn e2e_claims(client: &Client) -> Vec<NodeClaim> {
 #[tokio::test]
 #[ignore = "needs the local environment: run hack/test.sh"]
 async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
-    let _ = tracing_subscriber::fmt().with_env_filter("stoker=info").with_test_writer().try_init();
     let client = support::client().await;
-    support::install_crds(&client).await;
-    tokio::spawn(stoker::operator::run(support::settings()));
-    tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
-
-    let mut class = support::example("ec2nodeclass.yaml");
-    class["metadata"]["name"] = json!("e2e");
-    apply(&client, class).await;
+    support::start_stoker(&client, "e2e").await;
     apply(
         &client,
         json!({

@@ -14,7 +14,7 @@ use kube::{
 };
 use serde_json::json;
 use stoker::apis::{NodeClaim, WarmPool};
-use support::{apply, env};
+use support::apply;
 
 /// A NodePool of c6a.xlarge only (3,920m allocatable CPU), so two 1,800m pause pods fill a node.
 fn pool(name: &str) -> serde_json::Value {
@@ -74,15 +74,8 @@ async fn ready_pause_pods(client: &Client) -> i32 {
 #[tokio::test]
 #[ignore = "needs the local environment: run hack/test.sh"]
 async fn a_real_pod_preempts_warm_capacity_and_the_pool_refills() {
-    let _ = tracing_subscriber::fmt().with_env_filter("stoker=info").with_test_writer().try_init();
     let client = support::client().await;
-    support::install_crds(&client).await;
-    tokio::spawn(stoker::operator::run(support::settings()));
-    tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
-
-    let mut class = support::example("ec2nodeclass.yaml");
-    class["metadata"]["name"] = json!("warm");
-    apply(&client, class).await;
+    support::start_stoker(&client, "warm").await;
     apply(&client, pool("warm")).await;
     apply(&client, pool("cold")).await;
     apply(

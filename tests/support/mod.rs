@@ -256,3 +256,16 @@ pub fn controller(name: &str, extra_env: &[(&str, &str)]) -> tokio::process::Chi
 pub fn log_of(name: &str) -> String {
     std::fs::read_to_string(std::env::temp_dir().join(format!("{name}.log"))).unwrap_or_default()
 }
+
+/// Starts stoker's controller and the node simulator in this process (logs to the test output)
+/// and applies the example EC2NodeClass under `class_name`: the setup of the in-process
+/// end-to-end tests.
+pub async fn start_stoker(client: &Client, class_name: &str) {
+    let _ = tracing_subscriber::fmt().with_env_filter("stoker=info").with_test_writer().try_init();
+    install_crds(client).await;
+    tokio::spawn(stoker::operator::run(settings()));
+    tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
+    let mut class = example("ec2nodeclass.yaml");
+    class["metadata"]["name"] = serde_json::json!(class_name);
+    apply(client, class).await;
+}
