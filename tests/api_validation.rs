@@ -22,6 +22,33 @@ async fn crds_install_and_every_example_is_accepted() {
     assert!(checked >= 4, "expected at least four example documents, found {checked}");
 }
 
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn converted_karpenter_manifests_are_accepted() {
+    use stoker::cli::convert::{Conversion, convert_document};
+    let client = client().await;
+    install_crds(&client).await;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/karpenter/karpenter.yaml"))
+        .expect("the Karpenter example");
+    let mut converted = Vec::new();
+    for document in support::documents(&text) {
+        match convert_document(&document) {
+            Conversion::Converted { document, notes, problems } => {
+                assert!(problems.is_empty(), "{problems:?}");
+                assert!(notes.iter().all(|note| note.contains("dropped")), "{notes:?}");
+                converted.push(document);
+            }
+            Conversion::Unchanged { .. } => {}
+            other => panic!("the example must convert: {other:?}"),
+        }
+    }
+    let kinds: Vec<&str> = converted.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["NodePool", "EC2NodeClass"]);
+    for document in &converted {
+        dry_run_create(&client, document).await.unwrap_or_else(|error| panic!("{document} was rejected: {error}"));
+    }
+}
+
 /// One bad manifest per rule: (what is wrong, manifest, field the message must name, words it
 /// must contain).
 fn invalid_manifests() -> Vec<(&'static str, Value, &'static str, &'static str)> {

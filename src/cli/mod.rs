@@ -1,5 +1,6 @@
-//! The `stoker` command line: `controller`, `crds`, `validate`, `plan`, `warmpool preview`.
+//! The `stoker` command line: `controller`, `crds`, `validate`, `convert`, `plan`, `warmpool preview`.
 
+pub mod convert;
 pub mod crds;
 pub mod plan;
 pub mod simulator;
@@ -34,6 +35,14 @@ pub enum Command {
     /// the checks only stoker can make (cron expressions, time zones, dates).
     Validate {
         /// Files to check; `-` reads standard input. Multi-document YAML is fine.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Rewrite Karpenter v1 NodePool and EC2NodeClass manifests as stoker ones: prints the result
+    /// as YAML, names every field stoker does not have on standard error, and fails if a result
+    /// would still be refused. Other documents are printed unchanged.
+    Convert {
+        /// Files to convert; `-` reads standard input. Multi-document YAML is fine.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
@@ -132,6 +141,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files } => validate::run(&files),
+        Command::Convert { files } => convert::run(&files),
         Command::Plan { files, catalog, output } => plan::run(&files, catalog.as_deref(), output),
         Command::Warmpool(WarmpoolCommand::Preview { file, from, days, svg }) => {
             warmpool::run(&file, from, days, svg.as_deref())

@@ -145,7 +145,7 @@ pub fn run(files: &[PathBuf]) -> Result<ExitCode, CliError> {
     Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn describe(document: &Value) -> String {
+pub(super) fn describe(document: &Value) -> String {
     let kind = document.get("kind").and_then(Value::as_str).unwrap_or("<no kind>");
     let name = document.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<no name>");
     format!("{kind}/{name}")
