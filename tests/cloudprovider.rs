@@ -16,7 +16,7 @@ use stoker::{
         requirements::{NodeSelectorRequirementWithMinValues, Operator},
     },
     cloudprovider::{
-        CloudError, CloudProvider,
+        CloudError, CloudProvider, PriorLaunches,
         aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
     },
 };
@@ -143,7 +143,9 @@ async fn node_class_resolves_and_the_catalog_is_priced_per_zone() {
 async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated() {
     let h = harness(Duration::from_secs(180)).await;
     let claim = nodeclaim("general-tags", &["m5.large", "m5.xlarge", "c5.large"], &["spot", "on-demand"]);
-    let instance = h.provider.create(&claim, &h.class).await.expect("a launch");
+    // A claim the caller has just created: no instance is looked for before launching.
+    let instance = h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect("a launch");
+    assert_eq!(h.proxy.seen("DescribeInstances").len(), 0, "a new claim needs no adoption lookup");
     assert_eq!(instance.capacity_type, "spot");
     assert!(["m5.large", "m5.xlarge", "c5.large"].contains(&instance.instance_type.as_str()));
     assert_eq!(instance.provider_id, format!("aws:///{}/{}", instance.zone, instance.id));
@@ -192,7 +194,7 @@ async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated(
     assert!(user_data.contains("--register-with-taints=stoker.dev/unregistered:NoExecute"), "{user_data}");
 
     // Asked again (a retry, or a controller restarted after the call): the same instance.
-    let again = h.provider.create(&claim, &h.class).await.expect("adopted");
+    let again = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("adopted");
     assert_eq!(again.id, instance.id);
     assert_eq!(h.proxy.seen("CreateFleet").len(), 1, "no second CreateFleet");
     let listed = h.provider.list().await.expect("list");
@@ -219,7 +221,7 @@ async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expir
         code: "InsufficientInstanceCapacity".into(),
     });
     let claim = nodeclaim("general-next", &["m5.large", "m5.xlarge"], &["spot", "on-demand"]);
-    let instance = h.provider.create(&claim, &h.class).await.expect("a launch");
+    let instance = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("a launch");
     assert_eq!((instance.instance_type.as_str(), instance.capacity_type.as_str()), ("m5.xlarge", "spot"));
 
     // No spot capacity at all: every override fails, stoker marks them and retries on-demand.
@@ -230,7 +232,7 @@ async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expir
     });
     let claim = nodeclaim("general-fallback", &["m5.large", "m5.xlarge"], &["spot", "on-demand"]);
     let before = h.proxy.seen("CreateFleet").len();
-    let instance = h.provider.create(&claim, &h.class).await.expect("an on-demand launch");
+    let instance = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("an on-demand launch");
     assert_eq!(instance.capacity_type, "on-demand");
     let calls: Vec<String> = h.proxy.seen("CreateFleet")[before..]
         .iter()
@@ -242,7 +244,7 @@ async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expir
     // A spot-only NodeClaim now fails fast from the cache, naming the error seen.
     let spot_only = nodeclaim("general-spot-only", &["m5.large", "m5.xlarge"], &["spot"]);
     let before = h.proxy.seen("CreateFleet").len();
-    let error = h.provider.create(&spot_only, &h.class).await.expect_err("no spot capacity");
+    let error = h.provider.create(&spot_only, &h.class, PriorLaunches::Unknown).await.expect_err("no spot capacity");
     assert!(matches!(error, CloudError::InsufficientCapacity { .. }), "{error}");
     assert_eq!(h.proxy.seen("CreateFleet").len(), before, "answered from the unavailable-offerings cache");
     let types = h.provider.instance_types(&h.class).await.expect("instance types");
@@ -253,7 +255,7 @@ async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expir
     h.proxy.clear_capacity_rules();
     tokio::time::sleep(ttl).await;
     assert_eq!(h.provider.unavailable_offerings(), 0);
-    let instance = h.provider.create(&spot_only, &h.class).await.expect("spot again");
+    let instance = h.provider.create(&spot_only, &h.class, PriorLaunches::Unknown).await.expect("spot again");
     assert_eq!(instance.capacity_type, "spot");
 }
 
@@ -264,7 +266,8 @@ async fn throttled_calls_are_retried_with_backoff() {
     // More throttles than the SDK's own three attempts: stoker's back-off takes over.
     h.proxy.throttle("CreateFleet", 4);
     let claim = nodeclaim("general-throttled", &["c5.large"], &["on-demand"]);
-    let instance = h.provider.create(&claim, &h.class).await.expect("a launch after throttling");
+    let instance =
+        h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("a launch after throttling");
     assert_eq!(instance.instance_type, "c5.large");
     assert_eq!(h.proxy.seen("CreateFleet").len(), 5);
 }
@@ -298,7 +301,7 @@ async fn only_instances_tagged_for_this_cluster_are_terminated() {
     assert_eq!(h.provider.get(&provider_id).await.expect("still there").state, "running");
 
     let claim = nodeclaim("general-delete", &["c5.large"], &["on-demand"]);
-    let own = h.provider.create(&claim, &h.class).await.expect("a launch");
+    let own = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("a launch");
     h.provider.delete(&own.provider_id).await.expect("terminated");
     assert!(matches!(h.provider.get(&own.provider_id).await, Err(CloudError::NotFound(_))));
     assert!(matches!(h.provider.delete(&own.provider_id).await, Err(CloudError::NotFound(_))));
@@ -311,7 +314,7 @@ async fn a_broad_nodeclaim_sends_at_most_sixty_overrides_cheapest_first() {
     let mut claim = nodeclaim("general-broad", &["unused"], &["on-demand"]);
     // Only capacity type and node pool: hundreds of instance types in three zones would fit.
     claim.spec.requirements.remove(0);
-    let instance = h.provider.create(&claim, &h.class).await.expect("a launch");
+    let instance = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("a launch");
     let params = &h.proxy.seen("CreateFleet")[0].params;
     let types: Vec<&str> =
         params.iter().filter(|(k, _)| k.ends_with(".InstanceType")).map(|(_, v)| v.as_str()).collect();

@@ -8,7 +8,7 @@
 
 pub mod aws;
 
-use std::{collections::BTreeMap, future::Future};
+use std::{collections::BTreeMap, future::Future, sync::Arc};
 
 use crate::{
     apis::{
@@ -99,6 +99,16 @@ impl CloudError {
     }
 }
 
+/// What the caller knows of earlier launches for a NodeClaim it asks to launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorLaunches {
+    /// The claim was created by this leader moments ago and this is its first launch: no
+    /// instance can exist for it, so none is looked for.
+    None,
+    /// Anything else (a restart, another leader, a retry): an instance may exist, and is adopted.
+    Unknown,
+}
+
 /// The operations controllers need from a cloud. Only the leader calls the mutating ones.
 pub trait CloudProvider: Send + Sync {
     /// Launches one instance for the NodeClaim, or returns the one already launched for it.
@@ -106,6 +116,7 @@ pub trait CloudProvider: Send + Sync {
         &self,
         claim: &NodeClaim,
         class: &EC2NodeClass,
+        prior: PriorLaunches,
     ) -> impl Future<Output = Result<Instance, CloudError>> + Send;
 
     /// Terminates an instance this cluster launched. `NotFound` once it is gone.
@@ -120,7 +131,7 @@ pub trait CloudProvider: Send + Sync {
     fn instance_types(
         &self,
         class: &EC2NodeClass,
-    ) -> impl Future<Output = Result<Vec<InstanceType>, CloudError>> + Send;
+    ) -> impl Future<Output = Result<Arc<[InstanceType]>, CloudError>> + Send;
 
     /// Subnets, security groups and AMIs the node class's selector terms find right now.
     fn resolve_node_class(

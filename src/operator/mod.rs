@@ -126,11 +126,13 @@ pub async fn run(settings: Settings) -> Result<()> {
             }
         }
         info!("leading: starting the controllers");
+        let new_claims = nodeclaim::NewClaims::default();
         let provisioner = Arc::new(Provisioner {
             client: client.clone(),
             recorder: recorder.clone(),
             provider: provider.clone(),
             stores: stores.clone(),
+            new_claims: new_claims.clone(),
             batch_idle: settings.batch_idle_duration.as_std(),
             batch_max: settings.batch_max_duration.as_std(),
             metrics: metrics.clone(),
@@ -148,6 +150,8 @@ pub async fn run(settings: Settings) -> Result<()> {
                     recorder: recorder.clone(),
                     provider: provider.clone(),
                     nodes: stores.nodes.clone(),
+                    classes: stores.classes.clone(),
+                    new_claims,
                     metrics: metrics.clone(),
                 })),
                 disruption::run(Arc::new(disruption::Context {

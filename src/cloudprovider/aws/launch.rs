@@ -2,7 +2,8 @@
 //! offerings run out of capacity.
 //!
 //! Never twice for one NodeClaim: an instance already tagged with the NodeClaim's name is
-//! adopted instead of launching, and every CreateFleet call carries a client token derived from
+//! adopted instead of launching (unless the caller knows none can exist: a claim it created
+//! moments ago and launches for the first time), and every CreateFleet call carries a client token derived from
 //! the NodeClaim's UID and the request, so a repeated identical call is answered by EC2 with
 //! the instance of the first.
 
@@ -32,7 +33,7 @@ use crate::{
         labels,
         nodeclaim::NodeClaim,
     },
-    cloudprovider::{CloudError, CloudProvider, Instance, provider_id},
+    cloudprovider::{CloudError, CloudProvider, Instance, PriorLaunches, provider_id},
     scheduling::{requirements::Requirements, resources::Resources},
 };
 
@@ -40,9 +41,12 @@ pub async fn create(
     provider: &AwsCloudProvider,
     claim: &NodeClaim,
     class: &EC2NodeClass,
+    prior: PriorLaunches,
 ) -> Result<Instance, CloudError> {
     let name = claim.name_any();
-    if let Some(existing) = instances::for_nodeclaim(provider, &name).await? {
+    if prior == PriorLaunches::Unknown
+        && let Some(existing) = instances::for_nodeclaim(provider, &name).await?
+    {
         tracing::info!(nodeclaim = %name, instance = %existing.id, "adopting the instance already launched for this NodeClaim");
         return Ok(existing);
     }

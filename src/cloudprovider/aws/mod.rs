@@ -21,7 +21,10 @@ pub mod unavailable;
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -30,7 +33,7 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 
 pub use self::bootstrap::ClusterInfo;
 use self::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings};
-use super::{CloudError, CloudProvider, Instance};
+use super::{CloudError, CloudProvider, Instance, PriorLaunches};
 use crate::{
     apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
     apis::nodeclaim::NodeClaim,
@@ -92,6 +95,19 @@ pub struct AwsCloudProvider {
     subnet_ips: Mutex<HashMap<String, i64>>,
     /// Launch templates known to exist, with when a launch last used each.
     launch_templates: Mutex<HashMap<String, Instant>>,
+    /// Priced instance types per node-class shape (zones, architectures, kubelet settings):
+    /// building them takes tens of milliseconds, and every batch and launch needs them.
+    priced: Mutex<HashMap<String, Priced>>,
+    /// Counts changes of the catalog, the prices and the unavailable marks; a priced entry built
+    /// at another count is stale.
+    generation: AtomicU64,
+}
+
+struct Priced {
+    types: Arc<[InstanceType]>,
+    generation: u64,
+    /// When the first unavailable mark the entry saw expires.
+    valid_until: Option<Instant>,
 }
 
 impl AwsCloudProvider {
@@ -119,6 +135,8 @@ impl AwsCloudProvider {
             catalog: tokio::sync::Mutex::new(None),
             subnet_ips: Mutex::new(HashMap::new()),
             launch_templates: Mutex::new(HashMap::new()),
+            priced: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -151,6 +169,7 @@ impl AwsCloudProvider {
             }
         }
         *cached = Some((fresh.clone(), Instant::now()));
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(fresh)
     }
 
@@ -184,6 +203,7 @@ impl AwsCloudProvider {
 
     fn mark_unavailable(&self, mark: impl FnOnce(&mut UnavailableOfferings, Instant)) {
         mark(&mut lock(&self.unavailable), Instant::now());
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -205,8 +225,13 @@ where
 }
 
 impl CloudProvider for AwsCloudProvider {
-    async fn create(&self, claim: &NodeClaim, class: &EC2NodeClass) -> Result<Instance, CloudError> {
-        launch::create(self, claim, class).await
+    async fn create(
+        &self,
+        claim: &NodeClaim,
+        class: &EC2NodeClass,
+        prior: PriorLaunches,
+    ) -> Result<Instance, CloudError> {
+        launch::create(self, claim, class, prior).await
     }
 
     async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
@@ -221,14 +246,31 @@ impl CloudProvider for AwsCloudProvider {
         instances::list(self).await
     }
 
-    async fn instance_types(&self, class: &EC2NodeClass) -> Result<Vec<InstanceType>, CloudError> {
+    async fn instance_types(&self, class: &EC2NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
         let status = nodeclass::ready_status(class)?;
+        // Read before what it stamps: a change while building leaves the entry stale, not wrong.
+        let generation = self.generation.load(Ordering::SeqCst);
         let catalog = self.current_catalog().await?;
         let zones: BTreeSet<String> = status.subnets.iter().map(|s| s.zone.clone()).collect();
         let arches: BTreeSet<String> = status.amis.iter().filter_map(ami::arch_of).map(str::to_owned).collect();
-        let prices = lock(&self.prices);
-        let unavailable = lock(&self.unavailable);
-        Ok(catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), class.spec.kubelet.as_ref()))
+        let kubelet = class.spec.kubelet.as_ref();
+        let shape = format!("{zones:?}{arches:?}{}", serde_json::to_string(&kubelet).unwrap_or_default());
+        let now = Instant::now();
+        if let Some(priced) = lock(&self.priced).get(&shape)
+            && priced.generation == generation
+            && priced.valid_until.is_none_or(|until| now < until)
+        {
+            return Ok(priced.types.clone());
+        }
+        let (types, valid_until) = {
+            let prices = lock(&self.prices);
+            let unavailable = lock(&self.unavailable);
+            let types: Arc<[InstanceType]> =
+                catalog.instance_types(&zones, &arches, &prices, &unavailable, now, kubelet).into();
+            (types, unavailable.next_expiry(now))
+        };
+        lock(&self.priced).insert(shape, Priced { types: types.clone(), generation, valid_until });
+        Ok(types)
     }
 
     async fn resolve_node_class(&self, class: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {

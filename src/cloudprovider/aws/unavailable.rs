@@ -72,6 +72,11 @@ impl UnavailableOfferings {
         self.len(now) == 0
     }
 
+    /// When the next live entry expires: until then, answers about offerings stay the same.
+    pub fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        self.until.values().copied().filter(|until| *until > now).min()
+    }
+
     fn active(&self, key: &Key, now: Instant) -> bool {
         self.until.get(key).is_some_and(|until| *until > now)
     }
@@ -92,6 +97,18 @@ mod tests {
         assert!(cache.is_unavailable("m5.large", "us-east-1a", "spot", start + Duration::from_secs(179)));
         assert!(!cache.is_unavailable("m5.large", "us-east-1a", "spot", start + Duration::from_secs(180)));
         assert_eq!(cache.len(start + Duration::from_secs(180)), 0);
+    }
+
+    #[test]
+    fn the_next_expiry_is_the_earliest_live_mark() {
+        let start = Instant::now();
+        let mut cache = UnavailableOfferings::new(Duration::from_secs(180));
+        assert_eq!(cache.next_expiry(start), None);
+        cache.mark_offering("m5.large", "us-east-1a", "spot", start);
+        cache.mark_subnet("subnet-1", start + Duration::from_secs(60));
+        assert_eq!(cache.next_expiry(start), Some(start + Duration::from_secs(180)));
+        assert_eq!(cache.next_expiry(start + Duration::from_secs(200)), Some(start + Duration::from_secs(240)));
+        assert_eq!(cache.next_expiry(start + Duration::from_secs(240)), None);
     }
 
     #[test]

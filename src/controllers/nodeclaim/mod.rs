@@ -9,7 +9,11 @@
 
 pub mod lifecycle;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -30,7 +34,7 @@ use tracing::{info, instrument, warn};
 use self::lifecycle::{Step, evictable, next_step, registered_taints};
 use crate::{
     apis::{EC2NodeClass, NodeClaim, labels, nodeclaim::NodeClaimStatus},
-    cloudprovider::{CloudError, CloudProvider},
+    cloudprovider::{CloudError, CloudProvider, PriorLaunches},
     controllers::{FIELD_MANAGER, conditions, drain, publish},
     error::{Error, Result},
     operator::metrics::{CodeLabels, Metrics, NodePoolLabels},
@@ -44,7 +48,30 @@ pub struct Context<P> {
     pub recorder: Recorder,
     pub provider: Arc<P>,
     pub nodes: Store<Node>,
+    pub classes: Store<EC2NodeClass>,
+    pub new_claims: NewClaims,
     pub metrics: Arc<Metrics>,
+}
+
+/// NodeClaims the provisioner of this leader term created and nobody has tried to launch yet:
+/// no instance can exist for them, so their first launch skips looking for one (a DescribeInstances
+/// call on the way to CreateFleet). Each term starts with an empty set, because another leader
+/// may have launched for anything older.
+#[derive(Debug, Clone, Default)]
+pub struct NewClaims(Arc<std::sync::Mutex<HashSet<String>>>);
+
+impl NewClaims {
+    pub fn insert(&self, uid: String) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid);
+    }
+
+    /// What is known of earlier launches for the claim; a claim is new only once.
+    fn take(&self, claim: &NodeClaim) -> PriorLaunches {
+        let new = claim
+            .uid()
+            .is_some_and(|uid| self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid));
+        if new { PriorLaunches::None } else { PriorLaunches::Unknown }
+    }
 }
 
 impl<P> Context<P> {
@@ -131,9 +158,13 @@ fn mark(status: &mut NodeClaimStatus, claim: &NodeClaim, types: &[&str]) {
 
 async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Action> {
     let reference = claim.object_ref(&());
-    let classes: Api<EC2NodeClass> = Api::all(ctx.client.clone());
-    let class = classes.get(&claim.spec.node_class_ref.name).await?;
-    let instance = match ctx.provider.create(claim, &class).await {
+    let class_name = &claim.spec.node_class_ref.name;
+    let class = match ctx.classes.get(&ObjectRef::new(class_name)) {
+        Some(class) => class,
+        // Not in the cache yet (just created): ask the apiserver.
+        None => Arc::new(Api::<EC2NodeClass>::all(ctx.client.clone()).get(class_name).await?),
+    };
+    let instance = match ctx.provider.create(claim, &class, ctx.new_claims.take(claim)).await {
         Ok(instance) => instance,
         Err(error @ (CloudError::InsufficientCapacity { .. } | CloudError::NoCompatibleOfferings(_))) => {
             // The next batch plans again without what failed (the unavailable cache knows).
@@ -164,7 +195,7 @@ async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result
     };
     // The launched type's labels, capacity and allocatable, from the catalog.
     let launched_type =
-        ctx.provider.instance_types(&class).await?.into_iter().find(|t| t.name == instance.instance_type);
+        ctx.provider.instance_types(&class).await?.iter().find(|t| t.name == instance.instance_type).cloned();
     let mut instance_labels: BTreeMap<String, String> =
         launched_type.as_ref().map(|t| t.labels.clone()).unwrap_or_default();
     instance_labels.insert(labels::ZONE.into(), instance.zone.clone());

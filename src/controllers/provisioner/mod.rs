@@ -20,7 +20,7 @@ use kube::{
     api::PostParams,
     runtime::{
         events::{EventType, Recorder},
-        reflector::Store,
+        reflector::{ObjectRef, Store},
     },
 };
 use tokio::{sync::mpsc, time::Instant};
@@ -30,7 +30,7 @@ use self::snapshot::{ClusterState, nodeclaim_for, solver_input};
 use crate::{
     apis::{EC2NodeClass, NodeClaim, NodePool},
     cloudprovider::CloudProvider,
-    controllers::publish,
+    controllers::{nodeclaim::NewClaims, publish},
     error::Result,
     operator::metrics::{Metrics, NodePoolLabels},
     scheduling::{catalog::InstanceType, solver::solve},
@@ -73,6 +73,8 @@ pub struct Provisioner<P> {
     pub recorder: Recorder,
     pub provider: Arc<P>,
     pub stores: Stores,
+    /// Where the NodeClaims this term creates are announced to the NodeClaim controller.
+    pub new_claims: NewClaims,
     pub batch_idle: Duration,
     pub batch_max: Duration,
     pub metrics: Arc<Metrics>,
@@ -118,13 +120,13 @@ impl<P: CloudProvider> Provisioner<P> {
         }
         info!("batch closed");
         let pools = self.stores.pools.state();
-        let mut instance_types: BTreeMap<String, Vec<InstanceType>> = BTreeMap::new();
+        let mut instance_types: BTreeMap<String, Arc<[InstanceType]>> = BTreeMap::new();
         for pool in &pools {
             let class_name = &pool.spec.template.spec.node_class_ref.name;
             if instance_types.contains_key(class_name) {
                 continue;
             }
-            let Some(class) = self.stores.classes.state().into_iter().find(|c| &c.name_any() == class_name) else {
+            let Some(class) = self.stores.classes.get(&ObjectRef::new(class_name)) else {
                 continue;
             };
             match self.provider.instance_types(&class).await {
@@ -178,6 +180,9 @@ impl<P: CloudProvider> Provisioner<P> {
                 }
             };
             let name = created.name_any();
+            if let Some(uid) = created.uid() {
+                self.new_claims.insert(uid);
+            }
             self.metrics.nodeclaims_created.get_or_create(&NodePoolLabels { nodepool: planned.nodepool.clone() }).inc();
             info!(nodeclaim = %name, nodepool = %planned.nodepool, pods = planned.pods.len(),
                   instance_types = planned.instance_types.len(), price = planned.price, "created NodeClaim");

@@ -68,7 +68,7 @@ pub struct ClusterState<'a> {
     pub pools: &'a [Arc<NodePool>],
     pub daemonsets: &'a [DaemonSet],
     /// Instance types per EC2NodeClass name; a class missing here is not ready.
-    pub instance_types: &'a BTreeMap<String, Vec<InstanceType>>,
+    pub instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
 }
 
 /// The solver's input, and what could not be used (with why).

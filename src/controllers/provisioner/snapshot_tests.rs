@@ -8,7 +8,7 @@ use crate::{
     scheduling::solver::solve,
 };
 
-fn catalog() -> BTreeMap<String, Vec<InstanceType>> {
+fn catalog() -> BTreeMap<String, Arc<[InstanceType]>> {
     let catalog = Catalog::snapshot();
     let mut prices = PriceBook::snapshot("us-east-1");
     prices.learn_vcpus(&catalog.types);
@@ -16,7 +16,7 @@ fn catalog() -> BTreeMap<String, Vec<InstanceType>> {
     let arches = ["amd64".to_owned()].into();
     let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
     let types = catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), None);
-    BTreeMap::from([("default".to_owned(), types)])
+    BTreeMap::from([("default".to_owned(), types.into())])
 }
 
 fn pool(extra: &str) -> Arc<NodePool> {
