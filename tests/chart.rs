@@ -69,6 +69,7 @@ fn charts_lint_and_render_with_default_and_other_values() {
     assert_eq!(spec["topologySpreadConstraints"][0]["topologyKey"], "topology.kubernetes.io/zone");
     assert!(find(&defaults, "PodDisruptionBudget").is_some());
     assert!(find(&defaults, "ServiceMonitor").is_none());
+    assert!(find(&defaults, "ConfigMap").is_none(), "the dashboard is off by default");
     let class = find(&defaults, "PriorityClass").expect("the warm-pool PriorityClass");
     assert_eq!((class["value"].as_i64(), class["preemptionPolicy"].as_str()), (Some(-1), Some("Never")));
 
@@ -85,6 +86,8 @@ fn charts_lint_and_render_with_default_and_other_values() {
         "settings.clusterEndpoint=https://ABC.gr7.us-east-1.eks.amazonaws.com",
         "--set",
         "warmPool.priorityClass.create=false",
+        "--set",
+        "dashboard.enabled=true",
     ]);
     let deployment = find(&custom, "Deployment").expect("a Deployment");
     assert_eq!(deployment["spec"]["replicas"], 3);
@@ -97,6 +100,42 @@ fn charts_lint_and_render_with_default_and_other_values() {
     );
     assert!(find(&custom, "ServiceMonitor").is_some());
     assert!(find(&custom, "PriorityClass").is_none());
+    let dashboard = find(&custom, "ConfigMap").expect("the dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value = serde_json::from_str(dashboard["data"]["stoker.json"].as_str().expect("the dashboard JSON"))
+        .expect("the shipped dashboard is JSON");
+    assert_eq!(shipped, dashboard_json());
+}
+
+fn dashboard_json() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/stoker/dashboards/stoker.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).expect("the dashboard is JSON")
+}
+
+/// Every query of the dashboard names metrics stoker exports, and every metric is on it.
+#[test]
+fn the_dashboard_shows_exactly_the_exported_metrics() {
+    let exported: std::collections::BTreeSet<String> =
+        stoker::operator::metrics::Metrics::default().names.into_iter().collect();
+    assert!(exported.len() >= 15, "{exported:?}");
+    let dashboard = dashboard_json();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("a query");
+            for (start, _) in expr.match_indices("stoker_") {
+                let name: String =
+                    expr[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let base = ["_bucket", "_total"]
+                    .iter()
+                    .fold(name.clone(), |n, suffix| n.strip_suffix(suffix).map(str::to_owned).unwrap_or(n));
+                assert!(exported.contains(&base), "{expr} queries {name}, which stoker does not export");
+                queried.insert(base);
+            }
+        }
+    }
+    let missing: Vec<&String> = exported.difference(&queried).collect();
+    assert!(missing.is_empty(), "exported but not on the dashboard: {missing:?}");
 }
 
 #[test]

@@ -31,7 +31,7 @@ async fn e2e_claims(client: &Client) -> Vec<NodeClaim> {
 #[ignore = "needs the local environment: run hack/test.sh"]
 async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     let client = support::client().await;
-    support::start_stoker(&client, "e2e").await;
+    let metrics = support::start_stoker(&client, "e2e").await;
     apply(
         &client,
         json!({
@@ -126,6 +126,20 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
         assert!(!taints.contains(&labels::UNREGISTERED_TAINT.to_owned()), "{taints:?}");
         assert!(node.finalizers().iter().any(|f| f == "stoker.dev/termination"));
     }
+    // What happened is in the metrics.
+    let exported = support::scrape(&metrics).await;
+    for sample in [
+        "stoker_nodeclaims_created_total{nodepool=\"e2e\"}",
+        "stoker_nodeclaims_launched_total{nodepool=\"e2e\",capacity_type=\"spot\"}",
+        "stoker_nodeclaims_registered_total{nodepool=\"e2e\",capacity_type=\"spot\"}",
+        "stoker_nodeclaims_initialized_total{nodepool=\"e2e\",capacity_type=\"spot\"}",
+        "stoker_cloudprovider_duration_seconds_count{method=\"create\"}",
+        "stoker_nodepool_usage{nodepool=\"e2e\",resource=\"nodes\"}",
+    ] {
+        let value = exported.lines().find_map(|line| line.strip_prefix(sample)).map(str::trim);
+        assert!(value.is_some_and(|v| v != "0"), "{sample} missing or zero in:\n{exported}");
+    }
+
     // Later batches see the pods placed and launch nothing more.
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(e2e_claims(&client).await.len(), launched, "no second launch");

@@ -7,6 +7,7 @@
 //! what, which AMI path an alias names) lives in pure functions inside `aws`.
 
 pub mod aws;
+pub mod metered;
 
 use std::{collections::BTreeMap, future::Future, sync::Arc};
 

@@ -31,6 +31,7 @@ use crate::{
         nodepool::{Budget, DisruptionReason},
     },
     controllers::{nodeclaim::lifecycle::condition_true, publish},
+    operator::metrics::Metrics,
 };
 
 /// Whether a budget is active now: always without a schedule, else within `duration` of the
@@ -111,6 +112,7 @@ pub struct Context {
     pub nodes: Store<Node>,
     pub pods: Store<Pod>,
     pub pools: Store<NodePool>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Checks every 5 seconds; a candidate must stay empty for its pool's `consolidateAfter`.
@@ -148,6 +150,7 @@ pub async fn run(ctx: Arc<Context>) {
                 if let Some(object) = claims.iter().find(|c| c.name_any() == claim) {
                     let note = format!("Disrupting node {node}: empty for {}", after);
                     publish(&ctx.recorder, &object.object_ref(&()), EventType::Normal, "DisruptionEmpty", note).await;
+                    ctx.metrics.disrupted(object, "Empty");
                 }
                 if let Err(error) = api.delete(&claim, &DeleteParams::default()).await {
                     warn!(%error, nodeclaim = %claim, "cannot delete empty NodeClaim");

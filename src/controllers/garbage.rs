@@ -8,10 +8,9 @@
 //! - Each NodePool's status carries the resources and node count of its NodeClaims, the figures
 //!   its limits are checked against.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
@@ -24,7 +23,8 @@ use crate::{
     apis::{NodeClaim, NodePool, labels},
     cloudprovider::{CloudProvider, Instance},
     controllers::FIELD_MANAGER,
-    scheduling::resources::Resources,
+    operator::metrics::Metrics,
+    scheduling::{resources::Resources, solver::NODES},
 };
 
 /// How old an unclaimed instance or an instance-less claim must be before it is collected.
@@ -69,7 +69,7 @@ pub fn claims_without_instances(instances: &[Instance], claims: &[Arc<NodeClaim>
 
 /// A pool's usage: the summed capacity of its NodeClaims (requests while not launched) and their
 /// count.
-pub fn pool_usage(pool: &str, claims: &[Arc<NodeClaim>]) -> (BTreeMap<String, Quantity>, i64) {
+pub fn pool_usage(pool: &str, claims: &[Arc<NodeClaim>]) -> (Resources, i64) {
     let mut total = Resources::new();
     let mut count = 0;
     for claim in claims.iter().filter(|c| c.labels().get(labels::NODEPOOL).is_some_and(|p| p == pool)) {
@@ -79,7 +79,7 @@ pub fn pool_usage(pool: &str, claims: &[Arc<NodeClaim>]) -> (BTreeMap<String, Qu
         total.add(&counted);
         count += 1;
     }
-    (total.to_quantities(), count)
+    (total, count)
 }
 
 pub struct Context<P> {
@@ -87,6 +87,7 @@ pub struct Context<P> {
     pub provider: Arc<P>,
     pub claims: Store<NodeClaim>,
     pub pools: Store<NodePool>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Collects every minute and refreshes NodePool usage every 10 seconds.
@@ -119,8 +120,13 @@ async fn collect<P: CloudProvider>(ctx: &Context<P>) {
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     for name in claims_without_instances(&instances, &claims, now) {
         info!(nodeclaim = %name, "deleting a NodeClaim whose instance is gone");
-        if let Err(error) = api.delete(&name, &DeleteParams::default()).await {
-            warn!(%error, nodeclaim = %name, "cannot delete NodeClaim");
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                if let Some(claim) = claims.iter().find(|c| c.name_any() == name) {
+                    ctx.metrics.disrupted(claim, "InstanceGone");
+                }
+            }
+            Err(error) => warn!(%error, nodeclaim = %name, "cannot delete NodeClaim"),
         }
     }
 }
@@ -130,7 +136,12 @@ async fn update_pool_status<P>(ctx: &Context<P>) {
     let api: Api<NodePool> = Api::all(ctx.client.clone());
     for pool in ctx.pools.state() {
         let name = pool.name_any();
-        let (resources, nodes) = pool_usage(&name, &claims);
+        let (usage, nodes) = pool_usage(&name, &claims);
+        let mut counted = usage.clone();
+        counted.set(NODES, nodes);
+        let limits = pool.spec.limits.as_ref().and_then(|limits| Resources::from_quantities(limits).ok());
+        ctx.metrics.nodepool_resources(&name, &counted, limits.as_ref());
+        let resources = usage.to_quantities();
         let current = pool.status.as_ref();
         if current.is_some_and(|s| s.resources == resources && s.nodes == Some(nodes)) {
             continue;
@@ -151,6 +162,8 @@ async fn update_pool_status<P>(ctx: &Context<P>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn claim(name: &str, provider_id: Option<&str>, launched_minutes_ago: i64) -> Arc<NodeClaim> {
@@ -213,7 +226,7 @@ mod tests {
         let claims = [claim("general-a", Some("aws:///a/i-a"), 10), claim("general-b", None, 0)];
         let (resources, nodes) = pool_usage("general", &claims);
         assert_eq!(nodes, 2);
-        assert_eq!(resources["cpu"].0, "3");
+        assert_eq!(resources.get("cpu"), 3000);
         assert_eq!(pool_usage("other", &claims).1, 0);
     }
 }

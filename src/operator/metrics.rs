@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -15,21 +15,73 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
+use kube::ResourceExt;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::Registry,
+    registry::{Metric, Registry},
 };
 use tracing::{info, warn};
+
+use crate::{
+    apis::{NodeClaim, labels},
+    scheduling::{quantity::scale_of, resources::Resources},
+};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodePoolLabels {
     pub nodepool: String,
 }
 
+/// A NodeClaim's pool and capacity type (empty until launched).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabels {
+    pub nodepool: String,
+    pub capacity_type: String,
+}
+
+impl ClaimLabels {
+    pub fn of(claim: &NodeClaim) -> Self {
+        let capacity_type = claim.status.as_ref().and_then(|s| s.capacity_type.clone());
+        Self {
+            nodepool: claim.labels().get(labels::NODEPOOL).cloned().unwrap_or_default(),
+            capacity_type: capacity_type
+                .or_else(|| claim.labels().get(labels::CAPACITY_TYPE).cloned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Why stoker itself deleted a NodeClaim.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DisruptionLabels {
+    pub nodepool: String,
+    pub capacity_type: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     pub code: String,
+}
+
+/// A cloud provider operation (`create`, `delete`, `list`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodErrorLabels {
+    pub method: String,
+    pub code: String,
+}
+
+/// A NodePool's resource (`cpu` in cores, `memory` in bytes, `nodes`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub nodepool: String,
+    pub resource: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,16 +90,32 @@ pub struct WarmPoolLabels {
     pub warmpool: String,
 }
 
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn cloud_call_histogram() -> Histogram {
+    Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
 /// Every metric stoker exports.
 pub struct Metrics {
     registry: Registry,
+    /// Every metric's name as exported (without the `_total`, `_bucket`, ... sample suffixes).
+    pub names: Vec<String>,
     pub scheduling_duration: Histogram,
     pub pods_pending: Gauge,
+    pub pod_provisioning_wait: Histogram,
     pub nodeclaims_created: Family<NodePoolLabels, Counter>,
-    pub nodeclaims_launched: Family<NodePoolLabels, Counter>,
-    pub nodeclaims_terminated: Family<NodePoolLabels, Counter>,
+    pub nodeclaims_launched: Family<ClaimLabels, Counter>,
+    pub nodeclaims_registered: Family<ClaimLabels, Counter>,
+    pub nodeclaims_initialized: Family<ClaimLabels, Counter>,
+    pub nodeclaims_terminated: Family<ClaimLabels, Counter>,
+    pub nodeclaims_disrupted: Family<DisruptionLabels, Counter>,
     pub launch_failures: Family<CodeLabels, Counter>,
     pub unavailable_offerings: Gauge,
+    pub cloudprovider_duration: HistogramFamily<MethodLabels>,
+    pub cloudprovider_errors: Family<MethodErrorLabels, Counter>,
+    pub nodepool_usage: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    pub nodepool_limit: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     pub warmpool_preemptions: Family<WarmPoolLabels, Counter>,
     pub warmpool_desired: Family<WarmPoolLabels, Gauge>,
     pub warmpool_ready: Family<WarmPoolLabels, Gauge>,
@@ -56,48 +124,88 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("stoker");
-        let scheduling_duration = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
-        registry.register(
+        let mut metrics = Registrar { registry: Registry::with_prefix("stoker"), names: Vec::new() };
+        let scheduling_duration = metrics.add(
             "scheduling_duration_seconds",
             "Time the scheduling simulation took for one batch",
-            scheduling_duration.clone(),
+            Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         );
-        let pods_pending = Gauge::default();
-        registry.register("pods_pending", "Provisionable pods in the last batch", pods_pending.clone());
-        let nodeclaims_created = Family::default();
-        registry.register("nodeclaims_created", "NodeClaims created by the provisioner", nodeclaims_created.clone());
-        let nodeclaims_launched = Family::default();
-        registry.register("nodeclaims_launched", "NodeClaims whose instance launched", nodeclaims_launched.clone());
-        let nodeclaims_terminated = Family::default();
-        registry.register("nodeclaims_terminated", "NodeClaims terminated", nodeclaims_terminated.clone());
-        let launch_failures = Family::default();
-        registry.register("launch_failures", "Failed launches by AWS error code", launch_failures.clone());
-        let unavailable_offerings = Gauge::default();
-        registry.register(
+        let pods_pending = metrics.add(
+            "pods_pending",
+            "Provisionable pods in the last batch: the provisioner's queue depth",
+            Gauge::default(),
+        );
+        let pod_provisioning_wait = metrics.add(
+            "pods_provisioning_wait_seconds",
+            "Time from a provisionable pod's creation until it was scheduled to a node",
+            Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+        );
+        let nodeclaims_created =
+            metrics.add("nodeclaims_created", "NodeClaims created by the provisioner", Family::default());
+        let nodeclaims_launched =
+            metrics.add("nodeclaims_launched", "NodeClaims whose instance launched", Family::default());
+        let nodeclaims_registered =
+            metrics.add("nodeclaims_registered", "NodeClaims whose Node registered", Family::default());
+        let nodeclaims_initialized = metrics.add(
+            "nodeclaims_initialized",
+            "NodeClaims whose Node became ready with its startup taints gone",
+            Family::default(),
+        );
+        let nodeclaims_terminated = metrics.add("nodeclaims_terminated", "NodeClaims terminated", Family::default());
+        let nodeclaims_disrupted = metrics.add(
+            "nodeclaims_disrupted",
+            "NodeClaims stoker deleted, by reason (Empty, LaunchFailed, RegistrationTimeout, InstanceGone)",
+            Family::default(),
+        );
+        let launch_failures = metrics.add("launch_failures", "Failed launches by AWS error code", Family::default());
+        let unavailable_offerings = metrics.add(
             "unavailable_offerings",
             "Offerings and subnets skipped after a capacity error",
-            unavailable_offerings.clone(),
+            Gauge::default(),
         );
-        let warmpool_preemptions = Family::default();
-        registry.register(
+        let cloudprovider_duration: HistogramFamily<MethodLabels> = metrics.add(
+            "cloudprovider_duration_seconds",
+            "Time of each cloud provider operation, by method",
+            Family::new_with_constructor(cloud_call_histogram),
+        );
+        let cloudprovider_errors = metrics.add(
+            "cloudprovider_errors",
+            "Failed cloud provider operations, by method and error code",
+            Family::default(),
+        );
+        let nodepool_usage = metrics.add(
+            "nodepool_usage",
+            "What a NodePool's NodeClaims hold, by resource (cpu in cores, memory in bytes, nodes)",
+            Family::default(),
+        );
+        let nodepool_limit = metrics.add("nodepool_limit", "A NodePool's limits, by resource", Family::default());
+        let warmpool_preemptions = metrics.add(
             "warmpool_preemptions",
             "Pause pods preempted by real workloads: cold starts avoided",
-            warmpool_preemptions.clone(),
+            Family::default(),
         );
-        let warmpool_desired = Family::default();
-        registry.register("warmpool_desired_replicas", "Pause pods a WarmPool holds now", warmpool_desired.clone());
-        let warmpool_ready = Family::default();
-        registry.register("warmpool_ready_replicas", "Pause pods of a WarmPool that are ready", warmpool_ready.clone());
+        let warmpool_desired =
+            metrics.add("warmpool_desired_replicas", "Pause pods a WarmPool holds now", Family::default());
+        let warmpool_ready =
+            metrics.add("warmpool_ready_replicas", "Pause pods of a WarmPool that are ready", Family::default());
         Self {
-            registry,
+            registry: metrics.registry,
+            names: metrics.names,
             scheduling_duration,
             pods_pending,
+            pod_provisioning_wait,
             nodeclaims_created,
             nodeclaims_launched,
+            nodeclaims_registered,
+            nodeclaims_initialized,
             nodeclaims_terminated,
+            nodeclaims_disrupted,
             launch_failures,
             unavailable_offerings,
+            cloudprovider_duration,
+            cloudprovider_errors,
+            nodepool_usage,
+            nodepool_limit,
             warmpool_preemptions,
             warmpool_desired,
             warmpool_ready,
@@ -106,7 +214,41 @@ impl Default for Metrics {
     }
 }
 
+/// Registers metrics and remembers their names.
+struct Registrar {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl Registrar {
+    fn add<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.registry.register(name, help, metric.clone());
+        self.names.push(format!("stoker_{name}"));
+        metric
+    }
+}
+
 impl Metrics {
+    /// Counts a NodeClaim stoker deletes itself, with why.
+    pub fn disrupted(&self, claim: &NodeClaim, reason: &str) {
+        let ClaimLabels { nodepool, capacity_type } = ClaimLabels::of(claim);
+        self.nodeclaims_disrupted
+            .get_or_create(&DisruptionLabels { nodepool, capacity_type, reason: reason.into() })
+            .inc();
+    }
+
+    /// Sets a NodePool's usage and limit gauges, in base units.
+    pub fn nodepool_resources(&self, nodepool: &str, usage: &Resources, limits: Option<&Resources>) {
+        let labels = |resource: &str| ResourceLabels { nodepool: nodepool.to_owned(), resource: resource.to_owned() };
+        let base_units = |resource: &str, amount: i64| amount as f64 / scale_of(resource) as f64;
+        for (resource, amount) in usage.iter() {
+            self.nodepool_usage.get_or_create(&labels(resource)).set(base_units(resource, amount));
+        }
+        for (resource, amount) in limits.iter().flat_map(|limits| limits.iter()) {
+            self.nodepool_limit.get_or_create(&labels(resource)).set(base_units(resource, amount));
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -165,6 +307,13 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("stoker_nodeclaims_created_total{nodepool=\"spot\"} 1"), "{text}");
         assert!(text.contains("stoker_scheduling_duration_seconds_count 1"), "{text}");
+        let usage: Resources = [("cpu".to_owned(), 2500), ("memory".to_owned(), 1 << 30)].into_iter().collect();
+        let limits: Resources = [("cpu".to_owned(), 10_000)].into_iter().collect();
+        metrics.nodepool_resources("spot", &usage, Some(&limits));
+        let text = metrics.render();
+        assert!(text.contains("stoker_nodepool_usage{nodepool=\"spot\",resource=\"cpu\"} 2.5"), "{text}");
+        assert!(text.contains("stoker_nodepool_usage{nodepool=\"spot\",resource=\"memory\"} 1073741824"), "{text}");
+        assert!(text.contains("stoker_nodepool_limit{nodepool=\"spot\",resource=\"cpu\"} 10"), "{text}");
         assert_eq!(metrics.respond("/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
         metrics.ready.store(true, Ordering::Relaxed);
         assert_eq!(metrics.respond("/readyz").status(), StatusCode::OK);

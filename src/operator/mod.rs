@@ -31,6 +31,7 @@ use crate::{
     cloudprovider::{
         CloudError,
         aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
+        metered::Metered,
     },
     controllers::{
         disruption, garbage, nodeclaim, nodeclass,
@@ -73,8 +74,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     let config = aws_config(settings.region.clone()).await;
     let cluster = cluster_info(&settings, &config, &client).await?;
     info!(endpoint = %cluster.endpoint, kubernetes = %cluster.kubernetes_minor, "cluster");
-    let provider = Arc::new(AwsCloudProvider::new(&config, AwsOptions::new(cluster)));
-    tokio::spawn(refresh_cloud(provider.clone(), metrics.clone()));
+    let aws = Arc::new(AwsCloudProvider::new(&config, AwsOptions::new(cluster)));
+    tokio::spawn(refresh_cloud(aws.clone(), metrics.clone()));
+    // The controllers' calls go through the metering wrapper.
+    let provider = Arc::new(Metered::new(aws, metrics.clone()));
 
     // Shared stores; a provisionable pod event triggers the provisioner's batch.
     // Pod events feed the current leader term's provisioner and preemption counter.
@@ -136,6 +139,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             batch_idle: settings.batch_idle_duration.as_std(),
             batch_max: settings.batch_max_duration.as_std(),
             metrics: metrics.clone(),
+            waiting: Default::default(),
         });
         let (preempted, preemptions) = tokio::sync::mpsc::channel(1024);
         *preemption_sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(preempted);
@@ -161,12 +165,14 @@ pub async fn run(settings: Settings) -> Result<()> {
                     nodes: stores.nodes.clone(),
                     pods: stores.pods.clone(),
                     pools: stores.pools.clone(),
+                    metrics: metrics.clone(),
                 })),
                 garbage::run(Arc::new(garbage::Context {
                     client: client.clone(),
                     provider: provider.clone(),
                     claims: stores.claims.clone(),
                     pools: stores.pools.clone(),
+                    metrics: metrics.clone(),
                 })),
                 warmpool::run(Arc::new(warmpool::Context {
                     client: client.clone(),

@@ -257,15 +257,33 @@ pub fn log_of(name: &str) -> String {
     std::fs::read_to_string(std::env::temp_dir().join(format!("{name}.log"))).unwrap_or_default()
 }
 
+/// What `/metrics` at `address` serves, over plain HTTP/1.0.
+pub async fn scrape(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("the metrics endpoint");
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.expect("a request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("a response");
+    response
+}
+
 /// Starts stoker's controller and the node simulator in this process (logs to the test output)
 /// and applies the example EC2NodeClass under `class_name`: the setup of the in-process
-/// end-to-end tests.
-pub async fn start_stoker(client: &Client, class_name: &str) {
+/// end-to-end tests. Returns the address its metrics are served on.
+pub async fn start_stoker(client: &Client, class_name: &str) -> String {
     let _ = tracing_subscriber::fmt().with_env_filter("stoker=info").with_test_writer().try_init();
     install_crds(client).await;
-    tokio::spawn(stoker::operator::run(settings()));
+    let metrics_address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    tokio::spawn(stoker::operator::run(stoker::operator::Settings {
+        metrics_address: metrics_address.clone(),
+        ..settings()
+    }));
     tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
     let mut class = example("ec2nodeclass.yaml");
     class["metadata"]["name"] = serde_json::json!(class_name);
     apply(client, class).await;
+    metrics_address
 }

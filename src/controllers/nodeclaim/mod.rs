@@ -37,7 +37,7 @@ use crate::{
     cloudprovider::{CloudError, CloudProvider, PriorLaunches},
     controllers::{FIELD_MANAGER, conditions, drain, publish},
     error::{Error, Result},
-    operator::metrics::{CodeLabels, Metrics, NodePoolLabels},
+    operator::metrics::{ClaimLabels, CodeLabels, Metrics},
 };
 
 /// Held on NodeClaims and their Nodes until the instance is gone.
@@ -111,6 +111,7 @@ async fn reconcile<P: CloudProvider + 'static>(claim: Arc<NodeClaim>, ctx: Arc<C
             let note =
                 format!("No node registered within {} minutes of launch", lifecycle::REGISTRATION_TTL.num_minutes());
             warn!(%note, "giving up");
+            ctx.metrics.disrupted(&claim, "RegistrationTimeout");
             publish(&ctx.recorder, &claim.object_ref(&()), EventType::Warning, "RegistrationTimeout", note).await;
             claims(&ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
             Ok(Action::await_change())
@@ -123,14 +124,11 @@ async fn reconcile<P: CloudProvider + 'static>(claim: Arc<NodeClaim>, ctx: Arc<C
         Step::Initialize => {
             apply_status(&claim, &ctx, |status| mark(status, &claim, &["Initialized", "Ready"])).await?;
             info!("initialized");
+            ctx.metrics.nodeclaims_initialized.get_or_create(&ClaimLabels::of(&claim)).inc();
             Ok(Action::await_change())
         }
         Step::Done => Ok(Action::await_change()),
     }
-}
-
-fn pool_labels(claim: &NodeClaim) -> NodePoolLabels {
-    NodePoolLabels { nodepool: claim.labels().get(labels::NODEPOOL).cloned().unwrap_or_default() }
 }
 
 fn claims<P>(ctx: &Context<P>) -> Api<NodeClaim> {
@@ -171,6 +169,7 @@ async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result
             ctx.metrics.launch_failures.get_or_create(&CodeLabels { code: error.reason().to_owned() }).inc();
             let note = format!("Launch failed, deleting the NodeClaim so its pods are planned again: {error}");
             warn!(%error, "launch failed");
+            ctx.metrics.disrupted(claim, "LaunchFailed");
             publish(&ctx.recorder, &reference, EventType::Warning, "LaunchFailed", note).await;
             claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
             return Ok(Action::await_change());
@@ -221,7 +220,8 @@ async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result
         instance.capacity_type, instance.instance_type, instance.zone, instance.id
     );
     publish(&ctx.recorder, &reference, EventType::Normal, "Launched", note).await;
-    ctx.metrics.nodeclaims_launched.get_or_create(&pool_labels(claim)).inc();
+    let launched = ClaimLabels { capacity_type: instance.capacity_type.clone(), ..ClaimLabels::of(claim) };
+    ctx.metrics.nodeclaims_launched.get_or_create(&launched).inc();
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
@@ -244,6 +244,7 @@ async fn register<P>(claim: &NodeClaim, node: &Node, ctx: &Context<P>) -> Result
     })
     .await?;
     info!(node = %node.name_any(), "registered");
+    ctx.metrics.nodeclaims_registered.get_or_create(&ClaimLabels::of(claim)).inc();
     Ok(Action::requeue(Duration::from_secs(5)))
 }
 
@@ -288,7 +289,7 @@ async fn terminate<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Res
     let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": claim.resource_version()}});
     claims(ctx).patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     info!("terminated");
-    ctx.metrics.nodeclaims_terminated.get_or_create(&pool_labels(claim)).inc();
+    ctx.metrics.nodeclaims_terminated.get_or_create(&ClaimLabels::of(claim)).inc();
     Ok(Action::await_change())
 }
 

@@ -8,7 +8,11 @@
 
 pub mod snapshot;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -68,6 +72,36 @@ pub struct Stores {
     pub daemonsets: Store<DaemonSet>,
 }
 
+/// Provisionable pods a batch saw, by UID, until kube-scheduler binds them (their wait goes into
+/// `stoker_pods_provisioning_wait_seconds`) or they are gone.
+#[derive(Default)]
+pub struct WaitingPods(std::sync::Mutex<HashMap<String, ObjectRef<Pod>>>);
+
+impl WaitingPods {
+    fn track<'a>(&self, pods: impl Iterator<Item = &'a Arc<Pod>>) {
+        let mut waiting = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for pod in pods {
+            if let Some(uid) = pod.uid() {
+                waiting.entry(uid).or_insert_with(|| ObjectRef::from_obj(&**pod));
+            }
+        }
+    }
+
+    fn settle(&self, store: &Store<Pod>, metrics: &Metrics) {
+        let mut waiting = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        waiting.retain(|uid, reference| {
+            let Some(pod) = store.get(reference).filter(|pod| pod.uid().as_ref() == Some(uid)) else { return false };
+            match snapshot::scheduling_wait(&pod) {
+                Some(wait) => {
+                    metrics.pod_provisioning_wait.observe(wait);
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+}
+
 pub struct Provisioner<P> {
     pub client: Client,
     pub recorder: Recorder,
@@ -78,6 +112,7 @@ pub struct Provisioner<P> {
     pub batch_idle: Duration,
     pub batch_max: Duration,
     pub metrics: Arc<Metrics>,
+    pub waiting: WaitingPods,
 }
 
 /// Runs batches until the trigger channel closes. A trigger is sent for every provisionable pod
@@ -88,6 +123,7 @@ pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>, m
         tokio::select! {
             trigger = triggers.recv() => if trigger.is_none() { return },
             _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                provisioner.waiting.settle(&provisioner.stores.pods, &provisioner.metrics);
                 if !provisioner.stores.pods.state().iter().any(|pod| snapshot::is_provisionable(pod)) {
                     continue;
                 }
@@ -119,6 +155,8 @@ impl<P: CloudProvider> Provisioner<P> {
             return Ok(());
         }
         info!("batch closed");
+        self.waiting.settle(&self.stores.pods, &self.metrics);
+        self.waiting.track(pods.iter().filter(|pod| snapshot::is_provisionable(pod)));
         let pools = self.stores.pools.state();
         let mut instance_types: BTreeMap<String, Arc<[InstanceType]>> = BTreeMap::new();
         for pool in &pools {

@@ -51,6 +51,15 @@ pub fn is_provisionable(pod: &Pod) -> bool {
         && pod.metadata.deletion_timestamp.is_none()
 }
 
+/// Seconds from a pod's creation until kube-scheduler bound it; `None` while it is not bound.
+pub fn scheduling_wait(pod: &Pod) -> Option<f64> {
+    pod.spec.as_ref()?.node_name.as_ref()?;
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let scheduled = conditions.iter().find(|c| c.type_ == "PodScheduled" && c.status == "True")?;
+    let created = pod.metadata.creation_timestamp.as_ref()?;
+    Some(scheduled.last_transition_time.as_ref()?.0.duration_since(created.0).as_secs_f64().max(0.0))
+}
+
 /// Whether a pod holds resources on its node (bound and not finished).
 fn occupies_node(pod: &Pod) -> Option<&str> {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());

@@ -190,3 +190,18 @@ fn pools_whose_node_class_is_not_ready_are_skipped_with_a_reason() {
     assert_eq!(prepared.skipped, ["NodePool general: EC2NodeClass default is not ready"]);
     assert!(prepared.input.pools.is_empty());
 }
+
+#[test]
+fn the_scheduling_wait_runs_from_creation_to_binding() {
+    let mut bound = (*pod(
+        "a",
+        "1",
+        "status: {conditions: [{type: PodScheduled, status: 'True', lastTransitionTime: '2026-11-23T10:00:42Z'}]}",
+    ))
+    .clone();
+    bound.metadata.creation_timestamp = Some(serde_json::from_str("\"2026-11-23T10:00:00Z\"").unwrap());
+    assert_eq!(scheduling_wait(&bound), None, "not bound to a node yet");
+    bound.spec.as_mut().unwrap().node_name = Some("node-1".into());
+    assert_eq!(scheduling_wait(&bound), Some(42.0));
+    assert_eq!(scheduling_wait(&pending("b", "1")), None);
+}

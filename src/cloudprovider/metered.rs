@@ -1,0 +1,122 @@
+//! A `CloudProvider` that times every call of the one it wraps and counts failures by error
+//! code (`stoker_cloudprovider_duration_seconds`, `stoker_cloudprovider_errors_total`), so every
+//! controller's cloud calls are measured without each of them doing it.
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use super::{CloudError, CloudProvider, Instance, PriorLaunches};
+use crate::{
+    apis::{
+        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
+        nodeclaim::NodeClaim,
+    },
+    operator::metrics::{MethodErrorLabels, MethodLabels, Metrics},
+    scheduling::catalog::InstanceType,
+};
+
+pub struct Metered<P> {
+    inner: Arc<P>,
+    metrics: Arc<Metrics>,
+}
+
+impl<P> Metered<P> {
+    pub fn new(inner: Arc<P>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn observe<T>(
+        &self,
+        method: &str,
+        call: impl Future<Output = Result<T, CloudError>>,
+    ) -> Result<T, CloudError> {
+        let started = Instant::now();
+        let result = call.await;
+        let labels = MethodLabels { method: method.to_owned() };
+        self.metrics.cloudprovider_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            let labels = MethodErrorLabels { method: method.to_owned(), code: error.reason().to_owned() };
+            self.metrics.cloudprovider_errors.get_or_create(&labels).inc();
+        }
+        result
+    }
+}
+
+impl<P: CloudProvider> CloudProvider for Metered<P> {
+    async fn create(
+        &self,
+        claim: &NodeClaim,
+        class: &EC2NodeClass,
+        prior: PriorLaunches,
+    ) -> Result<Instance, CloudError> {
+        self.observe("create", self.inner.create(claim, class, prior)).await
+    }
+
+    async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
+        self.observe("delete", self.inner.delete(provider_id)).await
+    }
+
+    async fn get(&self, provider_id: &str) -> Result<Instance, CloudError> {
+        self.observe("get", self.inner.get(provider_id)).await
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, CloudError> {
+        self.observe("list", self.inner.list()).await
+    }
+
+    async fn instance_types(&self, class: &EC2NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
+        self.observe("instance_types", self.inner.instance_types(class)).await
+    }
+
+    async fn resolve_node_class(&self, class: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
+        self.observe("resolve_node_class", self.inner.resolve_node_class(class)).await
+    }
+
+    async fn delete_node_class_resources(&self, class: &EC2NodeClass) -> Result<(), CloudError> {
+        self.observe("delete_node_class_resources", self.inner.delete_node_class_resources(class)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers `get` with NotFound and `list` with nothing; the rest is never called here.
+    struct Empty;
+
+    impl CloudProvider for Empty {
+        async fn create(&self, _: &NodeClaim, _: &EC2NodeClass, _: PriorLaunches) -> Result<Instance, CloudError> {
+            unreachable!("not called by this test")
+        }
+        async fn delete(&self, _: &str) -> Result<(), CloudError> {
+            unreachable!("not called by this test")
+        }
+        async fn get(&self, provider_id: &str) -> Result<Instance, CloudError> {
+            Err(CloudError::NotFound(provider_id.to_owned()))
+        }
+        async fn list(&self) -> Result<Vec<Instance>, CloudError> {
+            Ok(Vec::new())
+        }
+        async fn instance_types(&self, _: &EC2NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
+            unreachable!("not called by this test")
+        }
+        async fn resolve_node_class(&self, _: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
+            unreachable!("not called by this test")
+        }
+        async fn delete_node_class_resources(&self, _: &EC2NodeClass) -> Result<(), CloudError> {
+            unreachable!("not called by this test")
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_are_timed_by_method_and_failures_counted_by_code() {
+        let metrics = Arc::new(Metrics::default());
+        let provider = Metered::new(Arc::new(Empty), metrics.clone());
+        provider.list().await.expect("an empty list");
+        provider.get("aws:///us-east-1a/i-0abc").await.expect_err("not found");
+        let text = metrics.render();
+        assert!(text.contains("stoker_cloudprovider_duration_seconds_count{method=\"list\"} 1"), "{text}");
+        assert!(text.contains("stoker_cloudprovider_duration_seconds_count{method=\"get\"} 1"), "{text}");
+        assert!(text.contains("stoker_cloudprovider_errors_total{method=\"get\",code=\"NotFound\"} 1"), "{text}");
+        assert!(!text.contains("stoker_cloudprovider_errors_total{method=\"list\""), "{text}");
+    }
+}
