@@ -21,24 +21,8 @@ sleep 5
 
 log "creating a Deployment of $pods pods"
 created=$(date +%s.%N)
-kubectl apply -f - >/dev/null <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: burst, namespace: default}
-spec:
-  replicas: $pods
-  selector: {matchLabels: {app: burst}}
-  template:
-    metadata: {labels: {app: burst}}
-    spec:
-      terminationGracePeriodSeconds: 0
-      containers: [{name: c, image: registry.k8s.io/pause:3.10, resources: {requests: {cpu: 100m, memory: 128Mi}}}]
-EOF
-deadline=$((SECONDS + 600))
-until [[ $(kubectl get pods -l app=burst --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l) -ge $pods ]]; do
-  ((SECONDS < deadline)) || die "the burst did not run within 600s (log: $LOGS/stoker.log)"
-  sleep 2
-done
+create_burst "$pods"
+wait_burst_running "$pods"
 all_running=$(date +%s.%N)
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$PIDS/stoker.pid")/status")
 

@@ -113,3 +113,31 @@ bench_environment() {
   (cd "$REPO_ROOT" && cargo build --locked --profile "$profile" --bin stoker)
   stoker="$CARGO_TARGET_DIR/$([[ $profile == dev ]] && echo debug || echo release)/stoker"
 }
+
+# create_burst N [NODE_SELECTOR]: a Deployment `burst` of N pause pods (100m, 128Mi) in default,
+# with an optional nodeSelector in flow YAML (`{stoker.dev/nodepool: spot}`). For the benchmarks.
+create_burst() {
+  kubectl apply -f - >/dev/null <<EOF2
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: burst, namespace: default}
+spec:
+  replicas: $1
+  selector: {matchLabels: {app: burst}}
+  template:
+    metadata: {labels: {app: burst}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      nodeSelector: ${2:-{\}}
+      containers: [{name: c, image: registry.k8s.io/pause:3.10, resources: {requests: {cpu: 100m, memory: 128Mi}}}]
+EOF2
+}
+
+# wait_burst_running N: wait (at most 600 s) until N pods of the burst run.
+wait_burst_running() {
+  local deadline=$((SECONDS + 600))
+  until [[ $(kubectl get pods -l app=burst --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l) -ge $1 ]]; do
+    ((SECONDS < deadline)) || die "the burst did not run within 600s (log: $LOGS/stoker.log)"
+    sleep 2
+  done
+}
