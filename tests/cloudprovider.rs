@@ -136,6 +136,16 @@ async fn node_class_resolves_and_the_catalog_is_priced_per_zone() {
     // The emulator's placeholder spot price (0.00001) falls back to the on-demand price.
     assert!(offerings.iter().all(|(_, _, price)| *price == 0.096), "{offerings:?}");
     assert!(types.iter().any(|t| t.labels[labels::ARCH] == "arm64"), "arm64 types, as an arm64 AMI resolved");
+
+    // Priced once and shared until something changes; a catalog refresh prices again what was in use.
+    let again = h.provider.instance_types(&h.class).await.expect("instance types");
+    assert!(std::sync::Arc::ptr_eq(&types, &again), "served from the cache");
+    h.provider.refresh().await.expect("a catalog refresh");
+    let refreshed = h.provider.instance_types(&h.class).await.expect("instance types");
+    assert!(!std::sync::Arc::ptr_eq(&types, &refreshed), "priced again after the refresh");
+    assert_eq!(*types, *refreshed, "the same catalog and prices give the same types");
+    let after = h.provider.instance_types(&h.class).await.expect("instance types");
+    assert!(std::sync::Arc::ptr_eq(&refreshed, &after), "the refresh left the new pricing in the cache");
 }
 
 #[tokio::test]

@@ -131,6 +131,13 @@ async fn apply<P: CloudProvider>(class: &EC2NodeClass, ctx: &Context<P>) -> Resu
     let api: Api<EC2NodeClass> = Api::all(ctx.client.clone());
     let patch = json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "EC2NodeClass", "status": status});
     api.patch_status(&class.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    if problem.is_none() {
+        // Price the class's instance types now, so the first batch that needs them does not wait.
+        let resolved = EC2NodeClass { status: Some(status.clone()), ..class.clone() };
+        if let Err(error) = ctx.provider.instance_types(&resolved).await {
+            warn!(%error, "cannot price the node class's instance types");
+        }
+    }
 
     let was_ready = previous.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
     let previous_message = previous.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.as_str());

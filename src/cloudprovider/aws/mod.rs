@@ -35,7 +35,7 @@ pub use self::bootstrap::ClusterInfo;
 use self::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings};
 use super::{CloudError, CloudProvider, Instance, PriorLaunches};
 use crate::{
-    apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
+    apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus, KubeletConfiguration},
     apis::nodeclaim::NodeClaim,
     scheduling::catalog::InstanceType,
 };
@@ -104,6 +104,7 @@ pub struct AwsCloudProvider {
 }
 
 struct Priced {
+    shape: Shape,
     types: Arc<[InstanceType]>,
     generation: u64,
     /// When the first unavailable mark the entry saw expires.
@@ -156,6 +157,14 @@ impl AwsCloudProvider {
     /// Fetches the instance catalog and spot prices now (the operator calls this periodically).
     pub async fn refresh(&self) -> Result<Arc<Catalog>, CloudError> {
         let mut cached = self.catalog.lock().await;
+        self.refresh_locked(&mut cached).await.map(|(catalog, _)| catalog)
+    }
+
+    /// Fetches the catalog into `cached` (the locked cache); returns it with its generation.
+    async fn refresh_locked(
+        &self,
+        cached: &mut Option<(Arc<Catalog>, Instant)>,
+    ) -> Result<(Arc<Catalog>, u64), CloudError> {
         let fresh = Arc::new(catalog::fetch(&self.ec2).await?);
         let spot = catalog::fetch_spot_prices(&self.ec2).await;
         {
@@ -169,20 +178,25 @@ impl AwsCloudProvider {
             }
         }
         *cached = Some((fresh.clone(), Instant::now()));
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        Ok(fresh)
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        // Price again what was in use, so batches keep finding it ready.
+        let shapes: Vec<Shape> = lock(&self.priced).drain().map(|(_, priced)| priced.shape).collect();
+        for shape in shapes {
+            self.price(&fresh, shape, generation);
+        }
+        Ok((fresh, generation))
     }
 
-    async fn current_catalog(&self) -> Result<Arc<Catalog>, CloudError> {
+    /// The catalog, fetched again when stale, and the generation it was current in (read under
+    /// the catalog's lock, so the two agree).
+    async fn current_catalog(&self) -> Result<(Arc<Catalog>, u64), CloudError> {
+        let mut cached = self.catalog.lock().await;
+        if let Some((catalog, fetched)) = cached.as_ref()
+            && fetched.elapsed() < self.options.catalog_ttl
         {
-            let cached = self.catalog.lock().await;
-            if let Some((catalog, fetched)) = cached.as_ref()
-                && fetched.elapsed() < self.options.catalog_ttl
-            {
-                return Ok(catalog.clone());
-            }
+            return Ok((catalog.clone(), self.generation.load(Ordering::SeqCst)));
         }
-        self.refresh().await
+        self.refresh_locked(&mut cached).await
     }
 
     /// Deletes this cluster's launch templates that no launch of this process used within
@@ -201,9 +215,38 @@ impl AwsCloudProvider {
         .await
     }
 
+    /// Prices the catalog for a shape and caches the result under `generation`.
+    fn price(&self, catalog: &Catalog, shape: Shape, generation: u64) -> Arc<[InstanceType]> {
+        let now = Instant::now();
+        let (types, valid_until) = {
+            let prices = lock(&self.prices);
+            let unavailable = lock(&self.unavailable);
+            let types: Arc<[InstanceType]> = catalog
+                .instance_types(&shape.zones, &shape.arches, &prices, &unavailable, now, shape.kubelet.as_ref())
+                .into();
+            (types, unavailable.next_expiry(now))
+        };
+        let priced = Priced { shape, types: types.clone(), generation, valid_until };
+        lock(&self.priced).insert(priced.shape.key(), priced);
+        types
+    }
+
     fn mark_unavailable(&self, mark: impl FnOnce(&mut UnavailableOfferings, Instant)) {
         mark(&mut lock(&self.unavailable), Instant::now());
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// What the priced instance types of a node class depend on besides the catalog and prices.
+struct Shape {
+    zones: BTreeSet<String>,
+    arches: BTreeSet<String>,
+    kubelet: Option<KubeletConfiguration>,
+}
+
+impl Shape {
+    fn key(&self) -> String {
+        format!("{:?}{:?}{}", self.zones, self.arches, serde_json::to_string(&self.kubelet).unwrap_or_default())
     }
 }
 
@@ -248,29 +291,22 @@ impl CloudProvider for AwsCloudProvider {
 
     async fn instance_types(&self, class: &EC2NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
         let status = nodeclass::ready_status(class)?;
-        // Read before what it stamps: a change while building leaves the entry stale, not wrong.
-        let generation = self.generation.load(Ordering::SeqCst);
-        let catalog = self.current_catalog().await?;
-        let zones: BTreeSet<String> = status.subnets.iter().map(|s| s.zone.clone()).collect();
-        let arches: BTreeSet<String> = status.amis.iter().filter_map(ami::arch_of).map(str::to_owned).collect();
-        let kubelet = class.spec.kubelet.as_ref();
-        let shape = format!("{zones:?}{arches:?}{}", serde_json::to_string(&kubelet).unwrap_or_default());
-        let now = Instant::now();
-        if let Some(priced) = lock(&self.priced).get(&shape)
+        // A mark made while pricing bumps the generation past this one: the entry is then stale,
+        // never wrong.
+        let (catalog, generation) = self.current_catalog().await?;
+        let shape = Shape {
+            zones: status.subnets.iter().map(|s| s.zone.clone()).collect(),
+            arches: status.amis.iter().filter_map(ami::arch_of).map(str::to_owned).collect(),
+            kubelet: class.spec.kubelet.clone(),
+        };
+        let key = shape.key();
+        if let Some(priced) = lock(&self.priced).get(&key)
             && priced.generation == generation
-            && priced.valid_until.is_none_or(|until| now < until)
+            && priced.valid_until.is_none_or(|until| Instant::now() < until)
         {
             return Ok(priced.types.clone());
         }
-        let (types, valid_until) = {
-            let prices = lock(&self.prices);
-            let unavailable = lock(&self.unavailable);
-            let types: Arc<[InstanceType]> =
-                catalog.instance_types(&zones, &arches, &prices, &unavailable, now, kubelet).into();
-            (types, unavailable.next_expiry(now))
-        };
-        lock(&self.priced).insert(shape, Priced { types: types.clone(), generation, valid_until });
-        Ok(types)
+        Ok(self.price(&catalog, shape, generation))
     }
 
     async fn resolve_node_class(&self, class: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
