@@ -41,6 +41,16 @@ pub const RESERVED_DOMAIN: &str = "stoker.dev/";
 
 /// Taint on a new node until stoker has synced its NodeClaim's labels and taints onto it.
 pub const UNREGISTERED_TAINT: &str = "stoker.dev/unregistered";
+/// Taints Kubernetes puts on nodes for passing conditions (starting up, a missed heartbeat, the
+/// network not set up yet). They say nothing about which pods the node can take once the condition
+/// clears, so the simulation ignores them, as Karpenter does: otherwise a node that is briefly
+/// NotReady would get its pending pods a second node.
+pub const EPHEMERAL_TAINTS: [&str; 4] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.kubernetes.io/network-unavailable",
+    "node.cloudprovider.kubernetes.io/uninitialized",
+];
 /// Taint on a node being drained.
 pub const DISRUPTED_TAINT: &str = "stoker.dev/disrupted";
 

@@ -20,7 +20,7 @@ use kube::ResourceExt;
 use crate::{
     apis::{
         NodeClaim, NodePool,
-        labels::{self, UNREGISTERED_TAINT},
+        labels::{self, EPHEMERAL_TAINTS, UNREGISTERED_TAINT},
         nodeclaim::{NodeClaimSpec, ResourceRequests},
     },
     scheduling::{
@@ -192,7 +192,9 @@ pub fn solver_input(state: &ClusterState) -> Prepared {
             .unwrap_or_default()
             .into_iter()
             .filter(|t| {
-                t.key != UNREGISTERED_TAINT && !expected_to_go.iter().any(|s| s.key == t.key && s.effect == t.effect)
+                t.key != UNREGISTERED_TAINT
+                    && !EPHEMERAL_TAINTS.contains(&t.key.as_str())
+                    && !expected_to_go.iter().any(|s| s.key == t.key && s.effect == t.effect)
             })
             .collect();
         input.nodes.push(ExistingNode {

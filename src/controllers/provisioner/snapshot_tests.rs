@@ -124,9 +124,10 @@ fn registered_nodes_offer_what_their_bound_pods_leave() {
     let types = catalog();
     let pools = [pool("")];
     let node: Node = serde_yaml::from_str(
-        "metadata: {name: node-1, labels: {stoker.dev/nodepool: general, team: web, karpenter.sh/capacity-type: on-demand, kubernetes.io/arch: amd64, kubernetes.io/os: linux}}\nspec: {providerID: 'aws:///us-east-1a/i-1', taints: [{key: stoker.dev/unregistered, effect: NoExecute}]}\nstatus: {allocatable: {cpu: '4', memory: 16Gi, pods: '58'}}",
+        "metadata: {name: node-1, labels: {stoker.dev/nodepool: general, team: web, karpenter.sh/capacity-type: on-demand, kubernetes.io/arch: amd64, kubernetes.io/os: linux}}\nspec: {providerID: 'aws:///us-east-1a/i-1', taints: [{key: stoker.dev/unregistered, effect: NoExecute}, {key: node.kubernetes.io/not-ready, effect: NoSchedule}]}\nstatus: {allocatable: {cpu: '4', memory: 16Gi, pods: '58'}}",
     )
     .expect("a Node");
+    // Neither stoker's registration taint nor a passing not-ready taint keeps pods off the node.
     let nodes = [Arc::new(node)];
     let busy = pod("busy", "3", "status: {phase: Running}");
     let mut busy = (*busy).clone();
