@@ -32,11 +32,17 @@ fn helm(args: &[&str]) -> Result<String, String> {
     }
 }
 
-fn render(extra: &[&str]) -> Vec<Value> {
-    let mut args =
-        vec!["template", "stoker", "charts/stoker", "--namespace", NAMESPACE, "--set", "settings.clusterName=prod"];
+/// `helm template` of the stoker chart with these extra arguments.
+fn template(extra: &[&str]) -> Result<String, String> {
+    let mut args = vec!["template", "stoker", "charts/stoker", "--namespace", NAMESPACE];
     args.extend_from_slice(extra);
-    let yaml = helm(&args).unwrap_or_else(|e| panic!("helm template {extra:?}: {e}"));
+    helm(&args)
+}
+
+fn render(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["--set", "settings.clusterName=prod"];
+    args.extend_from_slice(extra);
+    let yaml = template(&args).unwrap_or_else(|e| panic!("helm template {extra:?}: {e}"));
     support::documents(&yaml)
 }
 
@@ -141,29 +147,13 @@ fn the_dashboard_shows_exactly_the_exported_metrics() {
 #[test]
 #[ignore = "needs helm from the local environment: run hack/test.sh"]
 fn a_values_typo_or_a_missing_cluster_name_fails_the_install() {
-    let typo = helm(&[
-        "template",
-        "stoker",
-        "charts/stoker",
-        "--set",
-        "settings.clusterName=prod",
-        "--set",
-        "settings.clusterNme=prod",
-    ])
-    .expect_err("a typo is refused");
+    let typo = template(&["--set", "settings.clusterName=prod", "--set", "settings.clusterNme=prod"])
+        .expect_err("a typo is refused");
     assert!(typo.contains("clusterNme"), "{typo}");
-    let missing = helm(&["template", "stoker", "charts/stoker"]).expect_err("clusterName is required");
+    let missing = template(&[]).expect_err("clusterName is required");
     assert!(missing.contains("clusterName"), "{missing}");
-    let bad = helm(&[
-        "template",
-        "stoker",
-        "charts/stoker",
-        "--set",
-        "settings.clusterName=prod",
-        "--set",
-        "settings.logFormat=xml",
-    ])
-    .expect_err("an unknown log format is refused");
+    let bad = template(&["--set", "settings.clusterName=prod", "--set", "settings.logFormat=xml"])
+        .expect_err("an unknown log format is refused");
     assert!(bad.contains("logFormat"), "{bad}");
 }
 

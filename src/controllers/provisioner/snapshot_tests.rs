@@ -39,6 +39,16 @@ fn pending(name: &str, cpu: &str) -> Arc<Pod> {
     pod(name, cpu, PENDING)
 }
 
+/// Pending and bound pods and pools, with no nodes, NodeClaims or DaemonSets; tests add those
+/// with struct update syntax.
+fn cluster<'a>(
+    pods: &'a [Arc<Pod>],
+    pools: &'a [Arc<NodePool>],
+    instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
+) -> ClusterState<'a> {
+    ClusterState { pods, nodes: &[], claims: &[], pools, daemonsets: &[], instance_types }
+}
+
 fn planned(state: &ClusterState) -> crate::scheduling::solver::Plan {
     let prepared = solver_input(state);
     assert!(prepared.skipped.is_empty(), "{:?}", prepared.skipped);
@@ -68,8 +78,7 @@ fn a_planned_nodeclaim_is_owned_labelled_and_carries_the_template() {
     let types = catalog();
     let pools = [pool("")];
     let pods = [pending("a", "1"), pending("b", "1")];
-    let state =
-        ClusterState { pods: &pods, nodes: &[], claims: &[], pools: &pools, daemonsets: &[], instance_types: &types };
+    let state = cluster(&pods, &pools, &types);
     let plan = planned(&state);
     assert_eq!(plan.new_claims.len(), 1);
     let claim = nodeclaim_for(&plan.new_claims[0], &pools[0], "x7k2p");
@@ -93,26 +102,9 @@ fn pods_covered_by_an_in_flight_nodeclaim_do_not_launch_again() {
     let types = catalog();
     let pools = [pool("")];
     let pods = [pending("a", "1"), pending("b", "1")];
-    let first = {
-        let state = ClusterState {
-            pods: &pods,
-            nodes: &[],
-            claims: &[],
-            pools: &pools,
-            daemonsets: &[],
-            instance_types: &types,
-        };
-        planned(&state)
-    };
+    let first = planned(&cluster(&pods, &pools, &types));
     let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
-    let state = ClusterState {
-        pods: &pods,
-        nodes: &[],
-        claims: &claims,
-        pools: &pools,
-        daemonsets: &[],
-        instance_types: &types,
-    };
+    let state = ClusterState { claims: &claims, ..cluster(&pods, &pools, &types) };
     let again = planned(&state);
     assert!(again.new_claims.is_empty(), "{:?}", again.new_claims);
     assert_eq!(again.existing.len(), 2);
@@ -133,14 +125,7 @@ fn registered_nodes_offer_what_their_bound_pods_leave() {
     let mut busy = (*busy).clone();
     busy.spec.as_mut().expect("spec").node_name = Some("node-1".into());
     let pods = [Arc::new(busy), pending("small", "500m"), pending("big", "2")];
-    let state = ClusterState {
-        pods: &pods,
-        nodes: &nodes,
-        claims: &[],
-        pools: &pools,
-        daemonsets: &[],
-        instance_types: &types,
-    };
+    let state = ClusterState { nodes: &nodes, ..cluster(&pods, &pools, &types) };
     let plan = planned(&state);
     assert_eq!(plan.existing, [("default/small".to_owned(), "node-1".to_owned())]);
     assert_eq!(plan.new_claims.len(), 1, "the 2-CPU pod does not fit the 1 CPU left");
@@ -152,27 +137,10 @@ fn limits_count_in_flight_nodeclaims() {
     let types = catalog();
     let pools = [pool("  limits: {nodes: '1'}\n")];
     let pods = [pending("a", "1")];
-    let first = {
-        let state = ClusterState {
-            pods: &pods,
-            nodes: &[],
-            claims: &[],
-            pools: &pools,
-            daemonsets: &[],
-            instance_types: &types,
-        };
-        planned(&state)
-    };
+    let first = planned(&cluster(&pods, &pools, &types));
     let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
     let more = [pending("a", "1"), pending("huge", "60")];
-    let state = ClusterState {
-        pods: &more,
-        nodes: &[],
-        claims: &claims,
-        pools: &pools,
-        daemonsets: &[],
-        instance_types: &types,
-    };
+    let state = ClusterState { claims: &claims, ..cluster(&more, &pools, &types) };
     let plan = planned(&state);
     assert!(plan.new_claims.is_empty());
     let (pod, reason) = &plan.unschedulable[0];
@@ -185,8 +153,7 @@ fn pools_whose_node_class_is_not_ready_are_skipped_with_a_reason() {
     let pools = [pool("")];
     let pods = [pending("a", "1")];
     let none = BTreeMap::new();
-    let state =
-        ClusterState { pods: &pods, nodes: &[], claims: &[], pools: &pools, daemonsets: &[], instance_types: &none };
+    let state = cluster(&pods, &pools, &none);
     let prepared = solver_input(&state);
     assert_eq!(prepared.skipped, ["NodePool general: EC2NodeClass default is not ready"]);
     assert!(prepared.input.pools.is_empty());
