@@ -15,6 +15,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
+use stoker::operator::settings::FeatureGates;
 
 const NAMESPACE: &str = "stoker-system";
 
@@ -71,6 +72,7 @@ fn charts_lint_and_render_with_default_and_other_values() {
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     let env: Vec<&str> = container["env"].as_array().expect("env").iter().filter_map(|e| e["name"].as_str()).collect();
     assert!(env.contains(&"CLUSTER_NAME") && !env.contains(&"CLUSTER_ENDPOINT"), "{env:?}");
+    assert_eq!(feature_gates(deployment), FeatureGates::default());
     assert!(spec["affinity"]["podAntiAffinity"].is_object());
     assert_eq!(spec["topologySpreadConstraints"][0]["topologyKey"], "topology.kubernetes.io/zone");
     assert!(find(&defaults, "PodDisruptionBudget").is_some());
@@ -94,9 +96,12 @@ fn charts_lint_and_render_with_default_and_other_values() {
         "warmPool.priorityClass.create=false",
         "--set",
         "dashboard.enabled=true",
+        "--set",
+        "settings.featureGates.consolidation=false",
     ]);
     let deployment = find(&custom, "Deployment").expect("a Deployment");
     assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(feature_gates(deployment), FeatureGates { warm_pools: true, consolidation: false });
     let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image");
     assert!(image.ends_with("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), "{image}");
     let account = find(&custom, "ServiceAccount").expect("a ServiceAccount");
@@ -111,6 +116,13 @@ fn charts_lint_and_render_with_default_and_other_values() {
     let shipped: Value = serde_json::from_str(dashboard["data"]["stoker.json"].as_str().expect("the dashboard JSON"))
         .expect("the shipped dashboard is JSON");
     assert_eq!(shipped, dashboard_json());
+}
+
+/// The feature gates the rendered Deployment passes, parsed as the controller parses them.
+fn feature_gates(deployment: &Value) -> FeatureGates {
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().expect("env");
+    let gates = env.iter().find(|e| e["name"] == "FEATURE_GATES").expect("FEATURE_GATES in the env");
+    gates["value"].as_str().expect("a value").parse().expect("gates the controller accepts")
 }
 
 fn dashboard_json() -> Value {
@@ -155,6 +167,9 @@ fn a_values_typo_or_a_missing_cluster_name_fails_the_install() {
     let bad = template(&["--set", "settings.clusterName=prod", "--set", "settings.logFormat=xml"])
         .expect_err("an unknown log format is refused");
     assert!(bad.contains("logFormat"), "{bad}");
+    let gate = template(&["--set", "settings.clusterName=prod", "--set", "settings.featureGates.warmPool=false"])
+        .expect_err("an unknown feature gate is refused");
+    assert!(gate.contains("warmPool"), "{gate}");
 }
 
 #[test]

@@ -9,7 +9,6 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{Duration as ChronoDuration, DurationRound, Timelike, Utc};
 use k8s_openapi::api::{
-    apps::v1::Deployment,
     core::v1::{Event, Namespace},
     scheduling::v1::PriorityClass,
 };
@@ -24,27 +23,12 @@ use support::{client, install_crds, wait_until};
 
 const NAMESPACE: &str = "warmpool-e2e";
 
-async fn replicas(deployments: &Api<Deployment>) -> Option<i32> {
-    deployments.get_opt("warmpool-rush").await.ok().flatten()?.spec.replicas
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local environment: run hack/test.sh"]
 async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
     let client = client().await;
     install_crds(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces.delete(NAMESPACE, &DeleteParams::default()).await;
-    wait_until(Duration::from_secs(60), || {
-        let namespaces = namespaces.clone();
-        async move { namespaces.get_opt(NAMESPACE).await.ok().flatten().is_none().then_some(()) }
-    })
-    .await
-    .expect("the old test namespace to go away");
-    namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).unwrap())
-        .await
-        .unwrap();
+    support::fresh_namespace(&client, NAMESPACE).await;
 
     let recorder = Recorder::new(client.clone(), Reporter { controller: "stoker-test".into(), instance: None });
     let metrics = Arc::new(stoker::operator::metrics::Metrics::default());
@@ -67,14 +51,14 @@ async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
     .unwrap();
     let pools: Api<WarmPool> = Api::namespaced(client.clone(), NAMESPACE);
     pools.create(&PostParams::default(), &pool).await.unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let pause_pods = || support::pause_replicas(&client, NAMESPACE, "rush");
 
     // Baseline first, with the next transition in status.
     let status = wait_until(Duration::from_secs(20), || {
-        let (pools, deployments) = (pools.clone(), deployments.clone());
+        let pools = pools.clone();
         async move {
             let status = pools.get("rush").await.ok()?.status?;
-            (replicas(&deployments).await == Some(1) && status.next_transition.is_some()).then_some(status)
+            (pause_pods().await == Some(1) && status.next_transition.is_some()).then_some(status)
         }
     })
     .await
@@ -95,13 +79,10 @@ async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
     let seconds_to_up = (up_at - Utc::now()).num_milliseconds() as f64 / 1000.0;
     assert!(seconds_to_up > 2.0, "the test setup took too long ({seconds_to_up}s left)");
     tokio::time::sleep(Duration::from_secs_f64(seconds_to_up - 2.0)).await;
-    assert_eq!(replicas(&deployments).await, Some(1), "still at baseline just before start − lead");
-    wait_until(Duration::from_secs(15), || {
-        let deployments = deployments.clone();
-        async move { (replicas(&deployments).await == Some(3)).then_some(()) }
-    })
-    .await
-    .expect("3 pause pods from start − lead");
+    assert_eq!(pause_pods().await, Some(1), "still at baseline just before start − lead");
+    wait_until(Duration::from_secs(15), || async { (pause_pods().await == Some(3)).then_some(()) })
+        .await
+        .expect("3 pause pods from start − lead");
     let scaled_after = (Utc::now() - up_at).num_milliseconds();
     assert!((0..10_000).contains(&scaled_after), "scaled {scaled_after} ms after start − lead");
 
@@ -109,12 +90,9 @@ async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
     let down_at = start + ChronoDuration::minutes(1);
     tokio::time::sleep(Duration::from_secs_f64(((down_at - Utc::now()).num_milliseconds().max(0) as f64) / 1000.0))
         .await;
-    wait_until(Duration::from_secs(15), || {
-        let deployments = deployments.clone();
-        async move { (replicas(&deployments).await == Some(1)).then_some(()) }
-    })
-    .await
-    .expect("back to the baseline at the window's end");
+    wait_until(Duration::from_secs(15), || async { (pause_pods().await == Some(1)).then_some(()) })
+        .await
+        .expect("back to the baseline at the window's end");
 
     let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
     let scaled: Vec<String> = events
@@ -142,8 +120,9 @@ async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
     .await
     .expect("ScheduleValid=False");
     assert!(condition.message.contains("spec.schedules[0].start"), "{}", condition.message);
-    assert_eq!(replicas(&deployments).await, Some(1));
+    assert_eq!(pause_pods().await, Some(1));
 
     controller.abort();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces.delete(NAMESPACE, &DeleteParams::default()).await;
 }

@@ -119,6 +119,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     info!("caches synced");
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
+    let gates = settings.feature_gates;
+    info!(warm_pools = gates.warm_pools, consolidation = gates.consolidation, "feature gates");
     // Every replica keeps its caches warm; only the leader runs the controllers, which all write.
     let (mut leading, _always_leading) = leadership(&client, &settings).await?;
     loop {
@@ -142,7 +144,9 @@ pub async fn run(settings: Settings) -> Result<()> {
             waiting: Default::default(),
         });
         let (preempted, preemptions) = tokio::sync::mpsc::channel(1024);
-        *preemption_sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(preempted);
+        if gates.warm_pools {
+            *preemption_sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(preempted);
+        }
         let (trigger, triggers) = tokio::sync::mpsc::channel(1);
         *trigger_sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(trigger);
         let client = client.clone();
@@ -158,15 +162,18 @@ pub async fn run(settings: Settings) -> Result<()> {
                     new_claims,
                     metrics: metrics.clone(),
                 })),
-                disruption::run(Arc::new(disruption::Context {
-                    client: client.clone(),
-                    recorder: recorder.clone(),
-                    claims: stores.claims.clone(),
-                    nodes: stores.nodes.clone(),
-                    pods: stores.pods.clone(),
-                    pools: stores.pools.clone(),
-                    metrics: metrics.clone(),
-                })),
+                gated(
+                    gates.consolidation,
+                    disruption::run(Arc::new(disruption::Context {
+                        client: client.clone(),
+                        recorder: recorder.clone(),
+                        claims: stores.claims.clone(),
+                        nodes: stores.nodes.clone(),
+                        pods: stores.pods.clone(),
+                        pools: stores.pools.clone(),
+                        metrics: metrics.clone(),
+                    }))
+                ),
                 garbage::run(Arc::new(garbage::Context {
                     client: client.clone(),
                     provider: provider.clone(),
@@ -174,12 +181,15 @@ pub async fn run(settings: Settings) -> Result<()> {
                     pools: stores.pools.clone(),
                     metrics: metrics.clone(),
                 })),
-                warmpool::run(Arc::new(warmpool::Context {
-                    client: client.clone(),
-                    recorder: recorder.clone(),
-                    metrics: metrics.clone(),
-                })),
-                preemption::run(client.clone(), preemptions, metrics.clone()),
+                gated(
+                    gates.warm_pools,
+                    warmpool::run(Arc::new(warmpool::Context {
+                        client: client.clone(),
+                        recorder: recorder.clone(),
+                        metrics: metrics.clone(),
+                    }))
+                ),
+                gated(gates.warm_pools, preemption::run(client.clone(), preemptions, metrics.clone())),
                 nodeclass::run(Arc::new(nodeclass::Context {
                     client: client.clone(),
                     recorder: recorder.clone(),
@@ -203,6 +213,13 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Runs a controller only when its feature gate is on; a gated-off controller finishes at once.
+async fn gated(enabled: bool, controller: impl Future<Output = ()>) {
+    if enabled {
+        controller.await
+    }
 }
 
 /// The leader Lease's state: true while this replica holds it. Without leader election, always

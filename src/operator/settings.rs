@@ -59,4 +59,78 @@ pub struct Settings {
     /// Address of the health endpoints (`/healthz`, `/readyz`).
     #[arg(long, env = "HEALTH_ADDRESS", default_value = "0.0.0.0:8081")]
     pub health_address: String,
+    /// Optional capabilities switched on or off: `WarmPools=true,Consolidation=false`.
+    #[arg(long, env = "FEATURE_GATES", default_value = "")]
+    pub feature_gates: FeatureGates,
+}
+
+/// Capabilities an operator can switch off without uninstalling: a gate that is off means its
+/// controller does not run at all, so it neither reads nor writes its resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureGates {
+    /// The WarmPool controller and its preemption counter.
+    pub warm_pools: bool,
+    /// Voluntary disruption: removing empty nodes after `consolidateAfter`. Termination of deleted
+    /// NodeClaims, expiry of unregistered ones and garbage collection are not gated.
+    pub consolidation: bool,
+}
+
+impl Default for FeatureGates {
+    fn default() -> Self {
+        Self { warm_pools: true, consolidation: true }
+    }
+}
+
+/// Where a gate's value lives in [`FeatureGates`].
+type GateField = fn(&mut FeatureGates) -> &mut bool;
+
+impl FeatureGates {
+    /// Every gate by the name it is set with, Kubernetes-style.
+    const GATES: [(&str, GateField); 2] =
+        [("WarmPools", |gates| &mut gates.warm_pools), ("Consolidation", |gates| &mut gates.consolidation)];
+}
+
+/// `Name=bool` pairs separated by commas; gates not named keep their default (on).
+impl std::str::FromStr for FeatureGates {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut gates = Self::default();
+        for pair in text.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+            let (name, value) =
+                pair.split_once('=').ok_or_else(|| format!("`{pair}` is not `Name=true` or `Name=false`"))?;
+            let (name, value) = (name.trim(), value.trim());
+            let gate = Self::GATES.iter().find(|(known, _)| *known == name).ok_or_else(|| {
+                let known: Vec<&str> = Self::GATES.iter().map(|(known, _)| *known).collect();
+                format!("unknown feature gate `{name}` (known: {})", known.join(", "))
+            })?;
+            *gate.1(&mut gates) =
+                value.parse().map_err(|_| format!("feature gate `{name}` must be `true` or `false`, not `{value}`"))?;
+        }
+        Ok(gates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FeatureGates;
+
+    #[test]
+    fn feature_gates_default_on_and_parse_kubernetes_style() {
+        assert_eq!("".parse(), Ok(FeatureGates::default()));
+        assert_eq!(
+            " WarmPools=false , Consolidation=true".parse(),
+            Ok(FeatureGates { warm_pools: false, consolidation: true })
+        );
+        assert_eq!("Consolidation=false".parse(), Ok(FeatureGates { warm_pools: true, consolidation: false }));
+    }
+
+    #[test]
+    fn a_misspelt_or_malformed_feature_gate_is_refused_with_the_known_names() {
+        let unknown = "WarmPool=false".parse::<FeatureGates>().unwrap_err();
+        assert_eq!(unknown, "unknown feature gate `WarmPool` (known: WarmPools, Consolidation)");
+        assert!("WarmPools".parse::<FeatureGates>().unwrap_err().contains("`Name=true`"));
+        assert!("WarmPools=off".parse::<FeatureGates>().unwrap_err().contains("not `off`"));
+    }
 }

@@ -159,6 +159,26 @@ pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} from hack/test.sh"))
 }
 
+/// Creates namespace `name` afresh, after any left by an earlier run has gone.
+pub async fn fresh_namespace(client: &Client, name: &str) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &kube::api::DeleteParams::default()).await;
+    wait_until(Duration::from_secs(60), || {
+        let namespaces = namespaces.clone();
+        async move { namespaces.get_opt(name).await.ok().flatten().is_none().then_some(()) }
+    })
+    .await
+    .expect("the old test namespace to go away");
+    let namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("a namespace");
+    namespaces.create(&PostParams::default(), &namespace).await.expect("the test namespace");
+}
+
+/// How many pause pods the WarmPool `pool` in `namespace` asks for; None before its Deployment exists.
+pub async fn pause_replicas(client: &Client, namespace: &str, pool: &str) -> Option<i32> {
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), namespace);
+    deployments.get_opt(&format!("warmpool-{pool}")).await.ok().flatten()?.spec.replicas
+}
+
 /// Server-side applies a manifest with the tests' field manager.
 pub async fn apply(client: &Client, manifest: Value) {
     let (api, object) = api_for(client, &manifest).await;
@@ -183,6 +203,7 @@ pub fn settings() -> stoker::operator::Settings {
         health_address: "127.0.0.1:0".into(),
         leader_elect: true,
         leader_election_namespace: "default".into(),
+        feature_gates: Default::default(),
     }
 }
 
