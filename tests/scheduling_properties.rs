@@ -174,7 +174,7 @@ fn build(catalog: Vec<InstanceType>, pools: &[PoolSpec], pods: &[PodSpec]) -> In
             infos.push(PodInfo::from_pod(&pod).unwrap());
         }
     }
-    Input { pods: infos, pools, instance_types: catalog, ..Default::default() }
+    Input { pods: infos, pools, instance_types: catalog.into(), ..Default::default() }
 }
 
 fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {

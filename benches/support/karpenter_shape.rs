@@ -168,5 +168,5 @@ pub fn input(pods: Vec<PodInfo>, instance_types: Vec<InstanceType>) -> Input {
         daemon_overhead: Resources::new(),
         remaining: None,
     };
-    Input { pods, pools: vec![pool], instance_types, ..Default::default() }
+    Input { pods, pools: vec![pool], instance_types: instance_types.into(), ..Default::default() }
 }

@@ -36,6 +36,9 @@ pub const DO_NOT_DISRUPT: &str = "stoker.dev/do-not-disrupt";
 /// Karpenter's spelling of [`DO_NOT_DISRUPT`], honoured for workloads that already carry it.
 pub const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 
+/// The kubelet's annotation on the API copy (mirror) of a static pod; draining skips such pods.
+pub const MIRROR_POD: &str = "kubernetes.io/config.mirror";
+
 /// Label domain reserved for stoker; users may not set labels or requirements in it.
 pub const RESERVED_DOMAIN: &str = "stoker.dev/";
 

@@ -145,7 +145,7 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
         }
     }
     let pod_count = pods.len();
-    let input = Input { pods, pools, instance_types, ..Default::default() };
+    let input = Input { pods, pools, instance_types: instance_types.into(), ..Default::default() };
     let result = solve(&input);
     // The bound covers what the plan hosts, not pods nothing can host.
     let unschedulable: BTreeSet<&str> = result.unschedulable.iter().map(|(pod, _)| pod.as_str()).collect();

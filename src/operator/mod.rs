@@ -3,6 +3,7 @@
 //! controllers reading them, all sharing one Kubernetes client and one AWS configuration.
 
 pub mod metrics;
+pub mod prune;
 pub mod settings;
 
 use std::{sync::Arc, time::Duration};
@@ -85,7 +86,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let trigger_sink: Sink<()> = Arc::default();
     let preemption_sink: Sink<preemption::Preemption> = Arc::default();
     let (triggers_to, preemptions_to) = (trigger_sink.clone(), preemption_sink.clone());
-    let pods = shared(&client, move |event: &Pod| {
+    let pods = shared(&client, prune::pod, move |event: &Pod| {
         if is_provisionable(event)
             && let Some(sink) = &*triggers_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
         {
@@ -99,11 +100,11 @@ pub async fn run(settings: Settings) -> Result<()> {
     });
     let stores = Stores {
         pods,
-        nodes: shared(&client, |_: &Node| {}),
-        claims: shared(&client, |_: &NodeClaim| {}),
-        pools: shared(&client, |_: &NodePool| {}),
-        classes: shared(&client, |_: &EC2NodeClass| {}),
-        daemonsets: shared(&client, |_: &DaemonSet| {}),
+        nodes: shared(&client, prune::node, |_: &Node| {}),
+        claims: shared(&client, prune::managed_fields, |_: &NodeClaim| {}),
+        pools: shared(&client, prune::managed_fields, |_: &NodePool| {}),
+        classes: shared(&client, prune::managed_fields, |_: &EC2NodeClass| {}),
+        daemonsets: shared(&client, prune::managed_fields, |_: &DaemonSet| {}),
     };
     for ready in [
         stores.pods.wait_until_ready().boxed(),
@@ -260,16 +261,17 @@ async fn shutdown_signal() {
     }
 }
 
-/// A cluster-wide reflector store for `K`, fed by a watch in the background; `on_apply` sees
-/// every added or changed object. Managed fields are dropped to keep the cache small.
-fn shared<K>(client: &Client, on_apply: impl Fn(&K) + Send + 'static) -> Store<K>
+/// A cluster-wide reflector store for `K`, fed by a watch in the background; `prune` drops what
+/// no controller reads before an object is stored, and `on_apply` sees every added or changed
+/// (pruned) object.
+fn shared<K>(client: &Client, prune: fn(&mut K), on_apply: impl Fn(&K) + Send + 'static) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .modify(prune)
         .reflect(writer)
         .applied_objects();
     tokio::spawn(drain_watch(stream, on_apply));

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::{
-    api::core::v1::{NodeSelectorTerm, Pod, PodAffinityTerm, Taint, Toleration},
+    api::core::v1::{NodeSelectorTerm, Pod, PodAffinityTerm, PodSpec, Taint, Toleration},
     apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 
@@ -117,8 +117,9 @@ impl PodInfo {
         let namespace = metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let key = format!("{namespace}/{}", metadata.name.clone().unwrap_or_default());
         let labels = metadata.labels.clone().unwrap_or_default();
-        let spec = pod.spec.clone().unwrap_or_default();
-        let requests = pod_requests(&spec)?;
+        let no_spec = PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+        let requests = pod_requests(spec)?;
 
         let mut selector_requirements = Requirements::new();
         for (key, value) in spec.node_selector.iter().flatten() {
@@ -221,7 +222,7 @@ impl PodInfo {
             labels,
             requests,
             requirements,
-            tolerations: spec.tolerations.unwrap_or_default(),
+            tolerations: spec.tolerations.clone().unwrap_or_default(),
             host_ports,
             topology,
             preferences,

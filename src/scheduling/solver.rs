@@ -11,6 +11,7 @@
 use std::{
     borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
 };
 
 use k8s_openapi::api::core::v1::Taint;
@@ -80,7 +81,9 @@ pub struct Input {
     pub nodes: Vec<ExistingNode>,
     pub scheduled: Vec<ScheduledPod>,
     pub pools: Vec<NodePoolTemplate>,
-    pub instance_types: Vec<InstanceType>,
+    /// Shared with the cloud provider's priced-types cache when there is one node class, so a
+    /// batch does not copy the catalog.
+    pub instance_types: Arc<[InstanceType]>,
 }
 
 /// A node to launch.
@@ -756,8 +759,16 @@ impl<'a> Solver<'a> {
         }
         for (key, requirement) in self.interner.sets[requirements].iter() {
             let Some(minimum) = requirement.min_values() else { continue };
-            let distinct: BTreeSet<&String> =
-                fitting.iter().filter_map(|i| self.input.instance_types[i].labels.get(key)).collect();
+            // Runs for every placement: stop counting once the minimum is reached.
+            let mut distinct: Vec<&String> = Vec::with_capacity(minimum);
+            for value in fitting.iter().filter_map(|i| self.input.instance_types[i].labels.get(key)) {
+                if !distinct.contains(&value) {
+                    distinct.push(value);
+                    if distinct.len() >= minimum {
+                        break;
+                    }
+                }
+            }
             if distinct.len() < minimum {
                 return Err(format!("only {} values of {key} remain, minValues is {minimum}", distinct.len()));
             }

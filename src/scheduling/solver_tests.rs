@@ -59,7 +59,7 @@ fn pool(name: &str, weight: i32, capacity_type: &str) -> NodePoolTemplate {
 }
 
 fn input(pools: Vec<NodePoolTemplate>, pods: Vec<PodInfo>) -> Input {
-    Input { pods, pools, instance_types: catalog(), ..Default::default() }
+    Input { pods, pools, instance_types: catalog().into(), ..Default::default() }
 }
 
 /// A pod from YAML fragments added to its spec (indented for `spec:`).
@@ -284,8 +284,12 @@ fn at_most_sixty_instance_types_per_claim() {
     }
     let mut pool = pool("on-demand", 0, "on-demand");
     pool.instance_types = (0..80).collect();
-    let plan =
-        solve(&Input { pods: pods(1, "1", "1Gi", ""), pools: vec![pool], instance_types: types, ..Default::default() });
+    let plan = solve(&Input {
+        pods: pods(1, "1", "1Gi", ""),
+        pools: vec![pool],
+        instance_types: types.into(),
+        ..Default::default()
+    });
     let claim = &plan.new_claims[0];
     assert_eq!(claim.instance_types.len(), MAX_INSTANCE_TYPES);
     assert_eq!(claim.instance_types[0], "t0.large");

@@ -91,7 +91,7 @@ pub fn registered_taints(node: &Node, claim: &NodeClaim) -> Vec<Taint> {
 /// finished, and not already terminating.
 pub fn evictable(pod: &Pod) -> bool {
     let daemon = pod.metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
-    let mirror = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    let mirror = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(labels::MIRROR_POD));
     let finished = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
     !daemon && !mirror && !finished && pod.metadata.deletion_timestamp.is_none()
 }

@@ -28,7 +28,7 @@ use crate::{
         inputs::nodepool_template,
         pod::PodInfo,
         requirements::Requirements,
-        resources::{Resources, pod_requests},
+        resources::Resources,
         solver::{ExistingNode, Input, NODES, NewNodeClaim, ScheduledPod},
     },
 };
@@ -90,12 +90,20 @@ pub fn solver_input(state: &ClusterState) -> Prepared {
     let mut skipped = Vec::new();
     let mut input = Input::default();
 
-    // Instance types, one slice per node class.
+    // Instance types, one slice per node class: the cached slice itself when there is one class,
+    // a concatenation otherwise.
     let mut ranges: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
-    for (class, types) in state.instance_types {
-        let start = input.instance_types.len();
-        input.instance_types.extend(types.iter().cloned());
-        ranges.insert(class.as_str(), start..input.instance_types.len());
+    if let [(class, types)] = state.instance_types.iter().collect::<Vec<_>>()[..] {
+        input.instance_types = types.clone();
+        ranges.insert(class.as_str(), 0..types.len());
+    } else {
+        let mut all = Vec::new();
+        for (class, types) in state.instance_types {
+            let start = all.len();
+            all.extend(types.iter().cloned());
+            ranges.insert(class.as_str(), start..all.len());
+        }
+        input.instance_types = all.into();
     }
 
     // What each pool's NodeClaims already count against its limits.
@@ -139,12 +147,8 @@ pub fn solver_input(state: &ClusterState) -> Prepared {
     let mut ports: HashMap<&str, Vec<(String, i32, String)>> = HashMap::new();
     for pod in state.pods {
         let Some(node) = occupies_node(pod) else { continue };
-        if let Some(spec) = &pod.spec
-            && let Ok(requests) = pod_requests(spec)
-        {
-            taken.entry(node).or_default().add(&requests);
-        }
         if let Ok(info) = PodInfo::from_pod(pod) {
+            taken.entry(node).or_default().add(&info.requests);
             ports.entry(node).or_default().extend(info.host_ports.iter().cloned());
             input.scheduled.push(ScheduledPod {
                 namespace: info.namespace,

@@ -1,0 +1,126 @@
+//! One provisioning decision as the controller makes it when a batch closes: the cluster snapshot
+//! turned into the solver's input (`solver_input`), then `solve`, on the example NodePools and
+//! the real us-east-1 catalog. Shapes: a 1,000-pod burst landing on a cluster that already runs
+//! 1,000 pods (the end of `hack/bench-provisioning.sh`), and 500 pending pods on 1,000 nodes with
+//! 10,000 bound pods (`hack/bench-memory.sh`). The figures are the batch side of "batch close →
+//! first CreateFleet" (DESIGN.md: < 50 ms p99).
+
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::json;
+use stoker::{
+    apis::NodePool,
+    cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
+    controllers::provisioner::snapshot::{ClusterState, solver_input},
+    scheduling::{catalog::InstanceType, solver::solve},
+};
+
+/// The default EC2NodeClass's types: the real catalog in three zones, amd64 and arm64.
+fn instance_types() -> BTreeMap<String, Arc<[InstanceType]>> {
+    let catalog = Catalog::snapshot();
+    let mut prices = PriceBook::snapshot("us-east-1");
+    prices.learn_vcpus(&catalog.types);
+    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).into();
+    let arches = ["amd64", "arm64"].map(String::from).into();
+    let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
+    let types = catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), None);
+    BTreeMap::from([("default".to_owned(), types.into())])
+}
+
+fn example_pools() -> Vec<Arc<NodePool>> {
+    ["nodepool-spot.yaml", "nodepool-on-demand.yaml"]
+        .map(|file| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(file);
+            let text = std::fs::read_to_string(path).expect("an example NodePool");
+            Arc::new(serde_yaml::from_str(&text).expect("a NodePool"))
+        })
+        .into()
+}
+
+fn node(index: usize) -> Arc<Node> {
+    let name = format!("node-{index:04}");
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                "topology.kubernetes.io/zone": format!("us-east-1{}", ["a", "b", "c"][index % 3]),
+                "node.kubernetes.io/instance-type": "m5.4xlarge", "karpenter.sh/capacity-type": "spot",
+                "stoker.dev/nodepool": "spot"}},
+            // Tainted as in hack/bench-memory.sh: the pending pods need new capacity.
+            "spec": {"providerID": format!("aws:///us-east-1a/i-{index:017x}"),
+                     "taints": [{"key": "scale", "value": "only", "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .expect("a Node"),
+    )
+}
+
+/// A pod of `app` requesting 100m and 128Mi, bound to `node` or pending (unschedulable).
+fn pod(index: usize, app: usize, node: Option<String>) -> Arc<Pod> {
+    let status = match &node {
+        Some(_) => json!({"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]}),
+        None => json!({"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}),
+    };
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("pod-{index:05}"), "namespace": "default", "uid": format!("uid-{index}"),
+                         "resourceVersion": "1", "labels": {"app": format!("app-{app}")}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]},
+            "status": status
+        }))
+        .expect("a Pod"),
+    )
+}
+
+/// `nodes` nodes running `bound` pods between them, and `pending` unschedulable pods.
+fn cluster(nodes: usize, bound: usize, pending: usize) -> (Vec<Arc<Node>>, Vec<Arc<Pod>>) {
+    let node_list: Vec<Arc<Node>> = (0..nodes).map(node).collect();
+    let mut pods: Vec<Arc<Pod>> = (0..bound).map(|i| pod(i, i % 50, Some(format!("node-{:04}", i % nodes)))).collect();
+    pods.extend((bound..bound + pending).map(|i| pod(i, 999, None)));
+    (node_list, pods)
+}
+
+fn batch(c: &mut Criterion) {
+    let instance_types = instance_types();
+    let pools = example_pools();
+    let mut group = c.benchmark_group("batch");
+    group.sample_size(20);
+    for (nodes, bound, pending) in [(10, 1_000, 1_000), (1_000, 10_000, 500)] {
+        let (node_list, pods) = cluster(nodes, bound, pending);
+        let state = ClusterState {
+            pods: &pods,
+            nodes: &node_list,
+            claims: &[],
+            pools: &pools,
+            daemonsets: &[],
+            instance_types: &instance_types,
+        };
+        // One timed run outside criterion, for the figures at a glance.
+        let started = Instant::now();
+        let prepared = solver_input(&state);
+        let prepared_at = Instant::now();
+        let plan = solve(&prepared.input);
+        println!(
+            "batch nodes={nodes} bound={bound} pending={pending}: solver_input_ms={:.1} solve_ms={:.1} new_claims={} skipped={}",
+            (prepared_at - started).as_secs_f64() * 1e3,
+            prepared_at.elapsed().as_secs_f64() * 1e3,
+            plan.new_claims.len(),
+            prepared.skipped.len(),
+        );
+        let id = format!("{nodes}n-{bound}b-{pending}p");
+        group
+            .bench_with_input(BenchmarkId::new("solver_input", &id), &state, |b, state| b.iter(|| solver_input(state)));
+        group.bench_with_input(BenchmarkId::new("solver_input+solve", &id), &state, |b, state| {
+            b.iter(|| solve(&solver_input(state).input))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, batch);
+criterion_main!(benches);
