@@ -48,7 +48,11 @@ log "creating $pods pods bound to them"
 per_node=$(((pods + nodes - 1) / nodes))
 generate pod "$pods" "$per_node" | while read -r list; do kubectl create -f - <<<"$list" >/dev/null; done
 
-start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 "$stoker" controller
+# STOKER_WRAPPER runs the controller under a profiler, e.g. STOKER_WRAPPER="heaptrack -o /tmp/stoker"
+# (the RSS figures are then the profiler's).
+# shellcheck disable=SC2086
+start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 \
+  ${STOKER_WRAPPER:-} "$stoker" controller
 start node-simulator "$stoker" node-simulator --delay 1s
 wait_for "stoker's caches" 300 grep -q '"caches synced"' "$LOGS/stoker.log"
 rss() { awk "/$1/ {print int(\$2 / 1024)}" "/proc/$(cat "$PIDS/stoker.pid")/status"; }
