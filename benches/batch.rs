@@ -5,6 +5,9 @@
 //! 10,000 bound pods (`hack/bench-memory.sh`). The figures are the batch side of "batch close →
 //! first CreateFleet" (DESIGN.md: < 50 ms p99).
 
+#[path = "support/real_catalog.rs"]
+mod real_catalog;
+
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -12,21 +15,13 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
 use stoker::{
     apis::NodePool,
-    cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
     controllers::provisioner::snapshot::{ClusterState, solver_input},
     scheduling::{catalog::InstanceType, solver::solve},
 };
 
-/// The default EC2NodeClass's types: the real catalog in three zones, amd64 and arm64.
+/// The default EC2NodeClass's types: the real catalog.
 fn instance_types() -> BTreeMap<String, Arc<[InstanceType]>> {
-    let catalog = Catalog::snapshot();
-    let mut prices = PriceBook::snapshot("us-east-1");
-    prices.learn_vcpus(&catalog.types);
-    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).into();
-    let arches = ["amd64", "arm64"].map(String::from).into();
-    let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
-    let types = catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), None);
-    BTreeMap::from([("default".to_owned(), types.into())])
+    BTreeMap::from([("default".to_owned(), real_catalog::instance_types().into())])
 }
 
 fn example_pools() -> Vec<Arc<NodePool>> {

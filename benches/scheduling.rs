@@ -5,35 +5,19 @@
 
 #[path = "support/karpenter_shape.rs"]
 mod karpenter_shape;
+#[path = "support/real_catalog.rs"]
+mod real_catalog;
 
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use stoker::{
-    cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
-    scheduling::{
-        catalog::{InstanceType, cost_lower_bound},
-        resources::Resources,
-        solver::solve,
-    },
-};
+use stoker::scheduling::{catalog::cost_lower_bound, resources::Resources, solver::solve};
 
 const SIZES: [usize; 5] = [100, 1_000, 5_000, 10_000, 20_000];
 
-/// The real catalog snapshot in three zones, spot priced at on-demand (no live prices offline).
-fn real_catalog() -> Vec<InstanceType> {
-    let catalog = Catalog::snapshot();
-    let mut prices = PriceBook::snapshot("us-east-1");
-    prices.learn_vcpus(&catalog.types);
-    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).into();
-    let arches = ["amd64", "arm64"].map(String::from).into();
-    let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
-    catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), None)
-}
-
 fn scheduling(c: &mut Criterion) {
     for (name, instance_types) in
-        [("karpenter-shape", karpenter_shape::instance_types(400)), ("real-catalog", real_catalog())]
+        [("karpenter-shape", karpenter_shape::instance_types(400)), ("real-catalog", real_catalog::instance_types())]
     {
         let mut group = c.benchmark_group(name);
         group.sample_size(10);
