@@ -93,7 +93,9 @@ pub fn solver_input(state: &ClusterState) -> Prepared {
     // Instance types, one slice per node class: the cached slice itself when there is one class,
     // a concatenation otherwise.
     let mut ranges: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
-    if let [(class, types)] = state.instance_types.iter().collect::<Vec<_>>()[..] {
+    if state.instance_types.len() == 1
+        && let Some((class, types)) = state.instance_types.first_key_value()
+    {
         input.instance_types = types.clone();
         ranges.insert(class.as_str(), 0..types.len());
     } else {
@@ -181,8 +183,8 @@ pub fn solver_input(state: &ClusterState) -> Prepared {
         if let Some(id) = node.spec.as_ref().and_then(|s| s.provider_id.as_deref()) {
             registered_ids.push(id);
         }
-        let spec = node.spec.clone().unwrap_or_default();
-        if spec.unschedulable == Some(true) {
+        let spec = node.spec.as_ref();
+        if spec.and_then(|s| s.unschedulable) == Some(true) {
             continue;
         }
         let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
@@ -192,14 +194,15 @@ pub fn solver_input(state: &ClusterState) -> Prepared {
         }
         let expected_to_go = startup.get(name.as_str()).copied().unwrap_or_default();
         let taints = spec
-            .taints
+            .and_then(|s| s.taints.as_deref())
             .unwrap_or_default()
-            .into_iter()
+            .iter()
             .filter(|t| {
                 t.key != UNREGISTERED_TAINT
                     && !EPHEMERAL_TAINTS.contains(&t.key.as_str())
                     && !expected_to_go.iter().any(|s| s.key == t.key && s.effect == t.effect)
             })
+            .cloned()
             .collect();
         input.nodes.push(ExistingNode {
             requirements: Requirements::from_labels(node.labels()),
