@@ -16,6 +16,7 @@ use serde_json::json;
 use stoker::{
     apis::NodePool,
     controllers::provisioner::snapshot::{ClusterState, solver_input},
+    operator::cache::CachedPod,
     scheduling::{catalog::InstanceType, solver::solve},
 };
 
@@ -54,14 +55,14 @@ fn node(index: usize) -> Arc<Node> {
 }
 
 /// A pod of `app` requesting 100m and 128Mi, bound to `node` or pending (unschedulable).
-fn pod(index: usize, app: usize, node: Option<String>) -> Arc<Pod> {
+fn pod(index: usize, app: usize, node: Option<String>) -> Arc<CachedPod> {
     let status = match &node {
         Some(_) => json!({"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]}),
         None => json!({"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}),
     };
-    Arc::new(
-        serde_json::from_value(json!({
+    Arc::new(CachedPod::from(
+        serde_json::from_value::<Pod>(json!({
             "metadata": {"name": format!("pod-{index:05}"), "namespace": "default", "uid": format!("uid-{index}"),
                          "resourceVersion": "1", "labels": {"app": format!("app-{app}")}},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
@@ -69,13 +70,14 @@ fn pod(index: usize, app: usize, node: Option<String>) -> Arc<Pod> {
             "status": status
         }))
         .expect("a Pod"),
-    )
+    ))
 }
 
 /// `nodes` nodes running `bound` pods between them, and `pending` unschedulable pods.
-fn cluster(nodes: usize, bound: usize, pending: usize) -> (Vec<Arc<Node>>, Vec<Arc<Pod>>) {
+fn cluster(nodes: usize, bound: usize, pending: usize) -> (Vec<Arc<Node>>, Vec<Arc<CachedPod>>) {
     let node_list: Vec<Arc<Node>> = (0..nodes).map(node).collect();
-    let mut pods: Vec<Arc<Pod>> = (0..bound).map(|i| pod(i, i % 50, Some(format!("node-{:04}", i % nodes)))).collect();
+    let mut pods: Vec<Arc<CachedPod>> =
+        (0..bound).map(|i| pod(i, i % 50, Some(format!("node-{:04}", i % nodes)))).collect();
     pods.extend((bound..bound + pending).map(|i| pod(i, 999, None)));
     (node_list, pods)
 }

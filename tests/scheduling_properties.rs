@@ -1,6 +1,9 @@
 //! Invariants of the scheduling simulation over random pods, NodePools and catalogs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use k8s_openapi::api::core::v1::{Pod, Taint};
 use proptest::prelude::*;
@@ -12,7 +15,7 @@ use stoker::{
         pod::PodInfo,
         requirements::{Requirement, Requirements},
         resources::Resources,
-        solver::{Input, NODES, NodePoolTemplate, Plan, solve},
+        solver::{ExistingNode, Input, NODES, NodePoolTemplate, Plan, solve},
     },
 };
 
@@ -171,14 +174,14 @@ fn build(catalog: Vec<InstanceType>, pools: &[PoolSpec], pods: &[PodSpec]) -> In
                 "spec": pod_spec,
             }))
             .unwrap();
-            infos.push(PodInfo::from_pod(&pod).unwrap());
+            infos.push(Arc::new(PodInfo::from_pod(&pod).unwrap()));
         }
     }
     Input { pods: infos, pools, instance_types: catalog.into(), ..Default::default() }
 }
 
 fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
-    let pods: BTreeMap<&str, &PodInfo> = input.pods.iter().map(|p| (p.key.as_str(), p)).collect();
+    let pods: BTreeMap<&str, &PodInfo> = input.pods.iter().map(|p| (p.key.as_str(), &**p)).collect();
     let placed = plan.new_claims.iter().map(|c| c.pods.len()).sum::<usize>() + plan.existing.len();
     prop_assert_eq!(placed + plan.unschedulable.len(), input.pods.len(), "every pod is decided exactly once");
     let mut nodes_per_pool: BTreeMap<&str, i64> = BTreeMap::new();
@@ -258,7 +261,7 @@ fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
         groups.entry(group.clone()).or_default().insert(zone.clone(), *count);
     }
     for (group, mut counts) in groups {
-        let members: Vec<&PodInfo> = input.pods.iter().filter(|p| p.labels["group"] == group).collect();
+        let members: Vec<&PodInfo> = input.pods.iter().filter(|p| p.labels["group"] == group).map(|p| &**p).collect();
         if !limited && members.iter().all(|p| !unschedulable.contains(&p.key.as_str())) {
             for zone in reachable_zones(input, members[0]) {
                 counts.entry(zone).or_insert(0);
@@ -292,8 +295,74 @@ fn reachable_zones(input: &Input, pod: &PodInfo) -> BTreeSet<String> {
     zones
 }
 
+/// Registered nodes with some room left: (zone, arch, tainted, free millicores, free pods).
+fn nodes_strategy() -> impl Strategy<Value = Vec<ExistingNode>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(ZONES.to_vec()),
+            prop::sample::select(vec!["amd64", "arm64"]),
+            prop::bool::weighted(0.3),
+            0i64..8000,
+            0i64..30,
+        ),
+        0..4,
+    )
+    .prop_map(|nodes| {
+        nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, (zone, arch, tainted, millicpu, pods))| {
+                let name = format!("node-{i}");
+                let node_labels: BTreeMap<String, String> = [
+                    (labels::HOSTNAME, name.as_str()),
+                    (labels::ZONE, zone),
+                    (labels::ARCH, arch),
+                    (labels::CAPACITY_TYPE, "on-demand"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+                ExistingNode {
+                    requirements: Requirements::from_labels(&node_labels),
+                    registered: true,
+                    taints: if tainted { vec![taint()] } else { vec![] },
+                    free: [
+                        ("cpu".to_owned(), millicpu),
+                        ("memory".to_owned(), millicpu << 21),
+                        ("pods".to_owned(), pods),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    host_ports: vec![],
+                    name,
+                }
+            })
+            .collect()
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The solver places a run of identical replicas at once where it can; a label of its own
+    /// gives each replica its own signature, so each is placed alone. Both must give one plan.
+    #[test]
+    fn replicas_placed_together_land_where_they_would_one_by_one(
+        catalog in catalog_strategy(),
+        pools in pools_strategy(),
+        pods in pods_strategy(),
+        nodes in nodes_strategy(),
+        scale in 1usize..40,
+    ) {
+        let pods: Vec<PodSpec> = pods.into_iter().map(|p| PodSpec { replicas: p.replicas * scale, ..p }).collect();
+        let input = Input { nodes, ..build(catalog, &pools, &pods) };
+        let mut alone = input.clone();
+        for pod in &mut alone.pods {
+            let key = pod.key.clone();
+            Arc::make_mut(pod).labels.insert("replica".into(), key);
+        }
+        prop_assert_eq!(solve(&input), solve(&alone));
+    }
 
     #[test]
     fn plans_respect_requirements_taints_resources_limits_and_spread(

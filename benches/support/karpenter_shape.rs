@@ -168,5 +168,10 @@ pub fn input(pods: Vec<PodInfo>, instance_types: Vec<InstanceType>) -> Input {
         daemon_overhead: Resources::new(),
         remaining: None,
     };
-    Input { pods, pools: vec![pool], instance_types: instance_types.into(), ..Default::default() }
+    Input {
+        pods: pods.into_iter().map(std::sync::Arc::new).collect(),
+        pools: vec![pool],
+        instance_types: instance_types.into(),
+        ..Default::default()
+    }
 }

@@ -141,7 +141,7 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
         for pod in workload.pods() {
             let info = PodInfo::from_pod(&pod)
                 .map_err(|e| format!("pod {}: {e}", pod.metadata.name.as_deref().unwrap_or_default()))?;
-            pods.push(info);
+            pods.push(std::sync::Arc::new(info));
         }
     }
     let pod_count = pods.len();

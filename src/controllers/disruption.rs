@@ -14,7 +14,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::DeleteParams,
@@ -31,7 +31,7 @@ use crate::{
         nodepool::{Budget, DisruptionReason},
     },
     controllers::{nodeclaim::lifecycle::condition_true, publish},
-    operator::metrics::Metrics,
+    operator::{cache::CachedPod, metrics::Metrics},
 };
 
 /// Whether a budget is active now: always without a schedule, else within `duration` of the
@@ -81,12 +81,12 @@ pub fn empty_nodes(
     pool: &str,
     claims: &[Arc<NodeClaim>],
     nodes: &[Arc<Node>],
-    pods: &[Arc<Pod>],
+    pods: &[Arc<CachedPod>],
 ) -> Vec<(String, String)> {
     let mut busy: HashMap<&str, bool> = HashMap::new();
     for pod in pods {
-        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
-            && super::nodeclaim::lifecycle::evictable(pod)
+        if let Some(node) = pod.node_name.as_deref()
+            && super::nodeclaim::lifecycle::evictable(&pod.metadata, pod.phase.as_deref())
         {
             busy.insert(node, true);
         }
@@ -110,7 +110,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub claims: Store<NodeClaim>,
     pub nodes: Store<Node>,
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     pub pools: Store<NodePool>,
     pub metrics: Arc<Metrics>,
 }

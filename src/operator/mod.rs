@@ -2,13 +2,13 @@
 //! reflector stores (pods, nodes, NodeClaims, NodePools, EC2NodeClasses, DaemonSets), and the
 //! controllers reading them, all sharing one Kubernetes client and one AWS configuration.
 
+pub mod cache;
 pub mod metrics;
-pub mod prune;
 pub mod settings;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
     core::v1::{Node, Pod},
@@ -24,6 +24,8 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 pub use settings::Settings;
+
+use self::cache::{CachedPod, node as cached_node, without_managed_fields};
 use tracing::{info, warn};
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -86,7 +88,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let trigger_sink: Sink<()> = Arc::default();
     let preemption_sink: Sink<preemption::Preemption> = Arc::default();
     let (triggers_to, preemptions_to) = (trigger_sink.clone(), preemption_sink.clone());
-    let pods = shared(&client, prune::pod, move |event: &Pod| {
+    let pods = shared(&client, <CachedPod as From<Pod>>::from, move |event: &CachedPod| {
         if is_provisionable(event)
             && let Some(sink) = &*triggers_to.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
         {
@@ -100,11 +102,11 @@ pub async fn run(settings: Settings) -> Result<()> {
     });
     let stores = Stores {
         pods,
-        nodes: shared(&client, prune::node, |_: &Node| {}),
-        claims: shared(&client, prune::managed_fields, |_: &NodeClaim| {}),
-        pools: shared(&client, prune::managed_fields, |_: &NodePool| {}),
-        classes: shared(&client, prune::managed_fields, |_: &EC2NodeClass| {}),
-        daemonsets: shared(&client, prune::managed_fields, |_: &DaemonSet| {}),
+        nodes: shared(&client, cached_node, |_: &Node| {}),
+        claims: shared(&client, without_managed_fields, |_: &NodeClaim| {}),
+        pools: shared(&client, without_managed_fields, |_: &NodePool| {}),
+        classes: shared(&client, without_managed_fields, |_: &EC2NodeClass| {}),
+        daemonsets: shared(&client, without_managed_fields, |_: &DaemonSet| {}),
     };
     for ready in [
         stores.pods.wait_until_ready().boxed(),
@@ -261,20 +263,27 @@ async fn shutdown_signal() {
     }
 }
 
-/// A cluster-wide reflector store for `K`, fed by a watch in the background; `prune` drops what
-/// no controller reads before an object is stored, and `on_apply` sees every added or changed
-/// (pruned) object.
-fn shared<K>(client: &Client, prune: fn(&mut K), on_apply: impl Fn(&K) + Send + 'static) -> Store<K>
+/// A cluster-wide reflector store of `K`, fed by a watch of `W` in the background; `keep` turns
+/// each watched object into what the store keeps (dropping what no controller reads), and
+/// `on_apply` sees every added or changed object as stored.
+fn shared<W, K>(client: &Client, keep: fn(W) -> K, on_apply: impl Fn(&K) + Send + 'static) -> Store<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    W: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     // Most-recent semantic, so the initial list comes in pages of 500: an "any" (resourceVersion=0)
     // list is served whole from the watch cache, and 10,000 pods at once is the controller's
     // largest memory peak. Kubernetes 1.33+ serves these pages from its cache too.
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+    let stream = watcher(Api::<W>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .modify(prune)
+        .map_ok(move |event| match event {
+            watcher::Event::Apply(object) => watcher::Event::Apply(keep(object)),
+            watcher::Event::Delete(object) => watcher::Event::Delete(keep(object)),
+            watcher::Event::InitApply(object) => watcher::Event::InitApply(keep(object)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        })
         .reflect(writer)
         .applied_objects();
     tokio::spawn(drain_watch(stream, on_apply));

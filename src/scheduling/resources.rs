@@ -53,22 +53,28 @@ impl Resources {
     }
 
     pub fn add(&mut self, other: &Self) {
-        for (name, amount) in &other.0 {
-            *self.0.entry(name.clone()).or_default() += amount;
-        }
+        self.combine(other, |sum, amount| sum + amount);
     }
 
     pub fn subtract(&mut self, other: &Self) {
-        for (name, amount) in &other.0 {
-            *self.0.entry(name.clone()).or_default() -= amount;
-        }
+        self.combine(other, |sum, amount| sum - amount);
     }
 
     /// The larger amount of each resource.
     pub fn max_with(&mut self, other: &Self) {
+        self.combine(other, i64::max);
+    }
+
+    /// Each resource of `other` folded into this one's (zero when it has none). Runs for every
+    /// bound pod of every batch, so a name is copied only when it is new here.
+    fn combine(&mut self, other: &Self, fold: impl Fn(i64, i64) -> i64) {
         for (name, amount) in &other.0 {
-            let entry = self.0.entry(name.clone()).or_default();
-            *entry = (*entry).max(*amount);
+            match self.0.get_mut(name) {
+                Some(current) => *current = fold(*current, *amount),
+                None => {
+                    self.0.insert(name.clone(), fold(0, *amount));
+                }
+            }
         }
     }
 

@@ -10,7 +10,7 @@
 
 use std::{
     borrow::Cow,
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     sync::Arc,
 };
 
@@ -64,20 +64,19 @@ pub struct ExistingNode {
     pub host_ports: Vec<(String, i32, String)>,
 }
 
-/// A pod already bound to a node, for topology counting.
+/// A pod already bound to a node, for topology counting: its namespace and labels count it in
+/// groups, and its required anti-affinity terms repel new pods.
 #[derive(Debug, Clone)]
 pub struct ScheduledPod {
-    pub namespace: String,
-    pub labels: BTreeMap<String, String>,
+    pub pod: Arc<PodInfo>,
     pub node: String,
-    /// Its required topology terms; anti-affinity terms repel new pods.
-    pub topology: Vec<TopologyTerm>,
 }
 
 /// Everything the solver decides from.
 #[derive(Debug, Clone, Default)]
 pub struct Input {
-    pub pods: Vec<PodInfo>,
+    /// Shared with the pod cache, which parsed each pod once.
+    pub pods: Vec<Arc<PodInfo>>,
     pub nodes: Vec<ExistingNode>,
     pub scheduled: Vec<ScheduledPod>,
     pub pools: Vec<NodePoolTemplate>,
@@ -118,8 +117,9 @@ type ReqId = usize;
 /// Requirement sets interned to small integers.
 #[derive(Default)]
 struct Interner {
-    sets: Vec<Requirements>,
-    index: HashMap<Requirements, ReqId>,
+    /// Each set once, shared by its id and its index entry.
+    sets: Vec<Arc<Requirements>>,
+    index: HashMap<Arc<Requirements>, ReqId>,
 }
 
 impl Interner {
@@ -136,8 +136,9 @@ impl Interner {
             return *id;
         }
         let id = self.sets.len();
-        self.index.insert(requirements.clone(), id);
-        self.sets.push(requirements);
+        let set = Arc::new(requirements);
+        self.index.insert(set.clone(), id);
+        self.sets.push(set);
         id
     }
 }
@@ -155,11 +156,22 @@ fn fits(needed: &[i64], available: &[i64]) -> bool {
     needed.iter().zip(available).all(|(n, a)| n <= a)
 }
 
-/// `target += sign × amount`, componentwise.
-fn accumulate(target: &mut [i64], amount: &[i64], sign: i64) {
+/// `target += times × amount`, componentwise.
+fn accumulate(target: &mut [i64], amount: &[i64], times: i64) {
     for (sum, value) in target.iter_mut().zip(amount) {
-        *sum += sign * value;
+        *sum += times * value;
     }
+}
+
+/// How many times `amount` fits in `room` (unbounded when it asks for nothing).
+fn times_within(amount: &[i64], room: &[i64]) -> usize {
+    amount
+        .iter()
+        .zip(room)
+        .filter(|(a, _)| **a > 0)
+        .map(|(a, r)| usize::try_from(r / a).unwrap_or(0))
+        .min()
+        .unwrap_or(usize::MAX)
 }
 
 fn plus(a: &[i64], b: &[i64]) -> Vec<i64> {
@@ -200,7 +212,9 @@ struct OpenClaim {
 }
 
 struct NodeState {
-    requirements: ReqId,
+    /// Interned when a pod first gets as far as comparing requirements with the node: most nodes
+    /// of a big cluster refuse a batch's pods on taints or room before that.
+    requirements: Option<ReqId>,
     free: Vec<i64>,
     host_ports: Vec<(String, i32, String)>,
 }
@@ -221,6 +235,28 @@ struct Attempt {
     extra: Vec<(GroupId, Vec<i64>)>,
     /// Whether refusals may be remembered for the pod's signature (only for its first attempt).
     remember: bool,
+}
+
+impl Attempt {
+    /// Whether the next replica of the pod's signature would meet exactly what this one did:
+    /// nothing this placement recorded (topology counts, host ports, room held for a
+    /// hostname-affinity group) changes the answer of any target, and no target was asked with
+    /// relaxed preferences.
+    fn repeatable(&self, pod: &PodInfo) -> bool {
+        self.remember
+            && self.owned.is_empty()
+            && self.members.is_empty()
+            && self.by_key.is_empty()
+            && self.extra.is_empty()
+            && pod.host_ports.is_empty()
+    }
+}
+
+/// Where a pod was placed.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Node(usize),
+    Claim(usize),
 }
 
 /// The domain chosen for each topology key, as (key, domain).
@@ -265,7 +301,7 @@ pub fn solve(input: &Input) -> Plan {
 
 impl<'a> Solver<'a> {
     fn new(input: &'a Input) -> Self {
-        let mut names: BTreeSet<String> = [CPU.to_owned(), MEMORY.to_owned()].into();
+        let mut names: BTreeSet<&str> = [CPU, MEMORY].into();
         let all_resources = input
             .pods
             .iter()
@@ -275,21 +311,21 @@ impl<'a> Solver<'a> {
             .chain(input.nodes.iter().map(|n| &n.free))
             .chain(input.pools.iter().filter_map(|p| p.remaining.as_ref()));
         for resources in all_resources {
-            names.extend(resources.iter().map(|(name, _)| name.to_owned()));
+            names.extend(resources.iter().map(|(name, _)| name));
         }
-        let dims = Dims(names.into_iter().collect());
+        let dims = Dims(names.into_iter().map(str::to_owned).collect());
         let type_count = input.instance_types.len();
         let mut interner = Interner::default();
         let nodes = input
             .nodes
             .iter()
             .map(|node| NodeState {
-                requirements: interner.intern(node.requirements.clone()),
+                requirements: None,
                 free: dims.vector(&node.free),
                 host_ports: node.host_ports.clone(),
             })
             .collect();
-        let pool_requirements = input.pools.iter().map(|p| interner.intern(p.requirements.clone())).collect();
+        let pool_requirements = input.pools.iter().map(|p| interner.intern_ref(&p.requirements)).collect();
         let mut pools_by_weight: Vec<usize> = (0..input.pools.len()).collect();
         pools_by_weight.sort_by(|a, b| {
             let (a, b) = (&input.pools[*a], &input.pools[*b]);
@@ -404,11 +440,15 @@ impl<'a> Solver<'a> {
                 }
             }
         }
-        for pod in &input.scheduled {
-            let owned: Vec<GroupId> = pod.topology.iter().map(|t| self.group_of(t)).collect();
+        let owned_by_scheduled: Vec<Vec<GroupId>> =
+            input.scheduled.iter().map(|s| s.pod.topology.iter().map(|t| self.group_of(t)).collect()).collect();
+        // Without a single term, bound pods change nothing (the common case on a big cluster).
+        let scheduled = if self.topology.is_unused() { &[][..] } else { &input.scheduled[..] };
+        let nodes_by_name: HashMap<&str, &ExistingNode> = input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        for (ScheduledPod { pod, node }, owned) in scheduled.iter().zip(&owned_by_scheduled) {
             let members = self.topology.memberships(&pod.namespace, &pod.labels);
-            let node = input.nodes.iter().find(|n| n.name == pod.node);
-            self.topology.record(&members, &owned, |key| match node {
+            let node = nodes_by_name.get(node.as_str()).copied();
+            self.topology.record(&members, owned, |key| match node {
                 Some(node) if key == labels::HOSTNAME => Some(node.name.clone()),
                 Some(node) => node.requirements.get(key).and_then(single_value),
                 None => None,
@@ -416,7 +456,7 @@ impl<'a> Solver<'a> {
         }
 
         // Largest first; replicas with one signature stay together.
-        let signatures: Vec<String> = input.pods.iter().map(signature).collect();
+        let signatures: Vec<String> = input.pods.iter().map(|pod| signature(pod)).collect();
         let mut order: Vec<usize> = (0..input.pods.len()).collect();
         let size = |i: usize| {
             let r = &input.pods[i].requests;
@@ -431,26 +471,84 @@ impl<'a> Solver<'a> {
 
         let mut plan = Plan::default();
         let mut previous: Option<&String> = None;
-        for pod in order {
+        let mut next = 0;
+        while next < order.len() {
+            let pod = order[next];
+            next += 1;
             if previous != Some(&signatures[pod]) {
                 self.dead_nodes = vec![false; self.nodes.len()];
                 self.dead_claims.clear();
                 previous = Some(&signatures[pod]);
             }
-            match self.place(pod, &pod_groups[pod]) {
-                Ok(Some(node)) => plan.existing.push((input.pods[pod].key.clone(), node)),
-                Ok(None) => {}
-                Err(reason) => plan.unschedulable.push((input.pods[pod].key.clone(), reason)),
+            let (target, attempt) = match self.place(pod, &pod_groups[pod]) {
+                Ok(placed) => placed,
+                Err(reason) => {
+                    plan.unschedulable.push((input.pods[pod].key.clone(), reason));
+                    continue;
+                }
+            };
+            let mut placed = 1;
+            if attempt.repeatable(&input.pods[pod]) {
+                let replicas = order[next..].iter().take_while(|p| signatures[**p] == signatures[pod]).count();
+                placed += self.fill(&attempt, target, &order[next..next + replicas]);
             }
+            if let Target::Node(node) = target {
+                let name = &input.nodes[node].name;
+                plan.existing.extend(
+                    order[next - 1..next - 1 + placed].iter().map(|p| (input.pods[*p].key.clone(), name.clone())),
+                );
+            }
+            next += placed - 1;
         }
         plan.new_claims = self.claims.iter().map(|claim| self.finish(claim)).collect();
         plan
     }
 
+    /// Puts as many of `replicas` (pods with the signature of the one `attempt` just placed on
+    /// `target`) on the same target as it has room for, and returns how many. This is what
+    /// placing them one by one would do: without topology terms, host ports or hostname-affinity
+    /// room, every target before `target` refused the signature for good, and `target` takes
+    /// replicas until its room or its instance types run out.
+    fn fill(&mut self, attempt: &Attempt, target: Target, replicas: &[usize]) -> usize {
+        let requests = &self.pod_requests[attempt.pod];
+        match target {
+            Target::Node(node) => {
+                let free = &mut self.nodes[node].free;
+                let count = times_within(requests, free).min(replicas.len());
+                accumulate(free, requests, -(count as i64));
+                count
+            }
+            Target::Claim(claim) => {
+                let open = &self.claims[claim];
+                let held = plus(&open.total, &open.reserved);
+                let room: Vec<i64> = open.max_allocatable.iter().zip(&held).map(|(max, held)| max - held).collect();
+                let fitting = |count: usize| {
+                    let total: Vec<i64> = held.iter().zip(requests).map(|(h, r)| h + r * count as i64).collect();
+                    self.fitting_types(&open.candidates, &total, open.requirements, None).ok()
+                };
+                // Fewer pods never leave fewer fitting types: the largest count that still leaves
+                // some is found by bisection.
+                let (mut low, mut high) = (0, times_within(requests, &room).min(replicas.len()));
+                while low < high {
+                    let middle = (low + high).div_ceil(2);
+                    if fitting(middle).is_some() { low = middle } else { high = middle - 1 }
+                }
+                let Some(candidates) = (low > 0).then(|| fitting(low)).flatten() else { return 0 };
+                let max_allocatable = self.largest(&candidates, &self.allocatable);
+                let open = &mut self.claims[claim];
+                accumulate(&mut open.total, requests, low as i64);
+                open.candidates = candidates;
+                open.max_allocatable = max_allocatable;
+                open.pods.extend(&replicas[..low]);
+                low
+            }
+        }
+    }
+
     /// Places one pod, relaxing preferences one at a time and trying each alternative of its
-    /// node affinity. Returns the existing node's name, `None` for a NodeClaim, or why nothing
+    /// node affinity. Returns where it went with the attempt that put it there, or why nothing
     /// could take it.
-    fn place(&mut self, pod: usize, required_groups: &[GroupId]) -> Result<Option<String>, String> {
+    fn place(&mut self, pod: usize, required_groups: &[GroupId]) -> Result<(Target, Attempt), String> {
         let info = &self.input.pods[pod];
         let members = self.topology.memberships(&info.namespace, &info.labels);
         let repelled_by = self.topology.repelling(&members);
@@ -481,9 +579,9 @@ impl<'a> Solver<'a> {
                     kept == info.preferences.len() && alternative == 0,
                 );
                 match self.place_attempt(&attempt) {
-                    Ok(placed) => {
+                    Ok(target) => {
                         self.consume_affinity(&attempt);
-                        return Ok(placed);
+                        return Ok((target, attempt));
                     }
                     Err(reason) => last_reason = reason,
                 }
@@ -541,7 +639,7 @@ impl<'a> Solver<'a> {
         }
     }
 
-    fn place_attempt(&mut self, attempt: &Attempt) -> Result<Option<String>, String> {
+    fn place_attempt(&mut self, attempt: &Attempt) -> Result<Target, String> {
         for node in 0..self.nodes.len() {
             if attempt.remember && self.dead_nodes[node] {
                 continue;
@@ -549,7 +647,7 @@ impl<'a> Solver<'a> {
             match self.check_node(attempt, node) {
                 Ok(accepted) => {
                     self.commit_node(attempt, node, accepted);
-                    return Ok(Some(self.input.nodes[node].name.clone()));
+                    return Ok(Target::Node(node));
                 }
                 Err(refusal) if refusal.permanent && attempt.remember => self.dead_nodes[node] = true,
                 Err(_) => {}
@@ -565,7 +663,7 @@ impl<'a> Solver<'a> {
             match self.check_claim(attempt, claim) {
                 Ok(accepted) => {
                     self.commit_claim(attempt, claim, accepted);
-                    return Ok(None);
+                    return Ok(Target::Claim(claim));
                 }
                 Err(refusal) if refusal.permanent && attempt.remember => self.dead_claims[claim] = true,
                 Err(_) => {}
@@ -576,7 +674,7 @@ impl<'a> Solver<'a> {
             match self.check_new_claim(attempt, pool) {
                 Ok(accepted) => {
                     self.open_claim(attempt, pool, accepted);
-                    return Ok(None);
+                    return Ok(Target::Claim(self.claims.len() - 1));
                 }
                 Err(refusal) => reasons.push(format!("{}: {}", self.input.pools[pool].name, refusal.reason)),
             }
@@ -658,7 +756,7 @@ impl<'a> Solver<'a> {
                         return Err(Refusal::transient(format!("no {key} satisfies the pod's topology constraints")));
                     };
                     narrowed
-                        .get_or_insert_with(|| self.interner.sets[requirements].clone())
+                        .get_or_insert_with(|| (*self.interner.sets[requirements]).clone())
                         .add(key, Requirement::one_of([domain.clone()]));
                     chosen.push((key.clone(), domain));
                 }
@@ -701,7 +799,14 @@ impl<'a> Solver<'a> {
         if !fits(&self.needed(attempt), &state.free) {
             return Err(Refusal::permanent("not enough room"));
         }
-        let node_requirements = state.requirements;
+        let node_requirements = match state.requirements {
+            Some(id) => id,
+            None => {
+                let id = self.interner.intern_ref(&existing.requirements);
+                self.nodes[node].requirements = Some(id);
+                id
+            }
+        };
         self.merge(node_requirements, attempt.requirements, existing.registered).map_err(Refusal::permanent)?;
         let (_, domains) = self.check_topology(attempt, node_requirements, |key, _| {
             if key == labels::HOSTNAME {
@@ -989,7 +1094,7 @@ impl<'a> Solver<'a> {
         priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
         priced.truncate(MAX_INSTANCE_TYPES);
         let names: Vec<String> = priced.iter().map(|(_, t)| t.name.clone()).collect();
-        let mut requirements = requirements.clone();
+        let mut requirements = Requirements::clone(requirements);
         requirements.add(labels::INSTANCE_TYPE, Requirement::one_of(names.iter().cloned()));
         let requests: Resources =
             self.dims.0.iter().cloned().zip(claim.total.iter().copied()).filter(|(_, v)| *v != 0).collect();

@@ -1,5 +1,7 @@
 //! Solver rules, one small readable scenario each.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
@@ -59,7 +61,12 @@ fn pool(name: &str, weight: i32, capacity_type: &str) -> NodePoolTemplate {
 }
 
 fn input(pools: Vec<NodePoolTemplate>, pods: Vec<PodInfo>) -> Input {
-    Input { pods, pools, instance_types: catalog().into(), ..Default::default() }
+    Input {
+        pods: pods.into_iter().map(Arc::new).collect(),
+        pools,
+        instance_types: catalog().into(),
+        ..Default::default()
+    }
 }
 
 /// A pod from YAML fragments added to its spec (indented for `spec:`).
@@ -285,7 +292,7 @@ fn at_most_sixty_instance_types_per_claim() {
     let mut pool = pool("on-demand", 0, "on-demand");
     pool.instance_types = (0..80).collect();
     let plan = solve(&Input {
-        pods: pods(1, "1", "1Gi", ""),
+        pods: pods(1, "1", "1Gi", "").into_iter().map(Arc::new).collect(),
         pools: vec![pool],
         instance_types: types.into(),
         ..Default::default()
@@ -317,12 +324,8 @@ fn existing_pods_anti_affinity_repels_new_pods() {
         "128Mi",
         "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n",
     );
-    input.scheduled.push(ScheduledPod {
-        namespace: "default".into(),
-        labels: [("role".to_string(), "guard".to_string())].into(),
-        node: "node-1".into(),
-        topology: guard.topology,
-    });
+    let guard = PodInfo { labels: [("role".to_string(), "guard".to_string())].into(), ..guard };
+    input.scheduled.push(ScheduledPod { pod: Arc::new(guard), node: "node-1".into() });
     let plan = solve(&input);
     assert!(plan.existing.is_empty(), "the guard's anti-affinity keeps app=web off node-1");
     assert_eq!(plan.new_claims.len(), 1);

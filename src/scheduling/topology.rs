@@ -64,8 +64,16 @@ impl Topology {
         &self.groups[id]
     }
 
+    /// No term has been seen: no pod belongs to any group.
+    pub fn is_unused(&self) -> bool {
+        self.groups.is_empty()
+    }
+
     /// The groups that count a pod with these labels.
     pub fn memberships(&mut self, namespace: &str, labels: &BTreeMap<String, String>) -> Vec<GroupId> {
+        if self.is_unused() {
+            return Vec::new();
+        }
         let key = (namespace.to_owned(), labels.clone());
         if let Some(ids) = self.memberships.get(&key) {
             return ids.clone();

@@ -2,7 +2,10 @@
 //! clock. Pure.
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::{
+    api::core::v1::{Node, Pod, Taint},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 
 use crate::apis::{NodeClaim, labels};
 
@@ -89,11 +92,16 @@ pub fn registered_taints(node: &Node, claim: &NodeClaim) -> Vec<Taint> {
 
 /// Whether draining evicts this pod: not owned by a DaemonSet, not a static (mirror) pod, not
 /// finished, and not already terminating.
-pub fn evictable(pod: &Pod) -> bool {
-    let daemon = pod.metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
-    let mirror = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(labels::MIRROR_POD));
-    let finished = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-    !daemon && !mirror && !finished && pod.metadata.deletion_timestamp.is_none()
+pub fn evictable(metadata: &ObjectMeta, phase: Option<&str>) -> bool {
+    let daemon = metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
+    let mirror = metadata.annotations.as_ref().is_some_and(|a| a.contains_key(labels::MIRROR_POD));
+    let finished = matches!(phase, Some("Succeeded" | "Failed"));
+    !daemon && !mirror && !finished && metadata.deletion_timestamp.is_none()
+}
+
+/// A pod's phase, from its status.
+pub fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.phase.as_deref()
 }
 
 #[cfg(test)]
@@ -160,12 +168,15 @@ mod tests {
 
     #[test]
     fn draining_skips_daemonset_mirror_and_finished_pods() {
-        let pod = |yaml: &str| -> Pod { serde_yaml::from_str(yaml).expect("a Pod") };
-        assert!(evictable(&pod("metadata: {name: web}\nstatus: {phase: Running}")));
-        assert!(!evictable(&pod(
+        let evicts = |yaml: &str| {
+            let pod: Pod = serde_yaml::from_str(yaml).expect("a Pod");
+            evictable(&pod.metadata, phase(&pod))
+        };
+        assert!(evicts("metadata: {name: web}\nstatus: {phase: Running}"));
+        assert!(!evicts(
             "metadata: {name: d, ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: d, uid: u}]}"
-        )));
-        assert!(!evictable(&pod("metadata: {name: m, annotations: {kubernetes.io/config.mirror: x}}")));
-        assert!(!evictable(&pod("metadata: {name: j}\nstatus: {phase: Succeeded}")));
+        ));
+        assert!(!evicts("metadata: {name: m, annotations: {kubernetes.io/config.mirror: x}}"));
+        assert!(!evicts("metadata: {name: j}\nstatus: {phase: Succeeded}"));
     }
 }

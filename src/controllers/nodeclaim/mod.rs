@@ -31,7 +31,7 @@ use kube::{
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use self::lifecycle::{Step, evictable, next_step, registered_taints};
+use self::lifecycle::{Step, evictable, next_step, phase, registered_taints};
 use crate::{
     apis::{EC2NodeClass, NodeClaim, labels, nodeclaim::NodeClaimStatus},
     cloudprovider::{CloudError, CloudProvider, PriorLaunches},
@@ -310,7 +310,7 @@ async fn drained<P>(claim: &NodeClaim, node: &Node, ctx: &Context<P>) -> Result<
     }
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let on_node = pods.list(&ListParams::default().fields(&format!("spec.nodeName={name}"))).await?;
-    let left: Vec<&Pod> = on_node.items.iter().filter(|pod| evictable(pod)).collect();
+    let left: Vec<&Pod> = on_node.items.iter().filter(|pod| evictable(&pod.metadata, phase(pod))).collect();
     if left.is_empty() {
         return Ok(true);
     }

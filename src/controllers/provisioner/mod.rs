@@ -15,10 +15,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::{
-    apps::v1::DaemonSet,
-    core::v1::{Node, Pod},
-};
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::PostParams,
@@ -36,7 +33,10 @@ use crate::{
     cloudprovider::CloudProvider,
     controllers::{nodeclaim::NewClaims, publish},
     error::Result,
-    operator::metrics::{Metrics, NodePoolLabels},
+    operator::{
+        cache::CachedPod,
+        metrics::{Metrics, NodePoolLabels},
+    },
     scheduling::{catalog::InstanceType, solver::solve},
 };
 
@@ -64,7 +64,7 @@ impl BatchWindow {
 /// The shared reflector stores the provisioner reads.
 #[derive(Clone)]
 pub struct Stores {
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     pub nodes: Store<Node>,
     pub claims: Store<NodeClaim>,
     pub pools: Store<NodePool>,
@@ -75,10 +75,10 @@ pub struct Stores {
 /// Provisionable pods a batch saw, by UID, until kube-scheduler binds them (their wait goes into
 /// `stoker_pods_provisioning_wait_seconds`) or they are gone.
 #[derive(Default)]
-pub struct WaitingPods(std::sync::Mutex<HashMap<String, ObjectRef<Pod>>>);
+pub struct WaitingPods(std::sync::Mutex<HashMap<String, ObjectRef<CachedPod>>>);
 
 impl WaitingPods {
-    fn track<'a>(&self, pods: impl Iterator<Item = &'a Arc<Pod>>) {
+    fn track<'a>(&self, pods: impl Iterator<Item = &'a Arc<CachedPod>>) {
         let mut waiting = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for pod in pods {
             if let Some(uid) = pod.uid() {
@@ -87,7 +87,7 @@ impl WaitingPods {
         }
     }
 
-    fn settle(&self, store: &Store<Pod>, metrics: &Metrics) {
+    fn settle(&self, store: &Store<CachedPod>, metrics: &Metrics) {
         let mut waiting = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         waiting.retain(|uid, reference| {
             let Some(pod) = store.get(reference).filter(|pod| pod.uid().as_ref() == Some(uid)) else { return false };
@@ -198,7 +198,7 @@ impl<P: CloudProvider> Provisioner<P> {
         self.metrics.pods_pending.set(prepared.input.pods.len() as i64);
 
         let api: Api<NodeClaim> = Api::all(self.client.clone());
-        let by_key: BTreeMap<String, &Arc<Pod>> =
+        let by_key: BTreeMap<String, &Arc<CachedPod>> =
             pods.iter().map(|p| (format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), p)).collect();
         // Every NodeClaim first, concurrently, so launches start at once; the pods' Events after.
         let creations = plan.new_claims.iter().filter_map(|planned| {
@@ -239,7 +239,7 @@ impl<P: CloudProvider> Provisioner<P> {
 
     async fn tell(
         &self,
-        pods: &BTreeMap<String, &Arc<Pod>>,
+        pods: &BTreeMap<String, &Arc<CachedPod>>,
         keys: &[String],
         type_: EventType,
         reason: &str,

@@ -9,10 +9,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::{
-        apps::v1::DaemonSet,
-        core::v1::{Node, Pod},
-    },
+    api::{apps::v1::DaemonSet, core::v1::Node},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::ResourceExt;
@@ -23,10 +20,10 @@ use crate::{
         labels::{self, EPHEMERAL_TAINTS, UNREGISTERED_TAINT},
         nodeclaim::{NodeClaimSpec, ResourceRequests},
     },
+    operator::cache::CachedPod,
     scheduling::{
         catalog::InstanceType,
         inputs::nodepool_template,
-        pod::PodInfo,
         requirements::Requirements,
         resources::Resources,
         solver::{ExistingNode, Input, NODES, NewNodeClaim, ScheduledPod},
@@ -35,43 +32,36 @@ use crate::{
 
 /// A pod the provisioner should find capacity for (DESIGN.md): the scheduler marked it
 /// unschedulable, it is not bound or nominated, not a DaemonSet pod, not terminating.
-pub fn is_provisionable(pod: &Pod) -> bool {
-    let spec = pod.spec.as_ref();
-    let status = pod.status.as_ref();
-    let unschedulable = status
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
+pub fn is_provisionable(pod: &CachedPod) -> bool {
+    let unschedulable =
+        pod.condition("PodScheduled", "False").is_some_and(|c| c.reason.as_deref() == Some("Unschedulable"));
     let daemon = pod.owner_references().iter().any(|owner| owner.kind == "DaemonSet");
     unschedulable
-        && spec.and_then(|s| s.node_name.as_ref()).is_none()
-        && status.and_then(|s| s.nominated_node_name.as_ref()).is_none_or(String::is_empty)
+        && pod.node_name.is_none()
+        && pod.nominated_node_name.is_none()
         && !daemon
         && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// Seconds from a pod's creation until kube-scheduler bound it; `None` while it is not bound.
-pub fn scheduling_wait(pod: &Pod) -> Option<f64> {
-    pod.spec.as_ref()?.node_name.as_ref()?;
-    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
-    let scheduled = conditions.iter().find(|c| c.type_ == "PodScheduled" && c.status == "True")?;
+pub fn scheduling_wait(pod: &CachedPod) -> Option<f64> {
+    pod.node_name.as_ref()?;
+    let scheduled = pod.condition("PodScheduled", "True")?;
     let created = pod.metadata.creation_timestamp.as_ref()?;
     Some(scheduled.last_transition_time.as_ref()?.0.duration_since(created.0).as_secs_f64().max(0.0))
 }
 
 /// Whether a pod holds resources on its node (bound and not finished).
-fn occupies_node(pod: &Pod) -> Option<&str> {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if matches!(phase, Some("Succeeded" | "Failed")) {
+fn occupies_node(pod: &CachedPod) -> Option<&str> {
+    if matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
-    pod.spec.as_ref()?.node_name.as_deref()
+    pod.node_name.as_deref()
 }
 
 /// Everything the provisioner reads, from the shared reflectors.
 pub struct ClusterState<'a> {
-    pub pods: &'a [Arc<Pod>],
+    pub pods: &'a [Arc<CachedPod>],
     pub nodes: &'a [Arc<Node>],
     pub claims: &'a [Arc<NodeClaim>],
     pub pools: &'a [Arc<NodePool>],
@@ -149,15 +139,12 @@ pub fn solver_input(state: &ClusterState) -> Prepared {
     let mut ports: HashMap<&str, Vec<(String, i32, String)>> = HashMap::new();
     for pod in state.pods {
         let Some(node) = occupies_node(pod) else { continue };
-        if let Ok(info) = PodInfo::from_pod(pod) {
+        if let Ok(info) = &pod.scheduling {
             taken.entry(node).or_default().add(&info.requests);
-            ports.entry(node).or_default().extend(info.host_ports.iter().cloned());
-            input.scheduled.push(ScheduledPod {
-                namespace: info.namespace,
-                labels: info.labels,
-                node: node.to_owned(),
-                topology: info.topology,
-            });
+            if !info.host_ports.is_empty() {
+                ports.entry(node).or_default().extend(info.host_ports.iter().cloned());
+            }
+            input.scheduled.push(ScheduledPod { pod: info.clone(), node: node.to_owned() });
         }
     }
 
@@ -238,8 +225,8 @@ pub fn solver_input(state: &ClusterState) -> Prepared {
     }
 
     for pod in state.pods.iter().filter(|pod| is_provisionable(pod)) {
-        match PodInfo::from_pod(pod) {
-            Ok(info) => input.pods.push(info),
+        match &pod.scheduling {
+            Ok(info) => input.pods.push(info.clone()),
             Err(error) => {
                 skipped.push(format!("pod {}/{}: {error}", pod.namespace().unwrap_or_default(), pod.name_any()))
             }

@@ -2,6 +2,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
+use crate::operator::cache::CachedPod;
+
 use super::*;
 use crate::{
     cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
@@ -26,23 +28,23 @@ fn pool(extra: &str) -> Arc<NodePool> {
     Arc::new(serde_yaml::from_str(&yaml).expect("a NodePool"))
 }
 
-fn pod(name: &str, cpu: &str, status: &str) -> Arc<Pod> {
+fn pod(name: &str, cpu: &str, status: &str) -> Arc<CachedPod> {
     let yaml = format!(
         "metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\nspec:\n  containers: [{{name: c, resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}}}]\n{status}"
     );
-    Arc::new(serde_yaml::from_str(&yaml).expect("a Pod"))
+    Arc::new(serde_yaml::from_str::<Pod>(&yaml).expect("a Pod").into())
 }
 
 const PENDING: &str = "status: {conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable}]}";
 
-fn pending(name: &str, cpu: &str) -> Arc<Pod> {
+fn pending(name: &str, cpu: &str) -> Arc<CachedPod> {
     pod(name, cpu, PENDING)
 }
 
 /// Pending and bound pods and pools, with no nodes, NodeClaims or DaemonSets; tests add those
 /// with struct update syntax.
 fn cluster<'a>(
-    pods: &'a [Arc<Pod>],
+    pods: &'a [Arc<CachedPod>],
     pools: &'a [Arc<NodePool>],
     instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
 ) -> ClusterState<'a> {
@@ -69,7 +71,7 @@ fn provisionable_pods_are_unschedulable_unbound_unnominated_and_not_daemons() {
         Some(vec![OwnerReference { kind: "DaemonSet".into(), name: "ds".into(), ..Default::default() }]);
     assert!(!is_provisionable(&daemon));
     let mut bound = (*pending("e", "1")).clone();
-    bound.spec.as_mut().expect("spec").node_name = Some("node-1".into());
+    bound.node_name = Some("node-1".into());
     assert!(!is_provisionable(&bound));
 }
 
@@ -123,7 +125,7 @@ fn registered_nodes_offer_what_their_bound_pods_leave() {
     let nodes = [Arc::new(node)];
     let busy = pod("busy", "3", "status: {phase: Running}");
     let mut busy = (*busy).clone();
-    busy.spec.as_mut().expect("spec").node_name = Some("node-1".into());
+    busy.node_name = Some("node-1".into());
     let pods = [Arc::new(busy), pending("small", "500m"), pending("big", "2")];
     let state = ClusterState { nodes: &nodes, ..cluster(&pods, &pools, &types) };
     let plan = planned(&state);
@@ -169,7 +171,7 @@ fn the_scheduling_wait_runs_from_creation_to_binding() {
     .clone();
     bound.metadata.creation_timestamp = Some(serde_json::from_str("\"2026-11-23T10:00:00Z\"").unwrap());
     assert_eq!(scheduling_wait(&bound), None, "not bound to a node yet");
-    bound.spec.as_mut().unwrap().node_name = Some("node-1".into());
+    bound.node_name = Some("node-1".into());
     assert_eq!(scheduling_wait(&bound), Some(42.0));
     assert_eq!(scheduling_wait(&pending("b", "1")), None);
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
@@ -21,7 +21,10 @@ use tracing::{info, warn};
 
 use crate::{
     apis::{WarmPool, labels},
-    operator::metrics::{Metrics, WarmPoolLabels},
+    operator::{
+        cache::CachedPod,
+        metrics::{Metrics, WarmPoolLabels},
+    },
 };
 
 /// The field manager of the preemption counters.
@@ -37,11 +40,10 @@ pub struct Preemption {
 }
 
 /// When the scheduler preempted this pause pod, if it did.
-pub fn preempted(pod: &Pod) -> Option<Preemption> {
+pub fn preempted(pod: &CachedPod) -> Option<Preemption> {
     let pool = pod.labels().get(labels::WARMPOOL)?;
-    let condition = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| {
-        c.type_ == "DisruptionTarget" && c.status == "True" && c.reason.as_deref() == Some("PreemptionByScheduler")
-    })?;
+    let condition =
+        pod.condition("DisruptionTarget", "True").filter(|c| c.reason.as_deref() == Some("PreemptionByScheduler"))?;
     let at = condition.last_transition_time.as_ref().map(|t| t.0.as_second()).unwrap_or_else(|| Utc::now().timestamp());
     Some(Preemption {
         namespace: pod.namespace().unwrap_or_default(),
@@ -104,11 +106,12 @@ mod tests {
 
     #[test]
     fn only_pause_pods_preempted_by_the_scheduler_count() {
-        let pod = |labels: &str, reason: &str| -> Pod {
-            serde_yaml::from_str(&format!(
+        let pod = |labels: &str, reason: &str| -> CachedPod {
+            serde_yaml::from_str::<k8s_openapi::api::core::v1::Pod>(&format!(
                 "metadata: {{name: p, namespace: shop, labels: {{{labels}}}}}\nstatus: {{conditions: [{{type: DisruptionTarget, status: 'True', reason: {reason}, lastTransitionTime: '2026-11-23T10:00:00Z'}}]}}"
             ))
             .expect("a Pod")
+            .into()
         };
         let preemption = preempted(&pod("stoker.dev/warmpool: rush", "PreemptionByScheduler")).expect("counted");
         assert_eq!((preemption.namespace.as_str(), preemption.warmpool.as_str()), ("shop", "rush"));

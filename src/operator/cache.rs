@@ -1,20 +1,29 @@
-//! What the shared caches keep of each Pod and Node. The controllers read a small part of them:
-//! scheduling constraints and requests, the node a pod is bound to, a few conditions, labels,
-//! taints, owner references and three annotations. At 10,000 pods the rest (container commands,
-//! env and probes, container statuses, node image lists, other tools' annotations) is most of the
-//! cache's memory, so the reflectors drop it as objects arrive.
+//! What the shared caches keep. The controllers read a small part of a Pod: its scheduling
+//! constraints and requests, the node it is bound to, a few conditions, labels, owner references
+//! and three annotations. At 10,000 pods the rest (container commands, env and probes, volumes,
+//! statuses, other tools' annotations) is most of the cache's memory, and parsing the constraints
+//! again in every batch was most of a batch's time. So the pod reflector turns each Pod into a
+//! [`CachedPod`] as it arrives: the fields a controller reads, and the simulation's [`PodInfo`]
+//! parsed once. Nodes stay Nodes, without their image lists and node info; no cached object
+//! keeps its server-side-apply bookkeeping.
 //!
 //! Nothing written back to the API server is built from a cached object's dropped parts: the
-//! controllers patch only labels, taints and finalizers, which are kept. A field a new decision
-//! reads must be kept here; the tests below compare every decision made from a pruned object with
-//! the one made from the whole object.
+//! controllers patch only labels, taints and finalizers of Nodes and NodeClaims, and read pods.
+//! A field a new decision reads must be kept here; the tests below check every decision made
+//! from a cached pod against the whole pod.
 
-use std::mem::take;
+use std::{borrow::Cow, sync::Arc};
 
-use k8s_openapi::api::core::v1::{Container, Node, NodeStatus, Pod, PodCondition, PodSpec, PodStatus};
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::{Node, NodeStatus, Pod, PodCondition},
+};
 use kube::{Resource, api::ObjectMeta};
 
-use crate::apis::labels;
+use crate::{
+    apis::labels,
+    scheduling::{pod::PodInfo, quantity::QuantityError},
+};
 
 /// The annotations a controller reads from a cached Pod or Node.
 const READ_ANNOTATIONS: [&str; 3] = [labels::DO_NOT_DISRUPT, labels::KARPENTER_DO_NOT_DISRUPT, labels::MIRROR_POD];
@@ -23,55 +32,89 @@ const READ_ANNOTATIONS: [&str; 3] = [labels::DO_NOT_DISRUPT, labels::KARPENTER_D
 /// scheduler's preemption mark (warm-pool preemptions).
 const READ_POD_CONDITIONS: [&str; 2] = ["PodScheduled", "DisruptionTarget"];
 
-/// Any cached object: server-side apply bookkeeping is never read.
-pub fn managed_fields<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+/// A Pod as the shared cache keeps it.
+#[derive(Debug, Clone)]
+pub struct CachedPod {
+    /// Name, namespace, UID, resourceVersion, labels, owner references, timestamps, and the
+    /// annotations a controller reads.
+    pub metadata: ObjectMeta,
+    pub node_name: Option<String>,
+    pub phase: Option<String>,
+    /// Where a preemption is making room for the pod; never an empty string.
+    pub nominated_node_name: Option<String>,
+    /// PodScheduled and DisruptionTarget, without their messages.
+    pub conditions: Vec<PodCondition>,
+    /// What the simulation needs, shared with every batch that reads the pod; an error when a
+    /// request cannot be parsed.
+    pub scheduling: Result<Arc<PodInfo>, QuantityError>,
 }
 
-pub fn pod(pod: &mut Pod) {
-    prune_annotations(&mut pod.metadata);
-    if let Some(spec) = &mut pod.spec {
-        *spec = PodSpec {
-            containers: take(&mut spec.containers).into_iter().map(container).collect(),
-            init_containers: spec.init_containers.take().map(|init| init.into_iter().map(container).collect()),
-            node_name: spec.node_name.take(),
-            node_selector: spec.node_selector.take(),
-            affinity: spec.affinity.take(),
-            tolerations: spec.tolerations.take(),
-            topology_spread_constraints: spec.topology_spread_constraints.take(),
-            overhead: spec.overhead.take(),
-            ..PodSpec::default()
-        };
-    }
-    if let Some(status) = &mut pod.status {
-        let conditions = status.conditions.take().map(|conditions| {
-            conditions
-                .into_iter()
+impl From<Pod> for CachedPod {
+    fn from(pod: Pod) -> Self {
+        let scheduling = PodInfo::from_pod(&pod).map(Arc::new);
+        let Pod { mut metadata, spec, status } = pod;
+        prune_annotations(&mut metadata);
+        let status = status.unwrap_or_default();
+        let conditions = status.conditions.unwrap_or_default().into_iter();
+        Self {
+            metadata,
+            node_name: spec.and_then(|spec| spec.node_name),
+            phase: status.phase,
+            nominated_node_name: status.nominated_node_name.filter(|name| !name.is_empty()),
+            conditions: conditions
                 .filter(|c| READ_POD_CONDITIONS.contains(&c.type_.as_str()))
                 .map(|c| PodCondition { message: None, ..c })
-                .collect()
-        });
-        *status = PodStatus {
-            phase: status.phase.take(),
-            nominated_node_name: status.nominated_node_name.take(),
-            conditions,
-            ..PodStatus::default()
-        };
+                .collect(),
+            scheduling,
+        }
     }
 }
 
-/// What counts for requests and host ports; the rest of a container is for the kubelet.
-fn container(container: Container) -> Container {
-    Container {
-        name: container.name,
-        resources: container.resources,
-        ports: container.ports,
-        restart_policy: container.restart_policy,
-        ..Container::default()
+impl CachedPod {
+    /// The condition of this type with this status, if the pod has it.
+    pub fn condition(&self, type_: &str, status: &str) -> Option<&PodCondition> {
+        self.conditions.iter().find(|c| c.type_ == type_ && c.status == status)
     }
 }
 
-pub fn node(node: &mut Node) {
+/// Read through the API as a Pod (`kind: Pod`, core `v1`), so object references and Events name
+/// the pod itself.
+impl Resource for CachedPod {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dynamic: &()) -> Cow<'_, str> {
+        Pod::kind(dynamic)
+    }
+
+    fn group(dynamic: &()) -> Cow<'_, str> {
+        Pod::group(dynamic)
+    }
+
+    fn version(dynamic: &()) -> Cow<'_, str> {
+        Pod::version(dynamic)
+    }
+
+    fn plural(dynamic: &()) -> Cow<'_, str> {
+        Pod::plural(dynamic)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Any other cached object: server-side apply bookkeeping is never read.
+pub fn without_managed_fields<K: Resource>(mut object: K) -> K {
+    object.meta_mut().managed_fields = None;
+    object
+}
+
+pub fn node(mut node: Node) -> Node {
     prune_annotations(&mut node.metadata);
     if let Some(status) = &mut node.status {
         *status = NodeStatus {
@@ -81,6 +124,7 @@ pub fn node(node: &mut Node) {
             ..NodeStatus::default()
         };
     }
+    node
 }
 
 fn prune_annotations(meta: &mut ObjectMeta) {
@@ -93,7 +137,9 @@ fn prune_annotations(meta: &mut ObjectMeta) {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::Resource;
 
+    use super::CachedPod;
     use crate::{
         controllers::{
             nodeclaim::lifecycle::evictable,
@@ -159,30 +205,21 @@ status:
     - {name: app, image: app:1.2.3, imageID: sha256:abc, ready: true, restartCount: 0, started: true, state: {running: {startedAt: "2026-11-23T10:00:05Z"}}}
 "#;
 
-    fn pruned(pod: &Pod) -> Pod {
-        let mut pruned = pod.clone();
-        super::pod(&mut pruned);
-        pruned
-    }
-
     #[test]
-    fn a_pruned_pod_drops_what_no_controller_reads() {
-        let pod: Pod = serde_yaml::from_str(POD).unwrap();
-        let pruned = pruned(&pod);
-        let annotations = pruned.metadata.annotations.as_ref().unwrap();
+    fn a_cached_pod_keeps_what_controllers_read() {
+        let pod = CachedPod::from(serde_yaml::from_str::<Pod>(POD).unwrap());
+        let annotations = pod.metadata.annotations.as_ref().unwrap();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), ["stoker.dev/do-not-disrupt"]);
-        let spec = pruned.spec.as_ref().unwrap();
-        assert!(spec.volumes.is_none() && spec.service_account_name.is_none());
-        let app = &spec.containers[0];
-        assert!(app.command.is_none() && app.env.is_none() && app.readiness_probe.is_none() && app.image.is_none());
-        let status = pruned.status.as_ref().unwrap();
-        assert!(status.container_statuses.is_none() && status.pod_ip.is_none());
-        let conditions: Vec<&str> = status.conditions.iter().flatten().map(|c| c.type_.as_str()).collect();
+        assert_eq!((pod.node_name.as_deref(), pod.phase.as_deref()), (Some("node-a"), Some("Running")));
+        let conditions: Vec<&str> = pod.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(conditions, ["PodScheduled", "DisruptionTarget"]);
+        assert!(pod.conditions.iter().all(|c| c.message.is_none()));
+        assert_eq!((CachedPod::kind(&()), CachedPod::api_version(&())), ("Pod".into(), "v1".into()));
+        assert_eq!(pod.object_ref(&()).name.as_deref(), Some("web-1"));
     }
 
     #[test]
-    fn every_decision_about_a_pruned_pod_is_the_same() {
+    fn every_decision_about_a_cached_pod_is_the_one_the_whole_pod_gives() {
         let bound: Pod = serde_yaml::from_str(POD).unwrap();
         let mut pending = bound.clone();
         pending.spec.as_mut().unwrap().node_name = None;
@@ -192,13 +229,34 @@ status:
         conditions[0].message = Some("0/3 nodes are available".into());
         let mut mirror = bound.clone();
         mirror.metadata.annotations.as_mut().unwrap().insert("kubernetes.io/config.mirror".into(), "x".into());
-        for pod in [bound, pending, mirror] {
-            let pruned = pruned(&pod);
-            assert_eq!(format!("{:?}", PodInfo::from_pod(&pruned)), format!("{:?}", PodInfo::from_pod(&pod)));
-            assert_eq!(is_provisionable(&pruned), is_provisionable(&pod));
-            assert_eq!(scheduling_wait(&pruned), scheduling_wait(&pod));
-            assert_eq!(evictable(&pruned), evictable(&pod));
-            assert_eq!(preempted(&pruned), preempted(&pod));
+        let mut broken = bound.clone();
+        broken.spec.as_mut().unwrap().containers[0]
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests
+            .as_mut()
+            .unwrap()
+            .insert("cpu".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("lots".into()));
+        // (pod, provisionable, seconds until bound, evictable, preempted)
+        let expected = [
+            (bound, false, Some(4.0), true, true),
+            (pending, true, None, true, true),
+            (mirror, false, Some(4.0), false, true),
+            (broken, false, Some(4.0), true, true),
+        ];
+        for (pod, provisionable, wait, can_evict, was_preempted) in expected {
+            let cached = CachedPod::from(pod.clone());
+            assert_eq!(
+                format!("{:?}", cached.scheduling.as_deref()),
+                format!("{:?}", PodInfo::from_pod(&pod).as_ref())
+            );
+            assert_eq!(is_provisionable(&cached), provisionable);
+            assert_eq!(scheduling_wait(&cached), wait);
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            assert_eq!(evictable(&cached.metadata, cached.phase.as_deref()), evictable(&pod.metadata, phase));
+            assert_eq!(evictable(&cached.metadata, cached.phase.as_deref()), can_evict);
+            assert_eq!(preempted(&cached).is_some(), was_preempted);
         }
     }
 
@@ -224,7 +282,7 @@ status:
         )
         .unwrap();
         let whole = node.clone();
-        super::node(&mut node);
+        node = super::node(node);
         assert_eq!(node.metadata.labels, whole.metadata.labels);
         assert_eq!(node.metadata.finalizers, whole.metadata.finalizers);
         assert_eq!(node.spec, whole.spec);
