@@ -2,7 +2,8 @@
 # Measures a burst on the local control plane: a Deployment of N pods (default 1,000, 100m each)
 # against the example NodePools, with `stoker controller` (optimized build) and the node
 # simulator running. Prints, from the controller's JSON log: time from each batch close to its
-# first CreateFleet call (p50/p99), time from the Deployment's creation to the first NodeClaim,
+# first CreateFleet call (p50/p99, and per batch its steps: snapshot, simulation, NodeClaim POST,
+# NodeClaim controller until CreateFleet), time from the Deployment's creation to the first NodeClaim,
 # the number of CreateFleet calls and NodeClaims, time until every pod runs, and the controller's
 # peak RSS. Figures go in docs/performance.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,16 +41,35 @@ for raw in open(log):
         pass
 closes = [at(e) for e in events if e.get("message") == "batch closed" and at(e) >= created]
 fleets = [at(e) for e in events if e.get("message") == "calling CreateFleet" and at(e) >= created]
-claims = [at(e) for e in events if e.get("message") == "created NodeClaim" and at(e) >= created]
+created_claims = [e for e in events if e.get("message") == "created NodeClaim" and at(e) >= created]
+claims = [at(e) for e in created_claims]
 # A batch that created NodeClaims: a "created NodeClaim" before the next batch closed.
 bounds = closes[1:] + [float("inf")]
-launching = [c for c, nxt in zip(closes, bounds) if any(c <= t < nxt for t in claims)]
-latencies = sorted(min(f - c for f in fleets if f >= c) * 1000 for c in launching if any(f >= c for f in fleets))
+launching = [(c, nxt) for c, nxt in zip(closes, bounds) if any(c <= t < nxt for t in claims)]
 def pct(values, p):
+    values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
+# Per launching batch: snapshot and simulation (from the batch's span), the NodeClaim POST (the
+# rest until the first NodeClaim was created), and the NodeClaim controller until CreateFleet.
+steps = {"snapshot": [], "simulation": [], "NodeClaim POST": [], "NodeClaim -> CreateFleet": [], "total": []}
+for close, nxt in launching:
+    first = min((e for e in created_claims if close <= at(e) < nxt), key=at)
+    fleet = min((f for f in fleets if f >= at(first)), default=None)
+    if fleet is None:
+        continue
+    span = first.get("span", {})
+    snapshot, solve = float(span.get("snapshot_ms", "nan")), float(span.get("solve_ms", "nan"))
+    to_claim = (at(first) - close) * 1000
+    steps["snapshot"].append(snapshot)
+    steps["simulation"].append(solve)
+    steps["NodeClaim POST"].append(to_claim - snapshot - solve)
+    steps["NodeClaim -> CreateFleet"].append((fleet - at(first)) * 1000)
+    steps["total"].append((fleet - close) * 1000)
+latencies = steps["total"]
 print(f"pods                                   {pods}")
 print(f"batches                                {len(closes)} ({len(launching)} created NodeClaims)")
 print(f"batch close -> first CreateFleet, ms   p50 {pct(latencies, 50):.1f}  p99 {pct(latencies, 99):.1f}")
+print("  per launching batch, ms: " + "; ".join(" ".join(f"{v:.1f}" for v in values) + f" ({name})" for name, values in steps.items()))
 print(f"Deployment created -> first NodeClaim  {(min(claims) - created):.2f} s" if claims else "no NodeClaim created")
 print(f"NodeClaims created                     {len(claims)}")
 print(f"CreateFleet calls                      {len(fleets)}")

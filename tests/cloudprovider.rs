@@ -220,6 +220,26 @@ async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated(
 
 #[tokio::test]
 #[ignore = "needs the local environment: run hack/test.sh"]
+async fn prepared_launch_templates_are_the_ones_the_first_launch_uses() {
+    let h = harness(Duration::from_secs(180)).await;
+    let claim = nodeclaim("general-prepared", &["m5.large", "m6g.large"], &["on-demand"]);
+    h.provider.prepare(&claim, &h.class).await.expect("prepared");
+    let created: Vec<String> =
+        h.proxy.seen("CreateLaunchTemplate").iter().map(|call| call.params["LaunchTemplateName"].clone()).collect();
+    assert_eq!(created.len(), 2, "one per architecture of the node class's AMIs: {created:?}");
+    h.provider.prepare(&claim, &h.class).await.expect("prepared again");
+    assert_eq!(h.proxy.seen("CreateLaunchTemplate").len(), 2, "known templates are not created again");
+
+    h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect("a launch");
+    assert_eq!(h.proxy.seen("CreateLaunchTemplate").len(), 2, "the launch created nothing more");
+    let fleets = h.proxy.seen("CreateFleet");
+    let used: Vec<&String> =
+        fleets[0].params.iter().filter(|(k, _)| k.ends_with("LaunchTemplateName")).map(|(_, v)| v).collect();
+    assert!(!used.is_empty() && used.iter().all(|name| created.contains(name)), "{used:?} not in {created:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
 async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expire() {
     let ttl = Duration::from_secs(3);
     let h = harness(ttl).await;

@@ -51,6 +51,10 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
         self.observe("create", self.inner.create(claim, class, prior)).await
     }
 
+    async fn prepare(&self, claim: &NodeClaim, class: &EC2NodeClass) -> Result<(), CloudError> {
+        self.observe("prepare", self.inner.prepare(claim, class)).await
+    }
+
     async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
         self.observe("delete", self.inner.delete(provider_id)).await
     }
@@ -85,6 +89,9 @@ mod tests {
 
     impl CloudProvider for Empty {
         async fn create(&self, _: &NodeClaim, _: &EC2NodeClass, _: PriorLaunches) -> Result<Instance, CloudError> {
+            unreachable!("not called by this test")
+        }
+        async fn prepare(&self, _: &NodeClaim, _: &EC2NodeClass) -> Result<(), CloudError> {
             unreachable!("not called by this test")
         }
         async fn delete(&self, _: &str) -> Result<(), CloudError> {

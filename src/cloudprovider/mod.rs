@@ -120,6 +120,10 @@ pub trait CloudProvider: Send + Sync {
         prior: PriorLaunches,
     ) -> impl Future<Output = Result<Instance, CloudError>> + Send;
 
+    /// Creates ahead of time what a first launch for a NodeClaim like this one would wait for (its
+    /// launch templates), so that launch is one call. Launching works without it.
+    fn prepare(&self, claim: &NodeClaim, class: &EC2NodeClass) -> impl Future<Output = Result<(), CloudError>> + Send;
+
     /// Terminates an instance this cluster launched. `NotFound` once it is gone.
     fn delete(&self, provider_id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
 

@@ -10,11 +10,12 @@
 
 use std::{
     borrow::Cow,
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::{Hash, Hasher},
     sync::Arc,
 };
 
-use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::api::core::v1::{Taint, Toleration};
 
 use super::{
     bitset::BitSet,
@@ -338,9 +339,11 @@ impl<'a> Solver<'a> {
                 .instance_types
                 .iter()
                 .map(|t| {
-                    let mut capacity = t.capacity.clone();
-                    capacity.set(NODES, 1);
-                    dims.vector(&capacity)
+                    let mut capacity = dims.vector(&t.capacity);
+                    if let Some(nodes) = dims.0.iter().position(|name| name == NODES) {
+                        capacity[nodes] = 1;
+                    }
+                    capacity
                 })
                 .collect(),
             pod_requests: input.pods.iter().map(|p| dims.vector(&p.requests)).collect(),
@@ -456,7 +459,8 @@ impl<'a> Solver<'a> {
         }
 
         // Largest first; replicas with one signature stay together.
-        let signatures: Vec<String> = input.pods.iter().map(|pod| signature(pod)).collect();
+        let classes = signature_classes(&input.pods);
+        let same_signature = |a: usize, b: usize| classes[a] == classes[b];
         let mut order: Vec<usize> = (0..input.pods.len()).collect();
         let size = |i: usize| {
             let r = &input.pods[i].requests;
@@ -465,20 +469,20 @@ impl<'a> Solver<'a> {
         order.sort_by(|a, b| {
             size(*a)
                 .cmp(&size(*b))
-                .then_with(|| signatures[*a].cmp(&signatures[*b]))
+                .then_with(|| classes[*a].cmp(&classes[*b]))
                 .then_with(|| input.pods[*a].key.cmp(&input.pods[*b].key))
         });
 
         let mut plan = Plan::default();
-        let mut previous: Option<&String> = None;
+        let mut previous: Option<usize> = None;
         let mut next = 0;
         while next < order.len() {
             let pod = order[next];
             next += 1;
-            if previous != Some(&signatures[pod]) {
+            if previous.is_none_or(|previous| !same_signature(previous, pod)) {
                 self.dead_nodes = vec![false; self.nodes.len()];
                 self.dead_claims.clear();
-                previous = Some(&signatures[pod]);
+                previous = Some(pod);
             }
             let (target, attempt) = match self.place(pod, &pod_groups[pod]) {
                 Ok(placed) => placed,
@@ -489,7 +493,7 @@ impl<'a> Solver<'a> {
             };
             let mut placed = 1;
             if attempt.repeatable(&input.pods[pod]) {
-                let replicas = order[next..].iter().take_while(|p| signatures[**p] == signatures[pod]).count();
+                let replicas = order[next..].iter().take_while(|p| same_signature(**p, pod)).count();
                 placed += self.fill(&attempt, target, &order[next..next + replicas]);
             }
             if let Target::Node(node) = target {
@@ -1113,19 +1117,60 @@ fn single_value(requirement: &Requirement) -> Option<String> {
     requirement.finite_values().filter(|v| v.len() == 1).and_then(|v| v.iter().next().cloned())
 }
 
-/// Everything about a pod that decides where it can go; replicas of a Deployment share it.
-fn signature(pod: &PodInfo) -> String {
-    format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}",
-        pod.requests,
-        pod.requirements,
-        pod.tolerations,
-        pod.host_ports,
-        pod.topology,
-        pod.preferences,
-        pod.namespace,
-        pod.labels
-    )
+/// Everything about a pod that decides where it can go but its tolerations (which do not
+/// implement `Hash`): requests, requirements, host ports, topology terms, preferences, namespace
+/// and labels. Replicas of a Deployment share it.
+type Constraints<'a> = (
+    &'a Resources,
+    &'a [Requirements],
+    &'a [(String, i32, String)],
+    &'a [TopologyTerm],
+    &'a [Preference],
+    &'a str,
+    &'a BTreeMap<String, String>,
+);
+
+fn constraints(pod: &PodInfo) -> Constraints<'_> {
+    (&pod.requests, &pod.requirements, &pod.host_ports, &pod.topology, &pod.preferences, &pod.namespace, &pod.labels)
+}
+
+/// A hash of what decides where a pod can go: equal for pods that are [`alike`].
+fn signature(pod: &PodInfo) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    constraints(pod).hash(&mut hasher);
+    for toleration in &pod.tolerations {
+        let Toleration { key, operator, value, effect, toleration_seconds } = toleration;
+        (key, operator, value, effect, toleration_seconds).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Whether two pods can go exactly where the other can.
+fn alike(a: &PodInfo, b: &PodInfo) -> bool {
+    constraints(a) == constraints(b) && a.tolerations == b.tolerations
+}
+
+/// Each pod's signature class: pods that are [`alike`] share one. Classes are numbered in the
+/// order of their first pod's key, so the packing order never depends on hash values.
+fn signature_classes(pods: &[Arc<PodInfo>]) -> Vec<usize> {
+    let mut by_key: Vec<usize> = (0..pods.len()).collect();
+    by_key.sort_by(|a, b| pods[*a].key.cmp(&pods[*b].key));
+    // Per signature hash, its classes with a pod of each.
+    let mut known: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
+    let mut classes = vec![0; pods.len()];
+    let mut count = 0;
+    for pod in by_key {
+        let candidates = known.entry(signature(&pods[pod])).or_default();
+        classes[pod] = match candidates.iter().find(|(_, member)| alike(&pods[*member], &pods[pod])) {
+            Some((class, _)) => *class,
+            None => {
+                candidates.push((count, pod));
+                count += 1;
+                count - 1
+            }
+        };
+    }
+    classes
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! the NodeClaim's UID and the request, so a repeated identical call is answered by EC2 with
 //! the instance of the first.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest, FleetLaunchTemplateOverridesRequest,
@@ -71,7 +74,8 @@ pub async fn create(
             }
             Err(_) => return Err(CloudError::InsufficientCapacity { errors }),
         };
-        let templates = launch_templates(provider, claim, class, status, &plan).await?;
+        let arches = plan.overrides.iter().map(|o| o.arch.as_str());
+        let templates = launch_templates(provider, claim, class, status, arches).await?;
         match create_fleet(provider, claim, &plan, &templates, &tags).await {
             Ok(Outcome::Launched(instance)) => {
                 tracing::info!(
@@ -184,12 +188,22 @@ struct Template {
 }
 
 /// Ensures a launch template per architecture in the plan.
-async fn launch_templates(
+/// The launch templates for every architecture the node class has an AMI for, created if they
+/// do not exist yet.
+pub async fn prepare(provider: &AwsCloudProvider, claim: &NodeClaim, class: &EC2NodeClass) -> Result<(), CloudError> {
+    let status = ready_status(class)?;
+    let arches: BTreeSet<&str> = status.amis.iter().filter_map(ami::arch_of).collect();
+    launch_templates(provider, claim, class, status, arches.into_iter()).await?;
+    Ok(())
+}
+
+/// The launch template for each of `arches`, by architecture.
+async fn launch_templates<'a>(
     provider: &AwsCloudProvider,
     claim: &NodeClaim,
     class: &EC2NodeClass,
     status: &EC2NodeClassStatus,
-    plan: &LaunchPlan,
+    arches: impl Iterator<Item = &'a str>,
 ) -> Result<BTreeMap<String, Template>, CloudError> {
     let family = node_family(class);
     let bootstrap = NodeBootstrap {
@@ -205,7 +219,7 @@ async fn launch_templates(
         class.spec.block_device_mappings.clone()
     };
     let mut templates = BTreeMap::new();
-    for arch in plan.overrides.iter().map(|o| o.arch.as_str()) {
+    for arch in arches {
         if templates.contains_key(arch) {
             continue;
         }

@@ -277,6 +277,10 @@ impl CloudProvider for AwsCloudProvider {
         launch::create(self, claim, class, prior).await
     }
 
+    async fn prepare(&self, claim: &NodeClaim, class: &EC2NodeClass) -> Result<(), CloudError> {
+        launch::prepare(self, claim, class).await
+    }
+
     async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
         instances::terminate(self, provider_id).await
     }

@@ -25,9 +25,9 @@ use kube::{
     },
 };
 use tokio::{sync::mpsc, time::Instant};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
-use self::snapshot::{ClusterState, nodeclaim_for, solver_input};
+use self::snapshot::{ClusterState, nodeclaim_for, nodeclaim_template, solver_input};
 use crate::{
     apis::{EC2NodeClass, NodeClaim, NodePool},
     cloudprovider::CloudProvider,
@@ -130,6 +130,10 @@ pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>, m
             }
         }
         let mut window = BatchWindow::open(Instant::now());
+        // While the batch collects pods, what the pools' first launches need is made ready.
+        let preparing = provisioner.prepare_launches();
+        futures::pin_mut!(preparing);
+        let mut prepared = false;
         loop {
             let closes = window.closes_at(provisioner.batch_idle, provisioner.batch_max);
             tokio::select! {
@@ -137,6 +141,7 @@ pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>, m
                     Some(()) => window.extend(Instant::now()),
                     None => return,
                 },
+                () = &mut preparing, if !prepared => prepared = true,
                 _ = tokio::time::sleep_until(closes) => break,
             }
         }
@@ -147,14 +152,31 @@ pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>, m
 }
 
 impl<P: CloudProvider> Provisioner<P> {
+    /// Creates what each NodePool's first launch would otherwise wait for (its launch
+    /// templates). A pool whose node class is not ready yet is skipped; a failure is left for the
+    /// launch to report.
+    async fn prepare_launches(&self) {
+        let pools = self.stores.pools.state();
+        let preparations = pools.iter().filter_map(|pool| {
+            let class = self.stores.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name))?;
+            Some(async move {
+                if let Err(error) = self.provider.prepare(&nodeclaim_template(pool), &class).await {
+                    debug!(nodepool = %pool.name_any(), %error, "launches not prepared");
+                }
+            })
+        });
+        futures::future::join_all(preparations).await;
+    }
+
     /// One decision: snapshot, simulate, create NodeClaims, tell the pods.
-    #[instrument(skip_all, fields(pods, new_claims, unschedulable, solve_ms))]
+    #[instrument(skip_all, fields(pods, new_claims, unschedulable, snapshot_ms, solve_ms))]
     pub async fn provision(&self) -> Result<()> {
         let pods = self.stores.pods.state();
         if !pods.iter().any(|pod| snapshot::is_provisionable(pod)) {
             return Ok(());
         }
         info!("batch closed");
+        let closed = std::time::Instant::now();
         self.waiting.settle(&self.stores.pods, &self.metrics);
         self.waiting.track(pods.iter().filter(|pod| snapshot::is_provisionable(pod)));
         let pools = self.stores.pools.state();
@@ -190,6 +212,7 @@ impl<P: CloudProvider> Provisioner<P> {
         let started = std::time::Instant::now();
         let plan = solve(&prepared.input);
         let span = tracing::Span::current();
+        span.record("snapshot_ms", (started - closed).as_secs_f64() * 1000.0);
         span.record("pods", prepared.input.pods.len());
         span.record("new_claims", plan.new_claims.len());
         span.record("unschedulable", plan.unschedulable.len());

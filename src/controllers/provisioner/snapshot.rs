@@ -259,9 +259,22 @@ fn expected_allocatable(claim: &NodeClaim, instance_types: &[InstanceType]) -> R
     least.unwrap_or_else(|| Resources::from_quantities(&claim.spec.resources.requests).unwrap_or_default())
 }
 
-/// The NodeClaim object for a planned node: owned by its NodePool, labelled with it, carrying
-/// the pool's template labels, annotations, taints and lifetimes. `suffix` makes the name unique.
+/// The NodeClaim object for a planned node: the pool's [`nodeclaim_template`] named
+/// `<pool>-<suffix>`, with the planned requirements and requests.
 pub fn nodeclaim_for(planned: &NewNodeClaim, pool: &NodePool, suffix: &str) -> NodeClaim {
+    let mut claim = nodeclaim_template(pool);
+    claim.metadata.name = Some(format!("{}-{suffix}", pool.name_any()));
+    // The pool's own label (`stoker.dev/nodepool`) is on the claim's metadata; stoker's label
+    // domain is not allowed in requirements.
+    claim.spec.requirements =
+        planned.requirements.to_api().into_iter().filter(|r| !r.key.starts_with(labels::RESERVED_DOMAIN)).collect();
+    claim.spec.resources = ResourceRequests { requests: planned.requests.to_quantities() };
+    claim
+}
+
+/// What every NodeClaim of a pool shares, unnamed and without requirements: owned by the
+/// NodePool, labelled with it, carrying its template labels, annotations, taints and lifetimes.
+pub fn nodeclaim_template(pool: &NodePool) -> NodeClaim {
     let pool_name = pool.name_any();
     let template = &pool.spec.template;
     let mut claim_labels = template.metadata.labels.clone();
@@ -276,7 +289,6 @@ pub fn nodeclaim_for(planned: &NewNodeClaim, pool: &NodePool, suffix: &str) -> N
     };
     NodeClaim {
         metadata: ObjectMeta {
-            name: Some(format!("{pool_name}-{suffix}")),
             labels: Some(claim_labels),
             annotations: (!template.metadata.annotations.is_empty()).then(|| template.metadata.annotations.clone()),
             owner_references: Some(vec![owner]),
@@ -285,15 +297,8 @@ pub fn nodeclaim_for(planned: &NewNodeClaim, pool: &NodePool, suffix: &str) -> N
             ..Default::default()
         },
         spec: NodeClaimSpec {
-            // The pool's own label (`stoker.dev/nodepool`) is on the claim's metadata; stoker's
-            // label domain is not allowed in requirements.
-            requirements: planned
-                .requirements
-                .to_api()
-                .into_iter()
-                .filter(|r| !r.key.starts_with(labels::RESERVED_DOMAIN))
-                .collect(),
-            resources: ResourceRequests { requests: planned.requests.to_quantities() },
+            requirements: Vec::new(),
+            resources: ResourceRequests::default(),
             taints: template.spec.taints.clone(),
             startup_taints: template.spec.startup_taints.clone(),
             node_class_ref: template.spec.node_class_ref.clone(),

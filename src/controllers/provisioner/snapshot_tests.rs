@@ -100,6 +100,23 @@ fn a_planned_nodeclaim_is_owned_labelled_and_carries_the_template() {
 }
 
 #[test]
+fn a_pools_template_boots_nodes_like_its_nodeclaims() {
+    let types = catalog();
+    let pools = [pool("")];
+    let pods = [pending("a", "1")];
+    let plan = planned(&cluster(&pods, &pools, &types));
+    let claim = nodeclaim_for(&plan.new_claims[0], &pools[0], "x7k2p");
+    let template = nodeclaim_template(&pools[0]);
+    // What a launch template is made from: labels, taints, startup taints and the node class.
+    assert_eq!(template.metadata.labels, claim.metadata.labels);
+    assert_eq!(
+        (&template.spec.taints, &template.spec.startup_taints, &template.spec.node_class_ref),
+        (&claim.spec.taints, &claim.spec.startup_taints, &claim.spec.node_class_ref)
+    );
+    assert!(template.metadata.name.is_none() && template.spec.requirements.is_empty());
+}
+
+#[test]
 fn pods_covered_by_an_in_flight_nodeclaim_do_not_launch_again() {
     let types = catalog();
     let pools = [pool("")];
