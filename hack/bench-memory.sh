@@ -49,7 +49,8 @@ per_node=$(((pods + nodes - 1) / nodes))
 generate pod "$pods" "$per_node" | while read -r list; do kubectl create -f - <<<"$list" >/dev/null; done
 
 # STOKER_WRAPPER runs the controller under a profiler, e.g. STOKER_WRAPPER="heaptrack -o /tmp/stoker"
-# (the RSS figures are then the profiler's).
+# with STOKER_CARGO_FLAGS=--no-default-features, so heaptrack sees the system allocator (the RSS
+# figures are then the profiler's).
 # shellcheck disable=SC2086
 start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 \
   ${STOKER_WRAPPER:-} "$stoker" controller

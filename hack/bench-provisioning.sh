@@ -3,7 +3,8 @@
 # against the example NodePools, with `stoker controller` (optimized build) and the node
 # simulator running. Prints, from the controller's JSON log: time from each batch close to its
 # first CreateFleet call (p50/p99, and per batch its steps: snapshot, simulation, NodeClaim POST,
-# NodeClaim controller until CreateFleet), time from the Deployment's creation to the first NodeClaim,
+# watch delivery to the NodeClaim controller, its reconcile until CreateFleet), time from the
+# Deployment's creation to the first NodeClaim,
 # the number of CreateFleet calls and NodeClaims, time until every pod runs, and the controller's
 # peak RSS. Figures go in docs/performance.md.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -51,11 +52,15 @@ def pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
 # Per launching batch: snapshot and simulation (from the batch's span), the NodeClaim POST (the
 # rest until the first NodeClaim was created), and the NodeClaim controller until CreateFleet.
-steps = {"snapshot": [], "simulation": [], "NodeClaim POST": [], "NodeClaim -> CreateFleet": [], "total": []}
+launches = [e for e in events if e.get("message") == "launching" and at(e) >= created]
+steps = {"snapshot": [], "simulation": [], "NodeClaim POST": [], "watch -> reconcile": [],
+         "reconcile -> CreateFleet": [], "total": []}
 for close, nxt in launching:
     first = min((e for e in created_claims if close <= at(e) < nxt), key=at)
-    fleet = min((f for f in fleets if f >= at(first)), default=None)
-    if fleet is None:
+    name = first.get("nodeclaim")
+    fleet = min((at(e) for e in events if e.get("message") == "calling CreateFleet" and e.get("nodeclaim") == name), default=None)
+    launch = min((at(e) for e in launches if e.get("span", {}).get("nodeclaim") == name), default=None)
+    if fleet is None or launch is None:
         continue
     span = first.get("span", {})
     snapshot, solve = float(span.get("snapshot_ms", "nan")), float(span.get("solve_ms", "nan"))
@@ -63,13 +68,17 @@ for close, nxt in launching:
     steps["snapshot"].append(snapshot)
     steps["simulation"].append(solve)
     steps["NodeClaim POST"].append(to_claim - snapshot - solve)
-    steps["NodeClaim -> CreateFleet"].append((fleet - at(first)) * 1000)
+    steps["watch -> reconcile"].append((launch - at(first)) * 1000)
+    steps["reconcile -> CreateFleet"].append((fleet - launch) * 1000)
     steps["total"].append((fleet - close) * 1000)
 latencies = steps["total"]
 print(f"pods                                   {pods}")
 print(f"batches                                {len(closes)} ({len(launching)} created NodeClaims)")
 print(f"batch close -> first CreateFleet, ms   p50 {pct(latencies, 50):.1f}  p99 {pct(latencies, 99):.1f}")
 print("  per launching batch, ms: " + "; ".join(" ".join(f"{v:.1f}" for v in values) + f" ({name})" for name, values in steps.items()))
+# stoker's own work on the path, without the apiserver's part (the POST and the watch delivery).
+own = [s + m + r for s, m, r in zip(steps["snapshot"], steps["simulation"], steps["reconcile -> CreateFleet"])]
+print(f"  stoker's own part, ms                p50 {pct(own, 50):.1f}  p99 {pct(own, 99):.1f}")
 print(f"Deployment created -> first NodeClaim  {(min(claims) - created):.2f} s" if claims else "no NodeClaim created")
 print(f"NodeClaims created                     {len(claims)}")
 print(f"CreateFleet calls                      {len(fleets)}")

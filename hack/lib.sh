@@ -110,7 +110,9 @@ bench_environment() {
   source "$STOKER_STATE/env"
   local profile="${STOKER_PROFILE:-dev}"
   log "building stoker ($profile profile)"
-  (cd "$REPO_ROOT" && cargo build --locked --profile "$profile" --bin stoker)
+  # STOKER_CARGO_FLAGS adds cargo flags, e.g. --no-default-features for the system allocator.
+  # shellcheck disable=SC2086
+  (cd "$REPO_ROOT" && cargo build --locked --profile "$profile" --bin stoker ${STOKER_CARGO_FLAGS:-})
   stoker="$CARGO_TARGET_DIR/$([[ $profile == dev ]] && echo debug || echo release)/stoker"
 }
 

@@ -10,7 +10,7 @@
 pub mod lifecycle;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -53,24 +53,68 @@ pub struct Context<P> {
     pub metrics: Arc<Metrics>,
 }
 
-/// NodeClaims the provisioner of this leader term created and nobody has tried to launch yet:
-/// no instance can exist for them, so their first launch skips looking for one (a DescribeInstances
-/// call on the way to CreateFleet). Each term starts with an empty set, because another leader
-/// may have launched for anything older.
+/// NodeClaims the provisioner of this leader term is creating or created, and nobody has tried
+/// to launch yet: no instance can exist for them, so their first launch skips looking for one (a
+/// DescribeInstances call on the way to CreateFleet). A name is noted before its POST, so a
+/// watch event that overtakes the POST's response waits for the UID instead of taking the slow
+/// path. Each term starts with an empty set, because another leader may have launched for
+/// anything older.
 #[derive(Debug, Clone, Default)]
-pub struct NewClaims(Arc<std::sync::Mutex<HashSet<String>>>);
+pub struct NewClaims(Arc<NewClaimsState>);
+
+#[derive(Debug, Default)]
+struct NewClaimsState {
+    /// By name: the UID the apiserver gave the claim, `None` while its POST is in flight.
+    claims: std::sync::Mutex<HashMap<String, Option<String>>>,
+    settled: tokio::sync::Notify,
+}
+
+/// How long a launch waits for the POST of a claim whose watch event came first.
+const CREATION_WAIT: Duration = Duration::from_secs(10);
 
 impl NewClaims {
-    pub fn insert(&self, uid: String) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid);
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.0.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Just before the claim's POST.
+    pub fn creating(&self, name: &str) {
+        self.claims().insert(name.to_owned(), None);
+    }
+
+    /// After the POST: the UID the claim got, or `None` when it was not created.
+    pub fn created(&self, name: &str, uid: Option<String>) {
+        match uid {
+            Some(uid) => self.claims().insert(name.to_owned(), Some(uid)),
+            None => self.claims().remove(name),
+        };
+        self.0.settled.notify_waiters();
     }
 
     /// What is known of earlier launches for the claim; a claim is new only once.
-    fn take(&self, claim: &NodeClaim) -> PriorLaunches {
-        let new = claim
-            .uid()
-            .is_some_and(|uid| self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid));
-        if new { PriorLaunches::None } else { PriorLaunches::Unknown }
+    async fn take(&self, claim: &NodeClaim) -> PriorLaunches {
+        let name = claim.name_any();
+        let deadline = tokio::time::Instant::now() + CREATION_WAIT;
+        loop {
+            // Registered before the state is read, so a change in between still wakes it.
+            let settled = self.0.settled.notified();
+            {
+                let mut claims = self.claims();
+                match claims.get(&name) {
+                    None => return PriorLaunches::Unknown,
+                    Some(Some(uid)) if claim.uid().as_ref() == Some(uid) => {
+                        claims.remove(&name);
+                        return PriorLaunches::None;
+                    }
+                    // Another object under the name: whatever it is, it is not the one created.
+                    Some(Some(_)) => return PriorLaunches::Unknown,
+                    Some(None) => {}
+                }
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return PriorLaunches::Unknown;
+            }
+        }
     }
 }
 
@@ -155,6 +199,7 @@ fn mark(status: &mut NodeClaimStatus, claim: &NodeClaim, types: &[&str]) {
 }
 
 async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Action> {
+    info!("launching");
     let reference = claim.object_ref(&());
     let class_name = &claim.spec.node_class_ref.name;
     let class = match ctx.classes.get(&ObjectRef::new(class_name)) {
@@ -162,7 +207,7 @@ async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result
         // Not in the cache yet (just created): ask the apiserver.
         None => Arc::new(Api::<EC2NodeClass>::all(ctx.client.clone()).get(class_name).await?),
     };
-    let instance = match ctx.provider.create(claim, &class, ctx.new_claims.take(claim)).await {
+    let instance = match ctx.provider.create(claim, &class, ctx.new_claims.take(claim).await).await {
         Ok(instance) => instance,
         Err(error @ (CloudError::InsufficientCapacity { .. } | CloudError::NoCompatibleOfferings(_))) => {
             // The next batch plans again without what failed (the unavailable cache knows).
@@ -376,4 +421,46 @@ pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Context<P>>) {
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx);
     drain(results, "nodeclaim").await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(name: &str, uid: &str) -> NodeClaim {
+        let mut claim: NodeClaim = serde_yaml::from_str(&format!(
+            "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n"
+        ))
+        .expect("a NodeClaim");
+        claim.metadata.uid = Some(uid.into());
+        claim
+    }
+
+    #[tokio::test]
+    async fn a_launch_that_overtakes_its_claims_creation_waits_for_it() {
+        let new = NewClaims::default();
+        new.creating("spot-abcde");
+        let waiting = tokio::spawn({
+            let new = new.clone();
+            async move { new.take(&claim("spot-abcde", "uid-1")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the launch waits while the POST is in flight");
+        new.created("spot-abcde", Some("uid-1".into()));
+        assert_eq!(waiting.await.expect("joined"), PriorLaunches::None);
+        assert_eq!(new.take(&claim("spot-abcde", "uid-1")).await, PriorLaunches::Unknown, "new only once");
+    }
+
+    #[tokio::test]
+    async fn claims_this_term_did_not_create_may_have_an_instance() {
+        let new = NewClaims::default();
+        assert_eq!(new.take(&claim("spot-older", "uid-0")).await, PriorLaunches::Unknown);
+        new.creating("spot-taken");
+        new.created("spot-taken", None);
+        assert_eq!(new.take(&claim("spot-taken", "uid-2")).await, PriorLaunches::Unknown, "its POST failed");
+        new.creating("spot-fghij");
+        new.created("spot-fghij", Some("uid-3".into()));
+        assert_eq!(new.take(&claim("spot-fghij", "uid-other")).await, PriorLaunches::Unknown, "another object");
+        assert_eq!(new.take(&claim("spot-fghij", "uid-3")).await, PriorLaunches::None);
+    }
 }

@@ -229,7 +229,13 @@ impl<P: CloudProvider> Provisioner<P> {
             let suffix: String = (0..5).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
             let claim = nodeclaim_for(planned, pool, &suffix);
             let api = api.clone();
-            Some(async move { (planned, api.create(&PostParams::default(), &claim).await) })
+            Some(async move {
+                let name = claim.name_any();
+                self.new_claims.creating(&name);
+                let result = api.create(&PostParams::default(), &claim).await;
+                self.new_claims.created(&name, result.as_ref().ok().and_then(ResourceExt::uid));
+                (planned, result)
+            })
         });
         let mut nominated = Vec::new();
         for (planned, result) in futures::future::join_all(creations).await {
@@ -241,9 +247,6 @@ impl<P: CloudProvider> Provisioner<P> {
                 }
             };
             let name = created.name_any();
-            if let Some(uid) = created.uid() {
-                self.new_claims.insert(uid);
-            }
             self.metrics.nodeclaims_created.get_or_create(&NodePoolLabels { nodepool: planned.nodepool.clone() }).inc();
             info!(nodeclaim = %name, nodepool = %planned.nodepool, pods = planned.pods.len(),
                   instance_types = planned.instance_types.len(), price = planned.price, "created NodeClaim");

@@ -97,17 +97,10 @@ fn a_planned_nodeclaim_is_owned_labelled_and_carries_the_template() {
         "the CRD refuses stoker.dev keys"
     );
     assert!(claim.spec.resources.requests.contains_key("cpu"));
-}
 
-#[test]
-fn a_pools_template_boots_nodes_like_its_nodeclaims() {
-    let types = catalog();
-    let pools = [pool("")];
-    let pods = [pending("a", "1")];
-    let plan = planned(&cluster(&pods, &pools, &types));
-    let claim = nodeclaim_for(&plan.new_claims[0], &pools[0], "x7k2p");
+    // The pool's template, from which launches are prepared, boots nodes the same way: launch
+    // templates are made from labels, taints, startup taints and the node class.
     let template = nodeclaim_template(&pools[0]);
-    // What a launch template is made from: labels, taints, startup taints and the node class.
     assert_eq!(template.metadata.labels, claim.metadata.labels);
     assert_eq!(
         (&template.spec.taints, &template.spec.startup_taints, &template.spec.node_class_ref),
