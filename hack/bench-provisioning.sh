@@ -21,17 +21,33 @@ start node-simulator "$stoker" node-simulator --delay 1s
 wait_for "the EC2NodeClass" 120 bash -c "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 sleep 5
 
+# cpu_ticks: each local process's CPU time so far (user + system, in clock ticks), one per line.
+cpu_ticks() {
+  local pidfile
+  for pidfile in "$PIDS"/*.pid; do
+    awk -v name="$(basename "$pidfile" .pid)" '{ sub(/.*\) /, ""); split($0, f, " "); print name, f[12] + f[13] }' \
+      "/proc/$(cat "$pidfile")/stat" 2>/dev/null || true
+  done
+}
+
 log "creating a Deployment of $pods pods"
+cpu_ticks >"$LOGS/cpu-before.txt"
 created=$(date +%s.%N)
 create_burst "$pods"
 wait_burst_running "$pods"
 all_running=$(date +%s.%N)
+cpu_ticks >"$LOGS/cpu-after.txt"
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$PIDS/stoker.pid")/status")
+# The apiserver's own latency histogram for the NodeClaim POSTs, to tell its time from the path to it.
+kubectl get --raw /metrics | grep '^apiserver_request_duration_seconds_bucket{.*resource="nodeclaims".*verb="POST"' \
+  >"$LOGS/nodeclaim-post-buckets.txt" || true
 
-python3 - "$LOGS/stoker.log" "$created" "$all_running" "$rss_kib" "$pods" <<'PY'
+python3 - "$LOGS/stoker.log" "$created" "$all_running" "$rss_kib" "$pods" "$LOGS/nodeclaim-post-buckets.txt" \
+  "$LOGS/cpu-before.txt" "$LOGS/cpu-after.txt" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 from datetime import datetime
 log, created, all_running, rss_kib, pods = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+post_buckets, cpu_before, cpu_after, ticks_per_second = sys.argv[6], sys.argv[7], sys.argv[8], int(sys.argv[9])
 def at(line):
     return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
 events = []
@@ -79,9 +95,23 @@ print("  per launching batch, ms: " + "; ".join(" ".join(f"{v:.1f}" for v in val
 # stoker's own work on the path, without the apiserver's part (the POST and the watch delivery).
 own = [s + m + r for s, m, r in zip(steps["snapshot"], steps["simulation"], steps["reconcile -> CreateFleet"])]
 print(f"  stoker's own part, ms                p50 {pct(own, 50):.1f}  p99 {pct(own, 99):.1f}")
+# Cumulative counts by upper bound, as the apiserver measured the POSTs (from the request's arrival).
+buckets = {}
+for raw in open(post_buckets):
+    le = raw.split('le="', 1)[1].split('"', 1)[0]
+    buckets[le] = buckets.get(le, 0) + float(raw.rsplit(" ", 1)[1])
+shown = [le for le in ("0.005", "0.025", "0.05", "0.1", "+Inf") if le in buckets]
+print("  NodeClaim POSTs as the apiserver timed them: " + ", ".join(f"{int(buckets[le])} within {le} s" for le in shown))
 print(f"Deployment created -> first NodeClaim  {(min(claims) - created):.2f} s" if claims else "no NodeClaim created")
 print(f"NodeClaims created                     {len(claims)}")
 print(f"CreateFleet calls                      {len(fleets)}")
 print(f"Deployment created -> all pods Running {all_running - created:.1f} s")
+# What each process of the local environment spent on the burst: on 2 cores it is what the
+# apiserver's latency, and so the NodeClaim POST, depends on.
+def ticks(path):
+    return {name: int(value) for name, value in (line.split() for line in open(path))}
+before = ticks(cpu_before)
+spent = sorted(((value - before.get(name, 0)) / ticks_per_second, name) for name, value in ticks(cpu_after).items())
+print("CPU seconds during the burst           " + ", ".join(f"{name} {seconds:.1f}" for seconds, name in reversed(spent)))
 print(f"controller peak RSS                    {rss_kib / 1024:.0f} MiB")
 PY
