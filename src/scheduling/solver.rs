@@ -532,12 +532,17 @@ impl<'a> Solver<'a> {
                 };
                 // Fewer pods never leave fewer fitting types: the largest count that still leaves
                 // some is found by bisection.
+                // `best` holds the fitting types for `low`, the largest count known to fit.
                 let (mut low, mut high) = (0, times_within(requests, &room).min(replicas.len()));
+                let mut best = None;
                 while low < high {
                     let middle = (low + high).div_ceil(2);
-                    if fitting(middle).is_some() { low = middle } else { high = middle - 1 }
+                    match fitting(middle) {
+                        Some(candidates) => (low, best) = (middle, Some(candidates)),
+                        None => high = middle - 1,
+                    }
                 }
-                let Some(candidates) = (low > 0).then(|| fitting(low)).flatten() else { return 0 };
+                let Some(candidates) = best else { return 0 };
                 let max_allocatable = self.largest(&candidates, &self.allocatable);
                 let open = &mut self.claims[claim];
                 accumulate(&mut open.total, requests, low as i64);

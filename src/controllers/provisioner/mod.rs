@@ -221,8 +221,6 @@ impl<P: CloudProvider> Provisioner<P> {
         self.metrics.pods_pending.set(prepared.input.pods.len() as i64);
 
         let api: Api<NodeClaim> = Api::all(self.client.clone());
-        let by_key: BTreeMap<String, &Arc<CachedPod>> =
-            pods.iter().map(|p| (format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), p)).collect();
         // Every NodeClaim first, concurrently, so launches start at once; the pods' Events after.
         let creations = plan.new_claims.iter().filter_map(|planned| {
             let pool = pools.iter().find(|p| p.name_any() == planned.nodepool)?;
@@ -252,6 +250,9 @@ impl<P: CloudProvider> Provisioner<P> {
                   instance_types = planned.instance_types.len(), price = planned.price, "created NodeClaim");
             nominated.push((name, planned));
         }
+        // Built after the POSTs: the Events need it, the launches should not wait for it.
+        let by_key: BTreeMap<String, &Arc<CachedPod>> =
+            pods.iter().map(|p| (format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), p)).collect();
         for (name, planned) in nominated {
             let note = format!("Pod should schedule on: nodeclaim/{name}");
             self.tell(&by_key, &planned.pods, EventType::Normal, "Nominated", &note).await;
