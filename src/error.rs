@@ -18,6 +18,9 @@ pub enum Error {
     InUse { object: String, users: String },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// A reconcile or a controller pass panicked; isolated so the others go on.
+    #[error("panicked: {0}")]
+    Panicked(String),
 }
 
 impl Error {
@@ -31,6 +34,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::InUse { .. } => "in_use",
             Error::LeaderElection(_) => "leader_election",
+            Error::Panicked(_) => "panic",
         }
     }
 }

@@ -50,6 +50,7 @@ async fn node_classes_are_resolved_reported_and_cleaned_up() {
         client: client.clone(),
         recorder,
         provider: provider.clone(),
+        metrics: Default::default(),
     })));
 
     let api: Api<EC2NodeClass> = Api::all(client.clone());

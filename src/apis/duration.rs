@@ -2,7 +2,12 @@
 //! seconds (`720h`, `1h30m`, `90s`), and a "nillable" variant that also accepts `Never`.
 //!
 //! They deserialize from and serialize to strings, and their schema carries the same pattern
-//! Karpenter uses so the apiserver rejects `"5 minutes"` with a message naming the field.
+//! Karpenter uses so the apiserver rejects `"5 minutes"` with a message naming the field, plus an
+//! upper bound ([`MAX_DURATION`], a year) that the apiserver checks with a CEL rule.
+//!
+//! Objects stored before that bound existed can still hold larger values, up to `u64` seconds.
+//! Such a value still decodes; arithmetic on instants goes through [`Duration::delta`], which
+//! saturates instead of overflowing, and the controllers report the value as invalid.
 
 use std::{fmt, str::FromStr, time::Duration as StdDuration};
 
@@ -11,6 +16,22 @@ use serde::{Deserialize, Serialize};
 
 const DURATION_PATTERN: &str = r"^([0-9]+(s|m|h))+$";
 const NILLABLE_DURATION_PATTERN: &str = r"^(([0-9]+(s|m|h))+|Never)$";
+/// Longer than any duration can sensibly be written; keeps the CEL rule's input small.
+const MAX_LENGTH: u64 = 32;
+
+/// The largest duration any field accepts: a year (8760h). Windows, lead times, budgets,
+/// consolidation and expiry longer than that are better written as `Never` or a schedule.
+pub const MAX_DURATION: Duration = Duration::from_secs(8760 * 3600);
+/// The CEL rule that bounds a duration string. `duration()` parses with Go's rules and fails to
+/// evaluate past about 2,562,047h, so a regular expression that only small enough numbers match
+/// comes first (`&&` turns its `false` into the rule's result, never an evaluation error).
+/// That matters beyond the message: a status write to an object stored before the bound existed
+/// is allowed only when the rule evaluates (validation ratcheting skips unchanged values that
+/// fail a rule, not ones whose rule cannot be evaluated).
+const MAX_DURATION_RULE: &str =
+    "self.matches('^([0-9]{1,6}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$') && duration(self) <= duration('8760h')";
+const MAX_DURATION_MESSAGE: &str =
+    "must be at most 8760h (a year), written as hours, minutes and seconds in that order (1h30m)";
 
 /// A parse failure for a duration string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +52,18 @@ impl Duration {
 
     pub const fn as_std(self) -> StdDuration {
         self.0
+    }
+
+    /// As a signed chrono delta for arithmetic on instants, saturating at `TimeDelta::MAX`
+    /// (about 292 million years) instead of failing. Adding it to an instant can still pass the
+    /// largest date chrono represents: use `checked_add_signed` and decide what "never" means.
+    pub fn delta(self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.0).unwrap_or(chrono::TimeDelta::MAX)
+    }
+
+    /// Whether the duration is within [`MAX_DURATION`], the bound the schema enforces.
+    pub fn within_bound(self) -> bool {
+        self <= MAX_DURATION
     }
 }
 
@@ -110,7 +143,12 @@ impl JsonSchema for Duration {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "pattern": DURATION_PATTERN })
+        json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "maxLength": MAX_LENGTH,
+            "x-kubernetes-validations": [{"rule": MAX_DURATION_RULE, "message": MAX_DURATION_MESSAGE}],
+        })
     }
 
     fn inline_schema() -> bool {
@@ -173,7 +211,15 @@ impl JsonSchema for NillableDuration {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "pattern": NILLABLE_DURATION_PATTERN })
+        json_schema!({
+            "type": "string",
+            "pattern": NILLABLE_DURATION_PATTERN,
+            "maxLength": MAX_LENGTH,
+            "x-kubernetes-validations": [{
+                "rule": format!("self == 'Never' || ({MAX_DURATION_RULE})"),
+                "message": MAX_DURATION_MESSAGE,
+            }],
+        })
     }
 
     fn inline_schema() -> bool {
@@ -211,6 +257,16 @@ mod tests {
             assert!(input.parse::<Duration>().is_ok(), "{input}");
             assert!(pattern.is_match(input), "{input}");
         }
+    }
+
+    #[test]
+    fn deltas_saturate_instead_of_overflowing() {
+        assert_eq!(Duration::from_secs(90).delta(), chrono::TimeDelta::seconds(90));
+        let huge: Duration = "2300000000h".parse().unwrap();
+        assert_eq!(huge.delta(), chrono::TimeDelta::seconds(2_300_000_000 * 3600));
+        assert_eq!(Duration::from_secs(u64::MAX).delta(), chrono::TimeDelta::MAX);
+        assert!(!huge.within_bound());
+        assert!(MAX_DURATION.within_bound() && !Duration::from_secs(8760 * 3600 + 1).within_bound());
     }
 
     #[test]

@@ -307,6 +307,8 @@ pub struct KubeletConfiguration {
     pub eviction_soft: Option<BTreeMap<String, String>>,
     /// Grace periods for the soft eviction thresholds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['memory.available', 'nodefs.available', 'nodefs.inodesFree', 'imagefs.available', 'imagefs.inodesFree', 'pid.available'])").message("valid keys for evictionSoftGracePeriod are ['memory.available', 'nodefs.available', 'nodefs.inodesFree', 'imagefs.available', 'imagefs.inodesFree', 'pid.available']"))]
+    #[schemars(extend("maxProperties" = 6))]
     pub eviction_soft_grace_period: Option<BTreeMap<String, super::Duration>>,
     /// Cluster DNS server addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,11 +1,15 @@
 //! Checks the schema cannot express: cron expressions, time zone names, calendar dates, and
 //! fields that only make sense together with another object's. `stoker validate` reports them
 //! offline; controllers report them as status conditions and Events.
+//!
+//! Bounds the schema does express (durations at most a year) are checked here too: an object
+//! stored before its CRD had them must be reported, not acted on with absurd values.
 
 use chrono::NaiveDate;
 
 use super::{
     NodePool,
+    duration::{Duration, MAX_DURATION, NillableDuration},
     nodepool::Budget,
     warmpool::{Exclusion, WarmPoolSpec},
 };
@@ -36,14 +40,35 @@ fn check_cron(errors: &mut Vec<FieldError>, field: String, expression: &str) {
     }
 }
 
+/// Checks that a duration is within the bound the schema sets.
+fn check_duration(errors: &mut Vec<FieldError>, field: String, duration: Option<Duration>) {
+    if let Some(duration) = duration.filter(|d| !d.within_bound()) {
+        errors.push(error(field, format!("{duration} is longer than the maximum of {MAX_DURATION} (a year)")));
+    }
+}
+
+fn nillable(duration: Option<NillableDuration>) -> Option<Duration> {
+    duration.and_then(NillableDuration::duration)
+}
+
 /// Problems in a NodePool that its schema lets through.
 pub fn nodepool_errors(pool: &NodePool) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    for (index, Budget { schedule, .. }) in pool.spec.disruption.budgets.iter().enumerate() {
+    let disruption = &pool.spec.disruption;
+    check_duration(
+        &mut errors,
+        "spec.disruption.consolidateAfter".into(),
+        nillable(Some(disruption.consolidate_after)),
+    );
+    for (index, Budget { schedule, duration, .. }) in disruption.budgets.iter().enumerate() {
         if let Some(schedule) = schedule {
             check_cron(&mut errors, format!("spec.disruption.budgets[{index}].schedule"), schedule);
         }
+        check_duration(&mut errors, format!("spec.disruption.budgets[{index}].duration"), *duration);
     }
+    let template = &pool.spec.template.spec;
+    check_duration(&mut errors, "spec.template.spec.expireAfter".into(), nillable(Some(template.expire_after)));
+    check_duration(&mut errors, "spec.template.spec.terminationGracePeriod".into(), template.termination_grace_period);
     errors
 }
 
@@ -51,9 +76,11 @@ pub fn nodepool_errors(pool: &NodePool) -> Vec<FieldError> {
 pub fn warmpool_errors(spec: &WarmPoolSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let requests = spec.resources.requests.as_ref();
+    check_duration(&mut errors, "spec.leadTime".into(), Some(spec.lead_time));
     for (index, schedule) in spec.schedules.iter().enumerate() {
         let field = |name: &str| format!("spec.schedules[{index}].{name}");
         check_cron(&mut errors, field("start"), &schedule.start);
+        check_duration(&mut errors, field("duration"), schedule.duration);
         if let Some(end) = &schedule.end {
             check_cron(&mut errors, field("end"), end);
         }
@@ -152,5 +179,38 @@ spec:
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "spec.disruption.budgets[1].schedule");
         assert!(errors[0].message.contains("5 fields"), "{}", errors[0].message);
+    }
+
+    #[test]
+    fn durations_past_a_year_are_named() {
+        // What an object stored under a CRD without the bound can hold.
+        let pool: NodePool = serde_yaml::from_str(
+            "
+apiVersion: stoker.dev/v1alpha1
+kind: NodePool
+metadata: {name: p}
+spec:
+  template: {spec: {nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}, expireAfter: 2300000000h, terminationGracePeriod: 8761h}}
+  disruption: {consolidateAfter: 9000h, budgets: [{nodes: '0', schedule: '0 9 * * *', duration: 8760h}, {nodes: '1', schedule: '0 9 * * *', duration: 18446744073709551615s}]}
+",
+        )
+        .unwrap();
+        let fields: Vec<String> = nodepool_errors(&pool).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.disruption.consolidateAfter",
+                "spec.disruption.budgets[1].duration",
+                "spec.template.spec.expireAfter",
+                "spec.template.spec.terminationGracePeriod"
+            ]
+        );
+        let pool = warmpool(&format!(
+            "{BASE}  leadTime: 2300000000h\n  schedules: [{{name: day, start: '0 8 * * *', duration: 9000h, replicas: 1}}]\n"
+        ));
+        let errors = warmpool_errors(&pool);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["spec.leadTime", "spec.schedules[0].duration"]);
+        assert!(errors[0].message.contains("maximum of 8760h"), "{}", errors[0].message);
     }
 }

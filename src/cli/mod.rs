@@ -90,8 +90,8 @@ pub enum WarmpoolCommand {
         /// Start of the preview (RFC 3339, for example 2026-11-23T00:00:00Z); now when unset.
         #[arg(long)]
         from: Option<chrono::DateTime<chrono::Utc>>,
-        /// How many days to preview.
-        #[arg(long, default_value_t = 7)]
+        /// How many days to preview (at most 366).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
         days: u32,
         /// Also draw the size over time as an SVG step chart into this file.
         #[arg(long)]

@@ -18,7 +18,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::CliError;
-use crate::apis::{self, WarmPool, validation};
+use crate::{
+    apis::{self, WarmPool, validation},
+    controllers::warmpool::windows::Windows,
+};
 
 /// The outcome of checking one document.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,7 +63,8 @@ pub fn check_document(document: &Value) -> Verdict {
     if problems.is_empty() {
         problems = match kind {
             "NodePool" => typed(&defaulted, validation::nodepool_errors),
-            "WarmPool" => typed(&defaulted, |pool: &WarmPool| validation::warmpool_errors(&pool.spec)),
+            // The controller's own parse, so validate refuses exactly what the controller would.
+            "WarmPool" => typed(&defaulted, |pool: &WarmPool| Windows::new(&pool.spec).err().unwrap_or_default()),
             _ => Vec::new(),
         };
     }
@@ -228,6 +232,31 @@ spec:
         );
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with("spec.schedules[0].timezone:"), "{found:?}");
+    }
+
+    #[test]
+    fn refuses_what_the_controller_refuses() {
+        let warmpool = |extra: &str| {
+            format!(
+                "
+apiVersion: stoker.dev/v1alpha1
+kind: WarmPool
+metadata: {{name: w, namespace: default}}
+spec:
+  resources: {{requests: {{cpu: '0', memory: 1Gi}}}}
+{extra}"
+            )
+        };
+        // Zero-sized pause pods cannot be counted out of a capacity.
+        let found =
+            problems(&warmpool("  schedules: [{name: a, start: '0 8 * * *', duration: 1h, capacity: {cpu: '8'}}]\n"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("spec.schedules[0].capacity.cpu:"), "{found:?}");
+        // Past the schema's bound: the apiserver's CEL rule and the controller both refuse it.
+        let found = problems(&warmpool("  leadTime: 2300000000h\n"));
+        assert!(found.iter().any(|p| p.contains("spec.leadTime")), "{found:?}");
+        let found = problems(&NODEPOOL.replace("requirements:", "expireAfter: 9000h\n      requirements:"));
+        assert!(found.iter().any(|p| p.contains("spec.template.spec.expireAfter")), "{found:?}");
     }
 
     #[test]

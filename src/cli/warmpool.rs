@@ -18,7 +18,9 @@ pub struct Preview {
 
 /// Previews every WarmPool in `text` (other documents are ignored).
 pub fn previews(text: &str, from: DateTime<Utc>, days: u32) -> Result<Vec<Preview>, String> {
-    let until = from + Duration::days(i64::from(days));
+    let until = from
+        .checked_add_signed(Duration::days(i64::from(days)))
+        .ok_or_else(|| format!("{from} plus {days} days is past the last date stoker can represent"))?;
     let mut out = Vec::new();
     for document in serde_yaml::Deserializer::from_str(text) {
         let value: serde_json::Value =

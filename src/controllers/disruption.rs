@@ -30,7 +30,7 @@ use crate::{
         NodeClaim, NodePool, labels,
         nodepool::{Budget, DisruptionReason},
     },
-    controllers::{nodeclaim::lifecycle::condition_true, publish},
+    controllers::{isolation::isolate, nodeclaim::lifecycle::condition_true, publish},
     operator::{cache::CachedPod, metrics::Metrics},
 };
 
@@ -42,8 +42,9 @@ pub fn budget_active(budget: &Budget, now: DateTime<Utc>) -> bool {
         return true;
     };
     let Ok(schedule) = crate::crontab::parse(schedule) else { return true };
-    let window = chrono::TimeDelta::from_std(duration.as_std()).unwrap_or_default();
-    schedule.after(&(now - window)).next().is_some_and(|fired| fired <= now)
+    // A window reaching back past the first instant chrono represents covers every firing.
+    let Some(opened) = now.checked_sub_signed(duration.delta()) else { return true };
+    schedule.after(&opened).next().is_some_and(|fired| fired <= now)
 }
 
 /// How many more nodes of a pool may be disrupted for `reason` now: the most restrictive active
@@ -59,14 +60,27 @@ pub fn allowed_disruptions(
         .iter()
         .filter(|b| b.reasons.is_empty() || b.reasons.contains(&reason))
         .filter(|b| budget_active(b, now))
-        .map(|b| match b.nodes.strip_suffix('%') {
-            // Rounded up, as Karpenter does, so 10% of a small pool still allows one.
-            Some(percent) => (nodes * percent.parse::<usize>().unwrap_or(0)).div_ceil(100),
-            None => b.nodes.parse().unwrap_or(0),
-        })
+        .map(|b| budget_nodes(&b.nodes, nodes))
         .min()
         .unwrap_or(usize::MAX);
     limit.saturating_sub(disrupting)
+}
+
+/// A budget's `nodes` (a count or a percentage of `nodes`) as a number of nodes. A count too
+/// large for a `usize` allows everything; anything that is not a number (an object stored under
+/// an older schema) allows nothing, the restrictive reading.
+fn budget_nodes(budget: &str, nodes: usize) -> usize {
+    let number = |digits: &str| {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return 0;
+        }
+        digits.parse().unwrap_or(usize::MAX)
+    };
+    match budget.strip_suffix('%') {
+        // Rounded up, as Karpenter does, so 10% of a small pool still allows one.
+        Some(percent) => nodes.saturating_mul(number(percent).min(100)).div_ceil(100),
+        None => number(budget),
+    }
 }
 
 fn do_not_disrupt(annotations: &BTreeMap<String, String>) -> bool {
@@ -121,6 +135,16 @@ pub async fn run(ctx: Arc<Context>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
     loop {
         ticks.tick().await;
+        if let Err(error) = isolate(pass(&ctx, &mut empty_since)).await {
+            warn!(%error, "disruption pass failed");
+            ctx.metrics.reconcile_failed("disruption", &error);
+        }
+    }
+}
+
+/// One look at every pool: candidates that stayed empty long enough are disrupted.
+async fn pass(ctx: &Context, empty_since: &mut HashMap<String, DateTime<Utc>>) -> crate::error::Result<()> {
+    {
         let now = Utc::now();
         let (claims, nodes, pods) = (ctx.claims.state(), ctx.nodes.state(), ctx.pods.state());
         let mut seen = Vec::new();
@@ -141,7 +165,7 @@ pub async fn run(ctx: Arc<Context>) {
             for (claim, node) in candidates {
                 let since = *empty_since.entry(claim.clone()).or_insert(now);
                 seen.push(claim.clone());
-                if now - since < chrono::TimeDelta::from_std(after.as_std()).unwrap_or_default() || allowed == 0 {
+                if now - since < after.delta() || allowed == 0 {
                     continue;
                 }
                 allowed -= 1;
@@ -159,6 +183,7 @@ pub async fn run(ctx: Arc<Context>) {
         }
         empty_since.retain(|claim, _| seen.contains(claim));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -192,5 +217,21 @@ mod tests {
         let underutilized_only = [budget("0", Some("0 8 * * mon-fri"), 10, vec![DisruptionReason::Underutilized])];
         assert_eq!(allowed_disruptions(&underutilized_only, DisruptionReason::Empty, 4, 0, monday_10), usize::MAX);
         assert_eq!(allowed_disruptions(&[budget("5", None, 0, vec![])], DisruptionReason::Empty, 100, 7, monday_10), 0);
+    }
+
+    #[test]
+    fn budgets_with_absurd_values_do_not_panic() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+        let ever = Budget {
+            nodes: "0".into(),
+            schedule: Some("0 8 * * *".into()),
+            duration: Some(crate::apis::Duration::from_secs(u64::MAX)),
+            reasons: vec![],
+        };
+        assert!(budget_active(&ever, now));
+        assert_eq!(budget_nodes("99999999999999999999999", 3), usize::MAX);
+        assert_eq!(budget_nodes("250%", 3), 3);
+        assert_eq!(budget_nodes("ten", 3), 0);
+        assert_eq!(budget_nodes("", 3), 0);
     }
 }

@@ -1,30 +1,22 @@
-//! Garbage collection between Kubernetes and the cloud, and NodePool usage in status.
+//! Garbage collection between Kubernetes and the cloud.
 //!
 //! - An instance tagged for this cluster whose NodeClaim does not exist, older than a grace
 //!   period (a launch whose NodeClaim create was lost, a claim deleted behind stoker's back), is
 //!   terminated.
 //! - A launched NodeClaim whose instance is gone (terminated by hand, reclaimed spot) is deleted,
 //!   so its pods are planned again.
-//! - Each NodePool's status carries the resources and node count of its NodeClaims, the figures
-//!   its limits are checked against.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
-    runtime::reflector::Store,
-};
-use serde_json::json;
+use kube::{Api, Client, ResourceExt, api::DeleteParams, runtime::reflector::Store};
 use tracing::{info, warn};
 
 use crate::{
-    apis::{NodeClaim, NodePool, labels},
+    apis::NodeClaim,
     cloudprovider::{CloudProvider, Instance},
-    controllers::FIELD_MANAGER,
+    controllers::isolation::isolate,
     operator::metrics::Metrics,
-    scheduling::{resources::Resources, solver::NODES},
 };
 
 /// How old an unclaimed instance or an instance-less claim must be before it is collected.
@@ -67,40 +59,27 @@ pub fn claims_without_instances(instances: &[Instance], claims: &[Arc<NodeClaim>
         .collect()
 }
 
-/// A pool's usage: the summed capacity of its NodeClaims (requests while not launched) and their
-/// count.
-pub fn pool_usage(pool: &str, claims: &[Arc<NodeClaim>]) -> (Resources, i64) {
-    let mut total = Resources::new();
-    let mut count = 0;
-    for claim in claims.iter().filter(|c| c.labels().get(labels::NODEPOOL).is_some_and(|p| p == pool)) {
-        let capacity = claim.status.as_ref().map(|s| &s.capacity).filter(|c| !c.is_empty());
-        let counted =
-            Resources::from_quantities(capacity.unwrap_or(&claim.spec.resources.requests)).unwrap_or_default();
-        total.add(&counted);
-        count += 1;
-    }
-    (total, count)
-}
-
 pub struct Context<P> {
     pub client: Client,
     pub provider: Arc<P>,
     pub claims: Store<NodeClaim>,
-    pub pools: Store<NodePool>,
     pub metrics: Arc<Metrics>,
 }
 
-/// Collects every minute and refreshes NodePool usage every 10 seconds.
+/// Collects every minute.
 pub async fn run<P: CloudProvider>(ctx: Arc<Context<P>>) {
-    let mut ticks = tokio::time::interval(Duration::from_secs(10));
-    let mut tick = 0u64;
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
     loop {
         ticks.tick().await;
-        update_pool_status(&ctx).await;
-        if tick.is_multiple_of(6) {
+        if let Err(error) = isolate(async {
             collect(&ctx).await;
+            Ok(())
+        })
+        .await
+        {
+            warn!(%error, "garbage collection failed");
+            ctx.metrics.reconcile_failed("garbage", &error);
         }
-        tick += 1;
     }
 }
 
@@ -131,40 +110,12 @@ async fn collect<P: CloudProvider>(ctx: &Context<P>) {
     }
 }
 
-async fn update_pool_status<P>(ctx: &Context<P>) {
-    let claims = ctx.claims.state();
-    let api: Api<NodePool> = Api::all(ctx.client.clone());
-    for pool in ctx.pools.state() {
-        let name = pool.name_any();
-        let (usage, nodes) = pool_usage(&name, &claims);
-        let mut counted = usage.clone();
-        counted.set(NODES, nodes);
-        let limits = pool.spec.limits.as_ref().and_then(|limits| Resources::from_quantities(limits).ok());
-        ctx.metrics.nodepool_resources(&name, &counted, limits.as_ref());
-        let resources = usage.to_quantities();
-        let current = pool.status.as_ref();
-        if current.is_some_and(|s| s.resources == resources && s.nodes == Some(nodes)) {
-            continue;
-        }
-        // An empty map is refused by the schema as null; no NodeClaims means no resources field.
-        let mut status = json!({"nodes": nodes});
-        if !resources.is_empty() {
-            status["resources"] = json!(resources);
-        }
-        let patch = json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool", "status": status});
-        if let Err(error) =
-            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
-        {
-            warn!(%error, nodepool = %name, "cannot update NodePool status");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::apis::labels;
 
     fn claim(name: &str, provider_id: Option<&str>, launched_minutes_ago: i64) -> Arc<NodeClaim> {
         let at = (Utc::now() - chrono::TimeDelta::minutes(launched_minutes_ago)).to_rfc3339();
@@ -219,14 +170,5 @@ mod tests {
         ];
         let instances = [instance("i-a", "general-a", 10)];
         assert_eq!(claims_without_instances(&instances, &claims, Utc::now()), ["general-b"]);
-    }
-
-    #[test]
-    fn pool_usage_counts_capacity_or_requests() {
-        let claims = [claim("general-a", Some("aws:///a/i-a"), 10), claim("general-b", None, 0)];
-        let (resources, nodes) = pool_usage("general", &claims);
-        assert_eq!(nodes, 2);
-        assert_eq!(resources.get("cpu"), 3000);
-        assert_eq!(pool_usage("other", &claims).1, 0);
     }
 }

@@ -4,8 +4,10 @@
 pub mod conditions;
 pub mod disruption;
 pub mod garbage;
+pub mod isolation;
 pub mod nodeclaim;
 pub mod nodeclass;
+pub mod nodepool;
 pub mod provisioner;
 pub mod warmpool;
 

@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Duration};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
+    core::DeserializeGuard,
     runtime::{
         Controller,
         controller::Action,
@@ -27,8 +28,13 @@ use crate::{
         nodeclaim::NodeClaim,
     },
     cloudprovider::CloudProvider,
-    controllers::{FIELD_MANAGER, conditions, drain, publish},
+    controllers::{
+        FIELD_MANAGER, conditions, drain,
+        isolation::{self, Reporter, Shown},
+        publish,
+    },
     error::{Error, Result},
+    operator::metrics::Metrics,
 };
 
 /// Held on every EC2NodeClass until its cloud resources are cleaned up.
@@ -40,6 +46,7 @@ pub struct Context<P> {
     pub client: Client,
     pub recorder: Recorder,
     pub provider: Arc<P>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The conditions for a resolution, and a message naming what is missing (when something is).
@@ -94,12 +101,12 @@ pub fn decide_conditions(
 }
 
 #[instrument(skip_all, fields(ec2nodeclass = %class.name_any()))]
-async fn reconcile<P: CloudProvider + 'static>(class: Arc<EC2NodeClass>, ctx: Arc<Context<P>>) -> Result<Action> {
+async fn reconcile<P: CloudProvider + 'static>(class: Arc<EC2NodeClass>, ctx: &Context<P>) -> Result<Action> {
     let api: Api<EC2NodeClass> = Api::all(ctx.client.clone());
     finalizer(&api, FINALIZER, class, |event| async {
         match event {
-            FinalizerEvent::Apply(class) => apply(&class, &ctx).await,
-            FinalizerEvent::Cleanup(class) => cleanup(&class, &ctx).await,
+            FinalizerEvent::Apply(class) => apply(&class, ctx).await,
+            FinalizerEvent::Cleanup(class) => cleanup(&class, ctx).await,
         }
     })
     .await
@@ -183,16 +190,24 @@ async fn cleanup<P: CloudProvider>(class: &EC2NodeClass, ctx: &Context<P>) -> Re
     Ok(Action::await_change())
 }
 
-fn error_policy<P>(_class: Arc<EC2NodeClass>, error: &Error, _ctx: Arc<Context<P>>) -> Action {
+fn error_policy<P>(_class: Arc<DeserializeGuard<EC2NodeClass>>, error: &Error, ctx: Arc<Context<P>>) -> Action {
     warn!(%error, kind = error.metric_label(), "reconcile failed");
+    ctx.metrics.reconcile_failed("ec2nodeclass", error);
     Action::requeue(Duration::from_secs(10))
 }
 
 /// Runs the EC2NodeClass controller until shutdown.
 pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Context<P>>) {
-    let classes: Api<EC2NodeClass> = Api::all(ctx.client.clone());
-    let results =
-        Controller::new(classes, watcher::Config::default()).shutdown_on_signal().run(reconcile, error_policy, ctx);
+    let classes: Api<DeserializeGuard<EC2NodeClass>> = Api::all(ctx.client.clone());
+    let results = Controller::new(classes, watcher::Config::default()).shutdown_on_signal().run(
+        |class, ctx: Arc<Context<P>>| async move {
+            let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+            // Its resolved status is rebuilt once the class is fixed; until then it is not Ready.
+            isolation::dispatch(class, reporter, Shown::Condition("Ready"), |class| reconcile(class, &ctx)).await
+        },
+        error_policy,
+        ctx,
+    );
     drain(results, "ec2nodeclass").await;
 }
 

@@ -84,6 +84,19 @@ pub struct ResourceLabels {
     pub resource: String,
 }
 
+/// One of stoker's kinds (`NodePool`, `WarmPool`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// A failed reconcile: which controller, and the error's stable label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileErrorLabels {
+    pub controller: String,
+    pub error: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WarmPoolLabels {
     pub namespace: String,
@@ -119,6 +132,8 @@ pub struct Metrics {
     pub warmpool_preemptions: Family<WarmPoolLabels, Counter>,
     pub warmpool_desired: Family<WarmPoolLabels, Gauge>,
     pub warmpool_ready: Family<WarmPoolLabels, Gauge>,
+    pub invalid_objects: Family<KindLabels, Counter>,
+    pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
     pub ready: AtomicBool,
 }
 
@@ -188,6 +203,16 @@ impl Default for Metrics {
             metrics.add("warmpool_desired_replicas", "Pause pods a WarmPool holds now", Family::default());
         let warmpool_ready =
             metrics.add("warmpool_ready_replicas", "Pause pods of a WarmPool that are ready", Family::default());
+        let invalid_objects = metrics.add(
+            "invalid_objects",
+            "Reports of stoker objects that cannot be decoded and are ignored until fixed, by kind",
+            Family::default(),
+        );
+        let reconcile_errors = metrics.add(
+            "reconcile_errors",
+            "Failed reconciles and controller passes, by controller and error (panic included)",
+            Family::default(),
+        );
         Self {
             registry: metrics.registry,
             names: metrics.names,
@@ -209,6 +234,8 @@ impl Default for Metrics {
             warmpool_preemptions,
             warmpool_desired,
             warmpool_ready,
+            invalid_objects,
+            reconcile_errors,
             ready: AtomicBool::new(false),
         }
     }
@@ -235,6 +262,12 @@ impl Metrics {
         self.nodeclaims_disrupted
             .get_or_create(&DisruptionLabels { nodepool, capacity_type, reason: reason.into() })
             .inc();
+    }
+
+    /// Counts a failed reconcile or pass of `controller`.
+    pub fn reconcile_failed(&self, controller: &str, error: &crate::error::Error) {
+        let labels = ReconcileErrorLabels { controller: controller.to_owned(), error: error.metric_label().to_owned() };
+        self.reconcile_errors.get_or_create(&labels).inc();
     }
 
     /// Sets a NodePool's usage and limit gauges, in base units.

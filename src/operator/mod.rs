@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod metrics;
 pub mod settings;
+pub mod undecodable;
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,6 +27,7 @@ use serde::de::DeserializeOwned;
 pub use settings::Settings;
 
 use self::cache::{CachedPod, node as cached_node, without_managed_fields};
+use kube::core::DeserializeGuard;
 use tracing::{info, warn};
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -37,7 +39,7 @@ use crate::{
         metered::Metered,
     },
     controllers::{
-        disruption, garbage, nodeclaim, nodeclass,
+        disruption, garbage, nodeclaim, nodeclass, nodepool,
         provisioner::{self, Provisioner, Stores, snapshot::is_provisionable},
         warmpool::{preemption, reconcile as warmpool},
     },
@@ -103,9 +105,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     let stores = Stores {
         pods,
         nodes: shared(&client, cached_node, |_: &Node| {}),
-        claims: shared(&client, without_managed_fields, |_: &NodeClaim| {}),
-        pools: shared(&client, without_managed_fields, |_: &NodePool| {}),
-        classes: shared(&client, without_managed_fields, |_: &EC2NodeClass| {}),
+        claims: shared_custom::<NodeClaim>(&client),
+        pools: shared_custom::<NodePool>(&client),
+        classes: shared_custom::<EC2NodeClass>(&client),
         daemonsets: shared(&client, without_managed_fields, |_: &DaemonSet| {}),
     };
     for ready in [
@@ -181,7 +183,13 @@ pub async fn run(settings: Settings) -> Result<()> {
                     client: client.clone(),
                     provider: provider.clone(),
                     claims: stores.claims.clone(),
-                    pools: stores.pools.clone(),
+                    metrics: metrics.clone(),
+                })),
+                nodepool::run(Arc::new(nodepool::Context {
+                    client: client.clone(),
+                    recorder: recorder.clone(),
+                    claims: stores.claims.clone(),
+                    classes: stores.classes.clone(),
                     metrics: metrics.clone(),
                 })),
                 gated(
@@ -196,7 +204,8 @@ pub async fn run(settings: Settings) -> Result<()> {
                 nodeclass::run(Arc::new(nodeclass::Context {
                     client: client.clone(),
                     recorder: recorder.clone(),
-                    provider: provider.clone()
+                    provider: provider.clone(),
+                    metrics: metrics.clone(),
                 })),
             )
         };
@@ -287,6 +296,24 @@ where
         .reflect(writer)
         .applied_objects();
     tokio::spawn(drain_watch(stream, on_apply));
+    store
+}
+
+/// A cluster-wide reflector store of one of stoker's own kinds. An object this version cannot
+/// decode is left out and logged instead of failing the watch of its whole kind (see
+/// [`undecodable`]).
+fn shared_custom<K>(client: &Client) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let mut decoder = undecodable::Decoder::new(store.clone());
+    let stream = watcher(Api::<DeserializeGuard<K>>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .try_filter_map(move |event| futures::future::ready(Ok(decoder.decode(event))))
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(drain_watch(stream, |_: &K| {}));
     store
 }
 

@@ -66,7 +66,7 @@ pub fn parse_scaled(text: &str, scale: i128) -> Result<i64, QuantityError> {
     }
     let product = mantissa.checked_mul(numerator).ok_or_else(error)?;
     // Round away from zero, as Kubernetes does when a quantity loses precision.
-    let magnitude = (product + denominator - 1) / denominator;
+    let magnitude = product / denominator + i128::from(product % denominator != 0);
     let value = if negative { -magnitude } else { magnitude };
     i64::try_from(value).map_err(|_| error())
 }

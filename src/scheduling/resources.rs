@@ -53,11 +53,11 @@ impl Resources {
     }
 
     pub fn add(&mut self, other: &Self) {
-        self.combine(other, |sum, amount| sum + amount);
+        self.combine(other, i64::saturating_add);
     }
 
     pub fn subtract(&mut self, other: &Self) {
-        self.combine(other, |sum, amount| sum - amount);
+        self.combine(other, i64::saturating_sub);
     }
 
     /// The larger amount of each resource.

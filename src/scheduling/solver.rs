@@ -160,7 +160,8 @@ fn fits(needed: &[i64], available: &[i64]) -> bool {
 /// `target += times × amount`, componentwise.
 fn accumulate(target: &mut [i64], amount: &[i64], times: i64) {
     for (sum, value) in target.iter_mut().zip(amount) {
-        *sum += times * value;
+        // Saturating: requests are user input, and a wrapped sum would look like room.
+        *sum = sum.saturating_add(times.saturating_mul(*value));
     }
 }
 
@@ -176,7 +177,7 @@ fn times_within(amount: &[i64], room: &[i64]) -> usize {
 }
 
 fn plus(a: &[i64], b: &[i64]) -> Vec<i64> {
-    a.iter().zip(b).map(|(x, y)| x + y).collect()
+    a.iter().zip(b).map(|(x, y)| x.saturating_add(*y)).collect()
 }
 
 /// Why a target refused a pod. Refusals are the inner loop's common case, so their reasons are
@@ -525,9 +526,14 @@ impl<'a> Solver<'a> {
             Target::Claim(claim) => {
                 let open = &self.claims[claim];
                 let held = plus(&open.total, &open.reserved);
-                let room: Vec<i64> = open.max_allocatable.iter().zip(&held).map(|(max, held)| max - held).collect();
+                let room: Vec<i64> =
+                    open.max_allocatable.iter().zip(&held).map(|(max, held)| max.saturating_sub(*held)).collect();
                 let fitting = |count: usize| {
-                    let total: Vec<i64> = held.iter().zip(requests).map(|(h, r)| h + r * count as i64).collect();
+                    let total: Vec<i64> = held
+                        .iter()
+                        .zip(requests)
+                        .map(|(h, r)| h.saturating_add(r.saturating_mul(count as i64)))
+                        .collect();
                     self.fitting_types(&open.candidates, &total, open.requirements, None).ok()
                 };
                 // Fewer pods never leave fewer fitting types: the largest count that still leaves
@@ -910,7 +916,8 @@ impl<'a> Solver<'a> {
             }
         }
         // Cheap first: not even the largest candidate has room.
-        let roomy = (0..needed.len()).all(|i| open.total[i] + reserved[i] + needed[i] <= open.max_allocatable[i]);
+        let roomy = (0..needed.len())
+            .all(|i| open.total[i].saturating_add(reserved[i]).saturating_add(needed[i]) <= open.max_allocatable[i]);
         if !roomy {
             return Err(Refusal::permanent("not enough room"));
         }

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams},
+    core::DeserializeGuard,
     runtime::{
         Controller,
         controller::Action,
@@ -35,7 +36,11 @@ use self::lifecycle::{Step, evictable, next_step, phase, registered_taints};
 use crate::{
     apis::{EC2NodeClass, NodeClaim, labels, nodeclaim::NodeClaimStatus},
     cloudprovider::{CloudError, CloudProvider, PriorLaunches},
-    controllers::{FIELD_MANAGER, conditions, drain, publish},
+    controllers::{
+        FIELD_MANAGER, conditions, drain,
+        isolation::{self, Reporter, Shown},
+        publish,
+    },
     error::{Error, Result},
     operator::metrics::{ClaimLabels, CodeLabels, Metrics},
 };
@@ -129,27 +134,27 @@ impl<P> Context<P> {
 }
 
 #[instrument(skip_all, fields(nodeclaim = %claim.name_any()))]
-async fn reconcile<P: CloudProvider + 'static>(claim: Arc<NodeClaim>, ctx: Arc<Context<P>>) -> Result<Action> {
+async fn reconcile<P: CloudProvider + 'static>(claim: Arc<NodeClaim>, ctx: &Context<P>) -> Result<Action> {
     if claim.metadata.deletion_timestamp.is_some() {
-        return terminate(&claim, &ctx).await;
+        return terminate(&claim, ctx).await;
     }
     let node = ctx.node_for(&claim);
     if let Some(node) = &node
         && node.metadata.deletion_timestamp.is_some()
     {
         info!(node = %node.name_any(), "node deleted: deleting its NodeClaim");
-        claims(&ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
+        claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
         return Ok(Action::await_change());
     }
     if !claim.finalizers().iter().any(|f| f == FINALIZER) {
         let mut finalizers = claim.finalizers().to_vec();
         finalizers.push(FINALIZER.to_owned());
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": claim.resource_version()}});
-        claims(&ctx).patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        claims(ctx).patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         return Ok(Action::await_change());
     }
     match next_step(&claim, node.as_deref(), Utc::now()) {
-        Step::Launch => launch(&claim, &ctx).await,
+        Step::Launch => launch(&claim, ctx).await,
         Step::AwaitNode => Ok(Action::requeue(Duration::from_secs(30))),
         Step::GiveUp => {
             let note =
@@ -157,16 +162,16 @@ async fn reconcile<P: CloudProvider + 'static>(claim: Arc<NodeClaim>, ctx: Arc<C
             warn!(%note, "giving up");
             ctx.metrics.disrupted(&claim, "RegistrationTimeout");
             publish(&ctx.recorder, &claim.object_ref(&()), EventType::Warning, "RegistrationTimeout", note).await;
-            claims(&ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
+            claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
             Ok(Action::await_change())
         }
         Step::Register => {
             let node = node.expect("registration has a node");
-            register(&claim, &node, &ctx).await
+            register(&claim, &node, ctx).await
         }
         Step::AwaitInitialization => Ok(Action::requeue(Duration::from_secs(30))),
         Step::Initialize => {
-            apply_status(&claim, &ctx, |status| mark(status, &claim, &["Initialized", "Ready"])).await?;
+            apply_status(&claim, ctx, |status| mark(status, &claim, &["Initialized", "Ready"])).await?;
             info!("initialized");
             ctx.metrics.nodeclaims_initialized.get_or_create(&ClaimLabels::of(&claim)).inc();
             Ok(Action::await_change())
@@ -362,7 +367,7 @@ async fn drained<P>(claim: &NodeClaim, node: &Node, ctx: &Context<P>) -> Result<
     let grace_over = match (&claim.spec.termination_grace_period, &claim.metadata.deletion_timestamp) {
         (Some(grace), Some(deleted)) => {
             let deleted = chrono::DateTime::from_timestamp(deleted.0.as_second(), 0).unwrap_or_else(Utc::now);
-            Utc::now() - deleted > chrono::TimeDelta::from_std(grace.as_std()).unwrap_or_default()
+            Utc::now() - deleted > grace.delta()
         }
         _ => false,
     };
@@ -387,7 +392,7 @@ fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
-fn error_policy<P>(_claim: Arc<NodeClaim>, error: &Error, _ctx: Arc<Context<P>>) -> Action {
+fn error_policy<P>(_claim: Arc<DeserializeGuard<NodeClaim>>, error: &Error, ctx: Arc<Context<P>>) -> Action {
     // A conflict means the object moved under us (kwok heartbeats a Node): just read again.
     if matches!(error, Error::Kube(kube::Error::Api(status)) if status.code == 409) {
         tracing::debug!(%error, "conflict; retrying");
@@ -398,12 +403,13 @@ fn error_policy<P>(_claim: Arc<NodeClaim>, error: &Error, _ctx: Arc<Context<P>>)
         return Action::await_change();
     }
     warn!(%error, kind = error.metric_label(), "reconcile failed");
+    ctx.metrics.reconcile_failed("nodeclaim", error);
     Action::requeue(Duration::from_secs(10))
 }
 
 /// Runs the NodeClaim controller until shutdown; Node changes wake the claim they belong to.
 pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Context<P>>) {
-    let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
+    let claims: Api<DeserializeGuard<NodeClaim>> = Api::all(ctx.client.clone());
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let controller = Controller::new(claims, watcher::Config::default());
     let store = controller.store();
@@ -414,12 +420,21 @@ pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Context<P>>) {
             let by_id = store
                 .state()
                 .into_iter()
+                .filter_map(|guarded| guarded.0.as_ref().ok().cloned())
                 .find(|claim| id.is_some() && claim.status.as_ref().and_then(|s| s.provider_id.clone()) == id)
                 .map(|claim| claim.name_any());
-            by_label.or(by_id).map(|name| ObjectRef::<NodeClaim>::new(&name))
+            by_label.or(by_id).map(|name| ObjectRef::<DeserializeGuard<NodeClaim>>::new(&name))
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx);
+        .run(
+            |claim, ctx: Arc<Context<P>>| async move {
+                let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+                // Event only: its status holds the instance, which must survive until it is fixed.
+                isolation::dispatch(claim, reporter, Shown::EventOnly, |claim| reconcile(claim, &ctx)).await
+            },
+            error_policy,
+            ctx,
+        );
     drain(results, "nodeclaim").await;
 }
 

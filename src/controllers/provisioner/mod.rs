@@ -31,7 +31,7 @@ use self::snapshot::{ClusterState, nodeclaim_for, nodeclaim_template, solver_inp
 use crate::{
     apis::{EC2NodeClass, NodeClaim, NodePool},
     cloudprovider::CloudProvider,
-    controllers::{nodeclaim::NewClaims, publish},
+    controllers::{isolation::isolate, nodeclaim::NewClaims, publish},
     error::Result,
     operator::{
         cache::CachedPod,
@@ -145,8 +145,9 @@ pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>, m
                 _ = tokio::time::sleep_until(closes) => break,
             }
         }
-        if let Err(error) = provisioner.provision().await {
+        if let Err(error) = isolate(provisioner.provision()).await {
             warn!(%error, kind = error.metric_label(), "provisioning failed");
+            provisioner.metrics.reconcile_failed("provisioner", &error);
         }
     }
 }

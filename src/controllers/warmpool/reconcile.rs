@@ -13,6 +13,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
+    core::DeserializeGuard,
     runtime::{
         Controller,
         controller::Action,
@@ -32,7 +33,11 @@ use crate::{
         WarmPool,
         warmpool::{DEFAULT_PRIORITY_CLASS, Transition, WarmPoolSpec, WarmPoolStatus},
     },
-    controllers::{FIELD_MANAGER, conditions, drain, publish},
+    controllers::{
+        FIELD_MANAGER, conditions, drain,
+        isolation::{self, Reporter, Shown},
+        publish,
+    },
     error::{Error, Result},
     operator::metrics::{Metrics, WarmPoolLabels},
 };
@@ -90,7 +95,7 @@ fn timestamp(at: DateTime<Utc>) -> Time {
 }
 
 #[instrument(skip_all, fields(warmpool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
-async fn reconcile(pool: Arc<WarmPool>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(pool: Arc<WarmPool>, ctx: &Context) -> Result<Action> {
     let namespace =
         pool.namespace().ok_or_else(|| Error::MissingField { object: pool.name_any(), field: "metadata.namespace" })?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -177,19 +182,28 @@ async fn reconcile(pool: Arc<WarmPool>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
-fn error_policy(_pool: Arc<WarmPool>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(_pool: Arc<DeserializeGuard<WarmPool>>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(error = %error, kind = error.metric_label(), "reconcile failed");
+    ctx.metrics.reconcile_failed("warmpool", error);
     Action::requeue(Duration::from_secs(5))
 }
 
 /// Runs the WarmPool controller until the stream ends (on shutdown).
 pub async fn run(ctx: Arc<Context>) {
-    let pools: Api<WarmPool> = Api::all(ctx.client.clone());
+    let pools: Api<DeserializeGuard<WarmPool>> = Api::all(ctx.client.clone());
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
     let results = Controller::new(pools, watcher::Config::default())
         .owns(deployments, watcher::Config::default().labels(crate::apis::labels::WARMPOOL))
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx);
+        .run(
+            |pool, ctx: Arc<Context>| async move {
+                let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+                // Its Deployment keeps its size, as for an invalid schedule.
+                isolation::dispatch(pool, reporter, Shown::Condition("Ready"), |pool| reconcile(pool, &ctx)).await
+            },
+            error_policy,
+            ctx,
+        );
     drain(results, "warmpool").await;
 }
 

@@ -82,7 +82,9 @@ impl Windows {
         for (index, schedule) in spec.schedules.iter().enumerate() {
             match window(spec, schedule) {
                 Ok(window) => windows.push(window),
-                Err(message) => problems.push(FieldError { field: format!("spec.schedules[{index}]"), message }),
+                Err((field, message)) => {
+                    problems.push(FieldError { field: format!("spec.schedules[{index}]{field}"), message })
+                }
             }
         }
         if !problems.is_empty() {
@@ -98,12 +100,7 @@ impl Windows {
                 _ => None,
             })
             .collect();
-        Ok(Self {
-            windows,
-            baseline: spec.baseline,
-            lead: Duration::from_std(spec.lead_time.as_std()).unwrap_or_default(),
-            exclusions,
-        })
+        Ok(Self { windows, baseline: spec.baseline, lead: spec.lead_time.delta(), exclusions })
     }
 
     /// The size at `now`, the windows open then, and the next change.
@@ -141,9 +138,9 @@ impl Windows {
     /// When `window` closes, if it is open at `now`: the latest non-excluded start no later than
     /// `now + lead` decides, because ends never decrease with the start.
     fn open_until(&self, window: &Window, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let latest_start = now + self.lead;
+        let latest_start = later(now, self.lead);
         // A little past the wall time, so starts near a DST change are not missed.
-        let wall = latest_start.with_timezone(&window.zone).naive_local() + Duration::hours(3);
+        let wall = later(latest_start, Duration::hours(3)).with_timezone(&window.zone).naive_local();
         let mut fires = window.start.after(&Utc.from_utc_datetime(&wall));
         for _ in 0..SEARCH_LIMIT {
             let naive = fires.next_back()?.naive_utc();
@@ -164,7 +161,7 @@ impl Windows {
 
     fn end_of(&self, window: &Window, naive_start: NaiveDateTime, start: DateTime<Utc>) -> DateTime<Utc> {
         match &window.end {
-            End::After(duration) => start + *duration,
+            End::After(duration) => later(start, *duration),
             End::At(schedule) => schedule
                 .after(&Utc.from_utc_datetime(&naive_start))
                 .next()
@@ -175,25 +172,25 @@ impl Windows {
     /// The first instant after `now` at which the size differs from `current`. Sizes change only
     /// where an occurrence opens (start minus lead time) or closes.
     fn next_transition(&self, now: DateTime<Utc>, current: i32) -> Option<(DateTime<Utc>, i32)> {
-        let horizon = now + Duration::days(HORIZON_DAYS);
+        let horizon = later(now, Duration::days(HORIZON_DAYS));
         let mut candidates = BTreeSet::new();
         for window in &self.windows {
             candidates.extend(self.open_until(window, now));
-            let after = now + self.lead;
-            let wall = after.with_timezone(&window.zone).naive_local() - Duration::hours(3);
+            let after = later(now, self.lead);
+            let wall = earlier(after, Duration::hours(3)).with_timezone(&window.zone).naive_local();
             let mut fires = window.start.after(&Utc.from_utc_datetime(&wall));
             let mut found = 0;
             for _ in 0..SEARCH_LIMIT {
                 let Some(fire) = fires.next() else { break };
                 let naive = fire.naive_utc();
                 let start = instant(window.zone, naive);
-                if start - self.lead > horizon || found >= 64 {
+                if earlier(start, self.lead) > horizon || found >= 64 {
                     break;
                 }
                 if start <= after || self.excluded(naive) {
                     continue;
                 }
-                candidates.insert(start - self.lead);
+                candidates.insert(earlier(start, self.lead));
                 candidates.insert(self.end_of(window, naive, start));
                 found += 1;
             }
@@ -206,6 +203,17 @@ impl Windows {
     }
 }
 
+/// `at + delta`, or the last representable instant: arithmetic on user-given durations must not
+/// panic, and "later than chrono can say" means "never" everywhere here.
+fn later(at: DateTime<Utc>, delta: Duration) -> DateTime<Utc> {
+    at.checked_add_signed(delta).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at - delta`, or the first representable instant.
+fn earlier(at: DateTime<Utc>, delta: Duration) -> DateTime<Utc> {
+    at.checked_sub_signed(delta).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// The instant a wall-clock time in `zone` names: the first of a repeated time, the end of the gap
 /// for a skipped one.
 fn instant(zone: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
@@ -216,7 +224,8 @@ fn instant(zone: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
             // Inside a spring-forward gap: walk to the first wall minute that exists.
             let mut later = wall;
             for _ in 0..24 * 60 {
-                later += Duration::minutes(1);
+                let Some(next) = later.checked_add_signed(Duration::minutes(1)) else { break };
+                later = next;
                 if let Some(at) = zone.from_local_datetime(&later).earliest() {
                     return at.with_timezone(&Utc);
                 }
@@ -226,44 +235,58 @@ fn instant(zone: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
     }
 }
 
-fn window(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule) -> Result<Window, String> {
-    let parse = |expression: &str| crate::crontab::parse(expression).map_err(|e| e.to_string());
+/// A problem in one schedule: the field below `spec.schedules[i]` (empty for the schedule
+/// itself) and what is wrong with it.
+type ScheduleError = (String, String);
+
+fn window(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule) -> Result<Window, ScheduleError> {
+    let parse = |field: &str, expression: &str| {
+        crate::crontab::parse(expression).map_err(|e| (field.to_owned(), e.to_string()))
+    };
     let end = match (&schedule.duration, &schedule.end) {
-        (Some(duration), _) => End::After(Duration::from_std(duration.as_std()).map_err(|e| e.to_string())?),
-        (None, Some(end)) => End::At(Box::new(parse(end)?)),
-        (None, None) => return Err("needs 'duration' or 'end'".into()),
+        (Some(duration), _) => End::After(duration.delta()),
+        (None, Some(end)) => End::At(Box::new(parse(".end", end)?)),
+        (None, None) => return Err((String::new(), "needs 'duration' or 'end'".into())),
     };
     Ok(Window {
         name: schedule.name.clone(),
-        start: parse(&schedule.start)?,
+        start: parse(".start", &schedule.start)?,
         end,
-        zone: schedule.timezone.parse().map_err(|_| format!("unknown time zone {:?}", schedule.timezone))?,
+        zone: schedule
+            .timezone
+            .parse()
+            .map_err(|_| (".timezone".to_owned(), format!("unknown time zone {:?}", schedule.timezone)))?,
         replicas: replicas_of(spec, schedule)?,
     })
 }
 
 /// A window's size in pause pods: `replicas`, or `capacity` divided by one pod's requests and
 /// rounded up (the larger of the CPU and memory counts when both are given).
-fn replicas_of(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule) -> Result<i32, String> {
+fn replicas_of(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule) -> Result<i32, ScheduleError> {
     if let Some(replicas) = schedule.replicas {
         return Ok(replicas);
     }
-    let Some(capacity) = &schedule.capacity else { return Err("needs 'replicas' or 'capacity'".into()) };
+    let Some(capacity) = &schedule.capacity else {
+        return Err((String::new(), "needs 'replicas' or 'capacity'".into()));
+    };
     let requests = spec.resources.requests.clone().unwrap_or_default();
     let mut replicas = 0i64;
     for (resource, wanted) in [("cpu", &capacity.cpu), ("memory", &capacity.memory)] {
         let Some(wanted) = wanted else { continue };
-        let wanted = parse_resource(resource, &wanted.0).map_err(|e| e.to_string())?;
+        let field = format!(".capacity.{resource}");
+        let wanted = parse_resource(resource, &wanted.0).map_err(|e| (field.clone(), e.to_string()))?;
         let per_pod = requests
             .get(resource)
-            .map(|q| parse_resource(resource, &q.0))
-            .transpose()
-            .map_err(|e| e.to_string())?
+            .and_then(|q| parse_resource(resource, &q.0).ok())
             .filter(|amount| *amount > 0)
-            .ok_or_else(|| format!("capacity in {resource} needs a positive spec.resources.requests.{resource}"))?;
-        replicas = replicas.max((wanted + per_pod - 1) / per_pod);
+            .ok_or_else(|| {
+                (field.clone(), format!("capacity in {resource} needs a positive spec.resources.requests.{resource}"))
+            })?;
+        // Rounded up without `wanted + per_pod - 1`, which overflows for a huge capacity.
+        replicas = replicas.max(wanted / per_pod + i64::from(wanted % per_pod != 0));
     }
-    i32::try_from(replicas).map_err(|_| "capacity needs more pause pods than fit in an int32".into())
+    i32::try_from(replicas)
+        .map_err(|_| (".capacity".to_owned(), "capacity needs more pause pods than fit in an int32".into()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,212 @@
+//! The NodePool status controller: read the pool, its NodeClaims and its node class → decide the
+//! status (pure): usage against limits, `ValidationSucceeded` (the checks the schema cannot make,
+//! the same `stoker validate` runs) and `Ready` (valid, and its node class is ready) → apply it
+//! and the usage metrics → a Warning Event when the pool turns invalid. It requeues every ten
+//! seconds, because usage moves with every NodeClaim.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::DeserializeGuard,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{EventType, Recorder},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{instrument, warn};
+
+use super::{
+    FIELD_MANAGER, conditions, drain,
+    isolation::{self, Reporter, Shown},
+    publish,
+};
+use crate::{
+    apis::{EC2NodeClass, NodeClaim, NodePool, labels, validation::nodepool_errors},
+    error::{Error, Result},
+    operator::metrics::Metrics,
+    scheduling::{resources::Resources, solver::NODES},
+};
+
+/// How often usage is brought up to date.
+const REFRESH: Duration = Duration::from_secs(10);
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub claims: Store<NodeClaim>,
+    pub classes: Store<EC2NodeClass>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A pool's usage: the summed capacity of its NodeClaims (requests while not launched) and their
+/// count.
+pub fn pool_usage(pool: &str, claims: &[Arc<NodeClaim>]) -> (Resources, i64) {
+    let mut total = Resources::new();
+    let mut count = 0;
+    for claim in claims.iter().filter(|c| c.labels().get(labels::NODEPOOL).is_some_and(|p| p == pool)) {
+        let capacity = claim.status.as_ref().map(|s| &s.capacity).filter(|c| !c.is_empty());
+        let counted =
+            Resources::from_quantities(capacity.unwrap_or(&claim.spec.resources.requests)).unwrap_or_default();
+        total.add(&counted);
+        count += 1;
+    }
+    (total, count)
+}
+
+/// The conditions of a pool: `ValidationSucceeded` from its own problems, `Ready` when it is
+/// valid and its node class is ready. Returns them with the validation problem, if any.
+pub fn decide_conditions(pool: &NodePool, class: Option<&EC2NodeClass>) -> (Vec<Condition>, Option<String>) {
+    let generation = pool.metadata.generation;
+    let previous = pool.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let problems = nodepool_errors(pool);
+    let problem =
+        (!problems.is_empty()).then(|| problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+    let mut out = conditions::set(
+        previous,
+        "ValidationSucceeded",
+        problem.is_none(),
+        if problem.is_none() { "Valid" } else { "InvalidSpec" },
+        problem.as_deref().unwrap_or(""),
+        generation,
+    );
+    let class_name = &pool.spec.template.spec.node_class_ref.name;
+    let (ready, reason, message) = match (&problem, class) {
+        (Some(_), _) => (false, "InvalidSpec", "the NodePool is invalid (see ValidationSucceeded)".to_owned()),
+        (None, None) => (false, "NodeClassNotFound", format!("EC2NodeClass {class_name} not found")),
+        (None, Some(class)) if !class_ready(class) => {
+            (false, "NodeClassNotReady", format!("EC2NodeClass {class_name} is not ready"))
+        }
+        (None, Some(_)) => (true, "Ready", String::new()),
+    };
+    out = conditions::set(&out, "Ready", ready, reason, &message, generation);
+    (out, problem)
+}
+
+fn class_ready(class: &EC2NodeClass) -> bool {
+    class.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+#[instrument(skip_all, fields(nodepool = %pool.name_any()))]
+async fn reconcile(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
+    let name = pool.name_any();
+    let (usage, nodes) = pool_usage(&name, &ctx.claims.state());
+    let mut counted = usage.clone();
+    counted.set(NODES, nodes);
+    let limits = pool.spec.limits.as_ref().and_then(|limits| Resources::from_quantities(limits).ok());
+    ctx.metrics.nodepool_resources(&name, &counted, limits.as_ref());
+
+    let class = ctx.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name));
+    let (conditions, problem) = decide_conditions(&pool, class.as_deref());
+    let resources = usage.to_quantities();
+    let current = pool.status.clone().unwrap_or_default();
+    let unchanged = current.resources == resources && current.nodes == Some(nodes) && current.conditions == conditions;
+    if !unchanged {
+        // An empty map is refused by the schema as null; no NodeClaims means no resources field.
+        let mut status = json!({"nodes": nodes, "conditions": conditions});
+        if !resources.is_empty() {
+            status["resources"] = json!(resources);
+        }
+        let patch = json!({"apiVersion": NodePool::api_version(&()), "kind": NodePool::kind(&()), "status": status});
+        let api: Api<NodePool> = Api::all(ctx.client.clone());
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    let was_valid = !current.conditions.iter().any(|c| c.type_ == "ValidationSucceeded" && c.status == "False");
+    if let Some(problem) = problem.filter(|_| was_valid) {
+        warn!(%problem, "invalid NodePool");
+        publish(&ctx.recorder, &pool.object_ref(&()), EventType::Warning, "InvalidSpec", problem).await;
+    }
+    Ok(Action::requeue(REFRESH))
+}
+
+fn error_policy(_pool: Arc<DeserializeGuard<NodePool>>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(%error, kind = error.metric_label(), "reconcile failed");
+    ctx.metrics.reconcile_failed("nodepool", error);
+    Action::requeue(REFRESH)
+}
+
+/// Runs the NodePool status controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let pools: Api<DeserializeGuard<NodePool>> = Api::all(ctx.client.clone());
+    let results = Controller::new(pools, watcher::Config::default()).shutdown_on_signal().run(
+        |pool, ctx: Arc<Context>| async move {
+            let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+            isolation::dispatch(pool, reporter, Shown::Condition("ValidationSucceeded"), |pool| reconcile(pool, &ctx))
+                .await
+        },
+        error_policy,
+        ctx,
+    );
+    drain(results, "nodepool").await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(name: &str, launched: bool) -> Arc<NodeClaim> {
+        let status = if launched { "status: {capacity: {cpu: '2', memory: 8Gi}}" } else { "" };
+        Arc::new(
+            serde_yaml::from_str(&format!(
+                "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}, labels: {{stoker.dev/nodepool: general}}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  resources: {{requests: {{cpu: '1'}}}}\n{status}"
+            ))
+            .expect("a NodeClaim"),
+        )
+    }
+
+    fn pool(extra: &str) -> NodePool {
+        serde_yaml::from_str(&format!(
+            "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {{name: general, generation: 3}}\nspec:\n  template: {{spec: {{nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}{extra}}}}}\n"
+        ))
+        .expect("a NodePool")
+    }
+
+    fn class(ready: bool) -> EC2NodeClass {
+        let status = if ready { "True" } else { "False" };
+        serde_yaml::from_str(&format!(
+            "apiVersion: stoker.dev/v1alpha1\nkind: EC2NodeClass\nmetadata: {{name: default}}\nspec:\n  role: r\n  amiSelectorTerms: [{{alias: al2023@latest}}]\n  subnetSelectorTerms: [{{id: s}}]\n  securityGroupSelectorTerms: [{{id: g}}]\nstatus:\n  conditions: [{{type: Ready, status: '{status}', reason: x, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}}]\n"
+        ))
+        .expect("an EC2NodeClass")
+    }
+
+    fn condition<'a>(conditions: &'a [Condition], type_: &str) -> (&'a str, &'a str) {
+        let found = conditions.iter().find(|c| c.type_ == type_).expect("the condition");
+        (found.status.as_str(), found.reason.as_str())
+    }
+
+    #[test]
+    fn pool_usage_counts_capacity_or_requests() {
+        let claims = [claim("general-a", true), claim("general-b", false)];
+        let (resources, nodes) = pool_usage("general", &claims);
+        assert_eq!(nodes, 2);
+        assert_eq!(resources.get("cpu"), 3000);
+        assert_eq!(pool_usage("other", &claims).1, 0);
+    }
+
+    #[test]
+    fn ready_needs_a_valid_pool_and_a_ready_class() {
+        let valid = pool("");
+        let (conditions, problem) = decide_conditions(&valid, Some(&class(true)));
+        assert_eq!(problem, None);
+        assert_eq!(condition(&conditions, "ValidationSucceeded"), ("True", "Valid"));
+        assert_eq!(condition(&conditions, "Ready"), ("True", "Ready"));
+        assert!(conditions.iter().all(|c| c.observed_generation == Some(3)));
+        assert_eq!(
+            condition(&decide_conditions(&valid, Some(&class(false))).0, "Ready"),
+            ("False", "NodeClassNotReady")
+        );
+        assert_eq!(condition(&decide_conditions(&valid, None).0, "Ready"), ("False", "NodeClassNotFound"));
+
+        let invalid = pool(", expireAfter: 2300000000h");
+        let (conditions, problem) = decide_conditions(&invalid, Some(&class(true)));
+        assert!(problem.is_some_and(|p| p.contains("spec.template.spec.expireAfter")));
+        assert_eq!(condition(&conditions, "ValidationSucceeded"), ("False", "InvalidSpec"));
+        assert_eq!(condition(&conditions, "Ready"), ("False", "InvalidSpec"));
+    }
+}
