@@ -35,7 +35,7 @@ fn error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 
 /// Checks a cron expression, reporting a problem at `field`.
 fn check_cron(errors: &mut Vec<FieldError>, field: String, expression: &str) {
-    if let Err(problem) = crontab::parse(expression) {
+    if let Err(problem) = crontab::Schedule::parse(expression) {
         errors.push(error(field, format!("invalid cron expression {expression:?}: {problem}")));
     }
 }

@@ -41,10 +41,11 @@ pub fn budget_active(budget: &Budget, now: DateTime<Utc>) -> bool {
     let (Some(schedule), Some(duration)) = (&budget.schedule, &budget.duration) else {
         return true;
     };
-    let Ok(schedule) = crate::crontab::parse(schedule) else { return true };
-    // A window reaching back past the first instant chrono represents covers every firing.
-    let Some(opened) = now.checked_sub_signed(duration.delta()) else { return true };
-    schedule.after(&opened).next().is_some_and(|fired| fired <= now)
+    let Ok(schedule) = crate::crontab::Schedule::parse(schedule) else { return true };
+    // Budgets are in UTC. Active when the last firing up to now is less than `duration` ago; a
+    // duration reaching back past the first instant chrono represents covers every firing.
+    let Some(fired) = schedule.last_at_or_before(now.naive_utc()) else { return false };
+    now.naive_utc().checked_sub_signed(duration.delta()).is_none_or(|opened| fired > opened)
 }
 
 /// How many more nodes of a pool may be disrupted for `reason` now: the most restrictive active
@@ -217,6 +218,18 @@ mod tests {
         let underutilized_only = [budget("0", Some("0 8 * * mon-fri"), 10, vec![DisruptionReason::Underutilized])];
         assert_eq!(allowed_disruptions(&underutilized_only, DisruptionReason::Empty, 4, 0, monday_10), usize::MAX);
         assert_eq!(allowed_disruptions(&[budget("5", None, 0, vec![])], DisruptionReason::Empty, 100, 7, monday_10), 0);
+    }
+
+    #[test]
+    fn budget_schedules_read_day_of_month_or_day_of_week() {
+        let first_week_or_mondays = budget("0", Some("0 9 1-7 * mon"), 2, vec![]);
+        // Monday 2026-12-14: not in days 1-7, but a Monday.
+        assert!(budget_active(&first_week_or_mondays, Utc.with_ymd_and_hms(2026, 12, 14, 10, 0, 0).unwrap()));
+        // Thursday 2026-12-03: in days 1-7.
+        assert!(budget_active(&first_week_or_mondays, Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, 0).unwrap()));
+        // Tuesday 2026-12-15: neither; and Monday after the two hours.
+        assert!(!budget_active(&first_week_or_mondays, Utc.with_ymd_and_hms(2026, 12, 15, 10, 0, 0).unwrap()));
+        assert!(!budget_active(&first_week_or_mondays, Utc.with_ymd_and_hms(2026, 12, 14, 11, 0, 0).unwrap()));
     }
 
     #[test]

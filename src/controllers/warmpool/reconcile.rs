@@ -55,6 +55,8 @@ pub struct Decision {
     pub replicas: i32,
     pub active: Vec<String>,
     pub next: Option<(DateTime<Utc>, i32)>,
+    /// Without a known next change: when to evaluate again (see [`super::windows::Evaluation::recheck`]).
+    pub recheck: Option<DateTime<Utc>>,
     /// Why the schedule cannot be evaluated, when it cannot.
     pub invalid: Option<String>,
 }
@@ -67,6 +69,7 @@ pub fn decide(spec: &WarmPoolSpec, current: Option<i32>, now: DateTime<Utc>) -> 
             replicas: current.unwrap_or(spec.baseline),
             active: Vec::new(),
             next: None,
+            recheck: None,
             invalid: Some(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")),
         },
         Ok(windows) => {
@@ -76,6 +79,7 @@ pub fn decide(spec: &WarmPoolSpec, current: Option<i32>, now: DateTime<Utc>) -> 
                     replicas: current.unwrap_or(evaluation.replicas),
                     active: Vec::new(),
                     next: None,
+                    recheck: None,
                     invalid: None,
                 }
             } else {
@@ -83,6 +87,7 @@ pub fn decide(spec: &WarmPoolSpec, current: Option<i32>, now: DateTime<Utc>) -> 
                     replicas: evaluation.replicas,
                     active: evaluation.active,
                     next: evaluation.next,
+                    recheck: evaluation.recheck,
                     invalid: None,
                 }
             }
@@ -175,9 +180,10 @@ async fn reconcile(pool: Arc<WarmPool>, ctx: &Context) -> Result<Action> {
         publish(&ctx.recorder, &reference, EventType::Normal, reason, note).await;
     }
 
-    Ok(match decision.next {
-        // Wake at the transition itself; a second late is better than a second early.
-        Some((at, _)) => Action::requeue((at - now).to_std().unwrap_or_default() + Duration::from_secs(1)),
+    // Wake at the transition itself (a second late is better than a second early), or where
+    // the search for one stopped.
+    Ok(match decision.next.map(|(at, _)| at).or(decision.recheck) {
+        Some(at) => Action::requeue((at - now).to_std().unwrap_or_default() + Duration::from_secs(1)),
         None => Action::await_change(),
     })
 }

@@ -4,7 +4,7 @@ use chrono::{NaiveDate, TimeZone};
 use proptest::prelude::*;
 
 use super::*;
-use crate::apis::WarmPool;
+use crate::{apis::WarmPool, crontab::Schedule};
 
 fn spec(yaml: &str) -> WarmPoolSpec {
     let pool: WarmPool = serde_yaml::from_str(&format!(
@@ -189,6 +189,138 @@ fn the_example_warm_pool_holds_30_on_weekday_mornings_and_5_at_night() {
     assert_eq!(windows.evaluate(at("Europe/Berlin", 2026, 11, 24, 23, 0)).replicas, 5);
     assert_eq!(windows.evaluate(at("Europe/Berlin", 2026, 11, 24, 15, 0)).replicas, 0);
     assert_eq!(windows.evaluate(at("Europe/Berlin", 2026, 12, 25, 9, 0)).replicas, 0, "Christmas is excluded");
+}
+
+#[test]
+fn overlapping_occurrences_of_one_window_are_one_run() {
+    // Every 5 minutes from 08:00 to 17:55, each open 10 minutes: one run, 08:00 to 18:05.
+    let pool = windows(
+        "  leadTime: 0s\n  baseline: 1\n  schedules:\n  - {name: dense, start: '*/5 8-17 * * *', duration: 10m, replicas: 6}\n",
+    );
+    let morning = pool.evaluate(utc(2026, 11, 23, 8, 30));
+    assert_eq!((morning.replicas, morning.next), (6, Some((utc(2026, 11, 23, 18, 5), 1))));
+    let day = pool.transitions(utc(2026, 11, 23, 0, 0), utc(2026, 11, 24, 0, 0));
+    assert_eq!(day, [(utc(2026, 11, 23, 0, 0), 1), (utc(2026, 11, 23, 8, 0), 6), (utc(2026, 11, 23, 18, 5), 1)]);
+    // Gaps shorter than a minute still close and reopen: every 5 minutes for 3.
+    let pool =
+        windows("  leadTime: 0s\n  schedules:\n  - {name: sparse, start: '*/5 8 * * *', duration: 3m, replicas: 2}\n");
+    let hour = pool.transitions(utc(2026, 11, 23, 8, 0), utc(2026, 11, 23, 8, 12));
+    assert_eq!(
+        hour,
+        [
+            (utc(2026, 11, 23, 8, 0), 2),
+            (utc(2026, 11, 23, 8, 3), 0),
+            (utc(2026, 11, 23, 8, 5), 2),
+            (utc(2026, 11, 23, 8, 8), 0),
+            (utc(2026, 11, 23, 8, 10), 2)
+        ]
+    );
+}
+
+#[test]
+fn every_minute_beside_a_year_long_exclusion_is_one_jump() {
+    let pool = windows(
+        "  leadTime: 0s\n  schedules:\n  - {name: minutely, start: '* * * * *', duration: 30s, replicas: 3}\n  exclusions: [{from: '2026-11-01', to: '2027-10-31'}]\n",
+    );
+    let inside = pool.evaluate(utc(2026, 11, 23, 12, 0));
+    assert_eq!((inside.replicas, inside.next), (0, Some((utc(2027, 11, 1, 0, 0), 3))));
+    let before = pool.evaluate(utc(2026, 10, 31, 23, 59));
+    assert_eq!((before.replicas, before.next), (3, Some((utc(2026, 10, 31, 23, 59) + Duration::seconds(30), 0))));
+}
+
+#[test]
+fn a_run_that_never_closes_asks_to_be_evaluated_again() {
+    // Every minute, each open two minutes: the run never closes, and the search stops where its
+    // budget ran out instead of claiming a change or walking a year minute by minute.
+    let pool =
+        windows("  leadTime: 0s\n  schedules:\n  - {name: always, start: '* * * * *', duration: 2m, replicas: 4}\n");
+    let now = utc(2026, 11, 23, 12, 0);
+    let evaluation = pool.evaluate(now);
+    assert_eq!((evaluation.replicas, evaluation.next), (4, None));
+    let recheck = evaluation.recheck.expect("a time to evaluate again");
+    assert!(recheck > now + Duration::days(3) && recheck < now + Duration::days(8), "{recheck}");
+    // A preview follows the rechecks: a month with no change at all.
+    assert_eq!(pool.transitions(now, now + Duration::days(30)), [(now, 4)]);
+    // Nothing scheduled: no transition and nothing to recheck.
+    let idle = windows("  baseline: 3\n").evaluate(now);
+    assert_eq!((idle.replicas, idle.next, idle.recheck), (3, None, None));
+}
+
+/// Every boundary the brute force finds minute by minute: occurrences listed one by one, each
+/// open `[start - lead, end)`, the size at each minute the largest open one's.
+fn brute_force(spec: &WarmPoolSpec, from: DateTime<Utc>, minutes: i64) -> Vec<(DateTime<Utc>, i32)> {
+    let lead = spec.lead_time.delta();
+    let excluded: Vec<(NaiveDate, NaiveDate)> = spec
+        .exclusions
+        .iter()
+        .map(|e| {
+            let day = |t: &Option<String>| t.as_deref().map(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").unwrap());
+            day(&e.date).map_or_else(|| (day(&e.from).unwrap(), day(&e.to).unwrap()), |d| (d, d))
+        })
+        .collect();
+    let mut intervals: Vec<(DateTime<Utc>, DateTime<Utc>, i32)> = Vec::new();
+    for schedule in &spec.schedules {
+        let start = Schedule::parse(&schedule.start).unwrap();
+        let duration = schedule.duration.unwrap().delta();
+        let mut at = (from - Duration::days(3)).naive_utc();
+        while let Some(fire) = start.next_after(at) {
+            if fire > (from + Duration::minutes(minutes)).naive_utc() {
+                break;
+            }
+            at = fire;
+            if excluded.iter().any(|(a, b)| *a <= fire.date() && fire.date() <= *b) {
+                continue;
+            }
+            let begins = Utc.from_utc_datetime(&fire);
+            intervals.push((begins - lead, begins + duration, schedule.replicas.unwrap()));
+        }
+    }
+    let size = |t: DateTime<Utc>| {
+        intervals
+            .iter()
+            .filter(|(open, close, _)| *open <= t && t < *close)
+            .map(|(_, _, r)| *r)
+            .max()
+            .unwrap_or(spec.baseline)
+    };
+    let mut out = vec![(from, size(from))];
+    for minute in 1..minutes {
+        let t = from + Duration::minutes(minute);
+        let now = size(t);
+        if out.last().is_some_and(|(_, last)| *last != now) {
+            out.push((t, now));
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Dense, overlapping and excluded schedules: the transitions are exactly where the size
+    /// changes, minute by minute.
+    #[test]
+    fn transitions_match_a_minute_by_minute_brute_force(
+        steps in proptest::collection::vec((1u32..30, 0u32..23, 0u32..3, 1i64..240, 1i32..20), 1..4),
+        lead in 0i64..45,
+        baseline in 0i32..3,
+        excluded_day in proptest::option::of(0u32..3),
+    ) {
+        let mut yaml = format!("  leadTime: {lead}m\n  baseline: {baseline}\n  schedules:\n");
+        for (index, (every, hour, hours, duration, replicas)) in steps.iter().enumerate() {
+            let last = (hour + hours).min(23);
+            yaml += &format!("  - {{name: w{index}, start: '*/{every} {hour}-{last} * * *', duration: {duration}m, replicas: {replicas}}}\n");
+        }
+        if let Some(day) = excluded_day {
+            yaml += &format!("  exclusions: [{{date: '2026-11-{:02}'}}]\n", 23 + day);
+        }
+        let spec = spec(&yaml);
+        let pool = Windows::new(&spec).unwrap();
+        let from = utc(2026, 11, 23, 0, 0);
+        let minutes = 3 * 24 * 60;
+        let expected = brute_force(&spec, from, minutes);
+        prop_assert_eq!(pool.transitions(from, from + Duration::minutes(minutes)), expected);
+    }
 }
 
 proptest! {
