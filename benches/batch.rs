@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
 use stoker::{
     apis::NodePool,
-    controllers::provisioner::snapshot::{ClusterState, solver_input},
-    operator::cache::CachedPod,
+    controllers::provisioner::snapshot::{Snapshot, solver_input},
     scheduling::{catalog::InstanceType, solver::solve},
+    state::cache::CachedPod,
 };
 
 /// The default EC2NodeClass's types: the real catalog.
@@ -89,7 +89,7 @@ fn batch(c: &mut Criterion) {
     group.sample_size(20);
     for (nodes, bound, pending) in [(10, 1_000, 1_000), (1_000, 10_000, 500)] {
         let (node_list, pods) = cluster(nodes, bound, pending);
-        let state = ClusterState {
+        let state = Snapshot {
             pods: &pods,
             nodes: &node_list,
             claims: &[],

@@ -6,5 +6,7 @@ pub mod cloudprovider;
 pub mod controllers;
 pub mod crontab;
 pub mod error;
+pub mod metrics;
 pub mod operator;
 pub mod scheduling;
+pub mod state;

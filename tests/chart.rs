@@ -133,8 +133,7 @@ fn dashboard_json() -> Value {
 /// Every query of the dashboard names metrics stoker exports, and every metric is on it.
 #[test]
 fn the_dashboard_shows_exactly_the_exported_metrics() {
-    let exported: std::collections::BTreeSet<String> =
-        stoker::operator::metrics::Metrics::default().names.into_iter().collect();
+    let exported: std::collections::BTreeSet<String> = stoker::metrics::Metrics::default().names.into_iter().collect();
     assert!(exported.len() >= 15, "{exported:?}");
     let dashboard = dashboard_json();
     let mut queried = std::collections::BTreeSet::new();

@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams},
-    runtime::events::{Recorder, Reporter},
 };
 use serde_json::json;
 use stoker::{
@@ -44,14 +43,9 @@ async fn node_classes_are_resolved_reported_and_cleaned_up() {
         service_cidr: env("CLUSTER_SERVICE_CIDR"),
         kubernetes_minor: "1.37".into(),
     };
-    let provider = Arc::new(AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(info)));
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "stoker-test".into(), instance: None });
-    let controller = tokio::spawn(nodeclass::run(Arc::new(nodeclass::Context {
-        client: client.clone(),
-        recorder,
-        provider: provider.clone(),
-        metrics: Default::default(),
-    })));
+    let shared = support::shared(&client, AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(info))).await;
+    let provider = shared.provider.clone();
+    let controller = tokio::spawn(nodeclass::run(shared));
 
     let api: Api<EC2NodeClass> = Api::all(client.clone());
     let apply = PatchParams::apply("stoker-tests").force();

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, DurationRound, Timelike, Utc};
 use k8s_openapi::api::{
@@ -15,7 +15,6 @@ use k8s_openapi::api::{
 use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
-    runtime::events::{Recorder, Reporter},
 };
 use serde_json::json;
 use stoker::{apis::WarmPool, controllers::warmpool::reconcile};
@@ -30,10 +29,9 @@ async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
     install_crds(&client).await;
     support::fresh_namespace(&client, NAMESPACE).await;
 
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "stoker-test".into(), instance: None });
-    let metrics = Arc::new(stoker::operator::metrics::Metrics::default());
-    let context = reconcile::Context { client: client.clone(), recorder, metrics: metrics.clone() };
-    let controller = tokio::spawn(reconcile::run(Arc::new(context)));
+    let shared = support::shared(&client, ()).await;
+    let metrics = shared.metrics.clone();
+    let controller = tokio::spawn(reconcile::run(shared));
 
     // A window opening at the first whole minute at least 50 s away, for one minute, 20 s lead.
     let start = (Utc::now() + ChronoDuration::seconds(50)).duration_trunc(ChronoDuration::minutes(1)).unwrap()

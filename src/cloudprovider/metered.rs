@@ -10,7 +10,7 @@ use crate::{
         ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
         nodeclaim::NodeClaim,
     },
-    operator::metrics::{MethodErrorLabels, MethodLabels, Metrics},
+    metrics::{MethodErrorLabels, MethodLabels, Metrics},
     scheduling::catalog::InstanceType,
 };
 
@@ -78,6 +78,10 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
     async fn delete_node_class_resources(&self, class: &EC2NodeClass) -> Result<(), CloudError> {
         self.observe("delete_node_class_resources", self.inner.delete_node_class_resources(class)).await
     }
+
+    async fn prune(&self) -> Result<usize, CloudError> {
+        self.observe("prune", self.inner.prune()).await
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +114,10 @@ mod tests {
             unreachable!("not called by this test")
         }
         async fn delete_node_class_resources(&self, _: &EC2NodeClass) -> Result<(), CloudError> {
+            unreachable!("not called by this test")
+        }
+
+        async fn prune(&self) -> Result<usize, CloudError> {
             unreachable!("not called by this test")
         }
     }

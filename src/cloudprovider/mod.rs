@@ -147,6 +147,10 @@ pub trait CloudProvider: Send + Sync {
     /// Deletes what the provider created for a node class (launch templates, the instance
     /// profile made for its role) once the node class is being deleted and no NodeClaim uses it.
     fn delete_node_class_resources(&self, class: &EC2NodeClass) -> impl Future<Output = Result<(), CloudError>> + Send;
+
+    /// Deletes what the provider made that nothing has used for a while (launch templates);
+    /// returns how many. Only the leader calls it.
+    fn prune(&self) -> impl Future<Output = Result<usize, CloudError>> + Send;
 }
 
 #[cfg(test)]

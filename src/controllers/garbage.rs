@@ -9,14 +9,13 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use kube::{Api, Client, ResourceExt, api::DeleteParams, runtime::reflector::Store};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use tracing::{info, warn};
 
 use crate::{
     apis::NodeClaim,
     cloudprovider::{CloudProvider, Instance},
-    controllers::isolation::isolate,
-    operator::metrics::Metrics,
+    controllers::{Shared, isolation::isolate},
 };
 
 /// How old an unclaimed instance or an instance-less claim must be before it is collected.
@@ -59,15 +58,8 @@ pub fn claims_without_instances(instances: &[Instance], claims: &[Arc<NodeClaim>
         .collect()
 }
 
-pub struct Context<P> {
-    pub client: Client,
-    pub provider: Arc<P>,
-    pub claims: Store<NodeClaim>,
-    pub metrics: Arc<Metrics>,
-}
-
 /// Collects every minute.
-pub async fn run<P: CloudProvider>(ctx: Arc<Context<P>>) {
+pub async fn run<P: CloudProvider>(ctx: Arc<Shared<P>>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(60));
     loop {
         ticks.tick().await;
@@ -83,12 +75,17 @@ pub async fn run<P: CloudProvider>(ctx: Arc<Context<P>>) {
     }
 }
 
-async fn collect<P: CloudProvider>(ctx: &Context<P>) {
+async fn collect<P: CloudProvider>(ctx: &Shared<P>) {
+    // What the provider made and nothing uses any more (idle launch templates): a write, so here
+    // in the leader and not in every replica's catalog refresh.
+    if let Err(error) = ctx.provider.prune().await {
+        warn!(%error, "cannot prune idle cloud resources");
+    }
     let instances = match ctx.provider.list().await {
         Ok(instances) => instances,
         Err(error) => return warn!(%error, "cannot list instances for garbage collection"),
     };
-    let claims = ctx.claims.state();
+    let claims = ctx.state.claims.state();
     let now = Utc::now();
     for instance in orphaned_instances(&instances, &claims, now) {
         info!(instance = %instance.id, nodeclaim = ?instance.nodeclaim(), "terminating an instance without a NodeClaim");

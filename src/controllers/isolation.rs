@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use super::publish;
 use crate::{
     error::{Error, Result},
-    operator::metrics::{KindLabels, Metrics},
+    metrics::{KindLabels, Metrics},
 };
 
 /// Runs `work`; a panic inside it becomes an error carrying the panic's message.

@@ -1,5 +1,7 @@
 //! The controllers. Each module keeps its decisions in pure functions and its I/O at the edges.
-//! What they share: the one field manager of everything stoker applies, and Event publishing.
+//! What they share: [`Shared`] (the client, the Event recorder, the metrics, the cloud provider
+//! and the cluster state), the one field manager of everything stoker applies, and Event
+//! publishing.
 
 pub mod conditions;
 pub mod disruption;
@@ -11,13 +13,36 @@ pub mod nodepool;
 pub mod provisioner;
 pub mod warmpool;
 
+use std::sync::Arc;
+
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder},
+};
+use tokio::sync::{Notify, broadcast};
 use tracing::warn;
+
+use crate::{metrics::Metrics, state::ClusterState};
 
 /// The field manager of everything stoker applies.
 pub const FIELD_MANAGER: &str = "stoker";
+
+/// What every controller of the leader uses. Made once per process and kept across leader terms:
+/// the state's caches and the wake-ups fed by its pod watch outlive any one term.
+pub struct Shared<P> {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub provider: Arc<P>,
+    pub state: ClusterState,
+    /// Notified for every provisionable pod event: the provisioner's batch trigger. A
+    /// notification while nobody waits is kept (one), so a new term's first batch starts at once.
+    pub provisionable: Arc<Notify>,
+    /// Pause pods real workloads preempted, for the WarmPool preemption counter.
+    pub preemptions: broadcast::Sender<warmpool::preemption::Preemption>,
+}
 
 /// Publishes an Event about an object; a failure is logged, never fatal to a reconcile.
 pub async fn publish(recorder: &Recorder, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {

@@ -8,13 +8,13 @@
 use std::{sync::Arc, time::Duration};
 
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
     core::DeserializeGuard,
     runtime::{
         Controller,
         controller::Action,
-        events::{EventType, Recorder},
+        events::EventType,
         finalizer::{Event as FinalizerEvent, finalizer},
         watcher,
     },
@@ -29,25 +29,17 @@ use crate::{
     },
     cloudprovider::CloudProvider,
     controllers::{
-        FIELD_MANAGER, conditions, drain,
+        FIELD_MANAGER, Shared, conditions, drain,
         isolation::{self, Reporter, Shown},
         publish,
     },
     error::{Error, Result},
-    operator::metrics::Metrics,
 };
 
 /// Held on every EC2NodeClass until its cloud resources are cleaned up.
 pub const FINALIZER: &str = "stoker.dev/termination";
 /// How often a ready node class is resolved again.
 const REFRESH: Duration = Duration::from_secs(300);
-
-pub struct Context<P> {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub provider: Arc<P>,
-    pub metrics: Arc<Metrics>,
-}
 
 /// The conditions for a resolution, and a message naming what is missing (when something is).
 pub fn decide_conditions(
@@ -101,7 +93,7 @@ pub fn decide_conditions(
 }
 
 #[instrument(skip_all, fields(ec2nodeclass = %class.name_any()))]
-async fn reconcile<P: CloudProvider + 'static>(class: Arc<EC2NodeClass>, ctx: &Context<P>) -> Result<Action> {
+async fn reconcile<P: CloudProvider + 'static>(class: Arc<EC2NodeClass>, ctx: &Shared<P>) -> Result<Action> {
     let api: Api<EC2NodeClass> = Api::all(ctx.client.clone());
     finalizer(&api, FINALIZER, class, |event| async {
         match event {
@@ -113,7 +105,7 @@ async fn reconcile<P: CloudProvider + 'static>(class: Arc<EC2NodeClass>, ctx: &C
     .map_err(|error| Error::Finalizer(Box::new(error)))
 }
 
-async fn apply<P: CloudProvider>(class: &EC2NodeClass, ctx: &Context<P>) -> Result<Action> {
+async fn apply<P: CloudProvider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Action> {
     let previous = class.status.clone().unwrap_or_default();
     let reference = class.object_ref(&());
     let (status, problem) = match ctx.provider.resolve_node_class(class).await {
@@ -168,7 +160,7 @@ async fn apply<P: CloudProvider>(class: &EC2NodeClass, ctx: &Context<P>) -> Resu
     Ok(Action::requeue(if problem.is_some() { Duration::from_secs(60) } else { REFRESH }))
 }
 
-async fn cleanup<P: CloudProvider>(class: &EC2NodeClass, ctx: &Context<P>) -> Result<Action> {
+async fn cleanup<P: CloudProvider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Action> {
     let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
     let name = class.name_any();
     let users: Vec<String> = claims
@@ -190,17 +182,17 @@ async fn cleanup<P: CloudProvider>(class: &EC2NodeClass, ctx: &Context<P>) -> Re
     Ok(Action::await_change())
 }
 
-fn error_policy<P>(_class: Arc<DeserializeGuard<EC2NodeClass>>, error: &Error, ctx: Arc<Context<P>>) -> Action {
+fn error_policy<P>(_class: Arc<DeserializeGuard<EC2NodeClass>>, error: &Error, ctx: Arc<Shared<P>>) -> Action {
     warn!(%error, kind = error.metric_label(), "reconcile failed");
     ctx.metrics.reconcile_failed("ec2nodeclass", error);
     Action::requeue(Duration::from_secs(10))
 }
 
 /// Runs the EC2NodeClass controller until shutdown.
-pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Context<P>>) {
+pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Shared<P>>) {
     let classes: Api<DeserializeGuard<EC2NodeClass>> = Api::all(ctx.client.clone());
     let results = Controller::new(classes, watcher::Config::default()).shutdown_on_signal().run(
-        |class, ctx: Arc<Context<P>>| async move {
+        |class, ctx: Arc<Shared<P>>| async move {
             let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
             // Its resolved status is rebuilt once the class is fixed; until then it is not Ready.
             isolation::dispatch(class, reporter, Shown::Condition("Ready"), |class| reconcile(class, &ctx)).await

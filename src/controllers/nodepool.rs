@@ -8,42 +8,27 @@ use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{
-        Controller,
-        controller::Action,
-        events::{EventType, Recorder},
-        reflector::{ObjectRef, Store},
-        watcher,
-    },
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
 };
 use serde_json::json;
 use tracing::{instrument, warn};
 
 use super::{
-    FIELD_MANAGER, conditions, drain,
+    FIELD_MANAGER, Shared, conditions, drain,
     isolation::{self, Reporter, Shown},
     publish,
 };
 use crate::{
     apis::{EC2NodeClass, NodeClaim, NodePool, labels, validation::nodepool_errors},
     error::{Error, Result},
-    operator::metrics::Metrics,
     scheduling::{resources::Resources, solver::NODES},
 };
 
 /// How often usage is brought up to date.
 const REFRESH: Duration = Duration::from_secs(10);
-
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub claims: Store<NodeClaim>,
-    pub classes: Store<EC2NodeClass>,
-    pub metrics: Arc<Metrics>,
-}
 
 /// A pool's usage: the summed capacity of its NodeClaims (requests while not launched) and their
 /// count.
@@ -94,15 +79,15 @@ fn class_ready(class: &EC2NodeClass) -> bool {
 }
 
 #[instrument(skip_all, fields(nodepool = %pool.name_any()))]
-async fn reconcile(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
+async fn reconcile<P>(pool: Arc<NodePool>, ctx: &Shared<P>) -> Result<Action> {
     let name = pool.name_any();
-    let (usage, nodes) = pool_usage(&name, &ctx.claims.state());
+    let (usage, nodes) = pool_usage(&name, &ctx.state.claims.state());
     let mut counted = usage.clone();
     counted.set(NODES, nodes);
     let limits = pool.spec.limits.as_ref().and_then(|limits| Resources::from_quantities(limits).ok());
     ctx.metrics.nodepool_resources(&name, &counted, limits.as_ref());
 
-    let class = ctx.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name));
+    let class = ctx.state.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name));
     let (conditions, problem) = decide_conditions(&pool, class.as_deref());
     let resources = usage.to_quantities();
     let current = pool.status.clone().unwrap_or_default();
@@ -125,17 +110,17 @@ async fn reconcile(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(REFRESH))
 }
 
-fn error_policy(_pool: Arc<DeserializeGuard<NodePool>>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<P>(_pool: Arc<DeserializeGuard<NodePool>>, error: &Error, ctx: Arc<Shared<P>>) -> Action {
     warn!(%error, kind = error.metric_label(), "reconcile failed");
     ctx.metrics.reconcile_failed("nodepool", error);
     Action::requeue(REFRESH)
 }
 
 /// Runs the NodePool status controller until shutdown.
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>) {
     let pools: Api<DeserializeGuard<NodePool>> = Api::all(ctx.client.clone());
     let results = Controller::new(pools, watcher::Config::default()).shutdown_on_signal().run(
-        |pool, ctx: Arc<Context>| async move {
+        |pool, ctx: Arc<Shared<P>>| async move {
             let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
             isolation::dispatch(pool, reporter, Shown::Condition("ValidationSucceeded"), |pool| reconcile(pool, &ctx))
                 .await

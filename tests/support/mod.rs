@@ -308,3 +308,20 @@ pub async fn start_stoker(client: &Client, class_name: &str) -> String {
     apply(client, class).await;
     metrics_address
 }
+
+/// What the controllers share, for running one controller in a test: a fresh cluster state
+/// (listed before this returns), an Event recorder, metrics, and `provider`.
+pub async fn shared<P>(client: &Client, provider: P) -> std::sync::Arc<stoker::controllers::Shared<P>> {
+    let state = stoker::state::ClusterState::start(client, |_| {});
+    state.ready().await.expect("the caches list");
+    let reporter = kube::runtime::events::Reporter { controller: "stoker-test".into(), instance: None };
+    std::sync::Arc::new(stoker::controllers::Shared {
+        client: client.clone(),
+        recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
+        metrics: Default::default(),
+        provider: std::sync::Arc::new(provider),
+        state,
+        provisionable: Default::default(),
+        preemptions: tokio::sync::broadcast::channel(16).0,
+    })
+}

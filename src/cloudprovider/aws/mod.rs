@@ -11,6 +11,7 @@
 pub mod ami;
 pub mod bootstrap;
 pub mod catalog;
+pub mod cluster;
 pub mod fleet;
 mod instances;
 mod launch;
@@ -39,6 +40,9 @@ use crate::{
     apis::nodeclaim::NodeClaim,
     scheduling::catalog::InstanceType,
 };
+
+/// How long a launch template may go unused before [`CloudProvider::prune`] deletes it.
+const LAUNCH_TEMPLATE_IDLE: Duration = Duration::from_secs(3600);
 
 /// The standard AWS configuration; `region` overrides the chain's region.
 pub async fn aws_config(region: Option<String>) -> SdkConfig {
@@ -324,5 +328,9 @@ impl CloudProvider for AwsCloudProvider {
             .build();
         launch::delete_launch_templates(self, Some(tag), |_, _| true).await?;
         nodeclass::delete_instance_profile(self, class).await
+    }
+
+    async fn prune(&self) -> Result<usize, CloudError> {
+        self.prune_launch_templates(LAUNCH_TEMPLATE_IDLE).await
     }
 }

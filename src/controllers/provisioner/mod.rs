@@ -15,29 +15,27 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::PostParams,
     runtime::{
-        events::{EventType, Recorder},
+        events::EventType,
         reflector::{ObjectRef, Store},
     },
 };
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 
-use self::snapshot::{ClusterState, nodeclaim_for, nodeclaim_template, solver_input};
+use self::snapshot::{Snapshot, nodeclaim_for, nodeclaim_template, solver_input};
 use crate::{
-    apis::{EC2NodeClass, NodeClaim, NodePool},
+    apis::NodeClaim,
     cloudprovider::CloudProvider,
-    controllers::{isolation::isolate, nodeclaim::NewClaims, publish},
+    controllers::{Shared, isolation::isolate, nodeclaim::NewClaims, publish},
     error::Result,
-    operator::{
-        cache::CachedPod,
-        metrics::{Metrics, NodePoolLabels},
-    },
+    metrics::{Metrics, NodePoolLabels},
     scheduling::{catalog::InstanceType, solver::solve},
+    state::cache::CachedPod,
 };
 
 /// When a batch closes: `idle` after its last pod, and never later than `max` after it opened.
@@ -59,17 +57,6 @@ impl BatchWindow {
     pub fn closes_at(&self, idle: Duration, max: Duration) -> Instant {
         (self.last + idle).min(self.opened + max)
     }
-}
-
-/// The shared reflector stores the provisioner reads.
-#[derive(Clone)]
-pub struct Stores {
-    pub pods: Store<CachedPod>,
-    pub nodes: Store<Node>,
-    pub claims: Store<NodeClaim>,
-    pub pools: Store<NodePool>,
-    pub classes: Store<EC2NodeClass>,
-    pub daemonsets: Store<DaemonSet>,
 }
 
 /// Provisionable pods a batch saw, by UID, until kube-scheduler binds them (their wait goes into
@@ -103,28 +90,33 @@ impl WaitingPods {
 }
 
 pub struct Provisioner<P> {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub provider: Arc<P>,
-    pub stores: Stores,
+    pub shared: Arc<Shared<P>>,
     /// Where the NodeClaims this term creates are announced to the NodeClaim controller.
     pub new_claims: NewClaims,
     pub batch_idle: Duration,
     pub batch_max: Duration,
-    pub metrics: Arc<Metrics>,
     pub waiting: WaitingPods,
 }
 
-/// Runs batches until the trigger channel closes. A trigger is sent for every provisionable pod
-/// event; a periodic check catches pods that became provisionable again without an event (their
-/// NodeClaim failed to launch and was deleted).
-pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>, mut triggers: mpsc::Receiver<()>) {
+impl<P> std::ops::Deref for Provisioner<P> {
+    type Target = Shared<P>;
+
+    fn deref(&self) -> &Shared<P> {
+        &self.shared
+    }
+}
+
+/// Runs batches until its term ends (the future is dropped). Every provisionable pod event
+/// notifies [`Shared::provisionable`]; a periodic check catches pods that became provisionable
+/// again without an event (their NodeClaim failed to launch and was deleted).
+pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>) {
+    let triggered = || provisioner.provisionable.notified();
     loop {
         tokio::select! {
-            trigger = triggers.recv() => if trigger.is_none() { return },
+            () = triggered() => {}
             _ = tokio::time::sleep(Duration::from_secs(10)) => {
-                provisioner.waiting.settle(&provisioner.stores.pods, &provisioner.metrics);
-                if !provisioner.stores.pods.state().iter().any(|pod| snapshot::is_provisionable(pod)) {
+                provisioner.waiting.settle(&provisioner.state.pods, &provisioner.metrics);
+                if !provisioner.state.pods.state().iter().any(|pod| snapshot::is_provisionable(pod)) {
                     continue;
                 }
             }
@@ -137,10 +129,7 @@ pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>, m
         loop {
             let closes = window.closes_at(provisioner.batch_idle, provisioner.batch_max);
             tokio::select! {
-                trigger = triggers.recv() => match trigger {
-                    Some(()) => window.extend(Instant::now()),
-                    None => return,
-                },
+                () = triggered() => window.extend(Instant::now()),
                 () = &mut preparing, if !prepared => prepared = true,
                 _ = tokio::time::sleep_until(closes) => break,
             }
@@ -157,9 +146,9 @@ impl<P: CloudProvider> Provisioner<P> {
     /// templates). A pool whose node class is not ready yet is skipped; a failure is left for the
     /// launch to report.
     async fn prepare_launches(&self) {
-        let pools = self.stores.pools.state();
+        let pools = self.state.pools.state();
         let preparations = pools.iter().filter_map(|pool| {
-            let class = self.stores.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name))?;
+            let class = self.state.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name))?;
             Some(async move {
                 if let Err(error) = self.provider.prepare(&nodeclaim_template(pool), &class).await {
                     debug!(nodepool = %pool.name_any(), %error, "launches not prepared");
@@ -172,22 +161,22 @@ impl<P: CloudProvider> Provisioner<P> {
     /// One decision: snapshot, simulate, create NodeClaims, tell the pods.
     #[instrument(skip_all, fields(pods, new_claims, unschedulable, snapshot_ms, solve_ms))]
     pub async fn provision(&self) -> Result<()> {
-        let pods = self.stores.pods.state();
+        let pods = self.state.pods.state();
         if !pods.iter().any(|pod| snapshot::is_provisionable(pod)) {
             return Ok(());
         }
         info!("batch closed");
         let closed = std::time::Instant::now();
-        self.waiting.settle(&self.stores.pods, &self.metrics);
+        self.waiting.settle(&self.state.pods, &self.metrics);
         self.waiting.track(pods.iter().filter(|pod| snapshot::is_provisionable(pod)));
-        let pools = self.stores.pools.state();
+        let pools = self.state.pools.state();
         let mut instance_types: BTreeMap<String, Arc<[InstanceType]>> = BTreeMap::new();
         for pool in &pools {
             let class_name = &pool.spec.template.spec.node_class_ref.name;
             if instance_types.contains_key(class_name) {
                 continue;
             }
-            let Some(class) = self.stores.classes.get(&ObjectRef::new(class_name)) else {
+            let Some(class) = self.state.classes.get(&ObjectRef::new(class_name)) else {
                 continue;
             };
             match self.provider.instance_types(&class).await {
@@ -197,11 +186,11 @@ impl<P: CloudProvider> Provisioner<P> {
                 Err(error) => warn!(ec2nodeclass = %class_name, %error, "no instance types"),
             }
         }
-        let daemonsets: Vec<DaemonSet> = self.stores.daemonsets.state().iter().map(|d| (**d).clone()).collect();
-        let state = ClusterState {
+        let daemonsets: Vec<DaemonSet> = self.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
+        let state = Snapshot {
             pods: &pods,
-            nodes: &self.stores.nodes.state(),
-            claims: &self.stores.claims.state(),
+            nodes: &self.state.nodes.state(),
+            claims: &self.state.claims.state(),
             pools: &pools,
             daemonsets: &daemonsets,
             instance_types: &instance_types,

@@ -20,7 +20,6 @@ use crate::{
         labels::{self, EPHEMERAL_TAINTS, UNREGISTERED_TAINT},
         nodeclaim::{NodeClaimSpec, ResourceRequests},
     },
-    operator::cache::CachedPod,
     scheduling::{
         catalog::InstanceType,
         inputs::nodepool_template,
@@ -28,6 +27,7 @@ use crate::{
         resources::Resources,
         solver::{ExistingNode, Input, NODES, NewNodeClaim, ScheduledPod},
     },
+    state::cache::CachedPod,
 };
 
 /// A pod the provisioner should find capacity for (DESIGN.md): the scheduler marked it
@@ -60,7 +60,7 @@ fn occupies_node(pod: &CachedPod) -> Option<&str> {
 }
 
 /// Everything the provisioner reads, from the shared reflectors.
-pub struct ClusterState<'a> {
+pub struct Snapshot<'a> {
     pub pods: &'a [Arc<CachedPod>],
     pub nodes: &'a [Arc<Node>],
     pub claims: &'a [Arc<NodeClaim>],
@@ -76,7 +76,7 @@ pub struct Prepared {
     pub skipped: Vec<String>,
 }
 
-pub fn solver_input(state: &ClusterState) -> Prepared {
+pub fn solver_input(state: &Snapshot) -> Prepared {
     let mut skipped = Vec::new();
     let mut input = Input::default();
 

@@ -2,7 +2,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-use crate::operator::cache::CachedPod;
+use crate::state::cache::CachedPod;
 
 use super::*;
 use crate::{
@@ -47,11 +47,11 @@ fn cluster<'a>(
     pods: &'a [Arc<CachedPod>],
     pools: &'a [Arc<NodePool>],
     instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
-) -> ClusterState<'a> {
-    ClusterState { pods, nodes: &[], claims: &[], pools, daemonsets: &[], instance_types }
+) -> Snapshot<'a> {
+    Snapshot { pods, nodes: &[], claims: &[], pools, daemonsets: &[], instance_types }
 }
 
-fn planned(state: &ClusterState) -> crate::scheduling::solver::Plan {
+fn planned(state: &Snapshot) -> crate::scheduling::solver::Plan {
     let prepared = solver_input(state);
     assert!(prepared.skipped.is_empty(), "{:?}", prepared.skipped);
     solve(&prepared.input)
@@ -116,7 +116,7 @@ fn pods_covered_by_an_in_flight_nodeclaim_do_not_launch_again() {
     let pods = [pending("a", "1"), pending("b", "1")];
     let first = planned(&cluster(&pods, &pools, &types));
     let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
-    let state = ClusterState { claims: &claims, ..cluster(&pods, &pools, &types) };
+    let state = Snapshot { claims: &claims, ..cluster(&pods, &pools, &types) };
     let again = planned(&state);
     assert!(again.new_claims.is_empty(), "{:?}", again.new_claims);
     assert_eq!(again.existing.len(), 2);
@@ -137,7 +137,7 @@ fn registered_nodes_offer_what_their_bound_pods_leave() {
     let mut busy = (*busy).clone();
     busy.node_name = Some("node-1".into());
     let pods = [Arc::new(busy), pending("small", "500m"), pending("big", "2")];
-    let state = ClusterState { nodes: &nodes, ..cluster(&pods, &pools, &types) };
+    let state = Snapshot { nodes: &nodes, ..cluster(&pods, &pools, &types) };
     let plan = planned(&state);
     assert_eq!(plan.existing, [("default/small".to_owned(), "node-1".to_owned())]);
     assert_eq!(plan.new_claims.len(), 1, "the 2-CPU pod does not fit the 1 CPU left");
@@ -152,7 +152,7 @@ fn limits_count_in_flight_nodeclaims() {
     let first = planned(&cluster(&pods, &pools, &types));
     let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
     let more = [pending("a", "1"), pending("huge", "60")];
-    let state = ClusterState { claims: &claims, ..cluster(&more, &pools, &types) };
+    let state = Snapshot { claims: &claims, ..cluster(&more, &pools, &types) };
     let plan = planned(&state);
     assert!(plan.new_claims.is_empty());
     let (pod, reason) = &plan.unschedulable[0];

@@ -16,15 +16,14 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use crate::{
     apis::{WarmPool, labels},
-    operator::{
-        cache::CachedPod,
-        metrics::{Metrics, WarmPoolLabels},
-    },
+    controllers::Shared,
+    metrics::WarmPoolLabels,
+    state::cache::CachedPod,
 };
 
 /// The field manager of the preemption counters.
@@ -53,19 +52,28 @@ pub fn preempted(pod: &CachedPod) -> Option<Preemption> {
     })
 }
 
-/// Records preemptions until the channel closes.
-pub async fn run(client: Client, mut preemptions: mpsc::Receiver<Preemption>, metrics: Arc<Metrics>) {
+/// Records preemptions until the channel closes. Falling behind the channel loses the oldest
+/// preemptions' records, never the process.
+pub async fn run<P>(ctx: Arc<Shared<P>>, mut preemptions: broadcast::Receiver<Preemption>) {
     let mut counted: std::collections::HashSet<String> = std::collections::HashSet::new();
-    while let Some(preemption) = preemptions.recv().await {
+    loop {
+        let preemption = match preemptions.recv().await {
+            Ok(preemption) => preemption,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(missed, "preemptions arrived faster than they were recorded; some are not counted");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
         if !counted.insert(preemption.pod_uid.clone()) {
             continue;
         }
         let Preemption { namespace, warmpool, at, .. } = preemption;
-        metrics
+        ctx.metrics
             .warmpool_preemptions
             .get_or_create(&WarmPoolLabels { namespace: namespace.clone(), warmpool: warmpool.clone() })
             .inc();
-        if let Err(error) = record(&client, &namespace, &warmpool, at).await {
+        if let Err(error) = record(&ctx.client, &namespace, &warmpool, at).await {
             warn!(%error, %namespace, %warmpool, "cannot record a preemption");
         }
     }

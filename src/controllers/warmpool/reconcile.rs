@@ -11,15 +11,10 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{
-        Controller,
-        controller::Action,
-        events::{EventType, Recorder},
-        watcher,
-    },
+    runtime::{Controller, controller::Action, events::EventType, watcher},
 };
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -34,20 +29,13 @@ use crate::{
         warmpool::{DEFAULT_PRIORITY_CLASS, Transition, WarmPoolSpec, WarmPoolStatus},
     },
     controllers::{
-        FIELD_MANAGER, conditions, drain,
+        FIELD_MANAGER, Shared, conditions, drain,
         isolation::{self, Reporter, Shown},
         publish,
     },
     error::{Error, Result},
-    operator::metrics::{Metrics, WarmPoolLabels},
+    metrics::WarmPoolLabels,
 };
-
-/// What the controller needs.
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-}
 
 /// What a WarmPool should hold at an instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +88,7 @@ fn timestamp(at: DateTime<Utc>) -> Time {
 }
 
 #[instrument(skip_all, fields(warmpool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
-async fn reconcile(pool: Arc<WarmPool>, ctx: &Context) -> Result<Action> {
+async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>) -> Result<Action> {
     let namespace =
         pool.namespace().ok_or_else(|| Error::MissingField { object: pool.name_any(), field: "metadata.namespace" })?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -188,21 +176,21 @@ async fn reconcile(pool: Arc<WarmPool>, ctx: &Context) -> Result<Action> {
     })
 }
 
-fn error_policy(_pool: Arc<DeserializeGuard<WarmPool>>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<P>(_pool: Arc<DeserializeGuard<WarmPool>>, error: &Error, ctx: Arc<Shared<P>>) -> Action {
     warn!(error = %error, kind = error.metric_label(), "reconcile failed");
     ctx.metrics.reconcile_failed("warmpool", error);
     Action::requeue(Duration::from_secs(5))
 }
 
 /// Runs the WarmPool controller until the stream ends (on shutdown).
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>) {
     let pools: Api<DeserializeGuard<WarmPool>> = Api::all(ctx.client.clone());
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
     let results = Controller::new(pools, watcher::Config::default())
         .owns(deployments, watcher::Config::default().labels(crate::apis::labels::WARMPOOL))
         .shutdown_on_signal()
         .run(
-            |pool, ctx: Arc<Context>| async move {
+            |pool, ctx: Arc<Shared<P>>| async move {
                 let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
                 // Its Deployment keeps its size, as for an invalid schedule.
                 isolation::dispatch(pool, reporter, Shown::Condition("Ready"), |pool| reconcile(pool, &ctx)).await

@@ -1,27 +1,15 @@
-//! Prometheus metrics (prefix `stoker_`) and the small HTTP server that serves them with the
-//! health endpoints: `/metrics` on the metrics address, `/healthz` (the process answers) and
-//! `/readyz` (caches synced) on the health address.
+//! Prometheus metrics (prefix `stoker_`): one registry, the label sets, and small helpers the
+//! controllers and the cloud provider record through. A leaf: it knows the API types and the
+//! scheduling resources, nothing that uses it. `operator::server` serves it over HTTP.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
 use kube::ResourceExt;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Metric, Registry},
 };
-use tracing::{info, warn};
 
 use crate::{
     apis::{NodeClaim, labels},
@@ -289,43 +277,6 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
-
-    fn respond(&self, path: &str) -> Response<Full<Bytes>> {
-        let (status, body) = match path {
-            "/metrics" => (StatusCode::OK, self.render()),
-            "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
-            "/readyz" if self.ready.load(Ordering::Relaxed) => (StatusCode::OK, "ok\n".to_owned()),
-            "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n".to_owned()),
-            _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
-        };
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response
-    }
-}
-
-/// Serves the metrics and health endpoints on `address` until the process ends.
-pub async fn serve(address: String, metrics: Arc<Metrics>) {
-    let listener = match address.parse::<SocketAddr>() {
-        Ok(parsed) => tokio::net::TcpListener::bind(parsed).await,
-        Err(error) => return warn!(%address, %error, "invalid listen address"),
-    };
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(error) => return warn!(%address, %error, "cannot listen"),
-    };
-    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or(address), "serving metrics and health");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let response = metrics.respond(request.uri().path());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
 }
 
 #[cfg(test)]
@@ -333,7 +284,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_render_with_the_stoker_prefix_and_health_follows_readiness() {
+    fn metrics_render_with_the_stoker_prefix() {
         let metrics = Metrics::default();
         metrics.nodeclaims_created.get_or_create(&NodePoolLabels { nodepool: "spot".into() }).inc();
         metrics.scheduling_duration.observe(0.02);
@@ -347,10 +298,5 @@ mod tests {
         assert!(text.contains("stoker_nodepool_usage{nodepool=\"spot\",resource=\"cpu\"} 2.5"), "{text}");
         assert!(text.contains("stoker_nodepool_usage{nodepool=\"spot\",resource=\"memory\"} 1073741824"), "{text}");
         assert!(text.contains("stoker_nodepool_limit{nodepool=\"spot\",resource=\"cpu\"} 10"), "{text}");
-        assert_eq!(metrics.respond("/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
-        metrics.ready.store(true, Ordering::Relaxed);
-        assert_eq!(metrics.respond("/readyz").status(), StatusCode::OK);
-        assert_eq!(metrics.respond("/healthz").status(), StatusCode::OK);
-        assert_eq!(metrics.respond("/nope").status(), StatusCode::NOT_FOUND);
     }
 }

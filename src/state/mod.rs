@@ -1,0 +1,128 @@
+//! The cluster as the controllers read it: one reflector cache per kind (pods, nodes, NodeClaims,
+//! NodePools, EC2NodeClasses, DaemonSets), kept by every replica so a new leader acts on warm
+//! caches, and read by every controller of the leader.
+//!
+//! What each cache keeps is decided in [`cache`] (a compact pod, a trimmed node, no
+//! server-side-apply bookkeeping); how stoker's own kinds survive an object this version cannot
+//! decode, in [`undecodable`]. Nothing here writes to the apiserver.
+
+pub mod cache;
+pub mod undecodable;
+
+use std::fmt::Debug;
+
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{Node, Pod},
+};
+use kube::{
+    Api, Client, Resource,
+    core::DeserializeGuard,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store, store::WriterDropped},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use self::cache::{CachedPod, node as cached_node, without_managed_fields};
+use crate::apis::{EC2NodeClass, NodeClaim, NodePool};
+
+/// The shared caches. Cloning shares them.
+#[derive(Clone)]
+pub struct ClusterState {
+    pub pods: Store<CachedPod>,
+    pub nodes: Store<Node>,
+    pub claims: Store<NodeClaim>,
+    pub pools: Store<NodePool>,
+    pub classes: Store<EC2NodeClass>,
+    pub daemonsets: Store<DaemonSet>,
+}
+
+impl ClusterState {
+    /// Starts every cache's watch in the background. `on_pod` sees each added or changed pod as
+    /// cached, so a controller can be woken by the pods it cares about.
+    pub fn start(client: &Client, on_pod: impl Fn(&CachedPod) + Send + 'static) -> Self {
+        Self {
+            pods: reflect(client, <CachedPod as From<Pod>>::from, on_pod),
+            nodes: reflect(client, cached_node, |_: &Node| {}),
+            claims: reflect_custom(client),
+            pools: reflect_custom(client),
+            classes: reflect_custom(client),
+            daemonsets: reflect(client, without_managed_fields, |_: &DaemonSet| {}),
+        }
+    }
+
+    /// Waits until every cache has listed once: nothing may act on empty caches, where an empty
+    /// pod cache makes every node look empty.
+    pub async fn ready(&self) -> Result<(), WriterDropped> {
+        for ready in [
+            self.pods.wait_until_ready().boxed(),
+            self.nodes.wait_until_ready().boxed(),
+            self.claims.wait_until_ready().boxed(),
+            self.pools.wait_until_ready().boxed(),
+            self.classes.wait_until_ready().boxed(),
+            self.daemonsets.wait_until_ready().boxed(),
+        ] {
+            ready.await?;
+        }
+        Ok(())
+    }
+}
+
+/// A cluster-wide cache of `K`, fed by a watch of `W` in the background; `keep` turns each
+/// watched object into what the cache keeps, and `on_apply` sees every added or changed object as
+/// kept.
+fn reflect<W, K>(client: &Client, keep: fn(W) -> K, on_apply: impl Fn(&K) + Send + 'static) -> Store<K>
+where
+    W: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    // Most-recent semantic, so the initial list comes in pages of 500: an "any" (resourceVersion=0)
+    // list is served whole from the watch cache, and 10,000 pods at once is the controller's
+    // largest memory peak. Kubernetes 1.33+ serves these pages from its cache too.
+    let stream = watcher(Api::<W>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .map_ok(move |event| match event {
+            watcher::Event::Apply(object) => watcher::Event::Apply(keep(object)),
+            watcher::Event::Delete(object) => watcher::Event::Delete(keep(object)),
+            watcher::Event::InitApply(object) => watcher::Event::InitApply(keep(object)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        })
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(drain_watch(stream, on_apply));
+    store
+}
+
+/// A cluster-wide cache of one of stoker's own kinds. An object this version cannot decode is
+/// left out and logged instead of failing the watch of its whole kind (see [`undecodable`]).
+fn reflect_custom<K>(client: &Client) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let mut decoder = undecodable::Decoder::new(store.clone());
+    let stream = watcher(Api::<DeserializeGuard<K>>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .try_filter_map(move |event| futures::future::ready(Ok(decoder.decode(event))))
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(drain_watch(stream, |_: &K| {}));
+    store
+}
+
+async fn drain_watch<K>(stream: impl Stream<Item = Result<K, watcher::Error>>, on_apply: impl Fn(&K)) {
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(object) => on_apply(&object),
+            Err(error) => warn!(%error, "watch failed; retrying"),
+        }
+    }
+}
