@@ -11,8 +11,6 @@ pub enum Error {
     MissingField { object: String, field: &'static str },
     #[error("cloud provider: {0}")]
     Cloud(#[from] crate::cloudprovider::CloudError),
-    #[error("leader election: {0}")]
-    LeaderElection(String),
     /// Deletion waits for dependents; the error policy retries.
     #[error("{object} is still in use by {users}")]
     InUse { object: String, users: String },
@@ -33,7 +31,6 @@ impl Error {
             Error::Cloud(_) => "cloud",
             Error::Finalizer(_) => "finalizer",
             Error::InUse { .. } => "in_use",
-            Error::LeaderElection(_) => "leader_election",
             Error::Panicked(_) => "panic",
         }
     }

@@ -91,9 +91,24 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     );
     let launched = claims.len();
     assert!((1..=6).contains(&launched), "a burst makes few nodes, not one per pod: {launched}");
+    // Pods can run a moment before their node's claim is marked initialized (both follow the
+    // node's startup taint going): wait for the marks.
+    let lifecycle = ["Launched", "Registered", "Initialized", "Ready"];
+    let complete = |claim: &NodeClaim| {
+        claim
+            .status
+            .as_ref()
+            .is_some_and(|s| lifecycle.iter().all(|t| s.conditions.iter().any(|c| c.type_ == *t && c.status == "True")))
+    };
+    let claims = support::wait_until(Duration::from_secs(30), || async {
+        let claims = e2e_claims(&client).await;
+        claims.iter().all(complete).then_some(claims)
+    })
+    .await
+    .unwrap_or(claims);
     for claim in &claims {
         let status = claim.status.as_ref().expect("status");
-        for condition in ["Launched", "Registered", "Initialized", "Ready"] {
+        for condition in lifecycle {
             assert!(
                 status.conditions.iter().any(|c| c.type_ == condition && c.status == "True"),
                 "{} lacks {condition}: {:?}",

@@ -323,7 +323,7 @@ fn nodes_strategy() -> impl Strategy<Value = Vec<ExistingNode>> {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
                 ExistingNode {
-                    requirements: Requirements::from_labels(&node_labels),
+                    requirements: std::sync::Arc::new(Requirements::from_labels(&node_labels)),
                     registered: true,
                     taints: if tainted { vec![taint()] } else { vec![] },
                     free: [

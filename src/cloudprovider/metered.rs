@@ -6,10 +6,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use super::{CloudError, CloudProvider, Instance, PriorLaunches};
 use crate::{
-    apis::{
-        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
-        nodeclaim::NodeClaim,
-    },
+    apis::nodeclaim::NodeClaim,
     metrics::{MethodErrorLabels, MethodLabels, Metrics},
     scheduling::catalog::InstanceType,
 };
@@ -42,16 +39,19 @@ impl<P> Metered<P> {
 }
 
 impl<P: CloudProvider> CloudProvider for Metered<P> {
+    type NodeClass = P::NodeClass;
+    type NodeClassStatus = P::NodeClassStatus;
+
     async fn create(
         &self,
         claim: &NodeClaim,
-        class: &EC2NodeClass,
+        class: &Self::NodeClass,
         prior: PriorLaunches,
     ) -> Result<Instance, CloudError> {
         self.observe("create", self.inner.create(claim, class, prior)).await
     }
 
-    async fn prepare(&self, claim: &NodeClaim, class: &EC2NodeClass) -> Result<(), CloudError> {
+    async fn prepare(&self, claim: &NodeClaim, class: &Self::NodeClass) -> Result<(), CloudError> {
         self.observe("prepare", self.inner.prepare(claim, class)).await
     }
 
@@ -67,15 +67,15 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
         self.observe("list", self.inner.list()).await
     }
 
-    async fn instance_types(&self, class: &EC2NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
+    async fn instance_types(&self, class: &Self::NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
         self.observe("instance_types", self.inner.instance_types(class)).await
     }
 
-    async fn resolve_node_class(&self, class: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
+    async fn resolve_node_class(&self, class: &Self::NodeClass) -> Result<Self::NodeClassStatus, CloudError> {
         self.observe("resolve_node_class", self.inner.resolve_node_class(class)).await
     }
 
-    async fn delete_node_class_resources(&self, class: &EC2NodeClass) -> Result<(), CloudError> {
+    async fn delete_node_class_resources(&self, class: &Self::NodeClass) -> Result<(), CloudError> {
         self.observe("delete_node_class_resources", self.inner.delete_node_class_resources(class)).await
     }
 
@@ -87,45 +87,12 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Answers `get` with NotFound and `list` with nothing; the rest is never called here.
-    struct Empty;
-
-    impl CloudProvider for Empty {
-        async fn create(&self, _: &NodeClaim, _: &EC2NodeClass, _: PriorLaunches) -> Result<Instance, CloudError> {
-            unreachable!("not called by this test")
-        }
-        async fn prepare(&self, _: &NodeClaim, _: &EC2NodeClass) -> Result<(), CloudError> {
-            unreachable!("not called by this test")
-        }
-        async fn delete(&self, _: &str) -> Result<(), CloudError> {
-            unreachable!("not called by this test")
-        }
-        async fn get(&self, provider_id: &str) -> Result<Instance, CloudError> {
-            Err(CloudError::NotFound(provider_id.to_owned()))
-        }
-        async fn list(&self) -> Result<Vec<Instance>, CloudError> {
-            Ok(Vec::new())
-        }
-        async fn instance_types(&self, _: &EC2NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
-            unreachable!("not called by this test")
-        }
-        async fn resolve_node_class(&self, _: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
-            unreachable!("not called by this test")
-        }
-        async fn delete_node_class_resources(&self, _: &EC2NodeClass) -> Result<(), CloudError> {
-            unreachable!("not called by this test")
-        }
-
-        async fn prune(&self) -> Result<usize, CloudError> {
-            unreachable!("not called by this test")
-        }
-    }
+    use crate::cloudprovider::fake::FakeCloudProvider;
 
     #[tokio::test]
     async fn calls_are_timed_by_method_and_failures_counted_by_code() {
         let metrics = Arc::new(Metrics::default());
-        let provider = Metered::new(Arc::new(Empty), metrics.clone());
+        let provider = Metered::new(Arc::new(FakeCloudProvider::new(Vec::new())), metrics.clone());
         provider.list().await.expect("an empty list");
         provider.get("aws:///us-east-1a/i-0abc").await.expect_err("not found");
         let text = metrics.render();

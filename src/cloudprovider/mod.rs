@@ -1,29 +1,29 @@
 //! The cloud side of stoker: the `CloudProvider` trait the controllers call, and the values that
-//! cross it. `aws` implements it with aws-sdk-ec2 and aws-sdk-ssm.
+//! cross it. `aws` implements it with aws-sdk-ec2 and aws-sdk-ssm; `fake` keeps instances in
+//! memory for fast, deterministic tests of the controllers; `metered` wraps any of them with
+//! metrics.
 //!
-//! Controllers hand in Kubernetes objects (a NodeClaim and its EC2NodeClass) and get back
-//! launched instances, the instance catalog priced for a node class, or a resolved node class.
-//! Everything that is decided rather than fetched (which overrides to send, which error means
-//! what, which AMI path an alias names) lives in pure functions inside `aws`.
+//! Controllers hand in Kubernetes objects (a NodeClaim and the provider's node class) and get
+//! back launched instances, the instance catalog priced for a node class, or a resolved node
+//! class. Provider IDs are opaque here: each provider makes and reads its own. Everything that is
+//! decided rather than fetched (which overrides to send, which error means what, which AMI path
+//! an alias names) lives in pure functions inside the provider.
 
 pub mod aws;
+pub mod fake;
 pub mod metered;
 
 use std::{collections::BTreeMap, future::Future, sync::Arc};
 
-use crate::{
-    apis::{
-        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
-        nodeclaim::NodeClaim,
-    },
-    scheduling::catalog::InstanceType,
-};
+use kube::Resource;
+
+use crate::{apis::nodeclaim::NodeClaim, scheduling::catalog::InstanceType};
 
 /// An instance as the cloud reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     pub id: String,
-    /// `aws:///<zone>/<instance-id>`, as the kubelet reports it on the Node.
+    /// The provider ID the kubelet reports on the Node (`aws:///<zone>/<instance-id>` on AWS).
     pub provider_id: String,
     pub instance_type: String,
     pub zone: String,
@@ -41,21 +41,6 @@ impl Instance {
     pub fn nodeclaim(&self) -> Option<&str> {
         self.tags.get(crate::apis::labels::EC2_NODECLAIM_TAG).map(String::as_str)
     }
-}
-
-/// The provider ID the kubelet sets for an EC2 instance.
-pub fn provider_id(zone: &str, instance_id: &str) -> String {
-    format!("aws:///{zone}/{instance_id}")
-}
-
-/// The instance ID inside a provider ID (`aws:///us-east-1a/i-0123` → `i-0123`).
-pub fn instance_id(provider_id: &str) -> Result<&str, CloudError> {
-    provider_id
-        .strip_prefix("aws:///")
-        .and_then(|rest| rest.rsplit_once('/'))
-        .map(|(_, id)| id)
-        .filter(|id| id.starts_with("i-"))
-        .ok_or_else(|| CloudError::InvalidProviderId(provider_id.to_owned()))
 }
 
 /// What can go wrong in the cloud. `reason` is the stable word written to NodeClaim conditions.
@@ -112,17 +97,26 @@ pub enum PriorLaunches {
 
 /// The operations controllers need from a cloud. Only the leader calls the mutating ones.
 pub trait CloudProvider: Send + Sync {
+    /// The provider's node class (subnets, images, roles): `EC2NodeClass` on AWS.
+    type NodeClass: Resource + Send + Sync;
+    /// What resolving a node class finds: its status.
+    type NodeClassStatus: Send;
+
     /// Launches one instance for the NodeClaim, or returns the one already launched for it.
     fn create(
         &self,
         claim: &NodeClaim,
-        class: &EC2NodeClass,
+        class: &Self::NodeClass,
         prior: PriorLaunches,
     ) -> impl Future<Output = Result<Instance, CloudError>> + Send;
 
     /// Creates ahead of time what a first launch for a NodeClaim like this one would wait for (its
     /// launch templates), so that launch is one call. Launching works without it.
-    fn prepare(&self, claim: &NodeClaim, class: &EC2NodeClass) -> impl Future<Output = Result<(), CloudError>> + Send;
+    fn prepare(
+        &self,
+        claim: &NodeClaim,
+        class: &Self::NodeClass,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
 
     /// Terminates an instance this cluster launched. `NotFound` once it is gone.
     fn delete(&self, provider_id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
@@ -135,34 +129,23 @@ pub trait CloudProvider: Send + Sync {
     /// The instance types a node class can launch, with priced, zone-restricted offerings.
     fn instance_types(
         &self,
-        class: &EC2NodeClass,
+        class: &Self::NodeClass,
     ) -> impl Future<Output = Result<Arc<[InstanceType]>, CloudError>> + Send;
 
     /// Subnets, security groups and AMIs the node class's selector terms find right now.
     fn resolve_node_class(
         &self,
-        class: &EC2NodeClass,
-    ) -> impl Future<Output = Result<EC2NodeClassStatus, CloudError>> + Send;
+        class: &Self::NodeClass,
+    ) -> impl Future<Output = Result<Self::NodeClassStatus, CloudError>> + Send;
 
     /// Deletes what the provider created for a node class (launch templates, the instance
     /// profile made for its role) once the node class is being deleted and no NodeClaim uses it.
-    fn delete_node_class_resources(&self, class: &EC2NodeClass) -> impl Future<Output = Result<(), CloudError>> + Send;
+    fn delete_node_class_resources(
+        &self,
+        class: &Self::NodeClass,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
 
     /// Deletes what the provider made that nothing has used for a while (launch templates);
     /// returns how many. Only the leader calls it.
     fn prune(&self) -> impl Future<Output = Result<usize, CloudError>> + Send;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn provider_ids_round_trip() {
-        let id = provider_id("us-east-1a", "i-0abc");
-        assert_eq!(id, "aws:///us-east-1a/i-0abc");
-        assert_eq!(instance_id(&id), Ok("i-0abc"));
-        assert!(instance_id("kwok://node-1").is_err());
-        assert!(instance_id("aws:///us-east-1a/").is_err());
-    }
 }

@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use kube::{Api, ResourceExt, api::DeleteParams};
 use tracing::{info, warn};
 
+use crate::controllers::Provider;
 use crate::{
     apis::NodeClaim,
-    cloudprovider::{CloudProvider, Instance},
+    cloudprovider::Instance,
     controllers::{Shared, isolation::isolate},
 };
 
@@ -59,7 +60,7 @@ pub fn claims_without_instances(instances: &[Instance], claims: &[Arc<NodeClaim>
 }
 
 /// Collects every minute.
-pub async fn run<P: CloudProvider>(ctx: Arc<Shared<P>>) {
+pub async fn run<P: Provider>(ctx: Arc<Shared<P>>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(60));
     loop {
         ticks.tick().await;
@@ -75,7 +76,7 @@ pub async fn run<P: CloudProvider>(ctx: Arc<Shared<P>>) {
     }
 }
 
-async fn collect<P: CloudProvider>(ctx: &Shared<P>) {
+async fn collect<P: Provider>(ctx: &Shared<P>) {
     // What the provider made and nothing uses any more (idle launch templates): a write, so here
     // in the leader and not in every replica's catalog refresh.
     if let Err(error) = ctx.provider.prune().await {

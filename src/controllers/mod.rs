@@ -24,10 +24,27 @@ use kube::{
 use tokio::sync::{Notify, broadcast};
 use tracing::warn;
 
-use crate::{metrics::Metrics, state::ClusterState};
+use crate::{
+    apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
+    cloudprovider::CloudProvider,
+    metrics::Metrics,
+    state::ClusterState,
+};
 
 /// The field manager of everything stoker applies.
 pub const FIELD_MANAGER: &str = "stoker";
+
+/// The cloud provider the controllers run with: one whose node class is the kind the cluster
+/// state caches. Every provider that names `EC2NodeClass` is one.
+pub trait Provider:
+    CloudProvider<NodeClass = EC2NodeClass, NodeClassStatus = EC2NodeClassStatus> + Send + Sync + 'static
+{
+}
+
+impl<P> Provider for P where
+    P: CloudProvider<NodeClass = EC2NodeClass, NodeClassStatus = EC2NodeClassStatus> + Send + Sync + 'static
+{
+}
 
 /// What every controller of the leader uses. Made once per process and kept across leader terms:
 /// the state's caches and the wake-ups fed by its pod watch outlive any one term.

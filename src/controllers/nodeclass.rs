@@ -22,12 +22,12 @@ use kube::{
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
+use crate::controllers::Provider;
 use crate::{
     apis::{
         ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
         nodeclaim::NodeClaim,
     },
-    cloudprovider::CloudProvider,
     controllers::{
         FIELD_MANAGER, Shared, conditions, drain,
         isolation::{self, Reporter, Shown},
@@ -93,7 +93,7 @@ pub fn decide_conditions(
 }
 
 #[instrument(skip_all, fields(ec2nodeclass = %class.name_any()))]
-async fn reconcile<P: CloudProvider + 'static>(class: Arc<EC2NodeClass>, ctx: &Shared<P>) -> Result<Action> {
+async fn reconcile<P: Provider + 'static>(class: Arc<EC2NodeClass>, ctx: &Shared<P>) -> Result<Action> {
     let api: Api<EC2NodeClass> = Api::all(ctx.client.clone());
     finalizer(&api, FINALIZER, class, |event| async {
         match event {
@@ -105,7 +105,7 @@ async fn reconcile<P: CloudProvider + 'static>(class: Arc<EC2NodeClass>, ctx: &S
     .map_err(|error| Error::Finalizer(Box::new(error)))
 }
 
-async fn apply<P: CloudProvider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Action> {
+async fn apply<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Action> {
     let previous = class.status.clone().unwrap_or_default();
     let reference = class.object_ref(&());
     let (status, problem) = match ctx.provider.resolve_node_class(class).await {
@@ -160,7 +160,7 @@ async fn apply<P: CloudProvider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Resul
     Ok(Action::requeue(if problem.is_some() { Duration::from_secs(60) } else { REFRESH }))
 }
 
-async fn cleanup<P: CloudProvider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Action> {
+async fn cleanup<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Action> {
     let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
     let name = class.name_any();
     let users: Vec<String> = claims
@@ -189,7 +189,7 @@ fn error_policy<P>(_class: Arc<DeserializeGuard<EC2NodeClass>>, error: &Error, c
 }
 
 /// Runs the EC2NodeClass controller until shutdown.
-pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Shared<P>>) {
+pub async fn run<P: Provider + 'static>(ctx: Arc<Shared<P>>) {
     let classes: Api<DeserializeGuard<EC2NodeClass>> = Api::all(ctx.client.clone());
     let results = Controller::new(classes, watcher::Config::default()).shutdown_on_signal().run(
         |class, ctx: Arc<Shared<P>>| async move {

@@ -22,28 +22,14 @@ use super::{
     publish,
 };
 use crate::{
-    apis::{EC2NodeClass, NodeClaim, NodePool, labels, validation::nodepool_errors},
+    apis::{EC2NodeClass, NodePool, validation::nodepool_errors},
     error::{Error, Result},
     scheduling::{resources::Resources, solver::NODES},
+    state::usage::usage_by_pool,
 };
 
 /// How often usage is brought up to date.
 const REFRESH: Duration = Duration::from_secs(10);
-
-/// A pool's usage: the summed capacity of its NodeClaims (requests while not launched) and their
-/// count.
-pub fn pool_usage(pool: &str, claims: &[Arc<NodeClaim>]) -> (Resources, i64) {
-    let mut total = Resources::new();
-    let mut count = 0;
-    for claim in claims.iter().filter(|c| c.labels().get(labels::NODEPOOL).is_some_and(|p| p == pool)) {
-        let capacity = claim.status.as_ref().map(|s| &s.capacity).filter(|c| !c.is_empty());
-        let counted =
-            Resources::from_quantities(capacity.unwrap_or(&claim.spec.resources.requests)).unwrap_or_default();
-        total.add(&counted);
-        count += 1;
-    }
-    (total, count)
-}
 
 /// The conditions of a pool: `ValidationSucceeded` from its own problems, `Ready` when it is
 /// valid and its node class is ready. Returns them with the validation problem, if any.
@@ -81,9 +67,11 @@ fn class_ready(class: &EC2NodeClass) -> bool {
 #[instrument(skip_all, fields(nodepool = %pool.name_any()))]
 async fn reconcile<P>(pool: Arc<NodePool>, ctx: &Shared<P>) -> Result<Action> {
     let name = pool.name_any();
-    let (usage, nodes) = pool_usage(&name, &ctx.state.claims.state());
-    let mut counted = usage.clone();
-    counted.set(NODES, nodes);
+    let counted = usage_by_pool(&ctx.state.claims.state()).remove(&name).unwrap_or_default();
+    let nodes = counted.get(NODES);
+    // Status shows the node count apart from the resources.
+    let usage: Resources =
+        counted.iter().filter(|(resource, _)| *resource != NODES).map(|(r, a)| (r.to_owned(), a)).collect();
     let limits = pool.spec.limits.as_ref().and_then(|limits| Resources::from_quantities(limits).ok());
     ctx.metrics.nodepool_resources(&name, &counted, limits.as_ref());
 
@@ -135,16 +123,6 @@ pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>) {
 mod tests {
     use super::*;
 
-    fn claim(name: &str, launched: bool) -> Arc<NodeClaim> {
-        let status = if launched { "status: {capacity: {cpu: '2', memory: 8Gi}}" } else { "" };
-        Arc::new(
-            serde_yaml::from_str(&format!(
-                "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}, labels: {{stoker.dev/nodepool: general}}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  resources: {{requests: {{cpu: '1'}}}}\n{status}"
-            ))
-            .expect("a NodeClaim"),
-        )
-    }
-
     fn pool(extra: &str) -> NodePool {
         serde_yaml::from_str(&format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {{name: general, generation: 3}}\nspec:\n  template: {{spec: {{nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}{extra}}}}}\n"
@@ -163,15 +141,6 @@ mod tests {
     fn condition<'a>(conditions: &'a [Condition], type_: &str) -> (&'a str, &'a str) {
         let found = conditions.iter().find(|c| c.type_ == type_).expect("the condition");
         (found.status.as_str(), found.reason.as_str())
-    }
-
-    #[test]
-    fn pool_usage_counts_capacity_or_requests() {
-        let claims = [claim("general-a", true), claim("general-b", false)];
-        let (resources, nodes) = pool_usage("general", &claims);
-        assert_eq!(nodes, 2);
-        assert_eq!(resources.get("cpu"), 3000);
-        assert_eq!(pool_usage("other", &claims).1, 0);
     }
 
     #[test]

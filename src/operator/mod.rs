@@ -2,6 +2,7 @@
 //! background refresh, the cluster state every replica keeps, and the leadership loop that runs
 //! the controllers while this replica holds the Lease.
 
+pub mod leadership;
 pub mod server;
 pub mod settings;
 
@@ -23,20 +24,16 @@ use crate::{
     },
     controllers::{
         Shared, disruption, garbage, nodeclaim, nodeclass, nodepool,
-        provisioner::{self, Provisioner, snapshot::is_provisionable},
+        provisioner::{self, Provisioner},
         warmpool::{preemption, reconcile as warmpool},
     },
     error::{Error, Result},
     metrics::Metrics,
-    state::ClusterState,
+    state::{ClusterState, pods::is_provisionable},
 };
 
 /// The Lease every replica competes for.
 const LEASE_NAME: &str = "stoker-leader-election";
-/// A leader that has not renewed for this long loses the Lease; a standby takes over then.
-const LEASE_SECONDS: u64 = 10;
-/// The leader renews this long before its Lease would expire.
-const LEASE_GRACE_SECONDS: u64 = 3;
 
 pub fn init_logging(level: &str, format: settings::LogFormat) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -101,7 +98,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let gates = settings.feature_gates;
     info!(warm_pools = gates.warm_pools, consolidation = gates.consolidation, "feature gates");
     // Every replica keeps its caches warm; only the leader runs the controllers, which all write.
-    let (mut leading, _always_leading) = leadership(&client, &settings).await?;
+    let (mut leading, _always_leading) = leadership(&client, &settings);
     loop {
         while !*leading.borrow_and_update() {
             tokio::select! {
@@ -159,29 +156,21 @@ async fn gated(enabled: bool, controller: impl Future<Output = ()>) {
 
 /// The leader Lease's state: true while this replica holds it. Without leader election, always
 /// true (the returned sender must be kept, or the receiver sees a closed channel).
-async fn leadership(
+fn leadership(
     client: &Client,
     settings: &Settings,
-) -> Result<(tokio::sync::watch::Receiver<bool>, Option<tokio::sync::watch::Sender<bool>>)> {
+) -> (tokio::sync::watch::Receiver<bool>, Option<tokio::sync::watch::Sender<bool>>) {
     if !settings.leader_elect {
         let (sender, receiver) = tokio::sync::watch::channel(true);
-        return Ok((receiver, Some(sender)));
+        return (receiver, Some(sender));
     }
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
         let suffix: String = (0..8).map(|_| fastrand::alphanumeric()).collect();
         format!("stoker-{suffix}")
     });
-    info!(%identity, namespace = %settings.leader_election_namespace, lease = LEASE_NAME, "joining leader election");
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-        .with_namespace(&settings.leader_election_namespace)
-        .with_identity(identity)
-        .with_duration(LEASE_SECONDS)
-        .with_grace(LEASE_GRACE_SECONDS)
-        .build()
-        .await
-        .map_err(|error| Error::LeaderElection(error.to_string()))?;
-    let (receiver, _task) = manager.watch().await;
-    Ok((receiver, None))
+    let namespace = &settings.leader_election_namespace;
+    let leading = leadership::elect(client.clone(), namespace, LEASE_NAME, identity, leadership::Timing::DEFAULT);
+    (leading, None)
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,11 @@
 //! its nodes, what its limits still allow), and workload manifests become the pods their
 //! controllers would create (for `stoker plan`).
 
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
@@ -13,7 +18,7 @@ use k8s_openapi::{
 };
 
 use super::{
-    catalog::is_well_known,
+    catalog::{InstanceType, is_well_known},
     pod::PodInfo,
     quantity::QuantityError,
     requirements::{Requirement, Requirements},
@@ -21,6 +26,61 @@ use super::{
     solver::NodePoolTemplate,
 };
 use crate::apis::{NodePool, labels};
+
+/// The NodePools as the solver sees them, with the instance types of their node classes in one
+/// slice, and the pools left out with why.
+pub struct Pools {
+    /// The cached slice itself when there is one node class, so a batch copies no catalog; a
+    /// concatenation, one range per class, otherwise.
+    pub instance_types: Arc<[InstanceType]>,
+    pub templates: Vec<NodePoolTemplate>,
+    pub skipped: Vec<String>,
+}
+
+/// Every usable pool as a [`NodePoolTemplate`]: `types_by_class` holds the instance types of each
+/// ready node class (a pool whose class is missing is skipped), `in_use` what each pool's nodes
+/// already count against its limits. A pool being deleted launches nothing.
+pub fn pool_templates<'a>(
+    pools: impl IntoIterator<Item = &'a NodePool>,
+    types_by_class: &BTreeMap<String, Arc<[InstanceType]>>,
+    daemonsets: &[DaemonSet],
+    in_use: &HashMap<String, Resources>,
+) -> Pools {
+    let mut ranges: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
+    let instance_types = if types_by_class.len() == 1
+        && let Some((class, types)) = types_by_class.first_key_value()
+    {
+        ranges.insert(class.as_str(), 0..types.len());
+        types.clone()
+    } else {
+        let mut all = Vec::new();
+        for (class, types) in types_by_class {
+            let start = all.len();
+            all.extend(types.iter().cloned());
+            ranges.insert(class.as_str(), start..all.len());
+        }
+        all.into()
+    };
+    let mut templates = Vec::new();
+    let mut skipped = Vec::new();
+    for pool in pools {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        if pool.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let class = &pool.spec.template.spec.node_class_ref.name;
+        let Some(range) = ranges.get(class.as_str()) else {
+            skipped.push(format!("NodePool {name}: EC2NodeClass {class} is not ready"));
+            continue;
+        };
+        let used = in_use.get(&name).cloned().unwrap_or_default();
+        match nodepool_template(pool, range.clone().collect(), daemonsets, &used) {
+            Ok(template) => templates.push(template),
+            Err(error) => skipped.push(format!("NodePool {name}: {error}")),
+        }
+    }
+    Pools { instance_types, templates, skipped }
+}
 
 /// The solver's view of a NodePool. `instance_types` are indices of the types its node class can
 /// launch; `in_use` is what its running and in-flight nodes already count against its limits.
@@ -41,7 +101,9 @@ pub fn nodepool_template(
         Some(limits) => {
             // Only the limited resources: what is in use of others is no business of the limits.
             let limited = Resources::from_quantities(limits)?;
-            Some(limited.iter().map(|(name, limit)| (name.to_owned(), limit - in_use.get(name))).collect())
+            Some(
+                limited.iter().map(|(name, limit)| (name.to_owned(), limit.saturating_sub(in_use.get(name)))).collect(),
+            )
         }
         None => None,
     };

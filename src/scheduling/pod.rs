@@ -92,6 +92,26 @@ pub enum Preference {
     Topology(TopologyTerm),
 }
 
+/// A port a pod binds on its node's network.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    pub port: i32,
+    /// The host IP bound; empty (or `0.0.0.0`) for every address.
+    pub ip: String,
+}
+
+impl HostPort {
+    /// Whether two pods binding these cannot share a node.
+    pub fn conflicts_with(&self, other: &HostPort) -> bool {
+        let every = |ip: &str| ip.is_empty() || ip == "0.0.0.0";
+        self.protocol == other.protocol
+            && self.port == other.port
+            && (self.ip == other.ip || every(&self.ip) || every(&other.ip))
+    }
+}
+
 /// A pod, as the simulation sees it.
 #[derive(Debug, Clone)]
 pub struct PodInfo {
@@ -104,8 +124,8 @@ pub struct PodInfo {
     /// the pod fits a node that satisfies any one of them.
     pub requirements: Vec<Requirements>,
     pub tolerations: Vec<Toleration>,
-    /// (protocol, port, host IP) triples the pod binds on its node.
-    pub host_ports: Vec<(String, i32, String)>,
+    /// The ports the pod binds on its node.
+    pub host_ports: Vec<HostPort>,
     pub topology: Vec<TopologyTerm>,
     /// Preferences, most important first; honoured while possible.
     pub preferences: Vec<Preference>,
@@ -210,8 +230,10 @@ impl PodInfo {
             .chain(spec.init_containers.iter().flatten())
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| {
-                p.host_port.filter(|port| *port > 0).map(|port| {
-                    (p.protocol.clone().unwrap_or_else(|| "TCP".into()), port, p.host_ip.clone().unwrap_or_default())
+                p.host_port.filter(|port| *port > 0).map(|port| HostPort {
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    port,
+                    ip: p.host_ip.clone().unwrap_or_default(),
                 })
             })
             .collect();
@@ -359,7 +381,7 @@ spec:
         assert!(!pod.topology[0].counts("other", &pod.labels));
         assert_eq!(pod.topology[1].kind, TopologyKind::AntiAffinity);
         assert_eq!(pod.preferences.len(), 1);
-        assert_eq!(pod.host_ports, [("TCP".to_string(), 8080, String::new())]);
+        assert_eq!(pod.host_ports, [HostPort { protocol: "TCP".into(), port: 8080, ip: String::new() }]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Taint, Toleration};
 use super::{
     bitset::BitSet,
     catalog::{InstanceType, Offering, is_well_known, offering_allowed},
-    pod::{PodInfo, Preference, TopologyKind, TopologyTerm},
+    pod::{HostPort, PodInfo, Preference, TopologyKind, TopologyTerm},
     requirements::{Requirement, Requirements},
     resources::{CPU, MEMORY, Resources},
     topology::{Domain, GroupId, Topology},
@@ -56,13 +56,13 @@ pub struct ExistingNode {
     pub name: String,
     /// A registered node's labels as single-value requirements, or an in-flight NodeClaim's
     /// requirements.
-    pub requirements: Requirements,
+    pub requirements: Arc<Requirements>,
     /// True when `requirements` are the node's actual labels: a key they lack is absent.
     pub registered: bool,
     pub taints: Vec<Taint>,
     /// Allocatable minus the requests of the pods bound or nominated to it.
     pub free: Resources,
-    pub host_ports: Vec<(String, i32, String)>,
+    pub host_ports: Vec<HostPort>,
 }
 
 /// A pod already bound to a node, for topology counting: its namespace and labels count it in
@@ -70,7 +70,8 @@ pub struct ExistingNode {
 #[derive(Debug, Clone)]
 pub struct ScheduledPod {
     pub pod: Arc<PodInfo>,
-    pub node: String,
+    /// Shared by every pod on the node.
+    pub node: Arc<str>,
 }
 
 /// Everything the solver decides from.
@@ -210,7 +211,7 @@ struct OpenClaim {
     reserved: Vec<i64>,
     reservations: Vec<(GroupId, Vec<i64>)>,
     pods: Vec<usize>,
-    host_ports: Vec<(String, i32, String)>,
+    host_ports: Vec<HostPort>,
 }
 
 struct NodeState {
@@ -218,7 +219,7 @@ struct NodeState {
     /// of a big cluster refuse a batch's pods on taints or room before that.
     requirements: Option<ReqId>,
     free: Vec<i64>,
-    host_ports: Vec<(String, i32, String)>,
+    host_ports: Vec<HostPort>,
 }
 
 /// What one attempt asks of a target: the pod, one alternative of its requirements with some
@@ -451,7 +452,7 @@ impl<'a> Solver<'a> {
         let nodes_by_name: HashMap<&str, &ExistingNode> = input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
         for (ScheduledPod { pod, node }, owned) in scheduled.iter().zip(&owned_by_scheduled) {
             let members = self.topology.memberships(&pod.namespace, &pod.labels);
-            let node = nodes_by_name.get(node.as_str()).copied();
+            let node = nodes_by_name.get(&**node).copied();
             self.topology.record(&members, owned, |key| match node {
                 Some(node) if key == labels::HOSTNAME => Some(node.name.clone()),
                 Some(node) => node.requirements.get(key).and_then(single_value),
@@ -780,14 +781,8 @@ impl<'a> Solver<'a> {
         Ok((narrowed, chosen))
     }
 
-    fn ports_conflict(ports: &[(String, i32, String)], wanted: &[(String, i32, String)]) -> bool {
-        wanted.iter().any(|(protocol, port, ip)| {
-            ports.iter().any(|(p, n, i)| {
-                p == protocol
-                    && n == port
-                    && (i == ip || i.is_empty() || ip.is_empty() || i == "0.0.0.0" || ip == "0.0.0.0")
-            })
-        })
+    fn ports_conflict(ports: &[HostPort], wanted: &[HostPort]) -> bool {
+        wanted.iter().any(|wanted| ports.iter().any(|taken| taken.conflicts_with(wanted)))
     }
 
     /// The pod's requests plus the room its hostname-affinity group needs, if it is the first.
@@ -1135,7 +1130,7 @@ fn single_value(requirement: &Requirement) -> Option<String> {
 type Constraints<'a> = (
     &'a Resources,
     &'a [Requirements],
-    &'a [(String, i32, String)],
+    &'a [HostPort],
     &'a [TopologyTerm],
     &'a [Preference],
     &'a str,

@@ -133,7 +133,7 @@ fn existing_capacity_is_used_before_anything_is_launched() {
     requirements.add(labels::ZONE, Requirement::one_of([ZONES[0]]));
     input.nodes.push(ExistingNode {
         name: "node-1".into(),
-        requirements,
+        requirements: Arc::new(requirements),
         registered: true,
         taints: vec![],
         free,
@@ -262,7 +262,7 @@ fn host_ports_conflict_on_one_node() {
     let port = "  hostNetwork: false\n";
     let mut pods = pods(2, "100m", "128Mi", port);
     for pod in &mut pods {
-        pod.host_ports = vec![("TCP".into(), 8080, String::new())];
+        pod.host_ports = vec![HostPort { protocol: "TCP".into(), port: 8080, ip: String::new() }];
     }
     let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods));
     assert_eq!(plan.new_claims.len(), 2);
@@ -312,7 +312,7 @@ fn existing_pods_anti_affinity_repels_new_pods() {
     free.set("pods", 10);
     input.nodes.push(ExistingNode {
         name: "node-1".into(),
-        requirements: Requirements::new(),
+        requirements: Arc::default(),
         registered: true,
         taints: vec![],
         free,

@@ -141,12 +141,9 @@ mod tests {
 
     use super::CachedPod;
     use crate::{
-        controllers::{
-            nodeclaim::lifecycle::evictable,
-            provisioner::snapshot::{is_provisionable, scheduling_wait},
-            warmpool::preemption::preempted,
-        },
+        controllers::warmpool::preemption::preempted,
         scheduling::pod::PodInfo,
+        state::pods::{evictable, is_provisionable, scheduling_wait},
     };
 
     /// A pod with everything a real one carries: commands, env, probes, volumes, statuses.

@@ -4,12 +4,23 @@
 //!
 //! What each cache keeps is decided in [`cache`] (a compact pod, a trimmed node, no
 //! server-side-apply bookkeeping); how stoker's own kinds survive an object this version cannot
-//! decode, in [`undecodable`]. Nothing here writes to the apiserver.
+//! decode, in [`undecodable`]. The pods are also indexed as they arrive ([`pods`]: what each node
+//! holds, the bound and the provisionable pods); [`usage`] has the one rule for what a NodeClaim
+//! counts against its pool's limits, and [`input`] turns the state into the solver's input.
+//! Nothing here writes to the apiserver.
 
 pub mod cache;
+pub mod facts;
+pub mod input;
+pub mod nodes;
+pub mod pods;
 pub mod undecodable;
+pub mod usage;
 
-use std::fmt::Debug;
+use std::{
+    fmt::Debug,
+    sync::{Arc, PoisonError, RwLock, RwLockReadGuard},
+};
 
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
@@ -28,7 +39,11 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use self::cache::{CachedPod, node as cached_node, without_managed_fields};
+use self::{
+    cache::{CachedPod, node as cached_node, without_managed_fields},
+    facts::NodeFactsIndex,
+    pods::PodIndex,
+};
 use crate::apis::{EC2NodeClass, NodeClaim, NodePool};
 
 /// The shared caches. Cloning shares them.
@@ -40,20 +55,49 @@ pub struct ClusterState {
     pub pools: Store<NodePool>,
     pub classes: Store<EC2NodeClass>,
     pub daemonsets: Store<DaemonSet>,
+    /// The pods, indexed as their events arrive.
+    index: Arc<RwLock<PodIndex>>,
+    /// The nodes' parsed facts, kept as their events arrive.
+    facts: Arc<RwLock<NodeFactsIndex>>,
 }
 
 impl ClusterState {
     /// Starts every cache's watch in the background. `on_pod` sees each added or changed pod as
     /// cached, so a controller can be woken by the pods it cares about.
     pub fn start(client: &Client, on_pod: impl Fn(&CachedPod) + Send + 'static) -> Self {
+        let index = Arc::new(RwLock::new(PodIndex::default()));
+        let writes = index.clone();
+        let pods = reflect(client, <CachedPod as From<Pod>>::from, move |event, store| {
+            writes.write().unwrap_or_else(PoisonError::into_inner).handle(event, store);
+            if let watcher::Event::Apply(pod) = event {
+                on_pod(pod);
+            }
+        });
+        let facts = Arc::new(RwLock::new(NodeFactsIndex::default()));
+        let fact_writes = facts.clone();
+        let nodes = reflect(client, cached_node, move |event, _: &_| {
+            fact_writes.write().unwrap_or_else(PoisonError::into_inner).handle(event);
+        });
         Self {
-            pods: reflect(client, <CachedPod as From<Pod>>::from, on_pod),
-            nodes: reflect(client, cached_node, |_: &Node| {}),
+            pods,
+            nodes,
             claims: reflect_custom(client),
             pools: reflect_custom(client),
             classes: reflect_custom(client),
-            daemonsets: reflect(client, without_managed_fields, |_: &DaemonSet| {}),
+            daemonsets: reflect(client, without_managed_fields, |_: &_, _: &_| {}),
+            index,
+            facts,
         }
+    }
+
+    /// The nodes' parsed facts, read-locked: hold it only while reading.
+    pub fn node_facts(&self) -> RwLockReadGuard<'_, NodeFactsIndex> {
+        self.facts.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The pod index, read-locked: hold it only while reading (the pod watch waits meanwhile).
+    pub fn pod_index(&self) -> RwLockReadGuard<'_, PodIndex> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits until every cache has listed once: nothing may act on empty caches, where an empty
@@ -74,9 +118,13 @@ impl ClusterState {
 }
 
 /// A cluster-wide cache of `K`, fed by a watch of `W` in the background; `keep` turns each
-/// watched object into what the cache keeps, and `on_apply` sees every added or changed object as
-/// kept.
-fn reflect<W, K>(client: &Client, keep: fn(W) -> K, on_apply: impl Fn(&K) + Send + 'static) -> Store<K>
+/// watched object into what the cache keeps, and `on_event` sees every event once the cache has
+/// it.
+fn reflect<W, K>(
+    client: &Client,
+    keep: fn(W) -> K,
+    on_event: impl FnMut(&watcher::Event<K>, &Store<K>) + Send + 'static,
+) -> Store<K>
 where
     W: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
@@ -94,9 +142,8 @@ where
             watcher::Event::Init => watcher::Event::Init,
             watcher::Event::InitDone => watcher::Event::InitDone,
         })
-        .reflect(writer)
-        .applied_objects();
-    tokio::spawn(drain_watch(stream, on_apply));
+        .reflect(writer);
+    tokio::spawn(drain_watch(stream, store.clone(), on_event));
     store
 }
 
@@ -111,17 +158,20 @@ where
     let stream = watcher(Api::<DeserializeGuard<K>>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .try_filter_map(move |event| futures::future::ready(Ok(decoder.decode(event))))
-        .reflect(writer)
-        .applied_objects();
-    tokio::spawn(drain_watch(stream, |_: &K| {}));
+        .reflect(writer);
+    tokio::spawn(drain_watch(stream, store.clone(), |_: &_, _: &_| {}));
     store
 }
 
-async fn drain_watch<K>(stream: impl Stream<Item = Result<K, watcher::Error>>, on_apply: impl Fn(&K)) {
+async fn drain_watch<K: Resource<DynamicType = ()> + Clone + 'static>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    store: Store<K>,
+    mut on_event: impl FnMut(&watcher::Event<K>, &Store<K>),
+) {
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         match event {
-            Ok(object) => on_apply(&object),
+            Ok(event) => on_event(&event, &store),
             Err(error) => warn!(%error, "watch failed; retrying"),
         }
     }

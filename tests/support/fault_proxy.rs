@@ -35,6 +35,8 @@ pub struct CapacityRule {
 pub struct Seen {
     pub action: String,
     pub params: BTreeMap<String, String>,
+    /// When the proxy received it.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -87,6 +89,11 @@ impl FaultProxy {
         self.state.lock().expect("proxy state").throttles.insert(action.to_owned(), times);
     }
 
+    /// Every request seen so far.
+    pub fn all_seen(&self) -> Vec<Seen> {
+        self.state.lock().expect("proxy state").seen.clone()
+    }
+
     /// The requests of one action seen so far.
     pub fn seen(&self, action: &str) -> Vec<Seen> {
         self.state.lock().expect("proxy state").seen.iter().filter(|s| s.action == action).cloned().collect()
@@ -107,7 +114,7 @@ async fn handle(
     let mut forward_body = body.clone();
     {
         let mut state = state.lock().expect("proxy state");
-        state.seen.push(Seen { action: action.clone(), params: params.clone() });
+        state.seen.push(Seen { action: action.clone(), params: params.clone(), at: std::time::Instant::now() });
         if let Some(left) = state.throttles.get_mut(&action)
             && *left > 0
         {

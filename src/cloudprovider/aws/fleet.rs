@@ -20,8 +20,9 @@ use crate::{
     },
 };
 
-/// CreateFleet takes at most this many overrides from stoker (and Karpenter sends 60 types).
-pub const MAX_OVERRIDES: usize = 60;
+/// CreateFleet takes at most this many overrides from stoker: the solver's limit on instance
+/// types per NodeClaim, which Karpenter shares.
+pub const MAX_OVERRIDES: usize = crate::scheduling::solver::MAX_INSTANCE_TYPES;
 
 /// A subnet the node class resolved, with how many addresses it has left.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,8 +8,23 @@ use aws_sdk_ec2::types::{Filter, InstanceLifecycleType};
 use super::{AwsCloudProvider, aws_error};
 use crate::{
     apis::labels,
-    cloudprovider::{CloudError, Instance, provider_id},
+    cloudprovider::{CloudError, Instance},
 };
+
+/// The provider ID the kubelet sets for an EC2 instance.
+pub fn provider_id(zone: &str, instance_id: &str) -> String {
+    format!("aws:///{zone}/{instance_id}")
+}
+
+/// The instance ID inside a provider ID (`aws:///us-east-1a/i-0123` → `i-0123`).
+pub fn instance_id(provider_id: &str) -> Result<&str, CloudError> {
+    provider_id
+        .strip_prefix("aws:///")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .map(|(_, id)| id)
+        .filter(|id| id.starts_with("i-"))
+        .ok_or_else(|| CloudError::InvalidProviderId(provider_id.to_owned()))
+}
 
 /// States of an instance that still exists (or is about to).
 const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
@@ -99,7 +114,7 @@ pub async fn get(provider: &AwsCloudProvider, id: &str) -> Result<Instance, Clou
 
 /// Terminates an instance this cluster launched; refuses any other.
 pub async fn terminate(provider: &AwsCloudProvider, provider_id: &str) -> Result<(), CloudError> {
-    let id = crate::cloudprovider::instance_id(provider_id)?;
+    let id = instance_id(provider_id)?;
     let instance = get(provider, id).await?;
     if !owned_by(&instance, provider.cluster_name()) {
         return Err(CloudError::NotOwned { instance: id.to_owned(), cluster: provider.cluster_name().to_owned() });
@@ -138,5 +153,14 @@ mod tests {
             &instance(&[("stoker.dev/cluster", "prod"), ("kubernetes.io/cluster/prod", "shared")]),
             "prod"
         ));
+    }
+
+    #[test]
+    fn provider_ids_round_trip() {
+        let id = provider_id("us-east-1a", "i-0abc");
+        assert_eq!(id, "aws:///us-east-1a/i-0abc");
+        assert_eq!(instance_id(&id), Ok("i-0abc"));
+        assert!(instance_id("kwok://node-1").is_err());
+        assert!(instance_id("aws:///us-east-1a/").is_err());
     }
 }

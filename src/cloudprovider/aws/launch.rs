@@ -36,7 +36,7 @@ use crate::{
         labels,
         nodeclaim::NodeClaim,
     },
-    cloudprovider::{CloudError, CloudProvider, Instance, PriorLaunches, provider_id},
+    cloudprovider::{CloudError, CloudProvider, Instance, PriorLaunches},
     scheduling::{requirements::Requirements, resources::Resources},
 };
 
@@ -465,7 +465,7 @@ async fn create_fleet(
             None => plan.capacity_type.as_str(),
         };
         return Ok(Outcome::Launched(Instance {
-            provider_id: provider_id(&zone, &id),
+            provider_id: super::instances::provider_id(&zone, &id),
             id,
             instance_type,
             zone,

@@ -13,7 +13,7 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod cluster;
 pub mod fleet;
-mod instances;
+pub mod instances;
 mod launch;
 pub mod launchtemplate;
 mod nodeclass;
@@ -272,6 +272,9 @@ where
 }
 
 impl CloudProvider for AwsCloudProvider {
+    type NodeClass = EC2NodeClass;
+    type NodeClassStatus = EC2NodeClassStatus;
+
     async fn create(
         &self,
         claim: &NodeClaim,
@@ -290,7 +293,7 @@ impl CloudProvider for AwsCloudProvider {
     }
 
     async fn get(&self, provider_id: &str) -> Result<Instance, CloudError> {
-        instances::get(self, super::instance_id(provider_id)?).await
+        instances::get(self, instances::instance_id(provider_id)?).await
     }
 
     async fn list(&self) -> Result<Vec<Instance>, CloudError> {

@@ -56,7 +56,6 @@ fn budget_nodes(budget: &str, nodes: usize) -> usize {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -118,4 +117,3 @@ mod tests {
         assert_eq!(budget_nodes("", 3), 0);
     }
 }
-

@@ -21,6 +21,7 @@ use self::{budgets::allowed_disruptions, emptiness::empty_nodes};
 use crate::{
     apis::{NodeClaim, labels, nodepool::DisruptionReason},
     controllers::{Shared, isolation::isolate, publish},
+    state::nodes::Nodes,
 };
 
 /// Whether a budget is active now: always without a schedule, else within `duration` of the
@@ -43,12 +44,18 @@ async fn pass<P>(ctx: &Shared<P>, empty_since: &mut HashMap<String, DateTime<Utc
     {
         let now = Utc::now();
         let state = &ctx.state;
-        let (claims, nodes, pods) = (state.claims.state(), state.nodes.state(), state.pods.state());
+        let (claims, nodes, pools) = (state.claims.state(), state.nodes.state(), state.pools.state());
+        // Decided under the pod index's read lock, which no await may hold.
+        let mut empty: HashMap<String, Vec<(String, String)>> = {
+            let index = state.pod_index();
+            let joined = Nodes::join(&nodes, &claims, &index);
+            pools.iter().map(|pool| (pool.name_any(), empty_nodes(&pool.name_any(), &joined))).collect()
+        };
         let mut seen = Vec::new();
-        for pool in state.pools.state() {
+        for pool in pools {
             let Some(after) = pool.spec.disruption.consolidate_after.duration() else { continue };
             let name = pool.name_any();
-            let candidates = empty_nodes(&name, &claims, &nodes, &pods);
+            let candidates = empty.remove(&name).unwrap_or_default();
             let of_pool: Vec<&Arc<NodeClaim>> =
                 claims.iter().filter(|c| c.labels().get(labels::NODEPOOL) == Some(&name)).collect();
             let disrupting = of_pool.iter().filter(|c| c.metadata.deletion_timestamp.is_some()).count();
@@ -82,4 +89,3 @@ async fn pass<P>(ctx: &Shared<P>, empty_since: &mut HashMap<String, DateTime<Utc
     }
     Ok(())
 }
-

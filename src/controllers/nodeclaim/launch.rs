@@ -14,15 +14,16 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{Context, apply_status, claims, mark};
+use crate::controllers::Provider;
 use crate::{
     apis::{EC2NodeClass, NodeClaim, labels},
-    cloudprovider::{CloudError, CloudProvider},
+    cloudprovider::CloudError,
     controllers::{conditions, publish},
     error::{Error, Result},
     metrics::{ClaimLabels, CodeLabels},
 };
 
-pub(super) async fn launch<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Action> {
+pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Action> {
     info!("launching");
     let reference = claim.object_ref(&());
     let class_name = &claim.spec.node_class_ref.name;

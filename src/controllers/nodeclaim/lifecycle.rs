@@ -2,10 +2,7 @@
 //! clock. Pure.
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::{
-    api::core::v1::{Node, Pod, Taint},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 use crate::apis::{NodeClaim, labels};
 
@@ -90,15 +87,6 @@ pub fn registered_taints(node: &Node, claim: &NodeClaim) -> Vec<Taint> {
     taints
 }
 
-/// Whether draining evicts this pod: not owned by a DaemonSet, not a static (mirror) pod, not
-/// finished, and not already terminating.
-pub fn evictable(metadata: &ObjectMeta, phase: Option<&str>) -> bool {
-    let daemon = metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
-    let mirror = metadata.annotations.as_ref().is_some_and(|a| a.contains_key(labels::MIRROR_POD));
-    let finished = matches!(phase, Some("Succeeded" | "Failed"));
-    !daemon && !mirror && !finished && metadata.deletion_timestamp.is_none()
-}
-
 /// A pod's phase, from its status.
 pub fn phase(pod: &Pod) -> Option<&str> {
     pod.status.as_ref()?.phase.as_deref()
@@ -164,19 +152,5 @@ mod tests {
         let node = node("{key: stoker.dev/unregistered, effect: NoExecute}, {key: other, effect: NoSchedule}", false);
         let keys: Vec<String> = registered_taints(&node, &claim("")).into_iter().map(|t| t.key).collect();
         assert_eq!(keys, ["other", "dedicated", "cni"]);
-    }
-
-    #[test]
-    fn draining_skips_daemonset_mirror_and_finished_pods() {
-        let evicts = |yaml: &str| {
-            let pod: Pod = serde_yaml::from_str(yaml).expect("a Pod");
-            evictable(&pod.metadata, phase(&pod))
-        };
-        assert!(evicts("metadata: {name: web}\nstatus: {phase: Running}"));
-        assert!(!evicts(
-            "metadata: {name: d, ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: d, uid: u}]}"
-        ));
-        assert!(!evicts("metadata: {name: m, annotations: {kubernetes.io/config.mirror: x}}"));
-        assert!(!evicts("metadata: {name: j}\nstatus: {phase: Succeeded}"));
     }
 }

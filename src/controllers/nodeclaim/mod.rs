@@ -28,9 +28,9 @@ use tracing::{info, instrument, warn};
 
 pub use self::handoff::NewClaims;
 use self::lifecycle::{Step, next_step};
+use crate::controllers::Provider;
 use crate::{
     apis::{NodeClaim, labels, nodeclaim::NodeClaimStatus},
-    cloudprovider::CloudProvider,
     controllers::{
         FIELD_MANAGER, Shared, conditions, drain,
         isolation::{self, Reporter, Shown},
@@ -70,7 +70,7 @@ impl<P> Context<P> {
 }
 
 #[instrument(skip_all, fields(nodeclaim = %claim.name_any()))]
-async fn reconcile<P: CloudProvider + 'static>(claim: Arc<NodeClaim>, ctx: &Context<P>) -> Result<Action> {
+async fn reconcile<P: Provider + 'static>(claim: Arc<NodeClaim>, ctx: &Context<P>) -> Result<Action> {
     if claim.metadata.deletion_timestamp.is_some() {
         return termination::terminate(&claim, ctx).await;
     }
@@ -159,7 +159,7 @@ fn error_policy<P>(_claim: Arc<DeserializeGuard<NodeClaim>>, error: &Error, ctx:
 }
 
 /// Runs the NodeClaim controller until shutdown; Node changes wake the claim they belong to.
-pub async fn run<P: CloudProvider + 'static>(ctx: Arc<Context<P>>) {
+pub async fn run<P: Provider + 'static>(ctx: Arc<Context<P>>) {
     let claims: Api<DeserializeGuard<NodeClaim>> = Api::all(ctx.client.clone());
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let controller = Controller::new(claims, watcher::Config::default());

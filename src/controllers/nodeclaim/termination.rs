@@ -15,19 +15,18 @@ use kube::{
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{
-    Context, FINALIZER, claims, is_not_found,
-    lifecycle::{evictable, phase},
-};
+use super::{Context, FINALIZER, claims, is_not_found, lifecycle::phase};
+use crate::controllers::Provider;
 use crate::{
     apis::{NodeClaim, labels},
-    cloudprovider::{CloudError, CloudProvider},
+    cloudprovider::CloudError,
     error::Result,
     metrics::ClaimLabels,
+    state::pods::evictable,
 };
 
 /// One pass of termination; returns a requeue while something is still in progress.
-pub(super) async fn terminate<P: CloudProvider>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Action> {
+pub(super) async fn terminate<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Action> {
     if !claim.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }

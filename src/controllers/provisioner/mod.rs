@@ -27,15 +27,19 @@ use kube::{
 use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 
-use self::snapshot::{Snapshot, nodeclaim_for, nodeclaim_template, solver_input};
+use self::snapshot::{nodeclaim_for, nodeclaim_template};
+use crate::controllers::Provider;
 use crate::{
     apis::NodeClaim,
-    cloudprovider::CloudProvider,
     controllers::{Shared, isolation::isolate, nodeclaim::NewClaims, publish},
     error::Result,
     metrics::{Metrics, NodePoolLabels},
     scheduling::{catalog::InstanceType, solver::solve},
-    state::cache::CachedPod,
+    state::{
+        cache::CachedPod,
+        input::{Snapshot, solver_input},
+        pods::scheduling_wait,
+    },
 };
 
 /// When a batch closes: `idle` after its last pod, and never later than `max` after it opened.
@@ -78,7 +82,7 @@ impl WaitingPods {
         let mut waiting = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         waiting.retain(|uid, reference| {
             let Some(pod) = store.get(reference).filter(|pod| pod.uid().as_ref() == Some(uid)) else { return false };
-            match snapshot::scheduling_wait(&pod) {
+            match scheduling_wait(&pod) {
                 Some(wait) => {
                     metrics.pod_provisioning_wait.observe(wait);
                     false
@@ -109,14 +113,14 @@ impl<P> std::ops::Deref for Provisioner<P> {
 /// Runs batches until its term ends (the future is dropped). Every provisionable pod event
 /// notifies [`Shared::provisionable`]; a periodic check catches pods that became provisionable
 /// again without an event (their NodeClaim failed to launch and was deleted).
-pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>) {
+pub async fn run<P: Provider + 'static>(provisioner: Arc<Provisioner<P>>) {
     let triggered = || provisioner.provisionable.notified();
     loop {
         tokio::select! {
             () = triggered() => {}
             _ = tokio::time::sleep(Duration::from_secs(10)) => {
                 provisioner.waiting.settle(&provisioner.state.pods, &provisioner.metrics);
-                if !provisioner.state.pods.state().iter().any(|pod| snapshot::is_provisionable(pod)) {
+                if !provisioner.state.pod_index().any_provisionable() {
                     continue;
                 }
             }
@@ -141,7 +145,7 @@ pub async fn run<P: CloudProvider + 'static>(provisioner: Arc<Provisioner<P>>) {
     }
 }
 
-impl<P: CloudProvider> Provisioner<P> {
+impl<P: Provider> Provisioner<P> {
     /// Creates what each NodePool's first launch would otherwise wait for (its launch
     /// templates). A pool whose node class is not ready yet is skipped; a failure is left for the
     /// launch to report.
@@ -161,14 +165,12 @@ impl<P: CloudProvider> Provisioner<P> {
     /// One decision: snapshot, simulate, create NodeClaims, tell the pods.
     #[instrument(skip_all, fields(pods, new_claims, unschedulable, snapshot_ms, solve_ms))]
     pub async fn provision(&self) -> Result<()> {
-        let pods = self.state.pods.state();
-        if !pods.iter().any(|pod| snapshot::is_provisionable(pod)) {
+        if !self.state.pod_index().any_provisionable() {
             return Ok(());
         }
         info!("batch closed");
         let closed = std::time::Instant::now();
         self.waiting.settle(&self.state.pods, &self.metrics);
-        self.waiting.track(pods.iter().filter(|pod| snapshot::is_provisionable(pod)));
         let pools = self.state.pools.state();
         let mut instance_types: BTreeMap<String, Arc<[InstanceType]>> = BTreeMap::new();
         for pool in &pools {
@@ -187,15 +189,23 @@ impl<P: CloudProvider> Provisioner<P> {
             }
         }
         let daemonsets: Vec<DaemonSet> = self.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
-        let state = Snapshot {
-            pods: &pods,
-            nodes: &self.state.nodes.state(),
-            claims: &self.state.claims.state(),
-            pools: &pools,
-            daemonsets: &daemonsets,
-            instance_types: &instance_types,
+        let (nodes, claims) = (self.state.nodes.state(), self.state.claims.state());
+        // The pod index stays locked only while the input is built (no await in between).
+        let (prepared, pods) = {
+            let (index, facts) = (self.state.pod_index(), self.state.node_facts());
+            let pods: Vec<Arc<CachedPod>> = index.provisionable().cloned().collect();
+            let snapshot = Snapshot {
+                pods: &index,
+                nodes: &nodes,
+                facts: &facts,
+                claims: &claims,
+                pools: &pools,
+                daemonsets: &daemonsets,
+                instance_types: &instance_types,
+            };
+            (solver_input(&snapshot), pods)
         };
-        let prepared = solver_input(&state);
+        self.waiting.track(pods.iter());
         for reason in &prepared.skipped {
             warn!(%reason, "left out of the simulation");
         }

@@ -2,9 +2,15 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-use crate::state::cache::CachedPod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::*;
+// What the provisioner makes of a plan: the in-flight claims these tests feed back.
+use crate::controllers::provisioner::snapshot::nodeclaim_for;
+use crate::state::{
+    cache::CachedPod,
+    pods::{is_provisionable, scheduling_wait},
+};
 use crate::{
     cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
     scheduling::solver::solve,
@@ -43,12 +49,15 @@ fn pending(name: &str, cpu: &str) -> Arc<CachedPod> {
 
 /// Pending and bound pods and pools, with no nodes, NodeClaims or DaemonSets; tests add those
 /// with struct update syntax.
+/// No kept node facts: every node is parsed on the spot, as a node the watch has not indexed yet.
+static NO_FACTS: std::sync::LazyLock<NodeFactsIndex> = std::sync::LazyLock::new(NodeFactsIndex::default);
+
 fn cluster<'a>(
-    pods: &'a [Arc<CachedPod>],
+    pods: &'a PodIndex,
     pools: &'a [Arc<NodePool>],
     instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
 ) -> Snapshot<'a> {
-    Snapshot { pods, nodes: &[], claims: &[], pools, daemonsets: &[], instance_types }
+    Snapshot { pods, nodes: &[], facts: &NO_FACTS, claims: &[], pools, daemonsets: &[], instance_types }
 }
 
 fn planned(state: &Snapshot) -> crate::scheduling::solver::Plan {
@@ -76,47 +85,14 @@ fn provisionable_pods_are_unschedulable_unbound_unnominated_and_not_daemons() {
 }
 
 #[test]
-fn a_planned_nodeclaim_is_owned_labelled_and_carries_the_template() {
-    let types = catalog();
-    let pools = [pool("")];
-    let pods = [pending("a", "1"), pending("b", "1")];
-    let state = cluster(&pods, &pools, &types);
-    let plan = planned(&state);
-    assert_eq!(plan.new_claims.len(), 1);
-    let claim = nodeclaim_for(&plan.new_claims[0], &pools[0], "x7k2p");
-    assert_eq!(claim.name_any(), "general-x7k2p");
-    assert_eq!(claim.labels()[labels::NODEPOOL], "general");
-    assert_eq!(claim.labels()["team"], "web");
-    let owner = &claim.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("NodePool", "general", "pool-uid"));
-    let types = claim.spec.requirements.iter().find(|r| r.key == labels::INSTANCE_TYPE).expect("instance types");
-    assert!(!types.values.is_empty() && types.values.len() <= 60);
-    assert_eq!(claim.spec.startup_taints[0].key, "cni");
-    assert!(
-        claim.spec.requirements.iter().all(|r| !r.key.starts_with("stoker.dev/")),
-        "the CRD refuses stoker.dev keys"
-    );
-    assert!(claim.spec.resources.requests.contains_key("cpu"));
-
-    // The pool's template, from which launches are prepared, boots nodes the same way: launch
-    // templates are made from labels, taints, startup taints and the node class.
-    let template = nodeclaim_template(&pools[0]);
-    assert_eq!(template.metadata.labels, claim.metadata.labels);
-    assert_eq!(
-        (&template.spec.taints, &template.spec.startup_taints, &template.spec.node_class_ref),
-        (&claim.spec.taints, &claim.spec.startup_taints, &claim.spec.node_class_ref)
-    );
-    assert!(template.metadata.name.is_none() && template.spec.requirements.is_empty());
-}
-
-#[test]
 fn pods_covered_by_an_in_flight_nodeclaim_do_not_launch_again() {
     let types = catalog();
     let pools = [pool("")];
     let pods = [pending("a", "1"), pending("b", "1")];
-    let first = planned(&cluster(&pods, &pools, &types));
+    let index = PodIndex::of(&pods);
+    let first = planned(&cluster(&index, &pools, &types));
     let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
-    let state = Snapshot { claims: &claims, ..cluster(&pods, &pools, &types) };
+    let state = Snapshot { claims: &claims, ..cluster(&index, &pools, &types) };
     let again = planned(&state);
     assert!(again.new_claims.is_empty(), "{:?}", again.new_claims);
     assert_eq!(again.existing.len(), 2);
@@ -137,7 +113,8 @@ fn registered_nodes_offer_what_their_bound_pods_leave() {
     let mut busy = (*busy).clone();
     busy.node_name = Some("node-1".into());
     let pods = [Arc::new(busy), pending("small", "500m"), pending("big", "2")];
-    let state = Snapshot { nodes: &nodes, ..cluster(&pods, &pools, &types) };
+    let index = PodIndex::of(&pods);
+    let state = Snapshot { nodes: &nodes, ..cluster(&index, &pools, &types) };
     let plan = planned(&state);
     assert_eq!(plan.existing, [("default/small".to_owned(), "node-1".to_owned())]);
     assert_eq!(plan.new_claims.len(), 1, "the 2-CPU pod does not fit the 1 CPU left");
@@ -149,9 +126,11 @@ fn limits_count_in_flight_nodeclaims() {
     let types = catalog();
     let pools = [pool("  limits: {nodes: '1'}\n")];
     let pods = [pending("a", "1")];
-    let first = planned(&cluster(&pods, &pools, &types));
+    let index = PodIndex::of(&pods);
+    let first = planned(&cluster(&index, &pools, &types));
     let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
     let more = [pending("a", "1"), pending("huge", "60")];
+    let more = PodIndex::of(&more);
     let state = Snapshot { claims: &claims, ..cluster(&more, &pools, &types) };
     let plan = planned(&state);
     assert!(plan.new_claims.is_empty());
@@ -164,8 +143,9 @@ fn limits_count_in_flight_nodeclaims() {
 fn pools_whose_node_class_is_not_ready_are_skipped_with_a_reason() {
     let pools = [pool("")];
     let pods = [pending("a", "1")];
+    let index = PodIndex::of(&pods);
     let none = BTreeMap::new();
-    let state = cluster(&pods, &pools, &none);
+    let state = cluster(&index, &pools, &none);
     let prepared = solver_input(&state);
     assert_eq!(prepared.skipped, ["NodePool general: EC2NodeClass default is not ready"]);
     assert!(prepared.input.pools.is_empty());

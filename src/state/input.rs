@@ -1,0 +1,197 @@
+//! The cluster turned into the solver's input: the provisionable pods; registered nodes and
+//! in-flight NodeClaims as existing capacity, with what their pods hold; the NodePools with their
+//! daemonset overhead and remaining limits. Pure, over a [`Snapshot`] of the state.
+//!
+//! The same input answers "the cluster without these nodes" (what consolidation asks): the nodes
+//! named in `without` are left out, and the pods a drain would move from them are pods to place.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{Node, Taint},
+};
+use kube::ResourceExt;
+
+use super::{facts::NodeFactsIndex, pods::PodIndex, usage::usage_by_pool};
+use crate::{
+    apis::{
+        NodeClaim, NodePool,
+        labels::{self, EPHEMERAL_TAINTS, UNREGISTERED_TAINT},
+    },
+    scheduling::{
+        catalog::InstanceType,
+        inputs::pool_templates,
+        requirements::Requirements,
+        resources::Resources,
+        solver::{ExistingNode, Input},
+    },
+};
+
+/// What the solver's input is made from: the caches' contents at one moment.
+pub struct Snapshot<'a> {
+    pub pods: &'a PodIndex,
+    pub nodes: &'a [Arc<Node>],
+    /// The nodes' parsed facts (a node missing here is parsed on the spot).
+    pub facts: &'a NodeFactsIndex,
+    pub claims: &'a [Arc<NodeClaim>],
+    pub pools: &'a [Arc<NodePool>],
+    pub daemonsets: &'a [DaemonSet],
+    /// Instance types per EC2NodeClass name; a class missing here is not ready.
+    pub instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
+}
+
+/// The solver's input, and what could not be used (with why).
+pub struct Prepared {
+    pub input: Input,
+    pub skipped: Vec<String>,
+}
+
+/// The input for the cluster as it is.
+pub fn solver_input(state: &Snapshot) -> Prepared {
+    solver_input_without(state, &HashSet::new())
+}
+
+/// The input for the cluster without the nodes (registered node names, or NodeClaim names for
+/// claims without a node) in `without`: their capacity is gone, and the pods a drain would evict
+/// from them are to be placed, before the provisionable pods.
+pub fn solver_input_without(state: &Snapshot, without: &HashSet<&str>) -> Prepared {
+    let usage = usage_by_pool(state.claims);
+    let pools = pool_templates(state.pools.iter().map(|p| &**p), state.instance_types, state.daemonsets, &usage);
+    let mut skipped = pools.skipped;
+    let overhead: HashMap<&str, &Resources> =
+        pools.templates.iter().map(|t| (t.name.as_str(), &t.daemon_overhead)).collect();
+    let mut input = Input { instance_types: pools.instance_types.clone(), ..Input::default() };
+
+    // Startup taints of nodes not yet initialized are expected to go: they do not keep pods off.
+    let mut startup: HashMap<&str, &[Taint]> = HashMap::new();
+    for claim in state.claims {
+        let initialized =
+            claim.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == "Initialized" && c.status == "True");
+        if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.as_deref())
+            && !initialized
+        {
+            startup.insert(node, &claim.spec.startup_taints);
+        }
+    }
+
+    // Registered nodes, with what their bound pods leave.
+    let mut registered_ids: HashSet<&str> = HashSet::new();
+    for node in state.nodes {
+        if node.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let spec = node.spec.as_ref();
+        if let Some(id) = spec.and_then(|s| s.provider_id.as_deref()) {
+            registered_ids.insert(id);
+        }
+        let name = node.name_any();
+        if spec.and_then(|s| s.unschedulable) == Some(true) || without.contains(name.as_str()) {
+            continue;
+        }
+        let facts = state.facts.of_node(node);
+        let Some(mut free) = facts.allocatable.clone() else { continue };
+        let used = state.pods.node(&name);
+        if let Some(used) = used {
+            free.subtract(&used.requests);
+        }
+        let expected_to_go = startup.get(name.as_str()).copied().unwrap_or_default();
+        let taints = spec
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| {
+                t.key != UNREGISTERED_TAINT
+                    && !EPHEMERAL_TAINTS.contains(&t.key.as_str())
+                    && !expected_to_go.iter().any(|s| s.key == t.key && s.effect == t.effect)
+            })
+            .cloned()
+            .collect();
+        input.nodes.push(ExistingNode {
+            requirements: facts.requirements.clone(),
+            registered: true,
+            taints,
+            free,
+            host_ports: used.map(|u| u.host_ports.clone()).unwrap_or_default(),
+            name,
+        });
+    }
+
+    // In-flight NodeClaims: launched or launching, no node yet.
+    for claim in state.claims {
+        let registered =
+            claim.status.as_ref().and_then(|s| s.provider_id.as_deref()).is_some_and(|id| registered_ids.contains(id));
+        let name = claim.name_any();
+        if registered || claim.metadata.deletion_timestamp.is_some() || without.contains(name.as_str()) {
+            continue;
+        }
+        let requirements = Arc::new(
+            Requirements::from_api(&claim.spec.requirements).intersect(&Requirements::from_labels(claim.labels())),
+        );
+        let mut free = expected_allocatable(claim, &input.instance_types);
+        if let Some(daemons) = claim.labels().get(labels::NODEPOOL).and_then(|pool| overhead.get(pool.as_str())) {
+            free.subtract(daemons);
+        }
+        input.nodes.push(ExistingNode {
+            name,
+            requirements,
+            registered: false,
+            taints: claim.spec.taints.clone(),
+            free,
+            host_ports: Vec::new(),
+        });
+    }
+
+    // Bound pods count for topology where they stay; the ones on nodes left out move.
+    if without.is_empty() {
+        input.scheduled = state.pods.scheduled().to_vec();
+    } else {
+        let (moving, staying): (Vec<_>, Vec<_>) =
+            state.pods.scheduled().iter().cloned().partition(|s| without.contains(&*s.node));
+        input.scheduled = staying;
+        let evicted = state.pods.evictable_keys(without);
+        input.pods.extend(moving.into_iter().filter(|s| evicted.contains(s.pod.key.as_str())).map(|s| s.pod));
+    }
+    input.pools = pools.templates;
+
+    for pod in state.pods.provisionable() {
+        match &pod.scheduling {
+            Ok(info) => input.pods.push(info.clone()),
+            Err(error) => {
+                skipped.push(format!("pod {}/{}: {error}", pod.namespace().unwrap_or_default(), pod.name_any()))
+            }
+        }
+    }
+    Prepared { input, skipped }
+}
+
+/// What an in-flight NodeClaim will offer: its launched type's allocatable when known, else the
+/// least of what its candidate instance types offer (resource by resource).
+fn expected_allocatable(claim: &NodeClaim, instance_types: &[InstanceType]) -> Resources {
+    if let Some(status) = &claim.status
+        && !status.allocatable.is_empty()
+        && let Ok(allocatable) = Resources::from_quantities(&status.allocatable)
+    {
+        return allocatable;
+    }
+    let candidates: Vec<&String> =
+        claim.spec.requirements.iter().filter(|r| r.key == labels::INSTANCE_TYPE).flat_map(|r| &r.values).collect();
+    let mut least: Option<Resources> = None;
+    for instance in instance_types.iter().filter(|t| candidates.contains(&&t.name)) {
+        least = Some(match least {
+            None => instance.allocatable.clone(),
+            Some(mut least) => {
+                least.min_with(&instance.allocatable);
+                least
+            }
+        });
+    }
+    least.unwrap_or_else(|| Resources::from_quantities(&claim.spec.resources.requests).unwrap_or_default())
+}
+
+#[cfg(test)]
+#[path = "input_tests.rs"]
+mod tests;

@@ -1,0 +1,352 @@
+//! What the controllers ask of the pods, answered from an index kept up to date as pod events
+//! arrive instead of by summing 10,000 pods on every batch:
+//!
+//! - per node: the requests of the pods that hold room there, the host ports they bind, how many
+//!   of them a drain would evict;
+//! - the bound pods with their parsed constraints, for topology counts;
+//! - the provisionable pods.
+//!
+//! Each pod's contribution is remembered by its key (`namespace/name`), so a change replaces it
+//! and a deletion takes it back. A re-list builds a new index and swaps it in when complete, as
+//! the reflector store does.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{
+    ResourceExt,
+    runtime::{
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+
+use super::cache::CachedPod;
+use crate::{
+    apis::labels,
+    scheduling::{
+        pod::{HostPort, PodInfo},
+        resources::Resources,
+        solver::ScheduledPod,
+    },
+};
+
+/// A pod the provisioner should find capacity for: the scheduler marked it unschedulable, it is
+/// not bound or nominated, not a DaemonSet pod, not terminating.
+pub fn is_provisionable(pod: &CachedPod) -> bool {
+    let unschedulable =
+        pod.condition("PodScheduled", "False").is_some_and(|c| c.reason.as_deref() == Some("Unschedulable"));
+    let daemon = pod.owner_references().iter().any(|owner| owner.kind == "DaemonSet");
+    unschedulable
+        && pod.node_name.is_none()
+        && pod.nominated_node_name.is_none()
+        && !daemon
+        && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// Seconds from a pod's creation until kube-scheduler bound it; `None` while it is not bound.
+pub fn scheduling_wait(pod: &CachedPod) -> Option<f64> {
+    pod.node_name.as_ref()?;
+    let scheduled = pod.condition("PodScheduled", "True")?;
+    let created = pod.metadata.creation_timestamp.as_ref()?;
+    Some(scheduled.last_transition_time.as_ref()?.0.duration_since(created.0).as_secs_f64().max(0.0))
+}
+
+/// Whether draining evicts this pod: not owned by a DaemonSet, not a static (mirror) pod, not
+/// finished, and not already terminating.
+pub fn evictable(metadata: &ObjectMeta, phase: Option<&str>) -> bool {
+    let daemon = metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
+    let mirror = metadata.annotations.as_ref().is_some_and(|a| a.contains_key(labels::MIRROR_POD));
+    let finished = matches!(phase, Some("Succeeded" | "Failed"));
+    !daemon && !mirror && !finished && metadata.deletion_timestamp.is_none()
+}
+
+/// The node a pod holds room on: bound and not finished.
+fn occupied_node(pod: &CachedPod) -> Option<&str> {
+    if matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    pod.node_name.as_deref()
+}
+
+/// What the pods bound to one node hold there.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeUse {
+    /// Summed requests (pods whose requests parse).
+    pub requests: Resources,
+    pub host_ports: Vec<HostPort>,
+    /// Pods holding room on the node.
+    pub pods: usize,
+    /// Of those, the ones a drain evicts (see [`evictable`]).
+    pub evictable: usize,
+}
+
+/// One pod's contribution, to take back when it changes or goes.
+#[derive(Debug, Clone)]
+struct Contribution {
+    node: Option<Arc<str>>,
+    info: Option<Arc<PodInfo>>,
+    evictable: bool,
+}
+
+/// The index. Read it through [`PodIndex`]'s accessors; the state's pod watch writes it.
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    contributions: HashMap<String, Contribution>,
+    nodes: HashMap<Arc<str>, NodeUse>,
+    /// Bound pods whose constraints parse, in no order; `positions` finds each by key.
+    scheduled: Vec<ScheduledPod>,
+    positions: HashMap<String, usize>,
+    provisionable: BTreeMap<String, Arc<CachedPod>>,
+    /// The index a re-list is building, swapped in when it completes.
+    relisting: Option<Box<PodIndex>>,
+}
+
+impl PodIndex {
+    /// An index of these pods (for tests, benchmarks and `stoker plan`).
+    pub fn of<'a>(pods: impl IntoIterator<Item = &'a Arc<CachedPod>>) -> Self {
+        let mut index = Self::default();
+        for pod in pods {
+            index.apply(pod.clone());
+        }
+        index
+    }
+
+    /// Brings the index up to date with a watch event of the pod cache, after the event reached
+    /// `store`, whose copy of the pod it keeps rather than another.
+    pub fn handle(&mut self, event: &watcher::Event<CachedPod>, store: &Store<CachedPod>) {
+        let stored = |pod: &CachedPod| store.get(&ObjectRef::from_obj(pod)).unwrap_or_else(|| Arc::new(pod.clone()));
+        match event {
+            watcher::Event::Apply(pod) => self.apply(stored(pod)),
+            watcher::Event::Delete(pod) => self.remove(&key(pod)),
+            watcher::Event::Init => self.relisting = Some(Box::default()),
+            // The store shows a re-list's objects only when it is done.
+            watcher::Event::InitApply(pod) => {
+                self.relisting.get_or_insert_with(Box::default).apply(Arc::new(pod.clone()))
+            }
+            watcher::Event::InitDone => {
+                if let Some(fresh) = self.relisting.take() {
+                    *self = *fresh;
+                }
+            }
+        }
+    }
+
+    /// What the pods bound to `node` hold there.
+    pub fn node(&self, node: &str) -> Option<&NodeUse> {
+        self.nodes.get(node)
+    }
+
+    /// Every node some pod holds room on.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &NodeUse)> {
+        self.nodes.iter().map(|(name, used)| (&**name, used))
+    }
+
+    /// The bound pods, for the solver's topology counts.
+    pub fn scheduled(&self) -> &[ScheduledPod] {
+        &self.scheduled
+    }
+
+    /// The provisionable pods, by key.
+    pub fn provisionable(&self) -> impl Iterator<Item = &Arc<CachedPod>> {
+        self.provisionable.values()
+    }
+
+    pub fn any_provisionable(&self) -> bool {
+        !self.provisionable.is_empty()
+    }
+
+    /// The keys of the pods a drain of these nodes would evict. A scan of every pod: for
+    /// consolidation's questions, not for every batch.
+    pub fn evictable_keys(&self, nodes: &std::collections::HashSet<&str>) -> std::collections::HashSet<&str> {
+        self.contributions
+            .iter()
+            .filter(|(_, c)| c.evictable && c.node.as_deref().is_some_and(|node| nodes.contains(node)))
+            .map(|(key, _)| key.as_str())
+            .collect()
+    }
+
+    fn apply(&mut self, pod: Arc<CachedPod>) {
+        let key = key(&pod);
+        self.remove(&key);
+        if is_provisionable(&pod) {
+            self.provisionable.insert(key, pod);
+            return;
+        }
+        let Some(node_name) = occupied_node(&pod) else { return };
+        let node: Arc<str> = match self.nodes.get_key_value(node_name) {
+            Some((shared, _)) => shared.clone(),
+            None => node_name.into(),
+        };
+        let info = pod.scheduling.as_ref().ok().cloned();
+        let evictable = evictable(&pod.metadata, pod.phase.as_deref());
+        let used = self.nodes.entry(node.clone()).or_default();
+        used.pods += 1;
+        used.evictable += usize::from(evictable);
+        if let Some(info) = &info {
+            used.requests.add(&info.requests);
+            used.host_ports.extend(info.host_ports.iter().cloned());
+            self.positions.insert(key.clone(), self.scheduled.len());
+            self.scheduled.push(ScheduledPod { pod: info.clone(), node: node.clone() });
+        }
+        self.contributions.insert(key, Contribution { node: Some(node), info, evictable });
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.provisionable.remove(key);
+        let Some(Contribution { node: Some(node), info, evictable }) = self.contributions.remove(key) else { return };
+        if let Some(used) = self.nodes.get_mut(&node) {
+            used.pods -= 1;
+            used.evictable -= usize::from(evictable);
+            if let Some(info) = &info {
+                used.requests.subtract(&info.requests);
+                for port in &info.host_ports {
+                    if let Some(at) = used.host_ports.iter().position(|p| p == port) {
+                        used.host_ports.swap_remove(at);
+                    }
+                }
+            }
+            if used.pods == 0 {
+                self.nodes.remove(&node);
+            }
+        }
+        if let Some(position) = self.positions.remove(key) {
+            self.scheduled.swap_remove(position);
+            if let Some(moved) = self.scheduled.get(position) {
+                self.positions.insert(moved.pod.key.clone(), position);
+            }
+        }
+    }
+}
+
+fn key(pod: &CachedPod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Feeds an event through a store, as the pod watch does.
+    fn handle(index: &mut PodIndex, event: watcher::Event<CachedPod>) {
+        let (store, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&event);
+        index.handle(&event, &store);
+    }
+
+    fn pod(name: &str, node: Option<&str>, cpu: u32, port: Option<i32>, phase: &str) -> Arc<CachedPod> {
+        let ports = port.map_or(String::new(), |p| format!(", ports: [{{containerPort: 80, hostPort: {p}}}]"));
+        let node = node.map_or(String::new(), |n| format!("\n  nodeName: {n}"));
+        let pod: Pod = serde_yaml::from_str(&format!(
+            "metadata: {{name: {name}, namespace: ns}}\nspec:{node}\n  containers: [{{name: c, image: i, resources: {{requests: {{cpu: {cpu}m}}}}{ports}}}]\nstatus: {{phase: {phase}, conditions: [{{type: PodScheduled, status: 'False', reason: Unschedulable}}]}}\n"
+        ))
+        .expect("a pod");
+        Arc::new(CachedPod::from(pod))
+    }
+
+    /// The index a fresh build from `pods` gives, compared field by field with `index`.
+    fn assert_same(index: &PodIndex, pods: &[Arc<CachedPod>]) {
+        let fresh = PodIndex::of(pods);
+        let by_node = |i: &PodIndex| {
+            let mut nodes: Vec<(String, NodeUse)> = i
+                .nodes()
+                .map(|(name, used)| {
+                    let mut used = used.clone();
+                    used.host_ports.sort_by_key(|p| p.port);
+                    (name.to_owned(), used)
+                })
+                .collect();
+            nodes.sort_by(|a, b| a.0.cmp(&b.0));
+            nodes
+        };
+        assert_eq!(by_node(index), by_node(&fresh));
+        let scheduled = |i: &PodIndex| {
+            let mut keys: Vec<(String, String)> =
+                i.scheduled().iter().map(|s| (s.pod.key.clone(), s.node.to_string())).collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(scheduled(index), scheduled(&fresh));
+        let provisionable = |i: &PodIndex| i.provisionable().map(|p| p.name_any()).collect::<Vec<_>>();
+        assert_eq!(provisionable(index), provisionable(&fresh));
+    }
+
+    #[test]
+    fn draining_skips_daemonset_mirror_and_finished_pods() {
+        let evicts = |yaml: &str| {
+            let pod: Pod = serde_yaml::from_str(yaml).expect("a Pod");
+            evictable(&pod.metadata, pod.status.as_ref().and_then(|s| s.phase.as_deref()))
+        };
+        assert!(evicts("metadata: {name: web}\nstatus: {phase: Running}"));
+        assert!(!evicts(
+            "metadata: {name: d, ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: d, uid: u}]}"
+        ));
+        assert!(!evicts("metadata: {name: m, annotations: {kubernetes.io/config.mirror: x}}"));
+        assert!(!evicts("metadata: {name: j}\nstatus: {phase: Succeeded}"));
+    }
+
+    #[test]
+    fn usage_follows_binding_finishing_and_deletion() {
+        let mut index = PodIndex::default();
+        let pending = pod("a", None, 100, None, "Pending");
+        handle(&mut index, watcher::Event::Apply((*pending).clone()));
+        assert!(index.any_provisionable());
+        assert!(index.node("n1").is_none());
+        handle(&mut index, watcher::Event::Apply((*pod("a", Some("n1"), 100, Some(8080), "Running")).clone()));
+        handle(&mut index, watcher::Event::Apply((*pod("b", Some("n1"), 250, None, "Running")).clone()));
+        assert!(!index.any_provisionable());
+        let used = index.node("n1").expect("n1 in use");
+        assert_eq!((used.requests.get("cpu"), used.pods, used.evictable, used.host_ports.len()), (350, 2, 2, 1));
+        // Finished pods hold no room.
+        handle(&mut index, watcher::Event::Apply((*pod("a", Some("n1"), 100, Some(8080), "Succeeded")).clone()));
+        let used = index.node("n1").expect("n1 in use");
+        assert_eq!((used.requests.get("cpu"), used.pods, used.host_ports.len()), (250, 1, 0));
+        handle(&mut index, watcher::Event::Delete((*pod("b", Some("n1"), 250, None, "Running")).clone()));
+        assert!(index.node("n1").is_none(), "a node nothing holds room on is forgotten");
+        assert!(index.scheduled().is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_the_index_when_complete() {
+        let mut index = PodIndex::default();
+        handle(&mut index, watcher::Event::Apply((*pod("gone", Some("n1"), 100, None, "Running")).clone()));
+        handle(&mut index, watcher::Event::Init);
+        handle(&mut index, watcher::Event::InitApply((*pod("kept", Some("n2"), 300, None, "Running")).clone()));
+        assert!(index.node("n1").is_some(), "the old index answers until the re-list is done");
+        handle(&mut index, watcher::Event::InitDone);
+        assert!(index.node("n1").is_none());
+        assert_eq!(index.node("n2").map(|u| u.requests.get("cpu")), Some(300));
+    }
+
+    proptest! {
+        /// After any sequence of changes, the index equals one built from the final pods.
+        #[test]
+        fn incremental_updates_equal_a_fresh_build(
+            changes in proptest::collection::vec((0usize..6, proptest::option::of(0usize..3), 1u32..500, proptest::option::of(8000i32..8003), 0usize..3, any::<bool>()), 1..60)
+        ) {
+            let mut index = PodIndex::default();
+            let mut live: BTreeMap<String, Arc<CachedPod>> = BTreeMap::new();
+            for (which, node, cpu, port, phase, delete) in changes {
+                let name = format!("p{which}");
+                let node = node.map(|n| format!("n{n}"));
+                let phase = ["Pending", "Running", "Failed"][phase];
+                let pod = pod(&name, node.as_deref(), cpu, port, phase);
+                if delete {
+                    handle(&mut index, watcher::Event::Delete((*pod).clone()));
+                    live.remove(&name);
+                } else {
+                    handle(&mut index, watcher::Event::Apply((*pod).clone()));
+                    live.insert(name, pod);
+                }
+            }
+            let pods: Vec<Arc<CachedPod>> = live.into_values().collect();
+            assert_same(&index, &pods);
+        }
+    }
+}
