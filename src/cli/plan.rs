@@ -7,7 +7,7 @@
 //! available, and spot is priced at on-demand (the documented rule before spot prices load).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
     process::ExitCode,
 };
@@ -22,7 +22,7 @@ use crate::{
     cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
     scheduling::{
         catalog::{InstanceType, cost_lower_bound, is_well_known, offering_allowed},
-        inputs::{Workload, nodepool_template},
+        inputs::{Workload, pool_templates},
         pod::PodInfo,
         resources::Resources,
         solver::{Input, Plan, solve},
@@ -110,12 +110,13 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
     let now = std::time::Instant::now();
     let mut warnings = Vec::new();
 
-    // One slice of instance types per node class (their kubelet settings shape allocatable).
-    let mut instance_types: Vec<InstanceType> = Vec::new();
-    let mut ranges: BTreeMap<String, std::ops::Range<usize>> = BTreeMap::new();
-    let mut pools = Vec::new();
+    // The instance types of each node class (their kubelet settings shape allocatable).
+    let mut types_by_class: BTreeMap<String, std::sync::Arc<[InstanceType]>> = BTreeMap::new();
     for pool in &manifests.pools {
         let class_name = &pool.spec.template.spec.node_class_ref.name;
+        if types_by_class.contains_key(class_name) {
+            continue;
+        }
         let class = manifests.classes.iter().find(|c| c.metadata.name.as_deref() == Some(class_name.as_str()));
         if class.is_none() {
             warnings.push(format!(
@@ -123,18 +124,13 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
                 pool.metadata.name.as_deref().unwrap_or_default()
             ));
         }
-        let range = ranges
-            .entry(class_name.clone())
-            .or_insert_with(|| {
-                let kubelet = class.and_then(|c| c.spec.kubelet.as_ref());
-                let start = instance_types.len();
-                instance_types.extend(catalog.instance_types(&zones, &arches, prices, &unavailable, now, kubelet));
-                start..instance_types.len()
-            })
-            .clone();
-        let template = nodepool_template(pool, range.collect(), &manifests.daemonsets, &Resources::new())
-            .map_err(|e| format!("NodePool {}: {e}", pool.metadata.name.as_deref().unwrap_or_default()))?;
-        pools.push(template);
+        let kubelet = class.and_then(|c| c.spec.kubelet.as_ref());
+        let types = catalog.instance_types(&zones, &arches, prices, &unavailable, now, kubelet);
+        types_by_class.insert(class_name.clone(), types.into());
+    }
+    let pools = pool_templates(&manifests.pools, &types_by_class, &manifests.daemonsets, &HashMap::new());
+    if !pools.skipped.is_empty() {
+        return Err(pools.skipped.join("; "));
     }
     let mut pods = Vec::new();
     for workload in &manifests.workloads {
@@ -145,7 +141,7 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
         }
     }
     let pod_count = pods.len();
-    let input = Input { pods, pools, instance_types: instance_types.into(), ..Default::default() };
+    let input = Input { pods, pools: pools.templates, instance_types: pools.instance_types, ..Default::default() };
     let result = solve(&input);
     // The bound covers what the plan hosts, not pods nothing can host.
     let unschedulable: BTreeSet<&str> = result.unschedulable.iter().map(|(pod, _)| pod.as_str()).collect();
