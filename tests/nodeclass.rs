@@ -109,8 +109,34 @@ async fn node_classes_are_resolved_reported_and_cleaned_up() {
     .expect("a NotResolved event");
     assert!(event.note.unwrap_or_default().contains("spec.subnetSelectorTerms"));
 
-    // Deleting the classes: the finalizer deletes the launch templates and instance profile.
-    for name in [&good_name, &bad_name] {
+    // A twin of the example with the same role gets an instance profile of its own.
+    let twin_name = format!("{cluster}-twin");
+    let mut twin = good.clone();
+    twin["metadata"]["name"] = json!(twin_name);
+    api.patch(&twin_name, &apply, &Patch::Apply(&twin)).await.expect("apply the twin node class");
+    let twin_profile = support::wait_until(Duration::from_secs(60), || async {
+        let class = api.get(&twin_name).await.ok()?;
+        (condition(&class, "Ready")?.0 == "True").then_some(class.status?.instance_profile?)
+    })
+    .await
+    .expect("the twin becomes Ready with an instance profile");
+    assert_ne!(twin_profile, profile, "two classes with one role share no instance profile");
+
+    // Deleting a class: the finalizer deletes its launch templates and its own instance profile,
+    // and the twin's nodes keep their credentials.
+    let iam = aws_sdk_iam::Client::new(&aws_config(None).await);
+    api.delete(&good_name, &DeleteParams::default()).await.expect("delete");
+    let gone = support::wait_until(Duration::from_secs(60), || async {
+        api.get_opt(&good_name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the example class's finalizer was released");
+    assert!(iam.get_instance_profile().instance_profile_name(&profile).send().await.is_err(), "{profile} deleted");
+    let kept =
+        iam.get_instance_profile().instance_profile_name(&twin_profile).send().await.expect("the twin's profile");
+    let roles: Vec<&str> = kept.instance_profile().iter().flat_map(|p| p.roles()).map(|r| r.role_name()).collect();
+    assert_eq!(roles, [good["spec"]["role"].as_str().expect("a role")], "the twin's profile keeps its role");
+    for name in [&bad_name, &twin_name] {
         api.delete(name, &DeleteParams::default()).await.expect("delete");
     }
     let gone = support::wait_until(Duration::from_secs(60), || async {
@@ -127,9 +153,8 @@ async fn node_classes_are_resolved_reported_and_cleaned_up() {
         .await
         .expect("DescribeLaunchTemplates");
     assert_eq!(templates.launch_templates().len(), 0, "launch templates deleted");
-    let iam = aws_sdk_iam::Client::new(&aws_config(None).await);
-    let lookup = iam.get_instance_profile().instance_profile_name(&profile).send().await;
-    assert!(lookup.is_err(), "instance profile {profile} deleted");
+    let lookup = iam.get_instance_profile().instance_profile_name(&twin_profile).send().await;
+    assert!(lookup.is_err(), "instance profile {twin_profile} deleted");
 
     provider.delete(&instance.provider_id).await.expect("terminate the test instance");
     controller.abort();

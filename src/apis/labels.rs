@@ -65,3 +65,8 @@ pub const EC2_NODECLAIM_TAG: &str = "stoker.dev/nodeclaim";
 pub const EC2_NODECLASS_TAG: &str = "stoker.dev/ec2nodeclass";
 /// Tag key users put on subnets and security groups for discovery, as with Karpenter.
 pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
+
+/// Whether these annotations say "do not disrupt" (stoker's or Karpenter's spelling, `"true"`).
+pub fn do_not_disrupt(annotations: &std::collections::BTreeMap<String, String>) -> bool {
+    [DO_NOT_DISRUPT, KARPENTER_DO_NOT_DISRUPT].iter().any(|key| annotations.get(*key).is_some_and(|v| v == "true"))
+}

@@ -9,7 +9,12 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use kube::{Api, ResourceExt, api::DeleteParams};
+use std::collections::HashSet;
+
+use kube::{
+    Api, ResourceExt,
+    api::{ApiResource, DeleteParams, DynamicObject, ListParams},
+};
 use tracing::{info, warn};
 
 use crate::controllers::Provider;
@@ -22,23 +27,32 @@ use crate::{
 /// How old an unclaimed instance or an instance-less claim must be before it is collected.
 pub const GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
-/// Instances no NodeClaim accounts for, launched more than `GRACE` ago.
+/// Instances no NodeClaim's provider ID names, launched more than `GRACE` ago. A tag naming a
+/// claim is not enough: a second instance launched for one claim is an orphan too.
 pub fn orphaned_instances<'a>(
     instances: &'a [Instance],
-    claims: &[Arc<NodeClaim>],
+    claimed: &HashSet<String>,
     now: DateTime<Utc>,
 ) -> Vec<&'a Instance> {
     instances
         .iter()
         .filter(|instance| {
-            let claimed = claims.iter().any(|claim| {
-                instance.nodeclaim() == Some(claim.name_any().as_str())
-                    || claim.status.as_ref().and_then(|s| s.provider_id.as_deref())
-                        == Some(instance.provider_id.as_str())
-            });
-            !claimed && instance.launch_time.is_some_and(|at| now - at > GRACE)
+            !claimed.contains(&instance.provider_id) && instance.launch_time.is_some_and(|at| now - at > GRACE)
         })
         .collect()
+}
+
+/// The provider IDs the cached NodeClaims name.
+fn cached_provider_ids(claims: &[Arc<NodeClaim>]) -> HashSet<String> {
+    claims.iter().filter_map(|claim| claim.status.as_ref()?.provider_id.clone()).collect()
+}
+
+/// The provider IDs every NodeClaim names, read from the apiserver itself, and read raw so that
+/// a claim this version cannot decode still protects its instance.
+async fn listed_provider_ids(client: &kube::Client) -> Result<HashSet<String>, kube::Error> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<NodeClaim>(&()));
+    let claims = api.list(&ListParams::default()).await?;
+    Ok(claims.items.iter().filter_map(|claim| claim.data["status"]["providerID"].as_str().map(str::to_owned)).collect())
 }
 
 /// Launched NodeClaims whose instance is not among the live ones, launched more than `GRACE` ago.
@@ -88,10 +102,20 @@ async fn collect<P: Provider>(ctx: &Shared<P>) {
     };
     let claims = ctx.state.claims.state();
     let now = Utc::now();
-    for instance in orphaned_instances(&instances, &claims, now) {
-        info!(instance = %instance.id, nodeclaim = ?instance.nodeclaim(), "terminating an instance without a NodeClaim");
-        if let Err(error) = ctx.provider.delete(&instance.provider_id).await {
-            warn!(%error, instance = %instance.id, "cannot terminate orphaned instance");
+    let suspects = orphaned_instances(&instances, &cached_provider_ids(&claims), now);
+    if !suspects.is_empty() {
+        // The cache may be behind (or frozen, on a replica cut off from its watch): the
+        // apiserver itself decides, and nothing is terminated when it cannot be asked.
+        match listed_provider_ids(&ctx.client).await {
+            Ok(claimed) => {
+                for instance in suspects.into_iter().filter(|i| !claimed.contains(&i.provider_id)) {
+                    info!(instance = %instance.id, nodeclaim = ?instance.nodeclaim(), "terminating an instance no NodeClaim names");
+                    if let Err(error) = ctx.provider.delete(&instance.provider_id).await {
+                        warn!(%error, instance = %instance.id, "cannot terminate orphaned instance");
+                    }
+                }
+            }
+            Err(error) => warn!(%error, "cannot list NodeClaims; terminating no instance this time"),
         }
     }
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
@@ -146,17 +170,21 @@ mod tests {
     }
 
     #[test]
-    fn only_old_unclaimed_instances_are_orphans() {
+    fn instances_no_provider_id_names_are_orphans_once_old() {
         let claims = [claim("general-a", Some("aws:///a/i-a"), 10), claim("general-b", None, 0)];
         let instances = [
             instance("i-a", "general-a", 10),
+            // A second instance for general-a: its tag names a claim, no provider ID names it.
+            instance("i-dup", "general-a", 10),
+            // Launched for general-b ten minutes ago, and general-b never recorded it.
             instance("i-b", "general-b", 10),
             instance("i-lost", "general-gone", 10),
             instance("i-new", "general-racing", 0),
         ];
+        let claimed = cached_provider_ids(&claims);
         let orphans: Vec<&str> =
-            orphaned_instances(&instances, &claims, Utc::now()).iter().map(|i| i.id.as_str()).collect();
-        assert_eq!(orphans, ["i-lost"]);
+            orphaned_instances(&instances, &claimed, Utc::now()).iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(orphans, ["i-dup", "i-b", "i-lost"]);
     }
 
     #[test]

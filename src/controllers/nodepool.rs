@@ -1,8 +1,8 @@
 //! The NodePool status controller: read the pool, its NodeClaims and its node class → decide the
 //! status (pure): usage against limits, `ValidationSucceeded` (the checks the schema cannot make,
 //! the same `stoker validate` runs) and `Ready` (valid, and its node class is ready) → apply it
-//! and the usage metrics → a Warning Event when the pool turns invalid. It requeues every ten
-//! seconds, because usage moves with every NodeClaim.
+//! and the usage metrics → a Warning Event when the pool turns invalid. A change of one of its
+//! NodeClaims reconciles the pool at once; it also requeues every ten seconds.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +22,7 @@ use super::{
     publish,
 };
 use crate::{
-    apis::{EC2NodeClass, NodePool, validation::nodepool_errors},
+    apis::{EC2NodeClass, NodeClaim, NodePool, labels, validation::nodepool_errors},
     error::{Error, Result},
     scheduling::{resources::Resources, solver::NODES},
     state::usage::usage_by_pool,
@@ -67,8 +67,10 @@ fn class_ready(class: &EC2NodeClass) -> bool {
 #[instrument(skip_all, fields(nodepool = %pool.name_any()))]
 async fn reconcile<P>(pool: Arc<NodePool>, ctx: &Shared<P>) -> Result<Action> {
     let name = pool.name_any();
-    let counted = usage_by_pool(&ctx.state.claims.state()).remove(&name).unwrap_or_default();
+    let mut counted = usage_by_pool(&ctx.state.claims.state()).remove(&name).unwrap_or_default();
     let nodes = counted.get(NODES);
+    // Zero nodes is a figure too, not a missing one.
+    counted.set(NODES, nodes);
     // Status shows the node count apart from the resources.
     let usage: Resources =
         counted.iter().filter(|(resource, _)| *resource != NODES).map(|(r, a)| (r.to_owned(), a)).collect();
@@ -107,15 +109,25 @@ fn error_policy<P>(_pool: Arc<DeserializeGuard<NodePool>>, error: &Error, ctx: A
 /// Runs the NodePool status controller until shutdown.
 pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>) {
     let pools: Api<DeserializeGuard<NodePool>> = Api::all(ctx.client.clone());
-    let results = Controller::new(pools, watcher::Config::default()).shutdown_on_signal().run(
-        |pool, ctx: Arc<Shared<P>>| async move {
-            let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
-            isolation::dispatch(pool, reporter, Shown::Condition("ValidationSucceeded"), |pool| reconcile(pool, &ctx))
+    let claims: Api<DeserializeGuard<NodeClaim>> = Api::all(ctx.client.clone());
+    // A NodeClaim's change moves its pool's usage: reconcile the pool it is labelled with.
+    let pool_of = |claim: DeserializeGuard<NodeClaim>| {
+        claim.labels().get(labels::NODEPOOL).map(|pool| ObjectRef::<DeserializeGuard<NodePool>>::new(pool))
+    };
+    let results = Controller::new(pools, watcher::Config::default())
+        .watches(claims, watcher::Config::default(), pool_of)
+        .shutdown_on_signal()
+        .run(
+            |pool, ctx: Arc<Shared<P>>| async move {
+                let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+                isolation::dispatch(pool, reporter, Shown::Condition("ValidationSucceeded"), |pool| {
+                    reconcile(pool, &ctx)
+                })
                 .await
-        },
-        error_policy,
-        ctx,
-    );
+            },
+            error_policy,
+            ctx,
+        );
     drain(results, "nodepool").await;
 }
 

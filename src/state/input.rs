@@ -78,18 +78,25 @@ pub fn solver_input_without(state: &Snapshot, without: &HashSet<&str>) -> Prepar
         }
     }
 
-    // Registered nodes, with what their bound pods leave.
+    // Registered nodes, with what their bound pods leave. A node still carrying stoker's
+    // unregistered taint with no NodeClaim naming it is nobody's to finish registering: no room.
+    let claimed: HashSet<&str> =
+        state.claims.iter().filter_map(|c| c.status.as_ref()?.provider_id.as_deref()).collect();
     let mut registered_ids: HashSet<&str> = HashSet::new();
     for node in state.nodes {
         if node.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let spec = node.spec.as_ref();
-        if let Some(id) = spec.and_then(|s| s.provider_id.as_deref()) {
+        let id = spec.and_then(|s| s.provider_id.as_deref());
+        if let Some(id) = id {
             registered_ids.insert(id);
         }
         let name = node.name_any();
-        if spec.and_then(|s| s.unschedulable) == Some(true) || without.contains(name.as_str()) {
+        let unregistered =
+            spec.and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == UNREGISTERED_TAINT));
+        let orphaned = unregistered && id.is_none_or(|id| !claimed.contains(id));
+        if spec.and_then(|s| s.unschedulable) == Some(true) || without.contains(name.as_str()) || orphaned {
             continue;
         }
         let facts = state.facts.of_node(node);

@@ -114,11 +114,22 @@ fn registered_nodes_offer_what_their_bound_pods_leave() {
     busy.node_name = Some("node-1".into());
     let pods = [Arc::new(busy), pending("small", "500m"), pending("big", "2")];
     let index = PodIndex::of(&pods);
-    let state = Snapshot { nodes: &nodes, ..cluster(&index, &pools, &types) };
+    let claims: [Arc<NodeClaim>; 1] = [Arc::new(
+        serde_yaml::from_str(
+            "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {name: general-a, labels: {stoker.dev/nodepool: general}}\nspec: {nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}, resources: {requests: {cpu: '4'}}}\nstatus: {providerID: 'aws:///us-east-1a/i-1', nodeName: node-1}",
+        )
+        .expect("a NodeClaim"),
+    )];
+    let state = Snapshot { nodes: &nodes, claims: &claims, ..cluster(&index, &pools, &types) };
     let plan = planned(&state);
     assert_eq!(plan.existing, [("default/small".to_owned(), "node-1".to_owned())]);
     assert_eq!(plan.new_claims.len(), 1, "the 2-CPU pod does not fit the 1 CPU left");
     assert_eq!(plan.new_claims[0].pods, ["default/big"]);
+
+    // The same node without a NodeClaim naming it: nothing will finish its registration.
+    let state = Snapshot { nodes: &nodes, ..cluster(&index, &pools, &types) };
+    let plan = planned(&state);
+    assert!(plan.existing.is_empty(), "an orphaned unregistered node is no room: {:?}", plan.existing);
 }
 
 #[test]

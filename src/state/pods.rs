@@ -82,6 +82,8 @@ pub struct NodeUse {
     pub pods: usize,
     /// Of those, the ones a drain evicts (see [`evictable`]).
     pub evictable: usize,
+    /// Pods not bound yet that the scheduler nominated to the node (a preemption making room).
+    pub nominated: usize,
 }
 
 /// One pod's contribution, to take back when it changes or goes.
@@ -90,6 +92,8 @@ struct Contribution {
     node: Option<Arc<str>>,
     info: Option<Arc<PodInfo>>,
     evictable: bool,
+    /// The node the pod is nominated to, while it is not bound.
+    nominated: Option<Arc<str>>,
 }
 
 /// The index. Read it through [`PodIndex`]'s accessors; the state's pod watch writes it.
@@ -176,11 +180,17 @@ impl PodIndex {
             self.provisionable.insert(key, pod);
             return;
         }
+        if pod.node_name.is_none()
+            && let Some(nominated) = pod.nominated_node_name.as_deref()
+        {
+            let node = self.intern(nominated);
+            self.nodes.entry(node.clone()).or_default().nominated += 1;
+            let contribution = Contribution { node: None, info: None, evictable: false, nominated: Some(node) };
+            self.contributions.insert(key, contribution);
+            return;
+        }
         let Some(node_name) = occupied_node(&pod) else { return };
-        let node: Arc<str> = match self.nodes.get_key_value(node_name) {
-            Some((shared, _)) => shared.clone(),
-            None => node_name.into(),
-        };
+        let node = self.intern(node_name);
         let info = pod.scheduling.as_ref().ok().cloned();
         let evictable = evictable(&pod.metadata, pod.phase.as_deref());
         let used = self.nodes.entry(node.clone()).or_default();
@@ -192,12 +202,30 @@ impl PodIndex {
             self.positions.insert(key.clone(), self.scheduled.len());
             self.scheduled.push(ScheduledPod { pod: info.clone(), node: node.clone() });
         }
-        self.contributions.insert(key, Contribution { node: Some(node), info, evictable });
+        self.contributions.insert(key, Contribution { node: Some(node), info, evictable, nominated: None });
+    }
+
+    /// The node's name, shared with the index's own copy when it has one.
+    fn intern(&self, name: &str) -> Arc<str> {
+        match self.nodes.get_key_value(name) {
+            Some((shared, _)) => shared.clone(),
+            None => name.into(),
+        }
     }
 
     fn remove(&mut self, key: &str) {
         self.provisionable.remove(key);
-        let Some(Contribution { node: Some(node), info, evictable }) = self.contributions.remove(key) else { return };
+        let Some(contribution) = self.contributions.remove(key) else { return };
+        if let Some(nominated) = contribution.nominated {
+            if let Some(used) = self.nodes.get_mut(&nominated) {
+                used.nominated -= 1;
+                if used.pods == 0 && used.nominated == 0 {
+                    self.nodes.remove(&nominated);
+                }
+            }
+            return;
+        }
+        let Contribution { node: Some(node), info, evictable, .. } = contribution else { return };
         if let Some(used) = self.nodes.get_mut(&node) {
             used.pods -= 1;
             used.evictable -= usize::from(evictable);
@@ -209,8 +237,11 @@ impl PodIndex {
                     }
                 }
             }
-            if used.pods == 0 {
+            if used.pods == 0 && used.nominated == 0 {
                 self.nodes.remove(&node);
+            } else if used.pods == 0 {
+                // No pod holds room: no zero-valued leftovers of the subtraction.
+                used.requests = Resources::new();
             }
         }
         if let Some(position) = self.positions.remove(key) {
@@ -241,10 +272,22 @@ mod tests {
     }
 
     fn pod(name: &str, node: Option<&str>, cpu: u32, port: Option<i32>, phase: &str) -> Arc<CachedPod> {
+        nominated_pod(name, node, None, cpu, port, phase)
+    }
+
+    fn nominated_pod(
+        name: &str,
+        node: Option<&str>,
+        nominated: Option<&str>,
+        cpu: u32,
+        port: Option<i32>,
+        phase: &str,
+    ) -> Arc<CachedPod> {
         let ports = port.map_or(String::new(), |p| format!(", ports: [{{containerPort: 80, hostPort: {p}}}]"));
         let node = node.map_or(String::new(), |n| format!("\n  nodeName: {n}"));
+        let nominated = nominated.map_or(String::new(), |n| format!(", nominatedNodeName: {n}"));
         let pod: Pod = serde_yaml::from_str(&format!(
-            "metadata: {{name: {name}, namespace: ns}}\nspec:{node}\n  containers: [{{name: c, image: i, resources: {{requests: {{cpu: {cpu}m}}}}{ports}}}]\nstatus: {{phase: {phase}, conditions: [{{type: PodScheduled, status: 'False', reason: Unschedulable}}]}}\n"
+            "metadata: {{name: {name}, namespace: ns}}\nspec:{node}\n  containers: [{{name: c, image: i, resources: {{requests: {{cpu: {cpu}m}}}}{ports}}}]\nstatus: {{phase: {phase}{nominated}, conditions: [{{type: PodScheduled, status: 'False', reason: Unschedulable}}]}}\n"
         ))
         .expect("a pod");
         Arc::new(CachedPod::from(pod))
@@ -328,15 +371,16 @@ mod tests {
         /// After any sequence of changes, the index equals one built from the final pods.
         #[test]
         fn incremental_updates_equal_a_fresh_build(
-            changes in proptest::collection::vec((0usize..6, proptest::option::of(0usize..3), 1u32..500, proptest::option::of(8000i32..8003), 0usize..3, any::<bool>()), 1..60)
+            changes in proptest::collection::vec((0usize..6, proptest::option::of(0usize..3), proptest::option::of(0usize..3), 1u32..500, proptest::option::of(8000i32..8003), 0usize..3, any::<bool>()), 1..60)
         ) {
             let mut index = PodIndex::default();
             let mut live: BTreeMap<String, Arc<CachedPod>> = BTreeMap::new();
-            for (which, node, cpu, port, phase, delete) in changes {
+            for (which, node, nominated, cpu, port, phase, delete) in changes {
                 let name = format!("p{which}");
                 let node = node.map(|n| format!("n{n}"));
+                let nominated = nominated.map(|n| format!("n{n}"));
                 let phase = ["Pending", "Running", "Failed"][phase];
-                let pod = pod(&name, node.as_deref(), cpu, port, phase);
+                let pod = nominated_pod(&name, node.as_deref(), nominated.as_deref(), cpu, port, phase);
                 if delete {
                     handle(&mut index, watcher::Event::Delete((*pod).clone()));
                     live.remove(&name);

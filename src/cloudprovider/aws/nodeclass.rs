@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::Filter;
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -173,17 +174,24 @@ async fn describe_images(
     Ok(images)
 }
 
-/// The instance profile stoker manages for a node class's role: named after the cluster and the
-/// role, tagged for the cluster, holding exactly that role.
+/// The name of the instance profile stoker manages for a node class: one per EC2NodeClass (as
+/// Karpenter does), never shared, so deleting one class cannot take credentials from another's
+/// nodes even when both name the same role.
+pub fn instance_profile_name(region: &str, cluster: &str, class: &str) -> String {
+    let digest = Sha256::digest(format!("{region}/{cluster}/{class}"));
+    let hash: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    format!("stoker_{cluster}_{hash}")
+}
+
+/// The instance profile stoker manages for a node class: named for the class, tagged for the
+/// cluster and the class, holding exactly the class's role.
 async fn ensure_instance_profile(
     provider: &AwsCloudProvider,
     class: &EC2NodeClass,
     role: &str,
 ) -> Result<String, CloudError> {
     let cluster = provider.cluster_name();
-    let digest = Sha256::digest(format!("{}/{cluster}/{role}", provider.region()));
-    let hash: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
-    let name = format!("stoker_{cluster}_{hash}");
+    let name = instance_profile_name(provider.region(), cluster, &class.name_any());
     let existing = match provider.iam.get_instance_profile().instance_profile_name(&name).send().await {
         Ok(output) => output.instance_profile,
         Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => None,
@@ -229,10 +237,13 @@ async fn ensure_instance_profile(
     Ok(name)
 }
 
-/// Deletes the instance profile stoker made for the node class's role, if it made one.
+/// Deletes the instance profile stoker made for this node class, if it made one. Only the
+/// class's own profile: a name recorded in its status that is not this class's (a profile an
+/// earlier version shared between classes with one role) is left alone.
 pub async fn delete_instance_profile(provider: &AwsCloudProvider, class: &EC2NodeClass) -> Result<(), CloudError> {
     let Some(name) = class.status.as_ref().and_then(|s| s.instance_profile.as_deref()) else { return Ok(()) };
-    if class.spec.instance_profile.is_some() || !name.starts_with(&format!("stoker_{}_", provider.cluster_name())) {
+    let own = instance_profile_name(provider.region(), provider.cluster_name(), &class.name_any());
+    if class.spec.instance_profile.is_some() || name != own {
         return Ok(());
     }
     let profile = match provider.iam.get_instance_profile().instance_profile_name(name).send().await {
@@ -264,6 +275,15 @@ pub async fn delete_instance_profile(provider: &AwsCloudProvider, class: &EC2Nod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_node_class_has_its_own_instance_profile() {
+        let (a, b) = (instance_profile_name("us-east-1", "prod", "a"), instance_profile_name("us-east-1", "prod", "b"));
+        assert_ne!(a, b, "two classes, even with one role, never share a profile");
+        assert_eq!(a, instance_profile_name("us-east-1", "prod", "a"), "stable");
+        assert_ne!(a, instance_profile_name("eu-west-1", "prod", "a"));
+        assert!(a.starts_with("stoker_prod_") && a.len() <= 128);
+    }
 
     #[test]
     fn wildcard_tag_values_match_any_value() {

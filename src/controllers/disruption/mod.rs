@@ -49,7 +49,7 @@ async fn pass<P>(ctx: &Shared<P>, empty_since: &mut HashMap<String, DateTime<Utc
         let mut empty: HashMap<String, Vec<(String, String)>> = {
             let index = state.pod_index();
             let joined = Nodes::join(&nodes, &claims, &index);
-            pools.iter().map(|pool| (pool.name_any(), empty_nodes(&pool.name_any(), &joined))).collect()
+            pools.iter().map(|pool| (pool.name_any(), empty_nodes(&pool.name_any(), &joined, now))).collect()
         };
         let mut seen = Vec::new();
         for pool in pools {
