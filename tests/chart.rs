@@ -116,6 +116,32 @@ fn charts_lint_and_render_with_default_and_other_values() {
     let shipped: Value = serde_json::from_str(dashboard["data"]["stoker.json"].as_str().expect("the dashboard JSON"))
         .expect("the shipped dashboard is JSON");
     assert_eq!(shipped, dashboard_json());
+
+    // WarmPools: the operator's limits reach the controller; with the gate off, stoker gets no
+    // right to make Deployments or PriorityClasses at all.
+    let env_of = |documents: &[Value], name: &str| {
+        let deployment = find(documents, "Deployment").expect("a Deployment");
+        let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().expect("env").clone();
+        env.into_iter().find(|e| e["name"] == name).and_then(|e| e["value"].as_str().map(str::to_owned))
+    };
+    assert_eq!(env_of(&defaults, "WARMPOOL_IMAGES").as_deref(), Some("registry.k8s.io/pause:3.10"));
+    assert_eq!(env_of(&defaults, "WARMPOOL_NODEPOOLS").as_deref(), Some(""));
+    let limited = render(&["--set", "settings.warmPools.nodePools={spot,general}"]);
+    assert_eq!(env_of(&limited, "WARMPOOL_NODEPOOLS").as_deref(), Some("spot,general"));
+    let grants = |documents: &[Value], resource: &str| {
+        let role = find(documents, "ClusterRole").expect("a ClusterRole");
+        role["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .any(|r| r["resources"].as_array().is_some_and(|rs| rs.iter().any(|x| x == resource)))
+    };
+    assert!(grants(&defaults, "deployments") && grants(&defaults, "priorityclasses"));
+    let gated = render(&["--set", "settings.featureGates.warmPools=false"]);
+    assert!(
+        !grants(&gated, "deployments") && !grants(&gated, "priorityclasses"),
+        "no Deployment rights with the gate off"
+    );
 }
 
 /// The feature gates the rendered Deployment passes, parsed as the controller parses them.

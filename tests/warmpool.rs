@@ -28,10 +28,17 @@ async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
     let client = client().await;
     install_crds(&client).await;
     support::fresh_namespace(&client, NAMESPACE).await;
+    let restricted = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.patch(NAMESPACE, &PatchParams::default(), &Patch::Merge(&restricted)).await.unwrap();
 
     let shared = support::shared(&client, ()).await;
     let metrics = shared.metrics.clone();
-    let controller = tokio::spawn(reconcile::run(shared));
+    let policy = stoker::controllers::warmpool::admission::Policy {
+        images: vec![stoker::apis::warmpool::DEFAULT_PAUSE_IMAGE.into()],
+        nodepools: Vec::new(),
+    };
+    let controller = tokio::spawn(reconcile::run(shared, policy));
 
     // A window opening at the first whole minute at least 50 s away, for one minute, 20 s lead.
     let start = (Utc::now() + ChronoDuration::seconds(50)).duration_trunc(ChronoDuration::minutes(1)).unwrap()
@@ -119,8 +126,35 @@ async fn a_window_scales_pause_pods_up_before_its_start_and_down_at_its_end() {
     .expect("ScheduleValid=False");
     assert!(condition.message.contains("spec.schedules[0].start"), "{}", condition.message);
     assert_eq!(pause_pods().await, Some(1));
+    // The namespace enforces the restricted Pod Security profile: the pause pods were admitted.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let admitted = wait_until(Duration::from_secs(30), || async {
+        let listed = pods.list(&ListParams::default().labels("stoker.dev/warmpool=rush")).await.ok()?;
+        (!listed.items.is_empty()).then_some(())
+    })
+    .await;
+    assert!(admitted.is_some(), "pause pods start in a namespace enforcing the restricted profile");
+
+    // A namespace user asking for system-node-critical pause pods gets a refusal, not pods.
+    let escalating: WarmPool = serde_json::from_value(json!({
+        "apiVersion": "stoker.dev/v1alpha1", "kind": "WarmPool",
+        "metadata": {"name": "escalate", "namespace": NAMESPACE},
+        "spec": {"baseline": 2, "priorityClassName": "system-node-critical", "resources": {"requests": {"cpu": "100m"}}}
+    }))
+    .unwrap();
+    pools.create(&PostParams::default(), &escalating).await.unwrap();
+    let refused = wait_until(Duration::from_secs(15), || {
+        let pools = pools.clone();
+        async move {
+            let status = pools.get("escalate").await.ok()?.status?;
+            status.conditions.into_iter().find(|c| c.type_ == "Admitted" && c.status == "False")
+        }
+    })
+    .await
+    .expect("Admitted=False");
+    assert!(refused.message.contains("spec.priorityClassName"), "{}", refused.message);
+    assert_eq!(support::pause_replicas(&client, NAMESPACE, "escalate").await, None, "no Deployment for a refused pool");
 
     controller.abort();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces.delete(NAMESPACE, &DeleteParams::default()).await;
 }

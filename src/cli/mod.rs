@@ -23,8 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the controllers (WarmPool, EC2NodeClass) until SIGTERM or Ctrl-C.
-    Controller(Settings),
+    /// Run the controllers until SIGTERM or Ctrl-C.
+    Controller(Box<Settings>),
     /// Print the CRD YAML, or write one file per CRD with --output-dir.
     Crds {
         /// Directory to write `<group>_<plural>.yaml` files into.
@@ -126,7 +126,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Controller(settings) => {
             crate::operator::init_logging(&settings.log_level, settings.log_format);
             tracing::info!(settings = %serde_json::to_string(&settings)?, "configuration");
-            runtime()?.block_on(crate::operator::run(settings))?;
+            runtime()?.block_on(crate::operator::run(*settings))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::NodeSimulator { cluster_name, delay, log_format } => {

@@ -22,7 +22,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client,
-    api::{ObjectMeta, PostParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
@@ -148,10 +148,12 @@ async fn attempt(
     let ours = spec.holder_identity.as_deref() == Some(identity);
     let acquired = if ours { spec.acquire_time.clone().unwrap_or_else(|| now.clone()) } else { now.clone() };
     let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
-    let mut renewed = lease;
-    renewed.spec = Some(held_by(identity, acquired, now, timing.lease, transitions));
     // The resourceVersion read above makes this a compare-and-swap: a replica that raced us wins.
-    match api.replace(name, &PostParams::default(), &renewed).await {
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": lease.metadata.resource_version},
+        "spec": held_by(identity, acquired, now, timing.lease, transitions),
+    });
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => {
             if !ours {
                 info!(%identity, at = %Utc::now(), "took the leader Lease");

@@ -124,7 +124,7 @@ pub async fn run(settings: Settings) -> Result<()> {
                 gated(gates.consolidation, disruption::run(shared.clone())),
                 garbage::run(shared.clone()),
                 nodepool::run(shared.clone()),
-                gated(gates.warm_pools, warmpool::run(shared.clone())),
+                gated(gates.warm_pools, warmpool::run(shared.clone(), settings.warm_pool_policy())),
                 gated(gates.warm_pools, preemption::run(shared.clone(), preemptions)),
                 nodeclass::run(shared.clone()),
             )

@@ -62,6 +62,23 @@ pub struct Settings {
     /// Optional capabilities switched on or off: `WarmPools=true,Consolidation=false`.
     #[arg(long, env = "FEATURE_GATES", default_value = "")]
     pub feature_gates: FeatureGates,
+    /// Images WarmPool pause pods may run, comma-separated.
+    #[arg(long, env = "WARMPOOL_IMAGES", value_delimiter = ',', default_value = crate::apis::warmpool::DEFAULT_PAUSE_IMAGE)]
+    pub warm_pool_images: Vec<String>,
+    /// NodePools WarmPools may hold capacity on, comma-separated; any when empty.
+    #[arg(long, env = "WARMPOOL_NODEPOOLS", value_delimiter = ',', default_value = "")]
+    pub warm_pool_nodepools: Vec<String>,
+}
+
+impl Settings {
+    /// The operator's limits on WarmPools.
+    pub fn warm_pool_policy(&self) -> crate::controllers::warmpool::admission::Policy {
+        let listed = |values: &[String]| values.iter().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect();
+        crate::controllers::warmpool::admission::Policy {
+            images: listed(&self.warm_pool_images),
+            nodepools: listed(&self.warm_pool_nodepools),
+        }
+    }
 }
 
 /// Capabilities an operator can switch off without uninstalling: a gate that is off means its

@@ -205,6 +205,8 @@ pub fn settings() -> stoker::operator::Settings {
         leader_elect: true,
         leader_election_namespace: "default".into(),
         feature_gates: Default::default(),
+        warm_pool_images: vec![stoker::apis::warmpool::DEFAULT_PAUSE_IMAGE.into()],
+        warm_pool_nodepools: Vec::new(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Warm pools: cron-scheduled headroom held as preemptible pause pods.
 
+pub mod admission;
 pub mod pause;
 pub mod preemption;
 pub mod reconcile;

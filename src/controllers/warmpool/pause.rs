@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
-        core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements},
+        core::v1::{
+            Capabilities, Container, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+            SeccompProfile, SecurityContext,
+        },
         scheduling::v1::PriorityClass,
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
@@ -14,6 +17,9 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::apis::{WarmPool, labels, warmpool::DEFAULT_PRIORITY_CLASS};
+
+/// The user pause pods run as: `nobody`, as in the pause image's own build.
+const PAUSE_USER: i64 = 65535;
 
 /// The labels of a WarmPool's pause pods (and the Deployment's selector).
 pub fn pod_labels(pool: &WarmPool) -> BTreeMap<String, String> {
@@ -48,8 +54,26 @@ pub fn deployment(pool: &WarmPool, replicas: i32) -> Deployment {
                         name: "pause".into(),
                         image: Some(spec.image.clone()),
                         resources: Some(ResourceRequirements { claims: None, ..resources }),
+                        security_context: Some(SecurityContext {
+                            allow_privilege_escalation: Some(false),
+                            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+                            read_only_root_filesystem: Some(true),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }],
+                    // The restricted Pod Security profile, so pause pods start in namespaces that
+                    // enforce it (the pause image runs as any non-root user).
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(PAUSE_USER),
+                        run_as_group: Some(PAUSE_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
                     priority_class_name: Some(spec.priority_class_name.clone()),
                     termination_grace_period_seconds: Some(0),
                     node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),

@@ -20,6 +20,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{
+    admission::{Policy, refusals},
     pause::{default_priority_class, deployment, deployment_name},
     windows::Windows,
 };
@@ -88,7 +89,7 @@ fn timestamp(at: DateTime<Utc>) -> Time {
 }
 
 #[instrument(skip_all, fields(warmpool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
-async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>) -> Result<Action> {
+async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> Result<Action> {
     let namespace =
         pool.namespace().ok_or_else(|| Error::MissingField { object: pool.name_any(), field: "metadata.namespace" })?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -98,14 +99,18 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>) -> Result<Action> {
     let decision = decide(&pool.spec, current, now);
 
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    if pool.spec.priority_class_name == DEFAULT_PRIORITY_CLASS {
-        let classes: Api<PriorityClass> = Api::all(ctx.client.clone());
-        if classes.get_opt(DEFAULT_PRIORITY_CLASS).await?.is_none() {
-            classes.patch(DEFAULT_PRIORITY_CLASS, &apply, &Patch::Apply(default_priority_class())).await?;
-        }
+    let classes: Api<PriorityClass> = Api::all(ctx.client.clone());
+    let mut priority = classes.get_opt(&pool.spec.priority_class_name).await?;
+    if priority.is_none() && pool.spec.priority_class_name == DEFAULT_PRIORITY_CLASS {
+        priority = Some(classes.patch(DEFAULT_PRIORITY_CLASS, &apply, &Patch::Apply(default_priority_class())).await?);
     }
-    let desired = deployment(&pool, decision.replicas);
-    deployments.patch(&deployment_name(&pool), &apply, &Patch::Apply(&desired)).await?;
+    let refused = refusals(&pool.spec, policy, priority.as_ref());
+    let refusal = (!refused.is_empty()).then(|| refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+    // A refused shape is never applied: the Deployment keeps the last admitted one.
+    if refusal.is_none() {
+        let desired = deployment(&pool, decision.replicas);
+        deployments.patch(&deployment_name(&pool), &apply, &Patch::Apply(&desired)).await?;
+    }
 
     let previous = pool.status.clone().unwrap_or_default();
     let generation = pool.metadata.generation;
@@ -121,11 +126,19 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>) -> Result<Action> {
         decision.invalid.as_deref().unwrap_or(""),
         generation,
     );
+    status_conditions = conditions::set(
+        &status_conditions,
+        "Admitted",
+        refusal.is_none(),
+        if refusal.is_none() { "Admitted" } else { "NotAdmitted" },
+        refusal.as_deref().unwrap_or(""),
+        generation,
+    );
     let all_ready = ready >= decision.replicas;
     status_conditions = conditions::set(
         &status_conditions,
         "Ready",
-        all_ready && decision.invalid.is_none(),
+        all_ready && decision.invalid.is_none() && refusal.is_none(),
         if all_ready { "PausePodsReady" } else { "PausePodsPending" },
         &format!("{ready} of {} pause pods ready", decision.replicas),
         generation,
@@ -146,7 +159,12 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>) -> Result<Action> {
     api.patch_status(&pool.name_any(), &apply, &Patch::Apply(&patch)).await?;
 
     let reference = pool.object_ref(&());
-    if let Some(problem) = &decision.invalid {
+    if let Some(refusal) = &refusal {
+        if previous.conditions.iter().all(|c| c.type_ != "Admitted" || c.status == "True") {
+            warn!(%refusal, "not admitted");
+            publish(&ctx.recorder, &reference, EventType::Warning, "NotAdmitted", refusal.clone()).await;
+        }
+    } else if let Some(problem) = &decision.invalid {
         if previous.conditions.iter().all(|c| c.type_ != "ScheduleValid" || c.status == "True") {
             warn!(%problem, "invalid schedule");
             publish(&ctx.recorder, &reference, EventType::Warning, "InvalidSchedule", problem.clone()).await;
@@ -182,18 +200,25 @@ fn error_policy<P>(_pool: Arc<DeserializeGuard<WarmPool>>, error: &Error, ctx: A
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs the WarmPool controller until the stream ends (on shutdown).
-pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>) {
+/// Runs the WarmPool controller until the stream ends (on shutdown), admitting pools by `policy`.
+pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>, policy: Policy) {
+    let policy = Arc::new(policy);
     let pools: Api<DeserializeGuard<WarmPool>> = Api::all(ctx.client.clone());
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
     let results = Controller::new(pools, watcher::Config::default())
         .owns(deployments, watcher::Config::default().labels(crate::apis::labels::WARMPOOL))
         .shutdown_on_signal()
         .run(
-            |pool, ctx: Arc<Shared<P>>| async move {
-                let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
-                // Its Deployment keeps its size, as for an invalid schedule.
-                isolation::dispatch(pool, reporter, Shown::Condition("Ready"), |pool| reconcile(pool, &ctx)).await
+            move |pool, ctx: Arc<Shared<P>>| {
+                let policy = policy.clone();
+                async move {
+                    let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+                    // Its Deployment keeps its size, as for an invalid schedule.
+                    isolation::dispatch(pool, reporter, Shown::Condition("Ready"), |pool| {
+                        reconcile(pool, &ctx, &policy)
+                    })
+                    .await
+                }
             },
             error_policy,
             ctx,
