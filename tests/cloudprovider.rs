@@ -37,8 +37,14 @@ async fn harness(unavailable_ttl: Duration) -> Harness {
     let endpoint = std::env::var("AWS_ENDPOINT_URL_EC2").expect("AWS_ENDPOINT_URL_EC2 from hack/test.sh");
     let config = aws_config(None).await;
     let proxy = FaultProxy::start(&endpoint).await;
+    // Standard retries: stoker's own back-off is under test here. (In production the SDK's
+    // adaptive rate limiter slows every later call after a throttle, which would make throttling
+    // tests take minutes.)
     let proxied = aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::config::Builder::from(&config).endpoint_url(&proxy.endpoint).build(),
+        aws_sdk_ec2::config::Builder::from(&config)
+            .retry_config(aws_config::retry::RetryConfig::standard())
+            .endpoint_url(&proxy.endpoint)
+            .build(),
     );
     let cluster = format!("stoker-test-{:08x}", fastrand::u32(..));
     let info = ClusterInfo {
@@ -300,6 +306,34 @@ async fn throttled_calls_are_retried_with_backoff() {
         h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("a launch after throttling");
     assert_eq!(instance.instance_type, "c5.large");
     assert_eq!(h.proxy.seen("CreateFleet").len(), 5);
+
+    // Throttled on every attempt: reported as throttling (retried later), never as a capacity
+    // error (which would delete the claim and mark offerings unavailable).
+    h.proxy.throttle("CreateFleet", 1000);
+    let claim = nodeclaim("general-throttled-out", &["c5.large"], &["on-demand"]);
+    let error = h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect_err("throttled throughout");
+    assert!(matches!(error, CloudError::Throttled { .. }), "{error}");
+    assert_eq!(error.reason(), "Throttled");
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn a_catalog_refresh_that_fails_keeps_the_last_good_catalog() {
+    let h = harness(Duration::from_secs(180)).await;
+    let before = h.provider.instance_types(&h.class).await.expect("priced types");
+    // EC2 throttles every DescribeInstanceTypes from now on.
+    h.proxy.throttle("DescribeInstanceTypes", 10_000);
+    let refreshed = h.provider.refresh().await.expect("the last good catalog, not an error");
+    assert!(!refreshed.types.is_empty());
+    let asked = h.proxy.seen("DescribeInstanceTypes").len();
+    // Launches and batches keep being served, without a fetch of their own.
+    for _ in 0..20 {
+        let types = h.provider.instance_types(&h.class).await.expect("still priced types");
+        assert_eq!(types.len(), before.len());
+    }
+    let claim = nodeclaim("general-during-outage", &["c5.large"], &["on-demand"]);
+    h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect("a launch during the outage");
+    assert_eq!(h.proxy.seen("DescribeInstanceTypes").len(), asked, "no storm of catalog retries");
 }
 
 #[tokio::test]

@@ -67,6 +67,10 @@ pub enum CloudError {
     Aws { operation: &'static str, code: String, message: String },
     #[error("invalid node configuration: {0}")]
     InvalidConfiguration(String),
+    /// The cloud asked to slow down, every time it was asked: retry later, nothing is wrong with
+    /// the offerings.
+    #[error("{operation} throttled: {message}")]
+    Throttled { operation: &'static str, message: String },
 }
 
 impl CloudError {
@@ -81,6 +85,7 @@ impl CloudError {
             CloudError::InvalidProviderId(_) => "InvalidProviderId",
             CloudError::Aws { code, .. } => code,
             CloudError::InvalidConfiguration(_) => "InvalidConfiguration",
+            CloudError::Throttled { .. } => "Throttled",
         }
     }
 }

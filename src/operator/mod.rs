@@ -120,7 +120,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         let controllers = async {
             tokio::join!(
                 provisioner::run(provisioner),
-                nodeclaim::run(Arc::new(nodeclaim::Context { shared: shared.clone(), new_claims })),
+                nodeclaim::run(Arc::new(nodeclaim::Context::new(shared.clone(), new_claims))),
                 gated(gates.consolidation, disruption::run(shared.clone())),
                 garbage::run(shared.clone()),
                 nodepool::run(shared.clone()),

@@ -59,7 +59,10 @@ pub async fn create(
         .map_err(|e| CloudError::InvalidConfiguration(format!("NodeClaim {name} resources: {e}")))?;
     let tags = instance_tags(provider.cluster_name(), claim, class);
     let mut errors: Vec<String> = Vec::new();
+    // Whether the last attempt was only throttled: then giving up says so, not "no capacity".
+    let mut throttled_last = false;
     for attempt in 0..provider.options.max_launch_attempts {
+        throttled_last = false;
         let instance_types = provider.instance_types(class).await?;
         let subnets = usable_subnets(provider, status);
         let plan = match plan_launch(&requirements, &requests, &instance_types, &subnets) {
@@ -102,11 +105,13 @@ pub async fn create(
                     errors.push(format!("{}: {}", failure.code, failure.message));
                 }
                 if throttled {
+                    throttled_last = true;
                     back_off(provider, attempt).await;
                 }
             }
             Err(CloudError::Aws { code, .. }) if classify(&code) == FleetErrorKind::Throttled => {
                 errors.push(code);
+                throttled_last = true;
                 back_off(provider, attempt).await;
             }
             Err(CloudError::Aws { code, .. }) if code.starts_with("InvalidLaunchTemplate") => {
@@ -116,6 +121,9 @@ pub async fn create(
             }
             Err(error) => return Err(error),
         }
+    }
+    if throttled_last {
+        return Err(CloudError::Throttled { operation: "CreateFleet", message: errors.join("; ") });
     }
     Err(CloudError::InsufficientCapacity { errors })
 }

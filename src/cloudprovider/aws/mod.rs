@@ -41,12 +41,18 @@ use crate::{
     scheduling::catalog::InstanceType,
 };
 
+/// After a failed catalog refresh, how long the last good catalog serves before the next try.
+const CATALOG_RETRY: Duration = Duration::from_secs(60);
+
 /// How long a launch template may go unused before [`CloudProvider::prune`] deletes it.
 const LAUNCH_TEMPLATE_IDLE: Duration = Duration::from_secs(3600);
 
-/// The standard AWS configuration; `region` overrides the chain's region.
+/// The standard AWS configuration; `region` overrides the chain's region. Retries are adaptive:
+/// each client keeps a rate limiter that slows every caller down once the service throttles, so
+/// all of stoker's EC2 calls share one budget.
 pub async fn aws_config(region: Option<String>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).retry_config(aws_config::retry::RetryConfig::adaptive());
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
     }
@@ -169,7 +175,20 @@ impl AwsCloudProvider {
         &self,
         cached: &mut Option<(Arc<Catalog>, Instant)>,
     ) -> Result<(Arc<Catalog>, u64), CloudError> {
-        let fresh = Arc::new(catalog::fetch(&self.ec2).await?);
+        let fresh = match catalog::fetch(&self.ec2).await {
+            Ok(fresh) => Arc::new(fresh),
+            // Instance types change rarely: a failed refresh (throttling, an outage) keeps the last
+            // good catalog and tries again a minute later, instead of failing every launch and
+            // batch with a fetch of its own.
+            Err(error) => {
+                let Some((last, _)) = cached.as_ref() else { return Err(error) };
+                tracing::warn!(%error, "cannot refresh the instance catalog; keeping the last one");
+                let last = last.clone();
+                let retry_at = Instant::now().checked_sub(self.options.catalog_ttl).map(|stale| stale + CATALOG_RETRY);
+                *cached = Some((last.clone(), retry_at.unwrap_or_else(Instant::now)));
+                return Ok((last, self.generation.load(Ordering::SeqCst)));
+            }
+        };
         let spot = catalog::fetch_spot_prices(&self.ec2).await;
         {
             let mut prices = lock(&self.prices);
@@ -335,5 +354,18 @@ impl CloudProvider for AwsCloudProvider {
 
     async fn prune(&self) -> Result<usize, CloudError> {
         self.prune_launch_templates(LAUNCH_TEMPLATE_IDLE).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_config::retry::RetryMode;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_client_shares_an_adaptive_rate_limiter() {
+        let config = aws_config(Some("us-east-1".into())).await;
+        assert_eq!(config.retry_config().map(|r| r.mode()), Some(RetryMode::Adaptive));
     }
 }

@@ -19,11 +19,15 @@ use crate::{
     apis::{EC2NodeClass, NodeClaim, labels},
     cloudprovider::CloudError,
     controllers::{conditions, publish},
-    error::{Error, Result},
+    error::Result,
     metrics::{ClaimLabels, CodeLabels},
 };
 
 pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Action> {
+    let uid = claim.uid().unwrap_or_default();
+    if let Some(wait) = ctx.backoff.wait(&uid) {
+        return Ok(Action::requeue(wait));
+    }
     info!("launching");
     let reference = claim.object_ref(&());
     let class_name = &claim.spec.node_class_ref.name;
@@ -42,6 +46,7 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
             ctx.metrics.disrupted(claim, "LaunchFailed");
             publish(&ctx.recorder, &reference, EventType::Warning, "LaunchFailed", note).await;
             claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
+            ctx.backoff.forget(&uid);
             return Ok(Action::await_change());
         }
         Err(error) => {
@@ -58,10 +63,13 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
                 );
             })
             .await?;
+            let wait = ctx.backoff.failed(&uid);
+            warn!(%error, retry_in = ?wait, "launch failed");
             publish(&ctx.recorder, &reference, EventType::Warning, "LaunchFailed", message).await;
-            return Err(Error::Cloud(error));
+            return Ok(Action::requeue(wait));
         }
     };
+    ctx.backoff.forget(&uid);
     // The launched type's labels, capacity and allocatable, from the catalog.
     let launched_type =
         ctx.provider.instance_types(&class).await?.iter().find(|t| t.name == instance.instance_type).cloned();

@@ -8,10 +8,15 @@ use crate::apis::{NodeClaim, labels};
 
 /// A NodeClaim not registered this long after launch is given up.
 pub const REGISTRATION_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+/// A NodeClaim not launched this long after its creation is given up, as Karpenter does: its
+/// pods are better planned again, perhaps elsewhere, than waiting on retries.
+pub const LAUNCH_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Launch,
+    /// Not launched within `LAUNCH_TTL` of its creation: delete the claim.
+    LaunchTimeout,
     /// Launched; waiting for the Node to register.
     AwaitNode,
     /// Not registered within `REGISTRATION_TTL`: delete the claim (its instance goes with it).
@@ -45,7 +50,12 @@ fn has_taint(node: &Node, taint: &Taint) -> bool {
 pub fn next_step(claim: &NodeClaim, node: Option<&Node>, now: DateTime<Utc>) -> Step {
     let launched = claim.status.as_ref().and_then(|s| s.provider_id.as_ref()).is_some();
     if !launched {
-        return Step::Launch;
+        let created =
+            claim.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
+        return match created {
+            Some(created) if now - created > LAUNCH_TTL => Step::LaunchTimeout,
+            _ => Step::Launch,
+        };
     }
     let Some(node) = node else {
         return match launched_at(claim) {
@@ -145,6 +155,20 @@ mod tests {
         assert_eq!(next_step(&registered, Some(&node("", true)), now), Step::Initialize);
         let initialized = with_condition(registered, "Initialized", now);
         assert_eq!(next_step(&initialized, Some(&node("", true)), now), Step::Done);
+    }
+
+    #[test]
+    fn a_claim_not_launched_within_the_launch_ttl_is_given_up() {
+        let now = Utc::now();
+        let mut waiting = claim("");
+        let created = |minutes: i64| {
+            let at = (now - chrono::TimeDelta::minutes(minutes)).to_rfc3339();
+            Some(serde_json::from_value(serde_json::json!(at)).expect("a time"))
+        };
+        waiting.metadata.creation_timestamp = created(4);
+        assert_eq!(next_step(&waiting, None, now), Step::Launch);
+        waiting.metadata.creation_timestamp = created(6);
+        assert_eq!(next_step(&waiting, None, now), Step::LaunchTimeout);
     }
 
     #[test]

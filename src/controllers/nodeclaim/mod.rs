@@ -7,6 +7,7 @@
 //! only then releases the claim's finalizer. Every step reads the world again, so a controller
 //! killed at any point resumes where it was.
 
+mod backoff;
 mod handoff;
 mod launch;
 pub mod lifecycle;
@@ -43,11 +44,18 @@ use crate::{
 /// Held on NodeClaims and their Nodes until the instance is gone.
 pub const FINALIZER: &str = "stoker.dev/termination";
 
-/// The NodeClaim controller's context: what all controllers share, and the hand-off from this
-/// term's provisioner.
+/// The NodeClaim controller's context: what all controllers share, the hand-off from this
+/// term's provisioner, and the term's failed launches.
 pub struct Context<P> {
     pub shared: Arc<Shared<P>>,
     pub new_claims: NewClaims,
+    pub backoff: backoff::LaunchBackoff,
+}
+
+impl<P> Context<P> {
+    pub fn new(shared: Arc<Shared<P>>, new_claims: NewClaims) -> Self {
+        Self { shared, new_claims, backoff: backoff::LaunchBackoff::default() }
+    }
 }
 
 impl<P> std::ops::Deref for Context<P> {
@@ -91,6 +99,17 @@ async fn reconcile<P: Provider + 'static>(claim: Arc<NodeClaim>, ctx: &Context<P
     }
     match next_step(&claim, node.as_deref(), Utc::now()) {
         Step::Launch => launch::launch(&claim, ctx).await,
+        Step::LaunchTimeout => {
+            let note = format!(
+                "Not launched within {} minutes of its creation: deleting it so its pods are planned again",
+                lifecycle::LAUNCH_TTL.num_minutes()
+            );
+            warn!(%note, "giving up the launch");
+            ctx.metrics.disrupted(&claim, "LaunchTimeout");
+            publish(&ctx.recorder, &claim.object_ref(&()), EventType::Warning, "LaunchTimeout", note).await;
+            claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
+            Ok(Action::await_change())
+        }
         Step::AwaitNode => Ok(Action::requeue(Duration::from_secs(30))),
         Step::GiveUp => {
             let note =
