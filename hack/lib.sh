@@ -59,6 +59,23 @@ port_free() {
   fi
 }
 
+# start_apiserver: kube-apiserver on $APISERVER_PORT over the running etcd, with the PKI in
+# $STOKER_STATE/pki; returns once it is ready. local-up.sh and restart-apiserver.sh use it.
+start_apiserver() {
+  local pki="$STOKER_STATE/pki"
+  start kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
+    --authorization-mode RBAC \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
+    --allow-privileged --profiling=false
+  wait_for kube-apiserver 90 "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_LOCAL" get --raw /readyz
+}
+
 # wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND until it succeeds.
 wait_for() {
   local what=$1 seconds=$2; shift 2

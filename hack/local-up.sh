@@ -82,17 +82,7 @@ start etcd "$ETCD_BIN/etcd" --name local --data-dir "$STOKER_STATE/etcd" --unsaf
 wait_for etcd 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ETCD_PORT"
 
 log "starting kube-apiserver $KUBERNETES_VERSION on https://127.0.0.1:$APISERVER_PORT"
-start kube-apiserver "$K8S_BIN/kube-apiserver" \
-  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
-  --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
-  --client-ca-file "$PKI/ca.crt" --token-auth-file "$PKI/tokens.csv" \
-  --authorization-mode RBAC \
-  --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
-  --service-account-issuer https://kubernetes.default.svc \
-  --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
-  --allow-privileged --profiling=false
-wait_for kube-apiserver 90 kubectl get --raw /readyz
+start_apiserver
 
 log "starting kube-controller-manager and kube-scheduler"
 start kube-controller-manager "$K8S_BIN/kube-controller-manager" --kubeconfig "$KUBECONFIG_LOCAL" \

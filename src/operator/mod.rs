@@ -55,7 +55,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
 
     let config = aws_config(settings.region.clone()).await;
-    let version = client.apiserver_version().await?;
+    let version = apiserver_version(&client).await;
     let minor: String = version.minor.chars().take_while(char::is_ascii_digit).collect();
     let known = cluster::KnownCluster {
         name: settings.cluster_name.clone(),
@@ -181,6 +181,20 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// The apiserver's version, asked until it answers: a replica started while the apiserver is
+/// away (an upgrade, a restart) waits for it instead of exiting and being restarted in a loop.
+async fn apiserver_version(client: &Client) -> k8s_openapi::apimachinery::pkg::version::Info {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match client.apiserver_version().await {
+            Ok(version) => return version,
+            Err(error) => warn!(%error, retry_in = ?wait, "the apiserver does not answer yet"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -5,7 +5,10 @@
 //! - CreateFleet overrides matching a capacity rule (instance type and/or capacity type) are
 //!   removed before forwarding, as EC2 skips offerings without capacity; when none remain, the
 //!   proxy answers like EC2 does: no instance, one error per override with the rule's code;
-//! - an action with throttles left is answered with HTTP 503 `RequestLimitExceeded`.
+//! - an action with throttles left is answered with HTTP 503 `RequestLimitExceeded`;
+//! - an action with server errors left is answered with HTTP 500 `InternalError`, unforwarded;
+//! - an action with lost responses left is forwarded (the emulator acts on it: a CreateFleet
+//!   launches) and then answered with HTTP 500, as when EC2's answer never reaches the caller.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -43,6 +46,8 @@ pub struct Seen {
 struct State {
     capacity_rules: Vec<CapacityRule>,
     throttles: HashMap<String, usize>,
+    server_errors: HashMap<String, usize>,
+    lost_responses: HashMap<String, usize>,
     seen: Vec<Seen>,
 }
 
@@ -89,6 +94,16 @@ impl FaultProxy {
         self.state.lock().expect("proxy state").throttles.insert(action.to_owned(), times);
     }
 
+    /// Answers the next `times` calls of `action` with an internal error, without forwarding.
+    pub fn fail(&self, action: &str, times: usize) {
+        self.state.lock().expect("proxy state").server_errors.insert(action.to_owned(), times);
+    }
+
+    /// Forwards the next `times` calls of `action`, then answers each with an internal error.
+    pub fn lose_responses(&self, action: &str, times: usize) {
+        self.state.lock().expect("proxy state").lost_responses.insert(action.to_owned(), times);
+    }
+
     /// Every request seen so far.
     pub fn all_seen(&self) -> Vec<Seen> {
         self.state.lock().expect("proxy state").seen.clone()
@@ -112,15 +127,17 @@ async fn handle(
     let action = params.get("Action").cloned().unwrap_or_default();
 
     let mut forward_body = body.clone();
+    let lose_response;
     {
         let mut state = state.lock().expect("proxy state");
         state.seen.push(Seen { action: action.clone(), params: params.clone(), at: std::time::Instant::now() });
-        if let Some(left) = state.throttles.get_mut(&action)
-            && *left > 0
-        {
-            *left -= 1;
+        if take(&mut state.throttles, &action) {
             return Ok(xml(StatusCode::SERVICE_UNAVAILABLE, throttled()));
         }
+        if take(&mut state.server_errors, &action) {
+            return Ok(xml(StatusCode::INTERNAL_SERVER_ERROR, internal_error()));
+        }
+        lose_response = take(&mut state.lost_responses, &action);
         if action == "CreateFleet" && !state.capacity_rules.is_empty() {
             match refuse_overrides(&params, &state.capacity_rules) {
                 Refusal::None => {}
@@ -148,7 +165,25 @@ async fn handle(
     };
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if lose_response {
+        return Ok(xml(StatusCode::INTERNAL_SERVER_ERROR, internal_error()));
+    }
     Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+/// Uses up one of the faults left for `action`; true if there was one.
+fn take(left: &mut HashMap<String, usize>, action: &str) -> bool {
+    match left.get_mut(action) {
+        Some(count) if *count > 0 => {
+            *count -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+fn internal_error() -> String {
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>InternalError</Code><Message>An internal error has occurred (fault proxy).</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>".to_owned()
 }
 
 enum Refusal {
