@@ -2,6 +2,7 @@
 //! `EC2NodeClass`, `WarmPool`) and the one stoker writes (`NodeClaim`), with the schema and CEL
 //! rules the apiserver enforces. Rustdoc on each field becomes its description in the CRD.
 
+pub mod condition;
 pub mod duration;
 pub mod ec2nodeclass;
 pub mod labels;

@@ -17,6 +17,7 @@ use kube::{
 };
 use tracing::{info, warn};
 
+use crate::apis::condition;
 use crate::controllers::Provider;
 use crate::{
     apis::NodeClaim,
@@ -62,8 +63,11 @@ pub fn claims_without_instances(instances: &[Instance], claims: &[Arc<NodeClaim>
         .filter(|claim| claim.metadata.deletion_timestamp.is_none())
         .filter(|claim| {
             let Some(id) = claim.status.as_ref().and_then(|s| s.provider_id.as_deref()) else { return false };
-            let launched =
-                claim.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == "Launched" && c.status == "True");
+            let launched = claim
+                .status
+                .iter()
+                .flat_map(|s| &s.conditions)
+                .find(|c| c.type_ == condition::LAUNCHED && c.status == condition::TRUE);
             let old = launched
                 .and_then(|c| DateTime::from_timestamp(c.last_transition_time.0.as_second(), 0))
                 .is_some_and(|at| now - at > GRACE);

@@ -61,6 +61,18 @@ pub struct Shared<P> {
     pub preemptions: broadcast::Sender<warmpool::preemption::Preemption>,
 }
 
+/// Server-side applies `status` as the whole status of the object `name`, under stoker's field
+/// manager. Whole, because an apply drops the fields its manager no longer names: a partial
+/// status would erase the rest.
+pub async fn apply_status<K>(api: &kube::Api<K>, name: &str, status: &impl serde::Serialize) -> Result<K, kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &kube::api::Patch::Apply(&patch)).await
+}
+
 /// Publishes an Event about an object; a failure is logged, never fatal to a reconcile.
 pub async fn publish(recorder: &Recorder, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };

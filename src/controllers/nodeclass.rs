@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::ListParams,
     core::DeserializeGuard,
     runtime::{
         Controller,
@@ -19,9 +19,9 @@ use kube::{
         watcher,
     },
 };
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
+use crate::apis::condition;
 use crate::controllers::Provider;
 use crate::{
     apis::{
@@ -29,7 +29,7 @@ use crate::{
         nodeclaim::NodeClaim,
     },
     controllers::{
-        FIELD_MANAGER, Shared, conditions, drain,
+        Shared, apply_status, conditions, drain,
         isolation::{self, Reporter, Shown},
         publish,
     },
@@ -83,7 +83,7 @@ pub fn decide_conditions(
     let problem = (!missing.is_empty()).then(|| missing.join("; "));
     out = conditions::set(
         &out,
-        "Ready",
+        condition::READY,
         problem.is_none(),
         if problem.is_none() { "Ready" } else { "NotResolved" },
         problem.as_deref().unwrap_or(""),
@@ -118,7 +118,7 @@ async fn apply<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Act
             let message = format!("cannot resolve: {error}");
             let conditions = conditions::set(
                 &previous.conditions,
-                "Ready",
+                condition::READY,
                 false,
                 error.reason(),
                 &message,
@@ -128,8 +128,7 @@ async fn apply<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Act
         }
     };
     let api: Api<EC2NodeClass> = Api::all(ctx.client.clone());
-    let patch = json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "EC2NodeClass", "status": status});
-    api.patch_status(&class.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    apply_status(&api, &class.name_any(), &status).await?;
     if problem.is_none() {
         // Price the class's instance types now, so the first batch that needs them does not wait.
         let resolved = EC2NodeClass { status: Some(status.clone()), ..class.clone() };
@@ -138,8 +137,8 @@ async fn apply<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Act
         }
     }
 
-    let was_ready = previous.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-    let previous_message = previous.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.as_str());
+    let was_ready = previous.conditions.iter().any(|c| c.type_ == condition::READY && c.status == condition::TRUE);
+    let previous_message = previous.conditions.iter().find(|c| c.type_ == condition::READY).map(|c| c.message.as_str());
     match &problem {
         Some(problem) if previous_message != Some(problem.as_str()) => {
             warn!(%problem, "node class not resolved");
@@ -195,7 +194,8 @@ pub async fn run<P: Provider + 'static>(ctx: Arc<Shared<P>>) {
         |class, ctx: Arc<Shared<P>>| async move {
             let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
             // Its resolved status is rebuilt once the class is fixed; until then it is not Ready.
-            isolation::dispatch(class, reporter, Shown::Condition("Ready"), |class| reconcile(class, &ctx)).await
+            isolation::dispatch(class, reporter, Shown::Condition(condition::READY), |class| reconcile(class, &ctx))
+                .await
         },
         error_policy,
         ctx,

@@ -9,7 +9,6 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     core::DeserializeGuard,
     runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
 };
@@ -17,10 +16,11 @@ use serde_json::json;
 use tracing::{instrument, warn};
 
 use super::{
-    FIELD_MANAGER, Shared, conditions, drain,
+    Shared, apply_status, conditions, drain,
     isolation::{self, Reporter, Shown},
     publish,
 };
+use crate::apis::condition;
 use crate::{
     apis::{EC2NodeClass, NodeClaim, NodePool, labels, validation::nodepool_errors},
     error::{Error, Result},
@@ -41,7 +41,7 @@ pub fn decide_conditions(pool: &NodePool, class: Option<&EC2NodeClass>) -> (Vec<
         (!problems.is_empty()).then(|| problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
     let mut out = conditions::set(
         previous,
-        "ValidationSucceeded",
+        condition::VALIDATION_SUCCEEDED,
         problem.is_none(),
         if problem.is_none() { "Valid" } else { "InvalidSpec" },
         problem.as_deref().unwrap_or(""),
@@ -56,12 +56,12 @@ pub fn decide_conditions(pool: &NodePool, class: Option<&EC2NodeClass>) -> (Vec<
         }
         (None, Some(_)) => (true, "Ready", String::new()),
     };
-    out = conditions::set(&out, "Ready", ready, reason, &message, generation);
+    out = conditions::set(&out, condition::READY, ready, reason, &message, generation);
     (out, problem)
 }
 
 fn class_ready(class: &EC2NodeClass) -> bool {
-    class.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == "Ready" && c.status == "True")
+    class.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == condition::READY && c.status == condition::TRUE)
 }
 
 #[instrument(skip_all, fields(nodepool = %pool.name_any()))]
@@ -88,11 +88,11 @@ async fn reconcile<P>(pool: Arc<NodePool>, ctx: &Shared<P>) -> Result<Action> {
         if !resources.is_empty() {
             status["resources"] = json!(resources);
         }
-        let patch = json!({"apiVersion": NodePool::api_version(&()), "kind": NodePool::kind(&()), "status": status});
         let api: Api<NodePool> = Api::all(ctx.client.clone());
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        apply_status(&api, &name, &status).await?;
     }
-    let was_valid = !current.conditions.iter().any(|c| c.type_ == "ValidationSucceeded" && c.status == "False");
+    let was_valid =
+        !current.conditions.iter().any(|c| c.type_ == condition::VALIDATION_SUCCEEDED && c.status == condition::FALSE);
     if let Some(problem) = problem.filter(|_| was_valid) {
         warn!(%problem, "invalid NodePool");
         publish(&ctx.recorder, &pool.object_ref(&()), EventType::Warning, "InvalidSpec", problem).await;
@@ -120,7 +120,7 @@ pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>) {
         .run(
             |pool, ctx: Arc<Shared<P>>| async move {
                 let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
-                isolation::dispatch(pool, reporter, Shown::Condition("ValidationSucceeded"), |pool| {
+                isolation::dispatch(pool, reporter, Shown::Condition(condition::VALIDATION_SUCCEEDED), |pool| {
                     reconcile(pool, &ctx)
                 })
                 .await

@@ -17,6 +17,7 @@ use k8s_openapi::api::{
 use kube::ResourceExt;
 
 use super::{facts::NodeFactsIndex, pods::PodIndex, usage::usage_by_pool};
+use crate::apis::condition;
 use crate::{
     apis::{
         NodeClaim, NodePool,
@@ -69,8 +70,11 @@ pub fn solver_input_without(state: &Snapshot, without: &HashSet<&str>) -> Prepar
     // Startup taints of nodes not yet initialized are expected to go: they do not keep pods off.
     let mut startup: HashMap<&str, &[Taint]> = HashMap::new();
     for claim in state.claims {
-        let initialized =
-            claim.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == "Initialized" && c.status == "True");
+        let initialized = claim
+            .status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .any(|c| c.type_ == condition::INITIALIZED && c.status == condition::TRUE);
         if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.as_deref())
             && !initialized
         {

@@ -5,6 +5,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
 
+use crate::apis::condition;
 use crate::{apis::labels, state::nodes::Nodes};
 
 /// How long a node stays off the candidates after it initializes: kube-scheduler retries an
@@ -25,7 +26,7 @@ pub fn empty_nodes(pool: &str, nodes: &Nodes, now: DateTime<Utc>) -> Vec<(String
                 .status
                 .iter()
                 .flat_map(|s| &s.conditions)
-                .find(|c| c.type_ == "Initialized" && c.status == "True");
+                .find(|c| c.type_ == condition::INITIALIZED && c.status == condition::TRUE);
             let since = initialized.and_then(|c| DateTime::from_timestamp(c.last_transition_time.0.as_second(), 0));
             since.is_some_and(|since| now - since >= SETTLE)
         })

@@ -14,6 +14,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{Context, apply_status, claims, mark};
+use crate::apis::condition;
 use crate::controllers::Provider;
 use crate::{
     apis::{EC2NodeClass, NodeClaim, labels},
@@ -55,7 +56,7 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
             apply_status(claim, ctx, |status| {
                 status.conditions = conditions::set(
                     &status.conditions,
-                    "Launched",
+                    condition::LAUNCHED,
                     false,
                     error.reason(),
                     &message,
@@ -90,7 +91,7 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
             status.capacity = launched.capacity.to_quantities();
             status.allocatable = launched.allocatable.to_quantities();
         }
-        mark(status, claim, &["Launched"]);
+        mark(status, claim, &[condition::LAUNCHED]);
     })
     .await?;
     let note = format!(

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
+use crate::apis::condition;
 use crate::apis::{NodeClaim, labels};
 
 /// A NodeClaim not registered this long after launch is given up.
@@ -34,8 +35,11 @@ pub fn condition_true(claim: &NodeClaim, type_: &str) -> bool {
 }
 
 fn launched_at(claim: &NodeClaim) -> Option<DateTime<Utc>> {
-    let condition =
-        claim.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == "Launched" && c.status == "True")?;
+    let condition = claim
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == condition::LAUNCHED && c.status == condition::TRUE)?;
     DateTime::from_timestamp(condition.last_transition_time.0.as_second(), 0)
 }
 
@@ -63,10 +67,10 @@ pub fn next_step(claim: &NodeClaim, node: Option<&Node>, now: DateTime<Utc>) -> 
             _ => Step::AwaitNode,
         };
     };
-    if !condition_true(claim, "Registered") {
+    if !condition_true(claim, condition::REGISTERED) {
         return Step::Register;
     }
-    if condition_true(claim, "Initialized") {
+    if condition_true(claim, condition::INITIALIZED) {
         return Step::Done;
     }
     let startup_left = claim.spec.startup_taints.iter().any(|taint| has_taint(node, taint));

@@ -29,11 +29,13 @@ use tracing::{info, instrument, warn};
 
 pub use self::handoff::NewClaims;
 use self::lifecycle::{Step, next_step};
+use crate::apis::condition;
+use crate::controllers;
 use crate::controllers::Provider;
 use crate::{
     apis::{NodeClaim, labels, nodeclaim::NodeClaimStatus},
     controllers::{
-        FIELD_MANAGER, Shared, conditions, drain,
+        Shared, conditions, drain,
         isolation::{self, Reporter, Shown},
         publish,
     },
@@ -126,7 +128,8 @@ async fn reconcile<P: Provider + 'static>(claim: Arc<NodeClaim>, ctx: &Context<P
         }
         Step::AwaitInitialization => Ok(Action::requeue(Duration::from_secs(30))),
         Step::Initialize => {
-            apply_status(&claim, ctx, |status| mark(status, &claim, &["Initialized", "Ready"])).await?;
+            apply_status(&claim, ctx, |status| mark(status, &claim, &[condition::INITIALIZED, condition::READY]))
+                .await?;
             info!("initialized");
             ctx.metrics.nodeclaims_initialized.get_or_create(&ClaimLabels::of(&claim)).inc();
             Ok(Action::await_change())
@@ -139,15 +142,11 @@ fn claims<P>(ctx: &Context<P>) -> Api<NodeClaim> {
     Api::all(ctx.client.clone())
 }
 
-/// Server-side applies the claim's whole status after `change`: an apply owns every field it
-/// names and drops the ones it no longer names, so a partial status would erase the rest.
+/// Applies the claim's whole status after `change` (see [`controllers::apply_status`]).
 async fn apply_status<P>(claim: &NodeClaim, ctx: &Context<P>, change: impl FnOnce(&mut NodeClaimStatus)) -> Result<()> {
     let mut status = claim.status.clone().unwrap_or_default();
     change(&mut status);
-    let patch = json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "NodeClaim", "status": status});
-    claims(ctx)
-        .patch_status(&claim.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    controllers::apply_status(&claims(ctx), &claim.name_any(), &status).await?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::{Context, FINALIZER, apply_status, lifecycle::registered_taints, mark};
+use crate::apis::condition;
 use crate::{
     apis::{NodeClaim, labels},
     error::Result,
@@ -35,7 +36,7 @@ pub(super) async fn register<P>(claim: &NodeClaim, node: &Node, ctx: &Context<P>
     nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     apply_status(claim, ctx, |status| {
         status.node_name = Some(node.name_any());
-        mark(status, claim, &["Registered"]);
+        mark(status, claim, &[condition::REGISTERED]);
     })
     .await?;
     info!(node = %node.name_any(), "registered");

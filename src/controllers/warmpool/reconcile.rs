@@ -16,7 +16,6 @@ use kube::{
     core::DeserializeGuard,
     runtime::{Controller, controller::Action, events::EventType, watcher},
 };
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{
@@ -24,13 +23,14 @@ use super::{
     pause::{default_priority_class, deployment, deployment_name},
     windows::Windows,
 };
+use crate::apis::condition;
 use crate::{
     apis::{
         WarmPool,
         warmpool::{DEFAULT_PRIORITY_CLASS, Transition, WarmPoolSpec, WarmPoolStatus},
     },
     controllers::{
-        FIELD_MANAGER, Shared, conditions, drain,
+        FIELD_MANAGER, Shared, apply_status, conditions, drain,
         isolation::{self, Reporter, Shown},
         publish,
     },
@@ -120,7 +120,7 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     ctx.metrics.warmpool_ready.get_or_create(&labels).set(ready.into());
     let mut status_conditions = conditions::set(
         &previous.conditions,
-        "ScheduleValid",
+        condition::SCHEDULE_VALID,
         decision.invalid.is_none(),
         if decision.invalid.is_none() { "Valid" } else { "InvalidSchedule" },
         decision.invalid.as_deref().unwrap_or(""),
@@ -128,7 +128,7 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     );
     status_conditions = conditions::set(
         &status_conditions,
-        "Admitted",
+        condition::ADMITTED,
         refusal.is_none(),
         if refusal.is_none() { "Admitted" } else { "NotAdmitted" },
         refusal.as_deref().unwrap_or(""),
@@ -137,7 +137,7 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     let all_ready = ready >= decision.replicas;
     status_conditions = conditions::set(
         &status_conditions,
-        "Ready",
+        condition::READY,
         all_ready && decision.invalid.is_none() && refusal.is_none(),
         if all_ready { "PausePodsReady" } else { "PausePodsPending" },
         &format!("{ready} of {} pause pods ready", decision.replicas),
@@ -155,17 +155,16 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
         observed_generation: generation,
     };
     let api: Api<WarmPool> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "WarmPool", "status": status});
-    api.patch_status(&pool.name_any(), &apply, &Patch::Apply(&patch)).await?;
+    apply_status(&api, &pool.name_any(), &status).await?;
 
     let reference = pool.object_ref(&());
     if let Some(refusal) = &refusal {
-        if previous.conditions.iter().all(|c| c.type_ != "Admitted" || c.status == "True") {
+        if previous.conditions.iter().all(|c| c.type_ != condition::ADMITTED || c.status == condition::TRUE) {
             warn!(%refusal, "not admitted");
             publish(&ctx.recorder, &reference, EventType::Warning, "NotAdmitted", refusal.clone()).await;
         }
     } else if let Some(problem) = &decision.invalid {
-        if previous.conditions.iter().all(|c| c.type_ != "ScheduleValid" || c.status == "True") {
+        if previous.conditions.iter().all(|c| c.type_ != condition::SCHEDULE_VALID || c.status == condition::TRUE) {
             warn!(%problem, "invalid schedule");
             publish(&ctx.recorder, &reference, EventType::Warning, "InvalidSchedule", problem.clone()).await;
         }
@@ -214,7 +213,7 @@ pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>, policy: Policy) 
                 async move {
                     let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
                     // Its Deployment keeps its size, as for an invalid schedule.
-                    isolation::dispatch(pool, reporter, Shown::Condition("Ready"), |pool| {
+                    isolation::dispatch(pool, reporter, Shown::Condition(condition::READY), |pool| {
                         reconcile(pool, &ctx, &policy)
                     })
                     .await

@@ -1,0 +1,20 @@
+//! The condition types and statuses stoker's kinds report, as `kubectl wait --for condition=...`
+//! and dashboards name them.
+
+/// Every kind: usable now.
+pub const READY: &str = "Ready";
+/// NodeClaim: its instance runs.
+pub const LAUNCHED: &str = "Launched";
+/// NodeClaim: its Node joined.
+pub const REGISTERED: &str = "Registered";
+/// NodeClaim: its Node is Ready with its startup taints gone.
+pub const INITIALIZED: &str = "Initialized";
+/// NodePool: the checks the schema cannot make passed.
+pub const VALIDATION_SUCCEEDED: &str = "ValidationSucceeded";
+/// WarmPool: its schedule can be evaluated.
+pub const SCHEDULE_VALID: &str = "ScheduleValid";
+/// WarmPool: the operator's limits allow it.
+pub const ADMITTED: &str = "Admitted";
+
+pub const TRUE: &str = "True";
+pub const FALSE: &str = "False";
