@@ -9,6 +9,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+use stoker::cloudprovider::aws::allocatable;
 
 use kube::{
     Api,
@@ -33,7 +34,7 @@ async fn failing_launches_back_off_instead_of_looping() {
         .types
         .iter()
         .filter(|t| t.name == "c5.large")
-        .map(|facts| InstanceType::from_facts(facts, Vec::new(), None).expect("valid facts"))
+        .map(|facts| allocatable::instance_type(facts, Vec::new(), None).expect("valid facts"))
         .collect();
     let fake = FakeCloudProvider::new(types);
     for attempt in 0..3 {

@@ -10,8 +10,9 @@ use proptest::prelude::*;
 use serde_json::json;
 use stoker::{
     apis::labels,
+    cloudprovider::aws::allocatable::{self, InstanceFacts},
     scheduling::{
-        catalog::{InstanceFacts, InstanceType, Offering, offering_allowed},
+        catalog::{InstanceType, Offering, offering_allowed},
         pod::PodInfo,
         requirements::{Requirement, Requirements},
         resources::Resources,
@@ -49,7 +50,7 @@ fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
                         });
                     }
                 }
-                InstanceType::from_facts(&facts, offerings, None).unwrap()
+                allocatable::instance_type(&facts, offerings, None).unwrap()
             })
             .collect()
     })

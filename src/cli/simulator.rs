@@ -9,6 +9,7 @@
 //! so kwok keeps it Ready and runs its pods. A Node whose instance is gone is deleted, as the
 //! cloud controller manager does on EKS.
 
+use crate::cloudprovider::aws::allocatable;
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{
@@ -146,7 +147,7 @@ async fn pass(
             warn!(instance = %instance.id, instance_type = %instance.instance_type, "unknown instance type");
             continue;
         };
-        let Ok(instance_type) = InstanceType::from_facts(facts, Vec::new(), None) else { continue };
+        let Ok(instance_type) = allocatable::instance_type(facts, Vec::new(), None) else { continue };
         let claim = match instance.nodeclaim() {
             Some(name) => claims.get_opt(name).await?,
             None => None,
@@ -172,7 +173,7 @@ async fn pass(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduling::catalog::InstanceFacts;
+    use crate::cloudprovider::aws::allocatable::InstanceFacts;
 
     #[test]
     fn a_simulated_node_looks_like_a_kubelet_registered_one() {
@@ -185,7 +186,7 @@ mod tests {
             max_network_interfaces: 3,
             ipv4_per_interface: 10,
         };
-        let instance_type = InstanceType::from_facts(&facts, Vec::new(), None).expect("valid");
+        let instance_type = allocatable::instance_type(&facts, Vec::new(), None).expect("valid");
         let instance = Instance {
             id: "i-0abc".into(),
             provider_id: "aws:///us-east-1a/i-0abc".into(),

@@ -180,6 +180,7 @@ impl CloudProvider for FakeCloudProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloudprovider::aws::allocatable;
 
     fn claim(name: &str, types: &[&str]) -> NodeClaim {
         serde_json::from_value(serde_json::json!({
@@ -208,7 +209,7 @@ mod tests {
             .types
             .iter()
             .filter(|t| ["m5.large", "m5.xlarge"].contains(&t.name.as_str()))
-            .map(|facts| InstanceType::from_facts(facts, Vec::new(), None).expect("valid facts"))
+            .map(|facts| allocatable::instance_type(facts, Vec::new(), None).expect("valid facts"))
             .collect();
         FakeCloudProvider::new(types)
     }

@@ -1,11 +1,12 @@
 //! Solver rules, one small readable scenario each.
 
+use crate::cloudprovider::aws::allocatable::{self, InstanceFacts};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
-use crate::scheduling::catalog::{InstanceFacts, Offering};
+use crate::scheduling::catalog::Offering;
 
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
@@ -40,7 +41,7 @@ fn catalog() -> Vec<InstanceType> {
                 });
             }
         }
-        InstanceType::from_facts(&facts, offerings, None).unwrap()
+        allocatable::instance_type(&facts, offerings, None).unwrap()
     })
     .collect()
 }
@@ -287,7 +288,7 @@ fn at_most_sixty_instance_types_per_claim() {
             price: 1.0 + f64::from(i) / 100.0,
             available: true,
         };
-        types.push(InstanceType::from_facts(&facts, vec![offering], None).unwrap());
+        types.push(allocatable::instance_type(&facts, vec![offering], None).unwrap());
     }
     let mut pool = pool("on-demand", 0, "on-demand");
     pool.instance_types = (0..80).collect();

@@ -5,6 +5,7 @@
 //! Also turns facts, zones, prices and the unavailable-offerings cache into the priced
 //! `InstanceType`s the scheduling simulation chooses from.
 
+use super::allocatable::{self, InstanceFacts};
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{ArchitectureType, InstanceTypeInfo, LocationType};
@@ -13,7 +14,7 @@ use super::{aws_error, pricing::PriceBook, unavailable::UnavailableOfferings};
 use crate::{
     apis::{ec2nodeclass::KubeletConfiguration, labels},
     cloudprovider::CloudError,
-    scheduling::catalog::{InstanceFacts, InstanceType, Offering},
+    scheduling::catalog::{InstanceType, Offering},
 };
 
 const SNAPSHOT: &str = include_str!("data/instance-types.csv");
@@ -70,7 +71,7 @@ impl Catalog {
                 }
                 // A type whose kubelet settings do not parse is skipped, not fatal: the node
                 // class's status reports the bad quantity.
-                InstanceType::from_facts(facts, offerings, kubelet).ok()
+                allocatable::instance_type(facts, offerings, kubelet).ok()
             })
             .collect()
     }

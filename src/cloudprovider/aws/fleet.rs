@@ -192,11 +192,8 @@ pub fn classify(code: &str) -> FleetErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduling::{
-        catalog::{InstanceFacts, Offering},
-        requirements::Requirement,
-        resources::CPU,
-    };
+    use crate::cloudprovider::aws::allocatable::{self, InstanceFacts};
+    use crate::scheduling::{catalog::Offering, requirements::Requirement, resources::CPU};
 
     fn instance(name: &str, vcpus: i64, arch: &str, offerings: &[(&str, &str, f64, bool)]) -> InstanceType {
         let facts = InstanceFacts {
@@ -217,7 +214,7 @@ mod tests {
                 available: *available,
             })
             .collect();
-        InstanceType::from_facts(&facts, offerings, None).expect("valid facts")
+        allocatable::instance_type(&facts, offerings, None).expect("valid facts")
     }
 
     fn subnet(id: &str, zone: &str, available_ips: i64) -> Subnet {

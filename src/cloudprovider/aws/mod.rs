@@ -8,6 +8,7 @@
 //! (priced instance types), `fleet` (overrides and error meanings), `ami` (alias parameters,
 //! newest image), `bootstrap` (user data), `launchtemplate` (template content and name).
 
+pub mod allocatable;
 pub mod ami;
 pub mod bootstrap;
 pub mod catalog;

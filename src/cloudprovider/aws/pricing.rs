@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use crate::scheduling::catalog::InstanceFacts;
+use super::allocatable::InstanceFacts;
 
 const SNAPSHOT: &str = include_str!("data/on-demand-prices.csv");
 /// A spot price under this share of on-demand is a placeholder, not a price.

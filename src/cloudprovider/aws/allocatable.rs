@@ -1,0 +1,198 @@
+//! What an EC2 instance type offers pods, computed as EKS's AMIs do (and Karpenter reproduces):
+//! max pods from the ENI limits, kube-reserved CPU stepped by core, kube-reserved memory from max
+//! pods, the kubelet's default hard eviction threshold, and a share of memory the hypervisor
+//! keeps. From DescribeInstanceTypes' facts to the simulation's `InstanceType`.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    apis::{ec2nodeclass::KubeletConfiguration, labels},
+    scheduling::{
+        catalog::{InstanceType, Offering},
+        quantity::QuantityError,
+        resources::{CPU, EPHEMERAL_STORAGE, MEMORY, PODS, Resources},
+    },
+};
+
+const MIB: i64 = 1 << 20;
+const GIB: i64 = 1 << 30;
+
+/// Share of reported memory that is not visible to the OS on EC2 (Karpenter's default).
+pub const VM_MEMORY_OVERHEAD_PERCENT: f64 = 0.075;
+/// Root volume size assumed when the node class does not say.
+pub const DEFAULT_EPHEMERAL_STORAGE: i64 = 20 * GIB;
+
+/// Facts about an instance type, as DescribeInstanceTypes reports them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceFacts {
+    pub name: String,
+    pub vcpus: i64,
+    pub memory_mib: i64,
+    /// `amd64` or `arm64`.
+    pub arch: String,
+    pub gpus: i64,
+    pub max_network_interfaces: i64,
+    pub ipv4_per_interface: i64,
+}
+
+/// An instance type from its facts, offerings and the node class's kubelet settings.
+pub fn instance_type(
+    facts: &InstanceFacts,
+    offerings: Vec<Offering>,
+    kubelet: Option<&KubeletConfiguration>,
+) -> Result<InstanceType, QuantityError> {
+    let labels = instance_labels(facts);
+    let max_pods = max_pods(facts, kubelet);
+    let mut capacity = Resources::new();
+    capacity.set(CPU, facts.vcpus * 1000);
+    let hidden_mib = (facts.memory_mib as f64 * VM_MEMORY_OVERHEAD_PERCENT).ceil() as i64;
+    capacity.set(MEMORY, (facts.memory_mib - hidden_mib) * MIB);
+    capacity.set(PODS, max_pods);
+    capacity.set(EPHEMERAL_STORAGE, DEFAULT_EPHEMERAL_STORAGE);
+    if facts.gpus > 0 {
+        capacity.set("nvidia.com/gpu", facts.gpus);
+    }
+    // Explicit kube-reserved amounts replace the defaults for the resources they name;
+    // system-reserved comes on top.
+    let mut reserved = kube_reserved(facts.vcpus, max_pods);
+    if let Some(explicit) = kubelet.and_then(|k| k.kube_reserved.as_ref()) {
+        for (name, amount) in Resources::from_quantities(explicit)?.iter() {
+            reserved.set(name, amount);
+        }
+    }
+    if let Some(system) = kubelet.and_then(|k| k.system_reserved.as_ref()) {
+        reserved.add(&Resources::from_quantities(system)?);
+    }
+    let mut allocatable = capacity.clone();
+    allocatable.subtract(&reserved);
+    allocatable.subtract(&eviction_threshold());
+    Ok(InstanceType::new(facts.name.clone(), labels, capacity, allocatable, offerings))
+}
+
+/// The well-known labels of an instance type, derived from its name and facts.
+pub fn instance_labels(facts: &InstanceFacts) -> BTreeMap<String, String> {
+    let (family, size) = facts.name.split_once('.').unwrap_or((&facts.name, ""));
+    let category: String = family.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    let generation: String = family[category.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let mut out = BTreeMap::new();
+    let mut put = |key: &str, value: String| {
+        if !value.is_empty() {
+            out.insert(key.to_owned(), value);
+        }
+    };
+    put(labels::INSTANCE_TYPE, facts.name.clone());
+    put(labels::ARCH, facts.arch.clone());
+    put(labels::OS, "linux".into());
+    put(labels::INSTANCE_FAMILY, family.to_owned());
+    put(labels::INSTANCE_CATEGORY, category);
+    put(labels::INSTANCE_GENERATION, generation);
+    put(labels::INSTANCE_SIZE, size.to_owned());
+    put(labels::INSTANCE_CPU, facts.vcpus.to_string());
+    put(labels::INSTANCE_MEMORY, facts.memory_mib.to_string());
+    put(labels::INSTANCE_GPU_COUNT, facts.gpus.to_string());
+    out
+}
+
+/// Pods per node: EKS's ENI formula (each interface's addresses minus its own, plus two
+/// host-network pods), capped by the kubelet's `maxPods` and `podsPerCore`.
+pub fn max_pods(facts: &InstanceFacts, kubelet: Option<&KubeletConfiguration>) -> i64 {
+    let eni_limited = facts.max_network_interfaces * (facts.ipv4_per_interface - 1) + 2;
+    let mut pods = kubelet.and_then(|k| k.max_pods).map_or(eni_limited, i64::from);
+    if let Some(per_core) = kubelet.and_then(|k| k.pods_per_core).filter(|p| *p > 0) {
+        pods = pods.min(i64::from(per_core) * facts.vcpus);
+    }
+    pods.max(0)
+}
+
+/// EKS's default kube-reserved: 6% of the first core, 1% of the second, 0.5% of the next two,
+/// 0.25% of the rest; memory 11 MiB per pod plus 255 MiB.
+pub fn kube_reserved(vcpus: i64, max_pods: i64) -> Resources {
+    let mut millis = 0;
+    for core in 0..vcpus {
+        millis += match core {
+            0 => 60,
+            1 => 10,
+            2 | 3 => 5,
+            _ => 0,
+        };
+    }
+    // 0.25% of each core past the fourth, summed in hundredths of a millicore to stay exact.
+    let quarter_percent_cores = (vcpus - 4).max(0);
+    millis += (quarter_percent_cores * 250 + 99) / 100;
+    let mut reserved = Resources::new();
+    reserved.set(CPU, millis);
+    reserved.set(MEMORY, (11 * max_pods + 255) * MIB);
+    reserved.set(EPHEMERAL_STORAGE, GIB);
+    reserved
+}
+
+/// The kubelet's default hard eviction threshold on memory (100Mi) and on the root volume (10%).
+pub fn eviction_threshold() -> Resources {
+    let mut threshold = Resources::new();
+    threshold.set(MEMORY, 100 * MIB);
+    threshold.set(EPHEMERAL_STORAGE, DEFAULT_EPHEMERAL_STORAGE / 10);
+    threshold
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m5_large() -> InstanceFacts {
+        InstanceFacts {
+            name: "m5.large".into(),
+            vcpus: 2,
+            memory_mib: 8192,
+            arch: "amd64".into(),
+            gpus: 0,
+            max_network_interfaces: 3,
+            ipv4_per_interface: 10,
+        }
+    }
+
+    #[test]
+    fn eks_max_pods_from_enis() {
+        // The values in EKS's eni-max-pods.txt.
+        assert_eq!(max_pods(&m5_large(), None), 29);
+        let m5_4xlarge = InstanceFacts { vcpus: 16, max_network_interfaces: 8, ipv4_per_interface: 30, ..m5_large() };
+        assert_eq!(max_pods(&m5_4xlarge, None), 234);
+        let capped = KubeletConfiguration { max_pods: Some(110), pods_per_core: Some(10), ..Default::default() };
+        assert_eq!(max_pods(&m5_4xlarge, Some(&capped)), 110);
+        assert_eq!(max_pods(&m5_large(), Some(&capped)), 20);
+    }
+
+    #[test]
+    fn kube_reserved_cpu_steps_by_core() {
+        assert_eq!(kube_reserved(1, 10).get(CPU), 60);
+        assert_eq!(kube_reserved(2, 10).get(CPU), 70);
+        assert_eq!(kube_reserved(4, 10).get(CPU), 80);
+        assert_eq!(kube_reserved(8, 10).get(CPU), 90);
+        assert_eq!(kube_reserved(96, 10).get(CPU), 310);
+        assert_eq!(kube_reserved(2, 29).get(MEMORY), (11 * 29 + 255) * MIB);
+    }
+
+    #[test]
+    fn allocatable_of_an_m5_large() {
+        let instance = instance_type(&m5_large(), vec![], None).unwrap();
+        assert_eq!(instance.allocatable.get(CPU), 1930);
+        // 8192 MiB less 7.5% (615 MiB), kube-reserved 574 MiB and eviction 100 MiB.
+        assert_eq!(instance.allocatable.get(MEMORY), (8192 - 615 - 574 - 100) * MIB);
+        assert_eq!(instance.allocatable.get(PODS), 29);
+        assert_eq!(instance.labels[labels::INSTANCE_FAMILY], "m5");
+        assert_eq!(instance.labels[labels::INSTANCE_CATEGORY], "m");
+        assert_eq!(instance.labels[labels::INSTANCE_GENERATION], "5");
+        assert_eq!(instance.labels[labels::INSTANCE_SIZE], "large");
+    }
+
+    #[test]
+    fn explicit_reservations_replace_the_defaults() {
+        let kubelet = KubeletConfiguration {
+            kube_reserved: Some(
+                [("cpu".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("500m".into()))].into(),
+            ),
+            ..Default::default()
+        };
+        let instance = instance_type(&m5_large(), vec![], Some(&kubelet)).unwrap();
+        assert_eq!(instance.allocatable.get(CPU), 1500);
+    }
+}
