@@ -1,12 +1,14 @@
 //! Solver rules, one small readable scenario each.
 
-use crate::cloudprovider::aws::allocatable::{self, InstanceFacts};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
-use crate::scheduling::catalog::Offering;
+use crate::{
+    cloudprovider::aws::allocatable::{self, InstanceFacts},
+    scheduling::{catalog::Offering, requirements::Requirement},
+};
 
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 

@@ -1,0 +1,294 @@
+//! NodeClaims opened in this pass as targets: which instance types still fit what they hold, the
+//! room held for hostname-affinity groups, pool limits, and the finished claim priced cheapest
+//! first.
+
+use std::borrow::Cow;
+
+use super::{
+    MAX_INSTANCE_TYPES, NewNodeClaim, Solver,
+    interner::ReqId,
+    placement::{Accepted, Attempt, Refusal},
+    vectors::{accumulate, fits, plus},
+};
+use crate::{
+    apis::labels,
+    scheduling::{
+        bitset::BitSet,
+        catalog::{InstanceType, Offering, offering_allowed},
+        pod::HostPort,
+        quantity::format_resource,
+        requirements::{Requirement, Requirements},
+        resources::Resources,
+        topology::GroupId,
+    },
+};
+
+/// A NodeClaim opened in this pass.
+pub(super) struct OpenClaim {
+    pub(super) pool: usize,
+    pub(super) hostname: String,
+    pub(super) requirements: ReqId,
+    pub(super) candidates: BitSet,
+    /// Componentwise largest allocatable among the candidates: a quick test of room.
+    pub(super) max_allocatable: Vec<i64>,
+    pub(super) total: Vec<i64>,
+    /// Room held for the rest of a hostname-affinity group whose first pod landed here.
+    pub(super) reserved: Vec<i64>,
+    pub(super) reservations: Vec<(GroupId, Vec<i64>)>,
+    pub(super) pods: Vec<usize>,
+    pub(super) host_ports: Vec<HostPort>,
+}
+
+impl Solver<'_> {
+    /// Instance types a requirement set allows, with an available offering it allows.
+    pub(super) fn types_for(&mut self, requirements: ReqId) -> &BitSet {
+        let input = self.input;
+        let set = &self.interner.get(requirements);
+        self.type_sets.entry(requirements).or_insert_with(|| {
+            let mut bits = BitSet::empty(input.instance_types.len());
+            for (index, instance) in input.instance_types.iter().enumerate() {
+                let labels_ok = set.iter().all(|(key, r)| instance.labels.get(key).is_none_or(|v| r.admits(Some(v))));
+                if labels_ok && instance.offerings.iter().any(|o| o.available && offering_allowed(o, set)) {
+                    bits.insert(index);
+                }
+            }
+            bits
+        })
+    }
+
+    /// The instance types of `candidates` that fit `total` and keep every minValues requirement.
+    pub(super) fn fitting_types(
+        &self,
+        candidates: &BitSet,
+        total: &[i64],
+        requirements: ReqId,
+        limit: Option<&[i64]>,
+    ) -> Result<BitSet, String> {
+        let mut fitting = candidates.clone();
+        for index in candidates.iter() {
+            let within_limit = limit.is_none_or(|remaining| fits(&self.capacity[index], remaining));
+            if !fits(total, &self.allocatable[index]) || !within_limit {
+                fitting.remove(index);
+            }
+        }
+        if fitting.is_empty() {
+            let needs: Vec<String> = self
+                .dims
+                .0
+                .iter()
+                .zip(total)
+                .filter(|(_, amount)| **amount > 0)
+                .map(|(name, amount)| format!("{name} {}", format_resource(name, *amount)))
+                .collect();
+            let limited = if limit.is_some() { " within the pool's limits" } else { "" };
+            return Err(format!("no instance type{limited} has room for {}", needs.join(", ")));
+        }
+        for (key, requirement) in self.interner.get(requirements).iter() {
+            let Some(minimum) = requirement.min_values() else { continue };
+            // Runs for every placement: stop counting once the minimum is reached.
+            let mut distinct: Vec<&String> = Vec::with_capacity(minimum);
+            for value in fitting.iter().filter_map(|i| self.input.instance_types[i].labels.get(key)) {
+                if !distinct.contains(&value) {
+                    distinct.push(value);
+                    if distinct.len() >= minimum {
+                        break;
+                    }
+                }
+            }
+            if distinct.len() < minimum {
+                return Err(format!("only {} values of {key} remain, minValues is {minimum}", distinct.len()));
+            }
+        }
+        Ok(fitting)
+    }
+
+    /// The componentwise largest of `vectors` over the candidate types.
+    pub(super) fn largest(&self, candidates: &BitSet, vectors: &[Vec<i64>]) -> Vec<i64> {
+        let mut largest = vec![0; self.dims.0.len()];
+        for index in candidates.iter() {
+            for (max, amount) in largest.iter_mut().zip(&vectors[index]) {
+                *max = (*max).max(*amount);
+            }
+        }
+        largest
+    }
+
+    pub(super) fn check_claim(&mut self, attempt: &Attempt, claim: usize) -> Result<Accepted, Refusal> {
+        let input = self.input;
+        let info = &input.pods[attempt.pod];
+        let open = &self.claims[claim];
+        if info.untolerated_taint(&input.pools[open.pool].taints).is_some() {
+            return Err(Refusal::permanent("a taint is not tolerated"));
+        }
+        if Self::ports_conflict(&open.host_ports, &info.host_ports) {
+            return Err(Refusal::permanent("host port in use"));
+        }
+        // Room held here for a group this pod belongs to is room for this pod.
+        let needed = self.needed(attempt);
+        let mut reserved = Cow::Borrowed(&open.reserved[..]);
+        for (group, held) in &open.reservations {
+            if attempt.owned.contains(group) {
+                let own = &self.pod_requests[attempt.pod];
+                reserved = Cow::Owned(reserved.iter().zip(held).zip(own).map(|((r, h), o)| r - (*o).min(*h)).collect());
+            }
+        }
+        // Cheap first: not even the largest candidate has room.
+        let roomy = (0..needed.len())
+            .all(|i| open.total[i].saturating_add(reserved[i]).saturating_add(needed[i]) <= open.max_allocatable[i]);
+        if !roomy {
+            return Err(Refusal::permanent("not enough room"));
+        }
+        let total = plus(&plus(&open.total, &reserved), &needed);
+        let merged = self.interner.merge(open.requirements, attempt.requirements, false).map_err(Refusal::permanent)?;
+        let (narrowed, domains) = self.check_open_topology(attempt, merged, claim)?;
+        let mut candidates = self.claims[claim].candidates.clone();
+        candidates.intersect_with(self.types_for(narrowed));
+        let candidates = self.fitting_types(&candidates, &total, narrowed, None).map_err(|reason| {
+            if narrowed == merged { Refusal::permanent(reason) } else { Refusal::transient(reason) }
+        })?;
+        let total = plus(&self.claims[claim].total, &self.pod_requests[attempt.pod]);
+        Ok(Accepted { requirements: narrowed, candidates, total, domains })
+    }
+
+    pub(super) fn commit_claim(&mut self, attempt: &Attempt, claim: usize, accepted: Accepted) {
+        let max_allocatable = self.largest(&accepted.candidates, &self.allocatable);
+        let requests = &self.pod_requests[attempt.pod];
+        let info = &self.input.pods[attempt.pod];
+        let open = &mut self.claims[claim];
+        open.requirements = accepted.requirements;
+        open.candidates = accepted.candidates;
+        open.max_allocatable = max_allocatable;
+        open.total = accepted.total;
+        open.pods.push(attempt.pod);
+        open.host_ports.extend(info.host_ports.iter().cloned());
+        // A group member arriving uses its share of the room held for its group.
+        for (group, held) in &mut open.reservations {
+            if attempt.owned.contains(group) {
+                for ((held, reserved), amount) in held.iter_mut().zip(open.reserved.iter_mut()).zip(requests) {
+                    let used = (*amount).min(*held);
+                    *held -= used;
+                    *reserved -= used;
+                }
+            }
+        }
+        for (group, extra) in &attempt.extra {
+            accumulate(&mut open.reserved, extra, 1);
+            open.reservations.push((*group, extra.clone()));
+        }
+        let hostname = open.hostname.clone();
+        self.record(attempt, &accepted.domains, Some(&hostname));
+    }
+
+    /// Why no instance type of a pool fits a requirement set, naming the first requirement no
+    /// type of the pool satisfies (people read this in the pod's Event).
+    pub(super) fn unmatched_requirement(&self, pool: usize, requirements: ReqId) -> String {
+        let input = self.input;
+        let requirements = &self.interner.get(requirements);
+        let types: Vec<&InstanceType> = self.pool_types[pool].iter().map(|i| &input.instance_types[i]).collect();
+        let describes_type = |key: &str| {
+            [labels::INSTANCE_TYPE, labels::ARCH, labels::OS].contains(&key)
+                || key.starts_with("karpenter.k8s.aws/instance-")
+        };
+        let unmatched = requirements.iter().filter(|(key, _)| describes_type(key)).find(|(key, requirement)| {
+            types.iter().all(|t| !requirement.admits(t.labels.get(key.as_str()).map(String::as_str)))
+        });
+        if let Some((key, requirement)) = unmatched {
+            return format!("no instance type of the pool has {key} {requirement}");
+        }
+        let allowed = |o: &&Offering| offering_allowed(o, requirements);
+        if types.iter().any(|t| t.offerings.iter().any(|o| allowed(&o))) {
+            if types.iter().all(|t| t.offerings.iter().filter(allowed).all(|o| !o.available)) {
+                return "every offering the pool allows failed to launch in the last minutes (capacity errors)"
+                    .to_owned();
+            }
+        } else {
+            let wanted: Vec<String> = [labels::ZONE, labels::CAPACITY_TYPE]
+                .iter()
+                .filter_map(|key| requirements.get(key).map(|r| format!("{key} {r}")))
+                .collect();
+            return format!("no offering of the pool's instance types has {}", wanted.join(" and "));
+        }
+        "no instance type of the pool matches all the requirements together".to_owned()
+    }
+
+    pub(super) fn check_new_claim(&mut self, attempt: &Attempt, pool: usize) -> Result<Accepted, Refusal> {
+        let input = self.input;
+        let info = &input.pods[attempt.pod];
+        if let Some(taint) = info.untolerated_taint(&input.pools[pool].taints) {
+            return Err(Refusal::permanent(format!(
+                "taint {}={}:{} not tolerated",
+                taint.key,
+                taint.value.as_deref().unwrap_or_default(),
+                taint.effect
+            )));
+        }
+        let merged = self
+            .interner
+            .merge(self.pool_requirements[pool], attempt.requirements, false)
+            .map_err(Refusal::permanent)?;
+        let (narrowed, domains) = self.check_open_topology(attempt, merged, self.claims.len())?;
+        let total = plus(&self.pool_overhead[pool], &self.needed(attempt));
+        let mut candidates = self.pool_types[pool].clone();
+        candidates.intersect_with(self.types_for(narrowed));
+        if candidates.is_empty() {
+            return Err(Refusal::permanent(self.unmatched_requirement(pool, narrowed)));
+        }
+        let remaining = self.pool_remaining[pool].clone();
+        let candidates =
+            self.fitting_types(&candidates, &total, narrowed, remaining.as_deref()).map_err(Refusal::permanent)?;
+        let total = plus(&self.pool_overhead[pool], &self.pod_requests[attempt.pod]);
+        Ok(Accepted { requirements: narrowed, candidates, total, domains })
+    }
+
+    pub(super) fn open_claim(&mut self, attempt: &Attempt, pool: usize, accepted: Accepted) {
+        // Limits are charged pessimistically, with the largest type the claim may still become.
+        let largest = self.largest(&accepted.candidates, &self.capacity);
+        if let Some(remaining) = &mut self.pool_remaining[pool] {
+            for (left, used) in remaining.iter_mut().zip(&largest) {
+                *left = left.saturating_sub(*used);
+            }
+        }
+        let dims = self.dims.0.len();
+        self.claims.push(OpenClaim {
+            pool,
+            hostname: format!("new-node-{}", self.claims.len()),
+            requirements: accepted.requirements,
+            candidates: BitSet::empty(0),
+            max_allocatable: vec![0; dims],
+            total: vec![0; dims],
+            reserved: vec![0; dims],
+            reservations: Vec::new(),
+            pods: Vec::new(),
+            host_ports: Vec::new(),
+        });
+        let claim = self.claims.len() - 1;
+        self.commit_claim(attempt, claim, accepted);
+    }
+
+    pub(super) fn finish(&self, claim: &OpenClaim) -> NewNodeClaim {
+        let requirements = &self.interner.get(claim.requirements);
+        let mut priced: Vec<(f64, &InstanceType)> = claim
+            .candidates
+            .iter()
+            .filter_map(|i| {
+                let instance = &self.input.instance_types[i];
+                instance.cheapest_offering(requirements).map(|o| (o.price, instance))
+            })
+            .collect();
+        priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        priced.truncate(MAX_INSTANCE_TYPES);
+        let names: Vec<String> = priced.iter().map(|(_, t)| t.name.clone()).collect();
+        let mut requirements = Requirements::clone(requirements);
+        requirements.add(labels::INSTANCE_TYPE, Requirement::one_of(names.iter().cloned()));
+        let requests: Resources =
+            self.dims.0.iter().cloned().zip(claim.total.iter().copied()).filter(|(_, v)| *v != 0).collect();
+        NewNodeClaim {
+            nodepool: self.input.pools[claim.pool].name.clone(),
+            requirements,
+            instance_types: names,
+            requests,
+            pods: claim.pods.iter().map(|p| self.input.pods[*p].key.clone()).collect(),
+            price: priced.first().map_or(0.0, |(price, _)| *price),
+        }
+    }
+}

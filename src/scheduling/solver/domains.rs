@@ -1,0 +1,144 @@
+//! Topology for a target: the domains a key can take, and the checks of spread and (anti-)affinity
+//! terms that choose one.
+
+use std::collections::BTreeSet;
+
+use super::{
+    Input, Solver,
+    interner::ReqId,
+    placement::{Attempt, ChosenDomains, Refusal},
+};
+use crate::{
+    apis::labels,
+    scheduling::{
+        pod::TopologyTerm,
+        requirements::{Requirement, Requirements},
+        topology::{Domain, GroupId},
+    },
+};
+
+impl Solver<'_> {
+    /// Domains a topology key can take, from the pools' instance-type offerings and labels and
+    /// from existing nodes.
+    pub(super) fn known_domains(input: &Input, key: &str) -> BTreeSet<String> {
+        let mut domains = BTreeSet::new();
+        for node in &input.nodes {
+            if let Some(values) = node.requirements.get(key).and_then(Requirement::finite_values) {
+                domains.extend(values.iter().cloned());
+            }
+        }
+        if key == labels::HOSTNAME {
+            return domains;
+        }
+        for pool in &input.pools {
+            let allowed = |value: &str| pool.requirements.get(key).is_none_or(|r| r.admits(Some(value)));
+            for index in &pool.instance_types {
+                let Some(instance) = input.instance_types.get(*index) else { continue };
+                let values = instance.offerings.iter().map(|o| match key {
+                    labels::ZONE => Some(o.zone.as_str()),
+                    labels::CAPACITY_TYPE => Some(o.capacity_type.as_str()),
+                    _ => instance.labels.get(key).map(String::as_str),
+                });
+                domains.extend(values.flatten().filter(|v| allowed(v)).map(str::to_owned));
+            }
+            if let Some(values) = pool.requirements.get(key).and_then(Requirement::finite_values) {
+                domains.extend(values.iter().cloned());
+            }
+        }
+        domains
+    }
+
+    pub(super) fn group_of(&mut self, term: &TopologyTerm) -> GroupId {
+        let input = self.input;
+        self.topology.group_of(term, |key| Self::known_domains(input, key))
+    }
+
+    /// Checks the topology terms for a target whose domain on each key is `domain_of(key)`;
+    /// returns the requirements narrowed to the chosen domains (when a key was still open) and
+    /// the domain per key.
+    pub(super) fn check_topology(
+        &self,
+        attempt: &Attempt,
+        requirements: ReqId,
+        domain_of: impl Fn(&str, &[(GroupId, bool)]) -> Domain,
+    ) -> Result<(Option<Requirements>, ChosenDomains), Refusal> {
+        let mut narrowed: Option<Requirements> = None;
+        let mut chosen = Vec::with_capacity(attempt.by_key.len());
+        let pod_requirements = &self.interner.get(attempt.requirements);
+        for (key, groups) in &attempt.by_key {
+            let eligible = |domain: &str| pod_requirements.get(key).is_none_or(|r| r.admits(Some(domain)));
+            let minimums: Vec<u32> = groups.iter().map(|(id, _)| self.topology.minimum(*id, eligible)).collect();
+            let admits = |domain: &str| {
+                groups.iter().zip(&minimums).all(|((id, as_owner), minimum)| {
+                    self.topology.admits(*id, attempt.members.contains(id), *as_owner, domain, *minimum)
+                })
+            };
+            match domain_of(key, groups) {
+                Domain::Fixed(domain) => {
+                    if !admits(&domain) {
+                        let lasts = groups.iter().all(|(id, as_owner)| self.topology.refusal_lasts(*id, *as_owner));
+                        let reason = "a topology constraint is not satisfied here";
+                        return Err(if lasts { Refusal::permanent(reason) } else { Refusal::transient(reason) });
+                    }
+                    chosen.push((key.clone(), domain));
+                }
+                Domain::Open(domains) => {
+                    let allowed: BTreeSet<String> = domains.into_iter().filter(|d| admits(d)).collect();
+                    let owned: Vec<GroupId> = groups.iter().filter(|(_, owner)| *owner).map(|(id, _)| *id).collect();
+                    let Some(domain) = self.topology.preferred_domain(&owned, &allowed) else {
+                        return Err(Refusal::transient(format!("no {key} satisfies the pod's topology constraints")));
+                    };
+                    narrowed
+                        .get_or_insert_with(|| (*self.interner.get(requirements)).clone())
+                        .add(key, Requirement::one_of([domain.clone()]));
+                    chosen.push((key.clone(), domain));
+                }
+            }
+        }
+        Ok((narrowed, chosen))
+    }
+
+    /// Topology for a node still to be launched: its hostname is its own; other keys may still
+    /// take any value its requirements allow.
+    pub(super) fn check_open_topology(
+        &mut self,
+        attempt: &Attempt,
+        requirements: ReqId,
+        claim: usize,
+    ) -> Result<(ReqId, Vec<(String, String)>), Refusal> {
+        if attempt.by_key.is_empty() {
+            return Ok((requirements, Vec::new()));
+        }
+        let hostname = match self.claims.get(claim) {
+            Some(open) => open.hostname.clone(),
+            None => format!("new-node-{claim}"),
+        };
+        let set = &self.interner.get(requirements);
+        let (narrowed, domains) = self.check_topology(attempt, requirements, |key, groups| {
+            if key == labels::HOSTNAME {
+                return Domain::Fixed(hostname.clone());
+            }
+            match set.get(key).and_then(Requirement::finite_values) {
+                Some(values) if values.len() == 1 => Domain::Fixed(values.iter().next().cloned().unwrap_or_default()),
+                Some(values) => Domain::Open(values.clone()),
+                None => Domain::Open(
+                    groups
+                        .iter()
+                        .flat_map(|(id, _)| self.topology.group(*id).domains.iter())
+                        .filter(|d| set.get(key).is_none_or(|r| r.admits(Some(d))))
+                        .cloned()
+                        .collect(),
+                ),
+            }
+        })?;
+        let narrowed = match narrowed {
+            Some(narrowed) => self.interner.intern(narrowed),
+            None => requirements,
+        };
+        Ok((narrowed, domains))
+    }
+}
+
+pub(super) fn single_value(requirement: &Requirement) -> Option<String> {
+    requirement.finite_values().filter(|v| v.len() == 1).and_then(|v| v.iter().next().cloned())
+}
