@@ -314,4 +314,27 @@ mod tests {
         assert_eq!(text.as_deref(), Some("#cloud-config\n"));
         assert_eq!(user_data(AmiFamily::Custom, &cluster(), &node(None, None)).expect("renders"), None);
     }
+
+    #[test]
+    fn the_node_registers_with_its_labels_and_taints_but_not_restricted_ones() {
+        let mut claim: NodeClaim = serde_json::from_value(json!({
+            "apiVersion": "stoker.dev/v1", "kind": "NodeClaim", "metadata": {"name": "spot-x7k2p"},
+            "spec": {
+                "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "default"},
+                "taints": [{"key": "dedicated", "value": "web", "effect": "NoSchedule"}],
+                "startupTaints": [{"key": "cni-not-ready", "effect": "NoSchedule"}]
+            }
+        }))
+        .unwrap();
+        claim.metadata.labels = Some(BTreeMap::from([
+            (labels::NODEPOOL.into(), "spot".into()),
+            (labels::NODECLAIM.into(), "spot-x7k2p".into()),
+            ("team".into(), "web".into()),
+            ("node.kubernetes.io/exclude-from-external-load-balancers".into(), "true".into()),
+        ]));
+        let labels: Vec<String> = bootstrap_labels(&claim).into_keys().collect();
+        assert_eq!(labels, ["stoker.dev/nodepool", "team"]);
+        let taints: Vec<String> = bootstrap_taints(&claim).into_iter().map(|t| t.key).collect();
+        assert_eq!(taints, ["dedicated", "cni-not-ready", labels::UNREGISTERED_TAINT]);
+    }
 }

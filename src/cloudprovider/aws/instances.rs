@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, InstanceLifecycleType};
 
-use super::{AwsCloudProvider, aws_error};
+use super::{AwsCloudProvider, aws_error, tags::ownership_tags};
 use crate::{
     apis::labels,
     cloudprovider::{CloudError, Instance},
@@ -56,8 +56,7 @@ pub fn from_ec2(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
 
 /// Whether both of this cluster's ownership tags are on the instance.
 pub fn owned_by(instance: &Instance, cluster: &str) -> bool {
-    instance.tags.get(labels::EC2_CLUSTER_TAG).is_some_and(|v| v == cluster)
-        && instance.tags.get(&format!("{}{cluster}", labels::EC2_CLUSTER_TAG_PREFIX)).is_some_and(|v| v == "owned")
+    ownership_tags(cluster).iter().all(|(key, value)| instance.tags.get(key) == Some(value))
 }
 
 async fn describe(

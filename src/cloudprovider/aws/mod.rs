@@ -2,48 +2,53 @@
 //! Pod Identity, environment credentials and endpoint overrides (`AWS_ENDPOINT_URL_EC2`,
 //! `AWS_ENDPOINT_URL`) all work without stoker knowing about them.
 //!
-//! What flows through: the controllers call the `CloudProvider` methods; this module keeps the
-//! caches (catalog and prices, unavailable offerings, subnet address counts, launch templates
-//! in use) and calls EC2, SSM and IAM. Decisions are made by the pure modules: `catalog`
-//! (priced instance types), `fleet` (overrides and error meanings), `ami` (alias parameters,
-//! newest image), `bootstrap` (user data), `launchtemplate` (template content and name).
+//! What flows through: the controllers call the `CloudProvider` methods; this module holds the
+//! clients and two caches, each an owned type in its own room: `offerings` (catalog, prices,
+//! priced types per node-class shape, unavailable offerings, subnet addresses) and `templates`
+//! (launch templates in EC2 and which are in use). `launch` is the CreateFleet retry loop,
+//! `instances` finds and terminates instances, `nodeclass` resolves node classes. Decisions are
+//! made by the pure modules: `catalog` and `allocatable` (instance types as the solver sees
+//! them), `fleet` (overrides and error meanings), `createfleet` (the request and its reply),
+//! `tags`, `ami` (alias parameters, newest image), `bootstrap` (user data), `launchtemplate`
+//! (template content and name).
 
 pub mod allocatable;
 pub mod ami;
 pub mod bootstrap;
 pub mod catalog;
 pub mod cluster;
+pub mod createfleet;
 pub mod fleet;
 pub mod instances;
 mod launch;
 pub mod launchtemplate;
 mod nodeclass;
+mod offerings;
 pub mod pricing;
+pub mod tags;
+mod templates;
 pub mod unavailable;
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 
 pub use self::bootstrap::ClusterInfo;
-use self::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings};
+use self::{
+    catalog::Catalog,
+    offerings::{Offerings, Shape},
+    templates::TemplatesInUse,
+};
 use super::{CloudError, CloudProvider, Instance, PriorLaunches};
 use crate::{
-    apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus, KubeletConfiguration},
+    apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
     apis::nodeclaim::NodeClaim,
     scheduling::catalog::InstanceType,
 };
-
-/// After a failed catalog refresh, how long the last good catalog serves before the next try.
-const CATALOG_RETRY: Duration = Duration::from_secs(60);
 
 /// How long a launch template may go unused before [`CloudProvider::prune`] deletes it.
 const LAUNCH_TEMPLATE_IDLE: Duration = Duration::from_secs(3600);
@@ -98,28 +103,8 @@ pub struct AwsCloudProvider {
     iam: aws_sdk_iam::Client,
     region: String,
     options: AwsOptions,
-    /// Serializes catalog refreshes; holds the catalog and when it was fetched.
-    catalog: tokio::sync::Mutex<Option<(Arc<Catalog>, Instant)>>,
-    prices: Mutex<PriceBook>,
-    unavailable: Mutex<UnavailableOfferings>,
-    /// Free addresses per subnet, from the last node class resolution.
-    subnet_ips: Mutex<HashMap<String, i64>>,
-    /// Launch templates known to exist, with when a launch last used each.
-    launch_templates: Mutex<HashMap<String, Instant>>,
-    /// Priced instance types per node-class shape (zones, architectures, kubelet settings):
-    /// building them takes tens of milliseconds, and every batch and launch needs them.
-    priced: Mutex<HashMap<String, Priced>>,
-    /// Counts changes of the catalog, the prices and the unavailable marks; a priced entry built
-    /// at another count is stale.
-    generation: AtomicU64,
-}
-
-struct Priced {
-    shape: Shape,
-    types: Arc<[InstanceType]>,
-    generation: u64,
-    /// When the first unavailable mark the entry saw expires.
-    valid_until: Option<Instant>,
+    offerings: Offerings,
+    templates_in_use: TemplatesInUse,
 }
 
 impl AwsCloudProvider {
@@ -140,15 +125,10 @@ impl AwsCloudProvider {
             ec2,
             ssm,
             iam,
-            prices: Mutex::new(PriceBook::snapshot(&region)),
+            offerings: Offerings::new(&region, options.catalog_ttl, options.unavailable_ttl),
+            templates_in_use: TemplatesInUse::default(),
             region,
-            unavailable: Mutex::new(UnavailableOfferings::new(options.unavailable_ttl)),
             options,
-            catalog: tokio::sync::Mutex::new(None),
-            subnet_ips: Mutex::new(HashMap::new()),
-            launch_templates: Mutex::new(HashMap::new()),
-            priced: Mutex::new(HashMap::new()),
-            generation: AtomicU64::new(0),
         }
     }
 
@@ -162,115 +142,18 @@ impl AwsCloudProvider {
 
     /// Live entries of the unavailable-offerings cache.
     pub fn unavailable_offerings(&self) -> usize {
-        lock(&self.unavailable).len(Instant::now())
+        self.offerings.unavailable_count()
     }
 
     /// Fetches the instance catalog and spot prices now (the operator calls this periodically).
     pub async fn refresh(&self) -> Result<Arc<Catalog>, CloudError> {
-        let mut cached = self.catalog.lock().await;
-        self.refresh_locked(&mut cached).await.map(|(catalog, _)| catalog)
+        self.offerings.refresh(&self.ec2).await
     }
 
-    /// Fetches the catalog into `cached` (the locked cache); returns it with its generation.
-    async fn refresh_locked(
-        &self,
-        cached: &mut Option<(Arc<Catalog>, Instant)>,
-    ) -> Result<(Arc<Catalog>, u64), CloudError> {
-        let fresh = match catalog::fetch(&self.ec2).await {
-            Ok(fresh) => Arc::new(fresh),
-            // Instance types change rarely: a failed refresh (throttling, an outage) keeps the last
-            // good catalog and tries again a minute later, instead of failing every launch and
-            // batch with a fetch of its own.
-            Err(error) => {
-                let Some((last, _)) = cached.as_ref() else { return Err(error) };
-                tracing::warn!(%error, "cannot refresh the instance catalog; keeping the last one");
-                let last = last.clone();
-                let retry_at = Instant::now().checked_sub(self.options.catalog_ttl).map(|stale| stale + CATALOG_RETRY);
-                *cached = Some((last.clone(), retry_at.unwrap_or_else(Instant::now)));
-                return Ok((last, self.generation.load(Ordering::SeqCst)));
-            }
-        };
-        let spot = catalog::fetch_spot_prices(&self.ec2).await;
-        {
-            let mut prices = lock(&self.prices);
-            prices.learn_vcpus(&fresh.types);
-            match spot {
-                Ok(spot) => prices.set_spot(spot),
-                // Keep the previous spot prices (or the documented assumption): a price feed
-                // outage must not stop launches.
-                Err(error) => tracing::warn!(%error, "cannot refresh spot prices"),
-            }
-        }
-        *cached = Some((fresh.clone(), Instant::now()));
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        // Price again what was in use, so batches keep finding it ready.
-        let shapes: Vec<Shape> = lock(&self.priced).drain().map(|(_, priced)| priced.shape).collect();
-        for shape in shapes {
-            self.price(&fresh, shape, generation);
-        }
-        Ok((fresh, generation))
-    }
-
-    /// The catalog, fetched again when stale, and the generation it was current in (read under
-    /// the catalog's lock, so the two agree).
-    async fn current_catalog(&self) -> Result<(Arc<Catalog>, u64), CloudError> {
-        let mut cached = self.catalog.lock().await;
-        if let Some((catalog, fetched)) = cached.as_ref()
-            && fetched.elapsed() < self.options.catalog_ttl
-        {
-            return Ok((catalog.clone(), self.generation.load(Ordering::SeqCst)));
-        }
-        self.refresh_locked(&mut cached).await
-    }
-
-    /// Deletes this cluster's launch templates that no launch of this process used within
-    /// `idle` and that are older than that (the operator calls this periodically). A template
-    /// deleted while still wanted is simply created again by the next launch.
+    /// Deletes this cluster's launch templates idle for `idle` (the operator calls this
+    /// periodically).
     pub async fn prune_launch_templates(&self, idle: Duration) -> Result<usize, CloudError> {
-        let recent: Vec<String> = lock(&self.launch_templates)
-            .iter()
-            .filter(|(_, used)| used.elapsed() < idle)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(idle).unwrap_or_default();
-        launch::delete_launch_templates(self, None, |name, created| {
-            !recent.iter().any(|r| r == name) && created.is_some_and(|created| created < cutoff)
-        })
-        .await
-    }
-
-    /// Prices the catalog for a shape and caches the result under `generation`.
-    fn price(&self, catalog: &Catalog, shape: Shape, generation: u64) -> Arc<[InstanceType]> {
-        let now = Instant::now();
-        let (types, valid_until) = {
-            let prices = lock(&self.prices);
-            let unavailable = lock(&self.unavailable);
-            let types: Arc<[InstanceType]> = catalog
-                .instance_types(&shape.zones, &shape.arches, &prices, &unavailable, now, shape.kubelet.as_ref())
-                .into();
-            (types, unavailable.next_expiry(now))
-        };
-        let priced = Priced { shape, types: types.clone(), generation, valid_until };
-        lock(&self.priced).insert(priced.shape.key(), priced);
-        types
-    }
-
-    fn mark_unavailable(&self, mark: impl FnOnce(&mut UnavailableOfferings, Instant)) {
-        mark(&mut lock(&self.unavailable), Instant::now());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// What the priced instance types of a node class depend on besides the catalog and prices.
-struct Shape {
-    zones: BTreeSet<String>,
-    arches: BTreeSet<String>,
-    kubelet: Option<KubeletConfiguration>,
-}
-
-impl Shape {
-    fn key(&self) -> String {
-        format!("{:?}{:?}{}", self.zones, self.arches, serde_json::to_string(&self.kubelet).unwrap_or_default())
+        templates::prune(self, idle).await
     }
 }
 
@@ -305,7 +188,7 @@ impl CloudProvider for AwsCloudProvider {
     }
 
     async fn prepare(&self, claim: &NodeClaim, class: &EC2NodeClass) -> Result<(), CloudError> {
-        launch::prepare(self, claim, class).await
+        templates::prepare(self, claim, class).await
     }
 
     async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
@@ -322,22 +205,12 @@ impl CloudProvider for AwsCloudProvider {
 
     async fn instance_types(&self, class: &EC2NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
         let status = nodeclass::ready_status(class)?;
-        // A mark made while pricing bumps the generation past this one: the entry is then stale,
-        // never wrong.
-        let (catalog, generation) = self.current_catalog().await?;
         let shape = Shape {
             zones: status.subnets.iter().map(|s| s.zone.clone()).collect(),
             arches: status.amis.iter().filter_map(ami::arch_of).map(str::to_owned).collect(),
             kubelet: class.spec.kubelet.clone(),
         };
-        let key = shape.key();
-        if let Some(priced) = lock(&self.priced).get(&key)
-            && priced.generation == generation
-            && priced.valid_until.is_none_or(|until| Instant::now() < until)
-        {
-            return Ok(priced.types.clone());
-        }
-        Ok(self.price(&catalog, shape, generation))
+        self.offerings.instance_types(&self.ec2, shape).await
     }
 
     async fn resolve_node_class(&self, class: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
@@ -349,7 +222,7 @@ impl CloudProvider for AwsCloudProvider {
             .name(format!("tag:{}", crate::apis::labels::EC2_NODECLASS_TAG))
             .values(kube::ResourceExt::name_any(class))
             .build();
-        launch::delete_launch_templates(self, Some(tag), |_, _| true).await?;
+        templates::delete(self, Some(tag), |_, _| true).await?;
         nodeclass::delete_instance_profile(self, class).await
     }
 

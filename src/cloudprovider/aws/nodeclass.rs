@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::{
     AwsCloudProvider,
     ami::{ARCHES, Alias, Image, newest_per_arch},
-    aws_error, lock,
+    aws_error,
 };
 use crate::{
     apis::{
@@ -99,10 +99,7 @@ async fn subnets(provider: &AwsCloudProvider, class: &EC2NodeClass) -> Result<Ve
             }
         }
     }
-    let mut ips = lock(&provider.subnet_ips);
-    for (id, (_, available)) in &found {
-        ips.insert(id.clone(), *available);
-    }
+    provider.offerings.record_subnet_addresses(found.iter().map(|(id, (_, available))| (id.clone(), *available)));
     let mut subnets: Vec<ResolvedSubnet> = found.into_values().map(|(subnet, _)| subnet).collect();
     subnets.sort_by(|a, b| (&a.zone, &a.id).cmp(&(&b.zone, &b.id)));
     Ok(subnets)

@@ -1,0 +1,388 @@
+//! One CreateFleet call as pure functions: the request built from a [`LaunchPlan`] and the
+//! launch templates, and the reply read back into the launched instance or the errors per
+//! override. The launch loop in `launch.rs` only sends the one and acts on the other.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::{
+    operation::create_fleet::CreateFleetInput,
+    operation::create_fleet::{CreateFleetOutput, builders::CreateFleetInputBuilder},
+    types::{
+        DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest, FleetLaunchTemplateOverridesRequest,
+        FleetLaunchTemplateSpecificationRequest, FleetOnDemandAllocationStrategy, FleetType, InstanceLifecycle,
+        OnDemandOptionsRequest, ResourceType, SpotAllocationStrategy, SpotOptionsRequest,
+        TargetCapacitySpecificationRequest,
+    },
+};
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use super::{fleet::LaunchPlan, instances, tags::tag_specification};
+use crate::{
+    apis::{labels, nodeclaim::NodeClaim},
+    cloudprovider::{CloudError, Instance},
+};
+
+/// A launch template in use, with the AMI it launches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub name: String,
+    pub image_id: String,
+}
+
+/// One error CreateFleet reported for an override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    pub instance_type: Option<String>,
+    pub zone: Option<String>,
+    pub subnet_id: Option<String>,
+}
+
+/// What a CreateFleet reply says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Launched(Instance),
+    Failed(Vec<Failure>),
+}
+
+/// `stoker-<uid>-<hash of the request>`: the same NodeClaim sending the same request gets the
+/// same token; a different request (after a capacity error) gets a new one, as EC2 refuses a
+/// reused token with different parameters.
+pub fn client_token(claim: &NodeClaim, plan: &LaunchPlan) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(plan.capacity_type.as_bytes());
+    for entry in &plan.overrides {
+        hasher.update(format!("|{}|{}", entry.instance_type, entry.subnet_id).as_bytes());
+    }
+    let hash: String = hasher.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    let uid = claim.uid().unwrap_or_else(|| claim.name_any());
+    let token = format!("stoker-{uid}-{hash}");
+    token.chars().take(64).collect()
+}
+
+/// An instant fleet of one instance: a launch-template config per architecture (templates by
+/// architecture), its overrides with their priorities, the capacity type's allocation strategy,
+/// and `tags` on the instance, its volumes and network interfaces.
+pub fn request(
+    plan: &LaunchPlan,
+    templates: &BTreeMap<String, Template>,
+    client_token: String,
+    tags: &BTreeMap<String, String>,
+) -> CreateFleetInputBuilder {
+    let spot = plan.capacity_type == labels::CAPACITY_TYPE_SPOT;
+    // Configs in the order of their cheapest override, so the overall cheapest comes first.
+    let mut arches: Vec<&str> = Vec::new();
+    for entry in &plan.overrides {
+        if !arches.contains(&entry.arch.as_str()) {
+            arches.push(&entry.arch);
+        }
+    }
+    let configs = arches
+        .into_iter()
+        .filter_map(|arch| Some((arch, templates.get(arch)?)))
+        .map(|(arch, template)| {
+            let overrides = plan
+                .overrides
+                .iter()
+                .filter(|o| o.arch == arch)
+                .map(|o| {
+                    FleetLaunchTemplateOverridesRequest::builder()
+                        .instance_type(o.instance_type.as_str().into())
+                        .subnet_id(&o.subnet_id)
+                        .priority(o.priority)
+                        .build()
+                })
+                .collect();
+            FleetLaunchTemplateConfigRequest::builder()
+                .launch_template_specification(
+                    FleetLaunchTemplateSpecificationRequest::builder()
+                        .launch_template_name(&template.name)
+                        .version("$Latest")
+                        .build(),
+                )
+                .set_overrides(Some(overrides))
+                .build()
+        })
+        .collect();
+    let capacity =
+        TargetCapacitySpecificationRequest::builder().total_target_capacity(1).default_target_capacity_type(if spot {
+            DefaultTargetCapacityType::Spot
+        } else {
+            DefaultTargetCapacityType::OnDemand
+        });
+    let mut request = CreateFleetInput::builder()
+        .r#type(FleetType::Instant)
+        .client_token(client_token)
+        .set_launch_template_configs(Some(configs))
+        .target_capacity_specification(capacity.build());
+    request = if spot {
+        request.spot_options(
+            SpotOptionsRequest::builder().allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized).build(),
+        )
+    } else {
+        request.on_demand_options(
+            OnDemandOptionsRequest::builder().allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice).build(),
+        )
+    };
+    for resource in [ResourceType::Instance, ResourceType::Volume, ResourceType::NetworkInterface] {
+        request = request.tag_specifications(tag_specification(resource, tags));
+    }
+    request
+}
+
+/// The instance the reply names (checked against what was asked for), or every error it lists.
+/// `now` stands in for the launch time, which the reply does not carry.
+pub fn reply(
+    output: &CreateFleetOutput,
+    plan: &LaunchPlan,
+    templates: &BTreeMap<String, Template>,
+    tags: &BTreeMap<String, String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, CloudError> {
+    let unexpected =
+        |message: String| CloudError::Aws { operation: "CreateFleet", code: "UnexpectedResponse".into(), message };
+    if let Some(launched) = output.instances().iter().find(|i| !i.instance_ids().is_empty()) {
+        let id = launched.instance_ids()[0].clone();
+        let overrides = launched.launch_template_and_overrides().and_then(|l| l.overrides());
+        let instance_type = launched
+            .instance_type()
+            .or_else(|| overrides.and_then(|o| o.instance_type()))
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default();
+        let subnet = overrides.and_then(|o| o.subnet_id());
+        let chosen = plan
+            .overrides
+            .iter()
+            .find(|o| o.instance_type == instance_type && subnet.is_none_or(|s| s == o.subnet_id))
+            .ok_or_else(|| unexpected(format!("launched {instance_type} {id}, which was not requested")))?;
+        let zone = overrides.and_then(|o| o.availability_zone()).unwrap_or(&chosen.zone).to_owned();
+        let capacity_type = match launched.lifecycle() {
+            Some(InstanceLifecycle::Spot) => labels::CAPACITY_TYPE_SPOT,
+            Some(_) => labels::CAPACITY_TYPE_ON_DEMAND,
+            None => plan.capacity_type.as_str(),
+        };
+        return Ok(Outcome::Launched(Instance {
+            provider_id: instances::provider_id(&zone, &id),
+            id,
+            instance_type,
+            zone,
+            capacity_type: capacity_type.to_owned(),
+            image_id: templates.get(&chosen.arch).map(|t| t.image_id.clone()).unwrap_or_default(),
+            state: "pending".into(),
+            launch_time: Some(now),
+            tags: tags.clone(),
+        }));
+    }
+    let failures: Vec<Failure> = output
+        .errors()
+        .iter()
+        .map(|error| {
+            let overrides = error.launch_template_and_overrides().and_then(|l| l.overrides());
+            Failure {
+                code: error.error_code().unwrap_or("Unknown").to_owned(),
+                message: error.error_message().unwrap_or_default().to_owned(),
+                instance_type: overrides.and_then(|o| o.instance_type()).map(|t| t.as_str().to_owned()),
+                zone: overrides.and_then(|o| o.availability_zone()).map(str::to_owned),
+                subnet_id: overrides.and_then(|o| o.subnet_id()).map(str::to_owned),
+            }
+        })
+        .collect();
+    if failures.is_empty() {
+        return Err(unexpected("no instance and no error in the response".into()));
+    }
+    Ok(Outcome::Failed(failures))
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::{
+        CreateFleetError, CreateFleetInstance, FleetLaunchTemplateOverrides, InstanceType as Ec2InstanceType,
+        LaunchTemplateAndOverridesResponse,
+    };
+
+    use super::*;
+    use crate::cloudprovider::aws::{
+        fleet::Override,
+        tags::{instance_tags, ownership_tags},
+    };
+
+    fn claim() -> NodeClaim {
+        let mut claim: NodeClaim = serde_json::from_value(serde_json::json!({
+            "apiVersion": "stoker.dev/v1", "kind": "NodeClaim",
+            "metadata": {"name": "spot-x7k2p", "uid": "0b6f2a1e-7f7c-4c55-9d5e-3f2b1d9c8a70"},
+            "spec": {"nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "default"}}
+        }))
+        .unwrap();
+        claim.metadata.labels = Some(BTreeMap::from([(labels::NODEPOOL.into(), "spot".into())]));
+        claim
+    }
+
+    fn plan(capacity_type: &str, types: &[(&str, &str)]) -> LaunchPlan {
+        LaunchPlan {
+            capacity_type: capacity_type.into(),
+            overrides: types
+                .iter()
+                .enumerate()
+                .map(|(i, (instance_type, arch))| Override {
+                    instance_type: instance_type.to_string(),
+                    subnet_id: "subnet-a".into(),
+                    zone: "us-east-1a".into(),
+                    arch: arch.to_string(),
+                    price: 0.1,
+                    priority: i as f64,
+                })
+                .collect(),
+        }
+    }
+
+    fn templates() -> BTreeMap<String, Template> {
+        ["amd64", "arm64"]
+            .map(|arch| (arch.to_owned(), Template { name: format!("lt-{arch}"), image_id: format!("ami-{arch}") }))
+            .into()
+    }
+
+    fn override_response(instance_type: &str) -> LaunchTemplateAndOverridesResponse {
+        LaunchTemplateAndOverridesResponse::builder()
+            .overrides(
+                FleetLaunchTemplateOverrides::builder()
+                    .instance_type(Ec2InstanceType::from(instance_type))
+                    .subnet_id("subnet-a")
+                    .availability_zone("us-east-1a")
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn client_tokens_are_stable_per_request_and_differ_after_a_change() {
+        let spot = |types: &[&str]| plan("spot", &types.iter().map(|t| (*t, "amd64")).collect::<Vec<_>>());
+        let token = client_token(&claim(), &spot(&["m5.large", "c5.large"]));
+        assert!(token.starts_with("stoker-0b6f2a1e-7f7c-4c55-9d5e-3f2b1d9c8a70-"), "{token}");
+        assert!(token.len() <= 64);
+        assert_eq!(client_token(&claim(), &spot(&["m5.large", "c5.large"])), token);
+        assert_ne!(client_token(&claim(), &spot(&["c5.large"])), token);
+    }
+
+    #[test]
+    fn the_request_has_a_config_per_architecture_cheapest_first_and_tags_every_resource() {
+        let plan = plan("spot", &[("m7g.large", "arm64"), ("m5.large", "amd64"), ("m6g.large", "arm64")]);
+        let tags = instance_tags("prod", &claim(), &serde_json::from_value(serde_json::json!({
+            "apiVersion": "stoker.dev/v1", "kind": "EC2NodeClass", "metadata": {"name": "default"},
+            "spec": {"role": "r", "subnetSelectorTerms": [{"tags": {"a": "b"}}], "securityGroupSelectorTerms": [{"tags": {"a": "b"}}], "amiSelectorTerms": [{"alias": "al2023@latest"}]}
+        }))
+        .unwrap());
+        let input = request(&plan, &templates(), "token".into(), &tags).build().unwrap();
+        assert_eq!(input.r#type(), Some(&FleetType::Instant));
+        assert_eq!(input.client_token(), Some("token"));
+        let configs = input.launch_template_configs();
+        let names: Vec<_> = configs
+            .iter()
+            .map(|c| c.launch_template_specification().unwrap().launch_template_name().unwrap())
+            .collect();
+        assert_eq!(names, ["lt-arm64", "lt-amd64"]);
+        let arm: Vec<_> = configs[0].overrides().iter().map(|o| o.instance_type().unwrap().as_str()).collect();
+        assert_eq!(arm, ["m7g.large", "m6g.large"]);
+        let capacity = input.target_capacity_specification().unwrap();
+        assert_eq!(capacity.total_target_capacity(), Some(1));
+        assert_eq!(capacity.default_target_capacity_type(), Some(&DefaultTargetCapacityType::Spot));
+        assert_eq!(
+            input.spot_options().and_then(|o| o.allocation_strategy()),
+            Some(&SpotAllocationStrategy::PriceCapacityOptimized)
+        );
+        assert!(input.on_demand_options().is_none());
+        let resources: Vec<_> = input.tag_specifications().iter().filter_map(|t| t.resource_type()).collect();
+        assert_eq!(resources, [&ResourceType::Instance, &ResourceType::Volume, &ResourceType::NetworkInterface]);
+        for specification in input.tag_specifications() {
+            let on: BTreeMap<_, _> =
+                specification.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+            for (key, value) in ownership_tags("prod") {
+                assert_eq!(on.get(key.as_str()), Some(&value.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn on_demand_requests_take_the_lowest_price() {
+        let input = request(&plan("on-demand", &[("m5.large", "amd64")]), &templates(), "t".into(), &BTreeMap::new())
+            .build()
+            .unwrap();
+        assert_eq!(
+            input.target_capacity_specification().and_then(|c| c.default_target_capacity_type()),
+            Some(&DefaultTargetCapacityType::OnDemand)
+        );
+        assert_eq!(
+            input.on_demand_options().and_then(|o| o.allocation_strategy()),
+            Some(&FleetOnDemandAllocationStrategy::LowestPrice)
+        );
+        assert!(input.spot_options().is_none());
+    }
+
+    #[test]
+    fn a_launched_instance_is_read_with_its_zone_capacity_type_and_image() {
+        let plan = plan("spot", &[("m7g.large", "arm64"), ("m5.large", "amd64")]);
+        let output = CreateFleetOutput::builder()
+            .instances(
+                CreateFleetInstance::builder()
+                    .instance_ids("i-0abc")
+                    .instance_type(Ec2InstanceType::from("m5.large"))
+                    .lifecycle(InstanceLifecycle::Spot)
+                    .launch_template_and_overrides(override_response("m5.large"))
+                    .build(),
+            )
+            .build();
+        let now = chrono::Utc::now();
+        let Outcome::Launched(instance) = reply(&output, &plan, &templates(), &BTreeMap::new(), now).unwrap() else {
+            panic!("expected a launch");
+        };
+        assert_eq!(instance.id, "i-0abc");
+        assert_eq!(instance.provider_id, "aws:///us-east-1a/i-0abc");
+        assert_eq!(instance.capacity_type, labels::CAPACITY_TYPE_SPOT);
+        assert_eq!(instance.image_id, "ami-amd64");
+        assert_eq!(instance.launch_time, Some(now));
+    }
+
+    #[test]
+    fn an_instance_that_was_not_asked_for_is_an_error() {
+        let output = CreateFleetOutput::builder()
+            .instances(
+                CreateFleetInstance::builder()
+                    .instance_ids("i-0abc")
+                    .instance_type(Ec2InstanceType::from("p5.48xlarge"))
+                    .build(),
+            )
+            .build();
+        let plan = plan("spot", &[("m5.large", "amd64")]);
+        let error = reply(&output, &plan, &templates(), &BTreeMap::new(), chrono::Utc::now()).unwrap_err();
+        assert!(error.to_string().contains("p5.48xlarge i-0abc, which was not requested"), "{error}");
+    }
+
+    #[test]
+    fn errors_are_read_per_override_and_an_empty_reply_is_an_error() {
+        let plan = plan("spot", &[("m5.large", "amd64")]);
+        let output = CreateFleetOutput::builder()
+            .errors(
+                CreateFleetError::builder()
+                    .error_code("InsufficientInstanceCapacity")
+                    .error_message("no capacity")
+                    .launch_template_and_overrides(override_response("m5.large"))
+                    .build(),
+            )
+            .build();
+        let failures = reply(&output, &plan, &templates(), &BTreeMap::new(), chrono::Utc::now()).unwrap();
+        assert_eq!(
+            failures,
+            Outcome::Failed(vec![Failure {
+                code: "InsufficientInstanceCapacity".into(),
+                message: "no capacity".into(),
+                instance_type: Some("m5.large".into()),
+                zone: Some("us-east-1a".into()),
+                subnet_id: Some("subnet-a".into()),
+            }])
+        );
+        let empty =
+            reply(&CreateFleetOutput::builder().build(), &plan, &templates(), &BTreeMap::new(), chrono::Utc::now());
+        assert!(empty.is_err());
+    }
+}

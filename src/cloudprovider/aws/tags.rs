@@ -1,0 +1,36 @@
+//! The tags stoker puts on what it creates in EC2: ownership by the cluster (what
+//! termination and pruning check before touching anything), and the NodeClaim, NodePool and node
+//! class an instance belongs to.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use kube::ResourceExt;
+
+use crate::apis::{ec2nodeclass::EC2NodeClass, labels, nodeclaim::NodeClaim};
+
+pub(super) fn ownership_tags(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (format!("{}{cluster}", labels::EC2_CLUSTER_TAG_PREFIX), "owned".to_owned()),
+        (labels::EC2_CLUSTER_TAG.to_owned(), cluster.to_owned()),
+    ])
+}
+
+pub(super) fn tag_specification(resource: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
+    let tags = tags.iter().map(|(key, value)| Tag::builder().key(key).value(value).build()).collect();
+    TagSpecification::builder().resource_type(resource).set_tags(Some(tags)).build()
+}
+
+/// The tags on the instance, its volumes and network interfaces.
+pub fn instance_tags(cluster: &str, claim: &NodeClaim, class: &EC2NodeClass) -> BTreeMap<String, String> {
+    let mut tags = class.spec.tags.clone();
+    tags.extend(ownership_tags(cluster));
+    let name = claim.name_any();
+    tags.insert(labels::EC2_NODECLAIM_TAG.to_owned(), name.clone());
+    tags.insert(labels::EC2_NODECLASS_TAG.to_owned(), class.name_any());
+    if let Some(pool) = claim.labels().get(labels::NODEPOOL) {
+        tags.insert(labels::EC2_NODEPOOL_TAG.to_owned(), pool.clone());
+    }
+    tags.insert("Name".to_owned(), name);
+    tags
+}

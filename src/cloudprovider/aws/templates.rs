@@ -1,0 +1,209 @@
+//! Launch templates in EC2: one per node class content and architecture, created on first use,
+//! remembered while launches use them, deleted with their node class or once idle. What goes
+//! into a template and its name come from the pure `launchtemplate.rs`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_ec2::types::ResourceType;
+use kube::ResourceExt;
+
+use super::{
+    AwsCloudProvider, ami, aws_error,
+    bootstrap::{NodeBootstrap, bootstrap_labels, bootstrap_taints, user_data},
+    createfleet::Template,
+    launchtemplate::{LaunchTemplateSpec, default_block_devices},
+    lock,
+    nodeclass::ready_status,
+    tags::{ownership_tags, tag_specification},
+};
+use crate::{
+    apis::{
+        ec2nodeclass::{AmiFamily, EC2NodeClass, EC2NodeClassStatus},
+        labels,
+        nodeclaim::NodeClaim,
+    },
+    cloudprovider::CloudError,
+};
+
+/// The launch templates this process knows to exist, with when a launch last used each.
+#[derive(Default)]
+pub struct TemplatesInUse(Mutex<HashMap<String, Instant>>);
+
+impl TemplatesInUse {
+    /// Whether `name` is known to exist; if so, marks it used now.
+    fn touch(&self, name: &str) -> bool {
+        match lock(&self.0).get_mut(name) {
+            Some(used) => {
+                *used = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remember(&self, name: &str) {
+        lock(&self.0).insert(name.to_owned(), Instant::now());
+    }
+
+    /// Forgets a template (deleted, or found missing), so the next launch creates it again.
+    pub fn forget(&self, name: &str) {
+        lock(&self.0).remove(name);
+    }
+
+    fn used_within(&self, idle: Duration) -> Vec<String> {
+        lock(&self.0).iter().filter(|(_, used)| used.elapsed() < idle).map(|(name, _)| name.clone()).collect()
+    }
+}
+
+/// The launch templates for every architecture the node class has an AMI for, created if they
+/// do not exist yet.
+pub async fn prepare(provider: &AwsCloudProvider, claim: &NodeClaim, class: &EC2NodeClass) -> Result<(), CloudError> {
+    let status = ready_status(class)?;
+    let arches: BTreeSet<&str> = status.amis.iter().filter_map(ami::arch_of).collect();
+    for_arches(provider, claim, class, status, arches.into_iter()).await?;
+    Ok(())
+}
+
+/// The launch template for each of `arches`, by architecture.
+pub(super) async fn for_arches<'a>(
+    provider: &AwsCloudProvider,
+    claim: &NodeClaim,
+    class: &EC2NodeClass,
+    status: &EC2NodeClassStatus,
+    arches: impl Iterator<Item = &'a str>,
+) -> Result<BTreeMap<String, Template>, CloudError> {
+    let family = node_family(class);
+    let bootstrap = NodeBootstrap {
+        labels: bootstrap_labels(claim),
+        taints: bootstrap_taints(claim),
+        kubelet: class.spec.kubelet.as_ref(),
+        custom: class.spec.user_data.as_deref(),
+    };
+    let user_data = user_data(family, &provider.options.cluster, &bootstrap)?;
+    let block_devices = if class.spec.block_device_mappings.is_empty() {
+        default_block_devices(family)
+    } else {
+        class.spec.block_device_mappings.clone()
+    };
+    let mut templates = BTreeMap::new();
+    for arch in arches {
+        if templates.contains_key(arch) {
+            continue;
+        }
+        let image = status
+            .amis
+            .iter()
+            .find(|image| ami::arch_of(image) == Some(arch))
+            .ok_or_else(|| CloudError::InvalidConfiguration(format!("no AMI for architecture {arch}")))?;
+        let spec = LaunchTemplateSpec {
+            image_id: image.id.clone(),
+            user_data: user_data.clone(),
+            security_group_ids: status.security_groups.iter().map(|g| g.id.clone()).collect(),
+            instance_profile: status.instance_profile.clone(),
+            metadata_options: class.spec.metadata_options.clone(),
+            block_devices: block_devices.clone(),
+            detailed_monitoring: class.spec.detailed_monitoring.unwrap_or(false),
+            associate_public_ip_address: class.spec.associate_public_ip_address,
+            tags: class.spec.tags.clone(),
+        };
+        let name = ensure(provider, class, &spec).await?;
+        templates.insert(arch.to_owned(), Template { name, image_id: image.id.clone() });
+    }
+    Ok(templates)
+}
+
+async fn ensure(
+    provider: &AwsCloudProvider,
+    class: &EC2NodeClass,
+    spec: &LaunchTemplateSpec,
+) -> Result<String, CloudError> {
+    let name = spec.name(provider.cluster_name());
+    if provider.templates_in_use.touch(&name) {
+        return Ok(name);
+    }
+    let mut tags = ownership_tags(provider.cluster_name());
+    tags.insert(labels::EC2_NODECLASS_TAG.to_owned(), class.name_any());
+    let result = provider
+        .ec2
+        .create_launch_template()
+        .launch_template_name(&name)
+        .launch_template_data(spec.request_data()?)
+        .tag_specifications(tag_specification(ResourceType::LaunchTemplate, &tags))
+        .send()
+        .await;
+    match result {
+        Ok(_) => tracing::info!(launch_template = %name, "created launch template"),
+        Err(error)
+            if error.as_service_error().and_then(|e| e.meta().code())
+                == Some("InvalidLaunchTemplateName.AlreadyExistsException") => {}
+        Err(error) => return Err(aws_error("CreateLaunchTemplate")(error)),
+    }
+    provider.templates_in_use.remember(&name);
+    Ok(name)
+}
+
+/// Deletes this cluster's launch templates (narrowed by `filter`) for which `doomed(name,
+/// created)` holds; returns how many.
+pub(super) async fn delete(
+    provider: &AwsCloudProvider,
+    filter: Option<aws_sdk_ec2::types::Filter>,
+    doomed: impl Fn(&str, Option<chrono::DateTime<chrono::Utc>>) -> bool,
+) -> Result<usize, CloudError> {
+    let cluster = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{}", labels::EC2_CLUSTER_TAG))
+        .values(provider.cluster_name())
+        .build();
+    let mut request = provider.ec2.describe_launch_templates().filters(cluster);
+    if let Some(filter) = filter {
+        request = request.filters(filter);
+    }
+    let mut names = Vec::new();
+    let mut pages = request.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for template in page.map_err(aws_error("DescribeLaunchTemplates"))?.launch_templates() {
+            let Some(name) = template.launch_template_name() else { continue };
+            let created =
+                template.create_time().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+            if doomed(name, created) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    for name in &names {
+        match provider.ec2.delete_launch_template().launch_template_name(name).send().await {
+            Ok(_) => tracing::info!(launch_template = %name, "deleted launch template"),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .and_then(|e| e.meta().code())
+                    .is_some_and(|c| c.starts_with("InvalidLaunchTemplateName.NotFound")) => {}
+            Err(error) => return Err(aws_error("DeleteLaunchTemplate")(error)),
+        }
+        provider.templates_in_use.forget(name);
+    }
+    Ok(names.len())
+}
+
+/// Deletes this cluster's launch templates that no launch of this process used within `idle`
+/// and that are older than that. A template deleted while still wanted is simply created again
+/// by the next launch.
+pub async fn prune(provider: &AwsCloudProvider, idle: Duration) -> Result<usize, CloudError> {
+    let recent = provider.templates_in_use.used_within(idle);
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(idle).unwrap_or_default();
+    delete(provider, None, |name, created| {
+        !recent.iter().any(|r| r == name) && created.is_some_and(|created| created < cutoff)
+    })
+    .await
+}
+
+fn node_family(class: &EC2NodeClass) -> AmiFamily {
+    let alias = class.spec.ami_selector_terms.iter().find_map(|t| t.alias.as_deref());
+    match alias.map(ami::Alias::parse) {
+        Some(Ok(alias)) => alias.family,
+        _ => class.spec.ami_family.unwrap_or(AmiFamily::Custom),
+    }
+}
