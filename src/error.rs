@@ -11,11 +11,6 @@ pub enum Error {
     MissingField { object: String, field: &'static str },
     #[error("cloud provider: {0}")]
     Cloud(#[from] crate::cloudprovider::CloudError),
-    /// Deletion waits for dependents; the error policy retries.
-    #[error("{object} is still in use by {users}")]
-    InUse { object: String, users: String },
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     /// A reconcile or a controller pass panicked; isolated so the others go on.
     #[error("panicked: {0}")]
     Panicked(String),
@@ -29,8 +24,6 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::MissingField { .. } => "missing_field",
             Error::Cloud(_) => "cloud",
-            Error::Finalizer(_) => "finalizer",
-            Error::InUse { .. } => "in_use",
             Error::Panicked(_) => "panic",
         }
     }

@@ -6,7 +6,9 @@
 //!   claim goes and the pod runs again on a new node;
 //! - a drain as Karpenter does it: a do-not-disrupt pod stays until the NodePool's
 //!   `terminationGracePeriod`, a pod tolerating stoker's disruption taint is never evicted, any
-//!   other pod is evicted at once.
+//!   other pod is evicted at once;
+//! - stoker's finalizers, on any kind: added and released without ever dropping a finalizer
+//!   another controller holds, kept while cleanup is in progress.
 
 mod support;
 
@@ -171,4 +173,54 @@ async fn termination_skips_dead_instances_and_drains_like_karpenter() {
     for name in ["protected", "tolerant"] {
         let _ = pods.delete(name, &DeleteParams::default()).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn finalizers_never_drop_another_controllers_and_wait_for_cleanup() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::controller::Action;
+    use stoker::controllers::finalizer::{self, Cleanup};
+
+    const OURS: &str = "stoker.dev/termination";
+    const THEIRS: &str = "example.com/theirs";
+    let client = support::client().await;
+    support::fresh_namespace(&client, "finalizers").await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "finalizers");
+    let created: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "held", "finalizers": [THEIRS]}})).unwrap();
+    let read = api.create(&Default::default(), &created).await.expect("create");
+    let finalizers = |object: &ConfigMap| object.finalizers().to_vec();
+
+    finalizer::add(&api, &read, OURS).await.expect("add to the list as read");
+    let held = api.get("held").await.unwrap();
+    assert_eq!(finalizers(&held), [THEIRS, OURS]);
+
+    // Another controller drops its finalizer after we read: our release, from the stale object,
+    // must not remove whatever now sits at the index we saw.
+    let theirs_gone = json!([{"op": "remove", "path": "/metadata/finalizers/0"}]);
+    let patch: json_patch::Patch = serde_json::from_value(theirs_gone).unwrap();
+    api.patch("held", &Default::default(), &kube::api::Patch::<()>::Json(patch)).await.expect("their release");
+    assert!(finalizer::release(&api, &held, OURS).await.is_err(), "a stale release must fail its test");
+    assert_eq!(finalizers(&api.get("held").await.unwrap()), [OURS]);
+
+    // A stale add fails the same way instead of overwriting the list.
+    let mut stale = held.clone();
+    stale.metadata.finalizers = Some(vec![THEIRS.into()]);
+    assert!(finalizer::add(&api, &stale, "example.com/third").await.is_err(), "a stale add must fail its test");
+    assert_eq!(finalizers(&api.get("held").await.unwrap()), [OURS]);
+
+    // Deleted: cleanup in progress keeps the finalizer, done releases it and the object goes.
+    api.delete("held", &DeleteParams::default()).await.expect("delete");
+    let deleting = api.get("held").await.unwrap();
+    let applied = || async { panic!("apply runs only for live objects") };
+    let waiting = finalizer::reconcile(&api, OURS, &deleting, applied, || async {
+        Ok(Cleanup::InProgress(Action::requeue(Duration::from_secs(5))))
+    })
+    .await
+    .expect("in progress");
+    assert_eq!(waiting, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(finalizers(&api.get("held").await.unwrap()), [OURS]);
+    finalizer::reconcile(&api, OURS, &deleting, applied, || async { Ok(Cleanup::Done) }).await.expect("done");
+    assert!(api.get_opt("held").await.unwrap().is_none(), "released: nothing holds the object any more");
 }

@@ -5,6 +5,7 @@
 
 pub mod conditions;
 pub mod disruption;
+pub mod finalizer;
 pub mod garbage;
 pub mod isolation;
 pub mod nodeclaim;

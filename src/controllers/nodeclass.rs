@@ -11,13 +11,7 @@ use kube::{
     Api, Resource, ResourceExt,
     api::ListParams,
     core::DeserializeGuard,
-    runtime::{
-        Controller,
-        controller::Action,
-        events::EventType,
-        finalizer::{Event as FinalizerEvent, finalizer},
-        watcher,
-    },
+    runtime::{Controller, controller::Action, events::EventType, watcher},
 };
 use tracing::{info, instrument, warn};
 
@@ -30,6 +24,7 @@ use crate::{
     },
     controllers::{
         Shared, apply_status, conditions, drain,
+        finalizer::{self, Cleanup},
         isolation::{self, Reporter, Shown},
         publish,
     },
@@ -95,14 +90,7 @@ pub fn decide_conditions(
 #[instrument(skip_all, fields(ec2nodeclass = %class.name_any()))]
 async fn reconcile<P: Provider + 'static>(class: Arc<EC2NodeClass>, ctx: &Shared<P>) -> Result<Action> {
     let api: Api<EC2NodeClass> = Api::all(ctx.client.clone());
-    finalizer(&api, FINALIZER, class, |event| async {
-        match event {
-            FinalizerEvent::Apply(class) => apply(&class, ctx).await,
-            FinalizerEvent::Cleanup(class) => cleanup(&class, ctx).await,
-        }
-    })
-    .await
-    .map_err(|error| Error::Finalizer(Box::new(error)))
+    finalizer::reconcile(&api, FINALIZER, &*class, || apply(&class, ctx), || cleanup(&class, ctx)).await
 }
 
 async fn apply<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Action> {
@@ -159,7 +147,7 @@ async fn apply<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Act
     Ok(Action::requeue(if problem.is_some() { Duration::from_secs(60) } else { REFRESH }))
 }
 
-async fn cleanup<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Action> {
+async fn cleanup<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Cleanup> {
     let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
     let name = class.name_any();
     let users: Vec<String> = claims
@@ -173,12 +161,11 @@ async fn cleanup<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<A
     if !users.is_empty() {
         let note = format!("Waiting for {} NodeClaims to be deleted: {}", users.len(), users.join(", "));
         publish(&ctx.recorder, &class.object_ref(&()), EventType::Normal, "WaitingOnNodeClaims", note).await;
-        // An error, not a requeue: the finalizer helper releases the finalizer on any Ok.
-        return Err(Error::InUse { object: format!("EC2NodeClass {name}"), users: users.join(", ") });
+        return Ok(Cleanup::InProgress(Action::requeue(Duration::from_secs(10))));
     }
     ctx.provider.delete_node_class_resources(class).await?;
     info!("cleaned up node class resources");
-    Ok(Action::await_change())
+    Ok(Cleanup::Done)
 }
 
 fn error_policy<P>(_class: Arc<DeserializeGuard<EC2NodeClass>>, error: &Error, ctx: Arc<Shared<P>>) -> Action {

@@ -4,7 +4,7 @@
 //!
 //! Deletion (of the claim, or of its Node, which holds stoker's finalizer) drains the Node
 //! through the Eviction API, terminates the instance, waits for it to go, removes the Node, and
-//! only then releases the claim's finalizer. Every step reads the world again, so a controller
+//! only then releases the claim's finalizer (through [`finalizer`], as every kind does). Every step reads the world again, so a controller
 //! killed at any point resumes where it was.
 
 mod backoff;
@@ -20,11 +20,10 @@ use chrono::Utc;
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::DeleteParams,
     core::DeserializeGuard,
     runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
 };
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 pub use self::handoff::NewClaims;
@@ -35,7 +34,7 @@ use crate::controllers::Provider;
 use crate::{
     apis::{NodeClaim, labels, nodeclaim::NodeClaimStatus},
     controllers::{
-        Shared, conditions, drain,
+        Shared, conditions, drain, finalizer,
         isolation::{self, Reporter, Shown},
         publish,
     },
@@ -81,10 +80,19 @@ impl<P> Context<P> {
 
 #[instrument(skip_all, fields(nodeclaim = %claim.name_any()))]
 async fn reconcile<P: Provider + 'static>(claim: Arc<NodeClaim>, ctx: &Context<P>) -> Result<Action> {
-    if claim.metadata.deletion_timestamp.is_some() {
-        return termination::terminate(&claim, ctx).await;
-    }
-    let node = ctx.node_for(&claim);
+    finalizer::reconcile(
+        &claims(ctx),
+        FINALIZER,
+        &*claim,
+        || advance(&claim, ctx),
+        || termination::terminate(&claim, ctx),
+    )
+    .await
+}
+
+/// Takes a live claim one step further.
+async fn advance<P: Provider + 'static>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Action> {
+    let node = ctx.node_for(claim);
     if let Some(node) = &node
         && node.metadata.deletion_timestamp.is_some()
     {
@@ -92,22 +100,15 @@ async fn reconcile<P: Provider + 'static>(claim: Arc<NodeClaim>, ctx: &Context<P
         claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
         return Ok(Action::await_change());
     }
-    if !claim.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut finalizers = claim.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_owned());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": claim.resource_version()}});
-        claims(ctx).patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        return Ok(Action::await_change());
-    }
-    match next_step(&claim, node.as_deref(), Utc::now()) {
-        Step::Launch => launch::launch(&claim, ctx).await,
+    match next_step(claim, node.as_deref(), Utc::now()) {
+        Step::Launch => launch::launch(claim, ctx).await,
         Step::LaunchTimeout => {
             let note = format!(
                 "Not launched within {} minutes of its creation: deleting it so its pods are planned again",
                 lifecycle::LAUNCH_TTL.num_minutes()
             );
             warn!(%note, "giving up the launch");
-            ctx.metrics.disrupted(&claim, "LaunchTimeout");
+            ctx.metrics.disrupted(claim, "LaunchTimeout");
             publish(&ctx.recorder, &claim.object_ref(&()), EventType::Warning, "LaunchTimeout", note).await;
             claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
             Ok(Action::await_change())
@@ -117,21 +118,20 @@ async fn reconcile<P: Provider + 'static>(claim: Arc<NodeClaim>, ctx: &Context<P
             let note =
                 format!("No node registered within {} minutes of launch", lifecycle::REGISTRATION_TTL.num_minutes());
             warn!(%note, "giving up");
-            ctx.metrics.disrupted(&claim, "RegistrationTimeout");
+            ctx.metrics.disrupted(claim, "RegistrationTimeout");
             publish(&ctx.recorder, &claim.object_ref(&()), EventType::Warning, "RegistrationTimeout", note).await;
             claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
             Ok(Action::await_change())
         }
-        Step::Register => {
-            let node = node.expect("registration has a node");
-            registration::register(&claim, &node, ctx).await
-        }
+        Step::Register => match &node {
+            Some(node) => registration::register(claim, node, ctx).await,
+            None => Ok(Action::await_change()),
+        },
         Step::AwaitInitialization => Ok(Action::requeue(Duration::from_secs(30))),
         Step::Initialize => {
-            apply_status(&claim, ctx, |status| mark(status, &claim, &[condition::INITIALIZED, condition::READY]))
-                .await?;
+            apply_status(claim, ctx, |status| mark(status, claim, &[condition::INITIALIZED, condition::READY])).await?;
             info!("initialized");
-            ctx.metrics.nodeclaims_initialized.get_or_create(&ClaimLabels::of(&claim)).inc();
+            ctx.metrics.nodeclaims_initialized.get_or_create(&ClaimLabels::of(claim)).inc();
             Ok(Action::await_change())
         }
         Step::Done => Ok(Action::await_change()),

@@ -1,7 +1,6 @@
 //! Termination, one pass at a time: drain the Node through the Eviction API (a PodDisruptionBudget
 //! may say not yet; `terminationGracePeriod` past the deletion ends the waiting), terminate the
-//! instance and wait until it is gone, remove the Node, and only then release the claim's
-//! finalizer. Each pass reads the world again, so a controller killed at any point resumes.
+//! instance and wait until it is gone, remove the Node; then the claim's finalizer may go. Each pass reads the world again, so a controller killed at any point resumes.
 
 use std::time::Duration;
 
@@ -15,8 +14,11 @@ use kube::{
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Context, FINALIZER, claims, is_not_found, lifecycle::phase};
-use crate::controllers::Provider;
+use super::{Context, FINALIZER, is_not_found, lifecycle::phase};
+use crate::controllers::{
+    Provider,
+    finalizer::{self, Cleanup},
+};
 use crate::{
     apis::{NodeClaim, labels},
     cloudprovider::CloudError,
@@ -26,11 +28,8 @@ use crate::{
     state::pods::evictable,
 };
 
-/// One pass of termination; returns a requeue while something is still in progress.
-pub(super) async fn terminate<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Action> {
-    if !claim.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
+/// One pass of termination: in progress until the instance and the Node are gone.
+pub(super) async fn terminate<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> Result<Cleanup> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let node = ctx.node_for(claim);
     let provider_id = claim.status.as_ref().and_then(|s| s.provider_id.as_deref());
@@ -41,12 +40,12 @@ pub(super) async fn terminate<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) 
         && !instance_gone(ctx, provider_id).await?
         && !drained(claim, node, ctx).await?
     {
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return Ok(Cleanup::InProgress(Action::requeue(Duration::from_secs(5))));
     }
     if let Some(provider_id) = provider_id {
         match ctx.provider.delete(provider_id).await {
             // Terminating: come back to see it gone.
-            Ok(()) => return Ok(Action::requeue(Duration::from_secs(2))),
+            Ok(()) => return Ok(Cleanup::InProgress(Action::requeue(Duration::from_secs(2)))),
             Err(CloudError::NotFound(_)) => {}
             Err(error @ CloudError::NotOwned { .. }) => {
                 warn!(%error, "not terminating an instance stoker does not own")
@@ -55,25 +54,16 @@ pub(super) async fn terminate<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) 
         }
     }
     if let Some(node) = &node {
-        let remaining: Vec<String> = node.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-        let patch = json!({"metadata": {"finalizers": remaining}});
-        match nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => {}
-            Err(error) if is_not_found(&error) => {}
-            Err(error) => return Err(error.into()),
-        }
+        finalizer::release(&nodes, node, FINALIZER).await?;
         match nodes.delete(&node.name_any(), &DeleteParams::default()).await {
             Ok(_) => {}
             Err(error) if is_not_found(&error) => {}
             Err(error) => return Err(error.into()),
         }
     }
-    let remaining: Vec<String> = claim.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": claim.resource_version()}});
-    claims(ctx).patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     info!("terminated");
     ctx.metrics.nodeclaims_terminated.get_or_create(&ClaimLabels::of(claim)).inc();
-    Ok(Action::await_change())
+    Ok(Cleanup::Done)
 }
 
 /// Whether the claim's instance no longer runs (gone, or shutting down or terminated).
