@@ -103,6 +103,7 @@ pub struct Metrics {
     /// Every metric's name as exported (without the `_total`, `_bucket`, ... sample suffixes).
     pub names: Vec<String>,
     pub scheduling_duration: Histogram,
+    pub consolidation_duration: Histogram,
     pub pods_pending: Gauge,
     pub pod_provisioning_wait: Histogram,
     pub nodeclaims_created: Family<NodePoolLabels, Counter>,
@@ -133,6 +134,11 @@ impl Default for Metrics {
             "Time the scheduling simulation took for one batch",
             Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         );
+        let consolidation_duration = metrics.add(
+            "consolidation_duration_seconds",
+            "Time one consolidation decision took (candidates, then solver runs without them)",
+            Histogram::new([0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        );
         let pods_pending = metrics.add(
             "pods_pending",
             "Provisionable pods in the last batch: the provisioner's queue depth",
@@ -157,7 +163,7 @@ impl Default for Metrics {
         let nodeclaims_terminated = metrics.add("nodeclaims_terminated", "NodeClaims terminated", Family::default());
         let nodeclaims_disrupted = metrics.add(
             "nodeclaims_disrupted",
-            "NodeClaims stoker deleted, by reason (Empty, LaunchFailed, RegistrationTimeout, InstanceGone)",
+            "NodeClaims stoker deleted, by reason (Empty, Underutilized, LaunchFailed, RegistrationTimeout, InstanceGone)",
             Family::default(),
         );
         let launch_failures = metrics.add("launch_failures", "Failed launches by AWS error code", Family::default());
@@ -205,6 +211,7 @@ impl Default for Metrics {
             registry: metrics.registry,
             names: metrics.names,
             scheduling_duration,
+            consolidation_duration,
             pods_pending,
             pod_provisioning_wait,
             nodeclaims_created,

@@ -98,10 +98,15 @@ fn charts_lint_and_render_with_default_and_other_values() {
         "dashboard.enabled=true",
         "--set",
         "settings.featureGates.consolidation=false",
+        "--set",
+        "settings.featureGates.spotToSpotConsolidation=true",
     ]);
     let deployment = find(&custom, "Deployment").expect("a Deployment");
     assert_eq!(deployment["spec"]["replicas"], 3);
-    assert_eq!(feature_gates(deployment), FeatureGates { warm_pools: true, consolidation: false });
+    assert_eq!(
+        feature_gates(deployment),
+        FeatureGates { warm_pools: true, consolidation: false, spot_to_spot_consolidation: true }
+    );
     let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image");
     assert!(image.ends_with("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), "{image}");
     let account = find(&custom, "ServiceAccount").expect("a ServiceAccount");
@@ -247,6 +252,7 @@ const CONTROLLER_CALLS: &[(&str, &str, &str, &str, bool)] = &[
     ("stoker.dev", "warmpools", "", "get", true),
     ("stoker.dev", "warmpools", "", "watch", false),
     ("stoker.dev", "warmpools", "status", "patch", true),
+    ("policy", "poddisruptionbudgets", "", "watch", false),
     ("events.k8s.io", "events", "", "create", true),
     ("events.k8s.io", "events", "", "patch", true),
     ("coordination.k8s.io", "leases", "", "get", true),

@@ -36,6 +36,10 @@ pub const DO_NOT_DISRUPT: &str = "stoker.dev/do-not-disrupt";
 /// Karpenter's spelling of [`DO_NOT_DISRUPT`], honoured for workloads that already carry it.
 pub const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 
+/// How much deleting this pod costs its ReplicaSet, relative to its siblings (Kubernetes'
+/// annotation); consolidation prefers nodes whose pods cost less to move.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
 /// The kubelet's annotation on the API copy (mirror) of a static pod; draining skips such pods.
 pub const MIRROR_POD: &str = "kubernetes.io/config.mirror";
 

@@ -14,19 +14,25 @@ pub mod nodepool;
 pub mod provisioner;
 pub mod warmpool;
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client,
-    runtime::events::{Event, EventType, Recorder},
+    runtime::{
+        events::{Event, EventType, Recorder},
+        reflector::ObjectRef,
+    },
 };
 use tokio::sync::{Notify, broadcast};
 use tracing::warn;
 
 use crate::{
-    apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
+    apis::{
+        NodePool,
+        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
+    },
     cloudprovider::CloudProvider,
     metrics::Metrics,
     state::ClusterState,
@@ -62,6 +68,31 @@ pub struct Shared<P> {
     pub preemptions: broadcast::Sender<warmpool::preemption::Preemption>,
 }
 
+impl<P: Provider> Shared<P> {
+    /// The instance types of every EC2NodeClass the pools use, by class name; a class that is
+    /// missing or whose types cannot be listed is left out (and so not ready).
+    pub async fn instance_types(
+        &self,
+        pools: &[Arc<NodePool>],
+    ) -> BTreeMap<String, Arc<[crate::scheduling::catalog::InstanceType]>> {
+        let mut instance_types = BTreeMap::new();
+        for pool in pools {
+            let class_name = &pool.spec.template.spec.node_class_ref.name;
+            if instance_types.contains_key(class_name) {
+                continue;
+            }
+            let Some(class) = self.state.classes.get(&ObjectRef::new(class_name)) else { continue };
+            match self.provider.instance_types(&class).await {
+                Ok(types) => {
+                    instance_types.insert(class_name.clone(), types);
+                }
+                Err(error) => warn!(ec2nodeclass = %class_name, %error, "no instance types"),
+            }
+        }
+        instance_types
+    }
+}
+
 /// Server-side applies `status` as the whole status of the object `name`, under stoker's field
 /// manager. Whole, because an apply drops the fields its manager no longer names: a partial
 /// status would erase the rest.
@@ -75,8 +106,17 @@ where
 }
 
 /// Publishes an Event about an object; a failure is logged, never fatal to a reconcile.
+///
+/// The recorder folds an Event into an earlier one with the same object, reason and action (a
+/// series, counted), keeping the earlier note: a new note under the same reason would be lost.
+/// So the action carries a digest of the note: repeats of one note still make one series, a
+/// different note its own Event.
 pub async fn publish(recorder: &Recorder, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    use std::hash::{Hash, Hasher};
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    note.hash(&mut digest);
+    let action = format!("Reconcile-{:08x}", digest.finish() as u32);
+    let event = Event { type_, reason: reason.into(), note: Some(note), action, secondary: None };
     if let Err(error) = recorder.publish(&event, reference).await {
         warn!(%error, "cannot publish event");
     }

@@ -121,7 +121,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             tokio::join!(
                 provisioner::run(provisioner),
                 nodeclaim::run(Arc::new(nodeclaim::Context::new(shared.clone(), new_claims))),
-                gated(gates.consolidation, disruption::run(shared.clone())),
+                gated(gates.consolidation, disruption::run(shared.clone(), gates.spot_to_spot_consolidation)),
                 garbage::run(shared.clone()),
                 nodepool::run(shared.clone()),
                 gated(gates.warm_pools, warmpool::run(shared.clone(), settings.warm_pool_policy())),

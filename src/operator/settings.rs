@@ -88,14 +88,18 @@ impl Settings {
 pub struct FeatureGates {
     /// The WarmPool controller and its preemption counter.
     pub warm_pools: bool,
-    /// Voluntary disruption: removing empty nodes after `consolidateAfter`. Termination of deleted
-    /// NodeClaims, expiry of unregistered ones and garbage collection are not gated.
+    /// Voluntary disruption: removing empty and underutilized nodes after `consolidateAfter`.
+    /// Termination of deleted NodeClaims, expiry of unregistered ones and garbage collection are
+    /// not gated.
     pub consolidation: bool,
+    /// Replacing a spot node by a cheaper spot node (off by default, as in Karpenter: spot nodes
+    /// are otherwise only deleted by consolidation).
+    pub spot_to_spot_consolidation: bool,
 }
 
 impl Default for FeatureGates {
     fn default() -> Self {
-        Self { warm_pools: true, consolidation: true }
+        Self { warm_pools: true, consolidation: true, spot_to_spot_consolidation: false }
     }
 }
 
@@ -104,11 +108,14 @@ type GateField = fn(&mut FeatureGates) -> &mut bool;
 
 impl FeatureGates {
     /// Every gate by the name it is set with, Kubernetes-style.
-    const GATES: [(&str, GateField); 2] =
-        [("WarmPools", |gates| &mut gates.warm_pools), ("Consolidation", |gates| &mut gates.consolidation)];
+    const GATES: [(&str, GateField); 3] = [
+        ("WarmPools", |gates| &mut gates.warm_pools),
+        ("Consolidation", |gates| &mut gates.consolidation),
+        ("SpotToSpotConsolidation", |gates| &mut gates.spot_to_spot_consolidation),
+    ];
 }
 
-/// `Name=bool` pairs separated by commas; gates not named keep their default (on).
+/// `Name=bool` pairs separated by commas; gates not named keep their default.
 impl std::str::FromStr for FeatureGates {
     type Err = String;
 
@@ -134,19 +141,25 @@ mod tests {
     use super::FeatureGates;
 
     #[test]
-    fn feature_gates_default_on_and_parse_kubernetes_style() {
+    fn feature_gates_keep_their_defaults_and_parse_kubernetes_style() {
         assert_eq!("".parse(), Ok(FeatureGates::default()));
-        assert_eq!(
-            " WarmPools=false , Consolidation=true".parse(),
-            Ok(FeatureGates { warm_pools: false, consolidation: true })
-        );
-        assert_eq!("Consolidation=false".parse(), Ok(FeatureGates { warm_pools: true, consolidation: false }));
+        let gates = |warm_pools, consolidation, spot_to_spot_consolidation| FeatureGates {
+            warm_pools,
+            consolidation,
+            spot_to_spot_consolidation,
+        };
+        assert_eq!(FeatureGates::default(), gates(true, true, false));
+        assert_eq!(" WarmPools=false , Consolidation=true".parse(), Ok(gates(false, true, false)));
+        assert_eq!("Consolidation=false,SpotToSpotConsolidation=true".parse(), Ok(gates(true, false, true)));
     }
 
     #[test]
     fn a_misspelt_or_malformed_feature_gate_is_refused_with_the_known_names() {
         let unknown = "WarmPool=false".parse::<FeatureGates>().unwrap_err();
-        assert_eq!(unknown, "unknown feature gate `WarmPool` (known: WarmPools, Consolidation)");
+        assert_eq!(
+            unknown,
+            "unknown feature gate `WarmPool` (known: WarmPools, Consolidation, SpotToSpotConsolidation)"
+        );
         assert!("WarmPools".parse::<FeatureGates>().unwrap_err().contains("`Name=true`"));
         assert!("WarmPools=off".parse::<FeatureGates>().unwrap_err().contains("not `off`"));
     }

@@ -26,7 +26,8 @@ use crate::{
 };
 
 /// The annotations a controller reads from a cached Pod or Node.
-const READ_ANNOTATIONS: [&str; 3] = [labels::DO_NOT_DISRUPT, labels::KARPENTER_DO_NOT_DISRUPT, labels::MIRROR_POD];
+const READ_ANNOTATIONS: [&str; 4] =
+    [labels::DO_NOT_DISRUPT, labels::KARPENTER_DO_NOT_DISRUPT, labels::MIRROR_POD, labels::POD_DELETION_COST];
 
 /// The pod conditions a controller reads: binding (provisionable pods, their wait) and the
 /// scheduler's preemption mark (warm-pool preemptions).
@@ -42,6 +43,8 @@ pub struct CachedPod {
     pub phase: Option<String>,
     /// Where a preemption is making room for the pod; never an empty string.
     pub nominated_node_name: Option<String>,
+    /// The pod's priority (from its priority class), which makes it costlier to disrupt.
+    pub priority: Option<i32>,
     /// PodScheduled and DisruptionTarget, without their messages.
     pub conditions: Vec<PodCondition>,
     /// What the simulation needs, shared with every batch that reads the pod; an error when a
@@ -56,9 +59,11 @@ impl From<Pod> for CachedPod {
         prune_annotations(&mut metadata);
         let status = status.unwrap_or_default();
         let conditions = status.conditions.unwrap_or_default().into_iter();
+        let (node_name, priority) = spec.map(|spec| (spec.node_name, spec.priority)).unwrap_or_default();
         Self {
             metadata,
-            node_name: spec.and_then(|spec| spec.node_name),
+            node_name,
+            priority,
             phase: status.phase,
             nominated_node_name: status.nominated_node_name.filter(|name| !name.is_empty()),
             conditions: conditions
@@ -141,7 +146,7 @@ mod tests {
 
     use super::CachedPod;
     use crate::{
-        controllers::warmpool::preemption::preempted,
+        controllers::{disruption::candidates::pod_cost, warmpool::preemption::preempted},
         scheduling::pod::PodInfo,
         state::pods::{evictable, is_provisionable, scheduling_wait},
     };
@@ -157,6 +162,7 @@ metadata:
   annotations:
     kubectl.kubernetes.io/last-applied-configuration: '{"a": "very long document"}'
     stoker.dev/do-not-disrupt: "true"
+    controller.kubernetes.io/pod-deletion-cost: "50000000"
   ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-5d, uid: r1}]
 spec:
   nodeName: node-a
@@ -191,6 +197,7 @@ spec:
       resources: {requests: {cpu: 500m, memory: 256Mi}, limits: {memory: 512Mi}}
   volumes: [{name: data, emptyDir: {}}]
   serviceAccountName: web
+  priority: 1000000
 status:
   phase: Running
   podIP: 10.0.0.7
@@ -206,7 +213,10 @@ status:
     fn a_cached_pod_keeps_what_controllers_read() {
         let pod = CachedPod::from(serde_yaml::from_str::<Pod>(POD).unwrap());
         let annotations = pod.metadata.annotations.as_ref().unwrap();
-        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["stoker.dev/do-not-disrupt"]);
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["controller.kubernetes.io/pod-deletion-cost", "stoker.dev/do-not-disrupt"]
+        );
         assert_eq!((pod.node_name.as_deref(), pod.phase.as_deref()), (Some("node-a"), Some("Running")));
         let conditions: Vec<&str> = pod.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(conditions, ["PodScheduled", "DisruptionTarget"]);
@@ -254,6 +264,9 @@ status:
             assert_eq!(evictable(&cached.metadata, cached.phase.as_deref()), evictable(&pod.metadata, phase));
             assert_eq!(evictable(&cached.metadata, cached.phase.as_deref()), can_evict);
             assert_eq!(preempted(&cached).is_some(), was_preempted);
+            let priority = pod.spec.as_ref().and_then(|s| s.priority);
+            assert_eq!(pod_cost(&cached.metadata, cached.priority), pod_cost(&pod.metadata, priority));
+            assert!(pod_cost(&cached.metadata, cached.priority) > 1.0);
         }
     }
 

@@ -1,5 +1,5 @@
 //! The cluster as the controllers read it: one reflector cache per kind (pods, nodes, NodeClaims,
-//! NodePools, EC2NodeClasses, DaemonSets), kept by every replica so a new leader acts on warm
+//! NodePools, EC2NodeClasses, DaemonSets, PodDisruptionBudgets), kept by every replica so a new leader acts on warm
 //! caches, and read by every controller of the leader.
 //!
 //! What each cache keeps is decided in [`cache`] (a compact pod, a trimmed node, no
@@ -26,6 +26,7 @@ use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
     core::v1::{Node, Pod},
+    policy::v1::PodDisruptionBudget,
 };
 use kube::{
     Api, Client, Resource,
@@ -55,6 +56,8 @@ pub struct ClusterState {
     pub pools: Store<NodePool>,
     pub classes: Store<EC2NodeClass>,
     pub daemonsets: Store<DaemonSet>,
+    /// What consolidation may not disrupt.
+    pub budgets: Store<PodDisruptionBudget>,
     /// The pods, indexed as their events arrive.
     index: Arc<RwLock<PodIndex>>,
     /// The nodes' parsed facts, kept as their events arrive.
@@ -85,6 +88,7 @@ impl ClusterState {
             pools: reflect_custom(client),
             classes: reflect_custom(client),
             daemonsets: reflect(client, without_managed_fields, |_: &_, _: &_| {}),
+            budgets: reflect(client, without_managed_fields, |_: &_, _: &_| {}),
             index,
             facts,
         }
@@ -110,6 +114,7 @@ impl ClusterState {
             self.pools.wait_until_ready().boxed(),
             self.classes.wait_until_ready().boxed(),
             self.daemonsets.wait_until_ready().boxed(),
+            self.budgets.wait_until_ready().boxed(),
         ] {
             ready.await?;
         }

@@ -84,6 +84,9 @@ pub struct NodeUse {
     pub evictable: usize,
     /// Pods not bound yet that the scheduler nominated to the node (a preemption making room).
     pub nominated: usize,
+    /// Grows whenever a pod comes to the node or leaves it (or stops being evictable): a stamp
+    /// from a counter across the index, so "no pod change since" is one comparison.
+    pub changed: u64,
 }
 
 /// One pod's contribution, to take back when it changes or goes.
@@ -105,6 +108,8 @@ pub struct PodIndex {
     scheduled: Vec<ScheduledPod>,
     positions: HashMap<String, usize>,
     provisionable: BTreeMap<String, Arc<CachedPod>>,
+    /// The last stamp given to a node's [`NodeUse::changed`].
+    stamp: u64,
     /// The index a re-list is building, swapped in when it completes.
     relisting: Option<Box<PodIndex>>,
 }
@@ -125,7 +130,14 @@ impl PodIndex {
         let stored = |pod: &CachedPod| store.get(&ObjectRef::from_obj(pod)).unwrap_or_else(|| Arc::new(pod.clone()));
         match event {
             watcher::Event::Apply(pod) => self.apply(stored(pod)),
-            watcher::Event::Delete(pod) => self.remove(&key(pod)),
+            watcher::Event::Delete(pod) => {
+                let key = key(pod);
+                let node = self.contributions.get(&key).and_then(|c| c.node.clone());
+                self.remove(&key);
+                if let Some(node) = node {
+                    self.touch(&node);
+                }
+            }
             watcher::Event::Init => self.relisting = Some(Box::default()),
             // The store shows a re-list's objects only when it is done.
             watcher::Event::InitApply(pod) => {
@@ -175,6 +187,32 @@ impl PodIndex {
 
     fn apply(&mut self, pod: Arc<CachedPod>) {
         let key = key(&pod);
+        let before = self.contributions.get(&key).and_then(|c| Some((c.node.clone()?, c.evictable)));
+        let stamp = before.as_ref().and_then(|(node, _)| self.nodes.get(node)).map(|used| used.changed);
+        self.apply_contribution(key.clone(), pod);
+        let after = self.contributions.get(&key).and_then(|c| Some((c.node.clone()?, c.evictable)));
+        if before != after {
+            for (node, _) in before.into_iter().chain(after) {
+                self.touch(&node);
+            }
+        } else if let (Some((node, _)), Some(stamp)) = (after, stamp)
+            && let Some(used) = self.nodes.get_mut(&node)
+        {
+            // A change of status on the same node is not a pod change for the node (taking the
+            // pod out and back in may have dropped and re-made the node's entry).
+            used.changed = stamp;
+        }
+    }
+
+    /// Stamps the node's use as changed now, if a pod still holds room there.
+    fn touch(&mut self, node: &str) {
+        if let Some(used) = self.nodes.get_mut(node) {
+            self.stamp += 1;
+            used.changed = self.stamp;
+        }
+    }
+
+    fn apply_contribution(&mut self, key: String, pod: Arc<CachedPod>) {
         self.remove(&key);
         if is_provisionable(&pod) {
             self.provisionable.insert(key, pod);
@@ -302,6 +340,8 @@ mod tests {
                 .map(|(name, used)| {
                     let mut used = used.clone();
                     used.host_ports.sort_by_key(|p| p.port);
+                    // Stamps count the index's own history, which a fresh build does not share.
+                    used.changed = 0;
                     (name.to_owned(), used)
                 })
                 .collect();
@@ -353,6 +393,21 @@ mod tests {
         handle(&mut index, watcher::Event::Delete((*pod("b", Some("n1"), 250, None, "Running")).clone()));
         assert!(index.node("n1").is_none(), "a node nothing holds room on is forgotten");
         assert!(index.scheduled().is_empty());
+    }
+
+    #[test]
+    fn a_node_is_stamped_when_a_pod_comes_or_goes_not_when_one_changes_in_place() {
+        let mut index = PodIndex::default();
+        let stamp = |index: &PodIndex| index.node("n1").map(|u| u.changed);
+        handle(&mut index, watcher::Event::Apply((*pod("a", Some("n1"), 100, None, "Pending")).clone()));
+        let bound = stamp(&index);
+        handle(&mut index, watcher::Event::Apply((*pod("a", Some("n1"), 100, None, "Running")).clone()));
+        assert_eq!(stamp(&index), bound, "a status change on the same node");
+        handle(&mut index, watcher::Event::Apply((*pod("b", Some("n1"), 100, None, "Running")).clone()));
+        let second = stamp(&index);
+        assert!(second > bound);
+        handle(&mut index, watcher::Event::Delete((*pod("b", Some("n1"), 100, None, "Running")).clone()));
+        assert!(stamp(&index) > second, "a pod leaving");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
 
-use crate::apis::condition;
+use super::candidates::initialized_before;
 use crate::{apis::labels, state::nodes::Nodes};
 
 /// How long a node stays off the candidates after it initializes: kube-scheduler retries an
@@ -13,30 +13,28 @@ use crate::{apis::labels, state::nodes::Nodes};
 /// long while its pods are on their way, whatever `consolidateAfter` says.
 pub const SETTLE: TimeDelta = TimeDelta::seconds(15);
 
-/// Initialized NodeClaims of the pool whose nodes run nothing but DaemonSet or mirror pods, by
-/// claim name with their node name.
-pub fn empty_nodes(pool: &str, nodes: &Nodes, now: DateTime<Utc>) -> Vec<(String, String)> {
+/// An empty node and its NodeClaim, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmptyNode {
+    pub claim: String,
+    pub node: String,
+}
+
+/// Initialized NodeClaims of the pool whose nodes run nothing but DaemonSet or mirror pods.
+pub fn empty_nodes(pool: &str, nodes: &Nodes, now: DateTime<Utc>) -> Vec<EmptyNode> {
     nodes
         .iter()
         .filter_map(|view| Some((view.claim?, view.node?, view)))
         .filter(|(claim, _, _)| claim.labels().get(labels::NODEPOOL).is_some_and(|p| p == pool))
         .filter(|(claim, _, _)| claim.metadata.deletion_timestamp.is_none())
-        .filter(|(claim, _, _)| {
-            let initialized = claim
-                .status
-                .iter()
-                .flat_map(|s| &s.conditions)
-                .find(|c| c.type_ == condition::INITIALIZED && c.status == condition::TRUE);
-            let since = initialized.and_then(|c| DateTime::from_timestamp(c.last_transition_time.0.as_second(), 0));
-            since.is_some_and(|since| now - since >= SETTLE)
-        })
+        .filter(|(claim, _, _)| initialized_before(claim, now - SETTLE))
         .filter(|(claim, node, view)| {
             !labels::do_not_disrupt(claim.annotations())
                 && !labels::do_not_disrupt(node.annotations())
                 && !view.has_evictable_pods()
                 && view.used.is_none_or(|used| used.nominated == 0)
         })
-        .map(|(claim, node, _)| (claim.name_any(), node.name_any()))
+        .map(|(claim, node, _)| EmptyNode { claim: claim.name_any(), node: node.name_any() })
         .collect()
 }
 
@@ -87,7 +85,7 @@ mod tests {
             "{phase: Pending, nominatedNodeName: awaited, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable}]}",
         )]);
         let joined = Nodes::join(&nodes, &claims, &pods);
-        let empty: Vec<String> = empty_nodes("p", &joined, Utc::now()).into_iter().map(|(claim, _)| claim).collect();
+        let empty: Vec<String> = empty_nodes("p", &joined, Utc::now()).into_iter().map(|e| e.claim).collect();
         assert_eq!(empty, ["old"]);
     }
 }

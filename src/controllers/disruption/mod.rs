@@ -1,91 +1,278 @@
-//! Disruption, first reason: empty nodes. A node of a NodePool whose consolidation is on, that
-//! has held no pod other than DaemonSet and mirror pods for `consolidateAfter`, is removed by
-//! deleting its NodeClaim (which drains and terminates it), within the pool's budgets and never
-//! for a node or NodeClaim annotated do-not-disrupt.
+//! Voluntary disruption: nodes removed because the cluster is better without them. Every 5
+//! seconds one pass looks at every pool, in Karpenter's order: empty nodes first (all of them a
+//! budget allows, at once), then one consolidation (several underutilized nodes together, else
+//! one), within the pools' budgets and never for a node, NodeClaim or pod annotated
+//! do-not-disrupt or a pod whose PodDisruptionBudget allows no eviction.
 //!
-//! The pure parts live in their rooms: [`budgets`] (which are active, how many disruptions they
-//! allow) and [`emptiness`] (which nodes are empty candidates); this module runs the loop. How
-//! long a node has been empty is remembered in memory; after a restart the clock starts again,
-//! which only delays a removal.
+//! The decisions live in pure rooms: [`budgets`] (which are active, how many nodes they let go),
+//! [`emptiness`] (empty candidates), [`candidates`] (underutilized candidates, their cost and
+//! what blocks them) and [`consolidation`] (delete or replace, by running the solver on the
+//! cluster without them). A consolidation is checked again after [`VALIDATION_DELAY`] on a fresh
+//! picture before [`executor`] carries it out. How long a node's pods have been unchanged is
+//! remembered in memory; after a restart the clock starts again, which only delays a removal.
 
 pub mod budgets;
+pub mod candidates;
+pub mod consolidation;
 pub mod emptiness;
+pub mod executor;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Resource, ResourceExt, api::DeleteParams, runtime::events::EventType};
 use tracing::{info, warn};
 
-use self::{budgets::allowed_disruptions, emptiness::empty_nodes};
+use self::{
+    budgets::allowed_disruptions,
+    candidates::{Blocker, Candidate, Cluster, candidates},
+    consolidation::{Decision, consolidate, evaluate},
+    emptiness::{EmptyNode, empty_nodes},
+    executor::{execute, set_disruption_taint, stale_taints},
+};
 use crate::{
-    apis::{NodeClaim, labels, nodepool::DisruptionReason},
-    controllers::{Shared, isolation::isolate, publish},
-    state::nodes::Nodes,
+    apis::{NodeClaim, NodePool, labels, nodepool::DisruptionReason},
+    controllers::{Provider, Shared, isolation::isolate, publish},
+    error::Result,
+    state::{
+        cache::CachedPod,
+        input::{Snapshot, solver_input_without},
+        nodes::Nodes,
+    },
 };
 
-/// Whether a budget is active now: always without a schedule, else within `duration` of the
-/// schedule's last firing. A budget whose schedule cannot be parsed counts as active, the
-/// Checks every 5 seconds; a candidate must stay empty for its pool's `consolidateAfter`.
-pub async fn run<P>(ctx: Arc<Shared<P>>) {
-    let mut empty_since: HashMap<String, DateTime<Utc>> = HashMap::new();
+/// How long a consolidation decision waits before it is checked again and carried out: pods
+/// that were on their way when it was made have arrived by then (Karpenter waits as long).
+pub const VALIDATION_DELAY: Duration = Duration::from_secs(15);
+
+/// What the loop remembers between passes.
+#[derive(Default)]
+struct Memory {
+    /// Claims found empty, since when.
+    empty_since: HashMap<String, DateTime<Utc>>,
+    /// Per claim: the pod-change stamp of its node last seen, and since when it is unchanged.
+    unchanged: HashMap<String, (Option<u64>, DateTime<Utc>)>,
+    /// The last reason told for not disrupting each node, so it is told once per change.
+    told: HashMap<String, String>,
+}
+
+/// Runs passes until the term ends. `spot_to_spot` is the `SpotToSpotConsolidation` gate.
+pub async fn run<P: Provider>(ctx: Arc<Shared<P>>, spot_to_spot: bool) {
+    let mut memory = Memory::default();
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
     loop {
         ticks.tick().await;
-        if let Err(error) = isolate(pass(&ctx, &mut empty_since)).await {
+        if let Err(error) = isolate(pass(&ctx, &mut memory, spot_to_spot)).await {
             warn!(%error, "disruption pass failed");
             ctx.metrics.reconcile_failed("disruption", &error);
         }
     }
 }
 
-/// One look at every pool: candidates that stayed empty long enough are disrupted.
-async fn pass<P>(ctx: &Shared<P>, empty_since: &mut HashMap<String, DateTime<Utc>>) -> crate::error::Result<()> {
-    {
-        let now = Utc::now();
-        let state = &ctx.state;
-        let (claims, nodes, pools) = (state.claims.state(), state.nodes.state(), state.pools.state());
-        // Decided under the pod index's read lock, which no await may hold.
-        let mut empty: HashMap<String, Vec<(String, String)>> = {
-            let index = state.pod_index();
-            let joined = Nodes::join(&nodes, &claims, &index);
-            pools.iter().map(|pool| (pool.name_any(), empty_nodes(&pool.name_any(), &joined, now))).collect()
-        };
-        let mut seen = Vec::new();
-        for pool in pools {
-            let Some(after) = pool.spec.disruption.consolidate_after.duration() else { continue };
-            let name = pool.name_any();
-            let candidates = empty.remove(&name).unwrap_or_default();
-            let of_pool: Vec<&Arc<NodeClaim>> =
-                claims.iter().filter(|c| c.labels().get(labels::NODEPOOL) == Some(&name)).collect();
-            let disrupting = of_pool.iter().filter(|c| c.metadata.deletion_timestamp.is_some()).count();
-            let mut allowed = allowed_disruptions(
-                &pool.spec.disruption.budgets,
-                DisruptionReason::Empty,
-                of_pool.len(),
-                disrupting,
-                now,
-            );
-            for (claim, node) in candidates {
-                let since = *empty_since.entry(claim.clone()).or_insert(now);
-                seen.push(claim.clone());
-                if now - since < after.delta() || allowed == 0 {
-                    continue;
-                }
-                allowed -= 1;
-                let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-                info!(nodeclaim = %claim, %node, nodepool = %name, "disrupting empty node");
-                if let Some(object) = claims.iter().find(|c| c.name_any() == claim) {
-                    let note = format!("Disrupting node {node}: empty for {}", after);
-                    publish(&ctx.recorder, &object.object_ref(&()), EventType::Normal, "DisruptionEmpty", note).await;
-                    ctx.metrics.disrupted(object, "Empty");
-                }
-                if let Err(error) = api.delete(&claim, &DeleteParams::default()).await {
-                    warn!(%error, nodeclaim = %claim, "cannot delete empty NodeClaim");
-                }
+/// One pass: stale taints cleared, empty nodes removed, else one consolidation.
+async fn pass<P: Provider>(ctx: &Shared<P>, memory: &mut Memory, spot_to_spot: bool) -> Result<()> {
+    let now = Utc::now();
+    let state = &ctx.state;
+    let (claims, nodes, pools) = (state.claims.state(), state.nodes.state(), state.pools.state());
+    let (stale, empty) = {
+        let index = state.pod_index();
+        let joined = Nodes::join(&nodes, &claims, &index);
+        let empty: Vec<(Arc<NodePool>, Vec<EmptyNode>)> =
+            pools.iter().map(|pool| (pool.clone(), empty_nodes(&pool.name_any(), &joined, now))).collect();
+        (stale_taints(&joined, now), empty)
+    };
+    let node_api: Api<Node> = Api::all(ctx.client.clone());
+    for node in stale {
+        info!(%node, "removing a disruption taint left by an interrupted decision");
+        set_disruption_taint(&node_api, &node, false).await?;
+    }
+    if remove_empty(ctx, &claims, empty, &mut memory.empty_since, now).await {
+        return Ok(());
+    }
+    if state.pod_index().any_provisionable() {
+        // Pods are waiting for capacity: the provisioner acts first, on a settled picture.
+        return Ok(());
+    }
+    let instance_types = ctx.instance_types(&pools).await;
+    let (decision, kept) = decide(ctx, memory, &pools, &instance_types, spot_to_spot, None);
+    tell_kept(ctx, memory, kept).await;
+    let Some(decision) = decision else { return Ok(()) };
+    info!(
+        action = decision.kind(),
+        nodes = decision.candidates.len(),
+        savings = decision.savings,
+        "consolidation decided; checking again before acting"
+    );
+    tokio::time::sleep(VALIDATION_DELAY).await;
+    let (validated, _) = decide(ctx, memory, &pools, &instance_types, spot_to_spot, Some(&decision));
+    let Some(validated) = validated else {
+        info!("consolidation no longer holds; not acting");
+        return Ok(());
+    };
+    let pools = state.pools.state();
+    execute(ctx, &validated, "Underutilized", &pools).await?;
+    Ok(())
+}
+
+/// Deletes every empty candidate its pool's `consolidateAfter` and budgets allow; true when it
+/// deleted any.
+async fn remove_empty<P>(
+    ctx: &Shared<P>,
+    claims: &[Arc<NodeClaim>],
+    empty: Vec<(Arc<NodePool>, Vec<EmptyNode>)>,
+    empty_since: &mut HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    let mut seen = Vec::new();
+    let mut removed = false;
+    for (pool, candidates) in empty {
+        let Some(after) = pool.spec.disruption.consolidate_after.duration() else { continue };
+        let mut allowed = allowed(&pool, claims, DisruptionReason::Empty, now);
+        for EmptyNode { claim, node } in candidates {
+            let since = *empty_since.entry(claim.clone()).or_insert(now);
+            seen.push(claim.clone());
+            if now - since < after.delta() || allowed == 0 {
+                continue;
+            }
+            allowed -= 1;
+            removed = true;
+            let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+            info!(nodeclaim = %claim, %node, nodepool = %pool.name_any(), "disrupting empty node");
+            if let Some(object) = claims.iter().find(|c| c.name_any() == claim) {
+                let note = format!("Disrupting node {node}: empty for {after}");
+                publish(&ctx.recorder, &object.object_ref(&()), EventType::Normal, "DisruptionEmpty", note).await;
+                ctx.metrics.disrupted(object, "Empty");
+            }
+            if let Err(error) = api.delete(&claim, &DeleteParams::default()).await {
+                warn!(%error, nodeclaim = %claim, "cannot delete empty NodeClaim");
             }
         }
-        empty_since.retain(|claim, _| seen.contains(claim));
     }
-    Ok(())
+    empty_since.retain(|claim, _| seen.contains(claim));
+    removed
+}
+
+/// How many more of the pool's nodes its budgets let go for `reason` now.
+fn allowed(pool: &NodePool, claims: &[Arc<NodeClaim>], reason: DisruptionReason, now: DateTime<Utc>) -> usize {
+    let name = pool.name_any();
+    let of_pool: Vec<&Arc<NodeClaim>> =
+        claims.iter().filter(|c| c.labels().get(labels::NODEPOOL) == Some(&name)).collect();
+    let disrupting = of_pool.iter().filter(|c| c.metadata.deletion_timestamp.is_some()).count();
+    allowed_disruptions(&pool.spec.disruption.budgets, reason, of_pool.len(), disrupting, now)
+}
+
+/// One consolidation decision on the state as it is now, and why each candidate kept is kept
+/// (by claim). With `confirming`, only that decision's candidates are asked about again, and the
+/// answer stands only if it is the same kind of action.
+fn decide<P>(
+    ctx: &Shared<P>,
+    memory: &mut Memory,
+    pools: &[Arc<NodePool>],
+    instance_types: &std::collections::BTreeMap<String, Arc<[crate::scheduling::catalog::InstanceType]>>,
+    spot_to_spot: bool,
+    confirming: Option<&Decision>,
+) -> (Option<Decision>, Vec<(String, String)>) {
+    let now = Utc::now();
+    let state = &ctx.state;
+    let (claims, nodes, all_pods) = (state.claims.state(), state.nodes.state(), state.pods.state());
+    let budgets = state.budgets.state();
+    let daemonsets: Vec<_> = state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
+    let mut by_node: HashMap<&str, Vec<&CachedPod>> = HashMap::new();
+    for pod in &all_pods {
+        if let Some(node) = pod.node_name.as_deref() {
+            by_node.entry(node).or_default().push(pod);
+        }
+    }
+    // Decided under the pod index's read lock, which no await may hold.
+    let (index, facts) = (state.pod_index(), state.node_facts());
+    let joined = Nodes::join(&nodes, &claims, &index);
+    let unchanged = &mut memory.unchanged;
+    let mut seen = HashSet::new();
+    let quiet = |claim: &NodeClaim, pool: &NodePool| {
+        let name = claim.name_any();
+        let node = claim.status.as_ref().and_then(|s| s.node_name.as_deref());
+        let stamp = node.and_then(|n| index.node(n)).map(|used| used.changed);
+        let entry = unchanged.entry(name.clone()).or_insert((stamp, now));
+        if entry.0 != stamp {
+            *entry = (stamp, now);
+        }
+        seen.insert(name);
+        let after = pool.spec.disruption.consolidate_after.duration();
+        after.is_some_and(|after| now - entry.1 >= after.delta())
+    };
+    let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &budgets, instance_types };
+    let found = candidates(&cluster, now, quiet);
+    if confirming.is_none() {
+        unchanged.retain(|claim, _| seen.contains(claim));
+    }
+
+    // Within each pool's budget for underutilized nodes, in cost order.
+    let mut allowance: HashMap<String, usize> =
+        pools.iter().map(|p| (p.name_any(), allowed(p, &claims, DisruptionReason::Underutilized, now))).collect();
+    let mut eligible: Vec<Candidate> = Vec::new();
+    let mut blocked: Vec<(Candidate, String)> = Vec::new();
+    for (candidate, blocker) in found {
+        if confirming.is_some_and(|d| !d.candidates.iter().any(|c| c.claim == candidate.claim)) {
+            continue;
+        }
+        let room = allowance.entry(candidate.pool.clone()).or_default();
+        match blocker {
+            Some(blocker) => blocked.push((candidate, blocker.to_string())),
+            None if *room == 0 && candidate.pods > 0 => blocked.push((candidate, Blocker::Budget.to_string())),
+            None => {
+                *room = room.saturating_sub(usize::from(candidate.pods > 0));
+                eligible.push(candidate);
+            }
+        }
+    }
+    let snapshot = Snapshot {
+        pods: &index,
+        nodes: &nodes,
+        facts: &facts,
+        claims: &claims,
+        pools,
+        daemonsets: &daemonsets,
+        instance_types,
+    };
+    let without = |gone: &HashSet<&str>| solver_input_without(&snapshot, gone).input;
+    let started = std::time::Instant::now();
+    let (decision, refused) = match confirming {
+        Some(decision) => {
+            if eligible.len() != decision.candidates.len() {
+                return (None, Vec::new());
+            }
+            let again: Vec<&Candidate> = eligible.iter().collect();
+            let confirmed = evaluate(&again, spot_to_spot, &without).ok();
+            (confirmed.filter(|c| c.kind() == decision.kind()), Vec::new())
+        }
+        None => {
+            let outcome = consolidate(&eligible, spot_to_spot, without);
+            (outcome.decision, outcome.refused)
+        }
+    };
+    ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
+    let refusals = refused
+        .into_iter()
+        .filter_map(|(claim, why)| Some((eligible.iter().find(|c| c.claim == claim)?.clone(), why.to_string())));
+    (decision, blocked.into_iter().chain(refusals).map(|(c, why)| (c.node, why)).collect())
+}
+
+/// Tells each kept candidate's node why it is kept, once per change of reason.
+async fn tell_kept<P>(ctx: &Shared<P>, memory: &mut Memory, kept: Vec<(String, String)>) {
+    let current: HashSet<&str> = kept.iter().map(|(node, _)| node.as_str()).collect();
+    memory.told.retain(|node, _| current.contains(node.as_str()));
+    for (node, why) in kept {
+        if memory.told.get(&node) == Some(&why) {
+            continue;
+        }
+        let Some(object) = ctx.state.nodes.get(&kube::runtime::reflector::ObjectRef::new(&node)) else { continue };
+        let note = format!("Not consolidating: {why}");
+        publish(&ctx.recorder, &object.object_ref(&()), EventType::Normal, "Unconsolidatable", note).await;
+        memory.told.insert(node, why);
+    }
 }

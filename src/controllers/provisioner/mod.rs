@@ -34,7 +34,7 @@ use crate::{
     controllers::{Shared, isolation::isolate, nodeclaim::NewClaims, publish},
     error::Result,
     metrics::{Metrics, NodePoolLabels},
-    scheduling::{catalog::InstanceType, solver::solve},
+    scheduling::solver::solve,
     state::{
         cache::CachedPod,
         input::{Snapshot, solver_input},
@@ -172,22 +172,7 @@ impl<P: Provider> Provisioner<P> {
         let closed = std::time::Instant::now();
         self.waiting.settle(&self.state.pods, &self.metrics);
         let pools = self.state.pools.state();
-        let mut instance_types: BTreeMap<String, Arc<[InstanceType]>> = BTreeMap::new();
-        for pool in &pools {
-            let class_name = &pool.spec.template.spec.node_class_ref.name;
-            if instance_types.contains_key(class_name) {
-                continue;
-            }
-            let Some(class) = self.state.classes.get(&ObjectRef::new(class_name)) else {
-                continue;
-            };
-            match self.provider.instance_types(&class).await {
-                Ok(types) => {
-                    instance_types.insert(class_name.clone(), types);
-                }
-                Err(error) => warn!(ec2nodeclass = %class_name, %error, "no instance types"),
-            }
-        }
+        let instance_types = self.shared.instance_types(&pools).await;
         let daemonsets: Vec<DaemonSet> = self.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
         let (nodes, claims) = (self.state.nodes.state(), self.state.claims.state());
         // The pod index stays locked only while the input is built (no await in between).

@@ -382,4 +382,4 @@ impl<'a> Solver<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,4 +1,5 @@
-//! Solver rules, one small readable scenario each.
+//! Solver rules, one small readable scenario each. The catalog, pool and pod fixtures serve the
+//! tests of the solver's callers too.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,7 @@ use crate::{
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
 /// A catalog of general-purpose types: (name, vCPU, GiB, on-demand $/h); spot costs 30%.
-fn catalog() -> Vec<InstanceType> {
+pub(crate) fn catalog() -> Vec<InstanceType> {
     [
         ("m5.large", 2, 8, 0.096),
         ("m5.xlarge", 4, 16, 0.192),
@@ -48,7 +49,7 @@ fn catalog() -> Vec<InstanceType> {
     .collect()
 }
 
-fn pool(name: &str, weight: i32, capacity_type: &str) -> NodePoolTemplate {
+pub(crate) fn pool(name: &str, weight: i32, capacity_type: &str) -> NodePoolTemplate {
     let mut requirements = Requirements::new();
     requirements.add(labels::CAPACITY_TYPE, Requirement::one_of([capacity_type]));
     requirements.add(labels::NODEPOOL, Requirement::one_of([name]));
@@ -73,7 +74,7 @@ fn input(pools: Vec<NodePoolTemplate>, pods: Vec<PodInfo>) -> Input {
 }
 
 /// A pod from YAML fragments added to its spec (indented for `spec:`).
-fn pod_with(name: &str, cpu: &str, memory: &str, spec_extra: &str) -> PodInfo {
+pub(crate) fn pod_with(name: &str, cpu: &str, memory: &str, spec_extra: &str) -> PodInfo {
     let yaml = format!(
         "metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\nspec:\n  containers: [{{name: c, resources: {{requests: {{cpu: '{cpu}', memory: '{memory}'}}}}}}]\n{spec_extra}"
     );

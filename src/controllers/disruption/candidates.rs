@@ -1,0 +1,241 @@
+//! Consolidation's candidates: the initialized nodes of pools with `WhenEmptyOrUnderutilized`
+//! whose pods have not changed for the pool's `consolidateAfter`, each with what it costs per
+//! hour, what disrupting it costs its pods, and what (if anything) forbids disrupting it.
+//!
+//! Pure: built from the joined nodes, the pods on each node, the PodDisruptionBudgets and the
+//! catalog, with the caller saying which claims have been quiet long enough.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::Arc,
+};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::{api::policy::v1::PodDisruptionBudget, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::ResourceExt;
+
+use super::emptiness::SETTLE;
+use crate::{
+    apis::{
+        NodeClaim, NodePool, condition,
+        labels::{self},
+        nodepool::ConsolidationPolicy,
+    },
+    scheduling::{catalog::InstanceType, pod::Selector},
+    state::{cache::CachedPod, nodes::Nodes, pods::evictable},
+};
+
+/// A node consolidation may remove.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub claim: String,
+    pub node: String,
+    pub pool: String,
+    pub instance_type: String,
+    /// `spot` or `on-demand`.
+    pub capacity_type: String,
+    /// Dollars per hour of the node's offering; `None` when the catalog does not list it.
+    pub price: Option<f64>,
+    /// What disrupting it costs its pods (see [`pod_cost`]); lower goes first.
+    pub cost: f64,
+    /// Pods a drain would evict.
+    pub pods: usize,
+}
+
+/// Why a node that would otherwise be a candidate may not be disrupted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocker {
+    /// The node or its NodeClaim is annotated do-not-disrupt.
+    NodeDoNotDisrupt,
+    /// This pod is annotated do-not-disrupt.
+    PodDoNotDisrupt(String),
+    /// A PodDisruptionBudget allows no disruption of this pod now (or several select it, which
+    /// the Eviction API refuses).
+    PodDisruptionBudget { pod: String, budget: String },
+    /// The pool's disruption budgets allow no more nodes for this reason now.
+    Budget,
+}
+
+impl fmt::Display for Blocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NodeDoNotDisrupt => write!(f, "the node is annotated {}", labels::DO_NOT_DISRUPT),
+            Self::PodDoNotDisrupt(pod) => write!(f, "pod {pod} is annotated do-not-disrupt"),
+            Self::PodDisruptionBudget { pod, budget } => {
+                write!(f, "PodDisruptionBudget {budget} allows no disruption of pod {pod}")
+            }
+            Self::Budget => write!(f, "the NodePool's disruption budget allows no more nodes now"),
+        }
+    }
+}
+
+/// What the candidates are chosen from.
+pub struct Cluster<'a> {
+    pub nodes: &'a Nodes<'a>,
+    pub pools: &'a [Arc<NodePool>],
+    /// The pods bound to each node.
+    pub pods: &'a HashMap<&'a str, Vec<&'a CachedPod>>,
+    pub budgets: &'a [Arc<PodDisruptionBudget>],
+    /// Instance types per EC2NodeClass name.
+    pub instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
+}
+
+/// The candidates, cheapest to disrupt first, each with what blocks it (if anything). `quiet`
+/// says whether a claim's pods have not changed for its pool's `consolidateAfter`.
+pub fn candidates(
+    cluster: &Cluster,
+    now: DateTime<Utc>,
+    mut quiet: impl FnMut(&NodeClaim, &NodePool) -> bool,
+) -> Vec<(Candidate, Option<Blocker>)> {
+    let mut found = Vec::new();
+    for view in cluster.nodes.iter() {
+        let (Some(claim), Some(node)) = (view.claim, view.node) else { continue };
+        let Some(pool) =
+            claim.labels().get(labels::NODEPOOL).and_then(|p| cluster.pools.iter().find(|x| &x.name_any() == p))
+        else {
+            continue;
+        };
+        let disruption = &pool.spec.disruption;
+        if disruption.consolidation_policy != ConsolidationPolicy::WhenEmptyOrUnderutilized
+            || disruption.consolidate_after.duration().is_none()
+            || claim.metadata.deletion_timestamp.is_some()
+            || node.metadata.deletion_timestamp.is_some()
+            || !initialized_before(claim, now - SETTLE)
+            || !quiet(claim, pool)
+        {
+            continue;
+        }
+        let node_name = node.name_any();
+        let pods: Vec<&CachedPod> = cluster.pods.get(node_name.as_str()).cloned().unwrap_or_default();
+        let evicted: Vec<&CachedPod> =
+            pods.into_iter().filter(|p| evictable(&p.metadata, p.phase.as_deref())).collect();
+        let node_labels = node.labels();
+        let instance_type = node_labels.get(labels::INSTANCE_TYPE).cloned().unwrap_or_default();
+        let capacity_type = node_labels.get(labels::CAPACITY_TYPE).cloned().unwrap_or_default();
+        let zone = node_labels.get(labels::ZONE);
+        let class = &pool.spec.template.spec.node_class_ref.name;
+        let price = cluster.instance_types.get(class).and_then(|types| {
+            let offerings = &types.iter().find(|t| t.name == instance_type)?.offerings;
+            let offering = offerings.iter().find(|o| o.capacity_type == capacity_type && Some(&o.zone) == zone)?;
+            Some(offering.price)
+        });
+        let cost: f64 =
+            evicted.iter().map(|p| pod_cost(&p.metadata, p.priority)).sum::<f64>() * lifetime_left(claim, now);
+        let blocker = blocker(claim, node.annotations(), &evicted, cluster.budgets);
+        let candidate = Candidate {
+            claim: claim.name_any(),
+            node: node_name,
+            pool: pool.name_any(),
+            instance_type,
+            capacity_type,
+            price,
+            cost,
+            pods: evicted.len(),
+        };
+        found.push((candidate, blocker));
+    }
+    // Cheapest to disrupt first; of equal cost, the dearer node (more to save) first.
+    found.sort_by(|(a, _), (b, _)| {
+        a.cost
+            .total_cmp(&b.cost)
+            .then_with(|| b.price.unwrap_or(0.0).total_cmp(&a.price.unwrap_or(0.0)))
+            .then_with(|| a.claim.cmp(&b.claim))
+    });
+    found
+}
+
+/// What evicting one pod costs: 1, raised by its `pod-deletion-cost` annotation (2^27 per unit,
+/// so the annotation's whole range moves it by at most ±16) and its priority (2^25 per unit:
+/// system-critical pods weigh about 60), bounded to [-10, 10] so no single pod dominates a node.
+/// Karpenter weighs pods the same way, so nodes are chosen in the order its users expect.
+pub fn pod_cost(metadata: &ObjectMeta, priority: Option<i32>) -> f64 {
+    let deletion_cost = metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::POD_DELETION_COST))
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    let cost = 1.0 + f64::from(deletion_cost) / 2f64.powi(27) + f64::from(priority.unwrap_or(0)) / 2f64.powi(25);
+    cost.clamp(-10.0, 10.0)
+}
+
+/// The share of the claim's lifetime (`expireAfter`) still ahead, 1 without one: a node about
+/// to expire costs little to disrupt, its pods move soon anyway.
+fn lifetime_left(claim: &NodeClaim, now: DateTime<Utc>) -> f64 {
+    let (Some(lifetime), Some(created)) = (
+        claim.spec.expire_after.and_then(|e| e.duration()),
+        claim.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
+    ) else {
+        return 1.0;
+    };
+    let total = lifetime.delta().num_seconds().max(1) as f64;
+    let lived = (now - created).num_seconds().max(0) as f64;
+    ((total - lived) / total).clamp(0.0, 1.0)
+}
+
+/// Whether the claim's Initialized condition turned true at or before `before`.
+pub fn initialized_before(claim: &NodeClaim, before: DateTime<Utc>) -> bool {
+    let initialized = claim
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == condition::INITIALIZED && c.status == condition::TRUE);
+    let since = initialized.and_then(|c| DateTime::from_timestamp(c.last_transition_time.0.as_second(), 0));
+    since.is_some_and(|since| since <= before)
+}
+
+/// What forbids disrupting the node, the first found.
+fn blocker(
+    claim: &NodeClaim,
+    node_annotations: &BTreeMap<String, String>,
+    pods: &[&CachedPod],
+    budgets: &[Arc<PodDisruptionBudget>],
+) -> Option<Blocker> {
+    if labels::do_not_disrupt(claim.annotations()) || labels::do_not_disrupt(node_annotations) {
+        return Some(Blocker::NodeDoNotDisrupt);
+    }
+    let key = |pod: &CachedPod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    for pod in pods {
+        if labels::do_not_disrupt(pod.annotations()) {
+            return Some(Blocker::PodDoNotDisrupt(key(pod)));
+        }
+        let namespace = pod.namespace();
+        let selecting: Vec<&Arc<PodDisruptionBudget>> = budgets
+            .iter()
+            .filter(|b| b.namespace() == namespace)
+            .filter(|b| {
+                // A budget without a selector selects nothing; an empty one, every pod.
+                let selector = b.spec.as_ref().and_then(|s| s.selector.as_ref());
+                selector.is_some_and(|s| Selector::from_label_selector(s).matches(pod.labels()))
+            })
+            .collect();
+        let exhausted =
+            selecting.iter().find(|b| b.status.as_ref().is_none_or(|s| s.disruptions_allowed.unwrap_or(0) < 1));
+        if let Some(budget) = exhausted.or(selecting.get(1)) {
+            return Some(Blocker::PodDisruptionBudget { pod: key(pod), budget: budget.name_any() });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(annotations: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            annotations: Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pods_cost_more_with_priority_and_deletion_cost_within_bounds() {
+        assert_eq!(pod_cost(&meta(&[]), None), 1.0);
+        assert!(pod_cost(&meta(&[(labels::POD_DELETION_COST, "100000000")]), None) > 1.5);
+        assert!(pod_cost(&meta(&[(labels::POD_DELETION_COST, "-100000000")]), None) < 0.5);
+        assert_eq!(pod_cost(&meta(&[]), Some(2_000_001_000)), 10.0, "system-node-critical, bounded");
+        assert_eq!(pod_cost(&meta(&[(labels::POD_DELETION_COST, "lots")]), Some(i32::MIN)), -10.0);
+    }
+}

@@ -1,0 +1,216 @@
+//! Consolidation's decision: which underutilized nodes to remove, and whether their pods need a
+//! cheaper node instead. Pure: each question is the solver run on the cluster without the nodes
+//! in question (the caller builds that input), so what consolidation believes fits is exactly
+//! what the provisioner would do with the same pods.
+//!
+//! Nodes whose pods all fit on the rest of the cluster are deleted; when they need one new node
+//! and it costs less than they do together, they are replaced by it. Several nodes at once go
+//! first (the largest run of the cheapest-to-disrupt candidates that one replacement or none can
+//! absorb, found by bisection as Karpenter does), then one node at a time.
+
+use std::{collections::HashSet, fmt};
+
+use super::candidates::Candidate;
+use crate::{
+    apis::labels,
+    scheduling::{
+        requirements::Requirement,
+        solver::{Input, NewNodeClaim, solve},
+    },
+};
+
+/// At most this many nodes go in one multi-node decision (Karpenter's bound too), so one
+/// decision's solver runs stay small.
+pub const MAX_MULTI_NODE: usize = 100;
+
+/// Spot-to-spot replacement needs at least this many cheaper spot types to choose from, and
+/// launches with at most this many: the flexibility that keeps a replacement from being the next
+/// interruption, without consolidating spot nodes down the price list one type at a time.
+pub const MIN_SPOT_TYPES: usize = 15;
+
+/// What to do with the candidates of a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Their pods fit elsewhere.
+    Delete,
+    /// Their pods need this node, cheaper than they are.
+    Replace(NewNodeClaim),
+}
+
+/// A consolidation decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub candidates: Vec<Candidate>,
+    pub action: Action,
+    /// Dollars per hour saved (the candidates' price less the replacement's cheapest offering).
+    pub savings: f64,
+}
+
+impl Decision {
+    /// `delete` or `replace`, for logs, Events and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self.action {
+            Action::Delete => "delete",
+            Action::Replace(_) => "replace",
+        }
+    }
+}
+
+/// Why the candidates cannot be consolidated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// The catalog does not price a candidate's offering, so no saving can be shown.
+    UnknownPrice,
+    /// Some pods fit nowhere without them.
+    PodsFitNowhere(String),
+    /// Their pods need more than one new node.
+    NeedsSeveralNodes(usize),
+    /// No instance type that fits their pods is cheaper.
+    NoCheaperReplacement { price: f64 },
+    /// Spot nodes are replaced by spot nodes only with the `SpotToSpotConsolidation` gate.
+    SpotToSpotOff,
+    /// Fewer cheaper spot types than [`MIN_SPOT_TYPES`].
+    TooFewSpotTypes(usize),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownPrice => write!(f, "its offering's price is not known"),
+            Self::PodsFitNowhere(reason) => write!(f, "its pods fit nowhere else: {reason}"),
+            Self::NeedsSeveralNodes(n) => write!(f, "its pods would need {n} new nodes"),
+            Self::NoCheaperReplacement { price } => {
+                write!(f, "no node that fits its pods costs less than its ${price:.4}/h")
+            }
+            Self::SpotToSpotOff => {
+                write!(f, "replacing a spot node with a spot node needs the SpotToSpotConsolidation feature gate")
+            }
+            Self::TooFewSpotTypes(n) => {
+                write!(f, "only {n} cheaper spot instance types (spot-to-spot needs {MIN_SPOT_TYPES})")
+            }
+        }
+    }
+}
+
+/// What a pass decided: at most one decision, and why each candidate it tried was refused.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub decision: Option<Decision>,
+    pub refused: Vec<(String, Refusal)>,
+}
+
+/// Decides one consolidation over `candidates` (unblocked, within budgets, cheapest to disrupt
+/// first). `without` builds the solver's input for the cluster without the named nodes.
+pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl Fn(&HashSet<&str>) -> Input) -> Outcome {
+    let candidates: Vec<&Candidate> = candidates.iter().filter(|c| c.pods > 0).collect();
+    let mut outcome = Outcome::default();
+    if let Some(decision) = multi_node(&candidates, spot_to_spot, &without) {
+        outcome.decision = Some(decision);
+        return outcome;
+    }
+    for candidate in &candidates {
+        match evaluate(std::slice::from_ref(candidate), spot_to_spot, &without) {
+            Ok(decision) => {
+                outcome.decision = Some(decision);
+                break;
+            }
+            Err(refusal) => outcome.refused.push((candidate.claim.clone(), refusal)),
+        }
+    }
+    outcome
+}
+
+/// The largest run of the first candidates (two or more) that can go together.
+fn multi_node(
+    candidates: &[&Candidate],
+    spot_to_spot: bool,
+    without: &impl Fn(&HashSet<&str>) -> Input,
+) -> Option<Decision> {
+    let (mut low, mut high) = (2, candidates.len().min(MAX_MULTI_NODE));
+    let mut best = None;
+    while low <= high {
+        let middle = (low + high) / 2;
+        match evaluate(&candidates[..middle], spot_to_spot, without) {
+            Ok(decision) => {
+                best = Some(decision);
+                low = middle + 1;
+            }
+            Err(_) => high = middle - 1,
+        }
+    }
+    best
+}
+
+/// Whether these candidates can go together, and how.
+pub fn evaluate(
+    candidates: &[&Candidate],
+    spot_to_spot: bool,
+    without: &impl Fn(&HashSet<&str>) -> Input,
+) -> Result<Decision, Refusal> {
+    let price: f64 = candidates.iter().map(|c| c.price).sum::<Option<f64>>().ok_or(Refusal::UnknownPrice)?;
+    let nodes: HashSet<&str> = candidates.iter().map(|c| c.node.as_str()).collect();
+    let input = without(&nodes);
+    let plan = solve(&input);
+    if let Some((pod, reason)) = plan.unschedulable.first() {
+        return Err(Refusal::PodsFitNowhere(format!("{pod}: {reason}")));
+    }
+    let owned = |candidates: &[&Candidate]| candidates.iter().map(|c| (*c).clone()).collect();
+    let mut new_claims = plan.new_claims;
+    let replacement = match new_claims.len() {
+        0 => return Ok(Decision { candidates: owned(candidates), action: Action::Delete, savings: price }),
+        1 => new_claims.remove(0),
+        n => return Err(Refusal::NeedsSeveralNodes(n)),
+    };
+    let replacement = cheaper(replacement, &input, price, candidates, spot_to_spot)?;
+    let savings = price - replacement.price;
+    Ok(Decision { candidates: owned(candidates), action: Action::Replace(replacement), savings })
+}
+
+/// The replacement narrowed to the instance types cheaper than `price`, cheapest first.
+fn cheaper(
+    mut replacement: NewNodeClaim,
+    input: &Input,
+    price: f64,
+    candidates: &[&Candidate],
+    spot_to_spot: bool,
+) -> Result<NewNodeClaim, Refusal> {
+    let requirements = &replacement.requirements;
+    let mut priced: Vec<(String, f64)> = replacement
+        .instance_types
+        .iter()
+        .filter_map(|name| {
+            let offering = input.instance_types.iter().find(|t| &t.name == name)?.cheapest_offering(requirements)?;
+            Some((name.clone(), offering.price))
+        })
+        .filter(|(_, offered)| *offered < price)
+        .collect();
+    priced.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    if priced.is_empty() {
+        return Err(Refusal::NoCheaperReplacement { price });
+    }
+    let spot = |c: &&&Candidate| c.capacity_type == labels::CAPACITY_TYPE_SPOT;
+    let replacement_spot =
+        requirements.get(labels::CAPACITY_TYPE).is_none_or(|r| r.admits(Some(labels::CAPACITY_TYPE_SPOT)));
+    if candidates.iter().any(|c| spot(&c)) && replacement_spot {
+        if !spot_to_spot {
+            return Err(Refusal::SpotToSpotOff);
+        }
+        // Karpenter asks this flexibility of single-node spot replacements only.
+        if candidates.len() == 1 {
+            if priced.len() < MIN_SPOT_TYPES {
+                return Err(Refusal::TooFewSpotTypes(priced.len()));
+            }
+            priced.truncate(MIN_SPOT_TYPES);
+        }
+    }
+    replacement.price = priced[0].1;
+    replacement.instance_types = priced.into_iter().map(|(name, _)| name).collect();
+    replacement
+        .requirements
+        .add(labels::INSTANCE_TYPE, Requirement::one_of(replacement.instance_types.iter().cloned()));
+    Ok(replacement)
+}
+
+#[cfg(test)]
+#[path = "consolidation_tests.rs"]
+mod tests;

@@ -1,0 +1,155 @@
+//! Consolidation decisions on small clusters: nodes with room and pods, the solver's catalog.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::scheduling::{
+    pod::PodInfo,
+    resources::Resources,
+    solver::{
+        ExistingNode,
+        tests::{catalog, pod_with, pool},
+    },
+};
+
+/// A node of the test cluster: its instance type, capacity type, free room and pods.
+struct TestNode {
+    name: &'static str,
+    instance_type: &'static str,
+    capacity_type: &'static str,
+    free: (&'static str, &'static str),
+    pods: Vec<PodInfo>,
+}
+
+fn node(name: &'static str, instance_type: &'static str, free: (&'static str, &'static str), pods: usize) -> TestNode {
+    let pods = (0..pods).map(|i| pod_with(&format!("{name}-{i}"), "500m", "1Gi", "")).collect();
+    TestNode { name, instance_type, capacity_type: "on-demand", free, pods }
+}
+
+fn resources(cpu: &str, memory: &str) -> Resources {
+    let room = [("cpu", cpu), ("memory", memory), ("pods", "110")];
+    let quantities: std::collections::BTreeMap<_, _> = room
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.to_owned())))
+        .collect();
+    Resources::from_quantities(&quantities).unwrap()
+}
+
+/// The candidates (in the given order) and the input builder over the cluster, whose pool
+/// launches `capacity_type`.
+fn cluster(nodes: &[TestNode], capacity_type: &str) -> (Vec<Candidate>, impl Fn(&HashSet<&str>) -> Input + use<>) {
+    let types = catalog();
+    let candidates = nodes
+        .iter()
+        .map(|n| {
+            let price = types
+                .iter()
+                .find(|t| t.name == n.instance_type)
+                .and_then(|t| t.offerings.iter().find(|o| o.capacity_type == n.capacity_type).map(|o| o.price));
+            Candidate {
+                claim: format!("claim-{}", n.name),
+                node: n.name.into(),
+                pool: "default".into(),
+                instance_type: n.instance_type.into(),
+                capacity_type: n.capacity_type.into(),
+                price,
+                cost: n.pods.len() as f64,
+                pods: n.pods.len(),
+            }
+        })
+        .collect();
+    let snapshot: Vec<(String, Resources, Vec<Arc<PodInfo>>)> = nodes
+        .iter()
+        .map(|n| (n.name.to_owned(), resources(n.free.0, n.free.1), n.pods.iter().cloned().map(Arc::new).collect()))
+        .collect();
+    let template = pool("default", 0, capacity_type);
+    let without = move |gone: &HashSet<&str>| Input {
+        pods: snapshot.iter().filter(|(n, _, _)| gone.contains(n.as_str())).flat_map(|(_, _, p)| p.clone()).collect(),
+        nodes: snapshot
+            .iter()
+            .filter(|(n, _, _)| !gone.contains(n.as_str()))
+            .map(|(name, free, _)| ExistingNode {
+                name: name.clone(),
+                requirements: Arc::default(),
+                registered: true,
+                taints: vec![],
+                free: free.clone(),
+                host_ports: vec![],
+            })
+            .collect(),
+        pools: vec![template.clone()],
+        instance_types: catalog().into(),
+        ..Default::default()
+    };
+    (candidates, without)
+}
+
+#[test]
+fn a_node_whose_pods_fit_elsewhere_is_deleted() {
+    // "a" holds one small pod; "b" has room for it.
+    let (candidates, without) =
+        cluster(&[node("a", "m5.xlarge", ("3", "14Gi"), 1), node("b", "m5.xlarge", ("2", "6Gi"), 3)], "on-demand");
+    let outcome = consolidate(&candidates[..1], false, &without);
+    let decision = outcome.decision.expect("a decision");
+    assert_eq!(decision.action, Action::Delete);
+    assert_eq!(decision.candidates[0].node, "a");
+    assert!((decision.savings - 0.192).abs() < 1e-9);
+}
+
+#[test]
+fn a_large_node_is_replaced_by_a_cheaper_one_that_fits_its_pods() {
+    // Two small pods on an m5.2xlarge and nowhere else to go: a c5.large or m5.large will do.
+    let (candidates, without) = cluster(&[node("big", "m5.2xlarge", ("7", "29Gi"), 2)], "on-demand");
+    let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+    assert_eq!(replacement.instance_types[0], "c5.large", "the cheapest type that fits 1 CPU and 2 GiB");
+    assert!(replacement.price < 0.384);
+    assert!(replacement.instance_types.iter().all(|t| t != "m5.2xlarge"), "never the same price or dearer");
+    assert!((decision.savings - (0.384 - replacement.price)).abs() < 1e-9);
+}
+
+#[test]
+fn three_nodes_are_replaced_by_one() {
+    let nodes = [
+        node("a", "m5.large", ("1", "5Gi"), 1),
+        node("b", "m5.large", ("1", "5Gi"), 1),
+        node("c", "m5.large", ("1", "5Gi"), 1),
+    ];
+    let (candidates, without) = cluster(&nodes, "on-demand");
+    let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    assert_eq!(decision.candidates.len(), 3, "{decision:?}");
+    let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+    assert!(replacement.price < 3.0 * 0.096);
+    assert_eq!(replacement.pods.len(), 3);
+}
+
+#[test]
+fn refusals_say_why() {
+    // Already the cheapest type that fits: nothing cheaper, and nowhere else to go.
+    let (candidates, without) = cluster(&[node("small", "c5.large", ("1", "1Gi"), 2)], "on-demand");
+    let outcome = consolidate(&candidates, false, &without);
+    assert!(outcome.decision.is_none());
+    assert!(matches!(outcome.refused[..], [(_, Refusal::NoCheaperReplacement { .. })]), "{:?}", outcome.refused);
+
+    // A spot node is only replaced by spot with the gate, and then with enough types.
+    let mut spot = node("spot", "m5.2xlarge", ("7", "29Gi"), 2);
+    spot.capacity_type = "spot";
+    let (candidates, without) = cluster(&[spot], "spot");
+    let outcome = consolidate(&candidates, false, &without);
+    assert_eq!(outcome.refused[0].1, Refusal::SpotToSpotOff);
+    let outcome = consolidate(&candidates, true, &without);
+    assert!(matches!(outcome.refused[0].1, Refusal::TooFewSpotTypes(n) if n < MIN_SPOT_TYPES), "{:?}", outcome.refused);
+
+    // A pod bigger than any type fits nowhere.
+    let mut huge = node("huge", "m5.2xlarge", ("0", "0"), 0);
+    huge.pods = vec![pod_with("huge-0", "64", "1Gi", "")];
+    let (candidates, without) = cluster(&[huge], "on-demand");
+    assert!(matches!(consolidate(&candidates, false, &without).refused[0].1, Refusal::PodsFitNowhere(_)));
+}
+
+#[test]
+fn empty_nodes_are_left_to_the_emptiness_method() {
+    let (candidates, without) = cluster(&[node("empty", "m5.large", ("2", "7Gi"), 0)], "on-demand");
+    let outcome = consolidate(&candidates, false, &without);
+    assert!(outcome.decision.is_none() && outcome.refused.is_empty());
+}

@@ -1,0 +1,248 @@
+//! Consolidation end to end on the local control plane and the AWS emulator: three full nodes
+//! whose pods shrink become underutilized; a do-not-disrupt pod, then a PodDisruptionBudget,
+//! then a budget of zero nodes keep them (and say why in Events); once nothing blocks, they are
+//! consolidated into one node, which is then replaced by a cheaper one, with every pod Running
+//! and no instance leaked.
+
+mod support;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node, events::v1::Event, policy::v1::PodDisruptionBudget};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::json;
+use stoker::{
+    apis::{NodeClaim, labels},
+    cloudprovider::{
+        CloudProvider,
+        aws::{AwsCloudProvider, AwsOptions, aws_config},
+    },
+};
+use support::{apply, pods_of, running};
+
+const POOL: &str = "consol";
+
+async fn claims(client: &Client) -> Vec<NodeClaim> {
+    let api: Api<NodeClaim> = Api::all(client.clone());
+    let selector = format!("{}={POOL}", labels::NODEPOOL);
+    api.list(&ListParams::default().labels(&selector)).await.expect("list claims").items
+}
+
+/// The nodes the Deployment's pods are bound to.
+async fn nodes_of(client: &Client, app: &str) -> BTreeSet<String> {
+    pods_of(client, app).await.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect()
+}
+
+/// Notes of Events with `reason` about any of `nodes`.
+async fn events_about(client: &Client, nodes: &BTreeSet<String>, reason: &str) -> Vec<String> {
+    let events: Api<Event> = Api::all(client.clone());
+    let list = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    list.into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_ref()).is_some_and(|n| nodes.contains(n)))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+/// Sets the Deployment's pod CPU request and pod annotations (a rollout).
+async fn roll(client: &Client, cpu: &str, annotations: serde_json::Value) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": annotations},
+        "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}}});
+    deployments.patch("spread", &PatchParams::default(), &Patch::Strategic(&patch)).await.expect("roll");
+}
+
+async fn scale(client: &Client, replicas: i32) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let patch = json!({"spec": {"replicas": replicas}});
+    deployments.patch("spread", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("scale");
+}
+
+/// Waits until `count` pods of the Deployment run with `cpu` requests and no other pod is left.
+async fn settled(client: &Client, count: usize, cpu: &str) -> bool {
+    support::wait_until(Duration::from_secs(180), || async {
+        let pods = pods_of(client, "spread").await;
+        let current = |p: &k8s_openapi::api::core::v1::Pod| {
+            let requests = p.spec.as_ref()?.containers[0].resources.as_ref()?.requests.clone()?;
+            Some(requests.get("cpu")?.0 == cpu)
+        };
+        let all_current = pods.len() == count && pods.iter().all(|p| current(p) == Some(true));
+        (all_current && running(client, "spread").await == count).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_cheaper_one() {
+    let client = support::client().await;
+    support::start_stoker(&client, POOL).await;
+    apply(
+        &client,
+        json!({
+            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
+            "metadata": {"name": POOL},
+            "spec": {
+                "template": {"spec": {
+                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": POOL},
+                    "requirements": [
+                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+                        {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
+                        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+                    ]
+                }},
+                "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5s"}
+            }
+        }),
+    )
+    .await;
+
+    // Three nodes, one at a time: each pod of 3500m fills a 4-vCPU node.
+    apply(&client, support::deployment("spread", 1, "3500m", json!({"stoker.dev/nodepool": POOL}))).await;
+    for replicas in 1..=3 {
+        scale(&client, replicas).await;
+        assert!(settled(&client, replicas as usize, "3500m").await, "{replicas} full pods running");
+    }
+    let full = nodes_of(&client, "spread").await;
+    assert_eq!(full.len(), 3, "one node per full pod: {full:?}");
+    let cpus_before = vcpus(&client, &claims(&client).await).await;
+
+    // The pods shrink to 300m and carry do-not-disrupt: the nodes are underutilized but kept.
+    roll(&client, "300m", json!({labels::KARPENTER_DO_NOT_DISRUPT: "true"})).await;
+    assert!(settled(&client, 3, "300m").await, "the rollout finished");
+    let held = nodes_of(&client, "spread").await;
+    let told = support::wait_until(Duration::from_secs(60), || async {
+        let notes = events_about(&client, &held, "Unconsolidatable").await;
+        notes.iter().any(|n| n.contains("do-not-disrupt")).then_some(notes)
+    })
+    .await;
+    assert!(told.is_some(), "the kept nodes say why");
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(held.is_subset(&nodes_of(&client, "spread").await), "nodes with do-not-disrupt pods are kept");
+
+    // Without the annotation but under a PodDisruptionBudget that allows nothing: still kept.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    apply(
+        &client,
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "spread", "namespace": "default"},
+               "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "spread"}}}}),
+    )
+    .await;
+    roll(&client, "300m", json!({labels::KARPENTER_DO_NOT_DISRUPT: null})).await;
+    let rolled = support::wait_until(Duration::from_secs(180), || async {
+        let pods = pods_of(&client, "spread").await;
+        let plain = pods.iter().all(|p| !p.annotations().contains_key(labels::KARPENTER_DO_NOT_DISRUPT));
+        (plain && pods.len() == 3 && running(&client, "spread").await == 3).then_some(())
+    })
+    .await;
+    assert!(rolled.is_some(), "the rollout without the annotation finished");
+    let held = nodes_of(&client, "spread").await;
+    let told = support::wait_until(Duration::from_secs(60), || async {
+        let notes = events_about(&client, &held, "Unconsolidatable").await;
+        notes.iter().any(|n| n.contains("PodDisruptionBudget spread")).then_some(notes)
+    })
+    .await;
+    assert!(told.is_some(), "the kept nodes name the PodDisruptionBudget");
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(held.is_subset(&nodes_of(&client, "spread").await), "nodes under an exhausted PDB are kept");
+
+    // Without the PDB, a budget of zero nodes keeps them.
+    let pools: Api<stoker::apis::NodePool> = Api::all(client.clone());
+    let budget = |nodes: &str| json!({"spec": {"disruption": {"budgets": [{"nodes": nodes}]}}});
+    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&budget("0"))).await.expect("budget 0");
+    pdbs.delete("spread", &DeleteParams::default()).await.expect("delete the PDB");
+    let told = support::wait_until(Duration::from_secs(60), || async {
+        let notes = events_about(&client, &held, "Unconsolidatable").await;
+        notes.iter().any(|n| n.contains("disruption budget")).then_some(notes)
+    })
+    .await;
+    assert!(told.is_some(), "the kept nodes name the budget");
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(held.is_subset(&nodes_of(&client, "spread").await), "a budget of 0 keeps them");
+
+    // Nothing blocks any more: one cheaper node for the three pods.
+    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&budget("10%"))).await.expect("budget 10%");
+    let consolidated = support::wait_until(Duration::from_secs(240), || async {
+        let now = claims(&client).await;
+        let live: Vec<&NodeClaim> = now.iter().filter(|c| c.metadata.deletion_timestamp.is_none()).collect();
+        (now.len() == 1 && live.len() == 1 && running(&client, "spread").await == 3).then_some(())
+    })
+    .await;
+    let left = claims(&client).await;
+    assert!(
+        consolidated.is_some(),
+        "one node left: {:?}",
+        left.iter()
+            .map(|c| (c.name_any(), c.status.as_ref().and_then(|s| s.instance_type.clone())))
+            .collect::<Vec<_>>()
+    );
+    let cpus_after = vcpus(&client, &left).await;
+    assert!(cpus_after < cpus_before, "{cpus_after} vCPUs after, {cpus_before} before");
+    // And the last node, larger than its pods need (4 vCPUs for 0.9), is replaced by a cheaper one.
+    let replaced = support::wait_until(Duration::from_secs(240), || async {
+        let now = claims(&client).await;
+        let cheaper = now.len() == 1 && vcpus(&client, &now).await <= 2;
+        (cheaper && running(&client, "spread").await == 3).then_some(now)
+    })
+    .await;
+    assert!(replaced.is_some(), "the last node replaced by a smaller one");
+    let left = replaced.unwrap_or_default();
+    let disrupted = events_on_claims(&client, "DisruptionUnderutilized").await;
+    assert!(disrupted.iter().any(|n| n.contains("replaced by a cheaper")), "the replacement is told: {disrupted:?}");
+
+    // No instance leaked: the pool's instances are exactly its claims'.
+    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(support::cluster_info()));
+    let claimed: BTreeSet<String> =
+        left.iter().filter_map(|c| c.status.as_ref().and_then(|s| s.provider_id.clone())).collect();
+    let instances = support::wait_until(Duration::from_secs(60), || async {
+        let ids: BTreeSet<String> = provider
+            .list()
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|i| i.tags.get(labels::EC2_NODEPOOL_TAG).is_some_and(|p| p == POOL))
+            .map(|i| i.provider_id)
+            .collect();
+        (ids == claimed).then_some(ids)
+    })
+    .await;
+    assert!(instances.is_some(), "the pool's instances are its one claim's");
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments.delete("spread", &DeleteParams::default()).await.expect("delete deployment");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let emptied = support::wait_until(Duration::from_secs(120), || async {
+        let selector = format!("{}={POOL}", labels::NODEPOOL);
+        let gone = nodes.list(&ListParams::default().labels(&selector)).await.ok()?.items.is_empty();
+        (gone && claims(&client).await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(emptied.is_some(), "the last node goes once empty");
+}
+
+/// The vCPUs of the claims' nodes, from the nodes' labels.
+async fn vcpus(client: &Client, claims: &[NodeClaim]) -> i64 {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut total = 0;
+    for claim in claims {
+        let Some(name) = claim.status.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+        let node = nodes.get(&name).await.expect("the claim's node");
+        total += node.labels().get(labels::INSTANCE_CPU).and_then(|c| c.parse::<i64>().ok()).expect("a CPU label");
+    }
+    total
+}
+
+/// Notes of Events with `reason` about NodeClaims of the pool.
+async fn events_on_claims(client: &Client, reason: &str) -> Vec<String> {
+    let events: Api<Event> = Api::all(client.clone());
+    let list = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    list.into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some("NodeClaim")))
+        .filter_map(|e| e.note)
+        .collect()
+}
