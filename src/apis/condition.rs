@@ -9,6 +9,10 @@ pub const LAUNCHED: &str = "Launched";
 pub const REGISTERED: &str = "Registered";
 /// NodeClaim: its Node is Ready with its startup taints gone.
 pub const INITIALIZED: &str = "Initialized";
+/// NodeClaim: it no longer matches its NodePool or EC2NodeClass; it is replaced.
+pub const DRIFTED: &str = "Drifted";
+/// NodeClaim: its `expireAfter` elapsed; it is being replaced.
+pub const EXPIRED: &str = "Expired";
 /// NodePool: the checks the schema cannot make passed.
 pub const VALIDATION_SUCCEEDED: &str = "ValidationSucceeded";
 /// WarmPool: its schedule can be evaluated.

@@ -91,7 +91,7 @@ fn pods_covered_by_an_in_flight_nodeclaim_do_not_launch_again() {
     let pods = [pending("a", "1"), pending("b", "1")];
     let index = PodIndex::of(&pods);
     let first = planned(&cluster(&index, &pools, &types));
-    let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
+    let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], None, "abcde"))];
     let state = Snapshot { claims: &claims, ..cluster(&index, &pools, &types) };
     let again = planned(&state);
     assert!(again.new_claims.is_empty(), "{:?}", again.new_claims);
@@ -139,7 +139,7 @@ fn limits_count_in_flight_nodeclaims() {
     let pods = [pending("a", "1")];
     let index = PodIndex::of(&pods);
     let first = planned(&cluster(&index, &pools, &types));
-    let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], "abcde"))];
+    let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], None, "abcde"))];
     let more = [pending("a", "1"), pending("huge", "60")];
     let more = PodIndex::of(&more);
     let state = Snapshot { claims: &claims, ..cluster(&more, &pools, &types) };

@@ -12,7 +12,10 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::{api::policy::v1::PodDisruptionBudget, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use k8s_openapi::{
+    api::{core::v1::Node, policy::v1::PodDisruptionBudget},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use kube::ResourceExt;
 
 use super::emptiness::SETTLE;
@@ -88,6 +91,21 @@ pub fn candidates(
     now: DateTime<Utc>,
     mut quiet: impl FnMut(&NodeClaim, &NodePool) -> bool,
 ) -> Vec<(Candidate, Option<Blocker>)> {
+    disruptable(cluster, now, |claim, pool| {
+        let disruption = &pool.spec.disruption;
+        disruption.consolidation_policy == ConsolidationPolicy::WhenEmptyOrUnderutilized
+            && disruption.consolidate_after.duration().is_some()
+            && quiet(claim, pool)
+    })
+}
+
+/// Every initialized node of a pool, not being deleted, that `wanted` picks, as a candidate
+/// with what blocks it, cheapest to disrupt first: what each disruption method chooses from.
+pub fn disruptable(
+    cluster: &Cluster,
+    now: DateTime<Utc>,
+    mut wanted: impl FnMut(&NodeClaim, &NodePool) -> bool,
+) -> Vec<(Candidate, Option<Blocker>)> {
     let mut found = Vec::new();
     for view in cluster.nodes.iter() {
         let (Some(claim), Some(node)) = (view.claim, view.node) else { continue };
@@ -96,44 +114,14 @@ pub fn candidates(
         else {
             continue;
         };
-        let disruption = &pool.spec.disruption;
-        if disruption.consolidation_policy != ConsolidationPolicy::WhenEmptyOrUnderutilized
-            || disruption.consolidate_after.duration().is_none()
-            || claim.metadata.deletion_timestamp.is_some()
+        if claim.metadata.deletion_timestamp.is_some()
             || node.metadata.deletion_timestamp.is_some()
             || !initialized_before(claim, now - SETTLE)
-            || !quiet(claim, pool)
+            || !wanted(claim, pool)
         {
             continue;
         }
-        let node_name = node.name_any();
-        let pods: Vec<&CachedPod> = cluster.pods.get(node_name.as_str()).cloned().unwrap_or_default();
-        let evicted: Vec<&CachedPod> =
-            pods.into_iter().filter(|p| evictable(&p.metadata, p.phase.as_deref())).collect();
-        let node_labels = node.labels();
-        let instance_type = node_labels.get(labels::INSTANCE_TYPE).cloned().unwrap_or_default();
-        let capacity_type = node_labels.get(labels::CAPACITY_TYPE).cloned().unwrap_or_default();
-        let zone = node_labels.get(labels::ZONE);
-        let class = &pool.spec.template.spec.node_class_ref.name;
-        let price = cluster.instance_types.get(class).and_then(|types| {
-            let offerings = &types.iter().find(|t| t.name == instance_type)?.offerings;
-            let offering = offerings.iter().find(|o| o.capacity_type == capacity_type && Some(&o.zone) == zone)?;
-            Some(offering.price)
-        });
-        let cost: f64 =
-            evicted.iter().map(|p| pod_cost(&p.metadata, p.priority)).sum::<f64>() * lifetime_left(claim, now);
-        let blocker = blocker(claim, node.annotations(), &evicted, cluster.budgets);
-        let candidate = Candidate {
-            claim: claim.name_any(),
-            node: node_name,
-            pool: pool.name_any(),
-            instance_type,
-            capacity_type,
-            price,
-            cost,
-            pods: evicted.len(),
-        };
-        found.push((candidate, blocker));
+        found.push(candidate(cluster, claim, node, pool, now));
     }
     // Cheapest to disrupt first; of equal cost, the dearer node (more to save) first.
     found.sort_by(|(a, _), (b, _)| {
@@ -143,6 +131,42 @@ pub fn candidates(
             .then_with(|| a.claim.cmp(&b.claim))
     });
     found
+}
+
+/// The node as a candidate, with what blocks disrupting it.
+fn candidate(
+    cluster: &Cluster,
+    claim: &NodeClaim,
+    node: &Node,
+    pool: &NodePool,
+    now: DateTime<Utc>,
+) -> (Candidate, Option<Blocker>) {
+    let node_name = node.name_any();
+    let pods: Vec<&CachedPod> = cluster.pods.get(node_name.as_str()).cloned().unwrap_or_default();
+    let evicted: Vec<&CachedPod> = pods.into_iter().filter(|p| evictable(&p.metadata, p.phase.as_deref())).collect();
+    let node_labels = node.labels();
+    let instance_type = node_labels.get(labels::INSTANCE_TYPE).cloned().unwrap_or_default();
+    let capacity_type = node_labels.get(labels::CAPACITY_TYPE).cloned().unwrap_or_default();
+    let zone = node_labels.get(labels::ZONE);
+    let class = &pool.spec.template.spec.node_class_ref.name;
+    let price = cluster.instance_types.get(class).and_then(|types| {
+        let offerings = &types.iter().find(|t| t.name == instance_type)?.offerings;
+        let offering = offerings.iter().find(|o| o.capacity_type == capacity_type && Some(&o.zone) == zone)?;
+        Some(offering.price)
+    });
+    let cost: f64 = evicted.iter().map(|p| pod_cost(&p.metadata, p.priority)).sum::<f64>() * lifetime_left(claim, now);
+    let blocker = blocker(claim, node.annotations(), &evicted, cluster.budgets);
+    let candidate = Candidate {
+        claim: claim.name_any(),
+        node: node_name,
+        pool: pool.name_any(),
+        instance_type,
+        capacity_type,
+        price,
+        cost,
+        pods: evicted.len(),
+    };
+    (candidate, blocker)
 }
 
 /// What evicting one pod costs: 1, raised by its `pod-deletion-cost` annotation (2^27 per unit,

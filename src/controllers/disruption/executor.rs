@@ -24,12 +24,15 @@ use kube::{
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::consolidation::{Action, Decision};
+use super::{
+    candidates::Candidate,
+    consolidation::{Action, Decision},
+};
 use crate::{
-    apis::condition,
-    apis::{NodeClaim, NodePool, labels},
+    apis::{NodeClaim, NodePool, condition, labels},
     controllers::{Shared, nodeclaim::lifecycle::condition_true, provisioner::snapshot::nodeclaim_for, publish},
     error::Result,
+    scheduling::solver::NewNodeClaim,
     state::nodes::Nodes,
 };
 
@@ -40,39 +43,60 @@ pub const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(600);
 /// over from a decision that did not finish.
 pub const STALE_TAINT: TimeDelta = TimeDelta::minutes(2);
 
-/// Carries out `decision` for `reason` (as Events and metrics name it); `Ok(false)` when it was
-/// rolled back.
-pub async fn execute<P>(ctx: &Shared<P>, decision: &Decision, reason: &str, pools: &[Arc<NodePool>]) -> Result<bool> {
+/// What to disrupt, with what in its place.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub candidates: Vec<Candidate>,
+    /// Launched and initialized before any candidate goes.
+    pub replacements: Vec<NewNodeClaim>,
+    /// The disruption reason: `Underutilized`, `Drifted` (Event reason `Disruption<reason>` and
+    /// the metric's label).
+    pub reason: &'static str,
+    /// Why, as the candidates' Events say it.
+    pub why: String,
+}
+
+impl Command {
+    /// A consolidation decision as a command.
+    pub fn consolidation(decision: Decision) -> Self {
+        let (replacements, why) = match decision.action {
+            Action::Delete => (Vec::new(), "its pods fit on other nodes".to_owned()),
+            Action::Replace(planned) => {
+                let why = format!(
+                    "replaced by a cheaper {} (${:.4}/h saved)",
+                    planned.instance_types.first().map_or("node", String::as_str),
+                    decision.savings
+                );
+                (vec![planned], why)
+            }
+        };
+        Self { candidates: decision.candidates, replacements, reason: "Underutilized", why }
+    }
+}
+
+/// Carries out `command`; `Ok(false)` when it was rolled back because a replacement did not
+/// come up.
+pub async fn execute<P>(ctx: &Shared<P>, command: &Command, pools: &[Arc<NodePool>]) -> Result<bool> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
-    for candidate in &decision.candidates {
+    for candidate in &command.candidates {
         set_disruption_taint(&nodes, &candidate.node, true).await?;
     }
-    if let Action::Replace(planned) = &decision.action {
-        let replaced = match pools.iter().find(|p| p.name_any() == planned.nodepool) {
-            Some(pool) => launch_replacement(ctx, &claims, planned, pool).await,
-            None => Ok(false),
-        };
+    if !command.replacements.is_empty() {
+        let replaced = launch_replacements(ctx, &claims, &command.replacements, pools).await;
         if !matches!(replaced, Ok(true)) {
-            warn!(?replaced, "replacement did not come up; keeping the candidates");
-            for candidate in &decision.candidates {
+            warn!(?replaced, "replacements did not come up; keeping the candidates");
+            for candidate in &command.candidates {
                 set_disruption_taint(&nodes, &candidate.node, false).await?;
             }
             return replaced.map(|_| false);
         }
     }
-    for candidate in &decision.candidates {
+    let reason = command.reason;
+    for candidate in &command.candidates {
         let Some(claim) = ctx.state.claims.get(&ObjectRef::new(&candidate.claim)) else { continue };
-        let note = match &decision.action {
-            Action::Delete => format!("Disrupting node {} ({reason}): its pods fit on other nodes", candidate.node),
-            Action::Replace(planned) => format!(
-                "Disrupting node {} ({reason}): replaced by a cheaper {} (${:.4}/h saved)",
-                candidate.node,
-                planned.instance_types.first().map_or("node", String::as_str),
-                decision.savings
-            ),
-        };
-        info!(nodeclaim = %candidate.claim, node = %candidate.node, reason, action = decision.kind(), "disrupting");
+        let note = format!("Disrupting node {} ({reason}): {}", candidate.node, command.why);
+        info!(nodeclaim = %candidate.claim, node = %candidate.node, reason, why = %command.why, "disrupting");
         publish(&ctx.recorder, &claim.object_ref(&()), EventType::Normal, &format!("Disruption{reason}"), note).await;
         ctx.metrics.disrupted(&claim, reason);
         if let Err(error) = claims.delete(&candidate.claim, &DeleteParams::default()).await {
@@ -82,33 +106,46 @@ pub async fn execute<P>(ctx: &Shared<P>, decision: &Decision, reason: &str, pool
     Ok(true)
 }
 
-/// Creates the replacement and waits until it is initialized: `Ok(false)` when it went away or
-/// timed out (then it is deleted, if it is still there).
-async fn launch_replacement<P>(
+/// Creates the replacements and waits until every one is initialized: `Ok(false)` when one went
+/// away or they timed out (then the ones still there are deleted).
+async fn launch_replacements<P>(
     ctx: &Shared<P>,
     claims: &Api<NodeClaim>,
-    planned: &crate::scheduling::solver::NewNodeClaim,
-    pool: &NodePool,
+    planned: &[NewNodeClaim],
+    pools: &[Arc<NodePool>],
 ) -> Result<bool> {
-    let suffix: String = (0..5).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
-    let created = claims.create(&PostParams::default(), &nodeclaim_for(planned, pool, &suffix)).await?;
-    let name = created.name_any();
-    info!(nodeclaim = %name, instance_types = ?planned.instance_types, "launched replacement");
+    let mut created = Vec::new();
+    for planned in planned {
+        let Some(pool) = pools.iter().find(|p| p.name_any() == planned.nodepool) else { return Ok(false) };
+        let class = ctx.state.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name));
+        let suffix: String = (0..5).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
+        let claim =
+            claims.create(&PostParams::default(), &nodeclaim_for(planned, pool, class.as_deref(), &suffix)).await?;
+        info!(nodeclaim = %claim.name_any(), instance_types = ?planned.instance_types, "launched replacement");
+        created.push(claim);
+    }
     let deadline = tokio::time::Instant::now() + REPLACEMENT_TIMEOUT;
-    let mut seen = false;
-    while tokio::time::Instant::now() < deadline {
-        match ctx.state.claims.get(&ObjectRef::new(&name)) {
-            Some(claim) if claim.uid() != created.uid() => break,
-            Some(claim) if claim.metadata.deletion_timestamp.is_some() => break,
-            Some(claim) if condition_true(&claim, condition::INITIALIZED) => return Ok(true),
-            Some(_) => seen = true,
-            None if seen => break,
-            None => {}
+    let mut seen = vec![false; created.len()];
+    'waiting: while tokio::time::Instant::now() < deadline {
+        let mut ready = 0;
+        for (claim, seen) in created.iter().zip(&mut seen) {
+            match ctx.state.claims.get(&ObjectRef::new(&claim.name_any())) {
+                Some(now) if now.uid() != claim.uid() || now.metadata.deletion_timestamp.is_some() => break 'waiting,
+                Some(now) if condition_true(&now, condition::INITIALIZED) => ready += 1,
+                Some(_) => *seen = true,
+                None if *seen => break 'waiting,
+                None => {}
+            }
+        }
+        if ready == created.len() {
+            return Ok(true);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    if let Err(error) = claims.delete(&name, &DeleteParams::default()).await {
-        warn!(%error, nodeclaim = %name, "cannot delete failed replacement");
+    for claim in created {
+        if let Err(error) = claims.delete(&claim.name_any(), &DeleteParams::default()).await {
+            warn!(%error, nodeclaim = %claim.name_any(), "cannot delete failed replacement");
+        }
     }
     Ok(false)
 }

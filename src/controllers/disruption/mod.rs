@@ -1,12 +1,15 @@
 //! Voluntary disruption: nodes removed because the cluster is better without them. Every 5
 //! seconds one pass looks at every pool, in Karpenter's order: empty nodes first (all of them a
-//! budget allows, at once), then one consolidation (several underutilized nodes together, else
-//! one), within the pools' budgets and never for a node, NodeClaim or pod annotated
-//! do-not-disrupt or a pod whose PodDisruptionBudget allows no eviction.
+//! budget allows, at once), then one drifted node (replaced by what its pods need), then one
+//! consolidation (several underutilized nodes together, else one), within the pools' budgets
+//! and never for a node, NodeClaim or pod annotated do-not-disrupt or a pod whose
+//! PodDisruptionBudget allows no eviction. (Expiry is the NodeClaim controller's: it is not
+//! voluntary.)
 //!
 //! The decisions live in pure rooms: [`budgets`] (which are active, how many nodes they let go),
 //! [`emptiness`] (empty candidates), [`candidates`] (underutilized candidates, their cost and
-//! what blocks them) and [`consolidation`] (delete or replace, by running the solver on the
+//! what blocks them), [`drift`] (what no longer matches its pool or class) and
+//! [`consolidation`] (delete or replace, by running the solver on the
 //! cluster without them). A consolidation is checked again after [`VALIDATION_DELAY`] on a fresh
 //! picture before [`executor`] carries it out. How long a node's pods have been unchanged is
 //! remembered in memory; after a restart the clock starts again, which only delays a removal.
@@ -14,6 +17,7 @@
 pub mod budgets;
 pub mod candidates;
 pub mod consolidation;
+pub mod drift;
 pub mod emptiness;
 pub mod executor;
 
@@ -30,21 +34,28 @@ use tracing::{info, warn};
 
 use self::{
     budgets::allowed_disruptions,
-    candidates::{Blocker, Candidate, Cluster, candidates},
+    candidates::{Blocker, Candidate, Cluster, candidates, disruptable},
     consolidation::{Decision, consolidate, evaluate},
+    drift::{Drift, drifted},
     emptiness::{EmptyNode, empty_nodes},
-    executor::{execute, set_disruption_taint, stale_taints},
+    executor::{Command, execute, set_disruption_taint, stale_taints},
 };
 use crate::{
-    apis::{NodeClaim, NodePool, labels, nodepool::DisruptionReason},
-    controllers::{Provider, Shared, isolation::isolate, publish},
+    apis::{NodeClaim, NodePool, condition, labels, nodepool::DisruptionReason},
+    controllers::{
+        Provider, Shared, apply_status, conditions, isolation::isolate, nodeclaim::lifecycle::condition_true, publish,
+    },
     error::Result,
+    scheduling::solver::solve,
     state::{
         cache::CachedPod,
         input::{Snapshot, solver_input_without},
         nodes::Nodes,
     },
 };
+
+/// Instance types per EC2NodeClass name.
+type InstanceTypes = std::collections::BTreeMap<String, Arc<[crate::scheduling::catalog::InstanceType]>>;
 
 /// How long a consolidation decision waits before it is checked again and carried out: pods
 /// that were on their way when it was made have arrived by then (Karpenter waits as long).
@@ -99,6 +110,9 @@ async fn pass<P: Provider>(ctx: &Shared<P>, memory: &mut Memory, spot_to_spot: b
         return Ok(());
     }
     let instance_types = ctx.instance_types(&pools).await;
+    if replace_drifted(ctx, &pools, &instance_types).await? {
+        return Ok(());
+    }
     let (decision, kept) = decide(ctx, memory, &pools, &instance_types, spot_to_spot, None);
     tell_kept(ctx, memory, kept).await;
     let Some(decision) = decision else { return Ok(()) };
@@ -115,8 +129,116 @@ async fn pass<P: Provider>(ctx: &Shared<P>, memory: &mut Memory, spot_to_spot: b
         return Ok(());
     };
     let pools = state.pools.state();
-    execute(ctx, &validated, "Underutilized", &pools).await?;
+    execute(ctx, &Command::consolidation(validated), &pools).await?;
     Ok(())
+}
+
+/// Marks drifted NodeClaims (condition `Drifted` with why, and an Event) and unmarks those no
+/// longer drifted, then replaces one drifted node within its pool's `Drifted` budget: its
+/// replacements (as many as its pods need, none when they fit elsewhere) first, then the node.
+/// True when it replaced one.
+async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_types: &InstanceTypes) -> Result<bool> {
+    let now = Utc::now();
+    let state = &ctx.state;
+    let (claims, nodes, all_pods) = (state.claims.state(), state.nodes.state(), state.pods.state());
+    let (budgets, classes) = (state.budgets.state(), state.classes.state());
+    let daemonsets: Vec<_> = state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
+    let by_node = pods_by_node(&all_pods);
+    let (marks, command) = {
+        let (index, facts) = (state.pod_index(), state.node_facts());
+        let joined = Nodes::join(&nodes, &claims, &index);
+        let mut drifts: HashMap<String, Drift> = HashMap::new();
+        let mut marks = Vec::new();
+        for view in joined.iter() {
+            let Some(claim) = view.claim else { continue };
+            let Some(pool) =
+                claim.labels().get(labels::NODEPOOL).and_then(|p| pools.iter().find(|x| &x.name_any() == p))
+            else {
+                continue;
+            };
+            let class_name = &pool.spec.template.spec.node_class_ref.name;
+            let class = classes.iter().find(|c| &c.name_any() == class_name);
+            let labels = view.node.map_or_else(|| claim.labels(), |node| node.labels());
+            let drift = drifted(claim, labels, pool, class.map(|c| &**c));
+            let marked = condition_true(claim, condition::DRIFTED);
+            if drift.is_some() != marked && claim.metadata.deletion_timestamp.is_none() {
+                marks.push((claim.clone(), drift.clone()));
+            }
+            if let Some(drift) = drift {
+                drifts.insert(claim.name_any(), drift);
+            }
+        }
+        let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &budgets, instance_types };
+        let found = disruptable(&cluster, now, |claim, _| drifts.contains_key(&claim.name_any()));
+        let snapshot = Snapshot {
+            pods: &index,
+            nodes: &nodes,
+            facts: &facts,
+            claims: &claims,
+            pools,
+            daemonsets: &daemonsets,
+            instance_types,
+        };
+        let mut command = None;
+        for (candidate, blocker) in found {
+            let Some(pool) = pools.iter().find(|p| p.name_any() == candidate.pool) else { continue };
+            if blocker.is_some() || allowed(pool, &claims, DisruptionReason::Drifted, now) == 0 {
+                continue;
+            }
+            let plan = solve(&solver_input_without(&snapshot, &HashSet::from([candidate.node.as_str()])).input);
+            if !plan.unschedulable.is_empty() {
+                continue;
+            }
+            let drift = drifts.get(&candidate.claim).map(ToString::to_string).unwrap_or_default();
+            let why = match plan.new_claims.len() {
+                0 => format!("drifted ({drift}); its pods fit on other nodes"),
+                n => format!("drifted ({drift}); replaced by {n} new node(s)"),
+            };
+            command =
+                Some(Command { candidates: vec![candidate], replacements: plan.new_claims, reason: "Drifted", why });
+            break;
+        }
+        (marks, command)
+    };
+    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+    for (claim, drift) in marks {
+        let mut status = claim.status.clone().unwrap_or_default();
+        status.conditions = match &drift {
+            Some(drift) => {
+                let (reason, message) = (drift.reason(), drift.to_string());
+                conditions::set(
+                    &status.conditions,
+                    condition::DRIFTED,
+                    true,
+                    reason,
+                    &message,
+                    claim.metadata.generation,
+                )
+            }
+            None => status.conditions.into_iter().filter(|c| c.type_ != condition::DRIFTED).collect(),
+        };
+        apply_status(&api, &claim.name_any(), &status).await?;
+        if let Some(drift) = drift {
+            info!(nodeclaim = %claim.name_any(), %drift, "drifted");
+            publish(&ctx.recorder, &claim.object_ref(&()), EventType::Normal, "Drifted", format!("Drifted: {drift}"))
+                .await;
+        }
+    }
+    match command {
+        Some(command) => execute(ctx, &command, pools).await,
+        None => Ok(false),
+    }
+}
+
+/// The pods bound to each node.
+fn pods_by_node(pods: &[Arc<CachedPod>]) -> HashMap<&str, Vec<&CachedPod>> {
+    let mut by_node: HashMap<&str, Vec<&CachedPod>> = HashMap::new();
+    for pod in pods {
+        if let Some(node) = pod.node_name.as_deref() {
+            by_node.entry(node).or_default().push(pod);
+        }
+    }
+    by_node
 }
 
 /// Deletes every empty candidate its pool's `consolidateAfter` and budgets allow; true when it
@@ -173,7 +295,7 @@ fn decide<P>(
     ctx: &Shared<P>,
     memory: &mut Memory,
     pools: &[Arc<NodePool>],
-    instance_types: &std::collections::BTreeMap<String, Arc<[crate::scheduling::catalog::InstanceType]>>,
+    instance_types: &InstanceTypes,
     spot_to_spot: bool,
     confirming: Option<&Decision>,
 ) -> (Option<Decision>, Vec<(String, String)>) {
@@ -182,12 +304,7 @@ fn decide<P>(
     let (claims, nodes, all_pods) = (state.claims.state(), state.nodes.state(), state.pods.state());
     let budgets = state.budgets.state();
     let daemonsets: Vec<_> = state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
-    let mut by_node: HashMap<&str, Vec<&CachedPod>> = HashMap::new();
-    for pod in &all_pods {
-        if let Some(node) = pod.node_name.as_deref() {
-            by_node.entry(node).or_default().push(pod);
-        }
-    }
+    let by_node = pods_by_node(&all_pods);
     // Decided under the pod index's read lock, which no await may hold.
     let (index, facts) = (state.pod_index(), state.node_facts());
     let joined = Nodes::join(&nodes, &claims, &index);

@@ -15,6 +15,10 @@ pub const LAUNCH_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Its `expireAfter` has elapsed since its creation: delete it, whatever its state and the
+    /// budgets say (as Karpenter v1: expiry is forceful; the drain is bounded by
+    /// `terminationGracePeriod`).
+    Expire,
     Launch,
     /// Not launched within `LAUNCH_TTL` of its creation: delete the claim.
     LaunchTimeout,
@@ -51,7 +55,18 @@ fn has_taint(node: &Node, taint: &Taint) -> bool {
     node.spec.iter().flat_map(|s| s.taints.iter().flatten()).any(|t| t.key == taint.key && t.effect == taint.effect)
 }
 
+/// When the claim expires: its creation plus `expireAfter`; `None` for `Never`, without a
+/// creation time, or past the last instant the clock represents.
+pub fn expires_at(claim: &NodeClaim) -> Option<DateTime<Utc>> {
+    let lifetime = claim.spec.expire_after?.duration()?;
+    let created = claim.metadata.creation_timestamp.as_ref()?;
+    DateTime::from_timestamp(created.0.as_second(), 0)?.checked_add_signed(lifetime.delta())
+}
+
 pub fn next_step(claim: &NodeClaim, node: Option<&Node>, now: DateTime<Utc>) -> Step {
+    if expires_at(claim).is_some_and(|at| at <= now) {
+        return Step::Expire;
+    }
     let launched = claim.status.as_ref().and_then(|s| s.provider_id.as_ref()).is_some();
     if !launched {
         let created =
@@ -108,6 +123,7 @@ pub fn phase(pod: &Pod) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Timelike;
     use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
     use super::*;
@@ -173,6 +189,25 @@ mod tests {
         assert_eq!(next_step(&waiting, None, now), Step::Launch);
         waiting.metadata.creation_timestamp = created(6);
         assert_eq!(next_step(&waiting, None, now), Step::LaunchTimeout);
+    }
+
+    #[test]
+    fn a_claim_expires_after_its_lifetime_whatever_its_state() {
+        let now = Utc::now();
+        let mut old = with_condition(claim(""), "Initialized", now);
+        let at = (now - chrono::TimeDelta::hours(2)).to_rfc3339();
+        old.metadata.creation_timestamp = Some(serde_json::from_value(serde_json::json!(at)).expect("a time"));
+        old.spec.expire_after = Some(crate::apis::NillableDuration::after(crate::apis::Duration::from_secs(3600)));
+        assert_eq!(next_step(&old, None, now), Step::Expire);
+        assert_eq!(expires_at(&old), Some(now - chrono::TimeDelta::hours(1)).map(|t| t.with_nanosecond(0).unwrap()));
+        old.spec.expire_after = Some(crate::apis::NillableDuration::after(crate::apis::Duration::from_secs(3 * 3600)));
+        assert_eq!(next_step(&old, None, now), Step::AwaitNode);
+        old.spec.expire_after = Some(crate::apis::NillableDuration::NEVER);
+        assert_eq!(expires_at(&old), None);
+        // A lifetime past what the clock represents never expires, and never panics.
+        old.spec.expire_after = Some(crate::apis::NillableDuration::after(crate::apis::Duration::from_secs(u64::MAX)));
+        assert_eq!(expires_at(&old), None);
+        assert_eq!(next_step(&old, None, now), Step::AwaitNode);
     }
 
     #[test]

@@ -100,7 +100,28 @@ async fn advance<P: Provider + 'static>(claim: &NodeClaim, ctx: &Context<P>) -> 
         claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
         return Ok(Action::await_change());
     }
-    match next_step(claim, node.as_deref(), Utc::now()) {
+    let now = Utc::now();
+    match next_step(claim, node.as_deref(), now) {
+        Step::Expire => {
+            let lifetime = claim.spec.expire_after.map(|e| e.to_string()).unwrap_or_default();
+            let note = format!("Expired: older than its expireAfter ({lifetime}); replacing it");
+            info!(%note, "expiring");
+            apply_status(claim, ctx, |status| {
+                status.conditions = conditions::set(
+                    &status.conditions,
+                    condition::EXPIRED,
+                    true,
+                    "Expired",
+                    &note,
+                    claim.metadata.generation,
+                );
+            })
+            .await?;
+            ctx.metrics.disrupted(claim, "Expired");
+            publish(&ctx.recorder, &claim.object_ref(&()), EventType::Normal, "Expired", note).await;
+            claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
+            Ok(Action::await_change())
+        }
         Step::Launch => launch::launch(claim, ctx).await,
         Step::LaunchTimeout => {
             let note = format!(
@@ -134,9 +155,15 @@ async fn advance<P: Provider + 'static>(claim: &NodeClaim, ctx: &Context<P>) -> 
             ctx.metrics.nodeclaims_initialized.get_or_create(&ClaimLabels::of(claim)).inc();
             Ok(Action::await_change())
         }
-        Step::Done => Ok(Action::await_change()),
+        // Woken again when it expires (at least hourly, so a changed clock is caught).
+        Step::Done => Ok(match lifecycle::expires_at(claim) {
+            Some(at) => Action::requeue((at - now).to_std().unwrap_or_default().clamp(Duration::from_secs(1), HOUR)),
+            None => Action::await_change(),
+        }),
     }
 }
+
+const HOUR: Duration = Duration::from_secs(3600);
 
 fn claims<P>(ctx: &Context<P>) -> Api<NodeClaim> {
     Api::all(ctx.client.clone())

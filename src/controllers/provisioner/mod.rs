@@ -210,7 +210,8 @@ impl<P: Provider> Provisioner<P> {
         let creations = plan.new_claims.iter().filter_map(|planned| {
             let pool = pools.iter().find(|p| p.name_any() == planned.nodepool)?;
             let suffix: String = (0..5).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
-            let claim = nodeclaim_for(planned, pool, &suffix);
+            let class = self.state.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name));
+            let claim = nodeclaim_for(planned, pool, class.as_deref(), &suffix);
             let api = api.clone();
             Some(async move {
                 let name = claim.name_any();

@@ -6,18 +6,23 @@ use kube::ResourceExt;
 
 use crate::{
     apis::{
-        NodeClaim, NodePool,
+        EC2NodeClass, NodeClaim, NodePool,
         labels::{self},
         nodeclaim::{NodeClaimSpec, ResourceRequests},
     },
+    controllers::disruption::drift,
     scheduling::solver::NewNodeClaim,
 };
 
 /// The NodeClaim object for a planned node: the pool's [`nodeclaim_template`] named
-/// `<pool>-<suffix>`, with the planned requirements and requests.
-pub fn nodeclaim_for(planned: &NewNodeClaim, pool: &NodePool, suffix: &str) -> NodeClaim {
+/// `<pool>-<suffix>`, with the planned requirements and requests, and the hash of its class
+/// (what drift compares) when the class is known.
+pub fn nodeclaim_for(planned: &NewNodeClaim, pool: &NodePool, class: Option<&EC2NodeClass>, suffix: &str) -> NodeClaim {
     let mut claim = nodeclaim_template(pool);
     claim.metadata.name = Some(format!("{}-{suffix}", pool.name_any()));
+    if let Some(class) = class {
+        claim.annotations_mut().insert(drift::NODECLASS_HASH.to_owned(), drift::nodeclass_hash(class));
+    }
     // The pool's own label (`stoker.dev/nodepool`) is on the claim's metadata; stoker's label
     // domain is not allowed in requirements.
     claim.spec.requirements =
@@ -41,10 +46,15 @@ pub fn nodeclaim_template(pool: &NodePool) -> NodeClaim {
         block_owner_deletion: Some(true),
         controller: None,
     };
+    // The template's hash, for drift; the pool's own annotations cannot set these (stoker's
+    // domain is reserved).
+    let mut annotations = template.metadata.annotations.clone();
+    annotations.insert(drift::NODEPOOL_HASH.to_owned(), drift::nodepool_hash(pool));
+    annotations.insert(drift::HASH_VERSION_ANNOTATION.to_owned(), drift::HASH_VERSION.to_owned());
     NodeClaim {
         metadata: ObjectMeta {
             labels: Some(claim_labels),
-            annotations: (!template.metadata.annotations.is_empty()).then(|| template.metadata.annotations.clone()),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner]),
             // Held from the start, so the NodeClaim controller can launch on its first look.
             finalizers: Some(vec![crate::controllers::nodeclaim::FINALIZER.to_owned()]),
@@ -89,7 +99,7 @@ mod tests {
             pods: vec!["default/a".into()],
             price: 0.1,
         };
-        let claim = nodeclaim_for(&planned, &pool, "abcde");
+        let claim = nodeclaim_for(&planned, &pool, None, "abcde");
         assert_eq!(claim.metadata.name.as_deref(), Some("general-abcde"));
         assert_eq!(claim.labels().get(labels::NODEPOOL).map(String::as_str), Some("general"));
         assert_eq!(claim.labels().get("team").map(String::as_str), Some("web"));
