@@ -48,8 +48,11 @@ async fn failing_launches_back_off_instead_of_looping() {
         );
     }
     let shared = support::shared(&client, fake).await;
-    let controller =
-        tokio::spawn(nodeclaim::run(Arc::new(nodeclaim::Context::new(shared.clone(), NewClaims::default()))));
+    let controller = tokio::spawn(nodeclaim::run(Arc::new(nodeclaim::Context::new(
+        shared.clone(),
+        NewClaims::default(),
+        chrono::TimeDelta::minutes(30),
+    ))));
     let mut class = support::example("ec2nodeclass.yaml");
     class["metadata"]["name"] = json!("launch-failures");
     support::apply(&client, class).await;

@@ -13,6 +13,8 @@ pub const INITIALIZED: &str = "Initialized";
 pub const DRIFTED: &str = "Drifted";
 /// NodeClaim: its `expireAfter` elapsed; it is being replaced.
 pub const EXPIRED: &str = "Expired";
+/// NodeClaim: its node stayed NotReady past the repair threshold; it is replaced, undrained.
+pub const UNHEALTHY: &str = "Unhealthy";
 /// NodePool: the checks the schema cannot make passed.
 pub const VALIDATION_SUCCEEDED: &str = "ValidationSucceeded";
 /// WarmPool: its schedule can be evaluated.

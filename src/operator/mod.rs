@@ -96,6 +96,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     });
 
     let gates = settings.feature_gates;
+    let repair_after = settings.node_repair_after.delta();
     info!(warm_pools = gates.warm_pools, consolidation = gates.consolidation, "feature gates");
     // Every replica keeps its caches warm; only the leader runs the controllers, which all write.
     let (mut leading, _always_leading) = leadership(&client, &settings);
@@ -120,7 +121,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         let controllers = async {
             tokio::join!(
                 provisioner::run(provisioner),
-                nodeclaim::run(Arc::new(nodeclaim::Context::new(shared.clone(), new_claims))),
+                nodeclaim::run(Arc::new(nodeclaim::Context::new(shared.clone(), new_claims, repair_after))),
                 gated(gates.consolidation, disruption::run(shared.clone(), gates.spot_to_spot_consolidation)),
                 garbage::run(shared.clone()),
                 nodepool::run(shared.clone()),

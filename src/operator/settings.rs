@@ -41,6 +41,10 @@ pub struct Settings {
     /// A batch of pending pods closes this long after it opened, however busy.
     #[arg(long, env = "BATCH_MAX_DURATION", default_value = "10s")]
     pub batch_max_duration: Duration,
+    /// A node NotReady (or Unknown) this long is replaced, unless more than 20% of its NodePool
+    /// is (then the cause is likely not the nodes, and replacing them would not help).
+    #[arg(long, env = "NODE_REPAIR_AFTER", default_value = "30m")]
+    pub node_repair_after: Duration,
     /// Log filter, in tracing's EnvFilter syntax (`info`, `stoker=debug,kube=info`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -198,6 +198,7 @@ pub fn settings() -> stoker::operator::Settings {
         region: None,
         batch_idle_duration: "1s".parse().expect("duration"),
         batch_max_duration: "10s".parse().expect("duration"),
+        node_repair_after: "30m".parse().expect("duration"),
         log_level: "info".into(),
         log_format: stoker::operator::settings::LogFormat::Text,
         metrics_address: "127.0.0.1:0".into(),
@@ -295,6 +296,11 @@ pub async fn scrape(address: &str) -> String {
 /// and applies the example EC2NodeClass under `class_name`: the setup of the in-process
 /// end-to-end tests. Returns the address its metrics are served on.
 pub async fn start_stoker(client: &Client, class_name: &str) -> String {
+    start_stoker_with(client, class_name, settings()).await
+}
+
+/// [`start_stoker`] with these settings (its metrics address replaced by a free port).
+pub async fn start_stoker_with(client: &Client, class_name: &str, settings: stoker::operator::Settings) -> String {
     let _ = tracing_subscriber::fmt().with_env_filter("stoker=info").with_test_writer().try_init();
     install_crds(client).await;
     let metrics_address = std::net::TcpListener::bind("127.0.0.1:0")
@@ -303,7 +309,7 @@ pub async fn start_stoker(client: &Client, class_name: &str) -> String {
         .to_string();
     tokio::spawn(stoker::operator::run(stoker::operator::Settings {
         metrics_address: metrics_address.clone(),
-        ..settings()
+        ..settings
     }));
     tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
     let mut class = example("ec2nodeclass.yaml");

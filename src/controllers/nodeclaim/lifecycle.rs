@@ -1,7 +1,7 @@
 //! What a NodeClaim needs next, decided from the claim, its Node (if one registered) and the
 //! clock. Pure.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 use crate::apis::condition;
@@ -32,6 +32,9 @@ pub enum Step {
     AwaitInitialization,
     Initialize,
     Done,
+    /// Its node has been NotReady (or Unknown) longer than the repair threshold: delete it
+    /// without draining (its kubelet is gone), if few enough of its pool are unhealthy.
+    Repair,
 }
 
 pub fn condition_true(claim: &NodeClaim, type_: &str) -> bool {
@@ -63,7 +66,25 @@ pub fn expires_at(claim: &NodeClaim) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(created.0.as_second(), 0)?.checked_add_signed(lifetime.delta())
 }
 
-pub fn next_step(claim: &NodeClaim, node: Option<&Node>, now: DateTime<Utc>) -> Step {
+/// Since when the node has not been Ready (its Ready condition False or Unknown, or missing);
+/// `None` while it is Ready.
+pub fn unhealthy_since(node: &Node) -> Option<DateTime<Utc>> {
+    let conditions = node.status.iter().flat_map(|s| s.conditions.iter().flatten());
+    match conditions.into_iter().find(|c| c.type_ == "Ready") {
+        Some(ready) if ready.status == "True" => None,
+        Some(ready) => ready.last_transition_time.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
+        None => node.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
+    }
+}
+
+/// When the claim's node is due for repair: unhealthy since then plus `repair_after`.
+pub fn repair_due(node: &Node, repair_after: TimeDelta) -> Option<DateTime<Utc>> {
+    unhealthy_since(node)?.checked_add_signed(repair_after)
+}
+
+/// What the claim needs next. `repair_after` is how long an initialized claim's node may stay
+/// unhealthy.
+pub fn next_step(claim: &NodeClaim, node: Option<&Node>, now: DateTime<Utc>, repair_after: TimeDelta) -> Step {
     if expires_at(claim).is_some_and(|at| at <= now) {
         return Step::Expire;
     }
@@ -86,7 +107,10 @@ pub fn next_step(claim: &NodeClaim, node: Option<&Node>, now: DateTime<Utc>) -> 
         return Step::Register;
     }
     if condition_true(claim, condition::INITIALIZED) {
-        return Step::Done;
+        return match repair_due(node, repair_after) {
+            Some(due) if due <= now => Step::Repair,
+            _ => Step::Done,
+        };
     }
     let startup_left = claim.spec.startup_taints.iter().any(|taint| has_taint(node, taint));
     let unregistered =
@@ -128,6 +152,8 @@ mod tests {
 
     use super::*;
 
+    const REPAIR: TimeDelta = TimeDelta::minutes(30);
+
     fn claim(status: &str) -> NodeClaim {
         let yaml = format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: general-abcde}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  taints: [{{key: dedicated, value: web, effect: NoSchedule}}]\n  startupTaints: [{{key: cni, effect: NoSchedule}}]\n{status}"
@@ -160,21 +186,21 @@ mod tests {
     #[test]
     fn the_lifecycle_goes_launch_register_initialize() {
         let now = Utc::now();
-        assert_eq!(next_step(&claim(""), None, now), Step::Launch);
+        assert_eq!(next_step(&claim(""), None, now, REPAIR), Step::Launch);
         let launched = with_condition(claim(""), "Launched", now - chrono::TimeDelta::minutes(1));
-        assert_eq!(next_step(&launched, None, now), Step::AwaitNode);
-        assert_eq!(next_step(&launched, None, now + REGISTRATION_TTL), Step::GiveUp);
+        assert_eq!(next_step(&launched, None, now, REPAIR), Step::AwaitNode);
+        assert_eq!(next_step(&launched, None, now + REGISTRATION_TTL, REPAIR), Step::GiveUp);
         let fresh = node("{key: stoker.dev/unregistered, effect: NoExecute}, {key: cni, effect: NoSchedule}", false);
-        assert_eq!(next_step(&launched, Some(&fresh), now), Step::Register);
+        assert_eq!(next_step(&launched, Some(&fresh), now, REPAIR), Step::Register);
         let registered = with_condition(launched, "Registered", now);
         assert_eq!(
-            next_step(&registered, Some(&node("{key: cni, effect: NoSchedule}", true)), now),
+            next_step(&registered, Some(&node("{key: cni, effect: NoSchedule}", true)), now, REPAIR),
             Step::AwaitInitialization
         );
-        assert_eq!(next_step(&registered, Some(&node("", false)), now), Step::AwaitInitialization);
-        assert_eq!(next_step(&registered, Some(&node("", true)), now), Step::Initialize);
+        assert_eq!(next_step(&registered, Some(&node("", false)), now, REPAIR), Step::AwaitInitialization);
+        assert_eq!(next_step(&registered, Some(&node("", true)), now, REPAIR), Step::Initialize);
         let initialized = with_condition(registered, "Initialized", now);
-        assert_eq!(next_step(&initialized, Some(&node("", true)), now), Step::Done);
+        assert_eq!(next_step(&initialized, Some(&node("", true)), now, REPAIR), Step::Done);
     }
 
     #[test]
@@ -186,9 +212,9 @@ mod tests {
             Some(serde_json::from_value(serde_json::json!(at)).expect("a time"))
         };
         waiting.metadata.creation_timestamp = created(4);
-        assert_eq!(next_step(&waiting, None, now), Step::Launch);
+        assert_eq!(next_step(&waiting, None, now, REPAIR), Step::Launch);
         waiting.metadata.creation_timestamp = created(6);
-        assert_eq!(next_step(&waiting, None, now), Step::LaunchTimeout);
+        assert_eq!(next_step(&waiting, None, now, REPAIR), Step::LaunchTimeout);
     }
 
     #[test]
@@ -198,16 +224,36 @@ mod tests {
         let at = (now - chrono::TimeDelta::hours(2)).to_rfc3339();
         old.metadata.creation_timestamp = Some(serde_json::from_value(serde_json::json!(at)).expect("a time"));
         old.spec.expire_after = Some(crate::apis::NillableDuration::after(crate::apis::Duration::from_secs(3600)));
-        assert_eq!(next_step(&old, None, now), Step::Expire);
+        assert_eq!(next_step(&old, None, now, REPAIR), Step::Expire);
         assert_eq!(expires_at(&old), Some(now - chrono::TimeDelta::hours(1)).map(|t| t.with_nanosecond(0).unwrap()));
         old.spec.expire_after = Some(crate::apis::NillableDuration::after(crate::apis::Duration::from_secs(3 * 3600)));
-        assert_eq!(next_step(&old, None, now), Step::AwaitNode);
+        assert_eq!(next_step(&old, None, now, REPAIR), Step::AwaitNode);
         old.spec.expire_after = Some(crate::apis::NillableDuration::NEVER);
         assert_eq!(expires_at(&old), None);
         // A lifetime past what the clock represents never expires, and never panics.
         old.spec.expire_after = Some(crate::apis::NillableDuration::after(crate::apis::Duration::from_secs(u64::MAX)));
         assert_eq!(expires_at(&old), None);
-        assert_eq!(next_step(&old, None, now), Step::AwaitNode);
+        assert_eq!(next_step(&old, None, now, REPAIR), Step::AwaitNode);
+    }
+
+    #[test]
+    fn a_node_not_ready_past_the_threshold_is_repaired() {
+        let now = Utc::now();
+        let initialized = with_condition(with_condition(claim(""), "Registered", now), "Initialized", now);
+        let since = |minutes: i64| (now - TimeDelta::minutes(minutes)).to_rfc3339();
+        let down = |status: &str, minutes: i64| -> Node {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: n}}\nstatus: {{conditions: [{{type: Ready, status: '{status}', lastTransitionTime: '{}'}}]}}",
+                since(minutes)
+            ))
+            .expect("a Node")
+        };
+        assert_eq!(next_step(&initialized, Some(&down("False", 10)), now, REPAIR), Step::Done);
+        assert_eq!(next_step(&initialized, Some(&down("False", 31)), now, REPAIR), Step::Repair);
+        assert_eq!(next_step(&initialized, Some(&down("Unknown", 31)), now, REPAIR), Step::Repair);
+        assert_eq!(next_step(&initialized, Some(&down("True", 31)), now, REPAIR), Step::Done);
+        // Never panics, whatever the threshold.
+        assert_eq!(next_step(&initialized, Some(&down("False", 31)), now, TimeDelta::MAX), Step::Done);
     }
 
     #[test]

@@ -46,16 +46,28 @@ use crate::{
 pub const FINALIZER: &str = "stoker.dev/termination";
 
 /// The NodeClaim controller's context: what all controllers share, the hand-off from this
-/// term's provisioner, and the term's failed launches.
+/// term's provisioner, the term's failed launches, and how long a node may stay unhealthy.
 pub struct Context<P> {
     pub shared: Arc<Shared<P>>,
     pub new_claims: NewClaims,
     pub backoff: backoff::LaunchBackoff,
+    pub repair_after: chrono::TimeDelta,
 }
 
 impl<P> Context<P> {
-    pub fn new(shared: Arc<Shared<P>>, new_claims: NewClaims) -> Self {
-        Self { shared, new_claims, backoff: backoff::LaunchBackoff::default() }
+    pub fn new(shared: Arc<Shared<P>>, new_claims: NewClaims, repair_after: chrono::TimeDelta) -> Self {
+        Self { shared, new_claims, backoff: backoff::LaunchBackoff::default(), repair_after }
+    }
+
+    /// Whether few enough of the claim's pool are due for repair that repairing helps: at most
+    /// 20% of its nodes, rounded up (more suggests a cause no new node fixes).
+    fn repair_allowed(&self, claim: &NodeClaim, now: chrono::DateTime<Utc>) -> bool {
+        let pool = claim.labels().get(labels::NODEPOOL);
+        let nodes: Vec<Arc<Node>> =
+            self.state.nodes.state().into_iter().filter(|n| n.labels().get(labels::NODEPOOL) == pool).collect();
+        let due =
+            nodes.iter().filter(|n| lifecycle::repair_due(n, self.repair_after).is_some_and(|d| d <= now)).count();
+        due <= nodes.len().saturating_mul(20).div_ceil(100)
     }
 }
 
@@ -101,7 +113,7 @@ async fn advance<P: Provider + 'static>(claim: &NodeClaim, ctx: &Context<P>) -> 
         return Ok(Action::await_change());
     }
     let now = Utc::now();
-    match next_step(claim, node.as_deref(), now) {
+    match next_step(claim, node.as_deref(), now, ctx.repair_after) {
         Step::Expire => {
             let lifetime = claim.spec.expire_after.map(|e| e.to_string()).unwrap_or_default();
             let note = format!("Expired: older than its expireAfter ({lifetime}); replacing it");
@@ -155,11 +167,42 @@ async fn advance<P: Provider + 'static>(claim: &NodeClaim, ctx: &Context<P>) -> 
             ctx.metrics.nodeclaims_initialized.get_or_create(&ClaimLabels::of(claim)).inc();
             Ok(Action::await_change())
         }
-        // Woken again when it expires (at least hourly, so a changed clock is caught).
-        Step::Done => Ok(match lifecycle::expires_at(claim) {
-            Some(at) => Action::requeue((at - now).to_std().unwrap_or_default().clamp(Duration::from_secs(1), HOUR)),
-            None => Action::await_change(),
-        }),
+        Step::Repair if !ctx.repair_allowed(claim, now) => {
+            warn!("node unhealthy, but so is more than 20% of its NodePool: not repairing");
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        Step::Repair => {
+            let node = node.as_ref().map(|n| n.name_any()).unwrap_or_default();
+            let note =
+                format!("Node {node} not Ready for more than {}: replacing it without draining", ctx.repair_after);
+            warn!(%note, "repairing");
+            apply_status(claim, ctx, |status| {
+                status.conditions = conditions::set(
+                    &status.conditions,
+                    condition::UNHEALTHY,
+                    true,
+                    "NodeNotReady",
+                    &note,
+                    claim.metadata.generation,
+                );
+            })
+            .await?;
+            ctx.metrics.disrupted(claim, "Unhealthy");
+            publish(&ctx.recorder, &claim.object_ref(&()), EventType::Warning, "NodeRepair", note).await;
+            claims(ctx).delete(&claim.name_any(), &DeleteParams::default()).await?;
+            Ok(Action::await_change())
+        }
+        // Woken again when it expires or its node is due for repair (at least hourly, so a
+        // changed clock is caught).
+        Step::Done => {
+            let repair = node.as_deref().and_then(|n| lifecycle::repair_due(n, ctx.repair_after));
+            Ok(match lifecycle::expires_at(claim).into_iter().chain(repair).min() {
+                Some(at) => {
+                    Action::requeue((at - now).to_std().unwrap_or_default().clamp(Duration::from_secs(1), HOUR))
+                }
+                None => Action::await_change(),
+            })
+        }
     }
 }
 

@@ -14,13 +14,16 @@ use kube::{
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Context, FINALIZER, is_not_found, lifecycle::phase};
+use super::{
+    Context, FINALIZER, is_not_found,
+    lifecycle::{self, phase},
+};
 use crate::controllers::{
     Provider,
     finalizer::{self, Cleanup},
 };
 use crate::{
-    apis::{NodeClaim, labels},
+    apis::{NodeClaim, condition, labels},
     cloudprovider::CloudError,
     error::Result,
     metrics::ClaimLabels,
@@ -33,10 +36,12 @@ pub(super) async fn terminate<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) 
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let node = ctx.node_for(claim);
     let provider_id = claim.status.as_ref().and_then(|s| s.provider_id.as_deref());
-    // A node whose instance is gone runs nothing: waiting for evictions (which a
-    // PodDisruptionBudget may refuse forever) would only hold its pods hostage. Its pods go with
-    // the Node object, as Karpenter does.
+    // A node whose instance is gone runs nothing, and one being repaired has no kubelet to stop
+    // its pods: waiting for evictions (which a PodDisruptionBudget may refuse forever) would only
+    // hold its pods hostage. Its pods go with the Node object, as Karpenter does.
+    let repaired = lifecycle::condition_true(claim, condition::UNHEALTHY);
     if let Some(node) = &node
+        && !repaired
         && !instance_gone(ctx, provider_id).await?
         && !drained(claim, node, ctx).await?
     {
