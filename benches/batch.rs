@@ -4,7 +4,12 @@
 //! the real us-east-1 catalog. Shapes: a 1,000-pod burst landing on a cluster that already runs
 //! 1,000 pods (the end of `hack/bench-provisioning.sh`), and 500 pending pods on 1,000 nodes with
 //! 10,000 bound pods (`hack/bench-memory.sh`). The figures are the batch side of "batch close →
-//! first CreateFleet" (DESIGN.md: < 50 ms p99).
+//! first CreateFleet" (target: < 50 ms p99).
+//!
+//! And one consolidation decision as the disruption loop makes it: candidates, budgets, then the
+//! solver run on the cluster without them (several nodes at once by bisection, else one by one),
+//! on 100 and 1,000 underutilized nodes running 10,000 pods between them (target: < 500 ms at
+//! 1,000 nodes).
 
 #[path = "support/real_catalog.rs"]
 mod real_catalog;
@@ -15,12 +20,14 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
 use stoker::{
-    apis::NodePool,
+    apis::{NillableDuration, NodeClaim, NodePool, nodepool::ConsolidationPolicy},
+    controllers::disruption::{candidates::Cluster, decide_consolidation},
     scheduling::{catalog::InstanceType, solver::solve},
     state::{
         cache::CachedPod,
         facts::NodeFactsIndex,
         input::{Snapshot, solver_input},
+        nodes::Nodes,
         pods::PodIndex,
     },
 };
@@ -131,5 +138,82 @@ fn batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, batch);
+/// The NodeClaim behind `node`, initialized long ago.
+fn claim_of(node: &Node) -> Arc<NodeClaim> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let id = node.spec.as_ref().and_then(|s| s.provider_id.clone()).unwrap_or_default();
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodeClaim",
+            "metadata": {"name": format!("claim-{name}"), "labels": {"stoker.dev/nodepool": "spot"}},
+            "spec": {"nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "default"},
+                     "resources": {"requests": {"cpu": "1"}}},
+            "status": {"providerID": id, "nodeName": name, "conditions": [{"type": "Initialized", "status": "True",
+                       "reason": "Initialized", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .expect("a NodeClaim"),
+    )
+}
+
+fn consolidation(c: &mut Criterion) {
+    let instance_types = instance_types();
+    let pools: Vec<Arc<NodePool>> = example_pools()
+        .into_iter()
+        .map(|pool| {
+            let mut pool = (*pool).clone();
+            pool.spec.disruption.consolidation_policy = ConsolidationPolicy::WhenEmptyOrUnderutilized;
+            pool.spec.disruption.consolidate_after = NillableDuration::after(stoker::apis::Duration::from_secs(0));
+            Arc::new(pool)
+        })
+        .collect();
+    let mut group = c.benchmark_group("consolidation");
+    group.sample_size(10);
+    for nodes in [100, 1_000] {
+        // Untainted nodes: any of them can take the others' pods.
+        let (node_list, pods) = cluster(nodes, 10_000, 0);
+        let node_list: Vec<Arc<Node>> = node_list
+            .into_iter()
+            .map(|node| {
+                let mut node = (*node).clone();
+                node.spec.as_mut().expect("a spec").taints = None;
+                Arc::new(node)
+            })
+            .collect();
+        let claims: Vec<Arc<NodeClaim>> = node_list.iter().map(|n| claim_of(n)).collect();
+        let index = PodIndex::of(&pods);
+        let facts = NodeFactsIndex::of(&node_list);
+        let joined = Nodes::join(&node_list, &claims, &index);
+        let mut by_node: std::collections::HashMap<&str, Vec<&CachedPod>> = std::collections::HashMap::new();
+        for pod in &pods {
+            by_node.entry(pod.node_name.as_deref().expect("bound")).or_default().push(pod);
+        }
+        let cluster =
+            Cluster { nodes: &joined, pools: &pools, pods: &by_node, budgets: &[], instance_types: &instance_types };
+        let snapshot = Snapshot {
+            pods: &index,
+            facts: &facts,
+            nodes: &node_list,
+            claims: &claims,
+            pools: &pools,
+            daemonsets: &[],
+            instance_types: &instance_types,
+        };
+        let now = chrono::Utc::now();
+        let decide = || decide_consolidation(&cluster, &snapshot, now, true, |_, _| true, None);
+        let started = Instant::now();
+        let (decision, kept) = decide();
+        println!(
+            "consolidation nodes={nodes} pods=10000: decision_ms={:.1} action={} candidates={} savings_per_hour={:.3} kept={}",
+            started.elapsed().as_secs_f64() * 1e3,
+            decision.as_ref().map_or("none", |d| d.kind()),
+            decision.as_ref().map_or(0, |d| d.candidates.len()),
+            decision.as_ref().map_or(0.0, |d| d.savings),
+            kept.len(),
+        );
+        group.bench_function(BenchmarkId::new("decision", format!("{nodes}n-10000p")), |b| b.iter(decide));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, batch, consolidation);
 criterion_main!(benches);

@@ -163,7 +163,7 @@ impl Default for Metrics {
         let nodeclaims_terminated = metrics.add("nodeclaims_terminated", "NodeClaims terminated", Family::default());
         let nodeclaims_disrupted = metrics.add(
             "nodeclaims_disrupted",
-            "NodeClaims stoker deleted, by reason (Empty, Underutilized, LaunchFailed, RegistrationTimeout, InstanceGone)",
+            "NodeClaims stoker deleted, by reason (Empty, Underutilized, Drifted, Expired, Unhealthy, LaunchFailed, RegistrationTimeout, InstanceGone)",
             Family::default(),
         );
         let launch_failures = metrics.add("launch_failures", "Failed launches by AWS error code", Family::default());

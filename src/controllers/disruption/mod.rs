@@ -323,14 +323,43 @@ fn decide<P>(
         after.is_some_and(|after| now - entry.1 >= after.delta())
     };
     let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &budgets, instance_types };
-    let found = candidates(&cluster, now, quiet);
+    let snapshot = Snapshot {
+        pods: &index,
+        nodes: &nodes,
+        facts: &facts,
+        claims: &claims,
+        pools,
+        daemonsets: &daemonsets,
+        instance_types,
+    };
+    let started = std::time::Instant::now();
+    let verdict = decide_consolidation(&cluster, &snapshot, now, spot_to_spot, quiet, confirming);
+    ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
     if confirming.is_none() {
         unchanged.retain(|claim, _| seen.contains(claim));
     }
+    verdict
+}
 
+/// One consolidation decision over the cluster, and why each candidate kept is kept (by node):
+/// candidates (with `quiet` saying whose pods have not changed for long enough), blockers and
+/// budgets, then [`consolidate`]. With `confirming`, only that decision's candidates are asked
+/// about again, and the answer stands only if it is the same kind of action. Pure.
+pub fn decide_consolidation(
+    cluster: &Cluster,
+    snapshot: &Snapshot,
+    now: DateTime<Utc>,
+    spot_to_spot: bool,
+    quiet: impl FnMut(&NodeClaim, &NodePool) -> bool,
+    confirming: Option<&Decision>,
+) -> (Option<Decision>, Vec<(String, String)>) {
+    let found = candidates(cluster, now, quiet);
     // Within each pool's budget for underutilized nodes, in cost order.
-    let mut allowance: HashMap<String, usize> =
-        pools.iter().map(|p| (p.name_any(), allowed(p, &claims, DisruptionReason::Underutilized, now))).collect();
+    let mut allowance: HashMap<String, usize> = cluster
+        .pools
+        .iter()
+        .map(|p| (p.name_any(), allowed(p, snapshot.claims, DisruptionReason::Underutilized, now)))
+        .collect();
     let mut eligible: Vec<Candidate> = Vec::new();
     let mut blocked: Vec<(Candidate, String)> = Vec::new();
     for (candidate, blocker) in found {
@@ -347,17 +376,7 @@ fn decide<P>(
             }
         }
     }
-    let snapshot = Snapshot {
-        pods: &index,
-        nodes: &nodes,
-        facts: &facts,
-        claims: &claims,
-        pools,
-        daemonsets: &daemonsets,
-        instance_types,
-    };
-    let without = |gone: &HashSet<&str>| solver_input_without(&snapshot, gone).input;
-    let started = std::time::Instant::now();
+    let without = |gone: &HashSet<&str>| solver_input_without(snapshot, gone).input;
     let (decision, refused) = match confirming {
         Some(decision) => {
             if eligible.len() != decision.candidates.len() {
@@ -372,7 +391,6 @@ fn decide<P>(
             (outcome.decision, outcome.refused)
         }
     };
-    ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
     let refusals = refused
         .into_iter()
         .filter_map(|(claim, why)| Some((eligible.iter().find(|c| c.claim == claim)?.clone(), why.to_string())));
