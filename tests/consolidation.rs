@@ -121,6 +121,15 @@ async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_che
     })
     .await;
     assert!(told.is_some(), "the kept nodes say why");
+    let marked = support::wait_until(Duration::from_secs(30), || async {
+        let now = claims(&client).await;
+        let consolidatable = |c: &NodeClaim| {
+            c.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == "Consolidatable" && c.status == "True")
+        };
+        now.iter().any(consolidatable).then_some(())
+    })
+    .await;
+    assert!(marked.is_some(), "quiet claims are marked Consolidatable, blocked or not");
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert!(held.is_subset(&nodes_of(&client, "spread").await), "nodes with do-not-disrupt pods are kept");
 

@@ -31,8 +31,9 @@ use crate::{
 /// How often usage is brought up to date.
 const REFRESH: Duration = Duration::from_secs(10);
 
-/// The conditions of a pool: `ValidationSucceeded` from its own problems, `Ready` when it is
-/// valid and its node class is ready. Returns them with the validation problem, if any.
+/// The conditions of a pool: `ValidationSucceeded` from its own problems, `NodeClassReady` from
+/// its node class, `Ready` when both hold (as Karpenter's NodePool, so `kubectl get nodepools`
+/// shows READY). Returns them with the validation problem, if any.
 pub fn decide_conditions(pool: &NodePool, class: Option<&EC2NodeClass>) -> (Vec<Condition>, Option<String>) {
     let generation = pool.metadata.generation;
     let previous = pool.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -48,13 +49,18 @@ pub fn decide_conditions(pool: &NodePool, class: Option<&EC2NodeClass>) -> (Vec<
         generation,
     );
     let class_name = &pool.spec.template.spec.node_class_ref.name;
-    let (ready, reason, message) = match (&problem, class) {
-        (Some(_), _) => (false, "InvalidSpec", "the NodePool is invalid (see ValidationSucceeded)".to_owned()),
-        (None, None) => (false, "NodeClassNotFound", format!("EC2NodeClass {class_name} not found")),
-        (None, Some(class)) if !class_ready(class) => {
+    let (class_ok, class_reason, class_message) = match class {
+        None => (false, "NodeClassNotFound", format!("EC2NodeClass {class_name} not found")),
+        Some(class) if !class_ready(class) => {
             (false, "NodeClassNotReady", format!("EC2NodeClass {class_name} is not ready"))
         }
-        (None, Some(_)) => (true, "Ready", String::new()),
+        Some(_) => (true, "NodeClassReady", String::new()),
+    };
+    out = conditions::set(&out, condition::NODE_CLASS_READY, class_ok, class_reason, &class_message, generation);
+    let (ready, reason, message) = match &problem {
+        Some(_) => (false, "InvalidSpec", "the NodePool is invalid (see ValidationSucceeded)".to_owned()),
+        None if !class_ok => (false, class_reason, class_message),
+        None => (true, "Ready", String::new()),
     };
     out = conditions::set(&out, condition::READY, ready, reason, &message, generation);
     (out, problem)
@@ -162,12 +168,14 @@ mod tests {
         assert_eq!(problem, None);
         assert_eq!(condition(&conditions, "ValidationSucceeded"), ("True", "Valid"));
         assert_eq!(condition(&conditions, "Ready"), ("True", "Ready"));
+        assert_eq!(condition(&conditions, "NodeClassReady"), ("True", "NodeClassReady"));
         assert!(conditions.iter().all(|c| c.observed_generation == Some(3)));
         assert_eq!(
             condition(&decide_conditions(&valid, Some(&class(false))).0, "Ready"),
             ("False", "NodeClassNotReady")
         );
         assert_eq!(condition(&decide_conditions(&valid, None).0, "Ready"), ("False", "NodeClassNotFound"));
+        assert_eq!(condition(&decide_conditions(&valid, None).0, "NodeClassReady"), ("False", "NodeClassNotFound"));
 
         let invalid = pool(", expireAfter: 2300000000h");
         let (conditions, problem) = decide_conditions(&invalid, Some(&class(true)));

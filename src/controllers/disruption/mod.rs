@@ -68,6 +68,9 @@ struct Memory {
     empty_since: HashMap<String, DateTime<Utc>>,
     /// Per claim: the pod-change stamp of its node last seen, and since when it is unchanged.
     unchanged: HashMap<String, (Option<u64>, DateTime<Utc>)>,
+    /// Claims whose pods have not changed for their pool's `consolidateAfter`, at the last
+    /// decision.
+    consolidatable: HashSet<String>,
     /// The last reason told for not disrupting each node, so it is told once per change.
     told: HashMap<String, String>,
 }
@@ -115,6 +118,7 @@ async fn pass<P: Provider>(ctx: &Shared<P>, memory: &mut Memory, spot_to_spot: b
     }
     let (decision, kept) = decide(ctx, memory, &pools, &instance_types, spot_to_spot, None);
     tell_kept(ctx, memory, kept).await;
+    mark_consolidatable(ctx, &memory.consolidatable).await?;
     let Some(decision) = decision else { return Ok(()) };
     info!(
         action = decision.kind(),
@@ -202,22 +206,8 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
     };
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     for (claim, drift) in marks {
-        let mut status = claim.status.clone().unwrap_or_default();
-        status.conditions = match &drift {
-            Some(drift) => {
-                let (reason, message) = (drift.reason(), drift.to_string());
-                conditions::set(
-                    &status.conditions,
-                    condition::DRIFTED,
-                    true,
-                    reason,
-                    &message,
-                    claim.metadata.generation,
-                )
-            }
-            None => status.conditions.into_iter().filter(|c| c.type_ != condition::DRIFTED).collect(),
-        };
-        apply_status(&api, &claim.name_any(), &status).await?;
+        let mark = drift.as_ref().map(|drift| (drift.reason(), drift.to_string()));
+        set_claim_condition(&api, &claim, condition::DRIFTED, mark).await?;
         if let Some(drift) = drift {
             info!(nodeclaim = %claim.name_any(), %drift, "drifted");
             publish(&ctx.recorder, &claim.object_ref(&()), EventType::Normal, "Drifted", format!("Drifted: {drift}"))
@@ -228,6 +218,39 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
         Some(command) => execute(ctx, &command, pools).await,
         None => Ok(false),
     }
+}
+
+/// Sets a condition (`Some((reason, message))`) on a NodeClaim, or removes it (`None`).
+async fn set_claim_condition(
+    api: &Api<NodeClaim>,
+    claim: &NodeClaim,
+    type_: &str,
+    mark: Option<(&str, String)>,
+) -> Result<()> {
+    let mut status = claim.status.clone().unwrap_or_default();
+    status.conditions = match mark {
+        Some((reason, message)) => {
+            conditions::set(&status.conditions, type_, true, reason, &message, claim.metadata.generation)
+        }
+        None => status.conditions.into_iter().filter(|c| c.type_ != type_).collect(),
+    };
+    apply_status(api, &claim.name_any(), &status).await?;
+    Ok(())
+}
+
+/// Brings each NodeClaim's `Consolidatable` condition in line with the last decision: true while
+/// its pods have not changed for its pool's `consolidateAfter`.
+async fn mark_consolidatable<P>(ctx: &Shared<P>, consolidatable: &HashSet<String>) -> Result<()> {
+    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+    for claim in ctx.state.claims.state() {
+        let wanted = consolidatable.contains(&claim.name_any());
+        if claim.metadata.deletion_timestamp.is_some() || wanted == condition_true(&claim, condition::CONSOLIDATABLE) {
+            continue;
+        }
+        let mark = wanted.then(|| ("Consolidatable", "its pods have not changed for consolidateAfter".to_owned()));
+        set_claim_condition(&api, &claim, condition::CONSOLIDATABLE, mark).await?;
+    }
+    Ok(())
 }
 
 /// The pods bound to each node.
@@ -310,6 +333,7 @@ fn decide<P>(
     let joined = Nodes::join(&nodes, &claims, &index);
     let unchanged = &mut memory.unchanged;
     let mut seen = HashSet::new();
+    let mut quiet_claims = HashSet::new();
     let quiet = |claim: &NodeClaim, pool: &NodePool| {
         let name = claim.name_any();
         let node = claim.status.as_ref().and_then(|s| s.node_name.as_deref());
@@ -318,9 +342,13 @@ fn decide<P>(
         if entry.0 != stamp {
             *entry = (stamp, now);
         }
-        seen.insert(name);
         let after = pool.spec.disruption.consolidate_after.duration();
-        after.is_some_and(|after| now - entry.1 >= after.delta())
+        let quiet = after.is_some_and(|after| now - entry.1 >= after.delta());
+        if quiet {
+            quiet_claims.insert(name.clone());
+        }
+        seen.insert(name);
+        quiet
     };
     let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &budgets, instance_types };
     let snapshot = Snapshot {
@@ -337,6 +365,7 @@ fn decide<P>(
     ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
     if confirming.is_none() {
         unchanged.retain(|claim, _| seen.contains(claim));
+        memory.consolidatable = quiet_claims;
     }
     verdict
 }
