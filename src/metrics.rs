@@ -48,6 +48,19 @@ pub struct DisruptionLabels {
     pub reason: String,
 }
 
+/// A disruption decision carried out: why, and whether its nodes were replaced or only deleted.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub reason: String,
+    pub action: String,
+}
+
+/// A disruption reason (`Underutilized`, `Drifted`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     pub code: String,
@@ -112,6 +125,10 @@ pub struct Metrics {
     pub nodeclaims_initialized: Family<ClaimLabels, Counter>,
     pub nodeclaims_terminated: Family<ClaimLabels, Counter>,
     pub nodeclaims_disrupted: Family<DisruptionLabels, Counter>,
+    pub disruption_decisions: Family<DecisionLabels, Counter>,
+    pub disruption_candidates: Family<ReasonLabels, Gauge>,
+    pub disruption_pods: Family<ReasonLabels, Counter>,
+    pub consolidation_savings: Counter<f64, AtomicU64>,
     pub launch_failures: Family<CodeLabels, Counter>,
     pub unavailable_offerings: Gauge,
     pub cloudprovider_duration: HistogramFamily<MethodLabels>,
@@ -165,6 +182,26 @@ impl Default for Metrics {
             "nodeclaims_disrupted",
             "NodeClaims stoker deleted, by reason (Empty, Underutilized, Drifted, Expired, Unhealthy, LaunchFailed, RegistrationTimeout, InstanceGone)",
             Family::default(),
+        );
+        let disruption_decisions = metrics.add(
+            "disruption_decisions",
+            "Disruption decisions carried out, by reason (Underutilized, Drifted) and action (delete, replace)",
+            Family::default(),
+        );
+        let disruption_candidates = metrics.add(
+            "disruption_candidates",
+            "Nodes the last disruption pass found disruptable (not blocked or refused), by reason",
+            Family::default(),
+        );
+        let disruption_pods = metrics.add(
+            "disruption_pods",
+            "Pods on nodes removed by disruption decisions, by reason: what a decision cost workloads",
+            Family::default(),
+        );
+        let consolidation_savings = metrics.add(
+            "consolidation_savings_dollars_per_hour",
+            "Dollars per hour that carried-out consolidations saved, summed",
+            Counter::<f64, AtomicU64>::default(),
         );
         let launch_failures = metrics.add("launch_failures", "Failed launches by AWS error code", Family::default());
         let unavailable_offerings = metrics.add(
@@ -220,6 +257,10 @@ impl Default for Metrics {
             nodeclaims_initialized,
             nodeclaims_terminated,
             nodeclaims_disrupted,
+            disruption_decisions,
+            disruption_candidates,
+            disruption_pods,
+            consolidation_savings,
             launch_failures,
             unavailable_offerings,
             cloudprovider_duration,

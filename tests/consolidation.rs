@@ -80,7 +80,7 @@ async fn settled(client: &Client, count: usize, cpu: &str) -> bool {
 #[ignore = "needs the local environment: run hack/test.sh"]
 async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_cheaper_one() {
     let client = support::client().await;
-    support::start_stoker(&client, POOL).await;
+    let metrics = support::start_stoker(&client, POOL).await;
     apply(
         &client,
         json!({
@@ -202,6 +202,16 @@ async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_che
     let left = replaced.unwrap_or_default();
     let disrupted = events_on_claims(&client, "DisruptionUnderutilized").await;
     assert!(disrupted.iter().any(|n| n.contains("replaced by a cheaper")), "the replacement is told: {disrupted:?}");
+    let exported = support::scrape(&metrics).await;
+    for sample in [
+        "stoker_disruption_decisions_total{reason=\"Underutilized\",action=\"replace\"}",
+        "stoker_disruption_pods_total{reason=\"Underutilized\"}",
+        "stoker_consolidation_savings_dollars_per_hour_total",
+        "stoker_consolidation_duration_seconds_count",
+    ] {
+        let value = exported.lines().find_map(|line| line.strip_prefix(sample)).map(str::trim);
+        assert!(value.is_some_and(|v| v != "0"), "{sample} missing or zero in:\n{exported}");
+    }
 
     // No instance leaked: the pool's instances are exactly its claims'.
     let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(support::cluster_info()));

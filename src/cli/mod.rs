@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod crds;
+pub mod disrupt;
 pub mod plan;
 pub mod simulator;
 pub mod validate;
@@ -61,6 +62,20 @@ pub enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: plan::Output,
+    },
+    /// What would consolidation do now? Reads the cluster's objects (`kubectl get
+    /// nodes,pods,nodeclaims,nodepools,ec2nodeclasses,daemonsets,pdb -A -o yaml`), makes the
+    /// decision the controller would make with the same code, and prints the nodes it would
+    /// remove, their replacement, the $/h saved, and why each other candidate is kept. Offline:
+    /// nothing is touched.
+    Disrupt {
+        /// Files with the cluster's objects (a `List` or separate documents); `-` reads
+        /// standard input.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Allow spot-to-spot replacement, as the `SpotToSpotConsolidation` gate does.
+        #[arg(long)]
+        spot_to_spot: bool,
     },
     /// Register Nodes for this cluster's instances as the kubelet would (local environment only).
     #[command(hide = true)]
@@ -143,6 +158,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Validate { files } => validate::run(&files),
         Command::Convert { files } => convert::run(&files),
         Command::Plan { files, catalog, output } => plan::run(&files, catalog.as_deref(), output),
+        Command::Disrupt { files, spot_to_spot } => disrupt::run(&files, spot_to_spot),
         Command::Warmpool(WarmpoolCommand::Preview { file, from, days, svg }) => {
             warmpool::run(&file, from, days, svg.as_deref())
         }

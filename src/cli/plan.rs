@@ -104,30 +104,7 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
     if manifests.pools.is_empty() {
         return Err("no NodePool in the input: a plan needs at least one".into());
     }
-    let zones: BTreeSet<String> = catalog.zones.values().flatten().cloned().collect();
-    let arches: BTreeSet<String> = ["amd64", "arm64"].map(String::from).into();
-    let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
-    let now = std::time::Instant::now();
-    let mut warnings = Vec::new();
-
-    // The instance types of each node class (their kubelet settings shape allocatable).
-    let mut types_by_class: BTreeMap<String, std::sync::Arc<[InstanceType]>> = BTreeMap::new();
-    for pool in &manifests.pools {
-        let class_name = &pool.spec.template.spec.node_class_ref.name;
-        if types_by_class.contains_key(class_name) {
-            continue;
-        }
-        let class = manifests.classes.iter().find(|c| c.metadata.name.as_deref() == Some(class_name.as_str()));
-        if class.is_none() {
-            warnings.push(format!(
-                "NodePool {} uses EC2NodeClass {class_name}, which is not in the input: default kubelet settings assumed",
-                pool.metadata.name.as_deref().unwrap_or_default()
-            ));
-        }
-        let kubelet = class.and_then(|c| c.spec.kubelet.as_ref());
-        let types = catalog.instance_types(&zones, &arches, prices, &unavailable, now, kubelet);
-        types_by_class.insert(class_name.clone(), types.into());
-    }
+    let (types_by_class, warnings) = instance_types_by_class(&manifests.pools, &manifests.classes, catalog, prices);
     let pools = pool_templates(&manifests.pools, &types_by_class, &manifests.daemonsets, &HashMap::new());
     if !pools.skipped.is_empty() {
         return Err(pools.skipped.join("; "));
@@ -159,6 +136,40 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
         lower_bound_per_hour: cost_lower_bound(&requested, &admissible(&input)),
         warnings,
     })
+}
+
+/// The instance types of each node class the pools use, offline: every zone of the catalog,
+/// both architectures, the class's kubelet settings shaping allocatable. With a warning for each
+/// class not in the input (default kubelet settings assumed).
+pub fn instance_types_by_class<'a>(
+    pools: impl IntoIterator<Item = &'a NodePool>,
+    classes: &[EC2NodeClass],
+    catalog: &Catalog,
+    prices: &PriceBook,
+) -> (BTreeMap<String, std::sync::Arc<[InstanceType]>>, Vec<String>) {
+    let zones: BTreeSet<String> = catalog.zones.values().flatten().cloned().collect();
+    let arches: BTreeSet<String> = ["amd64", "arm64"].map(String::from).into();
+    let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
+    let now = std::time::Instant::now();
+    let mut warnings = Vec::new();
+    let mut types_by_class: BTreeMap<String, std::sync::Arc<[InstanceType]>> = BTreeMap::new();
+    for pool in pools {
+        let class_name = &pool.spec.template.spec.node_class_ref.name;
+        if types_by_class.contains_key(class_name) {
+            continue;
+        }
+        let class = classes.iter().find(|c| c.metadata.name.as_deref() == Some(class_name.as_str()));
+        if class.is_none() {
+            warnings.push(format!(
+                "NodePool {} uses EC2NodeClass {class_name}, which is not in the input: default kubelet settings assumed",
+                pool.metadata.name.as_deref().unwrap_or_default()
+            ));
+        }
+        let kubelet = class.and_then(|c| c.spec.kubelet.as_ref());
+        let types = catalog.instance_types(&zones, &arches, prices, &unavailable, now, kubelet);
+        types_by_class.insert(class_name.clone(), types.into());
+    }
+    (types_by_class, warnings)
 }
 
 /// The instance types, with the offerings, that some NodePool could launch.

@@ -32,6 +32,7 @@ use crate::{
     apis::{NodeClaim, NodePool, condition, labels},
     controllers::{Shared, nodeclaim::lifecycle::condition_true, provisioner::snapshot::nodeclaim_for, publish},
     error::Result,
+    metrics::{DecisionLabels, ReasonLabels},
     scheduling::solver::NewNodeClaim,
     state::nodes::Nodes,
 };
@@ -54,6 +55,8 @@ pub struct Command {
     pub reason: &'static str,
     /// Why, as the candidates' Events say it.
     pub why: String,
+    /// Dollars per hour saved (consolidation), 0 otherwise.
+    pub savings: f64,
 }
 
 impl Command {
@@ -70,7 +73,7 @@ impl Command {
                 (vec![planned], why)
             }
         };
-        Self { candidates: decision.candidates, replacements, reason: "Underutilized", why }
+        Self { candidates: decision.candidates, replacements, reason: "Underutilized", why, savings: decision.savings }
     }
 }
 
@@ -93,6 +96,12 @@ pub async fn execute<P>(ctx: &Shared<P>, command: &Command, pools: &[Arc<NodePoo
         }
     }
     let reason = command.reason;
+    let metrics = &ctx.metrics;
+    let action = if command.replacements.is_empty() { "delete" } else { "replace" };
+    metrics.disruption_decisions.get_or_create(&DecisionLabels { reason: reason.into(), action: action.into() }).inc();
+    let pods: usize = command.candidates.iter().map(|c| c.pods).sum();
+    metrics.disruption_pods.get_or_create(&ReasonLabels { reason: reason.into() }).inc_by(pods as u64);
+    metrics.consolidation_savings.inc_by(command.savings);
     for candidate in &command.candidates {
         let Some(claim) = ctx.state.claims.get(&ObjectRef::new(&candidate.claim)) else { continue };
         let note = format!("Disrupting node {} ({reason}): {}", candidate.node, command.why);

@@ -46,6 +46,7 @@ use crate::{
         Provider, Shared, apply_status, conditions, isolation::isolate, nodeclaim::lifecycle::condition_true, publish,
     },
     error::Result,
+    metrics::ReasonLabels,
     scheduling::solver::solve,
     state::{
         cache::CachedPod,
@@ -174,6 +175,11 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
         }
         let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &budgets, instance_types };
         let found = disruptable(&cluster, now, |claim, _| drifts.contains_key(&claim.name_any()));
+        let unblocked = found.iter().filter(|(_, blocker)| blocker.is_none()).count();
+        ctx.metrics
+            .disruption_candidates
+            .get_or_create(&ReasonLabels { reason: "Drifted".into() })
+            .set(unblocked as i64);
         let snapshot = Snapshot {
             pods: &index,
             nodes: &nodes,
@@ -198,8 +204,13 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
                 0 => format!("drifted ({drift}); its pods fit on other nodes"),
                 n => format!("drifted ({drift}); replaced by {n} new node(s)"),
             };
-            command =
-                Some(Command { candidates: vec![candidate], replacements: plan.new_claims, reason: "Drifted", why });
+            command = Some(Command {
+                candidates: vec![candidate],
+                replacements: plan.new_claims,
+                reason: "Drifted",
+                why,
+                savings: 0.0,
+            });
             break;
         }
         (marks, command)
@@ -363,6 +374,11 @@ fn decide<P>(
     let started = std::time::Instant::now();
     let verdict = decide_consolidation(&cluster, &snapshot, now, spot_to_spot, quiet, confirming);
     ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
+    if confirming.is_none() {
+        let considered = quiet_claims.len().saturating_sub(verdict.1.len());
+        let labels = ReasonLabels { reason: "Underutilized".into() };
+        ctx.metrics.disruption_candidates.get_or_create(&labels).set(considered as i64);
+    }
     if confirming.is_none() {
         unchanged.retain(|claim, _| seen.contains(claim));
         memory.consolidatable = quiet_claims;
