@@ -26,7 +26,10 @@ fn a_misspelt_feature_gate_stops_the_controller_with_the_gate_named() {
         .expect("run stoker controller");
     assert!(!output.status.success(), "the controller started with an unknown gate");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("unknown feature gate `WarmPool` (known: WarmPools, Consolidation)"), "{stderr}");
+    assert!(
+        stderr.contains("unknown feature gate `WarmPool` (known: WarmPools, Consolidation, SpotToSpotConsolidation)"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -106,7 +106,12 @@ pub async fn execute<P>(ctx: &Shared<P>, command: &Command, pools: &[Arc<NodePoo
         let Some(claim) = ctx.state.claims.get(&ObjectRef::new(&candidate.claim)) else { continue };
         let note = format!("Disrupting node {} ({reason}): {}", candidate.node, command.why);
         info!(nodeclaim = %candidate.claim, node = %candidate.node, reason, why = %command.why, "disrupting");
-        publish(&ctx.recorder, &claim.object_ref(&()), EventType::Normal, &format!("Disruption{reason}"), note).await;
+        // On the claim and on its node: `kubectl describe node` is where users look.
+        let event_reason = format!("Disruption{reason}");
+        if let Some(node) = ctx.state.nodes.get(&ObjectRef::new(&candidate.node)) {
+            publish(&ctx.recorder, &node.object_ref(&()), EventType::Normal, &event_reason, note.clone()).await;
+        }
+        publish(&ctx.recorder, &claim.object_ref(&()), EventType::Normal, &event_reason, note).await;
         ctx.metrics.disrupted(&claim, reason);
         if let Err(error) = claims.delete(&candidate.claim, &DeleteParams::default()).await {
             warn!(%error, nodeclaim = %candidate.claim, "cannot delete disrupted NodeClaim");

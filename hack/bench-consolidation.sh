@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Karpenter's "basic" performance scenario (test/suites/performance in kubernetes-sigs/karpenter)
+# on the local control plane: two Deployments of 500 pods (900m / 3100Mi and 3500m / 28Gi), a
+# NodePool with WhenEmptyOrUnderutilized, consolidateAfter 30s and a 100% budget (on-demand, so
+# consolidation may replace as well as delete); scale out, then scale both to 350. Prints the
+# scale-out time; reserved CPU and memory utilization after scale-out and after consolidation;
+# nodes and $/h before and after (on-demand list prices); the time from the scale-in to the last
+# consolidation action; what `stoker plan` gives for the 700 pods from scratch; the controller's
+# peak RSS and average CPU. Figures go in docs/performance.md.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+bench_environment
+"$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
+kubectl wait --for condition=Established --timeout 60s crd/nodeclaims.stoker.dev >/dev/null
+kubectl apply -f "$REPO_ROOT/examples/ec2nodeclass.yaml" >/dev/null
+pool="$LOGS/perf-nodepool.yaml"
+cat >"$pool" <<'EOF'
+apiVersion: stoker.dev/v1alpha1
+kind: NodePool
+metadata: {name: perf}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+        - {key: kubernetes.io/arch, operator: In, values: [amd64]}
+  disruption:
+    consolidationPolicy: WhenEmptyOrUnderutilized
+    consolidateAfter: 30s
+    budgets: [{nodes: "100%"}]
+EOF
+kubectl apply -f "$pool" >/dev/null
+deployments="$LOGS/perf-deployments.yaml"
+deployment() { # name replicas cpu memory
+  cat <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $1, namespace: default}
+spec:
+  replicas: $2
+  selector: {matchLabels: {app: $1}}
+  template:
+    metadata: {labels: {app: $1}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      nodeSelector: {stoker.dev/nodepool: perf}
+      containers:
+        - name: c
+          image: registry.k8s.io/pause:3.10
+          resources: {requests: {cpu: $3, memory: $4}}
+EOF
+}
+{ deployment small 500 900m 3100Mi; echo ---; deployment large 500 3500m 28Gi; } >"$deployments"
+
+start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 "$stoker" controller
+start node-simulator "$stoker" node-simulator --delay 1s
+wait_for "the EC2NodeClass" 120 bash -c "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+sleep 5
+
+prices="$REPO_ROOT/src/cloudprovider/aws/data/on-demand-prices.csv"
+# report LABEL: nodes, $/h and reserved utilization of the pool's nodes right now.
+report() {
+  kubectl get nodes -l stoker.dev/nodepool=perf -o json >"$LOGS/nodes.json"
+  kubectl get pods -A --field-selector status.phase=Running -o json >"$LOGS/pods.json"
+  python3 - "$1" "$LOGS/nodes.json" "$LOGS/pods.json" "$prices" <<'PY'
+import csv, json, sys
+label, nodes, pods, prices = sys.argv[1:]
+def quantity(q):
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+    for suffix, factor in sorted(units.items(), key=lambda u: -len(u[0])):
+        if q.endswith(suffix):
+            return float(q[: -len(suffix)]) * factor
+    return float(q)
+price = {row["instance_type"]: float(row["price"]) for row in csv.DictReader(
+    (line for line in open(prices) if not line.startswith("#"))) if row["region"] == "us-east-1"}
+nodes = json.load(open(nodes))["items"]
+names = {n["metadata"]["name"] for n in nodes}
+alloc_cpu = sum(quantity(n["status"]["allocatable"]["cpu"]) for n in nodes)
+alloc_mem = sum(quantity(n["status"]["allocatable"]["memory"]) for n in nodes)
+req_cpu = req_mem = 0.0
+for pod in json.load(open(pods))["items"]:
+    if pod["spec"].get("nodeName") in names:
+        for c in pod["spec"]["containers"]:
+            r = c.get("resources", {}).get("requests", {})
+            req_cpu += quantity(r.get("cpu", "0"))
+            req_mem += quantity(r.get("memory", "0"))
+cost = sum(price.get(n["metadata"]["labels"].get("node.kubernetes.io/instance-type", ""), 0.0) for n in nodes)
+types = {}
+for n in nodes:
+    t = n["metadata"]["labels"].get("node.kubernetes.io/instance-type", "?")
+    types[t] = types.get(t, 0) + 1
+print(f"{label:<28} nodes {len(nodes):>3}  ${cost:8.3f}/h  CPU {req_cpu / max(alloc_cpu, 1e-9):.3f}  "
+      f"memory {req_mem / max(alloc_mem, 1e-9):.3f}  ({', '.join(f'{c}x {t}' for t, c in sorted(types.items()))})")
+PY
+}
+running() { kubectl get pods -l "app in (small,large)" --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l; }
+
+log "scale out: 2 x 500 pods"
+ticks_before=$(awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$(cat "$PIDS/stoker.pid")/stat")
+started=$(date +%s.%N)
+kubectl apply -f "$deployments" >/dev/null
+deadline=$((SECONDS + 900))
+until [[ $(running) -ge 1000 ]]; do
+  ((SECONDS < deadline)) || die "the scale-out did not finish within 900s (log: $LOGS/stoker.log)"
+  sleep 2
+done
+scaled_out=$(date +%s.%N)
+report "after scale-out"
+
+log "scale in: both to 350"
+kubectl scale deployment small large --replicas 350 >/dev/null
+scaled_in=$(date +%s.%N)
+# Consolidation is over when no NodeClaim changed for two minutes (consolidateAfter 30 s, the
+# 15 s re-check, a replacement's launch) and every pod runs.
+last_change=$SECONDS
+previous=""
+deadline=$((SECONDS + 1500))
+while ((SECONDS - last_change < 120)); do
+  ((SECONDS < deadline)) || { log "still consolidating after 25 minutes"; break; }
+  now=$(kubectl get nodeclaims -l stoker.dev/nodepool=perf --no-headers 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
+  [[ "$now" != "$previous" || $(running) -lt 700 ]] && last_change=$SECONDS
+  previous=$now
+  sleep 5
+done
+report "after consolidation"
+ticks_after=$(awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$(cat "$PIDS/stoker.pid")/stat")
+finished=$(date +%s.%N)
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$PIDS/stoker.pid")/status")
+
+# What stoker plan gives for the 700 pods from scratch.
+{ cat "$pool"; echo ---; deployment small 350 900m 3100Mi; echo ---; deployment large 350 3500m 28Gi; } >"$LOGS/perf-plan.yaml"
+planned=$("$stoker" plan -f "$LOGS/perf-plan.yaml" -f "$REPO_ROOT/examples/ec2nodeclass.yaml" -o json |
+  python3 -c 'import json, sys; print("%.3f" % json.load(sys.stdin)["totals"]["pricePerHour"])')
+
+python3 - "$LOGS/stoker.log" "$started" "$scaled_out" "$scaled_in" "$finished" "$rss_kib" \
+  "$ticks_before" "$ticks_after" "$(getconf CLK_TCK)" "$planned" <<'PY'
+import json, sys
+from datetime import datetime
+log = sys.argv[1]
+started, scaled_out, scaled_in, finished = map(float, sys.argv[2:6])
+rss_kib, before, after, hz, planned = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9]), sys.argv[10]
+actions = []
+for raw in open(log):
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        continue
+    if event.get("message") in ("disrupting", "disrupting empty node"):
+        actions.append(datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp())
+after_scale_in = [t for t in actions if t >= scaled_in]
+print(f"scale-out: 1,000 pods Running after  {scaled_out - started:.1f} s")
+print(f"scale-in -> last consolidation action {max(after_scale_in) - scaled_in:.1f} s ({len(after_scale_in)} nodes disrupted)"
+      if after_scale_in else "no consolidation action after the scale-in")
+print(f"stoker plan for the 700 pods         ${planned}/h")
+print(f"controller peak RSS                  {rss_kib / 1024:.0f} MiB")
+print(f"controller average CPU               {(after - before) / hz / (finished - started):.3f} cores over {finished - started:.0f} s")
+PY
