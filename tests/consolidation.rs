@@ -14,21 +14,13 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use stoker::{
-    apis::{NodeClaim, labels},
-    cloudprovider::{
-        CloudProvider,
-        aws::{AwsCloudProvider, AwsOptions, aws_config},
-    },
-};
+use stoker::apis::{NodeClaim, labels};
 use support::{apply, pods_of, running};
 
 const POOL: &str = "consol";
 
 async fn claims(client: &Client) -> Vec<NodeClaim> {
-    let api: Api<NodeClaim> = Api::all(client.clone());
-    let selector = format!("{}={POOL}", labels::NODEPOOL);
-    api.list(&ListParams::default().labels(&selector)).await.expect("list claims").items
+    support::claims_of(client, POOL).await
 }
 
 /// The nodes the Deployment's pods are bound to.
@@ -199,7 +191,6 @@ async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_che
     })
     .await;
     assert!(replaced.is_some(), "the last node replaced by a smaller one");
-    let left = replaced.unwrap_or_default();
     let disrupted = events_on_claims(&client, "DisruptionUnderutilized").await;
     assert!(disrupted.iter().any(|n| n.contains("replaced by a cheaper")), "the replacement is told: {disrupted:?}");
     let exported = support::scrape(&metrics).await;
@@ -213,23 +204,8 @@ async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_che
         assert!(value.is_some_and(|v| v != "0"), "{sample} missing or zero in:\n{exported}");
     }
 
-    // No instance leaked: the pool's instances are exactly its claims'.
-    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(support::cluster_info()));
-    let claimed: BTreeSet<String> =
-        left.iter().filter_map(|c| c.status.as_ref().and_then(|s| s.provider_id.clone())).collect();
-    let instances = support::wait_until(Duration::from_secs(60), || async {
-        let ids: BTreeSet<String> = provider
-            .list()
-            .await
-            .ok()?
-            .into_iter()
-            .filter(|i| i.tags.get(labels::EC2_NODEPOOL_TAG).is_some_and(|p| p == POOL))
-            .map(|i| i.provider_id)
-            .collect();
-        (ids == claimed).then_some(ids)
-    })
-    .await;
-    assert!(instances.is_some(), "the pool's instances are its one claim's");
+    // No instance leaked: the pool's instances are exactly its one claim's.
+    assert!(support::instances_match_claims(&client, POOL, Duration::from_secs(60)).await, "no instance leaked");
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     deployments.delete("spread", &DeleteParams::default()).await.expect("delete deployment");

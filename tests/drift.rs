@@ -16,21 +16,13 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use stoker::{
-    apis::{NodeClaim, NodePool, condition, labels},
-    cloudprovider::{
-        CloudProvider,
-        aws::{AwsCloudProvider, AwsOptions, aws_config},
-    },
-};
+use stoker::apis::{NodeClaim, NodePool, condition, labels};
 use support::{apply, running};
 
 const POOL: &str = "drift";
 
 async fn claims(client: &Client) -> Vec<NodeClaim> {
-    let api: Api<NodeClaim> = Api::all(client.clone());
-    let selector = format!("{}={POOL}", labels::NODEPOOL);
-    api.list(&ListParams::default().labels(&selector)).await.expect("list claims").items
+    support::claims_of(client, POOL).await
 }
 
 fn marked_drifted(claim: &NodeClaim) -> bool {
@@ -109,22 +101,7 @@ async fn a_changed_nodepool_template_rolls_its_nodes_one_budget_at_a_time() {
     }
 
     // No instance leaked: the pool's instances are exactly its claims'.
-    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(support::cluster_info()));
-    let settled = support::wait_until(Duration::from_secs(90), || async {
-        let claimed: BTreeSet<String> =
-            claims(&client).await.iter().filter_map(|c| c.status.as_ref()?.provider_id.clone()).collect();
-        let ids: BTreeSet<String> = provider
-            .list()
-            .await
-            .ok()?
-            .into_iter()
-            .filter(|i| i.tags.get(labels::EC2_NODEPOOL_TAG).is_some_and(|p| p == POOL))
-            .map(|i| i.provider_id)
-            .collect();
-        (ids == claimed).then_some(())
-    })
-    .await;
-    assert!(settled.is_some(), "the pool's instances are its claims'");
+    assert!(support::instances_match_claims(&client, POOL, Duration::from_secs(90)).await, "no instance leaked");
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     deployments.delete("rolling", &DeleteParams::default()).await.expect("delete deployment");

@@ -13,7 +13,7 @@ use kube::{
 };
 use serde_json::json;
 use stoker::{
-    apis::{NodeClaim, labels},
+    apis::NodeClaim,
     cloudprovider::{
         CloudProvider,
         aws::{AwsCloudProvider, AwsOptions, aws_config},
@@ -24,9 +24,7 @@ use support::{apply, pods_of, running};
 const POOL: &str = "expiry";
 
 async fn claims(client: &Client) -> Vec<NodeClaim> {
-    let api: Api<NodeClaim> = Api::all(client.clone());
-    let selector = format!("{}={POOL}", labels::NODEPOOL);
-    api.list(&ListParams::default().labels(&selector)).await.expect("list claims").items
+    support::claims_of(client, POOL).await
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use kube::{
 };
 use serde_json::json;
 use stoker::{
-    apis::{NodeClaim, NodePool, labels},
+    apis::{NodeClaim, NodePool},
     cloudprovider::{
         CloudProvider,
         aws::{AwsCloudProvider, AwsOptions, aws_config},
@@ -28,9 +28,7 @@ use support::{apply, pods_of, running};
 const POOL: &str = "repair";
 
 async fn claims(client: &Client) -> Vec<NodeClaim> {
-    let api: Api<NodeClaim> = Api::all(client.clone());
-    let selector = format!("{}={POOL}", labels::NODEPOOL);
-    api.list(&ListParams::default().labels(&selector)).await.expect("list claims").items
+    support::claims_of(client, POOL).await
 }
 
 async fn node_of_pod(client: &Client) -> Option<String> {

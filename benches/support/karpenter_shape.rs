@@ -1,5 +1,5 @@
-//! Karpenter's scheduling benchmark shape (its `scheduling_benchmark_test.go`), as DESIGN.md
-//! describes it: 400 synthetic instance types and six equal groups of pods with a fixed seed.
+//! Karpenter's scheduling benchmark shape (its `scheduling_benchmark_test.go`), as stoker
+//! rebuilds it: 400 synthetic instance types and six equal groups of pods with a fixed seed.
 //! Used by the criterion benchmark.
 
 #![allow(dead_code)] // each user takes a different part

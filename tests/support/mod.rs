@@ -334,3 +334,35 @@ pub async fn shared<P>(client: &Client, provider: P) -> std::sync::Arc<stoker::c
         preemptions: tokio::sync::broadcast::channel(16).0,
     })
 }
+
+/// The NodeClaims of NodePool `pool`.
+pub async fn claims_of(client: &Client, pool: &str) -> Vec<stoker::apis::NodeClaim> {
+    let api: Api<stoker::apis::NodeClaim> = Api::all(client.clone());
+    let selector = format!("{}={pool}", stoker::apis::labels::NODEPOOL);
+    api.list(&kube::api::ListParams::default().labels(&selector)).await.expect("list claims").items
+}
+
+/// Whether the live instances launched for NodePool `pool` are exactly its claims' (none leaked,
+/// none missing), waiting up to `timeout` for terminations to finish.
+pub async fn instances_match_claims(client: &Client, pool: &str, timeout: Duration) -> bool {
+    use stoker::cloudprovider::{
+        CloudProvider,
+        aws::{AwsCloudProvider, AwsOptions, aws_config},
+    };
+    let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(cluster_info()));
+    wait_until(timeout, || async {
+        let claimed: std::collections::BTreeSet<String> =
+            claims_of(client, pool).await.iter().filter_map(|c| c.status.as_ref()?.provider_id.clone()).collect();
+        let live: std::collections::BTreeSet<String> = provider
+            .list()
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|i| i.tags.get(stoker::apis::labels::EC2_NODEPOOL_TAG).is_some_and(|p| p == pool))
+            .map(|i| i.provider_id)
+            .collect();
+        (live == claimed).then_some(())
+    })
+    .await
+    .is_some()
+}
