@@ -28,7 +28,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node, policy::v1::PodDisruptionBudget};
 use kube::{Api, Resource, ResourceExt, api::DeleteParams, runtime::events::EventType};
 use tracing::{info, warn};
 
@@ -49,9 +49,12 @@ use crate::{
     metrics::ReasonLabels,
     scheduling::solver::solve,
     state::{
+        ClusterState,
         cache::CachedPod,
+        facts::NodeFactsIndex,
         input::{Snapshot, solver_input_without},
         nodes::Nodes,
+        pods::PodIndex,
     },
 };
 
@@ -145,13 +148,13 @@ async fn pass<P: Provider>(ctx: &Shared<P>, memory: &mut Memory, spot_to_spot: b
 async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_types: &InstanceTypes) -> Result<bool> {
     let now = Utc::now();
     let state = &ctx.state;
-    let (claims, nodes, all_pods) = (state.claims.state(), state.nodes.state(), state.pods.state());
-    let (budgets, classes) = (state.budgets.state(), state.classes.state());
-    let daemonsets: Vec<_> = state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
-    let by_node = pods_by_node(&all_pods);
+    let gathered = Gathered::of(state);
+    let classes = state.classes.state();
+    let by_node = pods_by_node(&gathered.pods);
+    let Gathered { claims, nodes, budgets, .. } = &gathered;
     let (marks, command) = {
         let (index, facts) = (state.pod_index(), state.node_facts());
-        let joined = Nodes::join(&nodes, &claims, &index);
+        let joined = Nodes::join(nodes, claims, &index);
         let mut drifts: HashMap<String, Drift> = HashMap::new();
         let mut marks = Vec::new();
         for view in joined.iter() {
@@ -173,26 +176,18 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
                 drifts.insert(claim.name_any(), drift);
             }
         }
-        let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &budgets, instance_types };
+        let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets, instance_types };
         let found = disruptable(&cluster, now, |claim, _| drifts.contains_key(&claim.name_any()));
         let unblocked = found.iter().filter(|(_, blocker)| blocker.is_none()).count();
         ctx.metrics
             .disruption_candidates
             .get_or_create(&ReasonLabels { reason: "Drifted".into() })
             .set(unblocked as i64);
-        let snapshot = Snapshot {
-            pods: &index,
-            nodes: &nodes,
-            facts: &facts,
-            claims: &claims,
-            pools,
-            daemonsets: &daemonsets,
-            instance_types,
-        };
+        let snapshot = gathered.snapshot(&index, &facts, pools, instance_types);
         let mut command = None;
         for (candidate, blocker) in found {
             let Some(pool) = pools.iter().find(|p| p.name_any() == candidate.pool) else { continue };
-            if blocker.is_some() || allowed(pool, &claims, DisruptionReason::Drifted, now) == 0 {
+            if blocker.is_some() || allowed(pool, claims, DisruptionReason::Drifted, now) == 0 {
                 continue;
             }
             let plan = solve(&solver_input_without(&snapshot, &HashSet::from([candidate.node.as_str()])).input);
@@ -262,6 +257,47 @@ async fn mark_consolidatable<P>(ctx: &Shared<P>, consolidatable: &HashSet<String
         set_claim_condition(&api, &claim, condition::CONSOLIDATABLE, mark).await?;
     }
     Ok(())
+}
+
+/// The caches' contents at one moment, as the disruption methods read them (the pod index and
+/// node facts are locked separately, only while deciding).
+struct Gathered {
+    claims: Vec<Arc<NodeClaim>>,
+    nodes: Vec<Arc<Node>>,
+    pods: Vec<Arc<CachedPod>>,
+    budgets: Vec<Arc<PodDisruptionBudget>>,
+    daemonsets: Vec<DaemonSet>,
+}
+
+impl Gathered {
+    fn of(state: &ClusterState) -> Self {
+        Self {
+            claims: state.claims.state(),
+            nodes: state.nodes.state(),
+            pods: state.pods.state(),
+            budgets: state.budgets.state(),
+            daemonsets: state.daemonsets.state().iter().map(|d| (**d).clone()).collect(),
+        }
+    }
+
+    /// The solver's input source over these contents.
+    fn snapshot<'a>(
+        &'a self,
+        index: &'a PodIndex,
+        facts: &'a NodeFactsIndex,
+        pools: &'a [Arc<NodePool>],
+        instance_types: &'a InstanceTypes,
+    ) -> Snapshot<'a> {
+        Snapshot {
+            pods: index,
+            nodes: &self.nodes,
+            facts,
+            claims: &self.claims,
+            pools,
+            daemonsets: &self.daemonsets,
+            instance_types,
+        }
+    }
 }
 
 /// The pods bound to each node.
@@ -335,13 +371,11 @@ fn decide<P>(
 ) -> (Option<Decision>, Vec<(String, String)>) {
     let now = Utc::now();
     let state = &ctx.state;
-    let (claims, nodes, all_pods) = (state.claims.state(), state.nodes.state(), state.pods.state());
-    let budgets = state.budgets.state();
-    let daemonsets: Vec<_> = state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
-    let by_node = pods_by_node(&all_pods);
+    let gathered = Gathered::of(state);
+    let by_node = pods_by_node(&gathered.pods);
     // Decided under the pod index's read lock, which no await may hold.
     let (index, facts) = (state.pod_index(), state.node_facts());
-    let joined = Nodes::join(&nodes, &claims, &index);
+    let joined = Nodes::join(&gathered.nodes, &gathered.claims, &index);
     let unchanged = &mut memory.unchanged;
     let mut seen = HashSet::new();
     let mut quiet_claims = HashSet::new();
@@ -361,16 +395,8 @@ fn decide<P>(
         seen.insert(name);
         quiet
     };
-    let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &budgets, instance_types };
-    let snapshot = Snapshot {
-        pods: &index,
-        nodes: &nodes,
-        facts: &facts,
-        claims: &claims,
-        pools,
-        daemonsets: &daemonsets,
-        instance_types,
-    };
+    let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &gathered.budgets, instance_types };
+    let snapshot = gathered.snapshot(&index, &facts, pools, instance_types);
     let started = std::time::Instant::now();
     let verdict = decide_consolidation(&cluster, &snapshot, now, spot_to_spot, quiet, confirming);
     ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
