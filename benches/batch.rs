@@ -43,7 +43,7 @@ fn instance_types() -> BTreeMap<String, Arc<[InstanceType]>> {
 fn example_pools() -> Vec<Arc<NodePool>> {
     ["nodepool-spot.yaml", "nodepool-on-demand.yaml"]
         .map(|file| {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(file);
+            let path = Path::new("examples").join(file);
             let text = std::fs::read_to_string(path).expect("an example NodePool");
             Arc::new(serde_yaml::from_str(&text).expect("a NodePool"))
         })

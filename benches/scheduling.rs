@@ -11,7 +11,7 @@ mod real_catalog;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use stoker::scheduling::{catalog::cost_lower_bound, resources::Resources, solver::solve};
+use stoker::scheduling::{lower_bound::plan_lower_bound, solver::solve};
 
 const SIZES: [usize; 5] = [100, 1_000, 5_000, 10_000, 20_000];
 
@@ -28,11 +28,7 @@ fn scheduling(c: &mut Criterion) {
             let plan = solve(&input);
             let seconds = started.elapsed().as_secs_f64();
             let cost: f64 = plan.new_claims.iter().map(|c| c.price).sum();
-            let mut requested = Resources::new();
-            for pod in &input.pods {
-                requested.add(&pod.requests);
-            }
-            let bound = cost_lower_bound(&requested, &input.instance_types);
+            let bound = plan_lower_bound(&input, &plan);
             println!(
                 "{name} pods={size} types={} nodes={} unschedulable={} pods_per_second={:.0} cost_per_hour={cost:.2} lower_bound={bound:.2} cost_ratio={:.2}",
                 input.instance_types.len(),

@@ -28,8 +28,7 @@ async fn converted_karpenter_manifests_are_accepted() {
     use stoker::cli::convert::{Conversion, convert_document};
     let client = client().await;
     install_crds(&client).await;
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/karpenter/karpenter.yaml"))
-        .expect("the Karpenter example");
+    let text = std::fs::read_to_string("examples/karpenter/karpenter.yaml").expect("the Karpenter example");
     let mut converted = Vec::new();
     for document in support::documents(&text) {
         match convert_document(&document) {

@@ -8,7 +8,7 @@ mod support;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node, events::v1::Event, policy::v1::PodDisruptionBudget};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node, policy::v1::PodDisruptionBudget};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
@@ -30,13 +30,7 @@ async fn nodes_of(client: &Client, app: &str) -> BTreeSet<String> {
 
 /// Notes of Events with `reason` about any of `nodes`.
 async fn events_about(client: &Client, nodes: &BTreeSet<String>, reason: &str) -> Vec<String> {
-    let events: Api<Event> = Api::all(client.clone());
-    let list = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
-    list.into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_ref()).is_some_and(|n| nodes.contains(n)))
-        .filter_map(|e| e.note)
-        .collect()
+    support::event_notes(client, reason, |r| r.name.as_ref().is_some_and(|n| nodes.contains(n))).await
 }
 
 /// Sets the Deployment's pod CPU request and pod annotations (a rollout).
@@ -233,11 +227,5 @@ async fn vcpus(client: &Client, claims: &[NodeClaim]) -> i64 {
 
 /// Notes of Events with `reason` about NodeClaims of the pool.
 async fn events_on_claims(client: &Client, reason: &str) -> Vec<String> {
-    let events: Api<Event> = Api::all(client.clone());
-    let list = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
-    list.into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter(|e| e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some("NodeClaim")))
-        .filter_map(|e| e.note)
-        .collect()
+    support::event_notes(client, reason, |r| r.kind.as_deref() == Some("NodeClaim")).await
 }

@@ -2,9 +2,9 @@
 
 #[test]
 fn committed_crds_match_the_rust_types() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let dir = std::path::Path::new("crds");
     let rendered = stoker::cli::crds::render().expect("CRDs render");
-    let mut committed: Vec<String> = std::fs::read_dir(&dir)
+    let mut committed: Vec<String> = std::fs::read_dir(dir)
         .expect("crds/ exists")
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

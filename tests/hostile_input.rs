@@ -28,7 +28,7 @@ use support::{FIELD_MANAGER, api_for, apply, controller, documents, env, log_of,
 const NAMESPACE: &str = "hostile-e2e";
 
 fn corpus(file: &str) -> Vec<Value> {
-    let path = format!("{}/tests/hostile/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("tests/hostile/{file}");
     documents(&std::fs::read_to_string(&path).expect("the corpus"))
         .into_iter()
         .map(|mut object| {

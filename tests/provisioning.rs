@@ -155,6 +155,16 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
         assert!(value.is_some_and(|v| v != "0"), "{sample} missing or zero in:\n{exported}");
     }
 
+    // The NodePool says what the batch planned and how it compares with the lower bound.
+    let planned = support::event_notes(&client, "Planned", |r| {
+        r.kind.as_deref() == Some("NodePool") && r.name.as_deref() == Some("e2e")
+    })
+    .await;
+    assert!(
+        planned.iter().any(|note| note.contains("pod(s) at $") && note.contains("x the lower bound")),
+        "a Planned Event on the NodePool: {planned:?}"
+    );
+
     // Later batches see the pods placed and launch nothing more.
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(e2e_claims(&client).await.len(), launched, "no second launch");

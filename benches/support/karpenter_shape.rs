@@ -54,6 +54,7 @@ pub fn instance_types(count: usize) -> Vec<InstanceType> {
                 allocatable: capacity.clone(),
                 capacity,
                 offerings,
+                exotic: false,
             }
         })
         .collect()

@@ -21,11 +21,11 @@ use crate::{
     apis::{EC2NodeClass, NodePool},
     cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
     scheduling::{
-        catalog::{InstanceType, cost_lower_bound, is_well_known, offering_allowed},
+        catalog::InstanceType,
         inputs::{Workload, pool_templates},
+        lower_bound::plan_lower_bound,
         pod::PodInfo,
-        resources::Resources,
-        solver::{Input, Plan, solve},
+        solver::{Input, Plan, Sizing, solve},
     },
 };
 
@@ -84,6 +84,8 @@ pub struct PlannedNode {
     pub zone: String,
     pub price_per_hour: f64,
     pub pods: Vec<String>,
+    /// How widely its instance types were chosen (exotic types only when nothing else fits).
+    pub sizing: Sizing,
 }
 
 /// The plan with what a reader needs to judge it.
@@ -94,7 +96,7 @@ pub struct Report {
     pub unschedulable: Vec<(String, String)>,
     pub pods: usize,
     pub price_per_hour: f64,
-    /// No plan can cost less than this (see `cost_lower_bound`).
+    /// No plan can cost less than this (see `scheduling::lower_bound`).
     pub lower_bound_per_hour: f64,
     pub warnings: Vec<String>,
 }
@@ -120,20 +122,15 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
     let pod_count = pods.len();
     let input = Input { pods, pools: pools.templates, instance_types: pools.instance_types, ..Default::default() };
     let result = solve(&input);
-    // The bound covers what the plan hosts, not pods nothing can host.
-    let unschedulable: BTreeSet<&str> = result.unschedulable.iter().map(|(pod, _)| pod.as_str()).collect();
-    let mut requested = Resources::new();
-    for pod in input.pods.iter().filter(|pod| !unschedulable.contains(pod.key.as_str())) {
-        requested.add(&pod.requests);
-    }
     let nodes = planned_nodes(&result, &input.instance_types);
     let price_per_hour = nodes.iter().map(|n| n.price_per_hour).sum();
+    let lower_bound_per_hour = plan_lower_bound(&input, &result);
     Ok(Report {
         nodes,
         unschedulable: result.unschedulable,
         pods: pod_count,
         price_per_hour,
-        lower_bound_per_hour: cost_lower_bound(&requested, &admissible(&input)),
+        lower_bound_per_hour,
         warnings,
     })
 }
@@ -172,25 +169,6 @@ pub fn instance_types_by_class<'a>(
     (types_by_class, warnings)
 }
 
-/// The instance types, with the offerings, that some NodePool could launch.
-fn admissible(input: &Input) -> Vec<InstanceType> {
-    let mut out: BTreeMap<String, InstanceType> = BTreeMap::new();
-    for pool in &input.pools {
-        for instance in pool.instance_types.iter().map(|&index| &input.instance_types[index]) {
-            if pool.requirements.conflict_with(&instance.requirements, is_well_known).is_some() {
-                continue;
-            }
-            let allowed: Vec<_> =
-                instance.offerings.iter().filter(|o| offering_allowed(o, &pool.requirements)).cloned().collect();
-            let entry = out
-                .entry(instance.name.clone())
-                .or_insert_with(|| InstanceType { offerings: Vec::new(), ..instance.clone() });
-            entry.offerings.extend(allowed);
-        }
-    }
-    out.into_values().collect()
-}
-
 fn planned_nodes(plan: &Plan, instance_types: &[InstanceType]) -> Vec<PlannedNode> {
     let by_name: BTreeMap<&str, &InstanceType> = instance_types.iter().map(|t| (t.name.as_str(), t)).collect();
     plan.new_claims
@@ -209,6 +187,7 @@ fn planned_nodes(plan: &Plan, instance_types: &[InstanceType]) -> Vec<PlannedNod
                 zone: cheapest.map(|o| o.zone.clone()).unwrap_or_default(),
                 price_per_hour: claim.price,
                 pods: claim.pods.clone(),
+                sizing: claim.sizing,
             }
         })
         .collect()
@@ -221,8 +200,8 @@ pub fn table(report: &Report) -> String {
         out.push_str(&format!("warning: {warning}\n"));
     }
     out.push_str(&format!(
-        "{:<6} {:<14} {:<40} {:<10} {:<12} {:>9} {:>5}\n",
-        "NODE", "NODEPOOL", "INSTANCE TYPES (cheapest first)", "CAPACITY", "ZONE", "$/HOUR", "PODS"
+        "{:<6} {:<14} {:<40} {:<10} {:<12} {:>9} {:>5}  {}\n",
+        "NODE", "NODEPOOL", "INSTANCE TYPES (cheapest first)", "CAPACITY", "ZONE", "$/HOUR", "PODS", "SIZING"
     ));
     for (index, node) in report.nodes.iter().enumerate() {
         let mut types = node.instance_types.iter().take(3).cloned().collect::<Vec<_>>().join(",");
@@ -230,15 +209,19 @@ pub fn table(report: &Report) -> String {
             types.push_str(&format!(" +{}", node.instance_types.len() - 3));
         }
         out.push_str(&format!(
-            "{:<6} {:<14} {:<40} {:<10} {:<12} {:>9.4} {:>5}\n",
+            "{:<6} {:<14} {:<40} {:<10} {:<12} {:>9.4} {:>5}  {}\n",
             index + 1,
             node.nodepool,
             types,
             node.capacity_type,
             node.zone,
             node.price_per_hour,
-            node.pods.len()
+            node.pods.len(),
+            node.sizing.label()
         ));
+    }
+    for (index, node) in report.nodes.iter().enumerate().filter(|(_, node)| node.sizing != Sizing::BestValue) {
+        out.push_str(&format!("node {}: {}\n", index + 1, node.sizing.describe()));
     }
     let placed: usize = report.nodes.iter().map(|n| n.pods.len()).sum();
     let ratio =
@@ -268,7 +251,7 @@ pub enum Output {
 
 pub fn run(files: &[PathBuf], catalog: Option<&std::path::Path>, output: Output) -> Result<ExitCode, CliError> {
     let mut manifests = Manifests::default();
-    for file in files {
+    for file in &validate::expand(files)? {
         let text = validate::read(file)?;
         parse(&file.display().to_string(), &text, &mut manifests)
             .map_err(|message| CliError::Invalid { path: file.clone(), message })?;

@@ -119,7 +119,7 @@ fn typed<T: for<'de> Deserialize<'de>>(document: &Value, check: fn(&T) -> Vec<va
 /// Checks every document of every file and prints a line per document; fails if any is invalid.
 pub fn run(files: &[PathBuf]) -> Result<ExitCode, CliError> {
     let mut invalid = 0;
-    for file in files {
+    for file in &expand(files)? {
         let text = read(file)?;
         for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let label = format!("{}#{}", file.display(), index + 1);
@@ -155,6 +155,29 @@ pub(super) fn describe(document: &Value) -> String {
     format!("{kind}/{name}")
 }
 
+/// The files named, with each directory replaced by its `.yaml`, `.yml` and `.json` files in name
+/// order (not recursive), as `kubectl apply -f DIR` reads a directory.
+pub fn expand(files: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let mut out = Vec::new();
+    for file in files {
+        if !file.is_dir() {
+            out.push(file.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(file).map_err(|source| CliError::Io { path: file.clone(), source })?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.is_file())
+            .filter(|path| {
+                path.extension().is_some_and(|ext| ["yaml", "yml", "json"].contains(&&*ext.to_string_lossy()))
+            })
+            .collect();
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 pub fn read(file: &Path) -> Result<String, CliError> {
     let mut text = String::new();
     let result = if file == Path::new("-") {
@@ -168,6 +191,18 @@ pub fn read(file: &Path) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_stands_for_its_manifests_as_with_kubectl() {
+        let files = expand(&[PathBuf::from("examples"), PathBuf::from("crds/stoker.dev_nodepools.yaml")]).unwrap();
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        assert!(names.contains(&"examples/nodepool-spot.yaml".to_owned()), "{names:?}");
+        assert!(names.iter().all(|n| !n.starts_with("examples/karpenter")), "not recursive: {names:?}");
+        assert_eq!(names.last().map(String::as_str), Some("crds/stoker.dev_nodepools.yaml"));
+        let mut sorted = names[..names.len() - 1].to_vec();
+        sorted.sort();
+        assert_eq!(sorted, names[..names.len() - 1]);
+    }
 
     fn check(yaml: &str) -> Verdict {
         check_document(&serde_yaml::from_str(yaml).unwrap())

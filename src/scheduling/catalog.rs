@@ -1,13 +1,12 @@
 //! The instance catalog the simulation chooses from: instance types with their labels, capacity,
-//! allocatable resources and offerings (zone × capacity type, with price and availability), and
-//! the cheapest way to buy what a plan needs. Cloud-neutral: a provider computes each type's
+//! allocatable resources and offerings (zone × capacity type, with price and availability). Cloud-neutral: a provider computes each type's
 //! allocatable by its own rules (the AWS provider's are in `cloudprovider::aws::allocatable`).
 
 use std::collections::BTreeMap;
 
 use super::{
     requirements::{Requirement, Requirements},
-    resources::{CPU, MEMORY, Resources},
+    resources::Resources,
 };
 use crate::apis::labels;
 
@@ -34,6 +33,9 @@ pub struct InstanceType {
     pub capacity: Resources,
     pub allocatable: Resources,
     pub offerings: Vec<Offering>,
+    /// Bare metal, very high memory or accelerated: the solver uses it only when the pods or
+    /// their requirements leave nothing else (the provider says which types are exotic).
+    pub exotic: bool,
 }
 
 impl InstanceType {
@@ -46,7 +48,15 @@ impl InstanceType {
         allocatable: Resources,
         offerings: Vec<Offering>,
     ) -> Self {
-        Self { name, requirements: Requirements::from_labels(&labels), labels, capacity, allocatable, offerings }
+        Self {
+            name,
+            requirements: Requirements::from_labels(&labels),
+            labels,
+            capacity,
+            allocatable,
+            offerings,
+            exotic: false,
+        }
     }
 
     /// The cheapest available offering the requirements allow.
@@ -86,74 +96,15 @@ pub fn is_well_known(key: &str) -> bool {
     )
 }
 
-/// A lower bound on the hourly cost of any plan hosting `requests`: the cheapest way to buy that
-/// much CPU and memory if instances could be bought in fractions (the linear relaxation over the
-/// two resources). An optimum of a linear program with two constraints uses at most two instance
-/// types, so every type alone and every pair of types with both constraints tight is tried. No
-/// set of whole nodes can cost less; it is also never below "the CPU at the cheapest price per
-/// core, or the memory at the cheapest price per byte".
-pub fn cost_lower_bound(requests: &Resources, instance_types: &[InstanceType]) -> f64 {
-    let (cpu, memory) = (requests.get(CPU) as f64, requests.get(MEMORY) as f64);
-    if cpu <= 0.0 && memory <= 0.0 {
-        return 0.0;
-    }
-    // (price, allocatable CPU, allocatable memory) of each type's cheapest available offering.
-    let types: Vec<(f64, f64, f64)> = instance_types
-        .iter()
-        .filter_map(|instance| {
-            let offering =
-                instance.offerings.iter().filter(|o| o.available).min_by(|a, b| a.price.total_cmp(&b.price))?;
-            let (c, m) = (instance.allocatable.get(CPU) as f64, instance.allocatable.get(MEMORY) as f64);
-            (c > 0.0 && m > 0.0).then_some((offering.price, c, m))
-        })
-        .collect();
-    let mut best = f64::INFINITY;
-    for (i, &(price_i, cpu_i, memory_i)) in types.iter().enumerate() {
-        best = best.min(price_i * (cpu / cpu_i).max(memory / memory_i));
-        for &(price_j, cpu_j, memory_j) in &types[i + 1..] {
-            let determinant = cpu_i * memory_j - cpu_j * memory_i;
-            if determinant.abs() < f64::EPSILON {
-                continue;
-            }
-            let a = (cpu * memory_j - cpu_j * memory) / determinant;
-            let b = (cpu_i * memory - cpu * memory_i) / determinant;
-            if a >= 0.0 && b >= 0.0 {
-                best = best.min(a * price_i + b * price_j);
-            }
-        }
-    }
-    if best.is_finite() { best } else { 0.0 }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduling::resources::{CPU, MEMORY};
 
     fn priced(name: &str, millis: i64, gib: i64, offerings: Vec<Offering>) -> InstanceType {
         let resources: Resources = [(CPU.to_owned(), millis), (MEMORY.to_owned(), gib << 30)].into_iter().collect();
         let labels = [(labels::INSTANCE_TYPE.to_owned(), name.to_owned())].into();
         InstanceType::new(name.into(), labels, resources.clone(), resources, offerings)
-    }
-
-    #[test]
-    fn the_cost_lower_bound_buys_cpu_and_memory_at_the_best_mix() {
-        let offering =
-            |price: f64| Offering { zone: "a".into(), capacity_type: "on-demand".into(), price, available: true };
-        let compute = priced("c.large", 1930, 3, vec![offering(0.08)]);
-        let memory = priced("r.large", 1930, 14, vec![offering(0.12)]);
-        let types = [compute.clone(), memory.clone()];
-        let (c_cpu, c_mem) = (compute.allocatable.get(CPU), compute.allocatable.get(MEMORY));
-        let (r_cpu, r_mem) = (memory.allocatable.get(CPU), memory.allocatable.get(MEMORY));
-        let mut requests = Resources::new();
-        requests.set(CPU, c_cpu * 10);
-        assert!((cost_lower_bound(&requests, &types) - 0.8).abs() < 1e-9, "CPU only: ten compute nodes");
-        requests.set(MEMORY, r_mem * 10);
-        assert!((cost_lower_bound(&requests, &types) - 1.2).abs() < 1e-9, "ten memory nodes carry the CPU too");
-        // Exactly one node of each: both constraints tight with one of each type.
-        requests.set(CPU, c_cpu + r_cpu);
-        requests.set(MEMORY, c_mem + r_mem);
-        assert!((cost_lower_bound(&requests, &types) - 0.2).abs() < 1e-9);
-        assert_eq!(cost_lower_bound(&requests, &[]), 0.0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod bitset;
 pub mod catalog;
 pub mod inputs;
+pub mod lower_bound;
 pub mod pod;
 pub mod quantity;
 pub mod requirements;

@@ -91,12 +91,17 @@ fn pods_covered_by_an_in_flight_nodeclaim_do_not_launch_again() {
     let pods = [pending("a", "1"), pending("b", "1")];
     let index = PodIndex::of(&pods);
     let first = planned(&cluster(&index, &pools, &types));
-    let claims = [Arc::new(nodeclaim_for(&first.new_claims[0], &pools[0], None, "abcde"))];
+    let claims: Vec<_> = first
+        .new_claims
+        .iter()
+        .enumerate()
+        .map(|(i, planned)| Arc::new(nodeclaim_for(planned, &pools[0], None, &format!("claim{i}"))))
+        .collect();
     let state = Snapshot { claims: &claims, ..cluster(&index, &pools, &types) };
     let again = planned(&state);
     assert!(again.new_claims.is_empty(), "{:?}", again.new_claims);
     assert_eq!(again.existing.len(), 2);
-    assert!(again.existing.iter().all(|(_, node)| node == "general-abcde"));
+    assert!(again.existing.iter().all(|(_, node)| node.starts_with("general-claim")));
 }
 
 #[test]

@@ -128,9 +128,26 @@ pub fn without(mut object: Value, pointer: &str) -> Value {
     object
 }
 
-/// The repository's examples, file name and documents.
+/// Notes of the Events with `reason` about objects `regarding` accepts.
+pub async fn event_notes(
+    client: &Client,
+    reason: &str,
+    regarding: impl Fn(&k8s_openapi::api::core::v1::ObjectReference) -> bool,
+) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let list = events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+    list.into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().is_some_and(&regarding))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+/// The repository's examples, file name and documents. Paths in tests are relative to the package
+/// root, cargo's working directory for tests: a compile-time `CARGO_MANIFEST_DIR` would name
+/// whichever checkout last built the shared target directory.
 pub fn examples() -> Vec<(String, Vec<Value>)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let dir = "examples";
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("examples/")
         .map(|entry| entry.expect("a directory entry").path())

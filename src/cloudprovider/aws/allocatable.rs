@@ -66,7 +66,21 @@ pub fn instance_type(
     let mut allocatable = capacity.clone();
     allocatable.subtract(&reserved);
     allocatable.subtract(&eviction_threshold());
-    Ok(InstanceType::new(facts.name.clone(), labels, capacity, allocatable, offerings))
+    let mut instance = InstanceType::new(facts.name.clone(), labels, capacity, allocatable, offerings);
+    instance.exotic = is_exotic(facts);
+    Ok(instance)
+}
+
+/// Types Karpenter also keeps out of launches unless the pods need them: bare metal, the
+/// high-memory `u-*`/`u7*` families, GPU, Inferentia, Trainium, FPGA and media accelerators, and
+/// Mac hosts. They cost the same or more per unit than ordinary types, and a plan that needs
+/// nothing of theirs should not land on them because they happen to be the largest.
+pub fn is_exotic(facts: &InstanceFacts) -> bool {
+    let (family, size) = facts.name.split_once('.').unwrap_or((&facts.name, ""));
+    // A class letter followed by its generation: p5, g6e, inf2, trn1, dl1, f2, vt1, mac2.
+    let class: String = family.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    let accelerated = ["inf", "trn", "dl", "f", "vt", "mac", "p", "g"].contains(&class.as_str());
+    size.contains("metal") || family.starts_with("u-") || family.starts_with("u7") || facts.gpus > 0 || accelerated
 }
 
 /// The well-known labels of an instance type, derived from its name and facts.
@@ -137,6 +151,30 @@ pub fn eviction_threshold() -> Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_metal_high_memory_and_accelerated_types_are_exotic() {
+        let named = |name: &str, gpus: i64| InstanceFacts { name: name.into(), gpus, ..m5_large() };
+        for name in [
+            "c5.metal",
+            "m7i.metal-24xl",
+            "u-6tb1.112xlarge",
+            "u7i-12tb.224xlarge",
+            "inf2.xlarge",
+            "trn1.32xlarge",
+            "f2.48xlarge",
+            "vt1.3xlarge",
+            "dl1.24xlarge",
+            "mac2.metal",
+            "p6-b200.48xlarge",
+        ] {
+            assert!(is_exotic(&named(name, 0)), "{name}");
+        }
+        assert!(is_exotic(&named("gr6.4xlarge", 1)), "a GPU makes a type exotic");
+        for name in ["m5.large", "c6a.48xlarge", "r8i.96xlarge", "x2idn.32xlarge", "t3a.nano", "hpc7g.16xlarge"] {
+            assert!(!is_exotic(&named(name, 0)), "{name}");
+        }
+    }
 
     fn m5_large() -> InstanceFacts {
         InstanceFacts {

@@ -38,7 +38,15 @@ fn resources(cpu: &str, memory: &str) -> Resources {
 /// The candidates (in the given order) and the input builder over the cluster, whose pool
 /// launches `capacity_type`.
 fn cluster(nodes: &[TestNode], capacity_type: &str) -> (Vec<Candidate>, impl Fn(&HashSet<&str>) -> Input + use<>) {
-    let types = catalog();
+    cluster_of(nodes, capacity_type, catalog())
+}
+
+/// As [`cluster`], over the given instance types.
+fn cluster_of(
+    nodes: &[TestNode],
+    capacity_type: &str,
+    types: Vec<crate::scheduling::catalog::InstanceType>,
+) -> (Vec<Candidate>, impl Fn(&HashSet<&str>) -> Input + use<>) {
     let candidates = nodes
         .iter()
         .map(|n| {
@@ -62,7 +70,9 @@ fn cluster(nodes: &[TestNode], capacity_type: &str) -> (Vec<Candidate>, impl Fn(
         .iter()
         .map(|n| (n.name.to_owned(), resources(n.free.0, n.free.1), n.pods.iter().cloned().map(Arc::new).collect()))
         .collect();
-    let template = pool("default", 0, capacity_type);
+    let mut template = pool("default", 0, capacity_type);
+    template.instance_types = (0..types.len()).collect();
+    let types: Arc<[crate::scheduling::catalog::InstanceType]> = types.into();
     let without = move |gone: &HashSet<&str>| Input {
         pods: snapshot.iter().filter(|(n, _, _)| gone.contains(n.as_str())).flat_map(|(_, _, p)| p.clone()).collect(),
         nodes: snapshot
@@ -78,7 +88,7 @@ fn cluster(nodes: &[TestNode], capacity_type: &str) -> (Vec<Candidate>, impl Fn(
             })
             .collect(),
         pools: vec![template.clone()],
-        instance_types: catalog().into(),
+        instance_types: types.clone(),
         ..Default::default()
     };
     (candidates, without)
@@ -106,6 +116,26 @@ fn a_large_node_is_replaced_by_a_cheaper_one_that_fits_its_pods() {
     assert!(replacement.price < 0.384);
     assert!(replacement.instance_types.iter().all(|t| t != "m5.2xlarge"), "never the same price or dearer");
     assert!((decision.savings - (0.384 - replacement.price)).abs() < 1e-9);
+}
+
+#[test]
+fn a_replacement_is_never_a_type_that_is_poor_value_for_the_pods() {
+    // Four full m9.4xlarge nodes, each with 12 pods of 500m. The pods of three fit one
+    // x9.6xlarge, cheaper than the three together but 20% dearer per vCPU than the m9 family.
+    // Right-sizing replaces two nodes with one m9.4xlarge instead, and the next pass the other
+    // two: four nodes become two m9.4xlarge ($1.60), where the x9 would have left $2.24.
+    let types = crate::scheduling::solver::sizing_tests::catalog(&[
+        ("m9.2xlarge", 8, 32, 0.40),
+        ("m9.4xlarge", 16, 64, 0.80),
+        ("x9.6xlarge", 24, 96, 1.44),
+    ]);
+    let full = |name| TestNode { free: ("0", "0"), ..node(name, "m9.4xlarge", ("0", "0"), 12) };
+    let (candidates, without) = cluster_of(&[full("a"), full("b"), full("c"), full("d")], "on-demand", types);
+    let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+    assert_eq!(decision.candidates.len(), 2, "{decision:?}");
+    assert_eq!(replacement.instance_types, ["m9.4xlarge"]);
+    assert!((decision.savings - 0.80).abs() < 1e-9, "{decision:?}");
 }
 
 #[test]

@@ -34,7 +34,10 @@ use crate::{
     controllers::{Shared, isolation::isolate, nodeclaim::NewClaims, publish},
     error::Result,
     metrics::{Metrics, NodePoolLabels},
-    scheduling::solver::solve,
+    scheduling::{
+        lower_bound::nodepool_lower_bound,
+        solver::{Input, Plan, Sizing, solve},
+    },
     state::{
         cache::CachedPod,
         input::{Snapshot, solver_input},
@@ -247,6 +250,11 @@ impl<P: Provider> Provisioner<P> {
             let note = format!("Cannot launch a node for this pod: {reason}");
             self.tell(&by_key, std::slice::from_ref(pod), EventType::Warning, "ProvisioningFailed", &note).await;
         }
+        for pool in pools.iter() {
+            if let Some(note) = planned_note(&prepared.input, &plan, &pool.name_any()) {
+                publish(&self.recorder, &pool.object_ref(&()), EventType::Normal, "Planned", note).await;
+            }
+        }
         Ok(())
     }
 
@@ -265,6 +273,31 @@ impl<P: Provider> Provisioner<P> {
             })
             .await;
     }
+}
+
+/// What a NodePool's Event says about the NodeClaims one batch planned from it: how many, for
+/// how many pods, what they cost against the lower bound, and any claim that could not be sized
+/// from best-value types. `None` when the batch planned nothing from the pool.
+fn planned_note(input: &Input, plan: &Plan, nodepool: &str) -> Option<String> {
+    let claims: Vec<_> = plan.new_claims.iter().filter(|claim| claim.nodepool == nodepool).collect();
+    if claims.is_empty() {
+        return None;
+    }
+    let pods: usize = claims.iter().map(|claim| claim.pods.len()).sum();
+    let price: f64 = claims.iter().map(|claim| claim.price).sum();
+    let bound = nodepool_lower_bound(input, plan, nodepool);
+    let ratio = if bound > 0.0 { format!("{:.2}", price / bound) } else { "n/a".to_owned() };
+    let mut note = format!(
+        "Planned {} NodeClaim(s) for {pods} pod(s) at ${price:.4}/hour, {ratio}x the lower bound ${bound:.4}/hour",
+        claims.len()
+    );
+    for sizing in [Sizing::AnySize, Sizing::Exotic] {
+        let count = claims.iter().filter(|claim| claim.sizing == sizing).count();
+        if count > 0 {
+            note.push_str(&format!("; {count}: {}", sizing.describe()));
+        }
+    }
+    Some(note)
 }
 
 #[cfg(test)]

@@ -98,6 +98,7 @@ mod tests {
             requests: [("cpu".to_owned(), 1500)].into_iter().collect::<Resources>(),
             pods: vec!["default/a".into()],
             price: 0.1,
+            sizing: crate::scheduling::solver::Sizing::BestValue,
         };
         let claim = nodeclaim_for(&planned, &pool, None, "abcde");
         assert_eq!(claim.metadata.name.as_deref(), Some("general-abcde"));

@@ -181,7 +181,7 @@ fn invalid_cron_or_timezone_is_reported_not_panicked() {
 
 #[test]
 fn the_example_warm_pool_holds_30_on_weekday_mornings_and_5_at_night() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/warmpool.yaml")).unwrap();
+    let text = std::fs::read_to_string("examples/warmpool.yaml").unwrap();
     let pool: WarmPool = serde_yaml::from_str(&text).unwrap();
     let windows = Windows::new(&pool.spec).unwrap();
     assert_eq!(windows.evaluate(at("Europe/Berlin", 2026, 11, 24, 9, 0)).replicas, 30);

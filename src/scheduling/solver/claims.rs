@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::{
-    MAX_INSTANCE_TYPES, NewNodeClaim, Solver,
+    MAX_INSTANCE_TYPES, NewNodeClaim, Sizing, Solver,
     interner::ReqId,
     placement::{Accepted, Attempt, Refusal},
     vectors::{accumulate, fits, plus},
@@ -37,6 +37,7 @@ pub(super) struct OpenClaim {
     pub(super) reservations: Vec<(GroupId, Vec<i64>)>,
     pub(super) pods: Vec<usize>,
     pub(super) host_ports: Vec<HostPort>,
+    pub(super) sizing: Sizing,
 }
 
 impl Solver<'_> {
@@ -83,11 +84,17 @@ impl Solver<'_> {
             let limited = if limit.is_some() { " within the pool's limits" } else { "" };
             return Err(format!("no instance type{limited} has room for {}", needs.join(", ")));
         }
+        self.min_values_kept(&fitting, requirements)?;
+        Ok(fitting)
+    }
+
+    /// Whether `types` offer every minValues requirement its number of distinct values.
+    pub(super) fn min_values_kept(&self, types: &BitSet, requirements: ReqId) -> Result<(), String> {
         for (key, requirement) in self.interner.get(requirements).iter() {
             let Some(minimum) = requirement.min_values() else { continue };
             // Runs for every placement: stop counting once the minimum is reached.
             let mut distinct: Vec<&String> = Vec::with_capacity(minimum);
-            for value in fitting.iter().filter_map(|i| self.input.instance_types[i].labels.get(key)) {
+            for value in types.iter().filter_map(|i| self.input.instance_types[i].labels.get(key)) {
                 if !distinct.contains(&value) {
                     distinct.push(value);
                     if distinct.len() >= minimum {
@@ -99,7 +106,7 @@ impl Solver<'_> {
                 return Err(format!("only {} values of {key} remain, minValues is {minimum}", distinct.len()));
             }
         }
-        Ok(fitting)
+        Ok(())
     }
 
     /// The componentwise largest of `vectors` over the candidate types.
@@ -240,7 +247,10 @@ impl Solver<'_> {
         Ok(Accepted { requirements: narrowed, candidates, total, domains })
     }
 
-    pub(super) fn open_claim(&mut self, attempt: &Attempt, pool: usize, accepted: Accepted) {
+    pub(super) fn open_claim(&mut self, attempt: &Attempt, pool: usize, mut accepted: Accepted) {
+        let needed = self.needed(attempt).into_owned();
+        let (sizing, candidates) = self.right_size(pool, accepted.requirements, &needed, accepted.candidates);
+        accepted.candidates = candidates;
         // Limits are charged pessimistically, with the largest type the claim may still become.
         let largest = self.largest(&accepted.candidates, &self.capacity);
         if let Some(remaining) = &mut self.pool_remaining[pool] {
@@ -260,15 +270,32 @@ impl Solver<'_> {
             reservations: Vec::new(),
             pods: Vec::new(),
             host_ports: Vec::new(),
+            sizing,
         });
         let claim = self.claims.len() - 1;
         self.commit_claim(attempt, claim, accepted);
     }
 
-    pub(super) fn finish(&self, claim: &OpenClaim) -> NewNodeClaim {
+    /// The claim as launched: the types of its size class that fit what it holds, and any
+    /// other ordinary type that fits and costs less than all of them (a claim that stayed small
+    /// often fits a smaller, cheaper type the class left out as poor value per unit). A dearer
+    /// type outside the class is never offered to the fleet, which could otherwise pick it.
+    pub(super) fn finish(&mut self, claim: usize) -> NewNodeClaim {
+        let (pool, requirements) = (self.claims[claim].pool, self.claims[claim].requirements);
+        let mut launchable = self.pool_types[pool].clone();
+        launchable.intersect_with(self.types_for(requirements));
+        launchable.intersect_with(&self.ordinary_types);
+        let claim = &self.claims[claim];
         let requirements = &self.interner.get(claim.requirements);
-        let mut priced: Vec<(f64, &InstanceType)> = claim
-            .candidates
+        let price = |i: usize| self.input.instance_types[i].cheapest_offering(requirements).map(|o| o.price);
+        let cheapest_in_class = claim.candidates.iter().filter_map(price).fold(f64::INFINITY, f64::min);
+        let cheaper_outside = launchable
+            .iter()
+            .filter(|i| fits(&claim.total, &self.allocatable[*i]))
+            .filter(|i| price(*i).is_some_and(|p| p < cheapest_in_class));
+        let mut chosen = claim.candidates.clone();
+        cheaper_outside.for_each(|i| chosen.insert(i));
+        let mut priced: Vec<(f64, &InstanceType)> = chosen
             .iter()
             .filter_map(|i| {
                 let instance = &self.input.instance_types[i];
@@ -289,6 +316,7 @@ impl Solver<'_> {
             requests,
             pods: claim.pods.iter().map(|p| self.input.pods[*p].key.clone()).collect(),
             price: priced.first().map_or(0.0, |(price, _)| *price),
+            sizing: claim.sizing,
         }
     }
 }

@@ -14,7 +14,10 @@ mod interner;
 mod nodes;
 mod placement;
 mod signature;
+mod sizing;
 mod vectors;
+
+pub use sizing::{Sizing, VALUE_SLACK};
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -117,6 +120,8 @@ pub struct NewNodeClaim {
     pub pods: Vec<String>,
     /// Price of the cheapest offering, dollars per hour.
     pub price: f64,
+    /// How widely its instance types were chosen.
+    pub sizing: Sizing,
 }
 
 /// The solver's decision.
@@ -150,6 +155,9 @@ struct Solver<'a> {
     dead_claims: Vec<bool>,
     /// Requests of the pods still to place that own each hostname-affinity group.
     affinity_pending: HashMap<GroupId, Vec<i64>>,
+    sizing: sizing::SizingCache,
+    /// The catalog's types that are not exotic.
+    ordinary_types: BitSet,
 }
 
 /// Decides where every pod of `input` goes.
@@ -239,6 +247,17 @@ impl<'a> Solver<'a> {
             dead_nodes: Vec::new(),
             dead_claims: Vec::new(),
             affinity_pending: HashMap::new(),
+            sizing: sizing::SizingCache::default(),
+            ordinary_types: {
+                let mut ordinary = BitSet::empty(type_count);
+                input
+                    .instance_types
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| !t.exotic)
+                    .for_each(|(i, _)| ordinary.insert(i));
+                ordinary
+            },
             input,
         }
     }
@@ -325,7 +344,7 @@ impl<'a> Solver<'a> {
             }
             next += placed - 1;
         }
-        plan.new_claims = self.claims.iter().map(|claim| self.finish(claim)).collect();
+        plan.new_claims = (0..self.claims.len()).map(|claim| self.finish(claim)).collect();
         plan
     }
 
@@ -381,5 +400,7 @@ impl<'a> Solver<'a> {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod sizing_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -1,0 +1,125 @@
+//! Right-sizing rules, one scenario each, on small catalogs built for the rule.
+
+use super::{
+    tests::{pod_with, pool},
+    *,
+};
+use crate::{
+    cloudprovider::aws::allocatable::{self, InstanceFacts},
+    scheduling::{catalog::Offering, requirements::Requirement},
+};
+
+/// (name, vCPU, GiB, on-demand $/h), one zone; the AWS provider's rules decide allocatable and
+/// which types are exotic.
+pub(crate) fn catalog(types: &[(&str, i64, i64, f64)]) -> Vec<InstanceType> {
+    types
+        .iter()
+        .map(|(name, vcpus, gib, price)| {
+            let facts = InstanceFacts {
+                name: (*name).into(),
+                vcpus: *vcpus,
+                memory_mib: gib * 1024,
+                arch: "amd64".into(),
+                gpus: 0,
+                max_network_interfaces: 4,
+                ipv4_per_interface: 15,
+            };
+            let offering =
+                Offering { zone: "a".into(), capacity_type: "on-demand".into(), price: *price, available: true };
+            allocatable::instance_type(&facts, vec![offering], None).expect("valid facts")
+        })
+        .collect()
+}
+
+fn input(types: Vec<InstanceType>, pods: Vec<PodInfo>, requirements: &[(&str, Requirement)]) -> Input {
+    let mut pool = pool("general", 0, "on-demand");
+    pool.instance_types = (0..types.len()).collect();
+    for (key, requirement) in requirements {
+        pool.requirements.add(key, requirement.clone());
+    }
+    Input {
+        pods: pods.into_iter().map(Arc::new).collect(),
+        pools: vec![pool],
+        instance_types: types.into(),
+        ..Default::default()
+    }
+}
+
+fn pods(count: usize, cpu: &str, memory: &str) -> Vec<PodInfo> {
+    (0..count).map(|i| pod_with(&format!("p{i:03}"), cpu, memory, "")).collect()
+}
+
+/// A family priced 5 cents per vCPU at every size, and a larger type of another family that costs
+/// twice as much per vCPU.
+fn linear_and_a_dear_giant() -> Vec<InstanceType> {
+    catalog(&[
+        ("m9.large", 2, 8, 0.10),
+        ("m9.2xlarge", 8, 32, 0.40),
+        ("m9.8xlarge", 32, 128, 1.60),
+        ("x9.48xlarge", 192, 768, 19.20),
+    ])
+}
+
+#[test]
+fn a_claim_stops_growing_before_only_dearer_giants_fit() {
+    let plan = solve(&input(linear_and_a_dear_giant(), pods(100, "1", "1Gi"), &[]));
+    assert!(plan.unschedulable.is_empty());
+    // First fit alone would put all 100 pods on the giant for $19.20.
+    let total: f64 = plan.new_claims.iter().map(|claim| claim.price).sum();
+    assert!(total <= 6.4 + 1e-9, "four 32-vCPU nodes at most: ${total}");
+    assert!(plan.new_claims.len() <= 4, "equal-value sizes grow freely: {} claims", plan.new_claims.len());
+    for claim in &plan.new_claims {
+        assert_eq!(claim.sizing, Sizing::BestValue);
+        assert!(!claim.instance_types.contains(&"x9.48xlarge".to_owned()), "{:?}", claim.instance_types);
+    }
+}
+
+#[test]
+fn a_pod_only_a_dear_type_holds_still_gets_one() {
+    let plan = solve(&input(linear_and_a_dear_giant(), pods(1, "100", "1Gi"), &[]));
+    assert_eq!(plan.new_claims.len(), 1);
+    assert_eq!(plan.new_claims[0].instance_types, ["x9.48xlarge"]);
+    // Value is measured over the types that hold a copy: the only one is the best there is.
+    assert_eq!(plan.new_claims[0].sizing, Sizing::BestValue);
+}
+
+#[test]
+fn exotic_types_only_when_nothing_else_fits() {
+    // The metal type costs per vCPU exactly what its family's virtual sizes do.
+    let types = catalog(&[("m9.large", 2, 8, 0.10), ("m9.8xlarge", 32, 128, 1.60), ("m9.metal", 96, 384, 4.80)]);
+    let plan = solve(&input(types.clone(), pods(1, "8", "1Gi"), &[]));
+    assert_eq!(plan.new_claims[0].instance_types, ["m9.8xlarge"], "never metal when a virtual size fits");
+    assert_eq!(plan.new_claims[0].sizing, Sizing::BestValue);
+    let plan = solve(&input(types.clone(), pods(1, "64", "1Gi"), &[]));
+    assert_eq!(plan.new_claims[0].instance_types, ["m9.metal"]);
+    assert_eq!(plan.new_claims[0].sizing, Sizing::Exotic);
+    // Asking for the exotic type by name is asking for it.
+    let metal = [(labels::INSTANCE_TYPE, Requirement::one_of(["m9.metal"]))];
+    let plan = solve(&input(types, pods(1, "1", "1Gi"), &metal));
+    assert_eq!(plan.new_claims[0].instance_types, ["m9.metal"]);
+    assert_eq!(plan.new_claims[0].sizing, Sizing::Exotic);
+}
+
+#[test]
+fn min_values_widens_the_best_value_class() {
+    // Family a is the best value; b and c cost 40% more per vCPU, beyond the slack.
+    let types = catalog(&[("a9.8xlarge", 32, 128, 1.60), ("b9.8xlarge", 32, 128, 2.24), ("c9.8xlarge", 32, 128, 2.24)]);
+    let plan = solve(&input(types.clone(), pods(20, "1", "1Gi"), &[]));
+    assert_eq!(plan.new_claims[0].instance_types, ["a9.8xlarge"]);
+    let three_families = [(labels::INSTANCE_FAMILY, Requirement::exists().with_min_values(Some(3)))];
+    let plan = solve(&input(types, pods(20, "1", "1Gi"), &three_families));
+    assert_eq!(plan.new_claims.len(), 1);
+    assert_eq!(plan.new_claims[0].instance_types, ["a9.8xlarge", "b9.8xlarge", "c9.8xlarge"]);
+    assert_eq!(plan.new_claims[0].sizing, Sizing::BestValue, "widened to three families, not any size");
+}
+
+#[test]
+fn the_launch_may_use_a_cheaper_type_outside_the_class_when_the_claim_stayed_small() {
+    // The medium size is dearer per vCPU, so it is not best value for a 1-vCPU pod, but the
+    // claim ends up holding one such pod and the medium is the cheapest type that holds it.
+    let types = catalog(&[("m9.medium", 2, 4, 0.09), ("m9.8xlarge", 32, 128, 1.60), ("m9.24xlarge", 96, 384, 9.6)]);
+    let plan = solve(&input(types, pods(1, "1", "1Gi"), &[]));
+    // The 24xlarge costs 2x per vCPU: neither in the class nor cheaper than it, so not offered.
+    assert_eq!(plan.new_claims[0].instance_types, ["m9.medium", "m9.8xlarge"]);
+    assert!((plan.new_claims[0].price - 0.09).abs() < 1e-9);
+}
