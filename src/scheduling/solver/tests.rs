@@ -289,7 +289,7 @@ fn at_most_sixty_instance_types_per_claim() {
             zone: ZONES[0].into(),
             capacity_type: "on-demand".into(),
             // All within the value slack of the cheapest, so the cap is what limits the list.
-            price: 1.0 + f64::from(i) / 1000.0,
+            price: 1.0 + f64::from(i) / 10_000.0,
             available: true,
         };
         types.push(allocatable::instance_type(&facts, vec![offering], None).unwrap());
