@@ -289,9 +289,13 @@ impl Solver<'_> {
         let requirements = &self.interner.get(claim.requirements);
         let price = |i: usize| self.input.instance_types[i].cheapest_offering(requirements).map(|o| o.price);
         let cheapest_in_class = claim.candidates.iter().filter_map(price).fold(f64::INFINITY, f64::min);
+        // The pool's limits were charged with the class's largest type: nothing outside it may
+        // be larger.
+        let charged = self.pool_remaining[pool].as_ref().map(|_| self.largest(&claim.candidates, &self.capacity));
         let cheaper_outside = launchable
             .iter()
             .filter(|i| fits(&claim.total, &self.allocatable[*i]))
+            .filter(|i| charged.as_ref().is_none_or(|charged| fits(&self.capacity[*i], charged)))
             .filter(|i| price(*i).is_some_and(|p| p < cheapest_in_class));
         let mut chosen = claim.candidates.clone();
         cheaper_outside.for_each(|i| chosen.insert(i));

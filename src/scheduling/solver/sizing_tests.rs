@@ -1,32 +1,19 @@
 //! Right-sizing rules, one scenario each, on small catalogs built for the rule.
 
 use super::{
-    tests::{pod_with, pool},
+    tests::{instance, pod_with, pool},
     *,
 };
-use crate::{
-    cloudprovider::aws::allocatable::{self, InstanceFacts},
-    scheduling::{catalog::Offering, requirements::Requirement},
-};
+use crate::scheduling::{catalog::Offering, requirements::Requirement};
 
-/// (name, vCPU, GiB, on-demand $/h), one zone; the AWS provider's rules decide allocatable and
-/// which types are exotic.
+/// (name, vCPU, GiB, on-demand $/h), on demand in one zone.
 pub(crate) fn catalog(types: &[(&str, i64, i64, f64)]) -> Vec<InstanceType> {
     types
         .iter()
         .map(|(name, vcpus, gib, price)| {
-            let facts = InstanceFacts {
-                name: (*name).into(),
-                vcpus: *vcpus,
-                memory_mib: gib * 1024,
-                arch: "amd64".into(),
-                gpus: 0,
-                max_network_interfaces: 4,
-                ipv4_per_interface: 15,
-            };
             let offering =
                 Offering { zone: "a".into(), capacity_type: "on-demand".into(), price: *price, available: true };
-            allocatable::instance_type(&facts, vec![offering], None).expect("valid facts")
+            instance(name, *vcpus, *gib, vec![offering])
         })
         .collect()
 }
@@ -122,4 +109,20 @@ fn the_launch_may_use_a_cheaper_type_outside_the_class_when_the_claim_stayed_sma
     // The 24xlarge costs 2x per vCPU: neither in the class nor cheaper than it, so not offered.
     assert_eq!(plan.new_claims[0].instance_types, ["m9.medium", "m9.8xlarge"]);
     assert!((plan.new_claims[0].price - 0.09).abs() < 1e-9);
+}
+
+#[test]
+fn under_limits_the_launch_never_offers_a_type_larger_than_the_one_charged() {
+    // The class is the m9.8xlarge (best per vCPU). The z9.xlarge holds the three pods for less,
+    // so it is offered too, unless the pool has limits: they were charged with the m9.8xlarge,
+    // and the z9 has more memory than that.
+    let types = catalog(&[("m9.8xlarge", 32, 128, 1.60), ("z9.xlarge", 4, 256, 1.00)]);
+    let plan = solve(&input(types.clone(), pods(3, "1", "1Gi"), &[]));
+    assert_eq!(plan.new_claims[0].instance_types, ["z9.xlarge", "m9.8xlarge"]);
+    let mut limited = input(types, pods(3, "1", "1Gi"), &[]);
+    let mut limits = Resources::new();
+    limits.set(crate::scheduling::resources::CPU, 1_000_000);
+    limited.pools[0].remaining = Some(limits);
+    let plan = solve(&limited);
+    assert_eq!(plan.new_claims[0].instance_types, ["m9.8xlarge"]);
 }

@@ -13,6 +13,21 @@ use crate::{
 
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
+/// An amd64 type with these figures and offerings; the AWS provider's rules decide its
+/// allocatable and whether it is exotic.
+pub(crate) fn instance(name: &str, vcpus: i64, gib: i64, offerings: Vec<Offering>) -> InstanceType {
+    let facts = InstanceFacts {
+        name: name.into(),
+        vcpus,
+        memory_mib: gib * 1024,
+        arch: "amd64".into(),
+        gpus: 0,
+        max_network_interfaces: 4,
+        ipv4_per_interface: 15,
+    };
+    allocatable::instance_type(&facts, offerings, None).expect("valid facts")
+}
+
 /// A catalog of general-purpose types: (name, vCPU, GiB, on-demand $/h); spot costs 30%.
 pub(crate) fn catalog() -> Vec<InstanceType> {
     [
@@ -24,15 +39,6 @@ pub(crate) fn catalog() -> Vec<InstanceType> {
     ]
     .iter()
     .map(|(name, vcpus, gib, price)| {
-        let facts = InstanceFacts {
-            name: (*name).into(),
-            vcpus: *vcpus,
-            memory_mib: gib * 1024,
-            arch: "amd64".into(),
-            gpus: 0,
-            max_network_interfaces: 4,
-            ipv4_per_interface: 15,
-        };
         let mut offerings = Vec::new();
         for zone in ZONES {
             for (capacity_type, factor) in [("on-demand", 1.0), ("spot", 0.3)] {
@@ -44,7 +50,7 @@ pub(crate) fn catalog() -> Vec<InstanceType> {
                 });
             }
         }
-        allocatable::instance_type(&facts, offerings, None).unwrap()
+        instance(name, *vcpus, *gib, offerings)
     })
     .collect()
 }
@@ -276,15 +282,6 @@ fn host_ports_conflict_on_one_node() {
 fn at_most_sixty_instance_types_per_claim() {
     let mut types = Vec::new();
     for i in 0..80 {
-        let facts = InstanceFacts {
-            name: format!("t{i}.large"),
-            vcpus: 4,
-            memory_mib: 8192,
-            arch: "amd64".into(),
-            gpus: 0,
-            max_network_interfaces: 3,
-            ipv4_per_interface: 10,
-        };
         let offering = Offering {
             zone: ZONES[0].into(),
             capacity_type: "on-demand".into(),
@@ -292,7 +289,7 @@ fn at_most_sixty_instance_types_per_claim() {
             price: 1.0 + f64::from(i) / 10_000.0,
             available: true,
         };
-        types.push(allocatable::instance_type(&facts, vec![offering], None).unwrap());
+        types.push(instance(&format!("t{i}.large"), 4, 8, vec![offering]));
     }
     let mut pool = pool("on-demand", 0, "on-demand");
     pool.instance_types = (0..80).collect();
