@@ -43,7 +43,7 @@ fn bound_for_claims(input: &Input, plan: &Plan, pool: impl Fn(&str) -> bool) -> 
 }
 
 /// The largest of the three bounds for `pods` (see the module), each node carrying `overhead`.
-pub fn lower_bound(pods: &[&PodInfo], types: &[InstanceType], overhead: &Resources) -> f64 {
+pub fn lower_bound(pods: &[&PodInfo], types: &[Admissible], overhead: &Resources) -> f64 {
     let mut requested = Resources::new();
     for pod in pods {
         requested.add(&pod.requests);
@@ -56,7 +56,7 @@ pub fn lower_bound(pods: &[&PodInfo], types: &[InstanceType], overhead: &Resourc
 /// Pods that repel one another by hostname (replicas whose required anti-affinity selects
 /// themselves) need a node each. Pods of different groups may share a node, so only the
 /// largest group counts; each of its pods costs at least the cheapest type that holds it.
-fn separate_nodes_bound(pods: &[&PodInfo], types: &[InstanceType], overhead: &Resources) -> f64 {
+fn separate_nodes_bound(pods: &[&PodInfo], types: &[Admissible], overhead: &Resources) -> f64 {
     let mut groups: BTreeMap<usize, f64> = BTreeMap::new();
     let mut terms = Vec::new();
     for pod in pods {
@@ -73,30 +73,35 @@ fn separate_nodes_bound(pods: &[&PodInfo], types: &[InstanceType], overhead: &Re
         });
         let mut needs = pod.requests.clone();
         needs.add(overhead);
-        let cheapest = types
-            .iter()
-            .filter(|instance| needs.fits_in(&instance.allocatable))
-            .filter_map(|instance| instance.offerings.iter().filter(|o| o.available).map(|o| o.price).reduce(f64::min))
-            .reduce(f64::min);
+        let cheapest =
+            types.iter().filter(|instance| needs.fits_in(instance.allocatable)).map(|t| t.price).reduce(f64::min);
         *groups.entry(group).or_default() += cheapest.unwrap_or(0.0);
     }
     groups.into_values().fold(0.0, f64::max)
 }
 
-/// The instance types, with the offerings, that some of the NodePools could launch.
-pub fn admissible(pools: &[&NodePoolTemplate], instance_types: &[InstanceType]) -> Vec<InstanceType> {
-    let mut out: BTreeMap<String, InstanceType> = BTreeMap::new();
+/// An instance type as the bounds see it: the cheapest available offering some NodePool allows,
+/// and its allocatable (borrowed: the provisioner computes a bound on every batch).
+#[derive(Debug, Clone, Copy)]
+pub struct Admissible<'a> {
+    pub price: f64,
+    pub allocatable: &'a Resources,
+}
+
+/// The instance types that some of the NodePools could launch, each at its cheapest available
+/// offering those pools allow.
+pub fn admissible<'a>(pools: &[&NodePoolTemplate], instance_types: &'a [InstanceType]) -> Vec<Admissible<'a>> {
+    let mut out: BTreeMap<&str, Admissible> = BTreeMap::new();
     for pool in pools {
         for instance in pool.instance_types.iter().filter_map(|index| instance_types.get(*index)) {
             if pool.requirements.conflict_with(&instance.requirements, is_well_known).is_some() {
                 continue;
             }
-            let allowed: Vec<_> =
-                instance.offerings.iter().filter(|o| offering_allowed(o, &pool.requirements)).cloned().collect();
-            let entry = out
-                .entry(instance.name.clone())
-                .or_insert_with(|| InstanceType { offerings: Vec::new(), ..instance.clone() });
-            entry.offerings.extend(allowed);
+            let allowed = instance.offerings.iter().filter(|o| o.available && offering_allowed(o, &pool.requirements));
+            let Some(price) = allowed.map(|o| o.price).reduce(f64::min) else { continue };
+            out.entry(&instance.name)
+                .and_modify(|known| known.price = known.price.min(price))
+                .or_insert(Admissible { price, allocatable: &instance.allocatable });
         }
     }
     out.into_values().collect()
@@ -111,14 +116,13 @@ struct Usable {
     memory: f64,
 }
 
-fn usable_types(instance_types: &[InstanceType], overhead: &Resources) -> Vec<Usable> {
-    instance_types
+fn usable_types(types: &[Admissible], overhead: &Resources) -> Vec<Usable> {
+    types
         .iter()
-        .filter_map(|instance| {
-            let price = instance.offerings.iter().filter(|o| o.available).map(|o| o.price).reduce(f64::min)?;
-            let usable = |name: &str| (instance.allocatable.get(name) - overhead.get(name)) as f64;
+        .filter_map(|t| {
+            let usable = |name: &str| (t.allocatable.get(name) - overhead.get(name)) as f64;
             let (cpu, memory) = (usable(CPU), usable(MEMORY));
-            (cpu > 0.0 && memory > 0.0 && price > 0.0).then_some(Usable { price, cpu, memory })
+            (cpu > 0.0 && memory > 0.0 && t.price > 0.0).then_some(Usable { price: t.price, cpu, memory })
         })
         .collect()
 }
@@ -207,6 +211,17 @@ mod tests {
         InstanceType::new(name.into(), labels, resources.clone(), resources, offerings)
     }
 
+    /// Each type at its cheapest available offering, as `admissible` gives them.
+    fn admitted(types: &[InstanceType]) -> Vec<Admissible<'_>> {
+        types
+            .iter()
+            .filter_map(|t| {
+                let price = t.offerings.iter().filter(|o| o.available).map(|o| o.price).reduce(f64::min)?;
+                Some(Admissible { price, allocatable: &t.allocatable })
+            })
+            .collect()
+    }
+
     fn offering(price: f64) -> Offering {
         Offering { zone: "a".into(), capacity_type: "on-demand".into(), price, available: true }
     }
@@ -226,7 +241,7 @@ mod tests {
             (fractional(
                 requests.get(CPU) as f64,
                 requests.get(MEMORY) as f64,
-                &usable_types(&types, &Resources::new())
+                &usable_types(&admitted(&types), &Resources::new())
             ) - 0.8)
                 .abs()
                 < 1e-9,
@@ -237,7 +252,7 @@ mod tests {
             (fractional(
                 requests.get(CPU) as f64,
                 requests.get(MEMORY) as f64,
-                &usable_types(&types, &Resources::new())
+                &usable_types(&admitted(&types), &Resources::new())
             ) - 1.2)
                 .abs()
                 < 1e-9,
@@ -250,7 +265,7 @@ mod tests {
             (fractional(
                 requests.get(CPU) as f64,
                 requests.get(MEMORY) as f64,
-                &usable_types(&types, &Resources::new())
+                &usable_types(&admitted(&types), &Resources::new())
             ) - 0.2)
                 .abs()
                 < 1e-9
@@ -285,20 +300,20 @@ mod tests {
         }
         let overhead = Resources::new();
         // One CPU of requests: a tenth of the big type, or one small node.
-        let fractional = lower_bound(&refs(&together), &types, &overhead);
+        let fractional = lower_bound(&refs(&together), &admitted(&types), &overhead);
         assert!((fractional - 0.02).abs() < 1e-9, "{fractional}");
         // The same requests, ten pods that may not share a node: ten small nodes.
-        let separate = lower_bound(&refs(&spread), &types, &overhead);
+        let separate = lower_bound(&refs(&spread), &admitted(&types), &overhead);
         assert!((separate - 0.2).abs() < 1e-9, "{separate}");
         // Two groups may share nodes: the larger group decides.
         let mut both = refs(&spread);
         let other: Vec<PodInfo> = (0..4).map(|i| pod(&format!("api-{i}"), "api", true)).collect();
         both.extend(other.iter());
-        assert!((lower_bound(&both, &types, &overhead) - 0.2).abs() < 1e-9);
+        assert!((lower_bound(&both, &admitted(&types), &overhead) - 0.2).abs() < 1e-9);
         // The overhead every node carries can push a pod onto a larger type.
         let mut heavy = Resources::new();
         heavy.set(CPU, 950);
-        assert!((lower_bound(&refs(&spread), &types, &heavy) - 3.2).abs() < 1e-9);
+        assert!((lower_bound(&refs(&spread), &admitted(&types), &heavy) - 3.2).abs() < 1e-9);
     }
 
     #[test]
@@ -310,11 +325,11 @@ mod tests {
         let refs: Vec<&PodInfo> = large.iter().collect();
         let overhead = Resources::new();
         // Twenty vCPU on the big type: five of them.
-        assert!((lower_bound(&refs, &types, &overhead) - 1.0).abs() < 1e-9);
+        assert!((lower_bound(&refs, &admitted(&types), &overhead) - 1.0).abs() < 1e-9);
         // Small pods alongside may use the small type; the large ones still cost the same.
         let small: Vec<PodInfo> = (0..10).map(|i| sized(&format!("s-{i}"), "small", false, "500m")).collect();
         let both: Vec<&PodInfo> = large.iter().chain(&small).collect();
-        let bound = lower_bound(&both, &types, &overhead);
+        let bound = lower_bound(&both, &admitted(&types), &overhead);
         assert!((1.0..1.3).contains(&bound), "{bound}");
     }
 }
