@@ -9,7 +9,7 @@
 //! And one consolidation decision as the disruption loop makes it: candidates, budgets, then the
 //! solver run on the cluster without them (several nodes at once by bisection, else one by one),
 //! on 100 and 1,000 underutilized nodes running 10,000 pods between them (target: < 500 ms at
-//! 1,000 nodes).
+//! 1,000 nodes), and on 1,000 full nodes where every candidate is tried and refused.
 
 #[path = "support/real_catalog.rs"]
 mod real_catalog;
@@ -69,8 +69,8 @@ fn node(index: usize) -> Arc<Node> {
     )
 }
 
-/// A pod of `app` requesting 100m and 128Mi, bound to `node` or pending (unschedulable).
-fn pod(index: usize, app: usize, node: Option<String>) -> Arc<CachedPod> {
+/// A pod of `app` requesting `(cpu, memory)`, bound to `node` or pending (unschedulable).
+fn pod(index: usize, app: usize, node: Option<String>, (cpu, memory): (&str, &str)) -> Arc<CachedPod> {
     let status = match &node {
         Some(_) => json!({"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]}),
         None => json!({"phase": "Pending", "conditions": [
@@ -81,19 +81,28 @@ fn pod(index: usize, app: usize, node: Option<String>) -> Arc<CachedPod> {
             "metadata": {"name": format!("pod-{index:05}"), "namespace": "default", "uid": format!("uid-{index}"),
                          "resourceVersion": "1", "labels": {"app": format!("app-{app}")}},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
-                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]},
+                     "resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
             "status": status
         }))
         .expect("a Pod"),
     ))
 }
 
-/// `nodes` nodes running `bound` pods between them, and `pending` unschedulable pods.
-fn cluster(nodes: usize, bound: usize, pending: usize) -> (Vec<Arc<Node>>, Vec<Arc<CachedPod>>) {
+/// Small pods: 100m and 128Mi.
+const SMALL: (&str, &str) = ("100m", "128Mi");
+
+/// `nodes` nodes running `bound` pods of `requests` between them, and `pending` small
+/// unschedulable pods.
+fn cluster(
+    nodes: usize,
+    bound: usize,
+    pending: usize,
+    requests: (&str, &str),
+) -> (Vec<Arc<Node>>, Vec<Arc<CachedPod>>) {
     let node_list: Vec<Arc<Node>> = (0..nodes).map(node).collect();
     let mut pods: Vec<Arc<CachedPod>> =
-        (0..bound).map(|i| pod(i, i % 50, Some(format!("node-{:04}", i % nodes)))).collect();
-    pods.extend((bound..bound + pending).map(|i| pod(i, 999, None)));
+        (0..bound).map(|i| pod(i, i % 50, Some(format!("node-{:04}", i % nodes)), requests)).collect();
+    pods.extend((bound..bound + pending).map(|i| pod(i, 999, None, SMALL)));
     (node_list, pods)
 }
 
@@ -103,7 +112,7 @@ fn batch(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch");
     group.sample_size(20);
     for (nodes, bound, pending) in [(10, 1_000, 1_000), (1_000, 10_000, 500)] {
-        let (node_list, pods) = cluster(nodes, bound, pending);
+        let (node_list, pods) = cluster(nodes, bound, pending, SMALL);
         // The controller keeps the index as pod events arrive; built here once, outside the
         // timing, and reported for scale.
         let indexed = Instant::now();
@@ -174,9 +183,16 @@ fn consolidation(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("consolidation");
     group.sample_size(10);
-    for nodes in [100, 1_000] {
+    // Underutilized: 10,000 small pods, so nodes go together or one replaces many. Full: ten pods
+    // of 1.5 CPU and 6 GiB fill each node and spot-to-spot is off, so every multi-node attempt
+    // and then every node alone is tried and refused (the single-node worst case).
+    for (nodes, requests, spot_to_spot, shape) in [
+        (100, SMALL, true, "underutilized"),
+        (1_000, SMALL, true, "underutilized"),
+        (1_000, ("1500m", "6Gi"), false, "full"),
+    ] {
         // Untainted nodes: any of them can take the others' pods.
-        let (node_list, pods) = cluster(nodes, 10_000, 0);
+        let (node_list, pods) = cluster(nodes, 10_000, 0, requests);
         let node_list: Vec<Arc<Node>> = node_list
             .into_iter()
             .map(|node| {
@@ -205,11 +221,11 @@ fn consolidation(c: &mut Criterion) {
             instance_types: &instance_types,
         };
         let now = chrono::Utc::now();
-        let decide = || decide_consolidation(&cluster, &snapshot, now, true, |_, _| true, None);
+        let decide = || decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true, None);
         let started = Instant::now();
         let (decision, kept) = decide();
         println!(
-            "consolidation nodes={nodes} pods=10000: decision_ms={:.1} action={} candidates={} savings_per_hour={:.3} kept={} (first: {:?})",
+            "consolidation {shape} nodes={nodes} pods=10000: decision_ms={:.1} action={} candidates={} savings_per_hour={:.3} kept={} (first: {:?})",
             started.elapsed().as_secs_f64() * 1e3,
             decision.as_ref().map_or("none", |d| d.kind()),
             decision.as_ref().map_or(0, |d| d.candidates.len()),
@@ -217,7 +233,9 @@ fn consolidation(c: &mut Criterion) {
             kept.len(),
             kept.first(),
         );
-        group.bench_function(BenchmarkId::new("decision", format!("{nodes}n-10000p")), |b| b.iter(decide));
+        group.bench_function(BenchmarkId::new(format!("decision-{shape}"), format!("{nodes}n-10000p")), |b| {
+            b.iter(decide)
+        });
     }
     group.finish();
 }

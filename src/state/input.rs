@@ -3,7 +3,7 @@
 //! daemonset overhead and remaining limits. Pure, over a [`Snapshot`] of the state.
 //!
 //! The same input answers "the cluster without these nodes" (what consolidation asks): the nodes
-//! named in `without` are left out, and the pods a drain would move from them are pods to place.
+//! named are left out, and the pods a drain would move from them are pods to place.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -53,13 +53,6 @@ pub struct Prepared {
 
 /// The input for the cluster as it is.
 pub fn solver_input(state: &Snapshot) -> Prepared {
-    solver_input_without(state, &HashSet::new())
-}
-
-/// The input for the cluster without the nodes (registered node names, or NodeClaim names for
-/// claims without a node) in `without`: their capacity is gone, and the pods a drain would evict
-/// from them are to be placed, before the provisionable pods.
-pub fn solver_input_without(state: &Snapshot, without: &HashSet<&str>) -> Prepared {
     let usage = usage_by_pool(state.claims);
     let pools = pool_templates(state.pools.iter().map(|p| &**p), state.instance_types, state.daemonsets, &usage);
     let mut skipped = pools.skipped;
@@ -100,7 +93,7 @@ pub fn solver_input_without(state: &Snapshot, without: &HashSet<&str>) -> Prepar
         let unregistered =
             spec.and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == UNREGISTERED_TAINT));
         let orphaned = unregistered && id.is_none_or(|id| !claimed.contains(id));
-        if spec.and_then(|s| s.unschedulable) == Some(true) || without.contains(name.as_str()) || orphaned {
+        if spec.and_then(|s| s.unschedulable) == Some(true) || orphaned {
             continue;
         }
         let facts = state.facts.of_node(node);
@@ -136,7 +129,7 @@ pub fn solver_input_without(state: &Snapshot, without: &HashSet<&str>) -> Prepar
         let registered =
             claim.status.as_ref().and_then(|s| s.provider_id.as_deref()).is_some_and(|id| registered_ids.contains(id));
         let name = claim.name_any();
-        if registered || claim.metadata.deletion_timestamp.is_some() || without.contains(name.as_str()) {
+        if registered || claim.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let requirements = Arc::new(
@@ -156,16 +149,7 @@ pub fn solver_input_without(state: &Snapshot, without: &HashSet<&str>) -> Prepar
         });
     }
 
-    // Bound pods count for topology where they stay; the ones on nodes left out move.
-    if without.is_empty() {
-        input.scheduled = state.pods.scheduled().to_vec();
-    } else {
-        let (moving, staying): (Vec<_>, Vec<_>) =
-            state.pods.scheduled().iter().cloned().partition(|s| without.contains(&*s.node));
-        input.scheduled = staying;
-        let evicted = state.pods.evictable_keys(without);
-        input.pods.extend(moving.into_iter().filter(|s| evicted.contains(s.pod.key.as_str())).map(|s| s.pod));
-    }
+    input.scheduled = state.pods.scheduled().to_vec();
     input.pools = pools.templates;
 
     for pod in state.pods.provisionable() {
@@ -177,6 +161,31 @@ pub fn solver_input_without(state: &Snapshot, without: &HashSet<&str>) -> Prepar
         }
     }
     Prepared { input, skipped }
+}
+
+/// The input for the cluster without the nodes (registered node names, or NodeClaim names for
+/// claims without a node) in `gone`: their capacity is gone, and the pods a drain would evict
+/// from them are to be placed, before the provisionable pods. Derived from `whole`, the input for
+/// the cluster as it is ([`solver_input`] of the same state), because consolidation asks this of
+/// many sets of nodes in one pass and should read the cluster once.
+pub fn input_without(whole: &Input, pods: &PodIndex, gone: &HashSet<&str>) -> Input {
+    let mut moving = Vec::new();
+    let mut staying = Vec::with_capacity(whole.scheduled.len());
+    for scheduled in &whole.scheduled {
+        if !gone.contains(&*scheduled.node) {
+            staying.push(scheduled.clone());
+        } else if pods.evictable(&scheduled.pod.key) {
+            moving.push(scheduled.pod.clone());
+        }
+    }
+    moving.extend(whole.pods.iter().cloned());
+    Input {
+        pods: moving,
+        nodes: whole.nodes.iter().filter(|node| !gone.contains(node.name.as_str())).cloned().collect(),
+        scheduled: staying,
+        pools: whole.pools.clone(),
+        instance_types: whole.instance_types.clone(),
+    }
 }
 
 /// What an in-flight NodeClaim will offer: its launched type's allocatable when known, else the

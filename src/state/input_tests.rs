@@ -181,3 +181,46 @@ fn the_scheduling_wait_runs_from_creation_to_binding() {
     assert_eq!(scheduling_wait(&bound), Some(42.0));
     assert_eq!(scheduling_wait(&pending("b", "1")), None);
 }
+
+#[test]
+fn without_a_node_its_room_goes_and_the_pods_a_drain_evicts_are_placed_first() {
+    let types = catalog();
+    let pools = [pool("")];
+    let node = |name: &str| -> Arc<Node> {
+        Arc::new(
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: {name}, labels: {{stoker.dev/nodepool: general, kubernetes.io/arch: amd64}}}}\nspec: {{providerID: 'aws:///us-east-1a/{name}'}}\nstatus: {{allocatable: {{cpu: '4', memory: 16Gi, pods: '58'}}}}"
+            ))
+            .expect("a Node"),
+        )
+    };
+    let nodes = [node("node-1"), node("node-2")];
+    let bound = |name: &str, node: &str, daemon: bool| {
+        let mut pod = (*pod(name, "1", "status: {phase: Running}")).clone();
+        pod.node_name = Some(node.into());
+        if daemon {
+            pod.metadata.owner_references =
+                Some(vec![OwnerReference { kind: "DaemonSet".into(), name: "ds".into(), ..Default::default() }]);
+        }
+        Arc::new(pod)
+    };
+    let pods = [
+        bound("busy", "node-1", false),
+        bound("agent", "node-1", true),
+        bound("other", "node-2", false),
+        pending("new", "1"),
+    ];
+    let index = PodIndex::of(&pods);
+    let state = Snapshot { nodes: &nodes, ..cluster(&index, &pools, &types) };
+    let whole = solver_input(&state).input;
+    assert_eq!(whole.nodes.len(), 2);
+
+    let without = input_without(&whole, &index, &HashSet::from(["node-1"]));
+    let names: Vec<&str> = without.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["node-2"]);
+    let keys: Vec<&str> = without.pods.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["default/busy", "default/new"], "the DaemonSet pod is not evicted, and moved pods go first");
+    let staying: Vec<&str> = without.scheduled.iter().map(|s| &*s.node).collect();
+    assert_eq!(staying, ["node-2"]);
+    assert_eq!(input_without(&whole, &index, &HashSet::new()).pods.len(), whole.pods.len());
+}

@@ -175,14 +175,9 @@ impl PodIndex {
         !self.provisionable.is_empty()
     }
 
-    /// The keys of the pods a drain of these nodes would evict. A scan of every pod: for
-    /// consolidation's questions, not for every batch.
-    pub fn evictable_keys(&self, nodes: &std::collections::HashSet<&str>) -> std::collections::HashSet<&str> {
-        self.contributions
-            .iter()
-            .filter(|(_, c)| c.evictable && c.node.as_deref().is_some_and(|node| nodes.contains(node)))
-            .map(|(key, _)| key.as_str())
-            .collect()
+    /// Whether a drain of its node would evict the pod with this key (see [`evictable`]).
+    pub fn evictable(&self, key: &str) -> bool {
+        self.contributions.get(key).is_some_and(|c| c.evictable)
     }
 
     fn apply(&mut self, pod: Arc<CachedPod>) {

@@ -15,7 +15,7 @@ use crate::{
     apis::labels,
     scheduling::{
         requirements::Requirement,
-        solver::{Input, NewNodeClaim, solve},
+        solver::{Input, Memo, NewNodeClaim, solve_without_repack},
     },
 };
 
@@ -104,12 +104,14 @@ pub struct Outcome {
 pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl Fn(&HashSet<&str>) -> Input) -> Outcome {
     let candidates: Vec<&Candidate> = candidates.iter().filter(|c| c.pods > 0).collect();
     let mut outcome = Outcome::default();
-    if let Some(decision) = multi_node(&candidates, spot_to_spot, &without) {
+    // Every question is about the same cluster and catalog.
+    let mut memo = Memo::default();
+    if let Some(decision) = multi_node(&candidates, spot_to_spot, &without, &mut memo) {
         outcome.decision = Some(decision);
         return outcome;
     }
     for candidate in &candidates {
-        match evaluate(std::slice::from_ref(candidate), spot_to_spot, &without) {
+        match evaluate(std::slice::from_ref(candidate), spot_to_spot, &without, &mut memo) {
             Ok(decision) => {
                 outcome.decision = Some(decision);
                 break;
@@ -125,12 +127,13 @@ fn multi_node(
     candidates: &[&Candidate],
     spot_to_spot: bool,
     without: &impl Fn(&HashSet<&str>) -> Input,
+    memo: &mut Memo,
 ) -> Option<Decision> {
     let (mut low, mut high) = (2, candidates.len().min(MAX_MULTI_NODE));
     let mut best = None;
     while low <= high {
         let middle = (low + high) / 2;
-        match evaluate(&candidates[..middle], spot_to_spot, without) {
+        match evaluate(&candidates[..middle], spot_to_spot, without, memo) {
             Ok(decision) => {
                 best = Some(decision);
                 low = middle + 1;
@@ -146,11 +149,12 @@ pub fn evaluate(
     candidates: &[&Candidate],
     spot_to_spot: bool,
     without: &impl Fn(&HashSet<&str>) -> Input,
+    memo: &mut Memo,
 ) -> Result<Decision, Refusal> {
     let price: f64 = candidates.iter().map(|c| c.price).sum::<Option<f64>>().ok_or(Refusal::UnknownPrice)?;
     let nodes: HashSet<&str> = candidates.iter().map(|c| c.node.as_str()).collect();
     let input = without(&nodes);
-    let plan = solve(&input);
+    let plan = solve_without_repack(&input, memo);
     if let Some((pod, reason)) = plan.unschedulable.first() {
         return Err(Refusal::PodsFitNowhere(format!("{pod}: {reason}")));
     }

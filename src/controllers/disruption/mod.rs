@@ -22,6 +22,7 @@ pub mod emptiness;
 pub mod executor;
 
 use std::{
+    cell::LazyCell,
     collections::{HashMap, HashSet},
     sync::Arc,
     time::Duration,
@@ -47,12 +48,12 @@ use crate::{
     },
     error::Result,
     metrics::ReasonLabels,
-    scheduling::solver::solve,
+    scheduling::solver::{Memo, solve_with},
     state::{
         ClusterState,
         cache::CachedPod,
         facts::NodeFactsIndex,
-        input::{Snapshot, solver_input_without},
+        input::{Snapshot, input_without, solver_input},
         nodes::Nodes,
         pods::PodIndex,
     },
@@ -184,13 +185,16 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
             .get_or_create(&ReasonLabels { reason: "Drifted".into() })
             .set(unblocked as i64);
         let snapshot = gathered.snapshot(&index, &facts, pools, instance_types);
+        // Built on the first candidate that needs it: most passes have none.
+        let whole = LazyCell::new(|| solver_input(&snapshot).input);
+        let mut memo = Memo::default();
         let mut command = None;
         for (candidate, blocker) in found {
             let Some(pool) = pools.iter().find(|p| p.name_any() == candidate.pool) else { continue };
             if blocker.is_some() || allowed(pool, claims, DisruptionReason::Drifted, now) == 0 {
                 continue;
             }
-            let plan = solve(&solver_input_without(&snapshot, &HashSet::from([candidate.node.as_str()])).input);
+            let plan = solve_with(&input_without(&whole, &index, &HashSet::from([candidate.node.as_str()])), &mut memo);
             if !plan.unschedulable.is_empty() {
                 continue;
             }
@@ -447,14 +451,15 @@ pub fn decide_consolidation(
             }
         }
     }
-    let without = |gone: &HashSet<&str>| solver_input_without(snapshot, gone).input;
+    let whole = LazyCell::new(|| solver_input(snapshot).input);
+    let without = |gone: &HashSet<&str>| input_without(&whole, snapshot.pods, gone);
     let (decision, refused) = match confirming {
         Some(decision) => {
             if eligible.len() != decision.candidates.len() {
                 return (None, Vec::new());
             }
             let again: Vec<&Candidate> = eligible.iter().collect();
-            let confirmed = evaluate(&again, spot_to_spot, &without).ok();
+            let confirmed = evaluate(&again, spot_to_spot, &without, &mut Memo::default()).ok();
             (confirmed.filter(|c| c.kind() == decision.kind()), Vec::new())
         }
         None => {

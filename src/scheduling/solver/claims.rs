@@ -43,18 +43,26 @@ pub(super) struct OpenClaim {
 impl Solver<'_> {
     /// Instance types a requirement set allows, with an available offering it allows.
     pub(super) fn types_for(&mut self, requirements: ReqId) -> &BitSet {
-        let input = self.input;
-        let set = &self.interner.get(requirements);
-        self.type_sets.entry(requirements).or_insert_with(|| {
-            let mut bits = BitSet::empty(input.instance_types.len());
-            for (index, instance) in input.instance_types.iter().enumerate() {
-                let labels_ok = set.iter().all(|(key, r)| instance.labels.get(key).is_none_or(|v| r.admits(Some(v))));
-                if labels_ok && instance.offerings.iter().any(|o| o.available && offering_allowed(o, set)) {
-                    bits.insert(index);
+        if !self.type_sets.contains_key(&requirements) {
+            let set = self.interner.get(requirements);
+            let bits = match self.memo.type_sets.get(set) {
+                Some(bits) => bits.clone(),
+                None => {
+                    let mut bits = BitSet::empty(self.input.instance_types.len());
+                    for (index, instance) in self.input.instance_types.iter().enumerate() {
+                        let labels_ok =
+                            set.iter().all(|(key, r)| instance.labels.get(key).is_none_or(|v| r.admits(Some(v))));
+                        if labels_ok && instance.offerings.iter().any(|o| o.available && offering_allowed(o, set)) {
+                            bits.insert(index);
+                        }
+                    }
+                    self.memo.type_sets.insert(set.clone(), bits.clone());
+                    bits
                 }
-            }
-            bits
-        })
+            };
+            self.type_sets.insert(requirements, bits);
+        }
+        &self.type_sets[&requirements]
     }
 
     /// The instance types of `candidates` that fit `total` and keep every minValues requirement.

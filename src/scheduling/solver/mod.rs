@@ -11,16 +11,20 @@
 mod claims;
 mod domains;
 mod interner;
+mod memo;
 mod nodes;
 mod placement;
+mod repack;
 mod signature;
 mod sizing;
 mod vectors;
 
+pub use memo::Memo;
 pub use sizing::{Sizing, VALUE_SLACK};
 
 use std::{
     collections::{BTreeSet, HashMap},
+    rc::Rc,
     sync::Arc,
 };
 
@@ -139,8 +143,8 @@ struct Solver<'a> {
     dims: Dims,
     interner: Interner,
     type_sets: HashMap<ReqId, BitSet>,
-    allocatable: Vec<Vec<i64>>,
-    capacity: Vec<Vec<i64>>,
+    allocatable: Rc<[Vec<i64>]>,
+    capacity: Rc<[Vec<i64>]>,
     pod_requests: Vec<Vec<i64>>,
     pool_types: Vec<BitSet>,
     pool_requirements: Vec<ReqId>,
@@ -156,23 +160,47 @@ struct Solver<'a> {
     /// Requests of the pods still to place that own each hostname-affinity group.
     affinity_pending: HashMap<GroupId, Vec<i64>>,
     sizing: sizing::SizingCache,
+    /// Answers about the catalog, kept across runs.
+    memo: Memo,
     /// The catalog's types that are not exotic.
     ordinary_types: BitSet,
 }
 
-/// Decides where every pod of `input` goes.
+/// Decides where every pod of `input` goes: first fit, then a claim holding several kinds of
+/// pods is split when that is cheaper (see `repack`).
 pub fn solve(input: &Input) -> Plan {
-    Solver::new(input).run()
+    solve_with(input, &mut Memo::default())
+}
+
+/// [`solve`], keeping what it learns of the catalog in `memo` for the next run over the same
+/// catalog (a caller asking many questions of one cluster).
+pub fn solve_with(input: &Input, memo: &mut Memo) -> Plan {
+    run(input, memo, true)
+}
+
+/// First fit alone, without splitting claims: for consolidation, which may replace nodes with at
+/// most one new node and wants the cheapest single claim for their pods.
+pub fn solve_without_repack(input: &Input, memo: &mut Memo) -> Plan {
+    run(input, memo, false)
+}
+
+fn run(input: &Input, memo: &mut Memo, repack: bool) -> Plan {
+    let mut solver = Solver::new(input, std::mem::take(memo));
+    let plan = solver.run(repack);
+    *memo = solver.memo;
+    plan
 }
 
 impl<'a> Solver<'a> {
-    fn new(input: &'a Input) -> Self {
+    fn new(input: &'a Input, mut memo: Memo) -> Self {
+        memo.for_catalog(&input.instance_types);
         let mut names: BTreeSet<&str> = [CPU, MEMORY].into();
+        let catalog_names = memo.resource_names(&input.instance_types);
+        names.extend(catalog_names.iter().map(String::as_str));
         let all_resources = input
             .pods
             .iter()
             .map(|p| &p.requests)
-            .chain(input.instance_types.iter().map(|t| &t.allocatable))
             .chain(input.pools.iter().map(|p| &p.daemon_overhead))
             .chain(input.nodes.iter().map(|n| &n.free))
             .chain(input.pools.iter().filter_map(|p| p.remaining.as_ref()));
@@ -180,6 +208,7 @@ impl<'a> Solver<'a> {
             names.extend(resources.iter().map(|(name, _)| name));
         }
         let dims = Dims(names.into_iter().map(str::to_owned).collect());
+        let vectors = memo.vectors(&dims, &input.instance_types, dims.0.iter().position(|name| name == NODES));
         let type_count = input.instance_types.len();
         let mut interner = Interner::default();
         let nodes = input
@@ -198,19 +227,8 @@ impl<'a> Solver<'a> {
             b.weight.cmp(&a.weight).then_with(|| a.name.cmp(&b.name))
         });
         Self {
-            allocatable: input.instance_types.iter().map(|t| dims.vector(&t.allocatable)).collect(),
-            // Every node counts once against a `nodes` limit.
-            capacity: input
-                .instance_types
-                .iter()
-                .map(|t| {
-                    let mut capacity = dims.vector(&t.capacity);
-                    if let Some(nodes) = dims.0.iter().position(|name| name == NODES) {
-                        capacity[nodes] = 1;
-                    }
-                    capacity
-                })
-                .collect(),
+            allocatable: vectors.allocatable,
+            capacity: vectors.capacity,
             pod_requests: input.pods.iter().map(|p| dims.vector(&p.requests)).collect(),
             pool_types: input
                 .pools
@@ -248,6 +266,7 @@ impl<'a> Solver<'a> {
             dead_claims: Vec::new(),
             affinity_pending: HashMap::new(),
             sizing: sizing::SizingCache::default(),
+            memo,
             ordinary_types: {
                 let mut ordinary = BitSet::empty(type_count);
                 input
@@ -262,7 +281,7 @@ impl<'a> Solver<'a> {
         }
     }
 
-    fn run(mut self) -> Plan {
+    fn run(&mut self, repack: bool) -> Plan {
         let input = self.input;
         // Every term, and the pods already running, before any decision.
         let pod_groups: Vec<Vec<GroupId>> =
@@ -344,7 +363,8 @@ impl<'a> Solver<'a> {
             }
             next += placed - 1;
         }
-        plan.new_claims = (0..self.claims.len()).map(|claim| self.finish(claim)).collect();
+        let finished = (0..self.claims.len()).map(|claim| self.finish(claim)).collect();
+        plan.new_claims = if repack { self.repack(finished, &classes) } else { finished };
         plan
     }
 

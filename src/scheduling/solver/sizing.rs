@@ -63,6 +63,8 @@ impl Sizing {
 pub(super) struct SizeClasses {
     best_value: BitSet,
     ordinary: BitSet,
+    /// The best ordinary type's price per copy (infinite when none holds one).
+    best_price_per_copy: f64,
 }
 
 /// What the size classes are computed from: the pool, the claim's requirements and the requests
@@ -75,8 +77,6 @@ pub(super) type OfferingKey = (Option<Requirement>, Option<Requirement>);
 #[derive(Default)]
 pub(super) struct SizingCache {
     classes: HashMap<SizingKey, Rc<SizeClasses>>,
-    /// Cheapest allowed offering's price per type (infinite when none), per offering key.
-    prices: HashMap<OfferingKey, Rc<[f64]>>,
 }
 
 impl Solver<'_> {
@@ -98,6 +98,12 @@ impl Solver<'_> {
             }
         }
         (Sizing::Exotic, candidates)
+    }
+
+    /// The least any ordinary type of the pool costs per copy of `needed`: no claims holding
+    /// `n` copies cost less than `n` times this.
+    pub(super) fn best_price_per_copy(&mut self, pool: usize, requirements: ReqId, needed: &[i64]) -> f64 {
+        self.size_classes(pool, requirements, needed).best_price_per_copy
     }
 
     fn size_classes(&mut self, pool: usize, requirements: ReqId, needed: &[i64]) -> Rc<SizeClasses> {
@@ -152,17 +158,19 @@ impl Solver<'_> {
                 }
             }
         }
-        let classes = Rc::new(SizeClasses { best_value, ordinary });
+        let best_price_per_copy = ranked.first().map_or(f64::INFINITY, |(best, _)| *best);
+        let classes = Rc::new(SizeClasses { best_value, ordinary, best_price_per_copy });
         self.sizing.classes.insert(key, classes.clone());
         classes
     }
 
     /// Each type's cheapest offering that the requirements allow (infinite when none is), shared
-    /// by every requirement set with the same zone and capacity-type requirements.
+    /// by every requirement set with the same zone and capacity-type requirements, and kept in
+    /// the memo across runs.
     fn offering_prices(&mut self, requirements: ReqId) -> Rc<[f64]> {
         let set = self.interner.get(requirements);
         let key = (set.get(labels::ZONE).cloned(), set.get(labels::CAPACITY_TYPE).cloned());
-        if let Some(prices) = self.sizing.prices.get(&key) {
+        if let Some(prices) = self.memo.prices.get(&key) {
             return prices.clone();
         }
         let prices: Rc<[f64]> = self
@@ -178,7 +186,7 @@ impl Solver<'_> {
                     .fold(f64::INFINITY, f64::min)
             })
             .collect();
-        self.sizing.prices.insert(key, prices.clone());
+        self.memo.prices.insert(key, prices.clone());
         prices
     }
 }

@@ -1,4 +1,4 @@
-//! Right-sizing rules, one scenario each, on small catalogs built for the rule.
+//! Right-sizing and re-packing rules, one scenario each, on small catalogs built for the rule.
 
 use super::{
     tests::{instance, pod_with, pool},
@@ -125,4 +125,57 @@ fn under_limits_the_launch_never_offers_a_type_larger_than_the_one_charged() {
     limited.pools[0].remaining = Some(limits);
     let plan = solve(&limited);
     assert_eq!(plan.new_claims[0].instance_types, ["m9.8xlarge"]);
+}
+
+/// A compute family, a memory family, and a general type dearer than both.
+fn compute_and_memory() -> Vec<InstanceType> {
+    catalog(&[
+        ("c9.2xlarge", 8, 16, 0.34),
+        ("c9.4xlarge", 16, 32, 0.68),
+        ("r9.large", 2, 16, 0.13),
+        ("r9.xlarge", 4, 32, 0.20),
+        ("m9.4xlarge", 16, 64, 0.80),
+    ])
+}
+
+/// One compute-heavy pod and four memory-heavy ones with `extra` in their spec.
+fn compute_pod_and_memory_pods(extra: &str) -> Vec<PodInfo> {
+    let mut pods = vec![pod_with("compute", "6", "1Gi", "")];
+    pods.extend((0..4).map(|i| pod_with(&format!("memory{i}"), "500m", "3Gi", extra)));
+    pods
+}
+
+#[test]
+fn a_claim_that_mixed_kinds_into_a_dear_size_is_split() {
+    let input = input(compute_and_memory(), compute_pod_and_memory_pods(""), &[]);
+    // First fit fills the compute pod's claim with the memory pods until it needs the 16-vCPU
+    // type: $0.68 for what an 8-vCPU and a 4-vCPU memory type hold for $0.54.
+    let packed = solve_without_repack(&input, &mut Memo::default());
+    assert_eq!(packed.new_claims.len(), 1);
+    assert!((packed.new_claims[0].price - 0.68).abs() < 1e-9, "{:?}", packed.new_claims);
+    let plan = solve(&input);
+    assert!(plan.unschedulable.is_empty());
+    let mut split: Vec<(&str, usize)> =
+        plan.new_claims.iter().map(|c| (c.instance_types[0].as_str(), c.pods.len())).collect();
+    split.sort();
+    assert_eq!(split, [("c9.2xlarge", 1), ("r9.xlarge", 4)], "{:?}", plan.new_claims);
+    let placed: BTreeSet<&String> = plan.new_claims.iter().flat_map(|c| &c.pods).collect();
+    assert_eq!(placed.len(), 5, "every pod exactly once");
+}
+
+#[test]
+fn pods_in_topology_are_never_moved_by_a_split() {
+    let spread = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}\n";
+    let plan = solve(&input(compute_and_memory(), compute_pod_and_memory_pods(spread), &[]));
+    assert!(plan.unschedulable.is_empty());
+    assert_eq!(plan.new_claims.len(), 1, "{:?}", plan.new_claims);
+}
+
+#[test]
+fn a_pool_with_limits_keeps_its_packing() {
+    let mut input = input(compute_and_memory(), compute_pod_and_memory_pods(""), &[]);
+    let mut remaining = Resources::new();
+    remaining.set(CPU, 1_000_000);
+    input.pools[0].remaining = Some(remaining);
+    assert_eq!(solve(&input).new_claims.len(), 1);
 }

@@ -343,6 +343,29 @@ fn the_same_input_gives_the_same_plan() {
 }
 
 #[test]
+fn a_memo_kept_across_runs_changes_no_decision() {
+    let spread = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}\n";
+    let pools = vec![pool("spot", 50, "spot"), pool("on-demand", 10, "on-demand")];
+    let first = input(pools.clone(), pods(20, "700m", "1Gi", spread));
+    // Other pods over the same catalog: what the memo learnt still holds.
+    let second = Input { pods: pods(3, "6", "20Gi", "").into_iter().map(Arc::new).collect(), ..first.clone() };
+    // Another catalog, in another order, with spot gone: nothing learnt of the first may be used.
+    let mut reordered = catalog();
+    reordered.reverse();
+    reordered
+        .iter_mut()
+        .flat_map(|t| &mut t.offerings)
+        .filter(|o| o.capacity_type == "spot")
+        .for_each(|o| o.available = false);
+    let third = Input { instance_types: reordered.into(), ..first.clone() };
+    let mut memo = Memo::default();
+    for input in [&first, &second, &first, &third, &second] {
+        assert_eq!(solve_with(input, &mut memo), solve(input));
+        assert_eq!(solve_without_repack(input, &mut memo), solve_without_repack(input, &mut Memo::default()));
+    }
+}
+
+#[test]
 fn the_first_pod_of_a_hostname_affinity_group_finds_room_for_the_whole_group() {
     let together = "  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
     // Two larger plain pods open a node first; the group (4 × 1.5 CPU) must not start there,

@@ -1,0 +1,74 @@
+//! What solver runs over the same catalog share. Consolidation asks the solver one question per
+//! candidate (the cluster without that node), and every run would otherwise scan the whole
+//! catalog again for the same answers: the instance types a requirement set allows, each type's
+//! cheapest offering under a zone and capacity-type requirement, and the catalog as resource
+//! vectors. A [`Memo`] keeps those across runs; handed another catalog, it starts afresh.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    rc::Rc,
+    sync::Arc,
+};
+
+use super::{sizing::OfferingKey, vectors::Dims};
+use crate::scheduling::{bitset::BitSet, catalog::InstanceType, requirements::Requirements};
+
+/// Answers about one catalog, kept across solver runs (see [`super::solve_with`]).
+#[derive(Default)]
+pub struct Memo {
+    /// The catalog the answers are about.
+    catalog: Option<Arc<[InstanceType]>>,
+    /// The resource names the catalog's types offer.
+    resource_names: Option<Rc<BTreeSet<String>>>,
+    pub(super) type_sets: HashMap<Requirements, BitSet>,
+    pub(super) prices: HashMap<OfferingKey, Rc<[f64]>>,
+    vectors: Option<CatalogVectors>,
+}
+
+/// Each type's allocatable and capacity as vectors over `dims`.
+#[derive(Clone)]
+pub(super) struct CatalogVectors {
+    pub(super) dims: Vec<String>,
+    pub(super) allocatable: Rc<[Vec<i64>]>,
+    pub(super) capacity: Rc<[Vec<i64>]>,
+}
+
+impl Memo {
+    /// Forgets everything unless the answers are about `catalog`.
+    pub(super) fn for_catalog(&mut self, catalog: &Arc<[InstanceType]>) {
+        if !self.catalog.as_ref().is_some_and(|known| Arc::ptr_eq(known, catalog)) {
+            *self = Memo { catalog: Some(catalog.clone()), ..Memo::default() };
+        }
+    }
+
+    pub(super) fn resource_names(&mut self, catalog: &[InstanceType]) -> Rc<BTreeSet<String>> {
+        self.resource_names
+            .get_or_insert_with(|| {
+                Rc::new(catalog.iter().flat_map(|t| t.allocatable.iter().map(|(name, _)| name.to_owned())).collect())
+            })
+            .clone()
+    }
+
+    /// The catalog as vectors over `dims`; every node counts once against a `nodes` limit.
+    pub(super) fn vectors(&mut self, dims: &Dims, catalog: &[InstanceType], nodes: Option<usize>) -> CatalogVectors {
+        if let Some(vectors) = self.vectors.as_ref().filter(|v| v.dims == dims.0) {
+            return vectors.clone();
+        }
+        let vectors = CatalogVectors {
+            dims: dims.0.clone(),
+            allocatable: catalog.iter().map(|t| dims.vector(&t.allocatable)).collect(),
+            capacity: catalog
+                .iter()
+                .map(|t| {
+                    let mut capacity = dims.vector(&t.capacity);
+                    if let Some(nodes) = nodes {
+                        capacity[nodes] = 1;
+                    }
+                    capacity
+                })
+                .collect(),
+        };
+        self.vectors = Some(vectors.clone());
+        vectors
+    }
+}
