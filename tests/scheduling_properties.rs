@@ -297,7 +297,7 @@ fn reachable_zones(input: &Input, pod: &PodInfo) -> BTreeSet<String> {
 }
 
 /// Registered nodes with some room left: (zone, arch, tainted, free millicores, free pods).
-fn nodes_strategy() -> impl Strategy<Value = Vec<ExistingNode>> {
+fn nodes_strategy() -> impl Strategy<Value = Vec<std::sync::Arc<ExistingNode>>> {
     prop::collection::vec(
         (
             prop::sample::select(ZONES.to_vec()),
@@ -323,7 +323,7 @@ fn nodes_strategy() -> impl Strategy<Value = Vec<ExistingNode>> {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
-                ExistingNode {
+                std::sync::Arc::new(ExistingNode {
                     requirements: std::sync::Arc::new(Requirements::from_labels(&node_labels)),
                     registered: true,
                     taints: if tainted { vec![taint()] } else { vec![] },
@@ -336,7 +336,7 @@ fn nodes_strategy() -> impl Strategy<Value = Vec<ExistingNode>> {
                     .collect(),
                     host_ports: vec![],
                     name,
-                }
+                })
             })
             .collect()
     })

@@ -97,6 +97,14 @@ pub struct NodeClaimStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(rename = "imageID")]
     pub image_id: Option<String>,
+    /// The subnet the instance was launched in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "subnetID")]
+    pub subnet_id: Option<String>,
+    /// The security groups attached to the instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "securityGroupIDs")]
+    pub security_group_ids: Vec<String>,
     /// The instance's resources.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub capacity: BTreeMap<String, Quantity>,

@@ -194,6 +194,8 @@ mod tests {
             zone: "us-east-1a".into(),
             capacity_type: "spot".into(),
             image_id: "ami-1".into(),
+            subnet_id: String::new(),
+            security_group_ids: Vec::new(),
             state: "running".into(),
             launch_time: None,
             tags: BTreeMap::new(),

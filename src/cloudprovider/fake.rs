@@ -121,6 +121,8 @@ impl CloudProvider for FakeCloudProvider {
             zone: zone.to_owned(),
             capacity_type: capacity_type.to_owned(),
             image_id: "ami-fake".into(),
+            subnet_id: String::new(),
+            security_group_ids: Vec::new(),
             state: "running".into(),
             launch_time: Some(chrono::Utc::now()),
             tags: BTreeMap::from([(labels::EC2_NODECLAIM_TAG.to_owned(), name)]),

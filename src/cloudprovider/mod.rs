@@ -30,6 +30,10 @@ pub struct Instance {
     /// `spot` or `on-demand`.
     pub capacity_type: String,
     pub image_id: String,
+    /// The subnet it was launched in (empty when the provider has none).
+    pub subnet_id: String,
+    /// Its security groups, sorted (empty when the provider has none).
+    pub security_group_ids: Vec<String>,
     /// EC2's state name: pending, running, shutting-down, terminated, stopping, stopped.
     pub state: String,
     pub launch_time: Option<chrono::DateTime<chrono::Utc>>,

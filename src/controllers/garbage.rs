@@ -167,6 +167,8 @@ mod tests {
             zone: "a".into(),
             capacity_type: "spot".into(),
             image_id: "ami-1".into(),
+            subnet_id: String::new(),
+            security_group_ids: Vec::new(),
             state: "running".into(),
             launch_time: Some(Utc::now() - chrono::TimeDelta::minutes(minutes_ago)),
             tags: BTreeMap::from([(labels::EC2_NODECLAIM_TAG.to_owned(), claim.to_owned())]),

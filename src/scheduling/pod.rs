@@ -251,6 +251,12 @@ impl PodInfo {
         })
     }
 
+    /// Whether it has a topology term (spread, pod affinity or anti-affinity), required or
+    /// preferred: without any such pod, where other pods run changes no decision.
+    pub fn takes_part_in_topology(&self) -> bool {
+        !self.topology.is_empty() || self.preferences.iter().any(|p| matches!(p, Preference::Topology(_)))
+    }
+
     /// The first taint that keeps this pod off a node (PreferNoSchedule never does).
     pub fn untolerated_taint<'a>(&self, taints: &'a [Taint]) -> Option<&'a Taint> {
         taints

@@ -26,6 +26,7 @@ use crate::{
     scheduling::{
         catalog::InstanceType,
         inputs::pool_templates,
+        pod::PodInfo,
         requirements::Requirements,
         resources::Resources,
         solver::{ExistingNode, Input},
@@ -114,14 +115,14 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
             })
             .cloned()
             .collect();
-        input.nodes.push(ExistingNode {
+        input.nodes.push(Arc::new(ExistingNode {
             requirements: facts.requirements.clone(),
             registered: true,
             taints,
             free,
             host_ports: used.map(|u| u.host_ports.clone()).unwrap_or_default(),
             name,
-        });
+        }));
     }
 
     // In-flight NodeClaims: launched or launching, no node yet.
@@ -139,14 +140,14 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
         if let Some(daemons) = claim.labels().get(labels::NODEPOOL).and_then(|pool| overhead.get(pool.as_str())) {
             free.subtract(daemons);
         }
-        input.nodes.push(ExistingNode {
+        input.nodes.push(Arc::new(ExistingNode {
             name,
             requirements,
             registered: false,
             taints: claim.spec.taints.clone(),
             free,
             host_ports: Vec::new(),
-        });
+        }));
     }
 
     input.scheduled = state.pods.scheduled().to_vec();
@@ -163,28 +164,56 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
     Prepared { input, skipped }
 }
 
-/// The input for the cluster without the nodes (registered node names, or NodeClaim names for
-/// claims without a node) in `gone`: their capacity is gone, and the pods a drain would evict
-/// from them are to be placed, before the provisionable pods. Derived from `whole`, the input for
-/// the cluster as it is ([`solver_input`] of the same state), because consolidation asks this of
-/// many sets of nodes in one pass and should read the cluster once.
-pub fn input_without(whole: &Input, pods: &PodIndex, gone: &HashSet<&str>) -> Input {
-    let mut moving = Vec::new();
-    let mut staying = Vec::with_capacity(whole.scheduled.len());
-    for scheduled in &whole.scheduled {
-        if !gone.contains(&*scheduled.node) {
-            staying.push(scheduled.clone());
-        } else if pods.evictable(&scheduled.pod.key) {
-            moving.push(scheduled.pod.clone());
+/// The input for the cluster as it is, indexed to answer "the cluster without these nodes"
+/// (registered node names, or NodeClaim names for claims without a node) many times: their
+/// capacity is gone, and the pods a drain would evict from them are to be placed, before the
+/// provisionable pods. Consolidation asks this of many sets of nodes in one pass; each answer
+/// shares the nodes and costs only what the nodes left out hold.
+pub struct WholeInput {
+    pub input: Input,
+    /// Positions in `input.scheduled` of the pods bound to each node.
+    bound: HashMap<Arc<str>, Vec<usize>>,
+    /// Whether any pod takes part in topology; when none does, bound pods change no decision
+    /// and are left out of the answers.
+    topology: bool,
+}
+
+impl WholeInput {
+    pub fn of(input: Input) -> Self {
+        let mut bound: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        for (position, scheduled) in input.scheduled.iter().enumerate() {
+            bound.entry(scheduled.node.clone()).or_default().push(position);
         }
+        let topology =
+            input.pods.iter().chain(input.scheduled.iter().map(|s| &s.pod)).any(|p| p.takes_part_in_topology());
+        Self { input, bound, topology }
     }
-    moving.extend(whole.pods.iter().cloned());
-    Input {
-        pods: moving,
-        nodes: whole.nodes.iter().filter(|node| !gone.contains(node.name.as_str())).cloned().collect(),
-        scheduled: staying,
-        pools: whole.pools.clone(),
-        instance_types: whole.instance_types.clone(),
+
+    /// The input without the nodes in `gone`; `pods` says which of their pods a drain evicts.
+    pub fn without(&self, pods: &PodIndex, gone: &HashSet<&str>) -> Input {
+        let whole = &self.input;
+        let mut moving: Vec<Arc<PodInfo>> = gone
+            .iter()
+            .filter_map(|node| self.bound.get(*node))
+            .flatten()
+            .map(|position| &whole.scheduled[*position].pod)
+            .filter(|pod| pods.evictable(&pod.key))
+            .cloned()
+            .collect();
+        // In key order: the same answer whatever order `gone` iterates in.
+        moving.sort_by(|a, b| a.key.cmp(&b.key));
+        moving.extend(whole.pods.iter().cloned());
+        let staying = match self.topology {
+            true => whole.scheduled.iter().filter(|s| !gone.contains(&*s.node)).cloned().collect(),
+            false => Vec::new(),
+        };
+        Input {
+            pods: moving,
+            nodes: whole.nodes.iter().filter(|node| !gone.contains(node.name.as_str())).cloned().collect(),
+            scheduled: staying,
+            pools: whole.pools.clone(),
+            instance_types: whole.instance_types.clone(),
+        }
     }
 }
 

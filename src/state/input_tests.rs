@@ -212,15 +212,24 @@ fn without_a_node_its_room_goes_and_the_pods_a_drain_evicts_are_placed_first() {
     ];
     let index = PodIndex::of(&pods);
     let state = Snapshot { nodes: &nodes, ..cluster(&index, &pools, &types) };
-    let whole = solver_input(&state).input;
-    assert_eq!(whole.nodes.len(), 2);
+    let whole = WholeInput::of(solver_input(&state).input);
+    assert_eq!(whole.input.nodes.len(), 2);
 
-    let without = input_without(&whole, &index, &HashSet::from(["node-1"]));
+    let without = whole.without(&index, &HashSet::from(["node-1"]));
     let names: Vec<&str> = without.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["node-2"]);
     let keys: Vec<&str> = without.pods.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["default/busy", "default/new"], "the DaemonSet pod is not evicted, and moved pods go first");
+    assert!(without.scheduled.is_empty(), "no pod takes part in topology: bound pods change nothing");
+    assert_eq!(whole.without(&index, &HashSet::new()).pods.len(), whole.input.pods.len());
+
+    // With a spread term in play, the pods that stay count where they are.
+    let spread = "  topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}]\n";
+    let spreading = pod("spreading", "1", &format!("{spread}{PENDING}"));
+    let pods = [pods[0].clone(), pods[1].clone(), pods[2].clone(), spreading];
+    let index = PodIndex::of(&pods);
+    let state = Snapshot { nodes: &nodes, ..cluster(&index, &pools, &types) };
+    let without = WholeInput::of(solver_input(&state).input).without(&index, &HashSet::from(["node-1"]));
     let staying: Vec<&str> = without.scheduled.iter().map(|s| &*s.node).collect();
     assert_eq!(staying, ["node-2"]);
-    assert_eq!(input_without(&whole, &index, &HashSet::new()).pods.len(), whole.pods.len());
 }

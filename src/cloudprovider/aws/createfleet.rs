@@ -28,6 +28,8 @@ use crate::{
 pub struct Template {
     pub name: String,
     pub image_id: String,
+    /// The security groups it attaches, sorted.
+    pub security_group_ids: Vec<String>,
 }
 
 /// One error CreateFleet reported for an override.
@@ -43,7 +45,7 @@ pub struct Failure {
 /// What a CreateFleet reply says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Launched(Instance),
+    Launched(Box<Instance>),
     Failed(Vec<Failure>),
 }
 
@@ -163,17 +165,20 @@ pub fn reply(
             Some(_) => labels::CAPACITY_TYPE_ON_DEMAND,
             None => plan.capacity_type.as_str(),
         };
-        return Ok(Outcome::Launched(Instance {
+        let template = templates.get(&chosen.arch);
+        return Ok(Outcome::Launched(Box::new(Instance {
             provider_id: instances::provider_id(&zone, &id),
             id,
             instance_type,
             zone,
             capacity_type: capacity_type.to_owned(),
-            image_id: templates.get(&chosen.arch).map(|t| t.image_id.clone()).unwrap_or_default(),
+            image_id: template.map(|t| t.image_id.clone()).unwrap_or_default(),
+            subnet_id: chosen.subnet_id.clone(),
+            security_group_ids: template.map(|t| t.security_group_ids.clone()).unwrap_or_default(),
             state: "pending".into(),
             launch_time: Some(now),
             tags: tags.clone(),
-        }));
+        })));
     }
     let failures: Vec<Failure> = output
         .errors()
@@ -239,7 +244,16 @@ mod tests {
 
     fn templates() -> BTreeMap<String, Template> {
         ["amd64", "arm64"]
-            .map(|arch| (arch.to_owned(), Template { name: format!("lt-{arch}"), image_id: format!("ami-{arch}") }))
+            .map(|arch| {
+                (
+                    arch.to_owned(),
+                    Template {
+                        name: format!("lt-{arch}"),
+                        image_id: format!("ami-{arch}"),
+                        security_group_ids: vec!["sg-1".into()],
+                    },
+                )
+            })
             .into()
     }
 
@@ -340,6 +354,8 @@ mod tests {
         assert_eq!(instance.provider_id, "aws:///us-east-1a/i-0abc");
         assert_eq!(instance.capacity_type, labels::CAPACITY_TYPE_SPOT);
         assert_eq!(instance.image_id, "ami-amd64");
+        assert_eq!(instance.security_group_ids, ["sg-1"]);
+        assert!(instance.subnet_id.starts_with("subnet-"), "{}", instance.subnet_id);
         assert_eq!(instance.launch_time, Some(now));
     }
 

@@ -41,6 +41,9 @@ pub fn from_ec2(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         Some(InstanceLifecycleType::Spot) => labels::CAPACITY_TYPE_SPOT,
         _ => labels::CAPACITY_TYPE_ON_DEMAND,
     };
+    let mut security_group_ids: Vec<String> =
+        instance.security_groups().iter().filter_map(|g| g.group_id().map(str::to_owned)).collect();
+    security_group_ids.sort();
     Some(Instance {
         provider_id: provider_id(&zone, &id),
         id,
@@ -48,6 +51,8 @@ pub fn from_ec2(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         zone,
         capacity_type: capacity_type.to_owned(),
         image_id: instance.image_id().unwrap_or_default().to_owned(),
+        subnet_id: instance.subnet_id().unwrap_or_default().to_owned(),
+        security_group_ids,
         state: instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default(),
         launch_time: instance.launch_time().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
         tags,
@@ -135,6 +140,8 @@ mod tests {
             zone: "a".into(),
             capacity_type: "spot".into(),
             image_id: "ami-1".into(),
+            subnet_id: String::new(),
+            security_group_ids: Vec::new(),
             state: "running".into(),
             launch_time: None,
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

@@ -79,7 +79,7 @@ pub async fn create(
                     nodeclaim = %name, instance = %instance.id, instance_type = %instance.instance_type,
                     zone = %instance.zone, capacity_type = %instance.capacity_type, "launched instance"
                 );
-                return Ok(instance);
+                return Ok(*instance);
             }
             Ok(Outcome::Failed(failures)) => {
                 let mut throttled = false;

@@ -99,10 +99,12 @@ pub(super) async fn for_arches<'a>(
             .iter()
             .find(|image| ami::arch_of(image) == Some(arch))
             .ok_or_else(|| CloudError::InvalidConfiguration(format!("no AMI for architecture {arch}")))?;
+        let mut security_group_ids: Vec<String> = status.security_groups.iter().map(|g| g.id.clone()).collect();
+        security_group_ids.sort();
         let spec = LaunchTemplateSpec {
             image_id: image.id.clone(),
             user_data: user_data.clone(),
-            security_group_ids: status.security_groups.iter().map(|g| g.id.clone()).collect(),
+            security_group_ids: security_group_ids.clone(),
             instance_profile: status.instance_profile.clone(),
             metadata_options: class.spec.metadata_options.clone(),
             block_devices: block_devices.clone(),
@@ -111,7 +113,7 @@ pub(super) async fn for_arches<'a>(
             tags: class.spec.tags.clone(),
         };
         let name = ensure(provider, class, &spec).await?;
-        templates.insert(arch.to_owned(), Template { name, image_id: image.id.clone() });
+        templates.insert(arch.to_owned(), Template { name, image_id: image.id.clone(), security_group_ids });
     }
     Ok(templates)
 }

@@ -78,13 +78,15 @@ fn cluster_of(
         nodes: snapshot
             .iter()
             .filter(|(n, _, _)| !gone.contains(n.as_str()))
-            .map(|(name, free, _)| ExistingNode {
-                name: name.clone(),
-                requirements: Arc::default(),
-                registered: true,
-                taints: vec![],
-                free: free.clone(),
-                host_ports: vec![],
+            .map(|(name, free, _)| {
+                Arc::new(ExistingNode {
+                    name: name.clone(),
+                    requirements: Arc::default(),
+                    registered: true,
+                    taints: vec![],
+                    free: free.clone(),
+                    host_ports: vec![],
+                })
             })
             .collect(),
         pools: vec![template.clone()],

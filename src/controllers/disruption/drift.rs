@@ -12,7 +12,7 @@
 //!
 //! A claim made before a hash existed, or under another hash version, is not drifted by it.
 
-use std::fmt;
+use std::{collections::BTreeSet, fmt};
 
 use sha2::{Digest, Sha256};
 
@@ -37,6 +37,10 @@ pub enum Drift {
     NodeClassChanged,
     /// Its AMI, which the class no longer resolves.
     AmiChanged(String),
+    /// Its subnet, which the class no longer resolves.
+    SubnetChanged(String),
+    /// Its security groups, which are no longer the ones the class resolves.
+    SecurityGroupsChanged,
     /// A requirement of the pool its node's labels no longer satisfy.
     RequirementsChanged(String),
 }
@@ -48,6 +52,8 @@ impl Drift {
             Self::NodePoolChanged => "NodePoolDrifted",
             Self::NodeClassChanged => "NodeClassDrifted",
             Self::AmiChanged(_) => "AMIDrifted",
+            Self::SubnetChanged(_) => "SubnetDrifted",
+            Self::SecurityGroupsChanged => "SecurityGroupDrifted",
             Self::RequirementsChanged(_) => "RequirementsDrifted",
         }
     }
@@ -59,6 +65,10 @@ impl fmt::Display for Drift {
             Self::NodePoolChanged => write!(f, "its NodePool's template changed"),
             Self::NodeClassChanged => write!(f, "its EC2NodeClass changed"),
             Self::AmiChanged(ami) => write!(f, "its AMI {ami} is no longer selected by its EC2NodeClass"),
+            Self::SubnetChanged(subnet) => write!(f, "its subnet {subnet} is no longer selected by its EC2NodeClass"),
+            Self::SecurityGroupsChanged => {
+                write!(f, "its security groups are no longer the ones its EC2NodeClass selects")
+            }
             Self::RequirementsChanged(key) => {
                 write!(f, "its labels no longer satisfy its NodePool's requirement on {key}")
             }
@@ -118,13 +128,30 @@ pub fn drifted(
             return Some(Drift::NodeClassChanged);
         }
     }
-    let image = claim.status.as_ref().and_then(|s| s.image_id.as_ref());
-    let resolved = class.and_then(|c| c.status.as_ref()).map(|s| &s.amis);
-    if let (Some(image), Some(amis)) = (image, resolved)
+    // What the instance was launched with against what the class resolves now; a class not
+    // resolved yet (or a claim launched before these were recorded) is no evidence of drift.
+    let launched = claim.status.as_ref();
+    let resolved = class.and_then(|c| c.status.as_ref());
+    if let (Some(image), Some(amis)) = (launched.and_then(|s| s.image_id.as_ref()), resolved.map(|s| &s.amis))
         && !amis.is_empty()
         && !amis.iter().any(|ami| &ami.id == image)
     {
         return Some(Drift::AmiChanged(image.clone()));
+    }
+    if let (Some(subnet), Some(subnets)) = (launched.and_then(|s| s.subnet_id.as_ref()), resolved.map(|s| &s.subnets))
+        && !subnets.is_empty()
+        && !subnets.iter().any(|s| &s.id == subnet)
+    {
+        return Some(Drift::SubnetChanged(subnet.clone()));
+    }
+    if let (Some(launched), Some(resolved)) = (launched, resolved)
+        && !launched.security_group_ids.is_empty()
+        && !resolved.security_groups.is_empty()
+    {
+        let attached: BTreeSet<&String> = launched.security_group_ids.iter().collect();
+        if attached != resolved.security_groups.iter().map(|g| &g.id).collect() {
+            return Some(Drift::SecurityGroupsChanged);
+        }
     }
     let requirements = Requirements::from_api(&pool.spec.template.spec.requirements);
     for (key, requirement) in requirements.iter() {
@@ -202,5 +229,39 @@ mod tests {
         let mut older = claim.clone();
         older.metadata.annotations.as_mut().unwrap().insert(HASH_VERSION_ANNOTATION.into(), "v0".into());
         assert_eq!(drifted(&older, &node, &pool("team: b", arch), Some(&class_now)), None);
+    }
+
+    #[test]
+    fn a_subnet_or_security_groups_the_class_no_longer_selects_drift() {
+        use crate::apis::ec2nodeclass::{ResolvedSecurityGroup, ResolvedSubnet};
+        let arch = "{key: kubernetes.io/arch, operator: In, values: [amd64]}";
+        let resolved = |subnets: &[&str], groups: &[&str]| {
+            let mut class = class("alias: al2023@latest", "ami-1");
+            let status = class.status.as_mut().expect("a status");
+            status.subnets =
+                subnets.iter().map(|id| ResolvedSubnet { id: (*id).into(), zone: "z".into(), zone_id: None }).collect();
+            status.security_groups =
+                groups.iter().map(|id| ResolvedSecurityGroup { id: (*id).into(), name: None }).collect();
+            class
+        };
+        let pool = pool("team: a", arch);
+        let now = resolved(&["subnet-1", "subnet-2"], &["sg-1", "sg-2"]);
+        let mut claim = claim_of(&pool, &now, "ami-1");
+        let node = labels(&[("kubernetes.io/arch", "amd64"), ("team", "a")]);
+        // Launched before subnets and groups were recorded: no evidence either way.
+        assert_eq!(drifted(&claim, &node, &pool, Some(&now)), None);
+        let status = claim.status.as_mut().expect("a status");
+        status.subnet_id = Some("subnet-2".into());
+        status.security_group_ids = vec!["sg-2".into(), "sg-1".into()];
+        assert_eq!(drifted(&claim, &node, &pool, Some(&now)), None, "order does not matter");
+
+        let moved = resolved(&["subnet-3"], &["sg-1", "sg-2"]);
+        assert_eq!(drifted(&claim, &node, &pool, Some(&moved)), Some(Drift::SubnetChanged("subnet-2".into())));
+        let fewer = resolved(&["subnet-2"], &["sg-1"]);
+        assert_eq!(drifted(&claim, &node, &pool, Some(&fewer)), Some(Drift::SecurityGroupsChanged));
+        let more = resolved(&["subnet-2"], &["sg-1", "sg-2", "sg-3"]);
+        assert_eq!(drifted(&claim, &node, &pool, Some(&more)), Some(Drift::SecurityGroupsChanged));
+        // A class whose selectors match nothing right now is not ready, not a reason to replace.
+        assert_eq!(drifted(&claim, &node, &pool, Some(&resolved(&[], &[]))), None);
     }
 }

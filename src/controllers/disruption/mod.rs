@@ -53,7 +53,7 @@ use crate::{
         ClusterState,
         cache::CachedPod,
         facts::NodeFactsIndex,
-        input::{Snapshot, input_without, solver_input},
+        input::{Snapshot, WholeInput, solver_input},
         nodes::Nodes,
         pods::PodIndex,
     },
@@ -186,7 +186,7 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
             .set(unblocked as i64);
         let snapshot = gathered.snapshot(&index, &facts, pools, instance_types);
         // Built on the first candidate that needs it: most passes have none.
-        let whole = LazyCell::new(|| solver_input(&snapshot).input);
+        let whole = LazyCell::new(|| WholeInput::of(solver_input(&snapshot).input));
         let mut memo = Memo::default();
         let mut command = None;
         for (candidate, blocker) in found {
@@ -194,7 +194,7 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
             if blocker.is_some() || allowed(pool, claims, DisruptionReason::Drifted, now) == 0 {
                 continue;
             }
-            let plan = solve_with(&input_without(&whole, &index, &HashSet::from([candidate.node.as_str()])), &mut memo);
+            let plan = solve_with(&whole.without(&index, &HashSet::from([candidate.node.as_str()])), &mut memo);
             if !plan.unschedulable.is_empty() {
                 continue;
             }
@@ -451,8 +451,8 @@ pub fn decide_consolidation(
             }
         }
     }
-    let whole = LazyCell::new(|| solver_input(snapshot).input);
-    let without = |gone: &HashSet<&str>| input_without(&whole, snapshot.pods, gone);
+    let whole = LazyCell::new(|| WholeInput::of(solver_input(snapshot).input));
+    let without = |gone: &HashSet<&str>| whole.without(snapshot.pods, gone);
     let (decision, refused) = match confirming {
         Some(decision) => {
             if eligible.len() != decision.candidates.len() {

@@ -87,6 +87,8 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
         status.zone = Some(instance.zone.clone());
         status.capacity_type = Some(instance.capacity_type.clone());
         status.image_id = Some(instance.image_id.clone());
+        status.subnet_id = Some(instance.subnet_id.clone()).filter(|id| !id.is_empty());
+        status.security_group_ids = instance.security_group_ids.clone();
         if let Some(launched) = &launched_type {
             status.capacity = launched.capacity.to_quantities();
             status.allocatable = launched.allocatable.to_quantities();

@@ -293,9 +293,11 @@ impl Solver<'_> {
         let mut launchable = self.pool_types[pool].clone();
         launchable.intersect_with(self.types_for(requirements));
         launchable.intersect_with(&self.ordinary_types);
+        // Each type's cheapest offering the claim allows (infinite when none).
+        let prices = self.offering_prices(requirements);
         let claim = &self.claims[claim];
         let requirements = &self.interner.get(claim.requirements);
-        let price = |i: usize| self.input.instance_types[i].cheapest_offering(requirements).map(|o| o.price);
+        let price = |i: usize| Some(prices[i]).filter(|p| p.is_finite());
         let cheapest_in_class = claim.candidates.iter().filter_map(price).fold(f64::INFINITY, f64::min);
         // The pool's limits were charged with the class's largest type: nothing outside it may
         // be larger.
@@ -307,13 +309,8 @@ impl Solver<'_> {
             .filter(|i| price(*i).is_some_and(|p| p < cheapest_in_class));
         let mut chosen = claim.candidates.clone();
         cheaper_outside.for_each(|i| chosen.insert(i));
-        let mut priced: Vec<(f64, &InstanceType)> = chosen
-            .iter()
-            .filter_map(|i| {
-                let instance = &self.input.instance_types[i];
-                instance.cheapest_offering(requirements).map(|o| (o.price, instance))
-            })
-            .collect();
+        let mut priced: Vec<(f64, &InstanceType)> =
+            chosen.iter().filter_map(|i| Some((price(i)?, &self.input.instance_types[i]))).collect();
         priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
         priced.truncate(MAX_INSTANCE_TYPES);
         let names: Vec<String> = priced.iter().map(|(_, t)| t.name.clone()).collect();

@@ -101,7 +101,8 @@ pub struct ScheduledPod {
 pub struct Input {
     /// Shared with the pod cache, which parsed each pod once.
     pub pods: Vec<Arc<PodInfo>>,
-    pub nodes: Vec<ExistingNode>,
+    /// Shared with the input for the whole cluster when this one leaves nodes out.
+    pub nodes: Vec<Arc<ExistingNode>>,
     pub scheduled: Vec<ScheduledPod>,
     pub pools: Vec<NodePoolTemplate>,
     /// Shared with the cloud provider's priced-types cache when there is one node class, so a
@@ -306,7 +307,10 @@ impl<'a> Solver<'a> {
             input.scheduled.iter().map(|s| s.pod.topology.iter().map(|t| self.group_of(t)).collect()).collect();
         // Without a single term, bound pods change nothing (the common case on a big cluster).
         let scheduled = if self.topology.is_unused() { &[][..] } else { &input.scheduled[..] };
-        let nodes_by_name: HashMap<&str, &ExistingNode> = input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let nodes_by_name: HashMap<&str, &ExistingNode> = match scheduled.is_empty() {
+            true => HashMap::new(),
+            false => input.nodes.iter().map(|n| (n.name.as_str(), &**n)).collect(),
+        };
         for (ScheduledPod { pod, node }, owned) in scheduled.iter().zip(&owned_by_scheduled) {
             let members = self.topology.memberships(&pod.namespace, &pod.labels);
             let node = nodes_by_name.get(&**node).copied();

@@ -167,7 +167,7 @@ impl Solver<'_> {
     /// Each type's cheapest offering that the requirements allow (infinite when none is), shared
     /// by every requirement set with the same zone and capacity-type requirements, and kept in
     /// the memo across runs.
-    fn offering_prices(&mut self, requirements: ReqId) -> Rc<[f64]> {
+    pub(super) fn offering_prices(&mut self, requirements: ReqId) -> Rc<[f64]> {
         let set = self.interner.get(requirements);
         let key = (set.get(labels::ZONE).cloned(), set.get(labels::CAPACITY_TYPE).cloned());
         if let Some(prices) = self.memo.prices.get(&key) {

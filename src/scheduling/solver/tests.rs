@@ -141,14 +141,14 @@ fn existing_capacity_is_used_before_anything_is_launched() {
     free.set("pods", 10);
     let mut requirements = Requirements::new();
     requirements.add(labels::ZONE, Requirement::one_of([ZONES[0]]));
-    input.nodes.push(ExistingNode {
+    input.nodes.push(Arc::new(ExistingNode {
         name: "node-1".into(),
         requirements: Arc::new(requirements),
         registered: true,
         taints: vec![],
         free,
         host_ports: vec![],
-    });
+    }));
     let plan = solve(&input);
     assert_eq!(plan.existing, [("default/p000".to_string(), "node-1".to_string())]);
     assert_eq!(plan.new_claims.len(), 1, "the second pod no longer fits on node-1");
@@ -312,14 +312,14 @@ fn existing_pods_anti_affinity_repels_new_pods() {
     free.set(CPU, 4000);
     free.set(MEMORY, 8 << 30);
     free.set("pods", 10);
-    input.nodes.push(ExistingNode {
+    input.nodes.push(Arc::new(ExistingNode {
         name: "node-1".into(),
         requirements: Arc::default(),
         registered: true,
         taints: vec![],
         free,
         host_ports: vec![],
-    });
+    }));
     let guard = pod_with(
         "guard",
         "100m",
