@@ -1,4 +1,4 @@
-"""Runs the AWS emulator (moto's server: EC2, SSM, IAM on one port) with the public data an EKS
+"""Runs the AWS emulator (moto's server: EC2, SSM, IAM, SQS on one port) with the public data an EKS
 node class resolves that moto does not ship:
 
 * EKS-optimized AMIs (AL2023 and Bottlerocket, x86_64 and arm64) for the local cluster's

@@ -98,7 +98,7 @@ start kwok "$KWOK_BIN/kwok" --kubeconfig "$KUBECONFIG_LOCAL" "${stage_args[@]}" 
   --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
   --server-address "127.0.0.1:$KWOK_PORT"
 
-log "starting the AWS emulator (moto $MOTO_VERSION: EC2, SSM, IAM) on http://127.0.0.1:$MOTO_PORT"
+log "starting the AWS emulator (moto $MOTO_VERSION: EC2, SSM, IAM, SQS) on http://127.0.0.1:$MOTO_PORT"
 kubernetes_minor="$(echo "$KUBERNETES_VERSION" | sed -E 's/^v([0-9]+\.[0-9]+)\..*/\1/')"
 start moto "$MOTO_VENV/bin/python" "$HACK_DIR/emulator.py" "$STOKER_STATE" "$kubernetes_minor" -H 127.0.0.1 -p "$MOTO_PORT"
 wait_for "EC2 emulator" 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MOTO_PORT"
@@ -108,6 +108,7 @@ export KUBECONFIG="$KUBECONFIG_LOCAL"
 export AWS_ENDPOINT_URL_EC2="http://127.0.0.1:$MOTO_PORT"
 export AWS_ENDPOINT_URL_SSM="http://127.0.0.1:$MOTO_PORT"
 export AWS_ENDPOINT_URL_IAM="http://127.0.0.1:$MOTO_PORT"
+export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$MOTO_PORT"
 export AWS_REGION="$AWS_REGION_LOCAL"
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing

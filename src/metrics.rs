@@ -85,7 +85,13 @@ pub struct ResourceLabels {
     pub resource: String,
 }
 
-/// One of stoker's kinds (`NodePool`, `WarmPool`, ...).
+/// What stoker did about something (`interrupt`, `remove`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+}
+
+/// A kind: of stoker object (`NodePool`, `WarmPool`, ...) or of interruption-queue message.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -139,6 +145,9 @@ pub struct Metrics {
     pub warmpool_desired: Family<WarmPoolLabels, Gauge>,
     pub warmpool_ready: Family<WarmPoolLabels, Gauge>,
     pub invalid_objects: Family<KindLabels, Counter>,
+    pub interruption_messages: Family<KindLabels, Counter>,
+    pub interruption_actions: Family<ActionLabels, Counter>,
+    pub interruption_message_age: Histogram,
     pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
     pub ready: AtomicBool,
 }
@@ -239,6 +248,21 @@ impl Default for Metrics {
             "Reports of stoker objects that cannot be decoded and are ignored until fixed, by kind",
             Family::default(),
         );
+        let interruption_messages = metrics.add(
+            "interruption_messages",
+            "Messages received from the interruption queue, by kind (malformed and unknown included)",
+            Family::default(),
+        );
+        let interruption_actions = metrics.add(
+            "interruption_actions",
+            "What interruption-queue messages led to, per instance: interrupt, remove, record or none",
+            Family::default(),
+        );
+        let interruption_message_age = metrics.add(
+            "interruption_message_age_seconds",
+            "Age of an interruption-queue message when received, from the event's time",
+            Histogram::new([0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+        );
         let reconcile_errors = metrics.add(
             "reconcile_errors",
             "Failed reconciles and controller passes, by controller and error (panic included)",
@@ -271,6 +295,9 @@ impl Default for Metrics {
             warmpool_desired,
             warmpool_ready,
             invalid_objects,
+            interruption_messages,
+            interruption_actions,
+            interruption_message_age,
             reconcile_errors,
             ready: AtomicBool::new(false),
         }

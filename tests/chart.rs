@@ -132,6 +132,11 @@ fn charts_lint_and_render_with_default_and_other_values() {
     assert_eq!(env_of(&defaults, "WARMPOOL_NODEPOOLS").as_deref(), Some(""));
     let limited = render(&["--set", "settings.warmPools.nodePools={spot,general}"]);
     assert_eq!(env_of(&limited, "WARMPOOL_NODEPOOLS").as_deref(), Some("spot,general"));
+    // The interruption queue: unset by default, the controller's setting when given.
+    assert_eq!(env_of(&defaults, "INTERRUPTION_QUEUE"), None);
+    assert_eq!(env_of(&defaults, "ACT_ON_REBALANCE_RECOMMENDATIONS").as_deref(), Some("false"));
+    let queued = render(&["--set", "settings.interruptionQueue=prod-interruptions"]);
+    assert_eq!(env_of(&queued, "INTERRUPTION_QUEUE").as_deref(), Some("prod-interruptions"));
     let grants = |documents: &[Value], resource: &str| {
         let role = find(documents, "ClusterRole").expect("a ClusterRole");
         role["rules"]

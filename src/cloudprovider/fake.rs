@@ -177,6 +177,10 @@ impl CloudProvider for FakeCloudProvider {
         self.enter("prune", String::new())?;
         Ok(0)
     }
+
+    fn offering_interrupted(&self, instance_type: &str, zone: &str, capacity_type: &str) {
+        self.state().calls.push(("offering_interrupted", format!("{instance_type} {zone} {capacity_type}")));
+    }
 }
 
 #[cfg(test)]

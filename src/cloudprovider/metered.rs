@@ -82,6 +82,10 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
     async fn prune(&self) -> Result<usize, CloudError> {
         self.observe("prune", self.inner.prune()).await
     }
+
+    fn offering_interrupted(&self, instance_type: &str, zone: &str, capacity_type: &str) {
+        self.inner.offering_interrupted(instance_type, zone, capacity_type);
+    }
 }
 
 #[cfg(test)]

@@ -157,4 +157,8 @@ pub trait CloudProvider: Send + Sync {
     /// Deletes what the provider made that nothing has used for a while (launch templates);
     /// returns how many. Only the leader calls it.
     fn prune(&self) -> impl Future<Output = Result<usize, CloudError>> + Send;
+
+    /// The cloud is reclaiming an instance of this offering (a spot interruption): launches
+    /// avoid the offering for a while, as after a capacity error.
+    fn offering_interrupted(&self, instance_type: &str, zone: &str, capacity_type: &str);
 }

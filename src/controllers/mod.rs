@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod disruption;
 pub mod finalizer;
 pub mod garbage;
+pub mod interruption;
 pub mod isolation;
 pub mod nodeclaim;
 pub mod nodeclass;

@@ -8,6 +8,8 @@ pub mod settings;
 
 use std::{sync::Arc, time::Duration};
 
+use aws_config::SdkConfig;
+
 use kube::{
     Client,
     runtime::events::{Recorder, Reporter},
@@ -23,7 +25,7 @@ use crate::{
         metered::Metered,
     },
     controllers::{
-        Shared, disruption, garbage, nodeclaim, nodeclass, nodepool,
+        Provider, Shared, disruption, garbage, interruption, nodeclaim, nodeclass, nodepool,
         provisioner::{self, Provisioner},
         warmpool::{preemption, reconcile as warmpool},
     },
@@ -128,6 +130,7 @@ pub async fn run(settings: Settings) -> Result<()> {
                 gated(gates.warm_pools, warmpool::run(shared.clone(), settings.warm_pool_policy())),
                 gated(gates.warm_pools, preemption::run(shared.clone(), preemptions)),
                 nodeclass::run(shared.clone()),
+                interruptions(&shared, &config, &settings),
             )
         };
         // Losing the lease stops every writer at once: the controllers' futures are dropped.
@@ -149,6 +152,14 @@ pub async fn run(settings: Settings) -> Result<()> {
 }
 
 /// Runs a controller only when its feature gate is on; a gated-off controller finishes at once.
+/// The interruption controller when a queue is set.
+async fn interruptions<P: Provider>(shared: &Arc<Shared<P>>, config: &SdkConfig, settings: &Settings) {
+    if let Some(queue) = &settings.interruption_queue {
+        interruption::run(shared.clone(), config.clone(), queue.clone(), settings.act_on_rebalance_recommendations)
+            .await
+    }
+}
+
 async fn gated(enabled: bool, controller: impl Future<Output = ()>) {
     if enabled {
         controller.await

@@ -72,6 +72,14 @@ pub struct Settings {
     /// NodePools WarmPools may hold capacity on, comma-separated; any when empty.
     #[arg(long, env = "WARMPOOL_NODEPOOLS", value_delimiter = ',', default_value = "")]
     pub warm_pool_nodepools: Vec<String>,
+    /// The SQS queue EventBridge rules send spot interruption warnings, rebalance
+    /// recommendations, instance state changes and AWS Health events to; unset, none are handled.
+    #[arg(long, env = "INTERRUPTION_QUEUE")]
+    pub interruption_queue: Option<String>,
+    /// Treat rebalance recommendations like interruptions (drain and replace the node) instead
+    /// of only recording them.
+    #[arg(long, env = "ACT_ON_REBALANCE_RECOMMENDATIONS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub act_on_rebalance_recommendations: bool,
 }
 
 impl Settings {

@@ -225,6 +225,8 @@ pub fn settings() -> stoker::operator::Settings {
         feature_gates: Default::default(),
         warm_pool_images: vec![stoker::apis::warmpool::DEFAULT_PAUSE_IMAGE.into()],
         warm_pool_nodepools: Vec::new(),
+        interruption_queue: None,
+        act_on_rebalance_recommendations: false,
     }
 }
 

@@ -6,11 +6,11 @@
 //! clients and two caches, each an owned type in its own room: `offerings` (catalog, prices,
 //! priced types per node-class shape, unavailable offerings, subnet addresses) and `templates`
 //! (launch templates in EC2 and which are in use). `launch` is the CreateFleet retry loop,
-//! `instances` finds and terminates instances, `nodeclass` resolves node classes. Decisions are
-//! made by the pure modules: `catalog` and `allocatable` (instance types as the solver sees
-//! them), `fleet` (overrides and error meanings), `createfleet` (the request and its reply),
-//! `tags`, `ami` (alias parameters, newest image), `bootstrap` (user data), `launchtemplate`
-//! (template content and name).
+//! `instances` finds and terminates instances, `nodeclass` resolves node classes, `queue` reads the
+//! interruption queue. Decisions are made by the pure modules: `catalog` and `allocatable`
+//! (instance types as the solver sees them), `fleet` (overrides and error meanings),
+//! `createfleet` (the request and its reply), `tags`, `ami` (alias parameters, newest image),
+//! `bootstrap` (user data), `launchtemplate` (template content and name).
 
 pub mod allocatable;
 pub mod ami;
@@ -25,6 +25,7 @@ pub mod launchtemplate;
 mod nodeclass;
 mod offerings;
 pub mod pricing;
+pub mod queue;
 pub mod tags;
 mod templates;
 pub mod unavailable;
@@ -228,6 +229,10 @@ impl CloudProvider for AwsCloudProvider {
 
     async fn prune(&self) -> Result<usize, CloudError> {
         self.prune_launch_templates(LAUNCH_TEMPLATE_IDLE).await
+    }
+
+    fn offering_interrupted(&self, instance_type: &str, zone: &str, capacity_type: &str) {
+        self.offerings.mark_unavailable(|cache, now| cache.mark_offering(instance_type, zone, capacity_type, now));
     }
 }
 
