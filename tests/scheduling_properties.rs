@@ -16,7 +16,7 @@ use stoker::{
         pod::PodInfo,
         requirements::{Requirement, Requirements},
         resources::Resources,
-        solver::{ExistingNode, Input, NODES, NodePoolTemplate, Plan, solve},
+        solver::{ExistingNode, Input, Memo, NODES, NodePoolTemplate, Plan, solve, solve_without_repack},
     },
 };
 
@@ -345,8 +345,9 @@ fn nodes_strategy() -> impl Strategy<Value = Vec<std::sync::Arc<ExistingNode>>> 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// The solver places a run of identical replicas at once where it can; a label of its own
+    /// First fit places a run of identical replicas at once where it can; a label of its own
     /// gives each replica its own signature, so each is placed alone. Both must give one plan.
+    /// (Re-packing, which splits claims by signature, comes after and is checked below.)
     #[test]
     fn replicas_placed_together_land_where_they_would_one_by_one(
         catalog in catalog_strategy(),
@@ -362,7 +363,21 @@ proptest! {
             let key = pod.key.clone();
             Arc::make_mut(pod).labels.insert("replica".into(), key);
         }
-        prop_assert_eq!(solve(&input), solve(&alone));
+        let first_fit = |input: &Input| solve_without_repack(input, &mut Memo::default());
+        prop_assert_eq!(first_fit(&input), first_fit(&alone));
+        // Re-packing places the same pods and never costs more than first fit.
+        let cost = |plan: &Plan| plan.new_claims.iter().map(|c| c.price).sum::<f64>();
+        let placed = |plan: &Plan| {
+            let mut pods: Vec<String> = plan.new_claims.iter().flat_map(|c| c.pods.clone()).collect();
+            pods.extend(plan.existing.iter().map(|(pod, _)| pod.clone()));
+            pods.sort();
+            pods
+        };
+        for input in [&input, &alone] {
+            let (packed, split) = (first_fit(input), solve(input));
+            prop_assert_eq!(placed(&packed), placed(&split));
+            prop_assert!(cost(&split) <= cost(&packed) + 1e-9, "{} > {}", cost(&split), cost(&packed));
+        }
     }
 
     #[test]
