@@ -76,9 +76,10 @@ async fn handle<P: Provider>(shared: &Shared<P>, queue: &InterruptionQueue, mess
         info!(?why, "ignoring an interruption-queue message");
     }
     let mut handled = true;
-    for (instance, action) in actions(&parsed.notice, &owners(shared), act_on_rebalance) {
+    let owners = owners(shared);
+    for (instance, action) in actions(&parsed.notice, &owners, act_on_rebalance) {
         metrics.interruption_actions.get_or_create(&ActionLabels { action: action.label().into() }).inc();
-        if action == Action::Nothing && !matches!(parsed.notice, Notice::Ignored(_)) {
+        if !owners.contains_key(&instance) {
             info!(instance = %instance, kind = parsed.notice.kind(), "no NodeClaim of this cluster owns the instance");
         }
         if let Err(error) = act(shared, &parsed.notice, &instance, action).await {
