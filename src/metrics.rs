@@ -110,6 +110,9 @@ pub struct WarmPoolLabels {
     pub warmpool: String,
 }
 
+/// Buckets for what should take well under a second: an interruption's reaction.
+const QUICK_REACTION: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn cloud_call_histogram() -> Histogram {
@@ -148,6 +151,8 @@ pub struct Metrics {
     pub interruption_messages: Family<KindLabels, Counter>,
     pub interruption_actions: Family<ActionLabels, Counter>,
     pub interruption_message_age: Histogram,
+    pub interruption_replacement: Histogram,
+    pub interruption_drain: Histogram,
     pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
     pub ready: AtomicBool,
 }
@@ -263,6 +268,16 @@ impl Default for Metrics {
             "Age of an interruption-queue message when received, from the event's time",
             Histogram::new([0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
         );
+        let interruption_replacement = metrics.add(
+            "interruption_replacement_seconds",
+            "From receiving an interruption message to the replacement NodeClaim its node's pods need created",
+            Histogram::new(QUICK_REACTION),
+        );
+        let interruption_drain = metrics.add(
+            "interruption_drain_seconds",
+            "From receiving an interruption message to its node's NodeClaim deleted, which starts the drain",
+            Histogram::new(QUICK_REACTION),
+        );
         let reconcile_errors = metrics.add(
             "reconcile_errors",
             "Failed reconciles and controller passes, by controller and error (panic included)",
@@ -298,6 +313,8 @@ impl Default for Metrics {
             interruption_messages,
             interruption_actions,
             interruption_message_age,
+            interruption_replacement,
+            interruption_drain,
             reconcile_errors,
             ready: AtomicBool::new(false),
         }

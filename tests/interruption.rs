@@ -149,6 +149,9 @@ async fn interruptions_drain_and_replace_nodes_and_garbage_changes_nothing() {
     assert!(queue.drained().await, "handled messages are deleted");
     let told = support::event_notes(&client, "Interrupted", |o| o.name.as_deref() == Some(&first.name_any())).await;
     assert!(told.iter().any(|n| n.contains("Spot interruption")), "the claim says why: {told:?}");
+    // The replacement was created at once, by the interruption: the claim's Event names it.
+    let replacement = format!("replaced by nodeclaim/{}", second.name_any());
+    assert!(told.iter().any(|n| n.contains(&replacement)), "the Event names the replacement: {told:?}");
 
     // A state change to terminated removes the claim at once.
     let terminated = event(
@@ -170,6 +173,9 @@ async fn interruptions_drain_and_replace_nodes_and_garbage_changes_nothing() {
         "stoker_interruption_messages_total{kind=\"spot_interruption\"} 3",
         "stoker_interruption_messages_total{kind=\"state_change\"} 1",
         "stoker_interruption_actions_total{action=\"none\"} 1",
+        // One replacement and one drain, though the warning came twice.
+        "stoker_interruption_replacement_seconds_count 1",
+        "stoker_interruption_drain_seconds_count 1",
     ] {
         assert!(exported.lines().any(|line| line == sample), "{sample} not in:\n{exported}");
     }

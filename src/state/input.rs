@@ -191,6 +191,17 @@ impl WholeInput {
 
     /// The input without the nodes in `gone`; `pods` says which of their pods a drain evicts.
     pub fn without(&self, pods: &PodIndex, gone: &HashSet<&str>) -> Input {
+        self.build(pods, gone, true)
+    }
+
+    /// As [`without`](Self::without), but only the pods a drain of `gone` evicts are to be
+    /// placed, not the provisionable ones: what must replace nodes about to go, while the pods
+    /// already pending stay the provisioner's to place.
+    pub fn evicted_from(&self, pods: &PodIndex, gone: &HashSet<&str>) -> Input {
+        self.build(pods, gone, false)
+    }
+
+    fn build(&self, pods: &PodIndex, gone: &HashSet<&str>, with_provisionable: bool) -> Input {
         let whole = &self.input;
         let mut moving: Vec<Arc<PodInfo>> = gone
             .iter()
@@ -202,7 +213,9 @@ impl WholeInput {
             .collect();
         // In key order: the same answer whatever order `gone` iterates in.
         moving.sort_by(|a, b| a.key.cmp(&b.key));
-        moving.extend(whole.pods.iter().cloned());
+        if with_provisionable {
+            moving.extend(whole.pods.iter().cloned());
+        }
         let staying = match self.topology {
             true => whole.scheduled.iter().filter(|s| !gone.contains(&*s.node)).cloned().collect(),
             false => Vec::new(),

@@ -222,6 +222,10 @@ fn without_a_node_its_room_goes_and_the_pods_a_drain_evicts_are_placed_first() {
     assert_eq!(keys, ["default/busy", "default/new"], "the DaemonSet pod is not evicted, and moved pods go first");
     assert!(without.scheduled.is_empty(), "no pod takes part in topology: bound pods change nothing");
     assert_eq!(whole.without(&index, &HashSet::new()).pods.len(), whole.input.pods.len());
+    let evicted = whole.evicted_from(&index, &HashSet::from(["node-1"]));
+    let keys: Vec<&str> = evicted.pods.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["default/busy"], "only what the drain evicts: the pending pod is the provisioner's");
+    assert_eq!(evicted.nodes.len(), 1);
 
     // With a spread term in play, the pods that stay count where they are.
     let spread = "  topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}]\n";

@@ -5,12 +5,13 @@
 //! What each cache keeps is decided in [`cache`] (a compact pod, a trimmed node, no
 //! server-side-apply bookkeeping); how stoker's own kinds survive an object this version cannot
 //! decode, in [`undecodable`]. The pods are also indexed as they arrive ([`pods`]: what each node
-//! holds, the bound and the provisionable pods); [`usage`] has the one rule for what a NodeClaim
+//! holds, the bound and the provisionable pods); [`gathered`] copies the caches for one decision; [`usage`] has the one rule for what a NodeClaim
 //! counts against its pool's limits, and [`input`] turns the state into the solver's input.
 //! Nothing here writes to the apiserver.
 
 pub mod cache;
 pub mod facts;
+pub mod gathered;
 pub mod input;
 pub mod nodes;
 pub mod pods;

@@ -128,16 +128,7 @@ async fn launch_replacements<P>(
     planned: &[NewNodeClaim],
     pools: &[Arc<NodePool>],
 ) -> Result<bool> {
-    let mut created = Vec::new();
-    for planned in planned {
-        let Some(pool) = pools.iter().find(|p| p.name_any() == planned.nodepool) else { return Ok(false) };
-        let class = ctx.state.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name));
-        let suffix: String = (0..5).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
-        let claim =
-            claims.create(&PostParams::default(), &nodeclaim_for(planned, pool, class.as_deref(), &suffix)).await?;
-        info!(nodeclaim = %claim.name_any(), instance_types = ?planned.instance_types, "launched replacement");
-        created.push(claim);
-    }
+    let Some(created) = create_replacements(ctx, claims, planned, pools).await? else { return Ok(false) };
     let deadline = tokio::time::Instant::now() + REPLACEMENT_TIMEOUT;
     let mut seen = vec![false; created.len()];
     'waiting: while tokio::time::Instant::now() < deadline {
@@ -162,6 +153,30 @@ async fn launch_replacements<P>(
         }
     }
     Ok(false)
+}
+
+/// Creates a NodeClaim for each planned replacement, without waiting for any to launch; `None`
+/// (and nothing created) when a pool named is gone.
+pub async fn create_replacements<P>(
+    ctx: &Shared<P>,
+    claims: &Api<NodeClaim>,
+    planned: &[NewNodeClaim],
+    pools: &[Arc<NodePool>],
+) -> Result<Option<Vec<NodeClaim>>> {
+    let mut built = Vec::new();
+    for planned in planned {
+        let Some(pool) = pools.iter().find(|p| p.name_any() == planned.nodepool) else { return Ok(None) };
+        let class = ctx.state.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name));
+        let suffix: String = (0..5).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
+        built.push((nodeclaim_for(planned, pool, class.as_deref(), &suffix), &planned.instance_types));
+    }
+    let mut created = Vec::new();
+    for (claim, instance_types) in built {
+        let claim = claims.create(&PostParams::default(), &claim).await?;
+        info!(nodeclaim = %claim.name_any(), ?instance_types, "created replacement");
+        created.push(claim);
+    }
+    Ok(Some(created))
 }
 
 /// Adds (with the time, so a stale one can be told) or removes stoker's disruption taint.

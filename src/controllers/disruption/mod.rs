@@ -29,7 +29,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node, policy::v1::PodDisruptionBudget};
+use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Resource, ResourceExt, api::DeleteParams, runtime::events::EventType};
 use tracing::{info, warn};
 
@@ -50,12 +50,10 @@ use crate::{
     metrics::ReasonLabels,
     scheduling::solver::{Memo, solve_with},
     state::{
-        ClusterState,
         cache::CachedPod,
-        facts::NodeFactsIndex,
+        gathered::Gathered,
         input::{Snapshot, WholeInput, solver_input},
         nodes::Nodes,
-        pods::PodIndex,
     },
 };
 
@@ -261,47 +259,6 @@ async fn mark_consolidatable<P>(ctx: &Shared<P>, consolidatable: &HashSet<String
         set_claim_condition(&api, &claim, condition::CONSOLIDATABLE, mark).await?;
     }
     Ok(())
-}
-
-/// The caches' contents at one moment, as the disruption methods read them (the pod index and
-/// node facts are locked separately, only while deciding).
-struct Gathered {
-    claims: Vec<Arc<NodeClaim>>,
-    nodes: Vec<Arc<Node>>,
-    pods: Vec<Arc<CachedPod>>,
-    budgets: Vec<Arc<PodDisruptionBudget>>,
-    daemonsets: Vec<DaemonSet>,
-}
-
-impl Gathered {
-    fn of(state: &ClusterState) -> Self {
-        Self {
-            claims: state.claims.state(),
-            nodes: state.nodes.state(),
-            pods: state.pods.state(),
-            budgets: state.budgets.state(),
-            daemonsets: state.daemonsets.state().iter().map(|d| (**d).clone()).collect(),
-        }
-    }
-
-    /// The solver's input source over these contents.
-    fn snapshot<'a>(
-        &'a self,
-        index: &'a PodIndex,
-        facts: &'a NodeFactsIndex,
-        pools: &'a [Arc<NodePool>],
-        instance_types: &'a InstanceTypes,
-    ) -> Snapshot<'a> {
-        Snapshot {
-            pods: index,
-            nodes: &self.nodes,
-            facts,
-            claims: &self.claims,
-            pools,
-            daemonsets: &self.daemonsets,
-            instance_types,
-        }
-    }
 }
 
 /// The pods bound to each node.

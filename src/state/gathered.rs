@@ -1,0 +1,53 @@
+//! The caches' contents at one moment, for a decision that reads several of them together. The
+//! pod index and node facts are not copied: they are read-locked only while deciding, since no
+//! await may hold their locks.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node, policy::v1::PodDisruptionBudget};
+
+use super::{ClusterState, cache::CachedPod, facts::NodeFactsIndex, input::Snapshot, pods::PodIndex};
+use crate::{
+    apis::{NodeClaim, NodePool},
+    scheduling::catalog::InstanceType,
+};
+
+/// Copies (of `Arc`s) of the caches.
+pub struct Gathered {
+    pub claims: Vec<Arc<NodeClaim>>,
+    pub nodes: Vec<Arc<Node>>,
+    pub pods: Vec<Arc<CachedPod>>,
+    pub budgets: Vec<Arc<PodDisruptionBudget>>,
+    pub daemonsets: Vec<DaemonSet>,
+}
+
+impl Gathered {
+    pub fn of(state: &ClusterState) -> Self {
+        Self {
+            claims: state.claims.state(),
+            nodes: state.nodes.state(),
+            pods: state.pods.state(),
+            budgets: state.budgets.state(),
+            daemonsets: state.daemonsets.state().iter().map(|d| (**d).clone()).collect(),
+        }
+    }
+
+    /// The solver's input source over these contents.
+    pub fn snapshot<'a>(
+        &'a self,
+        index: &'a PodIndex,
+        facts: &'a NodeFactsIndex,
+        pools: &'a [Arc<NodePool>],
+        instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
+    ) -> Snapshot<'a> {
+        Snapshot {
+            pods: index,
+            nodes: &self.nodes,
+            facts,
+            claims: &self.claims,
+            pools,
+            daemonsets: &self.daemonsets,
+            instance_types,
+        }
+    }
+}
