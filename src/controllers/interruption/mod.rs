@@ -70,6 +70,9 @@ pub async fn run<P: Provider>(shared: Arc<Shared<P>>, config: SdkConfig, queue: 
                 continue;
             }
         };
+        if !received.is_empty() {
+            info!(messages = received.len(), "received from the interruption queue");
+        }
         let batch = Batch { received_at: Instant::now(), act_on_rebalance, acted: Mutex::default() };
         interrupted_before.retain(|claim: &String| shared.state.claims.get(&ObjectRef::new(claim)).is_some());
         batch.handle(&shared, &connected, received, &mut interrupted_before).await;

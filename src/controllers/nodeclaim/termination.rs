@@ -125,6 +125,7 @@ async fn drained<P>(claim: &NodeClaim, node: &Node, ctx: &Context<P>) -> Result<
         tainted.push(Taint { key: labels::DISRUPTED_TAINT.into(), effect: "NoSchedule".into(), ..Default::default() });
         let patch = json!({"spec": {"taints": tainted}, "metadata": {"resourceVersion": node.resource_version()}});
         nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        info!(node = %name, "draining");
     }
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let on_node = pods.list(&ListParams::default().fields(&format!("spec.nodeName={name}"))).await?;
