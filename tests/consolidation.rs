@@ -1,12 +1,15 @@
 //! Consolidation end to end on the local control plane and the AWS emulator: three full nodes
 //! whose pods shrink become underutilized; a do-not-disrupt pod, then a PodDisruptionBudget,
-//! then a budget of zero nodes keep them (and say why in Events); once nothing blocks, they are
-//! consolidated into one node, which is then replaced by a cheaper one, with every pod Running
-//! and no instance leaked.
+//! then a scheduled budget of zero nodes (until its window closes) keep them (and say why in
+//! Events); once nothing blocks, they are consolidated into one node, which is then replaced by a
+//! cheaper one; when the pods grow to need a node each, the three nodes are replaced by one.
+//! Every pod Running and no instance leaked.
 
 mod support;
 
 use std::{collections::BTreeSet, time::Duration};
+
+use chrono::Timelike;
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node, policy::v1::PodDisruptionBudget};
 use kube::{
@@ -145,22 +148,27 @@ async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_che
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert!(held.is_subset(&nodes_of(&client, "spread").await), "nodes under an exhausted PDB are kept");
 
-    // Without the PDB, a budget of zero nodes keeps them.
+    // Without the PDB, a scheduled budget of zero nodes keeps them while its window lasts: the
+    // window opened when its schedule fired, at the start of this minute, and closes in 30 s.
     let pools: Api<stoker::apis::NodePool> = Api::all(client.clone());
-    let budget = |nodes: &str| json!({"spec": {"disruption": {"budgets": [{"nodes": nodes}]}}});
-    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&budget("0"))).await.expect("budget 0");
+    let now = chrono::Utc::now();
+    let closes = tokio::time::Instant::now() + Duration::from_secs(30);
+    let window = json!({"nodes": "0", "schedule": format!("{} {} * * *", now.minute(), now.hour()),
+                        "duration": format!("{}s", now.second() + 30)});
+    let budgets = |budgets: serde_json::Value| json!({"spec": {"disruption": {"budgets": budgets}}});
+    let scheduled = budgets(json!([{"nodes": "10%"}, window]));
+    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&scheduled)).await.expect("a scheduled budget of 0");
     pdbs.delete("spread", &DeleteParams::default()).await.expect("delete the PDB");
-    let told = support::wait_until(Duration::from_secs(60), || async {
+    let told = support::wait_until(Duration::from_secs(25), || async {
         let notes = events_about(&client, &held, "Unconsolidatable").await;
         notes.iter().any(|n| n.contains("disruption budget")).then_some(notes)
     })
     .await;
     assert!(told.is_some(), "the kept nodes name the budget");
-    tokio::time::sleep(Duration::from_secs(25)).await;
-    assert!(held.is_subset(&nodes_of(&client, "spread").await), "a budget of 0 keeps them");
+    tokio::time::sleep_until(closes - Duration::from_secs(2)).await;
+    assert!(held.is_subset(&nodes_of(&client, "spread").await), "a budget of 0 keeps them while its window lasts");
 
-    // Nothing blocks any more: one cheaper node for the three pods.
-    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&budget("10%"))).await.expect("budget 10%");
+    // The window closes and nothing blocks any more: one cheaper node for the three pods.
     let consolidated = support::wait_until(Duration::from_secs(240), || async {
         let now = claims(&client).await;
         let live: Vec<&NodeClaim> = now.iter().filter(|c| c.metadata.deletion_timestamp.is_none()).collect();
@@ -187,6 +195,26 @@ async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_che
     assert!(replaced.is_some(), "the last node replaced by a smaller one");
     let disrupted = events_on_claims(&client, "DisruptionUnderutilized").await;
     assert!(disrupted.iter().any(|n| n.contains("replaced by a cheaper")), "the replacement is told: {disrupted:?}");
+
+    // Three nodes replaced by one: the pods grow to 2 CPUs, too many for a 2-vCPU node and for
+    // two on a 4-vCPU one, so each gets a 4-vCPU node (no disruption meanwhile: budget 0). No
+    // single node can go or get cheaper, but one 8-vCPU node for all three costs less than the
+    // three together.
+    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&budgets(json!([{"nodes": "0"}])))).await.expect("hold");
+    roll(&client, "2", json!({})).await;
+    assert!(settled(&client, 3, "2").await, "the grown pods run");
+    assert_eq!(nodes_of(&client, "spread").await.len(), 3, "one grown pod per node");
+    let trio: BTreeSet<String> = claims(&client).await.iter().map(|c| c.name_any()).collect();
+    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&budgets(json!([{"nodes": "100%"}])))).await.expect("go");
+    let merged = support::wait_until(Duration::from_secs(240), || async {
+        let now = claims(&client).await;
+        let names: BTreeSet<String> = now.iter().map(|c| c.name_any()).collect();
+        let one_new = now.len() == 1 && names.iter().all(|n| !trio.contains(n));
+        (one_new && running(&client, "spread").await == 3).then_some(now)
+    })
+    .await;
+    let merged = merged.expect("the three 4-vCPU nodes replaced by one node");
+    assert_eq!(vcpus(&client, &merged).await, 8, "one 8-vCPU node holds the three 2-CPU pods");
     let exported = support::scrape(&metrics).await;
     for sample in [
         "stoker_disruption_decisions_total{reason=\"Underutilized\",action=\"replace\"}",

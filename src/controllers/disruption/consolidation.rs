@@ -122,14 +122,25 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
     outcome
 }
 
-/// The largest run of the first candidates (two or more) that can go together.
+/// The largest run of the first candidates (two or more) that can go together: all of them when
+/// they can, else found by bisection. Bisection assumes that a run that cannot go means no
+/// longer one can, which holds for deleting but not for replacing: two nodes may need a
+/// replacement as dear as they are where three fit one that is cheaper. Asking about the whole
+/// run first catches the case that matters most after a scale-down, at the cost of one question.
 fn multi_node(
     candidates: &[&Candidate],
     spot_to_spot: bool,
     without: &impl Fn(&HashSet<&str>) -> Input,
     memo: &mut Memo,
 ) -> Option<Decision> {
-    let (mut low, mut high) = (2, candidates.len().min(MAX_MULTI_NODE));
+    let all = candidates.len().min(MAX_MULTI_NODE);
+    if all < 2 {
+        return None;
+    }
+    if let Ok(decision) = evaluate(&candidates[..all], spot_to_spot, without, memo) {
+        return Some(decision);
+    }
+    let (mut low, mut high) = (2, all - 1);
     let mut best = None;
     while low <= high {
         let middle = (low + high) / 2;

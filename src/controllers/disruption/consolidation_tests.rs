@@ -156,6 +156,27 @@ fn three_nodes_are_replaced_by_one() {
 }
 
 #[test]
+fn three_nodes_go_together_when_no_two_of_them_would_save() {
+    // A family priced by the vCPU: two 2.5-CPU pods need the 8-vCPU size, as dear as the two
+    // 4-vCPU nodes they would leave; only all three on it save. Bisection alone asks about two,
+    // hears no, and never asks about three.
+    let types =
+        crate::scheduling::solver::sizing_tests::catalog(&[("m9.xlarge", 4, 16, 0.20), ("m9.2xlarge", 8, 32, 0.40)]);
+    let grown = |name: &'static str| TestNode {
+        pods: vec![pod_with(&format!("{name}-0"), "2500m", "1Gi", "")],
+        ..node(name, "m9.xlarge", ("1500m", "15Gi"), 0)
+    };
+    let (candidates, without) = cluster_of(&[grown("a"), grown("b"), grown("c")], "on-demand", types);
+    let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    assert_eq!(decision.candidates.len(), 3, "{decision:?}");
+    let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+    assert_eq!(replacement.instance_types, ["m9.2xlarge"]);
+    assert!((decision.savings - 0.20).abs() < 1e-9, "{decision:?}");
+    let two = evaluate(&candidates.iter().take(2).collect::<Vec<_>>(), false, &without, &mut Memo::default());
+    assert!(matches!(two, Err(Refusal::NoCheaperReplacement { .. })), "{two:?}");
+}
+
+#[test]
 fn refusals_say_why() {
     // Already the cheapest type that fits: nothing cheaper, and nowhere else to go.
     let (candidates, without) = cluster(&[node("small", "c5.large", ("1", "1Gi"), 2)], "on-demand");
