@@ -9,5 +9,6 @@ pub mod pod;
 pub mod quantity;
 pub mod requirements;
 pub mod resources;
+pub mod shapes;
 pub mod solver;
 pub mod topology;

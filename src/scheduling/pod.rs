@@ -1,7 +1,11 @@
 //! What the simulation needs to know about a pod, read once from its spec: requests, node
 //! requirements (with alternatives and preferences), tolerations, host ports and topology terms.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::{Deref, DerefMut},
+    sync::Arc,
+};
 
 use k8s_openapi::{
     api::core::v1::{NodeSelectorTerm, Pod, PodAffinityTerm, PodSpec, Taint, Toleration},
@@ -112,11 +116,34 @@ impl HostPort {
     }
 }
 
-/// A pod, as the simulation sees it.
+/// A pod, as the simulation sees it: which pod, and its shape.
 #[derive(Debug, Clone)]
 pub struct PodInfo {
     /// `namespace/name`.
     pub key: String,
+    /// Everything else the simulation reads; the replicas of one template have equal shapes,
+    /// which the pod cache keeps once ([`Shapes`](super::shapes::Shapes)).
+    pub shape: Arc<PodShape>,
+}
+
+impl Deref for PodInfo {
+    type Target = PodShape;
+
+    fn deref(&self) -> &PodShape {
+        &self.shape
+    }
+}
+
+/// Changing a pod's shape copies it first when other pods share it.
+impl DerefMut for PodInfo {
+    fn deref_mut(&mut self) -> &mut PodShape {
+        Arc::make_mut(&mut self.shape)
+    }
+}
+
+/// What the simulation reads of a pod besides its name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodShape {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub requests: Resources,
@@ -238,8 +265,7 @@ impl PodInfo {
             })
             .collect();
 
-        Ok(Self {
-            key,
+        let shape = PodShape {
             namespace,
             labels,
             requests,
@@ -248,9 +274,12 @@ impl PodInfo {
             host_ports,
             topology,
             preferences,
-        })
+        };
+        Ok(Self { key, shape: Arc::new(shape) })
     }
+}
 
+impl PodShape {
     /// Whether it has a topology term (spread, pod affinity or anti-affinity), required or
     /// preferred: without any such pod, where other pods run changes no decision.
     pub fn takes_part_in_topology(&self) -> bool {
@@ -411,7 +440,8 @@ spec:
         assert!(tolerates(&toleration(Some("gpu"), "Exists", None, Some("NoSchedule")), &gpu));
         assert!(!tolerates(&toleration(Some("gpu"), "Exists", None, Some("NoExecute")), &gpu));
         assert!(tolerates(&toleration(None, "Exists", None, None), &gpu));
-        let pod = PodInfo { tolerations: vec![], ..pod("metadata: {name: p}\nspec: {containers: []}") };
+        let mut pod = pod("metadata: {name: p}\nspec: {containers: []}");
+        pod.tolerations = vec![];
         assert_eq!(pod.untolerated_taint(&[taint("soft", None, "PreferNoSchedule")]), None);
         assert_eq!(pod.untolerated_taint(std::slice::from_ref(&gpu)), Some(&gpu));
     }

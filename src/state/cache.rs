@@ -4,7 +4,7 @@
 //! statuses, other tools' annotations) is most of the cache's memory, and parsing the constraints
 //! again in every batch was most of a batch's time. So the pod reflector turns each Pod into a
 //! [`CachedPod`] as it arrives: the fields a controller reads, and the simulation's [`PodInfo`]
-//! parsed once. Nodes stay Nodes, without their image lists and node info; no cached object
+//! parsed once, its shape shared with the other replicas of its template. Nodes stay Nodes, without their image lists and node info; no cached object
 //! keeps its server-side-apply bookkeeping.
 //!
 //! Nothing written back to the API server is built from a cached object's dropped parts: the
@@ -22,7 +22,7 @@ use kube::{Resource, api::ObjectMeta};
 
 use crate::{
     apis::labels,
-    scheduling::{pod::PodInfo, quantity::QuantityError},
+    scheduling::{pod::PodInfo, quantity::QuantityError, shapes::Shapes},
 };
 
 /// The annotations a controller reads from a cached Pod or Node.
@@ -53,8 +53,19 @@ pub struct CachedPod {
 }
 
 impl From<Pod> for CachedPod {
+    /// The cached form of `pod`, its shape its own.
     fn from(pod: Pod) -> Self {
-        let scheduling = PodInfo::from_pod(&pod).map(Arc::new);
+        Self::new(pod, &mut Shapes::default())
+    }
+}
+
+impl CachedPod {
+    /// The cached form of `pod`, its shape shared with the pods of equal shape in `shapes`.
+    pub fn new(pod: Pod, shapes: &mut Shapes) -> Self {
+        let scheduling = PodInfo::from_pod(&pod).map(|mut info| {
+            info.shape = shapes.intern(info.shape);
+            Arc::new(info)
+        });
         let Pod { mut metadata, spec, status } = pod;
         prune_annotations(&mut metadata);
         let status = status.unwrap_or_default();
@@ -73,9 +84,7 @@ impl From<Pod> for CachedPod {
             scheduling,
         }
     }
-}
 
-impl CachedPod {
     /// The condition of this type with this status, if the pod has it.
     pub fn condition(&self, type_: &str, status: &str) -> Option<&PodCondition> {
         self.conditions.iter().find(|c| c.type_ == type_ && c.status == status)

@@ -46,7 +46,10 @@ use self::{
     facts::NodeFactsIndex,
     pods::PodIndex,
 };
-use crate::apis::{EC2NodeClass, NodeClaim, NodePool};
+use crate::{
+    apis::{EC2NodeClass, NodeClaim, NodePool},
+    scheduling::shapes::Shapes,
+};
 
 /// The shared caches. Cloning shares them.
 #[derive(Clone)]
@@ -71,7 +74,9 @@ impl ClusterState {
     pub fn start(client: &Client, on_pod: impl Fn(&CachedPod) + Send + 'static) -> Self {
         let index = Arc::new(RwLock::new(PodIndex::default()));
         let writes = index.clone();
-        let pods = reflect(client, <CachedPod as From<Pod>>::from, move |event, store| {
+        let mut shapes = Shapes::default();
+        let keep = move |pod: Pod| CachedPod::new(pod, &mut shapes);
+        let pods = reflect(client, keep, move |event, store| {
             writes.write().unwrap_or_else(PoisonError::into_inner).handle(event, store);
             if let watcher::Event::Apply(pod) = event {
                 on_pod(pod);
@@ -128,7 +133,7 @@ impl ClusterState {
 /// it.
 fn reflect<W, K>(
     client: &Client,
-    keep: fn(W) -> K,
+    mut keep: impl FnMut(W) -> K + Send + 'static,
     on_event: impl FnMut(&watcher::Event<K>, &Store<K>) + Send + 'static,
 ) -> Store<K>
 where

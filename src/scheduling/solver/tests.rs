@@ -326,7 +326,8 @@ fn existing_pods_anti_affinity_repels_new_pods() {
         "128Mi",
         "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n",
     );
-    let guard = PodInfo { labels: [("role".to_string(), "guard".to_string())].into(), ..guard };
+    let mut guard = guard;
+    guard.labels = [("role".to_string(), "guard".to_string())].into();
     input.scheduled.push(ScheduledPod { pod: Arc::new(guard), node: "node-1".into() });
     let plan = solve(&input);
     assert!(plan.existing.is_empty(), "the guard's anti-affinity keeps app=web off node-1");
