@@ -73,6 +73,13 @@ fn charts_lint_and_render_with_default_and_other_values() {
     assert!(env.contains(&"CLUSTER_NAME") && !env.contains(&"CLUSTER_ENDPOINT"), "{env:?}");
     assert_eq!(feature_gates(deployment), FeatureGates::default());
     assert!(spec["affinity"]["podAntiAffinity"].is_object());
+    // Never on a node stoker manages (its own consolidation could remove it); welcome on nodes
+    // kept for add-ons.
+    let terms =
+        &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    assert_eq!(terms, &json!([{"matchExpressions": [{"key": "stoker.dev/nodepool", "operator": "DoesNotExist"}]}]));
+    assert_eq!(spec["tolerations"], json!([{"key": "CriticalAddonsOnly", "operator": "Exists"}]));
+    assert_eq!(spec["terminationGracePeriodSeconds"], 30);
     assert_eq!(spec["topologySpreadConstraints"][0]["topologyKey"], "topology.kubernetes.io/zone");
     assert!(find(&defaults, "PodDisruptionBudget").is_some());
     assert!(find(&defaults, "ServiceMonitor").is_none());
@@ -138,7 +145,10 @@ fn charts_lint_and_render_with_default_and_other_values() {
     let queued = render(&["--set", "settings.interruptionQueue=prod-interruptions"]);
     assert_eq!(env_of(&queued, "INTERRUPTION_QUEUE").as_deref(), Some("prod-interruptions"));
     let grants = |documents: &[Value], resource: &str| {
-        let role = find(documents, "ClusterRole").expect("a ClusterRole");
+        let role = documents
+            .iter()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "stoker")
+            .expect("the controller's ClusterRole");
         role["rules"]
             .as_array()
             .expect("rules")
@@ -151,6 +161,60 @@ fn charts_lint_and_render_with_default_and_other_values() {
         !grants(&gated, "deployments") && !grants(&gated, "priorityclasses"),
         "no Deployment rights with the gate off"
     );
+    // Namespace admins and editors get WarmPools through the built-in roles' aggregation.
+    let aggregated = |documents: &[Value], label: &str| {
+        documents.iter().any(|d| d["kind"] == "ClusterRole" && d["metadata"]["labels"][label] == "true")
+    };
+    assert!(aggregated(&defaults, "rbac.authorization.k8s.io/aggregate-to-edit"));
+    assert!(aggregated(&defaults, "rbac.authorization.k8s.io/aggregate-to-view"));
+    assert!(!aggregated(&gated, "rbac.authorization.k8s.io/aggregate-to-edit"), "no WarmPool roles with the gate off");
+
+    // What an operator adds: environment, volumes, labels and annotations on every object, a
+    // longer grace period, a sub-second batch window and a region of another partition.
+    let extended = render(&[
+        "--set",
+        "extraEnv[0].name=HTTPS_PROXY",
+        "--set",
+        "extraEnv[0].value=http://proxy:3128",
+        "--set",
+        "envFrom[0].configMapRef.name=proxy",
+        "--set",
+        "extraVolumes[0].name=ca",
+        "--set",
+        "extraVolumes[0].configMap.name=extra-ca",
+        "--set",
+        "extraVolumeMounts[0].name=ca",
+        "--set",
+        "extraVolumeMounts[0].mountPath=/etc/ssl/extra",
+        "--set",
+        "additionalLabels.team=platform",
+        "--set",
+        "additionalAnnotations.owner=sre",
+        "--set",
+        "terminationGracePeriodSeconds=60",
+        "--set",
+        "settings.batchIdleDuration=0.5s",
+        "--set",
+        "settings.region=us-iso-east-1",
+    ]);
+    for document in &extended {
+        let metadata = &document["metadata"];
+        assert_eq!(metadata["labels"]["team"], "platform", "{} {}", document["kind"], metadata["name"]);
+        assert_eq!(metadata["annotations"]["owner"], "sre", "{} {}", document["kind"], metadata["name"]);
+    }
+    let deployment = find(&extended, "Deployment").expect("a Deployment");
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(spec["terminationGracePeriodSeconds"], 60);
+    assert_eq!(spec["volumes"], json!([{"name": "ca", "configMap": {"name": "extra-ca"}}]));
+    let container = &spec["containers"][0];
+    assert_eq!(container["volumeMounts"], json!([{"name": "ca", "mountPath": "/etc/ssl/extra"}]));
+    assert_eq!(container["envFrom"], json!([{"configMapRef": {"name": "proxy"}}]));
+    assert_eq!(env_of(&extended, "HTTPS_PROXY").as_deref(), Some("http://proxy:3128"));
+    assert_eq!(env_of(&extended, "AWS_REGION").as_deref(), Some("us-iso-east-1"));
+    // What the schema admits, the controller parses: 500ms once crash-looped it.
+    let idle = env_of(&extended, "BATCH_IDLE_DURATION").expect("the batch window");
+    let parsed: stoker::operator::settings::Duration = idle.parse().expect("a duration the controller accepts");
+    assert_eq!(parsed.as_std(), std::time::Duration::from_millis(500));
 }
 
 /// The feature gates the rendered Deployment passes, parsed as the controller parses them.
@@ -204,6 +268,10 @@ fn a_values_typo_or_a_missing_cluster_name_fails_the_install() {
     let gate = template(&["--set", "settings.clusterName=prod", "--set", "settings.featureGates.warmPool=false"])
         .expect_err("an unknown feature gate is refused");
     assert!(gate.contains("warmPool"), "{gate}");
+    // A duration the controller could not parse never installs.
+    let negative = template(&["--set", "settings.clusterName=prod", "--set", "settings.batchIdleDuration=-1s"])
+        .expect_err("a negative duration is refused");
+    assert!(negative.contains("batchIdleDuration"), "{negative}");
 }
 
 #[test]
@@ -221,6 +289,8 @@ fn the_crd_chart_holds_the_generated_crds() {
             std::fs::read_to_string(&path).expect("crd"),
             "charts/stoker-crd/templates differs from crds/"
         );
+        // Uninstalling the chart must not delete every NodePool, NodeClaim and WarmPool.
+        assert!(in_chart.contains("helm.sh/resource-policy: keep"), "{} is not kept on uninstall", name.display());
     }
 }
 
@@ -356,4 +426,37 @@ async fn the_rendered_manifests_apply_and_grant_exactly_what_the_controller_uses
     for call in FORBIDDEN {
         assert!(!allowed(*call).await, "the chart's RBAC allows {call:?}, which the controller never needs");
     }
+
+    // A namespace editor (the built-in `edit` role) manages WarmPools there, once the
+    // controller-manager has aggregated the chart's role into `edit`.
+    let may_create_warmpools = || {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some("team-editor".into()),
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some("stoker.dev".into()),
+                    resource: Some("warmpools".into()),
+                    verb: Some("create".into()),
+                    namespace: Some(NAMESPACE.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let reviews = reviews.clone();
+        async move {
+            let answer = reviews.create(&PostParams::default(), &review).await.expect("a SubjectAccessReview");
+            answer.status.is_some_and(|s| s.allowed).then_some(())
+        }
+    };
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "team-editor", "namespace": NAMESPACE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "team-editor"}]
+    });
+    support::apply(&client, binding).await;
+    let aggregated = support::wait_until(std::time::Duration::from_secs(60), may_create_warmpools).await;
+    assert!(aggregated.is_some(), "an editor of the namespace may create WarmPools");
 }

@@ -22,7 +22,13 @@ pub use nodepool::NodePool;
 pub use requirements::{NodeSelectorRequirementWithMinValues, Operator};
 pub use warmpool::WarmPool;
 
-/// Every CRD stoker defines, in a stable order.
+/// Every CRD stoker defines, in a stable order. Each asks Helm to keep it on uninstall:
+/// deleting a CRD deletes every object of its kind, and a NodeClaim's finalizer needs the
+/// controller that the uninstall just removed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![EC2NodeClass::crd(), NodeClaim::crd(), NodePool::crd(), WarmPool::crd()]
+    let mut crds = vec![EC2NodeClass::crd(), NodeClaim::crd(), NodePool::crd(), WarmPool::crd()];
+    for crd in &mut crds {
+        crd.metadata.annotations.get_or_insert_default().insert("helm.sh/resource-policy".into(), "keep".into());
+    }
+    crds
 }

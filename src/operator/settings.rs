@@ -3,7 +3,45 @@
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::apis::Duration;
+use std::{fmt, str::FromStr};
+
+/// A duration setting (`BATCH_IDLE_DURATION=500ms`, `NODE_REPAIR_AFTER=1h30m`, `1.5s`): numbers
+/// with the units `ns`, `us`, `ms`, `s`, `m` and `h`, everything the chart's schema admits, so an
+/// install the schema accepts starts. (The API's own durations are whole seconds; settings may be
+/// finer.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(std::time::Duration);
+
+impl Duration {
+    pub const fn as_std(self) -> std::time::Duration {
+        self.0
+    }
+
+    /// As a chrono delta, for arithmetic on instants; saturates.
+    pub fn delta(self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.0).unwrap_or(chrono::TimeDelta::MAX)
+    }
+}
+
+impl FromStr for Duration {
+    type Err = humantime::DurationError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(input).map(Self)
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -150,7 +188,25 @@ impl std::str::FromStr for FeatureGates {
 
 #[cfg(test)]
 mod tests {
-    use super::FeatureGates;
+    use super::{Duration, FeatureGates};
+
+    #[test]
+    fn duration_settings_take_what_the_chart_schema_admits() {
+        // The chart's schema: ^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$
+        let admitted = [("500ms", 500), ("1s", 1_000), ("1.5s", 1_500), ("1h30m", 5_400_000), ("2m30s", 150_000)];
+        for (written, expected) in admitted {
+            let parsed: Duration = written.parse().unwrap_or_else(|e| panic!("{written}: {e}"));
+            assert_eq!(parsed.as_std().as_millis(), expected, "{written}");
+        }
+        for micro in ["250us", "250µs", "250000ns"] {
+            assert_eq!(micro.parse::<Duration>().map(|d| d.as_std().as_micros()), Ok(250), "{micro}");
+        }
+        // Longer forms (`5 minutes`) parse too; what the schema refuses here, the controller does.
+        for refused in ["", "-1s", "s", "5 fortnights"] {
+            assert!(refused.parse::<Duration>().is_err(), "{refused} accepted");
+        }
+        assert_eq!("90s".parse::<Duration>().map(|d| d.to_string()), Ok("1m 30s".to_owned()));
+    }
 
     #[test]
     fn feature_gates_keep_their_defaults_and_parse_kubernetes_style() {

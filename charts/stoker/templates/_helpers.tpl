@@ -17,6 +17,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.additionalLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The annotations every object gets (additionalAnnotations), with `extra` merged over them:
+     a metadata `annotations:` block on a line of its own, or nothing. Call with
+     (dict "root" . "extra" dict). */}}
+{{- define "stoker.annotations" -}}
+{{- $annotations := merge (deepCopy (default dict .extra)) (default dict .root.Values.additionalAnnotations) -}}
+{{- with $annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
 {{- end -}}
 
 {{- define "stoker.serviceAccountName" -}}
