@@ -20,7 +20,7 @@ const TAG_KEYS_RULE: &str = "self.all(k, k != '' && self[k] != '')";
     version = "v1alpha1",
     kind = "EC2NodeClass",
     plural = "ec2nodeclasses",
-    shortname = "ec2nc",
+    shortname = "sec2nc",
     category = "stoker",
     status = "EC2NodeClassStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,

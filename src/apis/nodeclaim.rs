@@ -25,7 +25,7 @@ use super::{
     version = "v1alpha1",
     kind = "NodeClaim",
     plural = "nodeclaims",
-    shortname = "nc",
+    shortname = "snc",
     category = "stoker",
     status = "NodeClaimStatus",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".status.instanceType"}"#,
