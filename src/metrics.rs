@@ -115,6 +115,12 @@ const QUICK_REACTION: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Which build is running.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
 fn cloud_call_histogram() -> Histogram {
     Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
@@ -124,6 +130,8 @@ pub struct Metrics {
     registry: Registry,
     /// Every metric's name as exported (without the `_total`, `_bucket`, ... sample suffixes).
     pub names: Vec<String>,
+    pub build_info: Family<BuildLabels, Gauge>,
+    pub leader: Gauge,
     pub scheduling_duration: Histogram,
     pub consolidation_duration: Histogram,
     pub pods_pending: Gauge,
@@ -160,6 +168,14 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut metrics = Registrar { registry: Registry::with_prefix("stoker"), names: Vec::new() };
+        let build_info: Family<BuildLabels, Gauge> =
+            metrics.add("build_info", "Always 1, labelled with the running build's version", Family::default());
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        let leader = metrics.add(
+            "leader",
+            "1 while this replica holds the leader Lease and runs the controllers, else 0",
+            Gauge::default(),
+        );
         let scheduling_duration = metrics.add(
             "scheduling_duration_seconds",
             "Time the scheduling simulation took for one batch",
@@ -286,6 +302,8 @@ impl Default for Metrics {
         Self {
             registry: metrics.registry,
             names: metrics.names,
+            build_info,
+            leader,
             scheduling_duration,
             consolidation_duration,
             pods_pending,

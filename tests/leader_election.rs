@@ -26,6 +26,18 @@ async fn holder(client: &Client) -> Option<String> {
     leases.get_opt("stoker-leader-election").await.ok()??.spec?.holder_identity
 }
 
+/// A free loopback address for a controller's metrics.
+fn metrics_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").to_string()
+}
+
+/// The value of the `stoker_leader` gauge a controller exports.
+async fn leader_gauge(address: &str) -> Option<String> {
+    let exported = support::scrape(address).await;
+    exported.lines().find_map(|line| line.strip_prefix("stoker_leader ").map(str::to_owned))
+}
+
 async fn claims(client: &Client) -> Vec<NodeClaim> {
     let api: Api<NodeClaim> = Api::all(client.clone());
     api.list(&ListParams::default().labels("stoker.dev/nodepool=le")).await.expect("claims").items
@@ -37,12 +49,13 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     let client = support::client().await;
     support::install_crds(&client).await;
     tokio::spawn(stoker::cli::simulator::run(env("CLUSTER_NAME"), Duration::from_secs(1)));
-    let mut first = controller("stoker-a", &[]);
+    let (first_metrics, second_metrics) = (metrics_address(), metrics_address());
+    let mut first = controller("stoker-a", &[("METRICS_ADDRESS", &first_metrics)]);
     let led =
         support::wait_until(Duration::from_secs(60), || async { (holder(&client).await? == "stoker-a").then_some(()) })
             .await;
     assert!(led.is_some(), "stoker-a took the Lease; log:\n{}", log_of("stoker-a"));
-    let _second = controller("stoker-b", &[]);
+    let _second = controller("stoker-b", &[("METRICS_ADDRESS", &second_metrics)]);
 
     let mut class = support::example("ec2nodeclass.yaml");
     class["metadata"]["name"] = json!("le");
@@ -72,6 +85,8 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     assert!(log_of("stoker-a").contains("created NodeClaim"));
     assert!(!log_of("stoker-b").contains("created NodeClaim"), "the standby wrote:\n{}", log_of("stoker-b"));
     assert!(!log_of("stoker-b").contains("leading"), "the standby thinks it leads");
+    assert_eq!(leader_gauge(&first_metrics).await.as_deref(), Some("1"), "the leader says it leads");
+    assert_eq!(leader_gauge(&second_metrics).await.as_deref(), Some("0"), "the standby says it does not");
 
     // Kill the leader: the standby takes the Lease once it expires and carries on.
     first.kill().await.expect("kill stoker-a");
@@ -90,6 +105,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     .await;
     assert!(ran.is_some(), "14 pods run under the new leader; log:\n{}", log_of("stoker-b"));
     assert!(log_of("stoker-b").contains("created NodeClaim"));
+    assert_eq!(leader_gauge(&second_metrics).await.as_deref(), Some("1"), "the new leader says it leads");
 
     // Exactly one instance per NodeClaim: no launch was made twice.
     let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(support::cluster_info()));

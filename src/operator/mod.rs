@@ -110,6 +110,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             }
         }
         info!("leading: starting the controllers");
+        shared.metrics.leader.set(1);
         let new_claims = nodeclaim::NewClaims::default();
         let provisioner = Arc::new(Provisioner {
             shared: shared.clone(),
@@ -141,17 +142,20 @@ pub async fn run(settings: Settings) -> Result<()> {
                 }
             }
         };
-        tokio::select! {
-            _ = controllers => break,
-            _ = lost => warn!("lost the leader Lease: stopped the controllers"),
-            _ = shutdown_signal() => { info!("shutting down"); break }
+        let ended = tokio::select! {
+            _ = controllers => true,
+            _ = lost => { warn!("lost the leader Lease: stopped the controllers"); false }
+            _ = shutdown_signal() => { info!("shutting down"); true }
+        };
+        shared.metrics.leader.set(0);
+        if ended {
+            break;
         }
     }
     info!("stopped");
     Ok(())
 }
 
-/// Runs a controller only when its feature gate is on; a gated-off controller finishes at once.
 /// The interruption controller when a queue is set.
 async fn interruptions<P: Provider>(shared: &Arc<Shared<P>>, config: &SdkConfig, settings: &Settings) {
     if let Some(queue) = &settings.interruption_queue {
@@ -160,6 +164,7 @@ async fn interruptions<P: Provider>(shared: &Arc<Shared<P>>, config: &SdkConfig,
     }
 }
 
+/// Runs a controller only when its feature gate is on; a gated-off controller finishes at once.
 async fn gated(enabled: bool, controller: impl Future<Output = ()>) {
     if enabled {
         controller.await
