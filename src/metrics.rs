@@ -97,6 +97,19 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// Which controller.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+/// A reconcile (or a periodic controller's pass) and how it ended: `success` or `error`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: String,
+    pub result: String,
+}
+
 /// A failed reconcile: which controller, and the error's stable label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileErrorLabels {
@@ -162,6 +175,8 @@ pub struct Metrics {
     pub interruption_replacement: Histogram,
     pub interruption_drain: Histogram,
     pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_duration: HistogramFamily<ControllerLabels>,
     pub ready: AtomicBool,
 }
 
@@ -294,6 +309,16 @@ impl Default for Metrics {
             "From receiving an interruption message to its node's NodeClaim deleted, which starts the drain",
             Histogram::new(QUICK_REACTION),
         );
+        let reconciles = metrics.add(
+            "reconciles",
+            "Reconciles and controller passes, by controller and result (success or error)",
+            Family::default(),
+        );
+        let reconcile_duration: HistogramFamily<ControllerLabels> = metrics.add(
+            "reconcile_duration_seconds",
+            "Time of a reconcile or a controller pass, by controller",
+            Family::new_with_constructor(cloud_call_histogram),
+        );
         let reconcile_errors = metrics.add(
             "reconcile_errors",
             "Failed reconciles and controller passes, by controller and error (panic included)",
@@ -334,6 +359,8 @@ impl Default for Metrics {
             interruption_replacement,
             interruption_drain,
             reconcile_errors,
+            reconciles,
+            reconcile_duration,
             ready: AtomicBool::new(false),
         }
     }
@@ -363,6 +390,14 @@ impl Metrics {
     }
 
     /// Counts a failed reconcile or pass of `controller`.
+    /// Counts and times a reconcile or a pass.
+    pub fn reconciled(&self, controller: &str, took: std::time::Duration, succeeded: bool) {
+        let result = if succeeded { "success" } else { "error" };
+        self.reconciles.get_or_create(&ReconcileLabels { controller: controller.into(), result: result.into() }).inc();
+        let labels = ControllerLabels { controller: controller.into() };
+        self.reconcile_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
     pub fn reconcile_failed(&self, controller: &str, error: &crate::error::Error) {
         let labels = ReconcileErrorLabels { controller: controller.to_owned(), error: error.metric_label().to_owned() };
         self.reconcile_errors.get_or_create(&labels).inc();

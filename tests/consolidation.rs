@@ -221,6 +221,8 @@ async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_che
         "stoker_disruption_pods_total{reason=\"Underutilized\"}",
         "stoker_consolidation_savings_dollars_per_hour_total",
         "stoker_consolidation_duration_seconds_count",
+        "stoker_reconciles_total{controller=\"disruption\",result=\"success\"}",
+        "stoker_reconcile_duration_seconds_count{controller=\"nodeclaim\"}",
     ] {
         let value = exported.lines().find_map(|line| line.strip_prefix(sample)).map(str::trim);
         assert!(value.is_some_and(|v| v != "0"), "{sample} missing or zero in:\n{exported}");

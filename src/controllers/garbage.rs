@@ -82,7 +82,7 @@ pub async fn run<P: Provider>(ctx: Arc<Shared<P>>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(60));
     loop {
         ticks.tick().await;
-        if let Err(error) = isolate(async {
+        if let Err(error) = isolate("garbage", &ctx.metrics, async {
             collect(&ctx).await;
             Ok(())
         })

@@ -32,12 +32,16 @@ use crate::{
     metrics::{KindLabels, Metrics},
 };
 
-/// Runs `work`; a panic inside it becomes an error carrying the panic's message.
-pub async fn isolate<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
-    match AssertUnwindSafe(work).catch_unwind().await {
+/// Runs `work` of `controller`, counted and timed in `metrics`; a panic inside it becomes an
+/// error carrying the panic's message.
+pub async fn isolate<T>(controller: &str, metrics: &Metrics, work: impl Future<Output = Result<T>>) -> Result<T> {
+    let started = std::time::Instant::now();
+    let result = match AssertUnwindSafe(work).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => Err(Error::Panicked(panic_message(panic.as_ref()))),
-    }
+    };
+    metrics.reconciled(controller, started.elapsed(), result.is_ok());
+    result
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
@@ -48,8 +52,9 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Where reports of undecodable objects go.
+/// Which controller reconciles, and where reports of undecodable objects go.
 pub struct Reporter<'a> {
+    pub controller: &'static str,
     pub client: &'a Client,
     pub recorder: &'a Recorder,
     pub metrics: &'a Metrics,
@@ -82,7 +87,7 @@ where
     Fut: Future<Output = Result<Action>>,
 {
     match &object.0 {
-        Ok(valid) => isolate(reconcile(Arc::new(valid.clone()))).await,
+        Ok(valid) => isolate(reporter.controller, reporter.metrics, reconcile(Arc::new(valid.clone()))).await,
         Err(invalid) => {
             report(&object, invalid, reporter, shown).await;
             Ok(Action::await_change())
@@ -136,10 +141,20 @@ mod tests {
             #[allow(clippy::indexing_slicing)]
             Ok::<u64, Error>(values[3])
         };
-        match isolate(panicking).await {
+        let metrics = Metrics::default();
+        match isolate("test", &metrics, panicking).await {
             Err(Error::Panicked(message)) => assert!(message.contains("index out of bounds"), "{message}"),
             other => panic!("expected a panic turned into an error, got {other:?}"),
         }
-        assert!(matches!(isolate(async { Ok::<_, Error>(7) }).await, Ok(7)));
+        assert!(matches!(isolate("test", &metrics, async { Ok::<_, Error>(7) }).await, Ok(7)));
+        // Both counted, by result, and timed.
+        let exported = metrics.render();
+        for sample in [
+            "stoker_reconciles_total{controller=\"test\",result=\"error\"} 1",
+            "stoker_reconciles_total{controller=\"test\",result=\"success\"} 1",
+            "stoker_reconcile_duration_seconds_count{controller=\"test\"} 2",
+        ] {
+            assert!(exported.lines().any(|line| line == sample), "{sample} not in:\n{exported}");
+        }
     }
 }

@@ -179,7 +179,12 @@ pub async fn run<P: Provider + 'static>(ctx: Arc<Shared<P>>) {
     let classes: Api<DeserializeGuard<EC2NodeClass>> = Api::all(ctx.client.clone());
     let results = Controller::new(classes, watcher::Config::default()).shutdown_on_signal().run(
         |class, ctx: Arc<Shared<P>>| async move {
-            let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+            let reporter = Reporter {
+                controller: "ec2nodeclass",
+                client: &ctx.client,
+                recorder: &ctx.recorder,
+                metrics: &ctx.metrics,
+            };
             // Its resolved status is rebuilt once the class is fixed; until then it is not Ready.
             isolation::dispatch(class, reporter, Shown::Condition(condition::READY), |class| reconcile(class, &ctx))
                 .await

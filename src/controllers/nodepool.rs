@@ -125,7 +125,12 @@ pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>) {
         .shutdown_on_signal()
         .run(
             |pool, ctx: Arc<Shared<P>>| async move {
-                let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+                let reporter = Reporter {
+                    controller: "nodepool",
+                    client: &ctx.client,
+                    recorder: &ctx.recorder,
+                    metrics: &ctx.metrics,
+                };
                 isolation::dispatch(pool, reporter, Shown::Condition(condition::VALIDATION_SUCCEEDED), |pool| {
                     reconcile(pool, &ctx)
                 })

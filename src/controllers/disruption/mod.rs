@@ -84,7 +84,7 @@ pub async fn run<P: Provider>(ctx: Arc<Shared<P>>, spot_to_spot: bool) {
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
     loop {
         ticks.tick().await;
-        if let Err(error) = isolate(pass(&ctx, &mut memory, spot_to_spot)).await {
+        if let Err(error) = isolate("disruption", &ctx.metrics, pass(&ctx, &mut memory, spot_to_spot)).await {
             warn!(%error, "disruption pass failed");
             ctx.metrics.reconcile_failed("disruption", &error);
         }

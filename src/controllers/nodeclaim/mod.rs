@@ -267,7 +267,12 @@ pub async fn run<P: Provider + 'static>(ctx: Arc<Context<P>>) {
         .shutdown_on_signal()
         .run(
             |claim, ctx: Arc<Context<P>>| async move {
-                let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+                let reporter = Reporter {
+                    controller: "nodeclaim",
+                    client: &ctx.client,
+                    recorder: &ctx.recorder,
+                    metrics: &ctx.metrics,
+                };
                 // Event only: its status holds the instance, which must survive until it is fixed.
                 isolation::dispatch(claim, reporter, Shown::EventOnly, |claim| reconcile(claim, &ctx)).await
             },

@@ -141,7 +141,7 @@ pub async fn run<P: Provider + 'static>(provisioner: Arc<Provisioner<P>>) {
                 _ = tokio::time::sleep_until(closes) => break,
             }
         }
-        if let Err(error) = isolate(provisioner.provision()).await {
+        if let Err(error) = isolate("provisioner", &provisioner.metrics, provisioner.provision()).await {
             warn!(%error, kind = error.metric_label(), "provisioning failed");
             provisioner.metrics.reconcile_failed("provisioner", &error);
         }

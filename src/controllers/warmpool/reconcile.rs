@@ -211,7 +211,12 @@ pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>, policy: Policy) 
             move |pool, ctx: Arc<Shared<P>>| {
                 let policy = policy.clone();
                 async move {
-                    let reporter = Reporter { client: &ctx.client, recorder: &ctx.recorder, metrics: &ctx.metrics };
+                    let reporter = Reporter {
+                        controller: "warmpool",
+                        client: &ctx.client,
+                        recorder: &ctx.recorder,
+                        metrics: &ctx.metrics,
+                    };
                     // Its Deployment keeps its size, as for an invalid schedule.
                     isolation::dispatch(pool, reporter, Shown::Condition(condition::READY), |pool| {
                         reconcile(pool, &ctx, &policy)
