@@ -390,6 +390,18 @@ impl Metrics {
     }
 
     /// Counts a failed reconcile or pass of `controller`.
+    /// Forgets what only the leader knows, when its term ends: a standby must not export the
+    /// figures of a term that is over (a dashboard summing replicas would count them twice).
+    pub fn leadership_ended(&self) {
+        self.leader.set(0);
+        self.pods_pending.set(0);
+        self.disruption_candidates.clear();
+        self.nodepool_usage.clear();
+        self.nodepool_limit.clear();
+        self.warmpool_desired.clear();
+        self.warmpool_ready.clear();
+    }
+
     /// Counts and times a reconcile or a pass.
     pub fn reconciled(&self, controller: &str, took: std::time::Duration, succeeded: bool) {
         let result = if succeeded { "success" } else { "error" };
@@ -443,5 +455,13 @@ mod tests {
         assert!(text.contains("stoker_nodepool_usage{nodepool=\"spot\",resource=\"cpu\"} 2.5"), "{text}");
         assert!(text.contains("stoker_nodepool_usage{nodepool=\"spot\",resource=\"memory\"} 1073741824"), "{text}");
         assert!(text.contains("stoker_nodepool_limit{nodepool=\"spot\",resource=\"cpu\"} 10"), "{text}");
+
+        // A term that ends takes the leader's figures with it; counters stay.
+        metrics.leader.set(1);
+        metrics.leadership_ended();
+        let text = metrics.render();
+        assert!(!text.contains("stoker_nodepool_usage{"), "{text}");
+        assert!(text.contains("stoker_leader 0"), "{text}");
+        assert!(text.contains("stoker_nodeclaims_created_total{nodepool=\"spot\"} 1"), "{text}");
     }
 }

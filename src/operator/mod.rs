@@ -147,7 +147,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             _ = lost => { warn!("lost the leader Lease: stopped the controllers"); false }
             _ = shutdown_signal() => { info!("shutting down"); true }
         };
-        shared.metrics.leader.set(0);
+        shared.metrics.leadership_ended();
         if ended {
             break;
         }
