@@ -137,6 +137,9 @@ fn charts_lint_and_render_with_default_and_other_values() {
     };
     assert_eq!(env_of(&defaults, "WARMPOOL_IMAGES").as_deref(), Some("registry.k8s.io/pause:3.10"));
     assert_eq!(env_of(&defaults, "WARMPOOL_NODEPOOLS").as_deref(), Some(""));
+    // Every IPv6 and IPv4 address, for single-stack and dual-stack clusters alike.
+    assert_eq!(env_of(&defaults, "METRICS_ADDRESS").as_deref(), Some(":8080"));
+    assert_eq!(env_of(&defaults, "HEALTH_ADDRESS").as_deref(), Some(":8081"));
     let limited = render(&["--set", "settings.warmPools.nodePools={spot,general}"]);
     assert_eq!(env_of(&limited, "WARMPOOL_NODEPOOLS").as_deref(), Some("spot,general"));
     // The interruption queue: unset by default, the controller's setting when given.

@@ -28,16 +28,36 @@ fn respond(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
     response
 }
 
+/// Where to listen for `address`, in order of preference. `:PORT` (as Go writes "every
+/// address") means IPv6 and IPv4 on one socket (`[::]`, which Linux opens dual-stack), or IPv4
+/// alone where the pod has no IPv6.
+fn listen_addresses(address: &str) -> Result<Vec<SocketAddr>, std::net::AddrParseError> {
+    match address.strip_prefix(':') {
+        Some(port) => {
+            let everywhere = format!("[::]:{port}").parse()?;
+            Ok(vec![everywhere, format!("0.0.0.0:{port}").parse()?])
+        }
+        None => Ok(vec![address.parse()?]),
+    }
+}
+
 /// Serves the metrics and health endpoints on `address` until the process ends.
 pub async fn serve(address: String, metrics: Arc<Metrics>) {
-    let listener = match address.parse::<SocketAddr>() {
-        Ok(parsed) => tokio::net::TcpListener::bind(parsed).await,
+    let candidates = match listen_addresses(&address) {
+        Ok(candidates) => candidates,
         Err(error) => return warn!(%address, %error, "invalid listen address"),
     };
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(error) => return warn!(%address, %error, "cannot listen"),
-    };
+    let mut bound = None;
+    for candidate in candidates {
+        match tokio::net::TcpListener::bind(candidate).await {
+            Ok(listener) => {
+                bound = Some(listener);
+                break;
+            }
+            Err(error) => warn!(address = %candidate, %error, "cannot listen"),
+        }
+    }
+    let Some(listener) = bound else { return };
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or(address), "serving metrics and health");
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -55,6 +75,17 @@ pub async fn serve(address: String, metrics: Arc<Metrics>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_port_listens_on_ipv6_and_ipv4_or_ipv4_alone() {
+        let addresses = |address: &str| -> Vec<String> {
+            listen_addresses(address).expect("an address").iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(addresses(":8080"), ["[::]:8080", "0.0.0.0:8080"]);
+        assert_eq!(addresses("127.0.0.1:0"), ["127.0.0.1:0"]);
+        assert_eq!(addresses("[::1]:9090"), ["[::1]:9090"]);
+        assert!(listen_addresses(":http").is_err() && listen_addresses("localhost").is_err());
+    }
 
     #[test]
     fn health_follows_readiness() {

@@ -89,8 +89,8 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
-    /// Address of the metrics endpoint.
-    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    /// Address of the metrics endpoint; `:PORT` listens on every IPv6 and IPv4 address.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = ":8080")]
     pub metrics_address: String,
     /// Run only while holding the leader Lease (every replica watches; only the leader writes).
     #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
@@ -98,8 +98,8 @@ pub struct Settings {
     /// Namespace of the leader Lease (the chart passes the release's namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub leader_election_namespace: String,
-    /// Address of the health endpoints (`/healthz`, `/readyz`).
-    #[arg(long, env = "HEALTH_ADDRESS", default_value = "0.0.0.0:8081")]
+    /// Address of the health endpoints (`/healthz`, `/readyz`); `:PORT` as for metrics.
+    #[arg(long, env = "HEALTH_ADDRESS", default_value = ":8081")]
     pub health_address: String,
     /// Optional capabilities switched on or off: `WarmPools=true,Consolidation=false`.
     #[arg(long, env = "FEATURE_GATES", default_value = "")]
