@@ -297,6 +297,27 @@ fn the_crd_chart_holds_the_generated_crds() {
     }
 }
 
+/// Whether `user` (in `groups`) may do what `attributes` say, as the apiserver answers a
+/// SubjectAccessReview.
+async fn may(
+    reviews: &Api<SubjectAccessReview>,
+    user: &str,
+    groups: Vec<String>,
+    attributes: ResourceAttributes,
+) -> bool {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.into()),
+            groups: (!groups.is_empty()).then_some(groups),
+            resource_attributes: Some(attributes),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = reviews.create(&PostParams::default(), &review).await.expect("a SubjectAccessReview");
+    answer.status.is_some_and(|s| s.allowed)
+}
+
 /// (API group, resource, subresource, verb, namespaced) for every call the controller makes.
 const CONTROLLER_CALLS: &[(&str, &str, &str, &str, bool)] = &[
     ("", "nodes", "", "list", false),
@@ -394,34 +415,23 @@ async fn the_rendered_manifests_apply_and_grant_exactly_what_the_controller_uses
             .unwrap_or_else(|e| panic!("apply {}: {e}", object.name_any()));
     }
     let account = format!("system:serviceaccount:{NAMESPACE}:stoker");
+    let groups = vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{NAMESPACE}"),
+        "system:authenticated".into(),
+    ];
     let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
     let allowed = |call: (&str, &str, &str, &str, bool)| {
         let (group, resource, subresource, verb, namespaced) = call;
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(account.clone()),
-                groups: Some(vec![
-                    "system:serviceaccounts".into(),
-                    format!("system:serviceaccounts:{NAMESPACE}"),
-                    "system:authenticated".into(),
-                ]),
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some(group.into()),
-                    resource: Some(resource.into()),
-                    subresource: (!subresource.is_empty()).then(|| subresource.into()),
-                    verb: Some(verb.into()),
-                    namespace: namespaced.then(|| NAMESPACE.into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+        let attributes = ResourceAttributes {
+            group: Some(group.into()),
+            resource: Some(resource.into()),
+            subresource: (!subresource.is_empty()).then(|| subresource.into()),
+            verb: Some(verb.into()),
+            namespace: namespaced.then(|| NAMESPACE.into()),
             ..Default::default()
         };
-        let reviews = reviews.clone();
-        async move {
-            let answer = reviews.create(&PostParams::default(), &review).await.expect("a SubjectAccessReview");
-            answer.status.is_some_and(|s| s.allowed)
-        }
+        may(&reviews, &account, groups.clone(), attributes)
     };
     for call in CONTROLLER_CALLS {
         assert!(allowed(*call).await, "the chart's RBAC does not allow {call:?}");
@@ -432,26 +442,15 @@ async fn the_rendered_manifests_apply_and_grant_exactly_what_the_controller_uses
 
     // A namespace editor (the built-in `edit` role) manages WarmPools there, once the
     // controller-manager has aggregated the chart's role into `edit`.
-    let may_create_warmpools = || {
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some("team-editor".into()),
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some("stoker.dev".into()),
-                    resource: Some("warmpools".into()),
-                    verb: Some("create".into()),
-                    namespace: Some(NAMESPACE.into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+    let may_create_warmpools = || async {
+        let attributes = ResourceAttributes {
+            group: Some("stoker.dev".into()),
+            resource: Some("warmpools".into()),
+            verb: Some("create".into()),
+            namespace: Some(NAMESPACE.into()),
             ..Default::default()
         };
-        let reviews = reviews.clone();
-        async move {
-            let answer = reviews.create(&PostParams::default(), &review).await.expect("a SubjectAccessReview");
-            answer.status.is_some_and(|s| s.allowed).then_some(())
-        }
+        may(&reviews, "team-editor", Vec::new(), attributes).await.then_some(())
     };
     let binding = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",

@@ -7,38 +7,31 @@
 //! Offline, every node whose pool consolidates counts as quiet (its `consolidateAfter` elapsed),
 //! and prices come from the catalog snapshot (spot at on-demand), as in `stoker plan`.
 
-use std::{collections::HashMap, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use k8s_openapi::api::{
-    apps::v1::DaemonSet,
-    core::v1::{Node, Pod},
-    policy::v1::PodDisruptionBudget,
-};
+use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{CliError, plan::instance_types_by_class, validate};
 use crate::{
-    apis::{EC2NodeClass, NodeClaim, NodePool},
+    apis::{EC2NodeClass, NodePool},
     cloudprovider::aws::{catalog::Catalog, pricing::PriceBook},
     controllers::disruption::{
         candidates::Cluster,
         consolidation::{Action, Decision},
         decide_consolidation,
     },
-    state::{cache::CachedPod, facts::NodeFactsIndex, input::Snapshot, nodes::Nodes, pods::PodIndex},
+    state::{cache::CachedPod, facts::NodeFactsIndex, gathered::Gathered, nodes::Nodes, pods::PodIndex},
 };
 
-/// The cluster's objects, as read.
+/// The cluster's objects, as read: what the controller's caches would hold, and the pools and
+/// classes.
 #[derive(Debug, Default)]
 pub struct ClusterObjects {
-    pub nodes: Vec<Arc<Node>>,
-    pub pods: Vec<Arc<CachedPod>>,
-    pub claims: Vec<Arc<NodeClaim>>,
+    pub cluster: Gathered,
     pub pools: Vec<Arc<NodePool>>,
     pub classes: Vec<EC2NodeClass>,
-    pub daemonsets: Vec<DaemonSet>,
-    pub budgets: Vec<Arc<PodDisruptionBudget>>,
 }
 
 /// Reads multi-document YAML, `List`s unpacked; other kinds are skipped. An error names the
@@ -58,13 +51,13 @@ pub fn parse(label: &str, text: &str, into: &mut ClusterObjects) -> Result<(), S
                 serde_path_to_error::deserialize(value).map_err(|e| format!("{at}: {}: {}", e.path(), e.inner()))
             }
             match value.get("kind").and_then(Value::as_str).unwrap_or_default() {
-                "Node" => into.nodes.push(Arc::new(typed(&at, value)?)),
-                "Pod" => into.pods.push(Arc::new(CachedPod::from(typed::<Pod>(&at, value)?))),
-                "NodeClaim" => into.claims.push(Arc::new(typed(&at, value)?)),
+                "Node" => into.cluster.nodes.push(Arc::new(typed(&at, value)?)),
+                "Pod" => into.cluster.pods.push(Arc::new(CachedPod::from(typed::<Pod>(&at, value)?))),
+                "NodeClaim" => into.cluster.claims.push(Arc::new(typed(&at, value)?)),
                 "NodePool" => into.pools.push(Arc::new(typed(&at, value)?)),
                 "EC2NodeClass" => into.classes.push(typed(&at, value)?),
-                "DaemonSet" => into.daemonsets.push(typed(&at, value)?),
-                "PodDisruptionBudget" => into.budgets.push(Arc::new(typed(&at, value)?)),
+                "DaemonSet" => into.cluster.daemonsets.push(typed(&at, value)?),
+                "PodDisruptionBudget" => into.cluster.budgets.push(Arc::new(typed(&at, value)?)),
                 _ => {}
             }
         }
@@ -76,31 +69,19 @@ pub fn parse(label: &str, text: &str, into: &mut ClusterObjects) -> Result<(), S
 pub fn preview(objects: &ClusterObjects, catalog: &Catalog, prices: &PriceBook, spot_to_spot: bool) -> Preview {
     let (instance_types, warnings) =
         instance_types_by_class(objects.pools.iter().map(|p| &**p), &objects.classes, catalog, prices);
-    let index = PodIndex::of(&objects.pods);
-    let facts = NodeFactsIndex::of(&objects.nodes);
-    let joined = Nodes::join(&objects.nodes, &objects.claims, &index);
-    let mut by_node: HashMap<&str, Vec<&CachedPod>> = HashMap::new();
-    for pod in &objects.pods {
-        if let Some(node) = pod.node_name.as_deref() {
-            by_node.entry(node).or_default().push(pod);
-        }
-    }
+    let gathered = &objects.cluster;
+    let index = PodIndex::of(&gathered.pods);
+    let facts = NodeFactsIndex::of(&gathered.nodes);
+    let joined = Nodes::join(&gathered.nodes, &gathered.claims, &index);
+    let by_node = gathered.pods_by_node();
     let cluster = Cluster {
         nodes: &joined,
         pools: &objects.pools,
         pods: &by_node,
-        budgets: &objects.budgets,
+        budgets: &gathered.budgets,
         instance_types: &instance_types,
     };
-    let snapshot = Snapshot {
-        pods: &index,
-        nodes: &objects.nodes,
-        facts: &facts,
-        claims: &objects.claims,
-        pools: &objects.pools,
-        daemonsets: &objects.daemonsets,
-        instance_types: &instance_types,
-    };
+    let snapshot = gathered.snapshot(&index, &facts, &objects.pools, &instance_types);
     let now = chrono::Utc::now();
     let (decision, kept) = decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true, None);
     Preview { decision, kept, warnings, pending: index.any_provisionable() }
@@ -191,7 +172,7 @@ mod tests {
     fn previewed(extra_pod_annotations: &str) -> Preview {
         let mut objects = ClusterObjects::default();
         parse("cluster.yaml", &cluster(extra_pod_annotations), &mut objects).expect("parses");
-        assert_eq!((objects.nodes.len(), objects.claims.len(), objects.pods.len()), (2, 2, 2));
+        assert_eq!((objects.cluster.nodes.len(), objects.cluster.claims.len(), objects.cluster.pods.len()), (2, 2, 2));
         let catalog = Catalog::snapshot();
         let mut prices = PriceBook::snapshot("us-east-1");
         prices.learn_vcpus(&catalog.types);

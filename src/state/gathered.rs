@@ -2,7 +2,10 @@
 //! pod index and node facts are not copied: they are read-locked only while deciding, since no
 //! await may hold their locks.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node, policy::v1::PodDisruptionBudget};
 
@@ -12,7 +15,8 @@ use crate::{
     scheduling::catalog::InstanceType,
 };
 
-/// Copies (of `Arc`s) of the caches.
+/// Copies (of `Arc`s) of the caches; `stoker disrupt` fills one from files instead.
+#[derive(Debug, Default)]
 pub struct Gathered {
     pub claims: Vec<Arc<NodeClaim>>,
     pub nodes: Vec<Arc<Node>>,
@@ -30,6 +34,17 @@ impl Gathered {
             budgets: state.budgets.state(),
             daemonsets: state.daemonsets.state().iter().map(|d| (**d).clone()).collect(),
         }
+    }
+
+    /// The pods bound to each node.
+    pub fn pods_by_node(&self) -> HashMap<&str, Vec<&CachedPod>> {
+        let mut by_node: HashMap<&str, Vec<&CachedPod>> = HashMap::new();
+        for pod in &self.pods {
+            if let Some(node) = pod.node_name.as_deref() {
+                by_node.entry(node).or_default().push(pod);
+            }
+        }
+        by_node
     }
 
     /// The solver's input source over these contents.

@@ -50,7 +50,6 @@ use crate::{
     metrics::ReasonLabels,
     scheduling::solver::{Memo, solve_with},
     state::{
-        cache::CachedPod,
         gathered::Gathered,
         input::{Snapshot, WholeInput, solver_input},
         nodes::Nodes,
@@ -149,7 +148,7 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
     let state = &ctx.state;
     let gathered = Gathered::of(state);
     let classes = state.classes.state();
-    let by_node = pods_by_node(&gathered.pods);
+    let by_node = gathered.pods_by_node();
     let Gathered { claims, nodes, budgets, .. } = &gathered;
     let (marks, command) = {
         let (index, facts) = (state.pod_index(), state.node_facts());
@@ -261,17 +260,6 @@ async fn mark_consolidatable<P>(ctx: &Shared<P>, consolidatable: &HashSet<String
     Ok(())
 }
 
-/// The pods bound to each node.
-fn pods_by_node(pods: &[Arc<CachedPod>]) -> HashMap<&str, Vec<&CachedPod>> {
-    let mut by_node: HashMap<&str, Vec<&CachedPod>> = HashMap::new();
-    for pod in pods {
-        if let Some(node) = pod.node_name.as_deref() {
-            by_node.entry(node).or_default().push(pod);
-        }
-    }
-    by_node
-}
-
 /// Deletes every empty candidate its pool's `consolidateAfter` and budgets allow; true when it
 /// deleted any.
 async fn remove_empty<P>(
@@ -333,7 +321,7 @@ fn decide<P>(
     let now = Utc::now();
     let state = &ctx.state;
     let gathered = Gathered::of(state);
-    let by_node = pods_by_node(&gathered.pods);
+    let by_node = gathered.pods_by_node();
     // Decided under the pod index's read lock, which no await may hold.
     let (index, facts) = (state.pod_index(), state.node_facts());
     let joined = Nodes::join(&gathered.nodes, &gathered.claims, &index);
