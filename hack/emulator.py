@@ -6,6 +6,12 @@ node class resolves that moto does not ship:
 * the public SSM parameters that name them (`/aws/service/eks/optimized-ami/...`,
   `/aws/service/bottlerocket/...`), loaded the way moto loads its own public parameters.
 
+With STOKER_AWS_CALL_LOG set, every request stoker's own clients make (their user agent carries
+`app/stoker`) is appended to that file as one JSON line: service, region, action, parameters,
+the HTTP status, and what IAM would look at besides the request (the tags of the instances,
+launch templates and instance profiles it names, the launch template's content). The IAM test
+(tests/iam_policy.rs) evaluates the controller's policy against each one.
+
 Usage: emulator.py STATE_DIR KUBERNETES_MINOR [moto_server arguments...]
 """
 
@@ -13,8 +19,12 @@ import datetime
 import gzip
 import importlib.util
 import json
+import io
 import os
+import re
 import sys
+import threading
+import urllib.parse
 from collections import defaultdict
 
 state_dir, minor, server_args = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -94,4 +104,117 @@ def check_loading_status(self, key):
 
 
 ssm.ParameterDict._check_loading_status = check_loading_status
+
+
+def tags_of(items):
+    """moto keeps tags as a dict or as a list of {Key, Value}."""
+    if isinstance(items, dict):
+        return dict(items)
+    return {item["Key"]: item["Value"] for item in items or []}
+
+
+def numbered(params, pattern):
+    """Values of flattened query parameters whose name matches `pattern` (e.g. InstanceId.N)."""
+    return [value for key, value in sorted(params.items()) if re.fullmatch(pattern, key)]
+
+
+def observed(service, region, action, params):
+    """What IAM looks at besides the request itself: the existing resources the call names."""
+    from moto.core import DEFAULT_ACCOUNT_ID as account
+    from moto.ec2.models import ec2_backends
+    from moto.iam.models import iam_backends
+
+    found = {}
+    if service == "ec2":
+        ec2 = ec2_backends[account][region]
+        if action == "TerminateInstances":
+            found["instances"] = {i: dict(ec2.tags.get(i, {})) for i in numbered(params, r"InstanceId\.\d+")}
+        if action in ("CreateFleet", "DeleteLaunchTemplate"):
+            names = numbered(params, r"LaunchTemplateConfigs\.\d+\.LaunchTemplateSpecification\.LaunchTemplateName")
+            names += [params[k] for k in ("LaunchTemplateName",) if k in params]
+            found["launch_templates"] = {}
+            for name in names:
+                try:
+                    template = ec2.get_launch_template_by_name(name)
+                except Exception:  # a template that is gone: IAM sees no tags
+                    found["launch_templates"][name] = {"tags": {}, "data": {}}
+                    continue
+                data = {k: v for k, v in template.latest_version().data.items() if k != "UserData"}
+                profile = (data.get("IamInstanceProfile") or {}).get("Name")
+                roles = []
+                if profile:
+                    try:
+                        roles = [role.arn for role in iam_backends[account]["global"].get_instance_profile(profile).roles]
+                    except Exception:
+                        pass
+                found["launch_templates"][name] = {
+                    "id": template.id,
+                    "tags": tags_of(ec2.tags.get(template.id, {})),
+                    "data": data,
+                    "roles": roles,
+                }
+    if service == "iam" and "InstanceProfileName" in params:
+        try:
+            profile = iam_backends[account]["global"].get_instance_profile(params["InstanceProfileName"])
+            found["instance_profile"] = {"tags": tags_of(profile.tags), "roles": [r.arn for r in profile.roles]}
+        except Exception:
+            found["instance_profile"] = None
+        if "RoleName" in params:
+            try:
+                found["role_arn"] = iam_backends[account]["global"].get_role(params["RoleName"]).arn
+            except Exception:
+                found["role_arn"] = None
+    found["account"] = account
+    return found
+
+
+call_log = os.environ.get("STOKER_AWS_CALL_LOG")
+call_log_lock = threading.Lock()
+
+
+def record_call(app, environ, start_response):
+    agent = environ.get("HTTP_X_AMZ_USER_AGENT", "") + " " + environ.get("HTTP_USER_AGENT", "")
+    if "app/stoker" not in agent.split():
+        return app(environ, start_response)
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    scope = re.search(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    region, service = scope.groups() if scope else ("", "")
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    path = environ.get("PATH_INFO", "")
+    if target:
+        action, params = target.rsplit(".", 1)[-1], json.loads(body or b"{}")
+    elif service == "eks":
+        action, params = "DescribeCluster", {"name": urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])}
+    else:
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode(), keep_blank_values=True).items()}
+        action = params.get("Action", "")
+    if "LaunchTemplateData.UserData" in params:  # large, and nothing IAM looks at
+        params["LaunchTemplateData.UserData"] = f"<{len(params['LaunchTemplateData.UserData'])} characters>"
+    entry = {"service": service, "region": region, "action": action, "params": params}
+    try:
+        entry["observed"] = observed(service, region, action, params)
+    except Exception as error:  # recording must never break the emulator
+        entry["observed_error"] = repr(error)
+    status = []
+
+    def start(code, headers, exc_info=None):
+        status.append(int(code.split()[0]))
+        return start_response(code, headers, exc_info)
+
+    response = app(environ, start)
+    entry["status"] = status[0] if status else None
+    with call_log_lock, open(call_log, "a") as log:
+        log.write(json.dumps(entry, default=str) + "\n")
+    return response
+
+
+if call_log:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    dispatch = DomainDispatcherApplication.__call__
+    DomainDispatcherApplication.__call__ = lambda self, environ, start_response: record_call(
+        lambda e, s: dispatch(self, e, s), environ, start_response
+    )
 main(server_args)

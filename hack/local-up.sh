@@ -100,7 +100,10 @@ start kwok "$KWOK_BIN/kwok" --kubeconfig "$KUBECONFIG_LOCAL" "${stage_args[@]}" 
 
 log "starting the AWS emulator (moto $MOTO_VERSION: EC2, SSM, IAM, SQS) on http://127.0.0.1:$MOTO_PORT"
 kubernetes_minor="$(echo "$KUBERNETES_VERSION" | sed -E 's/^v([0-9]+\.[0-9]+)\..*/\1/')"
-start moto "$MOTO_VENV/bin/python" "$HACK_DIR/emulator.py" "$STOKER_STATE" "$kubernetes_minor" -H 127.0.0.1 -p "$MOTO_PORT"
+# Every call stoker's own clients make is recorded for the IAM policy test.
+aws_call_log="$STOKER_STATE/aws-calls.jsonl"
+: >"$aws_call_log"
+STOKER_AWS_CALL_LOG="$aws_call_log" start moto "$MOTO_VENV/bin/python" "$HACK_DIR/emulator.py" "$STOKER_STATE" "$kubernetes_minor" -H 127.0.0.1 -p "$MOTO_PORT"
 wait_for "EC2 emulator" 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MOTO_PORT"
 
 cat >"$STOKER_STATE/env" <<ENV
@@ -109,6 +112,9 @@ export AWS_ENDPOINT_URL_EC2="http://127.0.0.1:$MOTO_PORT"
 export AWS_ENDPOINT_URL_SSM="http://127.0.0.1:$MOTO_PORT"
 export AWS_ENDPOINT_URL_IAM="http://127.0.0.1:$MOTO_PORT"
 export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$MOTO_PORT"
+export STOKER_AWS_CALL_LOG="$aws_call_log"
+export STOKER_IAM_SIMULATOR="$IAM_SIMULATOR"
+export STOKER_CFN_LINT="$CFN_LINT_VENV/bin/cfn-lint"
 export AWS_REGION="$AWS_REGION_LOCAL"
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing

@@ -17,8 +17,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 "$HACK_DIR/build-control-plane.sh"
 "$HACK_DIR/install-emulator.sh"
+"$HACK_DIR/install-aws-checkers.sh"
 log "compiling stoker and its tests (cold: about 10 min on 2 cores; cached in $CARGO_TARGET_DIR)"
-(cd "$REPO_ROOT" && cargo build --tests --benches --locked)
+(cd "$REPO_ROOT" && cargo build --tests --test iam_recorded_calls --benches --locked)
 
 trap '"$HACK_DIR/local-down.sh"' EXIT
 STOKER_STATE="$STOKER_STATE" "$HACK_DIR/local-up.sh"
@@ -28,4 +29,6 @@ source "$STOKER_STATE/env"
 log "running every test (unit, property, integration against the local environment)"
 cd "$REPO_ROOT"
 cargo test --locked --all-targets -- --include-ignored
+log "checking every AWS call the tests recorded against the IAM policy"
+cargo test --locked --test iam_recorded_calls -- --include-ignored
 log "all tests passed in $((SECONDS - started))s"

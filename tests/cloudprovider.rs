@@ -179,7 +179,7 @@ async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated(
     assert_eq!(overrides, 9, "3 types x 3 zonal subnets");
     let tagged: Vec<&str> =
         params.iter().filter(|(k, _)| k.ends_with(".ResourceType")).map(|(_, v)| v.as_str()).collect();
-    assert_eq!(tagged, ["instance", "volume", "network-interface"]);
+    assert_eq!(tagged, ["instance", "volume", "fleet"]);
 
     let tags = instance_tags(&h.ec2, &instance.id).await;
     assert_eq!(tags.get(&format!("kubernetes.io/cluster/{}", h.cluster)).map(String::as_str), Some("owned"));
@@ -199,6 +199,19 @@ async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated(
         .await
         .expect("DescribeLaunchTemplateVersions");
     let data = versions.launch_template_versions()[0].launch_template_data().expect("template data");
+    // Network interfaces take the ownership tags (and the class's) from the template.
+    let interfaces = data
+        .tag_specifications()
+        .iter()
+        .find(|spec| spec.resource_type().map(|r| r.as_str()) == Some("network-interface"))
+        .expect("a tag specification for network interfaces");
+    let interface_tags: BTreeMap<&str, &str> =
+        interfaces.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))).collect();
+    let owned = format!("kubernetes.io/cluster/{}", h.cluster);
+    assert_eq!(
+        interface_tags,
+        BTreeMap::from([(owned.as_str(), "owned"), ("stoker.dev/cluster", h.cluster.as_str()), ("team", "platform")])
+    );
     let metadata = data.metadata_options().expect("metadata options");
     assert_eq!(metadata.http_tokens().map(|t| t.as_str()), Some("required"));
     assert_eq!(metadata.http_put_response_hop_limit(), Some(1));

@@ -1,5 +1,7 @@
-//! The `stoker` command line: `controller`, `crds`, `validate`, `convert`, `plan`, `warmpool preview`.
+//! The `stoker` command line: `controller`, `crds`, `cloudformation`, `iam-policy`, `validate`, `convert`, `plan`,
+//! `disrupt`, `warmpool preview`.
 
+pub mod cloudformation;
 pub mod convert;
 pub mod crds;
 pub mod disrupt;
@@ -93,6 +95,27 @@ pub enum Command {
     /// Work with WarmPool manifests offline.
     #[command(subcommand)]
     Warmpool(WarmpoolCommand),
+    /// Print the CloudFormation template that prepares an account for stoker (YAML): the node
+    /// role and its EKS access entry, the controller role with the `iam-policy` policy, its Pod
+    /// Identity association or IRSA trust, and the interruption queue with its rules.
+    Cloudformation,
+    /// Print the controller's IAM policy (JSON): creating only with this cluster's ownership
+    /// tags, terminating and deleting only what carries them, passing only the node role.
+    IamPolicy {
+        /// The `settings.clusterName` the controller runs with.
+        #[arg(long)]
+        cluster_name: String,
+        /// The node role named in EC2NodeClasses' `spec.role`; its ARN gives the partition and
+        /// account.
+        #[arg(long)]
+        node_role_arn: String,
+        /// Pin the policy to one region (any region when unset).
+        #[arg(long)]
+        region: Option<String>,
+        /// The interruption queue's name or ARN, when `settings.interruptionQueue` is set.
+        #[arg(long)]
+        interruption_queue: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +152,8 @@ pub enum CliError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Controller(#[from] crate::error::Error),
+    #[error("{0}")]
+    PolicyScope(#[from] crate::cloudprovider::aws::iam_policy::ScopeError),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -159,6 +184,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Convert { files } => convert::run(&files),
         Command::Plan { files, catalog, output } => plan::run(&files, catalog.as_deref(), output),
         Command::Disrupt { files, spot_to_spot } => disrupt::run(&files, spot_to_spot),
+        Command::Cloudformation => {
+            print!("{}", cloudformation::render()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::IamPolicy { cluster_name, node_role_arn, region, interruption_queue } => {
+            use crate::cloudprovider::aws::iam_policy::{PolicyScope, policy};
+            let scope =
+                PolicyScope::for_role(&cluster_name, &node_role_arn, region.as_deref(), interruption_queue.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&policy(&scope))?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Warmpool(WarmpoolCommand::Preview { file, from, days, svg }) => {
             warmpool::run(&file, from, days, svg.as_deref())
         }

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod fault_proxy;
+pub mod iam;
 pub mod tcp_proxy;
 
 use std::time::Duration;

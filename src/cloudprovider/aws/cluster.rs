@@ -32,7 +32,7 @@ pub async fn discover(
             kubernetes_minor,
         });
     }
-    let eks = aws_sdk_eks::Client::new(config);
+    let eks = aws_sdk_eks::Client::new(&super::stoker_config(config));
     let described = eks.describe_cluster().name(&name).send().await.map_err(aws_error("DescribeCluster"))?;
     let missing = |field: &str| {
         CloudError::InvalidConfiguration(format!(

@@ -128,7 +128,9 @@ pub fn request(
             OnDemandOptionsRequest::builder().allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice).build(),
         )
     };
-    for resource in [ResourceType::Instance, ResourceType::Volume, ResourceType::NetworkInterface] {
+    // Network interfaces take their tags from the launch template: CreateFleet tags only what
+    // EC2 documents for an instant fleet (and what Karpenter sends).
+    for resource in [ResourceType::Instance, ResourceType::Volume, ResourceType::Fleet] {
         request = request.tag_specifications(tag_specification(resource, tags));
     }
     request
@@ -307,7 +309,7 @@ mod tests {
         );
         assert!(input.on_demand_options().is_none());
         let resources: Vec<_> = input.tag_specifications().iter().filter_map(|t| t.resource_type()).collect();
-        assert_eq!(resources, [&ResourceType::Instance, &ResourceType::Volume, &ResourceType::NetworkInterface]);
+        assert_eq!(resources, [&ResourceType::Instance, &ResourceType::Volume, &ResourceType::Fleet]);
         for specification in input.tag_specifications() {
             let on: BTreeMap<_, _> =
                 specification.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();

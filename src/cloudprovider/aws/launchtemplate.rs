@@ -10,13 +10,15 @@ use aws_sdk_ec2::types::{
     LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceMetadataEndpointState,
     LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateInstanceMetadataProtocolIpv6,
     LaunchTemplateInstanceMetadataTagsState, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
-    LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, VolumeType,
+    LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType,
+    VolumeType,
 };
 use base64::Engine;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::tags::ec2_tags;
 use crate::{
     apis::ec2nodeclass::{AmiFamily, BlockDevice, BlockDeviceMapping, MetadataOptions, VolumeType as ApiVolumeType},
     cloudprovider::CloudError,
@@ -34,7 +36,8 @@ pub struct LaunchTemplateSpec {
     pub block_devices: Vec<BlockDeviceMapping>,
     pub detailed_monitoring: bool,
     pub associate_public_ip_address: Option<bool>,
-    /// Tags of the template itself and of what it launches (the node class's tags).
+    /// Tags of the network interfaces it launches: the node class's tags and the cluster's
+    /// ownership tags (instances and volumes get theirs, per NodeClaim, from CreateFleet).
     pub tags: BTreeMap<String, String>,
 }
 
@@ -48,8 +51,7 @@ impl LaunchTemplateSpec {
     }
 
     /// The CreateLaunchTemplate payload. Subnets and instance types come from the fleet's
-    /// overrides; tags for instances, volumes and interfaces from the fleet's tag
-    /// specifications.
+    /// overrides; tags for instances and volumes from the fleet's tag specifications.
     pub fn request_data(&self) -> Result<RequestLaunchTemplateData, CloudError> {
         let metadata = &self.metadata_options;
         let mut data = RequestLaunchTemplateData::builder()
@@ -65,7 +67,13 @@ impl LaunchTemplateSpec {
                     .instance_metadata_tags(LaunchTemplateInstanceMetadataTagsState::Disabled)
                     .build(),
             )
-            .monitoring(LaunchTemplatesMonitoringRequest::builder().enabled(self.detailed_monitoring).build());
+            .monitoring(LaunchTemplatesMonitoringRequest::builder().enabled(self.detailed_monitoring).build())
+            .tag_specifications(
+                LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(ResourceType::NetworkInterface)
+                    .set_tags(Some(ec2_tags(&self.tags)))
+                    .build(),
+            );
         if let Some(user_data) = &self.user_data {
             data = data.user_data(base64::engine::general_purpose::STANDARD.encode(user_data));
         }

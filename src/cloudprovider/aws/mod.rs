@@ -16,9 +16,11 @@ pub mod allocatable;
 pub mod ami;
 pub mod bootstrap;
 pub mod catalog;
+pub mod cloudformation;
 pub mod cluster;
 pub mod createfleet;
 pub mod fleet;
+pub mod iam_policy;
 pub mod instances;
 mod launch;
 pub mod launchtemplate;
@@ -66,6 +68,15 @@ pub async fn aws_config(region: Option<String>) -> SdkConfig {
     loader.load().await
 }
 
+/// `config` as stoker's own clients use it: every request names stoker in its user agent
+/// (`app/stoker`), which tells its calls apart from anything else using the same credentials (the
+/// end-to-end tests record stoker's calls by it to check the IAM policy).
+pub fn stoker_config(config: &SdkConfig) -> SdkConfig {
+    let mut builder = config.to_builder();
+    builder.set_app_name(aws_config::AppName::new("stoker").ok());
+    builder.build()
+}
+
 /// An EC2 client from the standard AWS configuration chain; `region` overrides the chain's region.
 pub async fn ec2_client(region: Option<String>) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&aws_config(region).await)
@@ -110,6 +121,7 @@ pub struct AwsCloudProvider {
 
 impl AwsCloudProvider {
     pub fn new(config: &SdkConfig, options: AwsOptions) -> Self {
+        let config = &stoker_config(config);
         let ec2 = aws_sdk_ec2::Client::new(config);
         Self::from_clients(ec2, aws_sdk_ssm::Client::new(config), aws_sdk_iam::Client::new(config), options)
     }

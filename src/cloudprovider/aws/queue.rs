@@ -33,7 +33,7 @@ pub struct Received {
 impl InterruptionQueue {
     /// Finds the queue named `name` (GetQueueUrl).
     pub async fn connect(config: &SdkConfig, name: &str) -> Result<Self, CloudError> {
-        let client = aws_sdk_sqs::Client::new(config);
+        let client = aws_sdk_sqs::Client::new(&super::stoker_config(config));
         let found = client.get_queue_url().queue_name(name).send().await.map_err(aws_error("GetQueueUrl"))?;
         let url = found.queue_url().ok_or_else(|| CloudError::Aws {
             operation: "GetQueueUrl",

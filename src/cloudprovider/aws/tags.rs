@@ -16,9 +16,12 @@ pub(super) fn ownership_tags(cluster: &str) -> BTreeMap<String, String> {
     ])
 }
 
+pub(super) fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter().map(|(key, value)| Tag::builder().key(key).value(value).build()).collect()
+}
+
 pub(super) fn tag_specification(resource: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
-    let tags = tags.iter().map(|(key, value)| Tag::builder().key(key).value(value).build()).collect();
-    TagSpecification::builder().resource_type(resource).set_tags(Some(tags)).build()
+    TagSpecification::builder().resource_type(resource).set_tags(Some(ec2_tags(tags))).build()
 }
 
 /// The tags on the instance, its volumes and network interfaces.

@@ -110,7 +110,7 @@ pub(super) async fn for_arches<'a>(
             block_devices: block_devices.clone(),
             detailed_monitoring: class.spec.detailed_monitoring.unwrap_or(false),
             associate_public_ip_address: class.spec.associate_public_ip_address,
-            tags: class.spec.tags.clone(),
+            tags: class.spec.tags.clone().into_iter().chain(ownership_tags(provider.cluster_name())).collect(),
         };
         let name = ensure(provider, class, &spec).await?;
         templates.insert(arch.to_owned(), Template { name, image_id: image.id.clone(), security_group_ids });
