@@ -45,7 +45,7 @@ fn example_pools() -> Vec<Arc<NodePool>> {
         .map(|file| {
             let path = Path::new("examples").join(file);
             let text = std::fs::read_to_string(path).expect("an example NodePool");
-            Arc::new(serde_yaml::from_str(&text).expect("a NodePool"))
+            Arc::new(serde_saphyr::from_str(&text).expect("a NodePool"))
         })
         .into()
 }

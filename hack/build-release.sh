@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds stoker's release binaries: static Linux executables for x86_64 and arm64 (musl, with
 # jemalloc), cross-compiled with zig as the C compiler and linker through cargo-zigbuild, in the
-# `dist` profile (Cargo.toml). Checks each with `file`: statically linked, for its architecture.
+# `dist` profile (Cargo.toml; STOKER_RELEASE_PROFILE chooses another: hack/test.sh builds the
+# arm64 binary in `dev`, which takes a fraction of the time). Checks each with `file`: statically
+# linked, for its architecture.
 #
 # Output: dist/stoker-linux-amd64, dist/stoker-linux-arm64 and dist/SHA256SUMS, the files the
 # Dockerfile copies into the multi-arch image (docs/release.md).
@@ -31,6 +33,7 @@ mkdir -p "$STOKER_CACHE"
 # cargo-zigbuild finds zig as `python3 -m ziglang` when the venv's python comes first.
 export PATH="$ZIG_VENV/bin:$ZIGBUILD_ROOT/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STOKER_CACHE/target}"
+profile="${STOKER_RELEASE_PROFILE:-dist}"
 
 arches=("$@")
 [[ ${#arches[@]} -gt 0 ]] || arches=(amd64 arm64)
@@ -43,9 +46,10 @@ for arch in "${arches[@]}"; do
   esac
   rustup target add "$target" >/dev/null
   with_heartbeat "building stoker for linux/$arch ($target)" \
-    bash -c "cd '$REPO_ROOT' && cargo zigbuild --quiet --locked --profile dist --target $target --bin stoker"
+    bash -c "cd '$REPO_ROOT' && cargo zigbuild --quiet --locked --profile $profile --target $target --bin stoker"
   out="$REPO_ROOT/dist/stoker-linux-$arch"
-  cp "$CARGO_TARGET_DIR/$target/dist/stoker" "$out"
+  # Cargo names the dev profile's directory `debug`.
+  cp "$CARGO_TARGET_DIR/$target/${profile/#dev/debug}/stoker" "$out"
   description=$(file -b "$out")
   [[ $description == *"$machine"* ]] || die "$out is not built for $machine: $description"
   [[ $description == *"statically linked"* || $description == *"static-pie linked"* ]] ||

@@ -31,4 +31,6 @@ cd "$REPO_ROOT"
 cargo test --locked --all-targets -- --include-ignored
 log "checking every AWS call the tests recorded against the IAM policy"
 cargo test --locked --test iam_recorded_calls -- --include-ignored
+log "cross-compiling the static arm64 binary and checking it is one (a dev build: the release profile takes far longer)"
+STOKER_RELEASE_PROFILE=dev "$HACK_DIR/build-release.sh" arm64
 log "all tests passed in $((SECONDS - started))s"

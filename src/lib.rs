@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod operator;
 pub mod scheduling;
 pub mod state;
+pub mod yaml;

@@ -255,6 +255,12 @@ fn the_dashboard_shows_exactly_the_exported_metrics() {
     }
     let missing: Vec<&String> = exported.difference(&queried).collect();
     assert!(missing.is_empty(), "exported but not on the dashboard: {missing:?}");
+    // The standard process metrics, exported unprefixed beside stoker's, have panels too.
+    let rendered = stoker::metrics::Metrics::default().render();
+    for process in ["process_cpu_seconds_total", "process_resident_memory_bytes"] {
+        assert!(rendered.lines().any(|line| line.starts_with(process)), "{process} is exported");
+        assert!(dashboard.to_string().contains(process), "{process} is on the dashboard");
+    }
 }
 
 #[test]

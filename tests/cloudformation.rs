@@ -21,7 +21,7 @@ fn the_committed_template_is_what_the_code_generates() {
 
 #[test]
 fn the_template_carries_the_policy_stoker_iam_policy_prints() {
-    let template: Value = serde_yaml::from_str(COMMITTED).expect("YAML");
+    let template: Value = serde_saphyr::from_str(COMMITTED).expect("YAML");
     let document = template["Resources"]["ControllerPolicy"]["Properties"]["PolicyDocument"]["Fn::Sub"]
         .as_str()
         .expect("the policy is one substituted string");

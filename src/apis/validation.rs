@@ -125,7 +125,7 @@ mod tests {
     use super::*;
 
     fn warmpool(yaml: &str) -> WarmPoolSpec {
-        serde_yaml::from_str::<crate::apis::WarmPool>(yaml).unwrap().spec
+        serde_saphyr::from_str::<crate::apis::WarmPool>(yaml).unwrap().spec
     }
 
     const BASE: &str = "
@@ -164,7 +164,7 @@ spec:
 
     #[test]
     fn checks_budget_schedules() {
-        let pool: NodePool = serde_yaml::from_str(
+        let pool: NodePool = serde_saphyr::from_str(
             "
 apiVersion: stoker.dev/v1alpha1
 kind: NodePool
@@ -184,7 +184,7 @@ spec:
     #[test]
     fn durations_past_a_year_are_named() {
         // What an object stored under a CRD without the bound can hold.
-        let pool: NodePool = serde_yaml::from_str(
+        let pool: NodePool = serde_saphyr::from_str(
             "
 apiVersion: stoker.dev/v1alpha1
 kind: NodePool

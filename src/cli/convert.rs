@@ -8,13 +8,13 @@
 //! then goes through `stoker validate`'s checks. Other documents pass through unchanged, with a
 //! note where a workload selects nodes by Karpenter's NodePool label, which stoker does not set.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
     CliError,
+    input::Document,
     validate::{self, Verdict},
 };
 use crate::apis::{self, labels};
@@ -176,40 +176,17 @@ fn mentions(document: &Value, needle: &str) -> bool {
 
 /// Converts every document of every file, writing the result as multi-document YAML to standard
 /// output and notes to standard error; fails if a document was refused or would be rejected.
-pub fn run(files: &[PathBuf]) -> Result<ExitCode, CliError> {
+pub fn run(documents: &[Document]) -> Result<ExitCode, CliError> {
     let mut failed = false;
     let mut output = Vec::new();
-    for file in files {
-        let text = validate::read(file)?;
-        for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let document = match Value::deserialize(document) {
-                Ok(Value::Null) => continue,
-                Ok(document) => document,
-                Err(error) => return Err(CliError::Invalid { path: file.clone(), message: error.to_string() }),
-            };
-            for document in list_items(document) {
-                let label = format!("{}#{} {}", file.display(), index + 1, validate::describe(&document));
-                failed |= convert_into(&label, &document, &mut output);
-            }
-        }
+    for document in documents {
+        let label = format!("{} {}", document.label, document.describe());
+        failed |= convert_into(&label, &document.value, &mut output);
     }
     for document in output {
-        print!("---\n{}", serde_yaml::to_string(&document)?);
+        print!("---\n{}", crate::yaml::to_string(&document)?);
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-}
-
-/// The items of a `kubectl get -o yaml` List, or the document itself.
-fn list_items(document: Value) -> Vec<Value> {
-    match document {
-        Value::Object(mut fields) if fields.get("kind").and_then(Value::as_str) == Some("List") => {
-            match fields.remove("items") {
-                Some(Value::Array(items)) => items,
-                _ => Vec::new(),
-            }
-        }
-        document => vec![document],
-    }
+    Ok(if failed { ExitCode::from(super::exit::INVALID) } else { ExitCode::SUCCESS })
 }
 
 /// Converts one document, reports on standard error, and collects what is to be written;
@@ -251,7 +228,7 @@ mod tests {
     use super::*;
 
     fn convert(yaml: &str) -> Conversion {
-        convert_document(&serde_yaml::from_str(yaml).unwrap())
+        convert_document(&serde_saphyr::from_str(yaml).unwrap())
     }
 
     /// Karpenter's getting-started NodePool as `kubectl get -o yaml` prints it, plus a field
@@ -370,7 +347,7 @@ spec:
 ";
         match convert(deployment) {
             Conversion::Unchanged { document, notes } => {
-                assert_eq!(document, serde_yaml::from_str::<Value>(deployment).unwrap());
+                assert_eq!(document, serde_saphyr::from_str::<Value>(deployment).unwrap());
                 assert_eq!(notes.len(), 1);
                 assert!(notes[0].contains("stoker.dev/nodepool"), "{notes:?}");
             }
@@ -379,19 +356,6 @@ spec:
         assert!(
             matches!(convert("apiVersion: v1\nkind: ConfigMap\n"), Conversion::Unchanged { notes, .. } if notes.is_empty())
         );
-    }
-
-    #[test]
-    fn a_kubectl_list_is_converted_item_by_item() {
-        let list: Value = serde_yaml::from_str(&format!(
-            "apiVersion: v1\nkind: List\nitems:\n- {}\n- {{apiVersion: v1, kind: ConfigMap}}",
-            serde_json::to_string(&serde_yaml::from_str::<Value>(KARPENTER_NODECLASS).unwrap()).unwrap()
-        ))
-        .unwrap();
-        let items = list_items(list);
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[0]["kind"], "EC2NodeClass");
-        assert_eq!(list_items(json!({"kind": "NodePool"})), vec![json!({"kind": "NodePool"})]);
     }
 
     #[test]

@@ -12,8 +12,8 @@ pub fn file_name(
 }
 
 /// Every CRD as (file name, YAML).
-pub fn render() -> Result<Vec<(String, String)>, serde_yaml::Error> {
-    apis::crds().iter().map(|crd| Ok((file_name(crd), serde_yaml::to_string(crd)?))).collect()
+pub fn render() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError> {
+    apis::crds().iter().map(|crd| Ok((file_name(crd), crate::yaml::to_string(crd)?))).collect()
 }
 
 /// Writes every CRD into `dir`, one file each.

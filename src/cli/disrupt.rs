@@ -7,13 +7,13 @@
 //! Offline, every node whose pool consolidates counts as quiet (its `consolidateAfter` elapsed),
 //! and prices come from the catalog snapshot (spot at on-demand), as in `stoker plan`.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{process::ExitCode, sync::Arc};
 
 use k8s_openapi::api::core::v1::Pod;
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{CliError, plan::instance_types_by_class, validate};
+use super::{CliError, input::Document, plan::instance_types_by_class};
 use crate::{
     apis::{EC2NodeClass, NodePool},
     cloudprovider::aws::{catalog::Catalog, pricing::PriceBook},
@@ -34,33 +34,21 @@ pub struct ClusterObjects {
     pub classes: Vec<EC2NodeClass>,
 }
 
-/// Reads multi-document YAML, `List`s unpacked; other kinds are skipped. An error names the
-/// file, document and field.
-pub fn parse(label: &str, text: &str, into: &mut ClusterObjects) -> Result<(), String> {
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| format!("{label}#{}: not valid YAML: {e}", index + 1))?;
-        let items = match value.get("items").and_then(Value::as_array) {
-            Some(items) if value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) => {
-                items.clone()
-            }
-            _ => vec![value],
-        };
-        for (item, value) in items.iter().enumerate() {
-            let at = format!("{label}#{}.{item}", index + 1);
-            fn typed<T: DeserializeOwned>(at: &str, value: &Value) -> Result<T, String> {
-                serde_path_to_error::deserialize(value).map_err(|e| format!("{at}: {}: {}", e.path(), e.inner()))
-            }
-            match value.get("kind").and_then(Value::as_str).unwrap_or_default() {
-                "Node" => into.cluster.nodes.push(Arc::new(typed(&at, value)?)),
-                "Pod" => into.cluster.pods.push(Arc::new(CachedPod::from(typed::<Pod>(&at, value)?))),
-                "NodeClaim" => into.cluster.claims.push(Arc::new(typed(&at, value)?)),
-                "NodePool" => into.pools.push(Arc::new(typed(&at, value)?)),
-                "EC2NodeClass" => into.classes.push(typed(&at, value)?),
-                "DaemonSet" => into.cluster.daemonsets.push(typed(&at, value)?),
-                "PodDisruptionBudget" => into.cluster.budgets.push(Arc::new(typed(&at, value)?)),
-                _ => {}
-            }
-        }
+/// Adds one object; other kinds are skipped. An error names the document and field.
+pub fn add(document: &Document, into: &mut ClusterObjects) -> Result<(), String> {
+    let (at, value) = (&document.label, &document.value);
+    fn typed<T: DeserializeOwned>(at: &str, value: &Value) -> Result<T, String> {
+        serde_path_to_error::deserialize(value).map_err(|e| format!("{at}: {}: {}", e.path(), e.inner()))
+    }
+    match value.get("kind").and_then(Value::as_str).unwrap_or_default() {
+        "Node" => into.cluster.nodes.push(Arc::new(typed(at, value)?)),
+        "Pod" => into.cluster.pods.push(Arc::new(CachedPod::from(typed::<Pod>(at, value)?))),
+        "NodeClaim" => into.cluster.claims.push(Arc::new(typed(at, value)?)),
+        "NodePool" => into.pools.push(Arc::new(typed(at, value)?)),
+        "EC2NodeClass" => into.classes.push(typed(at, value)?),
+        "DaemonSet" => into.cluster.daemonsets.push(typed(at, value)?),
+        "PodDisruptionBudget" => into.cluster.budgets.push(Arc::new(typed(at, value)?)),
+        _ => {}
     }
     Ok(())
 }
@@ -130,12 +118,11 @@ pub fn report(preview: &Preview) -> String {
     out
 }
 
-pub fn run(files: &[PathBuf], spot_to_spot: bool) -> Result<ExitCode, CliError> {
+pub fn run(documents: &[Document], spot_to_spot: bool) -> Result<ExitCode, CliError> {
     let mut objects = ClusterObjects::default();
-    for file in files {
-        let text = validate::read(file)?;
-        parse(&file.display().to_string(), &text, &mut objects)
-            .map_err(|message| CliError::Invalid { path: file.clone(), message })?;
+    for document in documents {
+        add(document, &mut objects)
+            .map_err(|message| CliError::Invalid { path: document.label.clone().into(), message })?;
     }
     let catalog = Catalog::snapshot();
     let mut prices = PriceBook::snapshot("us-east-1");
@@ -147,6 +134,12 @@ pub fn run(files: &[PathBuf], spot_to_spot: bool) -> Result<ExitCode, CliError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every document of `text` added, as `run` adds what it reads.
+    fn parse(label: &str, text: &str, into: &mut ClusterObjects) -> Result<(), String> {
+        let documents = super::super::input::parse(std::path::Path::new(label), text).map_err(|e| e.to_string())?;
+        documents.iter().try_for_each(|document| add(document, into))
+    }
 
     /// Two m5.2xlarge nodes, each with one 500m pod: one node is enough, and smaller would do.
     fn cluster(extra_pod_annotations: &str) -> String {
@@ -203,7 +196,8 @@ mod tests {
     #[test]
     fn a_malformed_object_names_where() {
         let mut objects = ClusterObjects::default();
-        let error = parse("c.yaml", "kind: Node\nmetadata: {name: n}\nspec: {taints: 1}\n", &mut objects).unwrap_err();
-        assert!(error.starts_with("c.yaml#1.0: spec.taints"), "{error}");
+        let error =
+            parse("c.yaml", "kind: Node\nmetadata: {name: node-a}\nspec: {taints: 1}\n", &mut objects).unwrap_err();
+        assert!(error.starts_with("c.yaml#1: spec.taints"), "{error}");
     }
 }

@@ -5,6 +5,7 @@ pub mod cloudformation;
 pub mod convert;
 pub mod crds;
 pub mod disrupt;
+pub mod input;
 pub mod plan;
 pub mod simulator;
 pub mod validate;
@@ -37,27 +38,23 @@ pub enum Command {
     /// Check manifests offline against the same schema and CEL rules the apiserver applies, plus
     /// the checks only stoker can make (cron expressions, time zones, dates).
     Validate {
-        /// Files to check; `-` reads standard input. Multi-document YAML is fine.
-        #[arg(short = 'f', long = "filename", required = true)]
-        files: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: Inputs,
     },
     /// Rewrite Karpenter v1 NodePool and EC2NodeClass manifests as stoker ones: prints the result
     /// as YAML, names every field stoker does not have on standard error, and fails if a result
     /// would still be refused. Other documents are printed unchanged.
     Convert {
-        /// Files to convert; `-` reads standard input. Multi-document YAML is fine.
-        #[arg(short = 'f', long = "filename", required = true)]
-        files: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: Inputs,
     },
     /// What would stoker launch? Plans pods (Pods, Deployments, ReplicaSets, StatefulSets, Jobs)
     /// on the NodePools in the files, with DaemonSet overhead, against the instance catalog
-    /// snapshot, and prints the NodeClaims, their cost and the pods nothing can host. Exits 2
+    /// snapshot, and prints the NodeClaims, their cost and the pods nothing can host. Exits 4
     /// when some pods cannot be scheduled.
     Plan {
-        /// Files with NodePools, EC2NodeClasses, DaemonSets and workloads; `-` reads standard
-        /// input. Other kinds are ignored.
-        #[arg(short = 'f', long = "filename", required = true)]
-        files: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: Inputs,
         /// An instance catalog in the snapshot's CSV format instead of the built-in us-east-1 one.
         #[arg(long)]
         catalog: Option<PathBuf>,
@@ -71,10 +68,8 @@ pub enum Command {
     /// remove, their replacement, the $/h saved, and why each other candidate is kept. Offline:
     /// nothing is touched.
     Disrupt {
-        /// Files with the cluster's objects (a `List` or separate documents); `-` reads
-        /// standard input.
-        #[arg(short = 'f', long = "filename", required = true)]
-        files: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: Inputs,
         /// Allow spot-to-spot replacement, as the `SpotToSpotConsolidation` gate does.
         #[arg(long)]
         spot_to_spot: bool,
@@ -99,6 +94,12 @@ pub enum Command {
     /// role and its EKS access entry, the controller role with the `iam-policy` policy, its Pod
     /// Identity association or IRSA trust, and the interruption queue with its rules.
     Cloudformation,
+    /// Print a shell completion script: `source <(stoker completion bash)`, or write it where your
+    /// shell loads completions from.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the controller's IAM policy (JSON): creating only with this cluster's ownership
     /// tags, terminating and deleting only what carries them, passing only the node role.
     IamPolicy {
@@ -118,13 +119,31 @@ pub enum Command {
     },
 }
 
+/// Where a command reads manifests from, the same for every command.
+#[derive(Debug, clap::Args)]
+pub struct Inputs {
+    /// A manifest file, a directory of them (`.yaml`, `.yml`, `.json`), or `-` for standard
+    /// input; repeatable. Multi-document YAML and `kind: List` are read item by item.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also read the manifests in the directories' subdirectories.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+impl Inputs {
+    pub fn documents(&self) -> Result<Vec<input::Document>, CliError> {
+        input::documents(&self.files, self.recursive)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum WarmpoolCommand {
-    /// Show how many pause pods each WarmPool in a file holds over the coming days.
+    /// Show how many pause pods each WarmPool in the manifests holds over the coming days (other
+    /// kinds are ignored).
     Preview {
-        /// The manifest file (other kinds in it are ignored).
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
+        #[command(flatten)]
+        inputs: Inputs,
         /// Start of the preview (RFC 3339, for example 2026-11-23T00:00:00Z); now when unset.
         #[arg(long)]
         from: Option<chrono::DateTime<chrono::Utc>>,
@@ -137,13 +156,26 @@ pub enum WarmpoolCommand {
     },
 }
 
+/// Exit codes, distinct so scripts can tell the failures apart (docs/cli.md).
+pub mod exit {
+    /// Something went wrong that is not the input's fault: a file that cannot be read, the
+    /// cluster unreachable.
+    pub const ERROR: u8 = 1;
+    /// The command line itself is wrong (clap uses the same code for its own usage errors).
+    pub const USAGE: u8 = 2;
+    /// A manifest is invalid or refused.
+    pub const INVALID: u8 = 3;
+    /// `plan`: some pods cannot be scheduled on any NodePool.
+    pub const UNSCHEDULABLE: u8 = 4;
+}
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("cannot render YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_saphyr::SerializeError),
     #[error("cannot render JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{path}: {message}")]
@@ -154,6 +186,17 @@ pub enum CliError {
     Controller(#[from] crate::error::Error),
     #[error("{0}")]
     PolicyScope(#[from] crate::cloudprovider::aws::iam_policy::ScopeError),
+}
+
+impl CliError {
+    /// The process's exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Invalid { .. } => exit::INVALID,
+            Self::PolicyScope(_) => exit::USAGE,
+            _ => exit::ERROR,
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -180,10 +223,15 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{}", documents.join("---\n"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { files } => validate::run(&files),
-        Command::Convert { files } => convert::run(&files),
-        Command::Plan { files, catalog, output } => plan::run(&files, catalog.as_deref(), output),
-        Command::Disrupt { files, spot_to_spot } => disrupt::run(&files, spot_to_spot),
+        Command::Validate { inputs } => validate::run(&inputs.documents()?),
+        Command::Convert { inputs } => convert::run(&inputs.documents()?),
+        Command::Plan { inputs, catalog, output } => plan::run(&inputs.documents()?, catalog.as_deref(), output),
+        Command::Disrupt { inputs, spot_to_spot } => disrupt::run(&inputs.documents()?, spot_to_spot),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "stoker", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cloudformation => {
             print!("{}", cloudformation::render()?);
             Ok(ExitCode::SUCCESS)
@@ -195,8 +243,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("{}", serde_json::to_string_pretty(&policy(&scope))?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Warmpool(WarmpoolCommand::Preview { file, from, days, svg }) => {
-            warmpool::run(&file, from, days, svg.as_deref())
+        Command::Warmpool(WarmpoolCommand::Preview { inputs, from, days, svg }) => {
+            warmpool::run(&inputs.documents()?, from, days, svg.as_deref())
         }
     }
 }

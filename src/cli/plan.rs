@@ -8,15 +8,18 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    path::PathBuf,
     process::ExitCode,
 };
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{CliError, validate};
+use super::{
+    CliError,
+    input::{self, Document},
+    validate,
+};
 use crate::{
     apis::{EC2NodeClass, NodePool},
     cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
@@ -40,36 +43,28 @@ pub struct Manifests {
     pub ignored: Vec<String>,
 }
 
-/// Parses multi-document YAML; an error names the file, document, field path and problem.
-pub fn parse(label: &str, text: &str, into: &mut Manifests) -> Result<(), String> {
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let at = format!("{label}#{}", index + 1);
-        let value = match Value::deserialize(document) {
-            Ok(Value::Null) => continue,
-            Ok(value) => value,
-            Err(error) => return Err(format!("{at}: not valid YAML: {error}")),
-        };
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<no name>").to_owned();
-        let at = format!("{at} ({kind}/{name})");
-        if let validate::Verdict::Invalid(problems) = validate::check_document(&value) {
-            return Err(format!("{at}: {}", problems.join("; ")));
-        }
-        fn typed<T: DeserializeOwned>(at: &str, value: &Value) -> Result<T, String> {
-            serde_path_to_error::deserialize(value).map_err(|e| format!("{at}: {}: {}", e.path(), e.inner()))
-        }
-        match kind.as_str() {
-            "NodePool" => into.pools.push(typed(&at, &value)?),
-            "EC2NodeClass" => into.classes.push(typed(&at, &value)?),
-            "DaemonSet" => into.daemonsets.push(typed(&at, &value)?),
-            "Pod" => into.workloads.push(Workload::Pod(Box::new(typed(&at, &value)?))),
-            "Deployment" => into.workloads.push(Workload::Deployment(Box::new(typed(&at, &value)?))),
-            "ReplicaSet" => into.workloads.push(Workload::ReplicaSet(Box::new(typed(&at, &value)?))),
-            "StatefulSet" => into.workloads.push(Workload::StatefulSet(Box::new(typed(&at, &value)?))),
-            "Job" => into.workloads.push(Workload::Job(Box::new(typed(&at, &value)?))),
-            "" => return Err(format!("{at}: kind: missing")),
-            other => into.ignored.push(format!("{other}/{name}")),
-        }
+/// Adds one document; an error names the document, field path and problem.
+pub fn add(document: &Document, into: &mut Manifests) -> Result<(), String> {
+    let value = &document.value;
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let at = format!("{} ({})", document.label, document.describe());
+    if let validate::Verdict::Invalid(problems) = validate::check_document(value) {
+        return Err(format!("{at}: {}", problems.join("; ")));
+    }
+    fn typed<T: DeserializeOwned>(at: &str, value: &Value) -> Result<T, String> {
+        serde_path_to_error::deserialize(value).map_err(|e| format!("{at}: {}: {}", e.path(), e.inner()))
+    }
+    match kind {
+        "NodePool" => into.pools.push(typed(&at, value)?),
+        "EC2NodeClass" => into.classes.push(typed(&at, value)?),
+        "DaemonSet" => into.daemonsets.push(typed(&at, value)?),
+        "Pod" => into.workloads.push(Workload::Pod(Box::new(typed(&at, value)?))),
+        "Deployment" => into.workloads.push(Workload::Deployment(Box::new(typed(&at, value)?))),
+        "ReplicaSet" => into.workloads.push(Workload::ReplicaSet(Box::new(typed(&at, value)?))),
+        "StatefulSet" => into.workloads.push(Workload::StatefulSet(Box::new(typed(&at, value)?))),
+        "Job" => into.workloads.push(Workload::Job(Box::new(typed(&at, value)?))),
+        "" => return Err(format!("{at}: kind: missing")),
+        _ => into.ignored.push(document.describe()),
     }
     Ok(())
 }
@@ -249,16 +244,15 @@ pub enum Output {
     Json,
 }
 
-pub fn run(files: &[PathBuf], catalog: Option<&std::path::Path>, output: Output) -> Result<ExitCode, CliError> {
+pub fn run(documents: &[Document], catalog: Option<&std::path::Path>, output: Output) -> Result<ExitCode, CliError> {
     let mut manifests = Manifests::default();
-    for file in &validate::expand(files)? {
-        let text = validate::read(file)?;
-        parse(&file.display().to_string(), &text, &mut manifests)
-            .map_err(|message| CliError::Invalid { path: file.clone(), message })?;
+    for document in documents {
+        add(document, &mut manifests)
+            .map_err(|message| CliError::Invalid { path: document.label.clone().into(), message })?;
     }
     let catalog = match catalog {
         Some(path) => {
-            let text = validate::read(path)?;
+            let text = input::read(path)?;
             crate::cloudprovider::aws::catalog::parse_snapshot(&text)
                 .map_err(|e| CliError::Invalid { path: path.to_owned(), message: e.to_string() })?
         }
@@ -267,12 +261,12 @@ pub fn run(files: &[PathBuf], catalog: Option<&std::path::Path>, output: Output)
     let mut prices = PriceBook::snapshot("us-east-1");
     prices.learn_vcpus(&catalog.types);
     let report = plan(&manifests, &catalog, &prices)
-        .map_err(|message| CliError::Invalid { path: files.first().cloned().unwrap_or_default(), message })?;
+        .map_err(|message| CliError::Invalid { path: "the manifests".into(), message })?;
     match output {
         Output::Table => print!("{}", table(&report)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&json_report(&report))?),
     }
-    Ok(if report.unschedulable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if report.unschedulable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::exit::UNSCHEDULABLE) })
 }
 
 fn json_report(report: &Report) -> Value {
@@ -340,6 +334,12 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {name: settings}
 "#;
+
+    /// Every document of `text` added, as `run` adds what it reads.
+    fn parse(label: &str, text: &str, into: &mut Manifests) -> Result<(), String> {
+        let documents = input::parse(std::path::Path::new(label), text).map_err(|e| e.to_string())?;
+        documents.iter().try_for_each(|document| add(document, into))
+    }
 
     fn report() -> Report {
         let mut manifests = Manifests::default();

@@ -200,7 +200,7 @@ mod tests {
             launch_time: None,
             tags: BTreeMap::new(),
         };
-        let claim: NodeClaim = serde_yaml::from_str(
+        let claim: NodeClaim = serde_saphyr::from_str(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {name: spot-x, labels: {stoker.dev/nodepool: spot, stoker.dev/nodeclaim: spot-x, team: web}}\nspec:\n  nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}\n  startupTaints: [{key: cni, effect: NoSchedule}]",
         )
         .expect("a NodeClaim");

@@ -6,18 +6,14 @@
 //! then the checks only stoker makes (cron expressions, time zones, dates). Documents of other
 //! kinds are skipped, so a file can mix a WarmPool with the Deployment it serves.
 
-use std::{
-    io::Read,
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::process::ExitCode;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::cel::{Validator, apply_defaults};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::CliError;
+use super::{CliError, input::Document};
 use crate::{
     apis::{self, WarmPool, validation},
     controllers::warmpool::windows::Windows,
@@ -40,6 +36,11 @@ pub fn check_document(document: &Value) -> Verdict {
     let kind = document.get("kind").and_then(Value::as_str).unwrap_or_default();
     let crds = apis::crds();
     let Some(crd) = crds.iter().find(|crd| served_as(crd, api_version, kind)) else {
+        if ["karpenter.sh/", "karpenter.k8s.aws/"].iter().any(|group| api_version.starts_with(group)) {
+            return Verdict::Invalid(vec![format!(
+                "apiVersion: {api_version} {kind} is Karpenter's; rewrite it as stoker's with `stoker convert -f FILE`"
+            )]);
+        }
         if api_version.starts_with(&format!("{}/", apis::labels::GROUP)) {
             return Verdict::Invalid(vec![format!("apiVersion/kind: {api_version} {kind} is not a stoker resource")]);
         }
@@ -116,96 +117,32 @@ fn typed<T: for<'de> Deserialize<'de>>(document: &Value, check: fn(&T) -> Vec<va
     }
 }
 
-/// Checks every document of every file and prints a line per document; fails if any is invalid.
-pub fn run(files: &[PathBuf]) -> Result<ExitCode, CliError> {
+/// Checks every document and prints a line per document; fails (exit code 3) if any is invalid.
+pub fn run(documents: &[Document]) -> Result<ExitCode, CliError> {
     let mut invalid = 0;
-    for file in &expand(files)? {
-        let text = read(file)?;
-        for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let label = format!("{}#{}", file.display(), index + 1);
-            let value = match Value::deserialize(document) {
-                Ok(Value::Null) => continue,
-                Ok(value) => value,
-                Err(error) => {
-                    println!("{label}: not valid YAML: {error}");
-                    invalid += 1;
-                    continue;
-                }
-            };
-            let name = describe(&value);
-            match check_document(&value) {
-                Verdict::Valid => println!("{label}: {name}: valid"),
-                Verdict::Skipped => println!("{label}: {name}: skipped (not a stoker resource)"),
-                Verdict::Invalid(problems) => {
-                    invalid += 1;
-                    println!("{label}: {name}: invalid");
-                    for problem in problems {
-                        println!("  - {problem}");
-                    }
+    for document in documents {
+        let (label, name) = (&document.label, document.describe());
+        match check_document(&document.value) {
+            Verdict::Valid => println!("{label}: {name}: valid"),
+            Verdict::Skipped => println!("{label}: {name}: skipped (not a stoker resource)"),
+            Verdict::Invalid(problems) => {
+                invalid += 1;
+                println!("{label}: {name}: invalid");
+                for problem in problems {
+                    println!("  - {problem}");
                 }
             }
         }
     }
-    Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-pub(super) fn describe(document: &Value) -> String {
-    let kind = document.get("kind").and_then(Value::as_str).unwrap_or("<no kind>");
-    let name = document.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<no name>");
-    format!("{kind}/{name}")
-}
-
-/// The files named, with each directory replaced by its `.yaml`, `.yml` and `.json` files in name
-/// order (not recursive), as `kubectl apply -f DIR` reads a directory.
-pub fn expand(files: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
-    let mut out = Vec::new();
-    for file in files {
-        if !file.is_dir() {
-            out.push(file.clone());
-            continue;
-        }
-        let entries = std::fs::read_dir(file).map_err(|source| CliError::Io { path: file.clone(), source })?;
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.is_file())
-            .filter(|path| {
-                path.extension().is_some_and(|ext| ["yaml", "yml", "json"].contains(&&*ext.to_string_lossy()))
-            })
-            .collect();
-        found.sort();
-        out.extend(found);
-    }
-    Ok(out)
-}
-
-pub fn read(file: &Path) -> Result<String, CliError> {
-    let mut text = String::new();
-    let result = if file == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text).map(|_| ())
-    } else {
-        std::fs::read_to_string(file).map(|read| text = read)
-    };
-    result.map(|()| text).map_err(|source| CliError::Io { path: file.to_owned(), source })
+    Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(super::exit::INVALID) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_directory_stands_for_its_manifests_as_with_kubectl() {
-        let files = expand(&[PathBuf::from("examples"), PathBuf::from("crds/stoker.dev_nodepools.yaml")]).unwrap();
-        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        assert!(names.contains(&"examples/nodepool-spot.yaml".to_owned()), "{names:?}");
-        assert!(names.iter().all(|n| !n.starts_with("examples/karpenter")), "not recursive: {names:?}");
-        assert_eq!(names.last().map(String::as_str), Some("crds/stoker.dev_nodepools.yaml"));
-        let mut sorted = names[..names.len() - 1].to_vec();
-        sorted.sort();
-        assert_eq!(sorted, names[..names.len() - 1]);
-    }
-
     fn check(yaml: &str) -> Verdict {
-        check_document(&serde_yaml::from_str(yaml).unwrap())
+        check_document(&serde_saphyr::from_str(yaml).unwrap())
     }
 
     fn problems(yaml: &str) -> Vec<String> {
@@ -292,6 +229,13 @@ spec:
         assert!(found.iter().any(|p| p.contains("spec.leadTime")), "{found:?}");
         let found = problems(&NODEPOOL.replace("requirements:", "expireAfter: 9000h\n      requirements:"));
         assert!(found.iter().any(|p| p.contains("spec.template.spec.expireAfter")), "{found:?}");
+    }
+
+    #[test]
+    fn karpenter_manifests_point_to_convert() {
+        let problems = problems("apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {name: default}\n");
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("Karpenter's") && problems[0].contains("stoker convert"), "{problems:?}");
     }
 
     #[test]

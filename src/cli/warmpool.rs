@@ -5,7 +5,7 @@ use std::{fmt::Write as _, path::Path};
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::CliError;
+use super::{CliError, input::Document};
 use crate::{apis::WarmPool, controllers::warmpool::windows::Windows};
 
 /// One WarmPool's preview.
@@ -16,20 +16,18 @@ pub struct Preview {
     pub until: DateTime<Utc>,
 }
 
-/// Previews every WarmPool in `text` (other documents are ignored).
-pub fn previews(text: &str, from: DateTime<Utc>, days: u32) -> Result<Vec<Preview>, String> {
+/// Previews every WarmPool among `documents` (other kinds are ignored).
+pub fn previews(documents: &[Document], from: DateTime<Utc>, days: u32) -> Result<Vec<Preview>, String> {
     let until = from
         .checked_add_signed(Duration::days(i64::from(days)))
         .ok_or_else(|| format!("{from} plus {days} days is past the last date stoker can represent"))?;
     let mut out = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
-        let value: serde_json::Value =
-            serde::Deserialize::deserialize(document).map_err(|e| format!("not valid YAML: {e}"))?;
-        if value.get("kind").and_then(|k| k.as_str()) != Some("WarmPool") {
+    for document in documents {
+        if document.value.get("kind").and_then(|k| k.as_str()) != Some("WarmPool") {
             continue;
         }
-        let pool: WarmPool =
-            serde_path_to_error::deserialize(&value).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        let pool: WarmPool = serde_path_to_error::deserialize(&document.value)
+            .map_err(|e| format!("{}: {}: {}", document.label, e.path(), e.inner()))?;
         let name = format!(
             "{}/{}",
             pool.metadata.namespace.as_deref().unwrap_or("default"),
@@ -115,15 +113,14 @@ pub fn svg(preview: &Preview) -> String {
 
 /// Runs the command: prints each table and writes the chart(s) when asked.
 pub fn run(
-    file: &Path,
+    documents: &[Document],
     from: Option<DateTime<Utc>>,
     days: u32,
     svg_out: Option<&Path>,
 ) -> Result<std::process::ExitCode, CliError> {
-    let text = std::fs::read_to_string(file).map_err(|source| CliError::Io { path: file.to_owned(), source })?;
     let from = from.unwrap_or_else(Utc::now);
-    let previews =
-        previews(&text, from, days).map_err(|message| CliError::Invalid { path: file.to_owned(), message })?;
+    let previews = previews(documents, from, days)
+        .map_err(|message| CliError::Invalid { path: "the manifests".into(), message })?;
     for preview in &previews {
         println!("{}", table(preview));
     }
@@ -156,10 +153,14 @@ kind: Deployment
 metadata: {name: ignored}
 ";
 
+    fn documents(text: &str) -> Vec<Document> {
+        super::super::input::parse(Path::new("pool.yaml"), text).unwrap()
+    }
+
     #[test]
     fn tables_list_each_transition() {
         let monday = Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap();
-        let previews = previews(POOL, monday, 2).unwrap();
+        let previews = previews(&documents(POOL), monday, 2).unwrap();
         assert_eq!(previews.len(), 1);
         let sizes: Vec<i32> = previews[0].transitions.iter().map(|(_, r)| *r).collect();
         assert_eq!(sizes, [0, 20, 0, 20, 0]);
@@ -172,8 +173,8 @@ metadata: {name: ignored}
 
     #[test]
     fn invalid_pools_are_reported_with_the_field() {
-        let error = previews(&POOL.replace("0 8 * * mon-fri", "0 8 * *"), Utc::now(), 1).err().unwrap();
+        let error = previews(&documents(&POOL.replace("0 8 * * mon-fri", "0 8 * *")), Utc::now(), 1).err().unwrap();
         assert!(error.contains("spec.schedules[0].start"), "{error}");
-        assert!(previews("kind: Deployment", Utc::now(), 1).is_err());
+        assert!(previews(&documents("kind: Deployment"), Utc::now(), 1).is_err());
     }
 }

@@ -152,7 +152,7 @@ mod tests {
             None => String::new(),
         };
         Arc::new(
-            serde_yaml::from_str(&format!(
+            serde_saphyr::from_str(&format!(
                 "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}, labels: {{stoker.dev/nodepool: general}}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  resources: {{requests: {{cpu: '1'}}}}\n{status}"
             ))
             .expect("a NodeClaim"),

@@ -123,6 +123,25 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, type_: Ev
     }
 }
 
+/// How often the series of deleted objects are swept away.
+const SERIES_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `sweep` over the metrics every [`SERIES_SWEEP`] until the returned task is aborted: a
+/// controller is not called for an object that is gone, so its series are removed by comparing
+/// what has series with what still exists.
+pub fn sweep_series<P: Send + Sync + 'static>(
+    ctx: Arc<Shared<P>>,
+    sweep: impl Fn(&Metrics) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SERIES_SWEEP);
+        loop {
+            ticks.tick().await;
+            sweep(&ctx.metrics);
+        }
+    })
+}
+
 /// Drains a controller's result stream until shutdown, logging failed reconciles (the error
 /// policy has already scheduled their retry).
 pub async fn drain<T, E: std::fmt::Display>(results: impl Stream<Item = Result<T, E>>, controller: &'static str) {

@@ -202,7 +202,7 @@ mod tests {
 
     fn class() -> EC2NodeClass {
         let yaml = include_str!("../../examples/ec2nodeclass.yaml");
-        let mut class: EC2NodeClass = serde_yaml::from_str(yaml).expect("example");
+        let mut class: EC2NodeClass = serde_saphyr::from_str(yaml).expect("example");
         class.metadata.generation = Some(3);
         class
     }

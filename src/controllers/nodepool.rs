@@ -120,6 +120,10 @@ pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>) {
     let pool_of = |claim: DeserializeGuard<NodeClaim>| {
         claim.labels().get(labels::NODEPOOL).map(|pool| ObjectRef::<DeserializeGuard<NodePool>>::new(pool))
     };
+    let state = ctx.state.clone();
+    let sweep = crate::controllers::sweep_series(ctx.clone(), move |metrics| {
+        metrics.retain_nodepools(|name| state.pools.get(&ObjectRef::new(name)).is_some())
+    });
     let results = Controller::new(pools, watcher::Config::default())
         .watches(claims, watcher::Config::default(), pool_of)
         .shutdown_on_signal()
@@ -140,6 +144,7 @@ pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>) {
             ctx,
         );
     drain(results, "nodepool").await;
+    sweep.abort();
 }
 
 #[cfg(test)]
@@ -147,7 +152,7 @@ mod tests {
     use super::*;
 
     fn pool(extra: &str) -> NodePool {
-        serde_yaml::from_str(&format!(
+        serde_saphyr::from_str(&format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {{name: general, generation: 3}}\nspec:\n  template: {{spec: {{nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}{extra}}}}}\n"
         ))
         .expect("a NodePool")
@@ -155,7 +160,7 @@ mod tests {
 
     fn class(ready: bool) -> EC2NodeClass {
         let status = if ready { "True" } else { "False" };
-        serde_yaml::from_str(&format!(
+        serde_saphyr::from_str(&format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: EC2NodeClass\nmetadata: {{name: default}}\nspec:\n  role: r\n  amiSelectorTerms: [{{alias: al2023@latest}}]\n  subnetSelectorTerms: [{{id: s}}]\n  securityGroupSelectorTerms: [{{id: g}}]\nstatus:\n  conditions: [{{type: Ready, status: '{status}', reason: x, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}}]\n"
         ))
         .expect("an EC2NodeClass")

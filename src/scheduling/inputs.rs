@@ -187,11 +187,11 @@ mod tests {
     use crate::scheduling::resources::{CPU, MEMORY};
 
     fn pool(yaml: &str) -> NodePool {
-        serde_yaml::from_str(yaml).expect("a NodePool")
+        serde_saphyr::from_str(yaml).expect("a NodePool")
     }
 
     fn daemonset(yaml: &str) -> DaemonSet {
-        serde_yaml::from_str(yaml).expect("a DaemonSet")
+        serde_saphyr::from_str(yaml).expect("a DaemonSet")
     }
 
     const GPU_POOL: &str = r#"
@@ -256,7 +256,7 @@ spec:
 
     #[test]
     fn workloads_expand_into_their_pods() {
-        let deployment: Deployment = serde_yaml::from_str(
+        let deployment: Deployment = serde_saphyr::from_str(
             "metadata: {name: web, namespace: shop}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c}]}",
         )
         .expect("a Deployment");
@@ -273,7 +273,7 @@ spec:
             .collect();
         assert_eq!(names, ["shop/web-0", "shop/web-1", "shop/web-2"]);
         assert_eq!(pods[0].metadata.labels.as_ref().expect("labels")["app"], "web");
-        let job: Job = serde_yaml::from_str(
+        let job: Job = serde_saphyr::from_str(
             "metadata: {name: batch}\nspec:\n  parallelism: 2\n  template:\n    spec: {containers: [{name: c}], restartPolicy: Never}",
         )
         .expect("a Job");

@@ -364,7 +364,7 @@ mod tests {
     use super::*;
 
     fn pod(yaml: &str) -> PodInfo {
-        PodInfo::from_pod(&serde_yaml::from_str(yaml).unwrap()).unwrap()
+        PodInfo::from_pod(&serde_saphyr::from_str(yaml).unwrap()).unwrap()
     }
 
     #[test]

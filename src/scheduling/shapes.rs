@@ -79,7 +79,7 @@ mod tests {
         let yaml = format!(
             "metadata: {{name: {name}, namespace: web, labels: {{app: web, pod-template-hash: abc}}}}\nspec:\n  tolerations: [{{key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 300}}]\n  containers: [{{name: c, resources: {{requests: {{cpu: '{cpu}'}}}}}}]"
         );
-        PodInfo::from_pod(&serde_yaml::from_str(&yaml).expect("a Pod")).expect("valid requests")
+        PodInfo::from_pod(&serde_saphyr::from_str(&yaml).expect("a Pod")).expect("valid requests")
     }
 
     #[test]

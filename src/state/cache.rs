@@ -220,7 +220,7 @@ status:
 
     #[test]
     fn a_cached_pod_keeps_what_controllers_read() {
-        let pod = CachedPod::from(serde_yaml::from_str::<Pod>(POD).unwrap());
+        let pod = CachedPod::from(serde_saphyr::from_str::<Pod>(POD).unwrap());
         let annotations = pod.metadata.annotations.as_ref().unwrap();
         assert_eq!(
             annotations.keys().collect::<Vec<_>>(),
@@ -236,7 +236,7 @@ status:
 
     #[test]
     fn every_decision_about_a_cached_pod_is_the_one_the_whole_pod_gives() {
-        let bound: Pod = serde_yaml::from_str(POD).unwrap();
+        let bound: Pod = serde_saphyr::from_str(POD).unwrap();
         let mut pending = bound.clone();
         pending.spec.as_mut().unwrap().node_name = None;
         let conditions = pending.status.as_mut().unwrap().conditions.as_mut().unwrap();
@@ -281,7 +281,7 @@ status:
 
     #[test]
     fn a_pruned_node_keeps_labels_taints_resources_and_conditions() {
-        let mut node: Node = serde_yaml::from_str(
+        let mut node: Node = serde_saphyr::from_str(
             r#"
 metadata:
   name: node-a

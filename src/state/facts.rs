@@ -76,7 +76,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str, zone: &str, cpu: &str) -> Node {
-        serde_yaml::from_str(&format!(
+        serde_saphyr::from_str(&format!(
             "metadata: {{name: {name}, labels: {{topology.kubernetes.io/zone: {zone}}}}}\nstatus: {{allocatable: {{cpu: '{cpu}'}}}}"
         ))
         .expect("a Node")

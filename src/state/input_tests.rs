@@ -31,14 +31,14 @@ fn pool(extra: &str) -> Arc<NodePool> {
     let yaml = format!(
         "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {{name: general, uid: pool-uid}}\nspec:\n{extra}  template:\n    metadata: {{labels: {{team: web}}}}\n    spec:\n      nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n      requirements: [{{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}]\n      startupTaints: [{{key: cni, effect: NoSchedule}}]\n"
     );
-    Arc::new(serde_yaml::from_str(&yaml).expect("a NodePool"))
+    Arc::new(serde_saphyr::from_str(&yaml).expect("a NodePool"))
 }
 
 fn pod(name: &str, cpu: &str, status: &str) -> Arc<CachedPod> {
     let yaml = format!(
         "metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\nspec:\n  containers: [{{name: c, resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}}}]\n{status}"
     );
-    Arc::new(serde_yaml::from_str::<Pod>(&yaml).expect("a Pod").into())
+    Arc::new(serde_saphyr::from_str::<Pod>(&yaml).expect("a Pod").into())
 }
 
 const PENDING: &str = "status: {conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable}]}";
@@ -108,7 +108,7 @@ fn pods_covered_by_an_in_flight_nodeclaim_do_not_launch_again() {
 fn registered_nodes_offer_what_their_bound_pods_leave() {
     let types = catalog();
     let pools = [pool("")];
-    let node: Node = serde_yaml::from_str(
+    let node: Node = serde_saphyr::from_str(
         "metadata: {name: node-1, labels: {stoker.dev/nodepool: general, team: web, karpenter.sh/capacity-type: on-demand, kubernetes.io/arch: amd64, kubernetes.io/os: linux}}\nspec: {providerID: 'aws:///us-east-1a/i-1', taints: [{key: stoker.dev/unregistered, effect: NoExecute}, {key: node.kubernetes.io/not-ready, effect: NoSchedule}]}\nstatus: {allocatable: {cpu: '4', memory: 16Gi, pods: '58'}}",
     )
     .expect("a Node");
@@ -120,7 +120,7 @@ fn registered_nodes_offer_what_their_bound_pods_leave() {
     let pods = [Arc::new(busy), pending("small", "500m"), pending("big", "2")];
     let index = PodIndex::of(&pods);
     let claims: [Arc<NodeClaim>; 1] = [Arc::new(
-        serde_yaml::from_str(
+        serde_saphyr::from_str(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {name: general-a, labels: {stoker.dev/nodepool: general}}\nspec: {nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}, resources: {requests: {cpu: '4'}}}\nstatus: {providerID: 'aws:///us-east-1a/i-1', nodeName: node-1}",
         )
         .expect("a NodeClaim"),
@@ -188,7 +188,7 @@ fn without_a_node_its_room_goes_and_the_pods_a_drain_evicts_are_placed_first() {
     let pools = [pool("")];
     let node = |name: &str| -> Arc<Node> {
         Arc::new(
-            serde_yaml::from_str(&format!(
+            serde_saphyr::from_str(&format!(
                 "metadata: {{name: {name}, labels: {{stoker.dev/nodepool: general, kubernetes.io/arch: amd64}}}}\nspec: {{providerID: 'aws:///us-east-1a/{name}'}}\nstatus: {{allocatable: {{cpu: '4', memory: 16Gi, pods: '58'}}}}"
             ))
             .expect("a Node"),

@@ -110,7 +110,7 @@ mod tests {
 
     fn node(name: &str, id: &str) -> Arc<Node> {
         Arc::new(
-            serde_yaml::from_str(&format!(
+            serde_saphyr::from_str(&format!(
                 "metadata: {{name: {name}}}\nspec: {{providerID: '{id}'}}\nstatus: {{allocatable: {{cpu: '4', memory: 8Gi}}}}"
             ))
             .expect("a Node"),
@@ -120,7 +120,7 @@ mod tests {
     fn claim(name: &str, id: Option<&str>) -> Arc<NodeClaim> {
         let status = id.map_or(String::new(), |id| format!("\nstatus: {{providerID: '{id}'}}"));
         Arc::new(
-            serde_yaml::from_str(&format!(
+            serde_saphyr::from_str(&format!(
                 "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  resources: {{requests: {{cpu: '1'}}}}{status}"
             ))
             .expect("a NodeClaim"),
@@ -131,7 +131,7 @@ mod tests {
     fn nodes_and_claims_meet_by_provider_id() {
         let nodes = [node("n1", "aws:///a/i-1"), node("stray", "aws:///a/i-9")];
         let claims = [claim("c1", Some("aws:///a/i-1")), claim("launching", Some("aws:///a/i-2")), claim("new", None)];
-        let pod: Pod = serde_yaml::from_str(
+        let pod: Pod = serde_saphyr::from_str(
             "metadata: {name: p, namespace: ns}\nspec: {nodeName: n1, containers: [{name: c, resources: {requests: {cpu: '1500m'}}}]}\nstatus: {phase: Running}",
         )
         .expect("a Pod");

@@ -319,7 +319,7 @@ mod tests {
         let ports = port.map_or(String::new(), |p| format!(", ports: [{{containerPort: 80, hostPort: {p}}}]"));
         let node = node.map_or(String::new(), |n| format!("\n  nodeName: {n}"));
         let nominated = nominated.map_or(String::new(), |n| format!(", nominatedNodeName: {n}"));
-        let pod: Pod = serde_yaml::from_str(&format!(
+        let pod: Pod = serde_saphyr::from_str(&format!(
             "metadata: {{name: {name}, namespace: ns}}\nspec:{node}\n  containers: [{{name: c, image: i, resources: {{requests: {{cpu: {cpu}m}}}}{ports}}}]\nstatus: {{phase: {phase}{nominated}, conditions: [{{type: PodScheduled, status: 'False', reason: Unschedulable}}]}}\n"
         ))
         .expect("a pod");
@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn draining_skips_daemonset_mirror_and_finished_pods() {
         let evicts = |yaml: &str| {
-            let pod: Pod = serde_yaml::from_str(yaml).expect("a Pod");
+            let pod: Pod = serde_saphyr::from_str(yaml).expect("a Pod");
             evictable(&pod.metadata, pod.status.as_ref().and_then(|s| s.phase.as_deref()))
         };
         assert!(evicts("metadata: {name: web}\nstatus: {phase: Running}"));

@@ -36,7 +36,7 @@ mod tests {
     fn claim(name: &str, pool: &str, launched: bool) -> Arc<NodeClaim> {
         let status = if launched { "status: {capacity: {cpu: '2', memory: 8Gi}}" } else { "" };
         Arc::new(
-            serde_yaml::from_str(&format!(
+            serde_saphyr::from_str(&format!(
                 "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}, labels: {{stoker.dev/nodepool: {pool}}}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  resources: {{requests: {{cpu: '1'}}}}\n{status}"
             ))
             .expect("a NodeClaim"),

@@ -72,10 +72,8 @@ where
 
 /// Every YAML document in a string, as JSON values.
 pub fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|document| serde::Deserialize::deserialize(document).expect("valid YAML"))
-        .filter(|value: &Value| !value.is_null())
-        .collect()
+    let documents: Vec<Value> = serde_saphyr::from_multiple(yaml).expect("valid YAML");
+    documents.into_iter().filter(|value| !value.is_null()).collect()
 }
 
 /// The API for an object's kind, namespaced where the object says so.

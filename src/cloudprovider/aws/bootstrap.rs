@@ -104,7 +104,7 @@ fn al2023(cluster: &ClusterInfo, node: &NodeBootstrap) -> Result<String, CloudEr
             "kubelet": { "config": Value::Object(kubelet_config), "flags": flags },
         },
     });
-    let node_config = serde_yaml::to_string(&node_config)
+    let node_config = crate::yaml::to_string(&node_config)
         .map_err(|e| CloudError::InvalidConfiguration(format!("cannot render NodeConfig: {e}")))?;
 
     let mut parts = match node.custom {
@@ -241,10 +241,10 @@ mod tests {
         }
     }
 
-    fn node_config(user_data: &str) -> serde_yaml::Value {
+    fn node_config(user_data: &str) -> serde_json::Value {
         let part = user_data.split("Content-Type: application/node.eks.aws\n\n").last().expect("a NodeConfig part");
         let body = part.split(&format!("--{BOUNDARY}")).next().expect("body");
-        serde_yaml::from_str(body).expect("NodeConfig is YAML")
+        serde_saphyr::from_str(body).expect("NodeConfig is YAML")
     }
 
     #[test]
@@ -259,12 +259,8 @@ mod tests {
         assert_eq!(config["spec"]["cluster"]["apiServerEndpoint"], "https://example.eks.amazonaws.com");
         assert_eq!(config["spec"]["cluster"]["cidr"], "10.100.0.0/16");
         assert_eq!(config["spec"]["kubelet"]["config"]["maxPods"], 58);
-        let flags: Vec<&str> = config["spec"]["kubelet"]["flags"]
-            .as_sequence()
-            .expect("flags")
-            .iter()
-            .filter_map(|f| f.as_str())
-            .collect();
+        let flags: Vec<&str> =
+            config["spec"]["kubelet"]["flags"].as_array().expect("flags").iter().filter_map(|f| f.as_str()).collect();
         assert_eq!(
             flags,
             [

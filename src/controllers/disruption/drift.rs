@@ -169,21 +169,21 @@ mod tests {
     use super::*;
 
     fn pool(labels: &str, requirements: &str) -> NodePool {
-        serde_yaml::from_str(&format!(
+        serde_saphyr::from_str(&format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {{name: p}}\nspec:\n  template:\n    metadata: {{labels: {{{labels}}}}}\n    spec:\n      nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: c}}\n      requirements: [{requirements}]"
         ))
         .expect("a NodePool")
     }
 
     fn class(ami_selector: &str, resolved: &str) -> EC2NodeClass {
-        serde_yaml::from_str(&format!(
+        serde_saphyr::from_str(&format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: EC2NodeClass\nmetadata: {{name: c}}\nspec:\n  role: r\n  amiSelectorTerms: [{{{ami_selector}}}]\n  subnetSelectorTerms: [{{tags: {{a: b}}}}]\n  securityGroupSelectorTerms: [{{tags: {{a: b}}}}]\nstatus:\n  amis: [{{id: {resolved}, name: n, requirements: []}}]"
         ))
         .expect("an EC2NodeClass")
     }
 
     fn claim_of(pool: &NodePool, class: &EC2NodeClass, image: &str) -> NodeClaim {
-        let mut claim: NodeClaim = serde_yaml::from_str(&format!(
+        let mut claim: NodeClaim = serde_saphyr::from_str(&format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: p-1}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: c}}\n  resources: {{requests: {{cpu: '1'}}}}\nstatus: {{imageID: {image}}}"
         ))
         .expect("a NodeClaim");

@@ -53,7 +53,7 @@ mod tests {
     fn claim(name: &str, initialized_seconds_ago: i64) -> Arc<NodeClaim> {
         let at = (Utc::now() - TimeDelta::seconds(initialized_seconds_ago)).to_rfc3339();
         Arc::new(
-            serde_yaml::from_str(&format!(
+            serde_saphyr::from_str(&format!(
                 "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}, labels: {{stoker.dev/nodepool: p}}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  resources: {{requests: {{cpu: '1'}}}}\nstatus:\n  providerID: 'aws:///a/{name}'\n  conditions: [{{type: Initialized, status: 'True', reason: Initialized, message: '', lastTransitionTime: '{at}'}}]"
             ))
             .expect("a NodeClaim"),
@@ -62,13 +62,13 @@ mod tests {
 
     fn node(name: &str) -> Arc<Node> {
         Arc::new(
-            serde_yaml::from_str(&format!("metadata: {{name: {name}}}\nspec: {{providerID: 'aws:///a/{name}'}}"))
+            serde_saphyr::from_str(&format!("metadata: {{name: {name}}}\nspec: {{providerID: 'aws:///a/{name}'}}"))
                 .expect("a Node"),
         )
     }
 
     fn pod(name: &str, status: &str) -> Arc<CachedPod> {
-        let pod: Pod = serde_yaml::from_str(&format!(
+        let pod: Pod = serde_saphyr::from_str(&format!(
             "metadata: {{name: {name}, namespace: ns}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {status}"
         ))
         .expect("a Pod");

@@ -42,7 +42,7 @@ mod tests {
         let yaml = format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}{deleted}}}\nspec: {{nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}}}{status}"
         );
-        Arc::new(serde_yaml::from_str(&yaml).expect("a NodeClaim"))
+        Arc::new(serde_saphyr::from_str(&yaml).expect("a NodeClaim"))
     }
 
     #[test]

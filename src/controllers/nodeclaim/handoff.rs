@@ -77,7 +77,7 @@ mod tests {
     use super::*;
 
     fn claim(name: &str, uid: &str) -> NodeClaim {
-        let mut claim: NodeClaim = serde_yaml::from_str(&format!(
+        let mut claim: NodeClaim = serde_saphyr::from_str(&format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n"
         ))
         .expect("a NodeClaim");

@@ -158,12 +158,12 @@ mod tests {
         let yaml = format!(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: general-abcde}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  taints: [{{key: dedicated, value: web, effect: NoSchedule}}]\n  startupTaints: [{{key: cni, effect: NoSchedule}}]\n{status}"
         );
-        serde_yaml::from_str(&yaml).expect("a NodeClaim")
+        serde_saphyr::from_str(&yaml).expect("a NodeClaim")
     }
 
     fn node(taints: &str, ready: bool) -> Node {
         let status = if ready { "True" } else { "False" };
-        serde_yaml::from_str(&format!(
+        serde_saphyr::from_str(&format!(
             "metadata: {{name: n}}\nspec: {{providerID: 'aws:///a/i-1', taints: [{taints}]}}\nstatus: {{conditions: [{{type: Ready, status: '{status}'}}]}}"
         ))
         .expect("a Node")
@@ -242,7 +242,7 @@ mod tests {
         let initialized = with_condition(with_condition(claim(""), "Registered", now), "Initialized", now);
         let since = |minutes: i64| (now - TimeDelta::minutes(minutes)).to_rfc3339();
         let down = |status: &str, minutes: i64| -> Node {
-            serde_yaml::from_str(&format!(
+            serde_saphyr::from_str(&format!(
                 "metadata: {{name: n}}\nstatus: {{conditions: [{{type: Ready, status: '{status}', lastTransitionTime: '{}'}}]}}",
                 since(minutes)
             ))

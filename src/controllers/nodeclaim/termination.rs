@@ -162,7 +162,7 @@ mod tests {
     use super::*;
 
     fn pod(name: &str, extra: &str) -> Pod {
-        serde_yaml::from_str(&format!("metadata: {{name: {name}, namespace: ns{extra}}}\nstatus: {{phase: Running}}"))
+        serde_saphyr::from_str(&format!("metadata: {{name: {name}, namespace: ns{extra}}}\nstatus: {{phase: Running}}"))
             .expect("a Pod")
     }
 

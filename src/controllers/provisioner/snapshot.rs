@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn a_planned_nodeclaim_is_owned_labelled_and_carries_the_template() {
-        let pool: NodePool = serde_yaml::from_str(
+        let pool: NodePool = serde_saphyr::from_str(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {name: general, uid: pool-uid}\nspec:\n  template:\n    metadata: {labels: {team: web}}\n    spec:\n      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}\n      startupTaints: [{key: cni, effect: NoSchedule}]\n",
         )
         .expect("a NodePool");

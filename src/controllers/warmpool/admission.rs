@@ -81,7 +81,7 @@ mod tests {
     use crate::controllers::warmpool::pause::default_priority_class;
 
     fn spec(extra: &str) -> WarmPoolSpec {
-        serde_yaml::from_str(&format!("resources: {{requests: {{cpu: 100m}}}}\n{extra}")).expect("a spec")
+        serde_saphyr::from_str(&format!("resources: {{requests: {{cpu: 100m}}}}\n{extra}")).expect("a spec")
     }
 
     fn policy(nodepools: &[&str]) -> Policy {
@@ -102,7 +102,7 @@ mod tests {
 
     #[test]
     fn a_critical_priority_another_image_or_another_pool_is_refused() {
-        let critical: PriorityClass = serde_yaml::from_str(
+        let critical: PriorityClass = serde_saphyr::from_str(
             "metadata: {name: system-node-critical}\nvalue: 2000001000\npreemptionPolicy: PreemptLowerPriority",
         )
         .expect("a PriorityClass");

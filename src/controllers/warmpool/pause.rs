@@ -118,7 +118,7 @@ mod tests {
     use super::*;
 
     fn pool() -> WarmPool {
-        let mut pool: WarmPool = serde_yaml::from_str(
+        let mut pool: WarmPool = serde_saphyr::from_str(
             "
 apiVersion: stoker.dev/v1alpha1
 kind: WarmPool

@@ -69,10 +69,7 @@ pub async fn run<P>(ctx: Arc<Shared<P>>, mut preemptions: broadcast::Receiver<Pr
             continue;
         }
         let Preemption { namespace, warmpool, at, .. } = preemption;
-        ctx.metrics
-            .warmpool_preemptions
-            .get_or_create(&WarmPoolLabels { namespace: namespace.clone(), warmpool: warmpool.clone() })
-            .inc();
+        ctx.metrics.warmpool_preempted(&WarmPoolLabels { namespace: namespace.clone(), warmpool: warmpool.clone() });
         if let Err(error) = record(&ctx.client, &namespace, &warmpool, at).await {
             warn!(%error, %namespace, %warmpool, "cannot record a preemption");
         }
@@ -115,7 +112,7 @@ mod tests {
     #[test]
     fn only_pause_pods_preempted_by_the_scheduler_count() {
         let pod = |labels: &str, reason: &str| -> CachedPod {
-            serde_yaml::from_str::<k8s_openapi::api::core::v1::Pod>(&format!(
+            serde_saphyr::from_str::<k8s_openapi::api::core::v1::Pod>(&format!(
                 "metadata: {{name: p, namespace: shop, labels: {{{labels}}}}}\nstatus: {{conditions: [{{type: DisruptionTarget, status: 'True', reason: {reason}, lastTransitionTime: '2026-11-23T10:00:00Z'}}]}}"
             ))
             .expect("a Pod")

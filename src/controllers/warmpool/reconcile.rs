@@ -116,8 +116,7 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     let generation = pool.metadata.generation;
     let ready = existing.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
     let labels = WarmPoolLabels { namespace: namespace.clone(), warmpool: pool.name_any() };
-    ctx.metrics.warmpool_desired.get_or_create(&labels).set(decision.replicas.into());
-    ctx.metrics.warmpool_ready.get_or_create(&labels).set(ready.into());
+    ctx.metrics.warmpool_sizes(&labels, decision.replicas.into(), ready.into());
     let mut status_conditions = conditions::set(
         &previous.conditions,
         condition::SCHEDULE_VALID,
@@ -204,30 +203,36 @@ pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>, policy: Policy) 
     let policy = Arc::new(policy);
     let pools: Api<DeserializeGuard<WarmPool>> = Api::all(ctx.client.clone());
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
-    let results = Controller::new(pools, watcher::Config::default())
-        .owns(deployments, watcher::Config::default().labels(crate::apis::labels::WARMPOOL))
-        .shutdown_on_signal()
-        .run(
-            move |pool, ctx: Arc<Shared<P>>| {
-                let policy = policy.clone();
-                async move {
-                    let reporter = Reporter {
-                        controller: "warmpool",
-                        client: &ctx.client,
-                        recorder: &ctx.recorder,
-                        metrics: &ctx.metrics,
-                    };
-                    // Its Deployment keeps its size, as for an invalid schedule.
-                    isolation::dispatch(pool, reporter, Shown::Condition(condition::READY), |pool| {
-                        reconcile(pool, &ctx, &policy)
-                    })
-                    .await
-                }
-            },
-            error_policy,
-            ctx,
-        );
+    let controller = Controller::new(pools, watcher::Config::default())
+        .owns(deployments, watcher::Config::default().labels(crate::apis::labels::WARMPOOL));
+    let store = controller.store();
+    let sweep = crate::controllers::sweep_series(ctx.clone(), move |metrics| {
+        metrics.retain_warmpools(|l| {
+            store.get(&kube::runtime::reflector::ObjectRef::new(&l.warmpool).within(&l.namespace)).is_some()
+        })
+    });
+    let results = controller.shutdown_on_signal().run(
+        move |pool, ctx: Arc<Shared<P>>| {
+            let policy = policy.clone();
+            async move {
+                let reporter = Reporter {
+                    controller: "warmpool",
+                    client: &ctx.client,
+                    recorder: &ctx.recorder,
+                    metrics: &ctx.metrics,
+                };
+                // Its Deployment keeps its size, as for an invalid schedule.
+                isolation::dispatch(pool, reporter, Shown::Condition(condition::READY), |pool| {
+                    reconcile(pool, &ctx, &policy)
+                })
+                .await
+            }
+        },
+        error_policy,
+        ctx,
+    );
     drain(results, "warmpool").await;
+    sweep.abort();
 }
 
 #[cfg(test)]
@@ -237,7 +242,7 @@ mod tests {
     use super::*;
 
     fn spec(extra: &str) -> WarmPoolSpec {
-        serde_yaml::from_str(&format!("resources: {{requests: {{cpu: 500m}}}}\nleadTime: 0s\nbaseline: 2\n{extra}"))
+        serde_saphyr::from_str(&format!("resources: {{requests: {{cpu: 500m}}}}\nleadTime: 0s\nbaseline: 2\n{extra}"))
             .unwrap()
     }
 

@@ -7,7 +7,7 @@ use super::*;
 use crate::{apis::WarmPool, crontab::Schedule};
 
 fn spec(yaml: &str) -> WarmPoolSpec {
-    let pool: WarmPool = serde_yaml::from_str(&format!(
+    let pool: WarmPool = serde_saphyr::from_str(&format!(
         "apiVersion: stoker.dev/v1alpha1\nkind: WarmPool\nmetadata: {{name: w, namespace: default}}\nspec:\n  resources: {{requests: {{cpu: 500m, memory: 1Gi}}}}\n{yaml}"
     ))
     .unwrap();
@@ -182,7 +182,7 @@ fn invalid_cron_or_timezone_is_reported_not_panicked() {
 #[test]
 fn the_example_warm_pool_holds_30_on_weekday_mornings_and_5_at_night() {
     let text = std::fs::read_to_string("examples/warmpool.yaml").unwrap();
-    let pool: WarmPool = serde_yaml::from_str(&text).unwrap();
+    let pool: WarmPool = serde_saphyr::from_str(&text).unwrap();
     let windows = Windows::new(&pool.spec).unwrap();
     assert_eq!(windows.evaluate(at("Europe/Berlin", 2026, 11, 24, 9, 0)).replicas, 30);
     assert_eq!(windows.evaluate(at("Europe/Berlin", 2026, 11, 24, 6, 55)).replicas, 30, "10 minutes lead");

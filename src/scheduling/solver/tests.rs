@@ -84,7 +84,7 @@ pub(crate) fn pod_with(name: &str, cpu: &str, memory: &str, spec_extra: &str) ->
     let yaml = format!(
         "metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\nspec:\n  containers: [{{name: c, resources: {{requests: {{cpu: '{cpu}', memory: '{memory}'}}}}}}]\n{spec_extra}"
     );
-    let pod: Pod = serde_yaml::from_str(&yaml).unwrap();
+    let pod: Pod = serde_saphyr::from_str(&yaml).unwrap();
     PodInfo::from_pod(&pod).unwrap()
 }
 

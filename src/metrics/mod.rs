@@ -1,12 +1,23 @@
-//! Prometheus metrics (prefix `stoker_`): one registry, the label sets, and small helpers the
+//! Prometheus metrics (prefix `stoker_`, and the standard `process_*` from `process`): one registry, the label sets, and small helpers the
 //! controllers and the cloud provider record through. A leaf: it knows the API types and the
 //! scheduling resources, nothing that uses it. `operator::server` serves it over HTTP.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+mod process;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64},
+    },
+};
 
 use kube::ResourceExt;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{
+        EncodeLabelSet,
+        text::{encode_eof, encode_registry},
+    },
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Metric, Registry},
 };
@@ -117,7 +128,7 @@ pub struct ReconcileErrorLabels {
     pub error: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct WarmPoolLabels {
     pub namespace: String,
     pub warmpool: String,
@@ -141,6 +152,8 @@ fn cloud_call_histogram() -> Histogram {
 /// Every metric stoker exports.
 pub struct Metrics {
     registry: Registry,
+    /// The standard `process_*` metrics, unprefixed.
+    process: Registry,
     /// Every metric's name as exported (without the `_total`, `_bucket`, ... sample suffixes).
     pub names: Vec<String>,
     pub build_info: Family<BuildLabels, Gauge>,
@@ -178,6 +191,16 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: HistogramFamily<ControllerLabels>,
     pub ready: AtomicBool,
+    /// The NodePools and WarmPools that have series, so those of deleted ones can be removed
+    /// (a Family cannot be iterated).
+    exported: Mutex<Exported>,
+}
+
+#[derive(Debug, Default)]
+struct Exported {
+    /// NodePool → the resources its usage and limit gauges name.
+    nodepools: BTreeMap<String, BTreeSet<String>>,
+    warmpools: BTreeSet<WarmPoolLabels>,
 }
 
 impl Default for Metrics {
@@ -326,6 +349,11 @@ impl Default for Metrics {
         );
         Self {
             registry: metrics.registry,
+            process: {
+                let mut process = Registry::default();
+                process.register_collector(Box::new(process::ProcessCollector));
+                process
+            },
             names: metrics.names,
             build_info,
             leader,
@@ -362,6 +390,7 @@ impl Default for Metrics {
             reconciles,
             reconcile_duration,
             ready: AtomicBool::new(false),
+            exported: Mutex::default(),
         }
     }
 }
@@ -400,6 +429,52 @@ impl Metrics {
         self.nodepool_limit.clear();
         self.warmpool_desired.clear();
         self.warmpool_ready.clear();
+        let mut exported = self.exported.lock().unwrap_or_else(PoisonError::into_inner);
+        exported.nodepools.clear();
+        // Preemption counters stay: a counter is not reset by a new term.
+    }
+
+    /// Sets a WarmPool's desired and ready sizes.
+    pub fn warmpool_sizes(&self, labels: &WarmPoolLabels, desired: i64, ready: i64) {
+        self.warmpool_desired.get_or_create(labels).set(desired);
+        self.warmpool_ready.get_or_create(labels).set(ready);
+        self.exported.lock().unwrap_or_else(PoisonError::into_inner).warmpools.insert(labels.clone());
+    }
+
+    /// Counts a pause pod of a WarmPool preempted by a real one.
+    pub fn warmpool_preempted(&self, labels: &WarmPoolLabels) {
+        self.warmpool_preemptions.get_or_create(labels).inc();
+        self.exported.lock().unwrap_or_else(PoisonError::into_inner).warmpools.insert(labels.clone());
+    }
+
+    /// Removes the series of NodePools for which `live` is false (deleted ones).
+    pub fn retain_nodepools(&self, live: impl Fn(&str) -> bool) {
+        let mut exported = self.exported.lock().unwrap_or_else(PoisonError::into_inner);
+        exported.nodepools.retain(|nodepool, resources| {
+            if live(nodepool) {
+                return true;
+            }
+            for resource in resources.iter() {
+                let labels = ResourceLabels { nodepool: nodepool.clone(), resource: resource.clone() };
+                self.nodepool_usage.remove(&labels);
+                self.nodepool_limit.remove(&labels);
+            }
+            false
+        });
+    }
+
+    /// Removes the series of WarmPools for which `live` is false (deleted ones).
+    pub fn retain_warmpools(&self, live: impl Fn(&WarmPoolLabels) -> bool) {
+        let mut exported = self.exported.lock().unwrap_or_else(PoisonError::into_inner);
+        exported.warmpools.retain(|labels| {
+            if live(labels) {
+                return true;
+            }
+            self.warmpool_desired.remove(labels);
+            self.warmpool_ready.remove(labels);
+            self.warmpool_preemptions.remove(labels);
+            false
+        });
     }
 
     /// Counts and times a reconcile or a pass.
@@ -418,6 +493,9 @@ impl Metrics {
     /// Sets a NodePool's usage and limit gauges, in base units.
     pub fn nodepool_resources(&self, nodepool: &str, usage: &Resources, limits: Option<&Resources>) {
         let labels = |resource: &str| ResourceLabels { nodepool: nodepool.to_owned(), resource: resource.to_owned() };
+        let mut exported = self.exported.lock().unwrap_or_else(PoisonError::into_inner);
+        let named = exported.nodepools.entry(nodepool.to_owned()).or_default();
+        named.extend(usage.iter().chain(limits.iter().flat_map(|l| l.iter())).map(|(resource, _)| resource.to_owned()));
         let base_units = |resource: &str, amount: i64| amount as f64 / scale_of(resource) as f64;
         for (resource, amount) in usage.iter() {
             self.nodepool_usage.get_or_create(&labels(resource)).set(base_units(resource, amount));
@@ -431,7 +509,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
     }
 }
@@ -448,6 +528,10 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("stoker_nodeclaims_created_total{nodepool=\"spot\"} 1"), "{text}");
         assert!(text.contains("stoker_scheduling_duration_seconds_count 1"), "{text}");
+        for process in ["process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds "] {
+            assert!(text.lines().any(|line| line.starts_with(process)), "{process} unprefixed: {text}");
+        }
+        assert_eq!(text.matches("# EOF").count(), 1, "one exposition");
         let usage: Resources = [("cpu".to_owned(), 2500), ("memory".to_owned(), 1 << 30)].into_iter().collect();
         let limits: Resources = [("cpu".to_owned(), 10_000)].into_iter().collect();
         metrics.nodepool_resources("spot", &usage, Some(&limits));
@@ -455,6 +539,20 @@ mod tests {
         assert!(text.contains("stoker_nodepool_usage{nodepool=\"spot\",resource=\"cpu\"} 2.5"), "{text}");
         assert!(text.contains("stoker_nodepool_usage{nodepool=\"spot\",resource=\"memory\"} 1073741824"), "{text}");
         assert!(text.contains("stoker_nodepool_limit{nodepool=\"spot\",resource=\"cpu\"} 10"), "{text}");
+
+        // A deleted NodePool's or WarmPool's series go.
+        metrics.nodepool_resources("gone", &usage, Some(&limits));
+        let pool = |name: &str| WarmPoolLabels { namespace: "shop".into(), warmpool: name.into() };
+        metrics.warmpool_sizes(&pool("rush"), 5, 4);
+        metrics.warmpool_sizes(&pool("old"), 2, 2);
+        metrics.warmpool_preempted(&pool("old"));
+        metrics.retain_nodepools(|name| name == "spot");
+        metrics.retain_warmpools(|labels| labels.warmpool == "rush");
+        let text = metrics.render();
+        assert!(!text.contains("nodepool=\"gone\""), "{text}");
+        assert!(text.contains("stoker_nodepool_usage{nodepool=\"spot\",resource=\"cpu\"} 2.5"), "{text}");
+        assert!(!text.contains("warmpool=\"old\""), "{text}");
+        assert!(text.contains("stoker_warmpool_desired_replicas{namespace=\"shop\",warmpool=\"rush\"} 5"), "{text}");
 
         // A term that ends takes the leader's figures with it; counters stay.
         metrics.leader.set(1);
