@@ -203,11 +203,12 @@ def record_call(app, environ, start_response):
         status.append(int(code.split()[0]))
         return start_response(code, headers, exc_info)
 
-    response = app(environ, start)
-    entry["status"] = status[0] if status else None
-    with call_log_lock, open(call_log, "a") as log:
-        log.write(json.dumps(entry, default=str) + "\n")
-    return response
+    try:
+        return app(environ, start)
+    finally:  # recorded even when the emulator has no answer (a service it does not serve)
+        entry["status"] = status[0] if status else None
+        with call_log_lock, open(call_log, "a") as log:
+            log.write(json.dumps(entry, default=str) + "\n")
 
 
 if call_log:

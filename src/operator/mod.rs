@@ -69,6 +69,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     info!(endpoint = %cluster.endpoint, kubernetes = %cluster.kubernetes_minor, "cluster");
     let aws = Arc::new(AwsCloudProvider::new(&config, AwsOptions::new(cluster)));
     tokio::spawn(refresh_catalog(aws.clone(), metrics.clone()));
+    tokio::spawn(refresh_on_demand_prices(aws.clone()));
 
     // Pod events wake the provisioner and feed the preemption counter of whichever term leads.
     let provisionable = Arc::new(Notify::new());
@@ -212,6 +213,19 @@ async fn apiserver_version(client: &Client) -> k8s_openapi::apimachinery::pkg::v
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Takes on-demand prices from the AWS Price List API at start and twice a day, as Karpenter
+/// does; until it answers (or where it cannot be reached) the committed snapshot prices.
+async fn refresh_on_demand_prices(provider: Arc<AwsCloudProvider>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(12 * 3600));
+    loop {
+        ticks.tick().await;
+        match provider.refresh_on_demand_prices().await {
+            Ok(priced) => info!(priced, "refreshed on-demand prices from the Price List API"),
+            Err(error) => warn!(%error, "cannot read on-demand prices from the Price List API; keeping the ones in use"),
+        }
     }
 }
 

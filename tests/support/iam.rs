@@ -192,6 +192,7 @@ pub fn requests_for(call: &Value) -> Vec<IamRequest> {
                 format!("arn:aws:sqs:{region}:{ACCOUNT}:{queue}"),
             ))]
         }
+        ("pricing", "GetProducts") => vec![IamRequest::new("pricing:GetProducts", "*")],
         ("eks", "DescribeCluster") => vec![in_region(IamRequest::new(
             "eks:DescribeCluster",
             format!("arn:aws:eks:{region}:{ACCOUNT}:cluster/{}", text(&params["name"])),

@@ -177,6 +177,12 @@ pub fn policy(scope: &PolicyScope) -> Value {
             "Resource": format!("arn:{}:ssm:{}::parameter/aws/service/*", scope.partition, scope.region),
         }),
         json!({
+            "Sid": "ReadPrices",
+            "Effect": "Allow",
+            "Action": "pricing:GetProducts",
+            "Resource": "*",
+        }),
+        json!({
             "Sid": "DescribeThisCluster",
             "Effect": "Allow",
             "Action": "eks:DescribeCluster",

@@ -26,6 +26,7 @@ mod launch;
 pub mod launchtemplate;
 mod nodeclass;
 mod offerings;
+pub mod price_list;
 pub mod pricing;
 pub mod queue;
 pub mod tags;
@@ -111,6 +112,8 @@ impl AwsOptions {
 /// Launches and finds EC2 instances for one cluster.
 pub struct AwsCloudProvider {
     ec2: aws_sdk_ec2::Client,
+    /// The Price List API, when prices are to be refreshed from it.
+    pricing: Option<aws_sdk_pricing::Client>,
     ssm: aws_sdk_ssm::Client,
     iam: aws_sdk_iam::Client,
     region: String,
@@ -123,7 +126,13 @@ impl AwsCloudProvider {
     pub fn new(config: &SdkConfig, options: AwsOptions) -> Self {
         let config = &stoker_config(config);
         let ec2 = aws_sdk_ec2::Client::new(config);
-        Self::from_clients(ec2, aws_sdk_ssm::Client::new(config), aws_sdk_iam::Client::new(config), options)
+        let mut provider =
+            Self::from_clients(ec2, aws_sdk_ssm::Client::new(config), aws_sdk_iam::Client::new(config), options);
+        // The Price List API answers in a few regions only; each covers its whole partition.
+        let endpoint_region = if provider.region.starts_with("cn-") { "cn-northwest-1" } else { "us-east-1" };
+        let pricing_config = aws_sdk_pricing::config::Builder::from(config).region(Region::new(endpoint_region)).build();
+        provider.pricing = Some(aws_sdk_pricing::Client::from_conf(pricing_config));
+        provider
     }
 
     /// A provider over given clients (tests route EC2 through a fault-injecting proxy).
@@ -136,6 +145,7 @@ impl AwsCloudProvider {
         let region = ec2.config().region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
         Self {
             ec2,
+            pricing: None,
             ssm,
             iam,
             offerings: Offerings::new(&region, options.catalog_ttl, options.unavailable_ttl),
@@ -161,6 +171,32 @@ impl AwsCloudProvider {
     /// Fetches the instance catalog and spot prices now (the operator calls this periodically).
     pub async fn refresh(&self) -> Result<Arc<Catalog>, CloudError> {
         self.offerings.refresh(&self.ec2).await
+    }
+
+    /// Fetches this region's on-demand prices from the AWS Price List API (`GetProducts`) and
+    /// uses them in place of the committed snapshot's; returns how many instance types it priced.
+    /// On failure the prices in use stay (the operator calls this at start and twice a day).
+    pub async fn refresh_on_demand_prices(&self) -> Result<usize, CloudError> {
+        use aws_sdk_pricing::types::{Filter, FilterType};
+        let Some(pricing) = &self.pricing else { return Ok(0) };
+        let mut request = pricing.get_products().service_code("AmazonEC2").format_version("aws_v1").max_results(100);
+        for (field, value) in price_list::filters(&self.region) {
+            let filter = Filter::builder().r#type(FilterType::TermMatch).field(field).value(value).build();
+            request = request.filters(filter.map_err(|e| CloudError::InvalidConfiguration(e.to_string()))?);
+        }
+        let mut prices = price_list::Prices::default();
+        let mut pages = request.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for item in page.map_err(aws_error("GetProducts"))?.price_list() {
+                prices.add(item);
+            }
+        }
+        if prices.unreadable > 0 {
+            tracing::warn!(unreadable = prices.unreadable, "some Price List items could not be read");
+        }
+        let priced = prices.on_demand.len();
+        self.offerings.set_on_demand(prices.on_demand);
+        Ok(priced)
     }
 
     /// Deletes this cluster's launch templates idle for `idle` (the operator calls this

@@ -122,6 +122,13 @@ impl Offerings {
         Ok((fresh, generation))
     }
 
+    /// Takes on-demand prices from the Price List API; what was priced with the old ones is
+    /// priced again on next use.
+    pub fn set_on_demand(&self, prices: HashMap<String, f64>) {
+        lock(&self.prices).set_on_demand(prices);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The catalog, fetched again when stale, and the generation it was current in (read under
     /// the catalog's lock, so the two agree).
     async fn current_catalog(&self, ec2: &aws_sdk_ec2::Client) -> Result<(Arc<Catalog>, u64), CloudError> {

@@ -1,8 +1,13 @@
 //! Prices per instance type and zone, in dollars per hour.
 //!
-//! On-demand prices come from the committed snapshot (`data/on-demand-prices.csv`, regenerated
-//! by `hack/update-catalog.sh`); spot prices come live from DescribeSpotPriceHistory. Neither is
-//! ever zero. The rules for what is missing or implausible (see docs/decisions.md):
+//! On-demand prices start from the committed snapshot (`data/on-demand-prices.csv`, regenerated
+//! by `hack/update-catalog.sh`) and are replaced by the AWS Price List API's where it answers
+//! (`price_list`); spot prices come live from DescribeSpotPriceHistory. Neither is ever zero. The
+//! rules for what is missing or implausible (see docs/decisions.md):
+//! - a region the snapshot does not hold starts from the reference region's (us-east-1) prices:
+//!   absolute prices differ between regions, but the order of instance types by price, which is
+//!   what choices depend on, is close to the same, while pricing every type alike per vCPU would
+//!   choose by size alone;
 //! - an on-demand price missing from the snapshot is estimated as the type's vCPUs times the
 //!   highest per-vCPU price in the snapshot, so an unpriced type is tried after priced ones;
 //! - a spot price below 5% of on-demand (no real discount is that deep; the emulator answers
@@ -18,6 +23,9 @@ const SNAPSHOT: &str = include_str!("data/on-demand-prices.csv");
 /// A spot price under this share of on-demand is a placeholder, not a price.
 const IMPLAUSIBLE_SPOT_SHARE: f64 = 0.05;
 
+/// The region whose snapshot prices stand in for a region the snapshot does not hold.
+pub const REFERENCE_REGION: &str = "us-east-1";
+
 /// The prices of one region.
 #[derive(Debug, Clone, Default)]
 pub struct PriceBook {
@@ -28,20 +36,30 @@ pub struct PriceBook {
 }
 
 impl PriceBook {
-    /// The committed on-demand prices of a region (empty for regions not in the snapshot).
+    /// The committed on-demand prices of a region, or the reference region's for a region the
+    /// snapshot does not hold.
     pub fn snapshot(region: &str) -> Self {
-        let on_demand = SNAPSHOT
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .skip(1)
-            .filter_map(|line| {
-                let mut fields = line.split(',');
-                let (row_region, name, price) = (fields.next()?, fields.next()?, fields.next()?);
-                (row_region == region).then(|| Some((name.to_owned(), price.parse::<f64>().ok()?)))?
-            })
-            .filter(|(_, price)| *price > 0.0)
-            .collect();
-        Self::with_on_demand(on_demand)
+        let prices_of = |wanted: &str| -> HashMap<String, f64> {
+            SNAPSHOT
+                .lines()
+                .filter(|line| !line.starts_with('#'))
+                .skip(1)
+                .filter_map(|line| {
+                    let mut fields = line.split(',');
+                    let (row_region, name, price) = (fields.next()?, fields.next()?, fields.next()?);
+                    (row_region == wanted).then(|| Some((name.to_owned(), price.parse::<f64>().ok()?)))?
+                })
+                .filter(|(_, price)| *price > 0.0)
+                .collect()
+        };
+        let own = prices_of(region);
+        Self::with_on_demand(if own.is_empty() { prices_of(REFERENCE_REGION) } else { own })
+    }
+
+    /// Replaces on-demand prices with those given (the Price List API's); types it does not name
+    /// keep theirs.
+    pub fn set_on_demand(&mut self, prices: HashMap<String, f64>) {
+        self.on_demand.extend(prices.into_iter().filter(|(_, price)| price.is_finite() && *price > 0.0));
     }
 
     /// A price book from explicit on-demand prices (tests, other regions' tooling).
@@ -110,7 +128,18 @@ mod tests {
         let book = PriceBook::snapshot("us-east-1");
         assert_eq!(book.on_demand(&facts("m5.large", 2)), 0.096);
         assert_eq!(book.on_demand(&facts("c5.xlarge", 4)), 0.17);
-        assert!(PriceBook::snapshot("xx-nowhere-1").on_demand.is_empty());
+    }
+
+    #[test]
+    fn other_regions_start_from_the_reference_region_and_take_live_prices() {
+        let mut book = PriceBook::snapshot("eu-west-1");
+        let (small, large) = (facts("m5.large", 2), facts("m5.2xlarge", 8));
+        assert!(book.on_demand(&small) < book.on_demand(&large), "types keep their order, not one price per vCPU");
+        let graviton = facts("m7g.large", 2);
+        assert!(book.on_demand(&graviton) < book.on_demand(&small), "the cheaper type stays cheaper");
+        book.set_on_demand(HashMap::from([("m5.large".into(), 0.107), ("c5.large".into(), 0.0)]));
+        assert_eq!(book.on_demand(&small), 0.107, "the Price List API's price replaces the estimate");
+        assert!(book.on_demand(&facts("c5.large", 2)) > 0.0, "a zero from the API is ignored");
     }
 
     #[test]
