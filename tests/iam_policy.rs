@@ -132,7 +132,7 @@ fn stoker_can_never_touch_what_is_not_its_own() {
     ];
     let requests: Vec<IamRequest> =
         cases.iter().flat_map(|(_, denied, allowed)| [denied.clone(), allowed.clone()]).collect();
-    let decisions = evaluate(&local_policy(Some(QUEUE)), &requests);
+    let decisions = evaluate(&local_policy(CLUSTER, Some(QUEUE)), &requests);
     let mut wrong = Vec::new();
     for ((what, _, _), pair) in cases.iter().zip(decisions.chunks(2)) {
         if pair[0] != "ImplicitlyDenied" {

@@ -12,7 +12,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use support::iam::{IamRequest, evaluate, local_policy, requests_for};
+use support::iam::{IamRequest, evaluate, local_cluster, local_policy, requests_for};
 
 /// Granted actions the local tests never need, and why they are granted anyway.
 const NEVER_CALLED_HERE: [(&str, &str); 2] = [
@@ -56,19 +56,27 @@ fn every_call_stoker_made_is_allowed() {
             distinct.entry(key).or_insert_with(|| (request, format!("{} {}", call["service"], call["action"])));
         }
     }
-    // The policy names one interruption queue; the tests use several, each evaluated against the
-    // policy for its own queue.
-    let mut by_queue: BTreeMap<Option<String>, Vec<(IamRequest, String)>> = BTreeMap::new();
+    // A policy names one cluster and one interruption queue; the tests run controllers for more
+    // than one cluster (each with its own ownership tags) and use several queues. Each request is
+    // evaluated against the policy of the cluster whose `stoker.dev/cluster` tag it carries (in
+    // the request or on the resource; the local cluster when it carries none) and of its queue.
+    let mut by_queue: BTreeMap<(String, Option<String>), Vec<(IamRequest, String)>> = BTreeMap::new();
     for (request, call) in distinct.into_values() {
         let queue =
             request.action.starts_with("sqs:").then(|| request.resource.rsplit(':').next().unwrap_or("").to_owned());
-        by_queue.entry(queue).or_default().push((request, call));
+        let cluster = ["aws:RequestTag/stoker.dev/cluster", "aws:ResourceTag/stoker.dev/cluster"]
+            .iter()
+            .find_map(|key| request.context.get(*key).and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(local_cluster);
+        by_queue.entry((cluster, queue)).or_default().push((request, call));
     }
     let mut denied = Vec::new();
     let mut exercised = BTreeSet::new();
-    for (queue, group) in &by_queue {
+    for ((cluster, queue), group) in &by_queue {
         let requests: Vec<IamRequest> = group.iter().map(|(r, _)| r.clone()).collect();
-        for ((request, call), decision) in group.iter().zip(evaluate(&local_policy(queue.as_deref()), &requests)) {
+        for ((request, call), decision) in
+            group.iter().zip(evaluate(&local_policy(cluster, queue.as_deref()), &requests))
+        {
             exercised.insert(request.action.clone());
             if decision != "Allowed" {
                 denied.push(format!(
@@ -86,7 +94,7 @@ fn every_call_stoker_made_is_allowed() {
     assert!(denied.is_empty(), "the policy denies calls stoker makes:\n{}", denied.join("\n"));
 
     let exempt: BTreeSet<String> = NEVER_CALLED_HERE.iter().map(|(action, _)| action.to_string()).collect();
-    let unused: Vec<String> = granted_actions(&local_policy(Some("queue")))
+    let unused: Vec<String> = granted_actions(&local_policy(&local_cluster(), Some("queue")))
         .into_iter()
         .filter(|a| !exercised.contains(a) && !exempt.contains(a))
         .collect();

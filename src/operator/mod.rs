@@ -224,7 +224,9 @@ async fn refresh_on_demand_prices(provider: Arc<AwsCloudProvider>) {
         ticks.tick().await;
         match provider.refresh_on_demand_prices().await {
             Ok(priced) => info!(priced, "refreshed on-demand prices from the Price List API"),
-            Err(error) => warn!(%error, "cannot read on-demand prices from the Price List API; keeping the ones in use"),
+            Err(error) => {
+                warn!(%error, "cannot read on-demand prices from the Price List API; keeping the ones in use")
+            }
         }
     }
 }

@@ -302,13 +302,17 @@ pub fn evaluate(policy: &Value, requests: &[IamRequest]) -> Vec<String> {
         .collect()
 }
 
-/// The policy for the local environment's cluster and node role, with the test's queue.
-pub fn local_policy(queue: Option<&str>) -> Value {
+/// The local environment's cluster (`CLUSTER_NAME`).
+pub fn local_cluster() -> String {
+    std::env::var("CLUSTER_NAME").unwrap_or_else(|_| "stoker-local".into())
+}
+
+/// The policy for `cluster` with the local environment's node role and the given queue.
+pub fn local_policy(cluster: &str, queue: Option<&str>) -> Value {
     use stoker::cloudprovider::aws::iam_policy::{PolicyScope, policy};
-    let cluster = std::env::var("CLUSTER_NAME").unwrap_or_else(|_| "stoker-local".into());
-    let role = std::env::var("NODE_ROLE").unwrap_or_else(|_| format!("KarpenterNodeRole-{cluster}"));
+    let role = std::env::var("NODE_ROLE").unwrap_or_else(|_| format!("KarpenterNodeRole-{}", local_cluster()));
     let scope =
-        PolicyScope::for_role(&cluster, &format!("arn:aws:iam::{ACCOUNT}:role/{role}"), Some("us-east-1"), queue)
+        PolicyScope::for_role(cluster, &format!("arn:aws:iam::{ACCOUNT}:role/{role}"), Some("us-east-1"), queue)
             .expect("a valid scope");
     policy(&scope)
 }

@@ -130,7 +130,8 @@ impl AwsCloudProvider {
             Self::from_clients(ec2, aws_sdk_ssm::Client::new(config), aws_sdk_iam::Client::new(config), options);
         // The Price List API answers in a few regions only; each covers its whole partition.
         let endpoint_region = if provider.region.starts_with("cn-") { "cn-northwest-1" } else { "us-east-1" };
-        let pricing_config = aws_sdk_pricing::config::Builder::from(config).region(Region::new(endpoint_region)).build();
+        let pricing_config =
+            aws_sdk_pricing::config::Builder::from(config).region(Region::new(endpoint_region)).build();
         provider.pricing = Some(aws_sdk_pricing::Client::from_conf(pricing_config));
         provider
     }

@@ -74,7 +74,9 @@ mod tests {
     #[test]
     fn prices_are_read_and_the_lowest_of_duplicates_kept() {
         let mut prices = Prices::default();
-        for (instance_type, usd) in [("m5.large", "0.1070000000"), ("m5.large", "0.1100000000"), ("c5.large", "0.0960000000")] {
+        for (instance_type, usd) in
+            [("m5.large", "0.1070000000"), ("m5.large", "0.1100000000"), ("c5.large", "0.0960000000")]
+        {
             prices.add(&item(instance_type, usd));
         }
         assert_eq!(prices.on_demand, HashMap::from([("m5.large".into(), 0.107), ("c5.large".into(), 0.096)]));
