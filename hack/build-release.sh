@@ -18,17 +18,11 @@ require file "install the file utility (Debian: apt-get install file), then run 
 
 ZIG_VENV="$STOKER_CACHE/zig-$ZIG_VERSION"
 ZIGBUILD_ROOT="$STOKER_CACHE/cargo-zigbuild-$CARGO_ZIGBUILD_VERSION"
-install_zig() {
-  rm -rf "$ZIG_VENV"
-  python3 -m venv "$ZIG_VENV"
-  "$ZIG_VENV/bin/pip" install --quiet --disable-pip-version-check "ziglang==$ZIG_VERSION"
-  touch "$ZIG_VENV/.complete"
-}
 install_zigbuild() {
   cargo install --quiet --locked --root "$ZIGBUILD_ROOT" --version "$CARGO_ZIGBUILD_VERSION" cargo-zigbuild
 }
 mkdir -p "$STOKER_CACHE"
-[[ -f $ZIG_VENV/.complete ]] || with_heartbeat "installing zig $ZIG_VERSION" install_zig
+[[ -f $ZIG_VENV/.complete ]] || with_heartbeat "installing zig $ZIG_VERSION" install_venv "$ZIG_VENV" "ziglang==$ZIG_VERSION"
 [[ -x $ZIGBUILD_ROOT/bin/cargo-zigbuild ]] || with_heartbeat "installing cargo-zigbuild $CARGO_ZIGBUILD_VERSION" install_zigbuild
 # cargo-zigbuild finds zig as `python3 -m ziglang` when the venv's python comes first.
 export PATH="$ZIG_VENV/bin:$ZIGBUILD_ROOT/bin:$PATH"

