@@ -127,6 +127,7 @@ fn batch(c: &mut Criterion) {
             pools: &pools,
             daemonsets: &[],
             instance_types: &instance_types,
+            policies: Default::default(),
         };
         // One timed run outside criterion, for the figures at a glance.
         let started = Instant::now();
@@ -219,6 +220,7 @@ fn consolidation(c: &mut Criterion) {
             pools: &pools,
             daemonsets: &[],
             instance_types: &instance_types,
+            policies: Default::default(),
         };
         let now = chrono::Utc::now();
         let decide = || decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true, None);

@@ -91,6 +91,16 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str, &'static str)>
             "single non-negative integer",
         ),
         (
+            "Gte beyond 18 digits",
+            with(
+                spot.clone(),
+                requirement,
+                json!({"key": "karpenter.k8s.aws/instance-cpu", "operator": "Gte", "values": ["9223372036854775807"]}),
+            ),
+            "spec.template.spec.requirements[0].values",
+            "single non-negative integer",
+        ),
+        (
             "unknown operator",
             with(spot.clone(), &format!("{requirement}/operator"), json!("Equals")),
             "spec.template.spec.requirements[0].operator",

@@ -13,7 +13,7 @@ use stoker::{
     cloudprovider::aws::allocatable::{self, InstanceFacts},
     scheduling::{
         catalog::{InstanceType, Offering, offering_allowed},
-        pod::PodInfo,
+        pod::{PodInfo, SoftTaints},
         requirements::{Requirement, Requirements},
         resources::Resources,
         solver::{ExistingNode, Input, Memo, NODES, NodePoolTemplate, Plan, solve, solve_without_repack},
@@ -216,7 +216,7 @@ fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
                         node
                     );
                     prop_assert!(
-                        pod.untolerated_taint(&pool.taints).is_none(),
+                        pod.untolerated_taint(&pool.taints, SoftTaints::Tolerated).is_none(),
                         "{} does not tolerate {}",
                         key,
                         pool.name
@@ -277,7 +277,7 @@ fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
 /// Zones where some pool could launch some instance type that takes the pod.
 fn reachable_zones(input: &Input, pod: &PodInfo) -> BTreeSet<String> {
     let mut zones = BTreeSet::new();
-    for pool in input.pools.iter().filter(|p| pod.untolerated_taint(&p.taints).is_none()) {
+    for pool in input.pools.iter().filter(|p| pod.untolerated_taint(&p.taints, SoftTaints::Tolerated).is_none()) {
         for instance in pool.instance_types.iter().map(|&i| &input.instance_types[i]) {
             if !pod.requests.fits_in(&instance.allocatable) {
                 continue;

@@ -33,6 +33,9 @@ pub const NODECLAIM: &str = "stoker.dev/nodeclaim";
 pub const WARMPOOL: &str = "stoker.dev/warmpool";
 /// Pods or nodes carrying this annotation set to `true` are never disrupted voluntarily.
 pub const DO_NOT_DISRUPT: &str = "stoker.dev/do-not-disrupt";
+/// Annotation on a NodeClaim launched with fewer values than a requirement's `minValues` asked
+/// (the `BestEffort` minValues policy), as Karpenter's `karpenter.sh/nodeclaim-min-values-relaxed`.
+pub const MIN_VALUES_RELAXED: &str = "stoker.dev/nodeclaim-min-values-relaxed";
 /// Karpenter's spelling of [`DO_NOT_DISRUPT`], honoured for workloads that already carry it.
 pub const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 

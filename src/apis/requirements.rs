@@ -20,6 +20,10 @@ pub enum Operator {
     Gt,
     /// The label's value, an integer, is less than the single value given.
     Lt,
+    /// The label's value, an integer, is at least the single value given.
+    Gte,
+    /// The label's value, an integer, is at most the single value given.
+    Lte,
 }
 
 /// A requirement on a node label, with an optional minimum number of distinct values that must
@@ -31,8 +35,8 @@ pub enum Operator {
         .message("requirements with operator 'In' or 'NotIn' must have values").field_path(".values"),
     validation = Rule::new("self.operator in ['Exists', 'DoesNotExist'] ? (!has(self.values) || size(self.values) == 0) : true")
         .message("requirements with operator 'Exists' or 'DoesNotExist' must not have values").field_path(".values"),
-    validation = Rule::new("self.operator in ['Gt', 'Lt'] ? (has(self.values) && size(self.values) == 1 && self.values[0].matches('^[0-9]+$')) : true")
-        .message("requirements with operator 'Gt' or 'Lt' must have a single non-negative integer value").field_path(".values"),
+    validation = Rule::new("self.operator in ['Gt', 'Lt', 'Gte', 'Lte'] ? (has(self.values) && size(self.values) == 1 && size(self.values[0]) <= 18 && self.values[0].matches('^[0-9]+$')) : true")
+        .message("requirements with operator 'Gt', 'Lt', 'Gte' or 'Lte' must have a single non-negative integer value").field_path(".values"),
     validation = Rule::new("has(self.minValues) ? (self.operator == 'In' ? (has(self.values) && size(self.values) >= self.minValues) : self.operator in ['Exists', 'NotIn']) : true")
         .message("minValues needs operator 'In' with at least that many values, or 'Exists' or 'NotIn'").field_path(".minValues"),
     validation = Rule::new("!self.key.startsWith('stoker.dev/')")
@@ -49,10 +53,10 @@ pub struct NodeSelectorRequirementWithMinValues {
         )
     )]
     pub key: String,
-    /// How `values` constrain the label: In, NotIn, Exists, DoesNotExist, Gt or Lt.
+    /// How `values` constrain the label: In, NotIn, Exists, DoesNotExist, Gt, Lt, Gte or Lte.
     pub operator: Operator,
     /// The values the operator applies to: a non-empty list for In and NotIn, exactly one integer
-    /// for Gt and Lt, nothing for Exists and DoesNotExist.
+    /// for Gt, Lt, Gte and Lte, nothing for Exists and DoesNotExist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000), inner(length(max = 63)))]
     pub values: Vec<String>,

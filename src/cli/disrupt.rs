@@ -22,6 +22,7 @@ use crate::{
         consolidation::{Action, Decision},
         decide_consolidation,
     },
+    scheduling::solver::Policies,
     state::{cache::CachedPod, facts::NodeFactsIndex, gathered::Gathered, nodes::Nodes, pods::PodIndex},
 };
 
@@ -32,6 +33,8 @@ pub struct ClusterObjects {
     pub cluster: Gathered,
     pub pools: Vec<Arc<NodePool>>,
     pub classes: Vec<EC2NodeClass>,
+    /// The scheduling policies the decision follows (flags, as the controller's settings).
+    pub policies: Policies,
 }
 
 /// Adds one object; other kinds are skipped. An error names the document and field.
@@ -69,7 +72,7 @@ pub fn preview(objects: &ClusterObjects, catalog: &Catalog, prices: &PriceBook, 
         budgets: &gathered.budgets,
         instance_types: &instance_types,
     };
-    let snapshot = gathered.snapshot(&index, &facts, &objects.pools, &instance_types);
+    let snapshot = gathered.snapshot(&index, &facts, &objects.pools, &instance_types, objects.policies);
     let now = chrono::Utc::now();
     let (decision, kept) = decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true, None);
     Preview { decision, kept, warnings, pending: index.any_provisionable() }
@@ -118,8 +121,8 @@ pub fn report(preview: &Preview) -> String {
     out
 }
 
-pub fn run(documents: &[Document], spot_to_spot: bool) -> Result<ExitCode, CliError> {
-    let mut objects = ClusterObjects::default();
+pub fn run(documents: &[Document], spot_to_spot: bool, policies: Policies) -> Result<ExitCode, CliError> {
+    let mut objects = ClusterObjects { policies, ..ClusterObjects::default() };
     for document in documents {
         add(document, &mut objects)
             .map_err(|message| CliError::Invalid { path: document.label.clone().into(), message })?;

@@ -61,6 +61,8 @@ pub enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: plan::Output,
+        #[command(flatten)]
+        policies: crate::scheduling::solver::Policies,
     },
     /// What would consolidation do now? Reads the cluster's objects (`kubectl get
     /// nodes,pods,nodeclaims,nodepools,ec2nodeclasses,daemonsets,pdb -A -o yaml`), makes the
@@ -73,6 +75,8 @@ pub enum Command {
         /// Allow spot-to-spot replacement, as the `SpotToSpotConsolidation` gate does.
         #[arg(long)]
         spot_to_spot: bool,
+        #[command(flatten)]
+        policies: crate::scheduling::solver::Policies,
     },
     /// Register Nodes for this cluster's instances as the kubelet would (local environment only).
     #[command(hide = true)]
@@ -225,8 +229,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Validate { inputs } => validate::run(&inputs.documents()?),
         Command::Convert { inputs } => convert::run(&inputs.documents()?),
-        Command::Plan { inputs, catalog, output } => plan::run(&inputs.documents()?, catalog.as_deref(), output),
-        Command::Disrupt { inputs, spot_to_spot } => disrupt::run(&inputs.documents()?, spot_to_spot),
+        Command::Plan { inputs, catalog, output, policies } => {
+            plan::run(&inputs.documents()?, catalog.as_deref(), output, policies)
+        }
+        Command::Disrupt { inputs, spot_to_spot, policies } => {
+            disrupt::run(&inputs.documents()?, spot_to_spot, policies)
+        }
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "stoker", &mut std::io::stdout());

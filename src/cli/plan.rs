@@ -28,7 +28,7 @@ use crate::{
         inputs::{Workload, pool_templates},
         lower_bound::plan_lower_bound,
         pod::PodInfo,
-        solver::{Input, Plan, Sizing, solve},
+        solver::{Input, Plan, Policies, Sizing, solve},
     },
 };
 
@@ -41,6 +41,8 @@ pub struct Manifests {
     pub workloads: Vec<Workload>,
     /// Kinds the planner ignores, for the summary line.
     pub ignored: Vec<String>,
+    /// The scheduling policies the plan follows (flags, as the controller's settings).
+    pub policies: Policies,
 }
 
 /// Adds one document; an error names the document, field path and problem.
@@ -115,7 +117,13 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
         }
     }
     let pod_count = pods.len();
-    let input = Input { pods, pools: pools.templates, instance_types: pools.instance_types, ..Default::default() };
+    let input = Input {
+        pods,
+        pools: pools.templates,
+        instance_types: pools.instance_types,
+        policies: manifests.policies,
+        ..Default::default()
+    };
     let result = solve(&input);
     let nodes = planned_nodes(&result, &input.instance_types);
     let price_per_hour = nodes.iter().map(|n| n.price_per_hour).sum();
@@ -244,8 +252,13 @@ pub enum Output {
     Json,
 }
 
-pub fn run(documents: &[Document], catalog: Option<&std::path::Path>, output: Output) -> Result<ExitCode, CliError> {
-    let mut manifests = Manifests::default();
+pub fn run(
+    documents: &[Document],
+    catalog: Option<&std::path::Path>,
+    output: Output,
+    policies: Policies,
+) -> Result<ExitCode, CliError> {
+    let mut manifests = Manifests { policies, ..Manifests::default() };
     for document in documents {
         add(document, &mut manifests)
             .map_err(|message| CliError::Invalid { path: document.label.clone().into(), message })?;

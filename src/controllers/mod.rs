@@ -67,6 +67,8 @@ pub struct Shared<P> {
     pub provisionable: Arc<Notify>,
     /// Pause pods real workloads preempted, for the WarmPool preemption counter.
     pub preemptions: broadcast::Sender<warmpool::preemption::Preemption>,
+    /// How every simulation treats preferences and minValues (settings).
+    pub policies: crate::scheduling::solver::Policies,
 }
 
 impl<P: Provider> Shared<P> {

@@ -96,6 +96,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         state,
         provisionable,
         preemptions,
+        policies: settings.policies,
     });
 
     let gates = settings.feature_gates;

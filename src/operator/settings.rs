@@ -118,6 +118,9 @@ pub struct Settings {
     /// of only recording them.
     #[arg(long, env = "ACT_ON_REBALANCE_RECOMMENDATIONS", default_value_t = false, action = clap::ArgAction::Set)]
     pub act_on_rebalance_recommendations: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub policies: crate::scheduling::solver::Policies,
 }
 
 impl Settings {

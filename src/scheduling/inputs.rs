@@ -19,7 +19,7 @@ use k8s_openapi::{
 
 use super::{
     catalog::{InstanceType, is_well_known},
-    pod::PodInfo,
+    pod::{PodInfo, SoftTaints},
     quantity::QuantityError,
     requirements::{Requirement, Requirements},
     resources::Resources,
@@ -129,7 +129,7 @@ pub fn daemon_overhead(
     for daemonset in daemonsets {
         let spec = &daemonset.spec;
         let pod = PodInfo::from_pod(&pod_from_template(&daemonset.metadata, &spec.template, 0))?;
-        let lands = pod.untolerated_taint(taints).is_none()
+        let lands = pod.untolerated_taint(taints, SoftTaints::Tolerated).is_none()
             && pod
                 .requirements
                 .iter()

@@ -79,6 +79,80 @@ pub struct TopologyTerm {
     pub selector: Selector,
     /// Namespaces whose pods are counted.
     pub namespaces: BTreeSet<String>,
+    /// Which nodes count, for domains and for the pods in them (spread constraints only).
+    pub filter: NodeFilter,
+}
+
+/// Which nodes a topology spread constraint counts, as kube-scheduler's `nodeAffinityPolicy` and
+/// `nodeTaintsPolicy` say: with Honor, only nodes the pod itself could use give domains and
+/// count their pods. The default (Honor affinity, Ignore taints) is kube-scheduler's; pod
+/// (anti-)affinity terms count every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeFilter {
+    /// The pod's required node affinity alternatives, each with its nodeSelector (Honor).
+    pub affinity: Option<Vec<Requirements>>,
+    /// The pod's tolerations; only nodes whose NoSchedule and NoExecute taints they tolerate
+    /// count (Honor).
+    pub tolerations: Option<Tolerations>,
+}
+
+impl NodeFilter {
+    /// Whether a node with these requirements (its labels, or a NodeClaim's requirements, for
+    /// which `defined` names the keys the instance type will give values to) and taints counts.
+    pub fn passes(&self, node: &Requirements, defined: impl Fn(&str) -> bool, taints: &[Taint]) -> bool {
+        let affinity = self
+            .affinity
+            .as_ref()
+            .is_none_or(|alternatives| alternatives.iter().any(|alt| node.conflict_with(alt, &defined).is_none()));
+        affinity && self.tolerations.as_ref().is_none_or(|tolerations| tolerations.tolerate_hard(taints))
+    }
+}
+
+/// A pod's tolerations, comparable and hashable so a [`NodeFilter`] can be part of a term.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tolerations(pub Vec<Toleration>);
+
+impl Tolerations {
+    /// Whether every NoSchedule and NoExecute taint is tolerated (PreferNoSchedule never keeps a
+    /// node out of a spread's count).
+    pub fn tolerate_hard(&self, taints: &[Taint]) -> bool {
+        taints
+            .iter()
+            .filter(|taint| taint.effect != PREFER_NO_SCHEDULE)
+            .all(|taint| self.0.iter().any(|toleration| tolerates(toleration, taint)))
+    }
+
+    fn fields(&self) -> Vec<TolerationFields<'_>> {
+        self.0
+            .iter()
+            .map(|t| {
+                (t.key.as_deref(), t.operator.as_deref(), t.value.as_deref(), t.effect.as_deref(), t.toleration_seconds)
+            })
+            .collect()
+    }
+}
+
+/// A toleration's key, operator, value, effect and seconds: what equality and order compare.
+type TolerationFields<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<i64>);
+
+impl Eq for Tolerations {}
+
+impl std::hash::Hash for Tolerations {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.fields().hash(state);
+    }
+}
+
+impl PartialOrd for Tolerations {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Tolerations {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.fields().cmp(&other.fields())
+    }
 }
 
 impl TopologyTerm {
@@ -94,6 +168,18 @@ pub enum Preference {
     Requirements(Requirements),
     /// A ScheduleAnyway spread or a preferred pod (anti-)affinity term.
     Topology(TopologyTerm),
+}
+
+/// The taint effect the scheduler only tries to honour.
+pub const PREFER_NO_SCHEDULE: &str = "PreferNoSchedule";
+
+/// Whether PreferNoSchedule taints keep a pod off a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftTaints {
+    /// They do: the pod is first placed where nothing even prefers it gone.
+    Avoided,
+    /// They do not (kube-scheduler's own rule, and the solver's last relaxation).
+    Tolerated,
 }
 
 /// A port a pod binds on its node's network.
@@ -183,13 +269,14 @@ impl PodInfo {
             required_terms.iter().map(|term| selector_requirements.intersect(&term_requirements(term))).collect()
         };
 
-        let mut preferences = Vec::new();
         let mut preferred_nodes: Vec<_> = node_affinity
             .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
             .unwrap_or_default();
         preferred_nodes.sort_by_key(|p| std::cmp::Reverse(p.weight));
-        preferences.extend(preferred_nodes.iter().map(|p| Preference::Requirements(term_requirements(&p.preference))));
+        let node_preferences =
+            preferred_nodes.iter().map(|p| Preference::Requirements(term_requirements(&p.preference))).collect();
 
+        let mut spread_preferences = Vec::new();
         let mut topology = Vec::new();
         for constraint in spec.topology_spread_constraints.iter().flatten() {
             let selector = constraint
@@ -206,9 +293,15 @@ impl PodInfo {
                 key: constraint.topology_key.clone(),
                 selector,
                 namespaces: [namespace.clone()].into(),
+                filter: NodeFilter {
+                    affinity: (constraint.node_affinity_policy.as_deref() != Some("Ignore"))
+                        .then(|| requirements.clone()),
+                    tolerations: (constraint.node_taints_policy.as_deref() == Some("Honor"))
+                        .then(|| Tolerations(spec.tolerations.clone().unwrap_or_default())),
+                },
             };
             if constraint.when_unsatisfiable == "ScheduleAnyway" {
-                preferences.push(Preference::Topology(term));
+                spread_preferences.push(Preference::Topology(term));
             } else {
                 topology.push(term);
             }
@@ -234,22 +327,23 @@ impl PodInfo {
                 }),
             ),
         ];
-        for (kind, terms) in pod_terms {
+        let mut pod_preferences = [Vec::new(), Vec::new()];
+        for ((kind, terms), kept) in pod_terms.into_iter().zip(&mut pod_preferences) {
             let Some((required, preferred)) = terms else { continue };
             for term in required.iter().flatten() {
                 topology.push(affinity_term(kind, term, &namespace, &labels));
             }
             let mut preferred = preferred.clone().unwrap_or_default();
             preferred.sort_by_key(|p| std::cmp::Reverse(p.weight));
-            for term in &preferred {
-                preferences.push(Preference::Topology(affinity_term(
-                    kind,
-                    &term.pod_affinity_term,
-                    &namespace,
-                    &labels,
-                )));
-            }
+            kept.extend(
+                preferred.iter().map(|term| {
+                    Preference::Topology(affinity_term(kind, &term.pod_affinity_term, &namespace, &labels))
+                }),
+            );
         }
+        let [affinity_preferences, anti_affinity_preferences] = pod_preferences;
+        let preferences =
+            relaxation_order(spread_preferences, node_preferences, anti_affinity_preferences, affinity_preferences);
 
         let host_ports = spec
             .containers
@@ -286,13 +380,29 @@ impl PodShape {
         !self.topology.is_empty() || self.preferences.iter().any(|p| matches!(p, Preference::Topology(_)))
     }
 
-    /// The first taint that keeps this pod off a node (PreferNoSchedule never does).
-    pub fn untolerated_taint<'a>(&self, taints: &'a [Taint]) -> Option<&'a Taint> {
+    /// The first taint that keeps this pod off a node. PreferNoSchedule taints count until the
+    /// pod is placed with `soft_taints` tolerated: the last relaxation, as in Karpenter.
+    pub fn untolerated_taint<'a>(&self, taints: &'a [Taint], soft_taints: SoftTaints) -> Option<&'a Taint> {
         taints
             .iter()
-            .filter(|taint| taint.effect != "PreferNoSchedule")
+            .filter(|taint| soft_taints == SoftTaints::Avoided || taint.effect != PREFER_NO_SCHEDULE)
             .find(|taint| !self.tolerations.iter().any(|toleration| tolerates(toleration, taint)))
     }
+}
+
+/// Preferences as the solver keeps them, most important first; relaxing drops the last. The kinds
+/// go in Karpenter's relaxation order (preferred pod affinity first, then pod anti-affinity,
+/// then node affinity, then ScheduleAnyway spreads in the order written), so a pod relaxed by
+/// stoker lands where Karpenter would put it. Within a kind the lightest term goes first, as its
+/// weight says it matters least (Karpenter drops the heaviest first; see docs/decisions.md).
+fn relaxation_order(
+    mut spreads: Vec<Preference>,
+    node: Vec<Preference>,
+    anti_affinity: Vec<Preference>,
+    affinity: Vec<Preference>,
+) -> Vec<Preference> {
+    spreads.reverse();
+    spreads.into_iter().chain(node).chain(anti_affinity).chain(affinity).collect()
 }
 
 /// A selector that matches no pod (a spread constraint without a selector counts nothing).
@@ -318,7 +428,7 @@ fn affinity_term(
         Some(list) if !list.is_empty() => list.iter().cloned().collect(),
         _ => [namespace.to_owned()].into(),
     };
-    TopologyTerm { kind, key: term.topology_key.clone(), selector, namespaces }
+    TopologyTerm { kind, key: term.topology_key.clone(), selector, namespaces, filter: NodeFilter::default() }
 }
 
 fn term_requirements(term: &NodeSelectorTerm) -> Requirements {
@@ -442,7 +552,9 @@ spec:
         assert!(tolerates(&toleration(None, "Exists", None, None), &gpu));
         let mut pod = pod("metadata: {name: p}\nspec: {containers: []}");
         pod.tolerations = vec![];
-        assert_eq!(pod.untolerated_taint(&[taint("soft", None, "PreferNoSchedule")]), None);
-        assert_eq!(pod.untolerated_taint(std::slice::from_ref(&gpu)), Some(&gpu));
+        let soft = [taint("soft", None, PREFER_NO_SCHEDULE)];
+        assert_eq!(pod.untolerated_taint(&soft, SoftTaints::Tolerated), None);
+        assert_eq!(pod.untolerated_taint(&soft, SoftTaints::Avoided), Some(&soft[0]));
+        assert_eq!(pod.untolerated_taint(std::slice::from_ref(&gpu), SoftTaints::Tolerated), Some(&gpu));
     }
 }

@@ -3,7 +3,7 @@
 //! concrete set of labels satisfies them.
 //!
 //! A [`Requirement`] is a set of allowed values for one key, written as either a finite set
-//! (`In`) or the complement of one (`NotIn`, `Exists`), optionally bounded (`Gt`, `Lt`), together
+//! (`In`) or the complement of one (`NotIn`, `Exists`), optionally bounded (`Gt`, `Lt`, `Gte`, `Lte`), together
 //! with whether the label must, may or must not be present. Every operator of the API maps onto
 //! this one shape, so intersection is a single rule instead of a table of operator pairs.
 
@@ -14,7 +14,7 @@ use crate::apis::{NodeSelectorRequirementWithMinValues, Operator};
 /// Whether a label must be present on the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Presence {
-    /// The label must be present (In, Exists, Gt, Lt).
+    /// The label must be present (In, Exists, Gt, Lt, Gte, Lte).
     Required,
     /// The label may be absent (NotIn).
     Optional,
@@ -95,6 +95,16 @@ impl Requirement {
             Operator::Lt => {
                 bound().map_or_else(|| Self::one_of::<_, String>([]), |b| Self { less_than: Some(b), ..Self::exists() })
             }
+            // Over integers, `>= b` is `> b - 1` and `<= b` is `< b + 1`; the schema keeps `b`
+            // to 18 digits, so neither step can overflow for an admitted object.
+            Operator::Gte => bound().map_or_else(
+                || Self::one_of::<_, String>([]),
+                |b| Self { greater_than: Some(b.saturating_sub(1)), ..Self::exists() },
+            ),
+            Operator::Lte => bound().map_or_else(
+                || Self::one_of::<_, String>([]),
+                |b| Self { less_than: Some(b.saturating_add(1)), ..Self::exists() },
+            ),
         }
     }
 
@@ -298,6 +308,10 @@ impl Requirements {
         self.0.get(key)
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Requirement)> {
+        self.0.iter_mut()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Requirement)> {
         self.0.iter()
     }
@@ -341,7 +355,7 @@ mod tests {
 
     #[test]
     fn operators_admit_values_as_kubernetes_does() {
-        let cases: [(Operator, &[&str], Option<&str>, bool); 14] = [
+        let cases: [(Operator, &[&str], Option<&str>, bool); 19] = [
             (Operator::In, &["a", "b"], Some("a"), true),
             (Operator::In, &["a", "b"], Some("c"), false),
             (Operator::In, &["a"], None, false),
@@ -356,6 +370,11 @@ mod tests {
             (Operator::Gt, &["4"], Some("4"), false),
             (Operator::Lt, &["4"], Some("3"), true),
             (Operator::Gt, &["4"], Some("many"), false),
+            (Operator::Gte, &["4"], Some("4"), true),
+            (Operator::Gte, &["4"], Some("3"), false),
+            (Operator::Lte, &["4"], Some("4"), true),
+            (Operator::Lte, &["4"], Some("5"), false),
+            (Operator::Lte, &["4"], None, false),
         ];
         for (operator, values, label, expected) in cases {
             let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
@@ -376,6 +395,8 @@ mod tests {
             Requirement::does_not_exist(),
             Requirement::from_operator(Operator::Gt, &["2".into()]),
             Requirement::from_operator(Operator::Lt, &["6".into()]),
+            Requirement::from_operator(Operator::Gte, &["3".into()]),
+            Requirement::from_operator(Operator::Lte, &["5".into()]),
             Requirement::any(),
         ];
         for a in &requirements {

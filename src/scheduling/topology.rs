@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::pod::{TopologyKind, TopologyTerm};
+use super::pod::{NodeFilter, TopologyKind, TopologyTerm};
 use crate::apis::labels;
 
 pub type GroupId = usize;
@@ -43,8 +43,13 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The group of a term, created on first sight with the domains known for its key.
-    pub fn group_of(&mut self, term: &TopologyTerm, domains: impl FnOnce(&str) -> BTreeSet<String>) -> GroupId {
+    /// The group of a term, created on first sight with the domains known for it (its key, as
+    /// far as its node filter lets count).
+    pub fn group_of(
+        &mut self,
+        term: &TopologyTerm,
+        domains: impl FnOnce(&TopologyTerm) -> BTreeSet<String>,
+    ) -> GroupId {
         if let Some(id) = self.index.get(term) {
             return *id;
         }
@@ -53,7 +58,7 @@ impl Topology {
             term: term.clone(),
             members: HashMap::new(),
             owners: HashMap::new(),
-            domains: domains(&term.key),
+            domains: domains(term),
         });
         self.index.insert(term.clone(), id);
         self.memberships.clear();
@@ -89,11 +94,20 @@ impl Topology {
         ids
     }
 
-    /// Records a pod placed in `domain_of(key)` for every key: as a member of `members` and as
-    /// the owner of the anti-affinity groups in `owned`.
-    pub fn record(&mut self, members: &[GroupId], owned: &[GroupId], domain_of: impl Fn(&str) -> Option<String>) {
+    /// Records a pod placed in `domain_of(key)` for every key: as a member of `members` whose
+    /// filter the pod's node `passes`, and as the owner of the anti-affinity groups in `owned`.
+    pub fn record(
+        &mut self,
+        members: &[GroupId],
+        owned: &[GroupId],
+        domain_of: impl Fn(&str) -> Option<String>,
+        passes: impl Fn(&NodeFilter) -> bool,
+    ) {
         for id in members {
             let group = &mut self.groups[*id];
+            if !passes(&group.term.filter) {
+                continue;
+            }
             if let Some(domain) = domain_of(&group.term.key) {
                 // Hostnames are not kept as domains: the hostname minimum is always 0.
                 if group.term.key != labels::HOSTNAME {
@@ -117,17 +131,17 @@ impl Topology {
         members.iter().copied().filter(|id| !self.groups[*id].owners.is_empty()).collect()
     }
 
-    /// The spread minimum a pod is measured against: the emptiest domain the pod could reach
-    /// (`eligible`). A new node is always possible on hostname, so there the minimum is 0, as it
-    /// is while fewer than `minDomains` domains exist. Only spread groups use it.
-    pub fn minimum(&self, id: GroupId, eligible: impl Fn(&str) -> bool) -> u32 {
+    /// The spread minimum a pod is measured against: the emptiest of the group's domains (those
+    /// its node filter lets count). A new node is always possible on hostname, so there the
+    /// minimum is 0, as it is while fewer than `minDomains` domains exist. Only spread groups use
+    /// it.
+    pub fn minimum(&self, id: GroupId) -> u32 {
         let group = &self.groups[id];
         let TopologyKind::Spread { min_domains, .. } = group.term.kind else { return 0 };
         if group.term.key == labels::HOSTNAME {
             return 0;
         }
-        let counts: Vec<u32> =
-            group.domains.iter().filter(|d| eligible(d)).map(|d| group.members.get(d).copied().unwrap_or(0)).collect();
+        let counts: Vec<u32> = group.domains.iter().map(|d| group.members.get(d).copied().unwrap_or(0)).collect();
         if (counts.len() as u32) < min_domains { 0 } else { counts.into_iter().min().unwrap_or(0) }
     }
 
@@ -191,6 +205,7 @@ mod tests {
             key: key.into(),
             selector: Selector::from_label_selector(&selector),
             namespaces: ["default".to_string()].into(),
+            filter: NodeFilter::default(),
         }
     }
 
@@ -199,17 +214,11 @@ mod tests {
     }
 
     fn place(topology: &mut Topology, id: GroupId, zone: &str) {
-        topology.record(&[id], &[id], |_| Some(zone.to_owned()));
+        topology.record(&[id], &[id], |_| Some(zone.to_owned()), |_| true);
     }
 
-    fn allowed(
-        topology: &Topology,
-        id: GroupId,
-        self_member: bool,
-        as_owner: bool,
-        eligible: impl Fn(&str) -> bool,
-    ) -> BTreeSet<String> {
-        let minimum = topology.minimum(id, eligible);
+    fn allowed(topology: &Topology, id: GroupId, self_member: bool, as_owner: bool) -> BTreeSet<String> {
+        let minimum = topology.minimum(id);
         zones().into_iter().filter(|d| topology.admits(id, self_member, as_owner, d, minimum)).collect()
     }
 
@@ -218,13 +227,23 @@ mod tests {
         let mut topology = Topology::default();
         let id =
             topology.group_of(&term(TopologyKind::Spread { max_skew: 1, min_domains: 1 }, labels::ZONE), |_| zones());
-        assert_eq!(allowed(&topology, id, true, true, |_| true), zones());
+        assert_eq!(allowed(&topology, id, true, true), zones());
         place(&mut topology, id, "a");
-        assert_eq!(allowed(&topology, id, true, true, |_| true), ["b", "c"].map(String::from).into());
+        assert_eq!(allowed(&topology, id, true, true), ["b", "c"].map(String::from).into());
         assert_eq!(topology.preferred_domain(&[id], &zones()).as_deref(), Some("b"));
-        // A zone the pod cannot reach does not hold the minimum down.
+        // A zone no node the filter counts offers does not hold the minimum down, and a pod on a
+        // node the filter does not pass is not counted.
+        let mut narrowed = Topology::default();
+        let spread = term(TopologyKind::Spread { max_skew: 1, min_domains: 1 }, labels::ZONE);
+        let reachable = narrowed.group_of(&spread, |_| ["a", "b"].map(String::from).into());
+        place(&mut narrowed, reachable, "a");
+        place(&mut narrowed, reachable, "b");
+        assert_eq!(narrowed.minimum(reachable), 1);
+        narrowed.record(&[reachable], &[], |_| Some("a".to_owned()), |_| false);
+        narrowed.record(&[reachable], &[], |_| Some("c".to_owned()), |_| false);
+        assert_eq!(narrowed.minimum(reachable), 1);
+        assert!(narrowed.admits(reachable, true, true, "a", 1));
         place(&mut topology, id, "b");
-        assert_eq!(allowed(&topology, id, true, true, |d| d != "c"), zones());
         assert!(!topology.refusal_lasts(id, true), "zone spread may admit again");
     }
 
@@ -237,24 +256,24 @@ mod tests {
         place(&mut topology, id, "b");
         place(&mut topology, id, "c");
         // Only three domains exist, so the global minimum is taken as 0: no zone may grow to 2.
-        assert!(allowed(&topology, id, true, true, |_| true).is_empty());
+        assert!(allowed(&topology, id, true, true).is_empty());
     }
 
     #[test]
     fn affinity_and_anti_affinity() {
         let mut topology = Topology::default();
         let together = topology.group_of(&term(TopologyKind::Affinity, labels::ZONE), |_| zones());
-        assert_eq!(allowed(&topology, together, true, true, |_| true), zones());
-        assert!(allowed(&topology, together, false, true, |_| true).is_empty());
+        assert_eq!(allowed(&topology, together, true, true), zones());
+        assert!(allowed(&topology, together, false, true).is_empty());
         place(&mut topology, together, "b");
-        assert_eq!(allowed(&topology, together, true, true, |_| true), ["b".to_string()].into());
+        assert_eq!(allowed(&topology, together, true, true), ["b".to_string()].into());
 
         let apart = topology.group_of(&term(TopologyKind::AntiAffinity, labels::ZONE), |_| zones());
         place(&mut topology, apart, "a");
-        assert_eq!(allowed(&topology, apart, true, true, |_| true), ["b", "c"].map(String::from).into());
+        assert_eq!(allowed(&topology, apart, true, true), ["b", "c"].map(String::from).into());
         // A pod without the term, matched by it, is repelled from the owner's domain too.
         assert_eq!(topology.repelling(&[apart]), [apart]);
-        assert_eq!(allowed(&topology, apart, true, false, |_| true), ["b", "c"].map(String::from).into());
+        assert_eq!(allowed(&topology, apart, true, false), ["b", "c"].map(String::from).into());
         assert!(topology.refusal_lasts(apart, true));
     }
 }

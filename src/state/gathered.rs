@@ -12,7 +12,7 @@ use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node, policy::v1::PodDisru
 use super::{ClusterState, cache::CachedPod, facts::NodeFactsIndex, input::Snapshot, pods::PodIndex};
 use crate::{
     apis::{NodeClaim, NodePool},
-    scheduling::catalog::InstanceType,
+    scheduling::{catalog::InstanceType, solver::Policies},
 };
 
 /// Copies (of `Arc`s) of the caches; `stoker disrupt` fills one from files instead.
@@ -54,6 +54,7 @@ impl Gathered {
         facts: &'a NodeFactsIndex,
         pools: &'a [Arc<NodePool>],
         instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
+        policies: Policies,
     ) -> Snapshot<'a> {
         Snapshot {
             pods: index,
@@ -63,6 +64,7 @@ impl Gathered {
             pools,
             daemonsets: &self.daemonsets,
             instance_types,
+            policies,
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::{
         pod::PodInfo,
         requirements::Requirements,
         resources::Resources,
-        solver::{ExistingNode, Input},
+        solver::{ExistingNode, Input, Policies},
     },
 };
 
@@ -44,6 +44,8 @@ pub struct Snapshot<'a> {
     pub daemonsets: &'a [DaemonSet],
     /// Instance types per EC2NodeClass name; a class missing here is not ready.
     pub instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
+    /// The cluster's scheduling policies (settings).
+    pub policies: Policies,
 }
 
 /// The solver's input, and what could not be used (with why).
@@ -59,7 +61,8 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
     let mut skipped = pools.skipped;
     let overhead: HashMap<&str, &Resources> =
         pools.templates.iter().map(|t| (t.name.as_str(), &t.daemon_overhead)).collect();
-    let mut input = Input { instance_types: pools.instance_types.clone(), ..Input::default() };
+    let mut input =
+        Input { instance_types: pools.instance_types.clone(), policies: state.policies, ..Input::default() };
 
     // Startup taints of nodes not yet initialized are expected to go: they do not keep pods off.
     let mut startup: HashMap<&str, &[Taint]> = HashMap::new();
@@ -226,6 +229,7 @@ impl WholeInput {
             scheduled: staying,
             pools: whole.pools.clone(),
             instance_types: whole.instance_types.clone(),
+            policies: whole.policies,
         }
     }
 }

@@ -57,7 +57,16 @@ fn cluster<'a>(
     pools: &'a [Arc<NodePool>],
     instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
 ) -> Snapshot<'a> {
-    Snapshot { pods, nodes: &[], facts: &NO_FACTS, claims: &[], pools, daemonsets: &[], instance_types }
+    Snapshot {
+        pods,
+        nodes: &[],
+        facts: &NO_FACTS,
+        claims: &[],
+        pools,
+        daemonsets: &[],
+        instance_types,
+        policies: Default::default(),
+    }
 }
 
 fn planned(state: &Snapshot) -> crate::scheduling::solver::Plan {

@@ -226,6 +226,7 @@ pub fn settings() -> stoker::operator::Settings {
         warm_pool_nodepools: Vec::new(),
         interruption_queue: None,
         act_on_rebalance_recommendations: false,
+        policies: Default::default(),
     }
 }
 
@@ -350,6 +351,7 @@ pub async fn shared<P>(client: &Client, provider: P) -> std::sync::Arc<stoker::c
         state,
         provisionable: Default::default(),
         preemptions: tokio::sync::broadcast::channel(16).0,
+        policies: Default::default(),
     })
 }
 

@@ -181,7 +181,7 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
             .disruption_candidates
             .get_or_create(&ReasonLabels { reason: "Drifted".into() })
             .set(unblocked as i64);
-        let snapshot = gathered.snapshot(&index, &facts, pools, instance_types);
+        let snapshot = gathered.snapshot(&index, &facts, pools, instance_types, ctx.policies);
         // Built on the first candidate that needs it: most passes have none.
         let whole = LazyCell::new(|| WholeInput::of(solver_input(&snapshot).input));
         let mut memo = Memo::default();
@@ -345,7 +345,7 @@ fn decide<P>(
         quiet
     };
     let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &gathered.budgets, instance_types };
-    let snapshot = gathered.snapshot(&index, &facts, pools, instance_types);
+    let snapshot = gathered.snapshot(&index, &facts, pools, instance_types, ctx.policies);
     let started = std::time::Instant::now();
     let verdict = decide_consolidation(&cluster, &snapshot, now, spot_to_spot, quiet, confirming);
     ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());

@@ -181,7 +181,7 @@ impl Batch {
         let gathered = Gathered::of(&shared.state);
         let plan = {
             let (index, facts) = (shared.state.pod_index(), shared.state.node_facts());
-            let snapshot = gathered.snapshot(&index, &facts, &pools, &instance_types);
+            let snapshot = gathered.snapshot(&index, &facts, &pools, &instance_types, shared.policies);
             replacement::plan(&snapshot, &replacement::draining(&gathered.claims, interrupted))
         };
         for (pod, reason) in &plan.unschedulable {

@@ -190,6 +190,7 @@ impl<P: Provider> Provisioner<P> {
                 pools: &pools,
                 daemonsets: &daemonsets,
                 instance_types: &instance_types,
+                policies: self.shared.policies,
             };
             (solver_input(&snapshot), pods)
         };

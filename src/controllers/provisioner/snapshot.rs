@@ -28,6 +28,9 @@ pub fn nodeclaim_for(planned: &NewNodeClaim, pool: &NodePool, class: Option<&EC2
     claim.spec.requirements =
         planned.requirements.to_api().into_iter().filter(|r| !r.key.starts_with(labels::RESERVED_DOMAIN)).collect();
     claim.spec.resources = ResourceRequests { requests: planned.requests.to_quantities() };
+    if planned.min_values_relaxed {
+        claim.annotations_mut().insert(labels::MIN_VALUES_RELAXED.to_owned(), "true".to_owned());
+    }
     claim
 }
 
@@ -99,6 +102,7 @@ mod tests {
             pods: vec!["default/a".into()],
             price: 0.1,
             sizing: crate::scheduling::solver::Sizing::BestValue,
+            min_values_relaxed: true,
         };
         let claim = nodeclaim_for(&planned, &pool, None, "abcde");
         assert_eq!(claim.metadata.name.as_deref(), Some("general-abcde"));
@@ -110,6 +114,7 @@ mod tests {
         assert!(claim.spec.requirements.iter().all(|r| !r.key.starts_with(labels::RESERVED_DOMAIN)));
         assert!(claim.spec.requirements.iter().any(|r| r.key == labels::INSTANCE_TYPE && r.values == ["m5.large"]));
         assert_eq!(claim.spec.resources.requests.get("cpu").map(|q| q.0.as_str()), Some("1500m"));
+        assert_eq!(claim.annotations().get(labels::MIN_VALUES_RELAXED).map(String::as_str), Some("true"));
 
         // The pool's template, from which launches are prepared, boots nodes the same way: launch
         // templates are made from labels, taints, startup taints and the node class.

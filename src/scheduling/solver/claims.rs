@@ -5,9 +5,9 @@
 use std::borrow::Cow;
 
 use super::{
-    MAX_INSTANCE_TYPES, NewNodeClaim, Sizing, Solver,
+    MAX_INSTANCE_TYPES, MinValuesPolicy, NewNodeClaim, Sizing, Solver,
     interner::ReqId,
-    placement::{Accepted, Attempt, Refusal},
+    placement::{Accepted, Attempt, NodeRequirements, NodeView, Refusal},
     vectors::{accumulate, fits, plus},
 };
 use crate::{
@@ -92,7 +92,9 @@ impl Solver<'_> {
             let limited = if limit.is_some() { " within the pool's limits" } else { "" };
             return Err(format!("no instance type{limited} has room for {}", needs.join(", ")));
         }
-        self.min_values_kept(&fitting, requirements)?;
+        if self.input.policies.min_values == MinValuesPolicy::Strict {
+            self.min_values_kept(&fitting, requirements)?;
+        }
         Ok(fitting)
     }
 
@@ -101,20 +103,41 @@ impl Solver<'_> {
         for (key, requirement) in self.interner.get(requirements).iter() {
             let Some(minimum) = requirement.min_values() else { continue };
             // Runs for every placement: stop counting once the minimum is reached.
-            let mut distinct: Vec<&String> = Vec::with_capacity(minimum);
-            for value in types.iter().filter_map(|i| self.input.instance_types[i].labels.get(key)) {
-                if !distinct.contains(&value) {
-                    distinct.push(value);
-                    if distinct.len() >= minimum {
-                        break;
-                    }
-                }
-            }
-            if distinct.len() < minimum {
-                return Err(format!("only {} values of {key} remain, minValues is {minimum}", distinct.len()));
+            let distinct = self.distinct_values(types, key, minimum);
+            if distinct < minimum {
+                return Err(format!("only {distinct} values of {key} remain, minValues is {minimum}"));
             }
         }
         Ok(())
+    }
+
+    /// How many distinct values of label `key` `types` have, counting no further than `up_to`.
+    fn distinct_values(&self, types: &BitSet, key: &str, up_to: usize) -> usize {
+        let mut distinct: Vec<&String> = Vec::with_capacity(up_to.min(64));
+        for value in types.iter().filter_map(|i| self.input.instance_types[i].labels.get(key)) {
+            if !distinct.contains(&value) {
+                distinct.push(value);
+                if distinct.len() >= up_to {
+                    break;
+                }
+            }
+        }
+        distinct.len()
+    }
+
+    /// Under the BestEffort policy, each minValues the launched `types` cannot keep lowered to
+    /// what they offer, so the NodeClaim states what it really allows; whether any was lowered.
+    fn relax_min_values(&self, types: &BitSet, requirements: &mut Requirements) -> bool {
+        let mut relaxed = false;
+        for (key, requirement) in requirements.iter_mut() {
+            let Some(minimum) = requirement.min_values() else { continue };
+            let offered = self.distinct_values(types, key, minimum);
+            if offered < minimum {
+                *requirement = requirement.clone().with_min_values(Some(offered).filter(|n| *n > 0));
+                relaxed = true;
+            }
+        }
+        relaxed
     }
 
     /// The componentwise largest of `vectors` over the candidate types.
@@ -132,7 +155,7 @@ impl Solver<'_> {
         let input = self.input;
         let info = &input.pods[attempt.pod];
         let open = &self.claims[claim];
-        if info.untolerated_taint(&input.pools[open.pool].taints).is_some() {
+        if info.untolerated_taint(&input.pools[open.pool].taints, attempt.soft_taints).is_some() {
             return Err(Refusal::permanent("a taint is not tolerated"));
         }
         if Self::ports_conflict(&open.host_ports, &info.host_ports) {
@@ -190,8 +213,13 @@ impl Solver<'_> {
             accumulate(&mut open.reserved, extra, 1);
             open.reservations.push((*group, extra.clone()));
         }
-        let hostname = open.hostname.clone();
-        self.record(attempt, &accepted.domains, Some(&hostname));
+        let (hostname, pool) = (open.hostname.clone(), open.pool);
+        let node = NodeView {
+            requirements: NodeRequirements::Interned(accepted.requirements),
+            registered: false,
+            taints: &self.input.pools[pool].taints,
+        };
+        self.record(attempt, &accepted.domains, Some(&hostname), node);
     }
 
     /// Why no instance type of a pool fits a requirement set, naming the first requirement no
@@ -229,7 +257,7 @@ impl Solver<'_> {
     pub(super) fn check_new_claim(&mut self, attempt: &Attempt, pool: usize) -> Result<Accepted, Refusal> {
         let input = self.input;
         let info = &input.pods[attempt.pod];
-        if let Some(taint) = info.untolerated_taint(&input.pools[pool].taints) {
+        if let Some(taint) = info.untolerated_taint(&input.pools[pool].taints, attempt.soft_taints) {
             return Err(Refusal::permanent(format!(
                 "taint {}={}:{} not tolerated",
                 taint.key,
@@ -309,12 +337,16 @@ impl Solver<'_> {
             .filter(|i| price(*i).is_some_and(|p| p < cheapest_in_class));
         let mut chosen = claim.candidates.clone();
         cheaper_outside.for_each(|i| chosen.insert(i));
-        let mut priced: Vec<(f64, &InstanceType)> =
-            chosen.iter().filter_map(|i| Some((price(i)?, &self.input.instance_types[i]))).collect();
-        priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        let types = &self.input.instance_types;
+        let mut priced: Vec<(f64, usize)> = chosen.iter().filter_map(|i| Some((price(i)?, i))).collect();
+        priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| types[a.1].name.cmp(&types[b.1].name)));
         priced.truncate(MAX_INSTANCE_TYPES);
-        let names: Vec<String> = priced.iter().map(|(_, t)| t.name.clone()).collect();
+        let names: Vec<String> = priced.iter().map(|(_, i)| types[*i].name.clone()).collect();
         let mut requirements = Requirements::clone(requirements);
+        let mut launched = BitSet::empty(types.len());
+        priced.iter().for_each(|(_, i)| launched.insert(*i));
+        let min_values_relaxed = self.input.policies.min_values == MinValuesPolicy::BestEffort
+            && self.relax_min_values(&launched, &mut requirements);
         requirements.add(labels::INSTANCE_TYPE, Requirement::one_of(names.iter().cloned()));
         let requests: Resources =
             self.dims.0.iter().cloned().zip(claim.total.iter().copied()).filter(|(_, v)| *v != 0).collect();
@@ -326,6 +358,7 @@ impl Solver<'_> {
             pods: claim.pods.iter().map(|p| self.input.pods[*p].key.clone()).collect(),
             price: priced.first().map_or(0.0, |(price, _)| *price),
             sizing: claim.sizing,
+            min_values_relaxed,
         }
     }
 }

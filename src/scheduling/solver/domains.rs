@@ -11,6 +11,7 @@ use super::{
 use crate::{
     apis::labels,
     scheduling::{
+        catalog::is_well_known,
         pod::TopologyTerm,
         requirements::{Requirement, Requirements},
         topology::{Domain, GroupId},
@@ -18,11 +19,16 @@ use crate::{
 };
 
 impl Solver<'_> {
-    /// Domains a topology key can take, from the pools' instance-type offerings and labels and
-    /// from existing nodes.
-    pub(super) fn known_domains(input: &Input, key: &str) -> BTreeSet<String> {
+    /// Domains a term's key can take, from existing nodes and from the pools' instance-type
+    /// offerings and labels: of the nodes and pools its node filter lets count, the values the
+    /// filter's affinity admits.
+    pub(super) fn known_domains(input: &Input, term: &TopologyTerm) -> BTreeSet<String> {
+        let (key, filter) = (term.key.as_str(), &term.filter);
         let mut domains = BTreeSet::new();
         for node in &input.nodes {
+            if !filter.passes(&node.requirements, |k| !node.registered && is_well_known(k), &node.taints) {
+                continue;
+            }
             if let Some(values) = node.requirements.get(key).and_then(Requirement::finite_values) {
                 domains.extend(values.iter().cloned());
             }
@@ -31,7 +37,22 @@ impl Solver<'_> {
             return domains;
         }
         for pool in &input.pools {
-            let allowed = |value: &str| pool.requirements.get(key).is_none_or(|r| r.admits(Some(value)));
+            if !filter.passes(&pool.requirements, is_well_known, &pool.taints) {
+                continue;
+            }
+            // The filter's alternatives this pool can meet, on this key.
+            let wanted: Vec<Option<&Requirement>> = match &filter.affinity {
+                Some(alternatives) => alternatives
+                    .iter()
+                    .filter(|alt| pool.requirements.conflict_with(alt, is_well_known).is_none())
+                    .map(|alt| alt.get(key))
+                    .collect(),
+                None => vec![None],
+            };
+            let allowed = |value: &str| {
+                pool.requirements.get(key).is_none_or(|r| r.admits(Some(value)))
+                    && wanted.iter().any(|w| w.is_none_or(|r| r.admits(Some(value))))
+            };
             for index in &pool.instance_types {
                 let Some(instance) = input.instance_types.get(*index) else { continue };
                 let values = instance.offerings.iter().map(|o| match key {
@@ -50,7 +71,7 @@ impl Solver<'_> {
 
     pub(super) fn group_of(&mut self, term: &TopologyTerm) -> GroupId {
         let input = self.input;
-        self.topology.group_of(term, |key| Self::known_domains(input, key))
+        self.topology.group_of(term, |term| Self::known_domains(input, term))
     }
 
     /// Checks the topology terms for a target whose domain on each key is `domain_of(key)`;
@@ -64,10 +85,8 @@ impl Solver<'_> {
     ) -> Result<(Option<Requirements>, ChosenDomains), Refusal> {
         let mut narrowed: Option<Requirements> = None;
         let mut chosen = Vec::with_capacity(attempt.by_key.len());
-        let pod_requirements = &self.interner.get(attempt.requirements);
         for (key, groups) in &attempt.by_key {
-            let eligible = |domain: &str| pod_requirements.get(key).is_none_or(|r| r.admits(Some(domain)));
-            let minimums: Vec<u32> = groups.iter().map(|(id, _)| self.topology.minimum(*id, eligible)).collect();
+            let minimums: Vec<u32> = groups.iter().map(|(id, _)| self.topology.minimum(*id)).collect();
             let admits = |domain: &str| {
                 groups.iter().zip(&minimums).all(|((id, as_owner), minimum)| {
                     self.topology.admits(*id, attempt.members.contains(id), *as_owner, domain, *minimum)

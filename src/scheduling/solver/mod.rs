@@ -14,12 +14,14 @@ mod interner;
 mod memo;
 mod nodes;
 mod placement;
+mod policies;
 mod repack;
 mod signature;
 mod sizing;
 mod vectors;
 
 pub use memo::Memo;
+pub use policies::{MinValuesPolicy, Policies, PreferencePolicy};
 pub use sizing::{Sizing, VALUE_SLACK};
 
 use std::{
@@ -41,8 +43,8 @@ use self::{
 };
 use super::{
     bitset::BitSet,
-    catalog::InstanceType,
-    pod::{HostPort, PodInfo, Preference, TopologyKind},
+    catalog::{InstanceType, is_well_known},
+    pod::{HostPort, PREFER_NO_SCHEDULE, PodInfo, Preference, TopologyKind},
     requirements::Requirements,
     resources::{CPU, MEMORY, Resources},
     topology::{GroupId, Topology},
@@ -108,6 +110,7 @@ pub struct Input {
     /// Shared with the cloud provider's priced-types cache when there is one node class, so a
     /// batch does not copy the catalog.
     pub instance_types: Arc<[InstanceType]>,
+    pub policies: Policies,
 }
 
 /// A node to launch.
@@ -127,6 +130,9 @@ pub struct NewNodeClaim {
     pub price: f64,
     /// How widely its instance types were chosen.
     pub sizing: Sizing,
+    /// Launched with fewer values than a requirement's minValues (the BestEffort policy); the
+    /// requirement says how many remain.
+    pub min_values_relaxed: bool,
 }
 
 /// The solver's decision.
@@ -165,6 +171,8 @@ struct Solver<'a> {
     memo: Memo,
     /// The catalog's types that are not exotic.
     ordinary_types: BitSet,
+    /// Whether a pool or node has a PreferNoSchedule taint, so tolerating them is a relaxation.
+    soft_taints_exist: bool,
 }
 
 /// Decides where every pod of `input` goes: first fit, then a claim holding several kinds of
@@ -278,6 +286,12 @@ impl<'a> Solver<'a> {
                     .for_each(|(i, _)| ordinary.insert(i));
                 ordinary
             },
+            soft_taints_exist: input
+                .pools
+                .iter()
+                .flat_map(|p| &p.taints)
+                .chain(input.nodes.iter().flat_map(|n| &n.taints))
+                .any(|t| t.effect == PREFER_NO_SCHEDULE),
             input,
         }
     }
@@ -314,11 +328,21 @@ impl<'a> Solver<'a> {
         for (ScheduledPod { pod, node }, owned) in scheduled.iter().zip(&owned_by_scheduled) {
             let members = self.topology.memberships(&pod.namespace, &pod.labels);
             let node = nodes_by_name.get(&**node).copied();
-            self.topology.record(&members, owned, |key| match node {
-                Some(node) if key == labels::HOSTNAME => Some(node.name.clone()),
-                Some(node) => node.requirements.get(key).and_then(single_value),
-                None => None,
-            });
+            self.topology.record(
+                &members,
+                owned,
+                |key| match node {
+                    Some(node) if key == labels::HOSTNAME => Some(node.name.clone()),
+                    Some(node) => node.requirements.get(key).and_then(single_value),
+                    None => None,
+                },
+                |filter| {
+                    node.is_some_and(|node| {
+                        let defined = |key: &str| !node.registered && is_well_known(key);
+                        filter.passes(&node.requirements, defined, &node.taints)
+                    })
+                },
+            );
         }
 
         // Largest first; replicas with one signature stay together.

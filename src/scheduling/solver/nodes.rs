@@ -7,7 +7,7 @@ use super::{
     Solver,
     domains::single_value,
     interner::ReqId,
-    placement::{Accepted, Attempt, Refusal},
+    placement::{Accepted, Attempt, NodeRequirements, NodeView, Refusal},
     vectors::{accumulate, fits},
 };
 use crate::{
@@ -32,7 +32,7 @@ impl Solver<'_> {
         let input = self.input;
         let info = &input.pods[attempt.pod];
         let existing = &input.nodes[node];
-        if info.untolerated_taint(&existing.taints).is_some() {
+        if info.untolerated_taint(&existing.taints, attempt.soft_taints).is_some() {
             return Err(Refusal::permanent("a taint is not tolerated"));
         }
         let state = &self.nodes[node];
@@ -70,6 +70,12 @@ impl Solver<'_> {
         let state = &mut self.nodes[node];
         accumulate(&mut state.free, &self.pod_requests[attempt.pod], -1);
         state.host_ports.extend(info.host_ports.iter().cloned());
-        self.record(attempt, &accepted.domains, None);
+        let existing = &self.input.nodes[node];
+        let view = NodeView {
+            requirements: NodeRequirements::Shared(&existing.requirements),
+            registered: existing.registered,
+            taints: &existing.taints,
+        };
+        self.record(attempt, &accepted.domains, None, view);
     }
 }

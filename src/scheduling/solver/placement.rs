@@ -5,15 +5,18 @@
 use std::borrow::Cow;
 
 use super::{
-    Solver,
+    PreferencePolicy, Solver,
     interner::ReqId,
     vectors::{accumulate, plus},
 };
+use k8s_openapi::api::core::v1::Taint;
+
 use crate::{
     apis::labels,
     scheduling::{
         bitset::BitSet,
-        pod::{PodInfo, Preference},
+        catalog::is_well_known,
+        pod::{PodInfo, Preference, SoftTaints},
         requirements::Requirements,
         topology::GroupId,
     },
@@ -52,6 +55,8 @@ pub(super) struct Attempt {
     pub(super) extra: Vec<(GroupId, Vec<i64>)>,
     /// Whether refusals may be remembered for the pod's signature (only for its first attempt).
     pub(super) remember: bool,
+    /// Whether PreferNoSchedule taints keep the pod off (until the last relaxation).
+    pub(super) soft_taints: SoftTaints,
 }
 
 impl Attempt {
@@ -89,18 +94,26 @@ pub(super) struct Accepted {
 
 impl Solver<'_> {
     /// Places one pod, relaxing preferences one at a time and trying each alternative of its
-    /// node affinity. Returns where it went with the attempt that put it there, or why nothing
-    /// could take it.
+    /// node affinity at every step; PreferNoSchedule taints are tolerated last, and only when
+    /// some target has one. Returns where it went with the attempt that put it there, or why
+    /// nothing could take it.
     pub(super) fn place(&mut self, pod: usize, required_groups: &[GroupId]) -> Result<(Target, Attempt), String> {
         let info = &self.input.pods[pod];
         let members = self.topology.memberships(&info.namespace, &info.labels);
         let repelled_by = self.topology.repelling(&members);
+        let preferences: &[Preference] = match self.input.policies.preferences {
+            PreferencePolicy::Respect => &info.preferences,
+            PreferencePolicy::Ignore => &[],
+        };
+        let relaxations = preferences.len() + usize::from(self.soft_taints_exist);
         let mut last_reason = String::new();
-        for kept in (0..=info.preferences.len()).rev() {
+        for relaxed in 0..=relaxations {
+            let kept = preferences.len().saturating_sub(relaxed);
+            let soft_taints = if relaxed > preferences.len() { SoftTaints::Tolerated } else { SoftTaints::Avoided };
             for (alternative, requirements) in info.requirements.iter().enumerate() {
                 let mut owned = required_groups.to_vec();
                 let mut extra_requirements: Option<Requirements> = None;
-                for preference in &info.preferences[..kept] {
+                for preference in &preferences[..kept] {
                     match preference {
                         Preference::Requirements(extra) => {
                             extra_requirements =
@@ -113,14 +126,9 @@ impl Solver<'_> {
                     Some(extra) => self.interner.intern(requirements.intersect(&extra)),
                     None => self.interner.intern_ref(requirements),
                 };
-                let attempt = self.attempt(
-                    pod,
-                    requirements,
-                    owned,
-                    &members,
-                    &repelled_by,
-                    kept == info.preferences.len() && alternative == 0,
-                );
+                let mut attempt =
+                    self.attempt(pod, requirements, owned, &members, &repelled_by, relaxed == 0 && alternative == 0);
+                attempt.soft_taints = soft_taints;
                 match self.place_attempt(&attempt) {
                     Ok(target) => {
                         self.consume_affinity(&attempt);
@@ -170,7 +178,16 @@ impl Solver<'_> {
                 }
                 all
             });
-        Attempt { pod, requirements, owned, members: members.to_vec(), by_key, extra, remember }
+        Attempt {
+            pod,
+            requirements,
+            owned,
+            members: members.to_vec(),
+            by_key,
+            extra,
+            remember,
+            soft_taints: SoftTaints::Avoided,
+        }
     }
 
     /// A placed pod no longer needs the room its hostname-affinity group reserved for it.
@@ -238,10 +255,42 @@ impl Solver<'_> {
         )
     }
 
-    pub(super) fn record(&mut self, attempt: &Attempt, domains: &[(String, String)], hostname: Option<&str>) {
-        self.topology.record(&attempt.members, &attempt.owned, |key| match hostname {
-            Some(hostname) if key == labels::HOSTNAME => Some(hostname.to_owned()),
-            _ => domains.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone()),
-        });
+    /// Counts a placed pod in its groups: in the chosen `domains`, on a node named `hostname`
+    /// (a new claim's) or by its own label, and described by `node` for the groups' filters.
+    pub(super) fn record(
+        &mut self,
+        attempt: &Attempt,
+        domains: &[(String, String)],
+        hostname: Option<&str>,
+        node: NodeView,
+    ) {
+        let requirements = match node.requirements {
+            NodeRequirements::Interned(id) => self.interner.get(id),
+            NodeRequirements::Shared(requirements) => requirements,
+        };
+        self.topology.record(
+            &attempt.members,
+            &attempt.owned,
+            |key| match hostname {
+                Some(hostname) if key == labels::HOSTNAME => Some(hostname.to_owned()),
+                _ => domains.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone()),
+            },
+            |filter| filter.passes(requirements, |key| !node.registered && is_well_known(key), node.taints),
+        );
     }
+}
+
+/// What a topology filter reads of the node a pod was placed on.
+pub(super) struct NodeView<'a> {
+    pub(super) requirements: NodeRequirements<'a>,
+    /// Whether the requirements are a registered node's labels (a key they lack is absent).
+    pub(super) registered: bool,
+    pub(super) taints: &'a [Taint],
+}
+
+pub(super) enum NodeRequirements<'a> {
+    /// A claim's requirements, interned.
+    Interned(ReqId),
+    /// A node's own.
+    Shared(&'a Requirements),
 }

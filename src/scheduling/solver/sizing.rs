@@ -12,7 +12,7 @@
 
 use std::{collections::HashMap, rc::Rc};
 
-use super::{Solver, interner::ReqId};
+use super::{MinValuesPolicy, Solver, interner::ReqId};
 use crate::{
     apis::labels,
     scheduling::{bitset::BitSet, catalog::offering_allowed, requirements::Requirement},
@@ -96,6 +96,13 @@ impl Solver<'_> {
             if !restricted.is_empty() && self.min_values_kept(&restricted, requirements).is_ok() {
                 return (sizing, restricted);
             }
+        }
+        // Under BestEffort the minValues that no class keeps do not justify exotic types: any
+        // ordinary size that fits, as many values as they have.
+        let mut ordinary = candidates.clone();
+        ordinary.intersect_with(&classes.ordinary);
+        if self.input.policies.min_values == MinValuesPolicy::BestEffort && !ordinary.is_empty() {
+            return (Sizing::AnySize, ordinary);
         }
         (Sizing::Exotic, candidates)
     }

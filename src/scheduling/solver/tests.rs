@@ -1,7 +1,7 @@
 //! Solver rules, one small readable scenario each. The catalog, pool and pod fixtures serve the
 //! tests of the solver's callers too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -210,11 +210,57 @@ fn zone_spread_puts_one_node_in_each_zone() {
     let spread = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}\n";
     let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(6, "1", "1Gi", spread)));
     assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    let per_zone = pods_per_zone(&plan);
+    assert_eq!(per_zone.values().copied().collect::<Vec<_>>(), [2, 2, 2], "{per_zone:?}");
+}
+
+/// Pods placed per zone, over every claim.
+fn pods_per_zone(plan: &Plan) -> BTreeMap<String, usize> {
     let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
     for claim in &plan.new_claims {
         *per_zone.entry(zone_of(claim)).or_default() += claim.pods.len();
     }
-    assert_eq!(per_zone.values().copied().collect::<Vec<_>>(), [2, 2, 2], "{per_zone:?}");
+    per_zone
+}
+
+#[test]
+fn node_taints_policy_honor_leaves_out_zones_only_tainted_nodes_offer() {
+    // us-east-1c is offered only by a pool whose taint the pods do not tolerate.
+    let mut tainted = pool("tainted", 0, "on-demand");
+    tainted.requirements.add(labels::ZONE, Requirement::one_of(["us-east-1c"]));
+    tainted.taints =
+        vec![Taint { key: "dedicated".into(), value: None, effect: "NoSchedule".into(), time_added: None }];
+    let mut plain = pool("plain", 0, "on-demand");
+    plain.requirements.add(labels::ZONE, Requirement::one_of(["us-east-1a", "us-east-1b"]));
+    let spread = |policy: &str| {
+        format!(
+            "  topologySpreadConstraints:\n  - {{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}{policy}}}\n"
+        )
+    };
+    // Ignored (the default), the empty us-east-1c holds the minimum at 0: a third pod cannot go.
+    let plan = solve(&input(vec![tainted.clone(), plain.clone()], pods(3, "1", "1Gi", &spread(""))));
+    assert_eq!(plan.unschedulable.len(), 1, "{:?}", plan.new_claims);
+    let plan = solve(&input(vec![tainted, plain], pods(3, "1", "1Gi", &spread(", nodeTaintsPolicy: Honor"))));
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    assert_eq!(pods_per_zone(&plan).values().sum::<usize>(), 3);
+    assert!(!pods_per_zone(&plan).contains_key("us-east-1c"));
+}
+
+#[test]
+fn node_affinity_policy_ignore_counts_zones_the_pod_cannot_use() {
+    let spread = |policy: &str| {
+        format!(
+            "  topologySpreadConstraints:\n  - {{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}{policy}}}\n  nodeSelector: {{topology.kubernetes.io/zone: us-east-1a}}\n"
+        )
+    };
+    // Honored (the default), only us-east-1a counts: every pod goes there.
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(3, "1", "1Gi", &spread(""))));
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    assert_eq!(pods_per_zone(&plan), BTreeMap::from([("us-east-1a".to_owned(), 3)]));
+    // Ignored, the other zones count and stay empty: one pod, then the skew is reached.
+    let ignoring = spread(", nodeAffinityPolicy: Ignore");
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(3, "1", "1Gi", &ignoring)));
+    assert_eq!(plan.unschedulable.len(), 2, "{:?}", plan.new_claims);
 }
 
 #[test]
@@ -246,6 +292,69 @@ fn preferences_are_relaxed_when_they_cannot_be_met() {
 }
 
 #[test]
+fn preferences_relax_in_karpenters_order() {
+    // Both replicas prefer us-east-1b and spread over zones (ScheduleAnyway). The second cannot
+    // have both: like Karpenter, the node preference goes before the spread, so it opens a node
+    // in another zone instead of joining the first in us-east-1b.
+    let both = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}\n  affinity:\n    nodeAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 10\n        preference: {matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-east-1b]}]}\n";
+    let plan = solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(2, "100m", "128Mi", both)));
+    assert_eq!(plan.new_claims.len(), 2, "{:?}", plan.new_claims);
+    let zones: BTreeSet<String> = plan.new_claims.iter().map(zone_of).collect();
+    assert!(zones.contains("us-east-1b") && zones.len() == 2, "{zones:?}");
+
+    // The order of the kinds, as kept (the last is dropped first).
+    let pod = pod_with(
+        "p",
+        "100m",
+        "128Mi",
+        "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}\n  - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}\n  affinity:\n    nodeAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - {weight: 1, preference: {matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64]}]}}\n      - {weight: 50, preference: {matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-east-1b]}]}}\n    podAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - {weight: 5, podAffinityTerm: {topologyKey: topology.kubernetes.io/zone, labelSelector: {matchLabels: {app: db}}}}\n    podAntiAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - {weight: 5, podAffinityTerm: {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}}\n",
+    );
+    let described: Vec<String> = pod
+        .preferences
+        .iter()
+        .map(|p| match p {
+            Preference::Requirements(r) => format!("node {}", r.iter().next().map(|(k, _)| k.as_str()).unwrap_or("")),
+            Preference::Topology(t) => format!("{:?} {}", t.kind, t.key),
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "Spread { max_skew: 1, min_domains: 1 } kubernetes.io/hostname",
+            "Spread { max_skew: 1, min_domains: 1 } topology.kubernetes.io/zone",
+            "node topology.kubernetes.io/zone",
+            "node kubernetes.io/arch",
+            "AntiAffinity kubernetes.io/hostname",
+            "Affinity topology.kubernetes.io/zone",
+        ]
+    );
+}
+
+#[test]
+fn prefer_no_schedule_taints_are_avoided_then_tolerated() {
+    let soft = Taint { key: "spare".into(), value: None, effect: "PreferNoSchedule".into(), time_added: None };
+    let mut tainted = pool("tainted", 10, "on-demand");
+    tainted.taints = vec![soft];
+    let plain = pool("plain", 0, "on-demand");
+    let plan = solve(&input(vec![tainted.clone(), plain], pods(1, "1", "1Gi", "")));
+    assert_eq!(plan.new_claims[0].nodepool, "plain", "the heavier pool only prefers no pods");
+    let plan = solve(&input(vec![tainted], pods(1, "1", "1Gi", "")));
+    assert_eq!(plan.new_claims[0].nodepool, "tainted", "tolerated when nothing else can take the pod");
+}
+
+#[test]
+fn the_ignore_policy_plans_without_preferences() {
+    let prefers_b = "  affinity:\n    nodeAffinity:\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 10\n        preference: {matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-east-1b]}]}\n";
+    let mut ignoring = input(vec![pool("on-demand", 0, "on-demand")], pods(1, "1", "1Gi", prefers_b));
+    assert_eq!(zone_of(&solve(&ignoring).new_claims[0]), "us-east-1b");
+    ignoring.policies.preferences = PreferencePolicy::Ignore;
+    let plan = solve(&ignoring);
+    assert_eq!(plan.new_claims.len(), 1);
+    let zones = plan.new_claims[0].requirements.get(labels::ZONE).and_then(Requirement::finite_values).cloned();
+    assert!(zones.as_ref().is_none_or(|z| z.len() == 3), "any zone: {zones:?}");
+}
+
+#[test]
 fn daemonset_overhead_is_part_of_every_new_node() {
     let mut with_daemons = pool("on-demand", 0, "on-demand");
     with_daemons.daemon_overhead.set(CPU, 1000);
@@ -262,9 +371,23 @@ fn min_values_keeps_enough_instance_families() {
     flexible.requirements.add(labels::INSTANCE_FAMILY, Requirement::exists().with_min_values(Some(3)));
     let plan = solve(&input(vec![flexible.clone()], pods(1, "1", "1Gi", "")));
     assert_eq!(plan.new_claims.len(), 1);
-    // Needs 6 GiB: only m5.xlarge, m5.2xlarge and r5.large fit, two families: below minValues.
-    let plan = solve(&input(vec![flexible], pods(1, "1", "6Gi", "")));
+    // Needs 6 GiB: only the m5 types and r5.large fit, two families: below minValues.
+    let mut strict = input(vec![flexible], pods(1, "1", "6Gi", ""));
+    let plan = solve(&strict);
     assert!(plan.unschedulable[0].1.contains("minValues"), "{:?}", plan.unschedulable);
+
+    // BestEffort launches with the two families there are, and says so.
+    strict.policies.min_values = MinValuesPolicy::BestEffort;
+    let plan = solve(&strict);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    let claim = &plan.new_claims[0];
+    assert!(claim.min_values_relaxed);
+    assert_eq!(claim.requirements.get(labels::INSTANCE_FAMILY).and_then(Requirement::min_values), Some(2));
+    assert_eq!(claim.instance_types, ["m5.large", "r5.large", "m5.xlarge", "m5.2xlarge"]);
+    assert!(
+        !solve(&input(vec![pool("on-demand", 0, "on-demand")], pods(1, "1", "6Gi", ""))).new_claims[0]
+            .min_values_relaxed
+    );
 }
 
 #[test]
