@@ -128,6 +128,7 @@ fn batch(c: &mut Criterion) {
             daemonsets: &[],
             instance_types: &instance_types,
             policies: Default::default(),
+            namespaces: Default::default(),
         };
         // One timed run outside criterion, for the figures at a glance.
         let started = Instant::now();
@@ -221,6 +222,7 @@ fn consolidation(c: &mut Criterion) {
             daemonsets: &[],
             instance_types: &instance_types,
             policies: Default::default(),
+            namespaces: Default::default(),
         };
         let now = chrono::Utc::now();
         let decide = || decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true, None);

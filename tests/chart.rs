@@ -335,6 +335,8 @@ const CONTROLLER_CALLS: &[(&str, &str, &str, &str, bool)] = &[
     ("", "pods", "", "delete", true),
     ("", "pods", "eviction", "create", true),
     ("apps", "daemonsets", "", "watch", false),
+    ("", "namespaces", "", "list", false),
+    ("", "namespaces", "", "watch", false),
     ("apps", "deployments", "", "get", true),
     ("apps", "deployments", "", "create", true),
     ("apps", "deployments", "", "patch", true),

@@ -11,7 +11,8 @@ use std::{
     process::ExitCode,
 };
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Namespace};
+use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -27,7 +28,7 @@ use crate::{
         catalog::InstanceType,
         inputs::{Workload, pool_templates},
         lower_bound::plan_lower_bound,
-        pod::PodInfo,
+        pod::{NamespaceLabels, PodInfo},
         solver::{Input, Plan, Policies, Sizing, solve},
     },
 };
@@ -43,6 +44,8 @@ pub struct Manifests {
     pub ignored: Vec<String>,
     /// The scheduling policies the plan follows (flags, as the controller's settings).
     pub policies: Policies,
+    /// Labels of the Namespaces given, for affinity terms that select namespaces.
+    pub namespaces: NamespaceLabels,
 }
 
 /// Adds one document; an error names the document, field path and problem.
@@ -65,6 +68,10 @@ pub fn add(document: &Document, into: &mut Manifests) -> Result<(), String> {
         "ReplicaSet" => into.workloads.push(Workload::ReplicaSet(Box::new(typed(&at, value)?))),
         "StatefulSet" => into.workloads.push(Workload::StatefulSet(Box::new(typed(&at, value)?))),
         "Job" => into.workloads.push(Workload::Job(Box::new(typed(&at, value)?))),
+        "Namespace" => {
+            let namespace: Namespace = typed(&at, value)?;
+            into.namespaces.insert(namespace.name_any(), namespace.labels().clone());
+        }
         "" => return Err(format!("{at}: kind: missing")),
         _ => into.ignored.push(document.describe()),
     }
@@ -122,6 +129,7 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
         pools: pools.templates,
         instance_types: pools.instance_types,
         policies: manifests.policies,
+        namespaces: std::sync::Arc::new(manifests.namespaces.clone()),
         ..Default::default()
     };
     let result = solve(&input);
@@ -385,6 +393,49 @@ metadata: {name: settings}
         let json = json_report(&report);
         assert_eq!(json["totals"]["pods"], 11);
         assert_eq!(json["unschedulable"][0]["pod"], "shop/huge");
+    }
+
+    #[test]
+    fn namespaces_and_policies_given_to_the_plan_count() {
+        let pods = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: cache, namespace: storage, labels: {app: cache}}
+spec:
+  containers: [{name: c, image: x, resources: {requests: {cpu: "2"}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec:
+  containers: [{name: c, image: x, resources: {requests: {cpu: "1"}}}]
+  affinity:
+    podAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: cache}}, namespaceSelector: {matchLabels: {team: storage}}}
+"#;
+        let storage = "apiVersion: v1\nkind: Namespace\nmetadata: {name: storage, labels: {team: storage}}\n";
+        let catalog = Catalog::snapshot();
+        let mut prices = PriceBook::snapshot("us-east-1");
+        prices.learn_vcpus(&catalog.types);
+        let planned = |with_namespace: bool, policies: Policies| {
+            let mut manifests = Manifests { policies, ..Manifests::default() };
+            parse("pools.yaml", POOLS, &mut manifests).expect("pools parse");
+            parse("pods.yaml", pods, &mut manifests).expect("pods parse");
+            if with_namespace {
+                parse("ns.yaml", storage, &mut manifests).expect("namespace parses");
+            }
+            plan(&manifests, &catalog, &prices).expect("a plan")
+        };
+        // The web pod's affinity selects the storage namespace only by its labels.
+        assert_eq!(planned(false, Policies::default()).unschedulable.len(), 1);
+        let together = planned(true, Policies::default());
+        assert!(together.unschedulable.is_empty(), "{:?}", together.unschedulable);
+        assert_eq!(together.nodes.len(), 1);
+        // Ignoring preferences changes nothing required.
+        let ignoring =
+            Policies { preferences: crate::scheduling::solver::PreferencePolicy::Ignore, ..Policies::default() };
+        assert_eq!(planned(true, ignoring).nodes.len(), 1);
     }
 
     #[test]

@@ -63,7 +63,9 @@ fn separate_nodes_bound(pods: &[&PodInfo], types: &[Admissible], overhead: &Reso
         let repels_itself = pod.topology.iter().find(|term| {
             term.kind == TopologyKind::AntiAffinity
                 && term.key == labels::HOSTNAME
-                && term.namespaces.contains(&pod.namespace)
+                // Named namespaces only: one a selector picks is left out, which keeps the
+                // bound a bound.
+                && term.namespaces.names.contains(&pod.namespace)
                 && term.selector.matches(&pod.labels)
         });
         let Some(term) = repels_itself else { continue };

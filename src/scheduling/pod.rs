@@ -78,9 +78,37 @@ pub struct TopologyTerm {
     pub key: String,
     pub selector: Selector,
     /// Namespaces whose pods are counted.
-    pub namespaces: BTreeSet<String>,
+    pub namespaces: Namespaces,
     /// Which nodes count, for domains and for the pods in them (spread constraints only).
     pub filter: NodeFilter,
+}
+
+/// The labels of each namespace, by name: what a `namespaceSelector` is matched against.
+pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Which namespaces' pods a term counts: those it names, and those whose labels its
+/// `namespaceSelector` matches (an empty selector matches every namespace). A term with neither
+/// counts its own pod's namespace, as kube-scheduler reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespaces {
+    pub names: BTreeSet<String>,
+    pub selector: Option<Selector>,
+}
+
+impl Namespaces {
+    /// Only this namespace.
+    pub fn only(namespace: &str) -> Self {
+        Self { names: [namespace.to_owned()].into(), selector: None }
+    }
+
+    /// Whether pods of `namespace` count; a namespace whose labels are unknown has none.
+    pub fn include(&self, namespace: &str, labels: &NamespaceLabels) -> bool {
+        self.names.contains(namespace)
+            || self.selector.as_ref().is_some_and(|selector| match labels.get(namespace) {
+                Some(labels) => selector.matches(labels),
+                None => selector.matches(&BTreeMap::new()),
+            })
+    }
 }
 
 /// Which nodes a topology spread constraint counts, as kube-scheduler's `nodeAffinityPolicy` and
@@ -156,8 +184,9 @@ impl Ord for Tolerations {
 }
 
 impl TopologyTerm {
-    pub fn counts(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.namespaces.contains(namespace) && self.selector.matches(labels)
+    /// Whether a pod of `namespace` with `labels` is one the term counts.
+    pub fn counts(&self, namespace: &str, labels: &BTreeMap<String, String>, namespaces: &NamespaceLabels) -> bool {
+        self.selector.matches(labels) && self.namespaces.include(namespace, namespaces)
     }
 }
 
@@ -292,7 +321,7 @@ impl PodInfo {
                 },
                 key: constraint.topology_key.clone(),
                 selector,
-                namespaces: [namespace.clone()].into(),
+                namespaces: Namespaces::only(&namespace),
                 filter: NodeFilter {
                     affinity: (constraint.node_affinity_policy.as_deref() != Some("Ignore"))
                         .then(|| requirements.clone()),
@@ -424,9 +453,11 @@ fn affinity_term(
         .map(Selector::from_label_selector)
         .unwrap_or_else(|| Selector(never()))
         .with_label_keys(term.match_label_keys.as_deref().unwrap_or_default(), labels);
-    let namespaces = match term.namespaces.as_deref() {
-        Some(list) if !list.is_empty() => list.iter().cloned().collect(),
-        _ => [namespace.to_owned()].into(),
+    let names: BTreeSet<String> = term.namespaces.iter().flatten().cloned().collect();
+    let namespace_selector = term.namespace_selector.as_ref().map(Selector::from_label_selector);
+    let namespaces = match (names.is_empty(), namespace_selector) {
+        (true, None) => Namespaces::only(namespace),
+        (_, selector) => Namespaces { names, selector },
     };
     TopologyTerm { kind, key: term.topology_key.clone(), selector, namespaces, filter: NodeFilter::default() }
 }
@@ -521,12 +552,43 @@ spec:
         assert_eq!(pod.topology[0].kind, TopologyKind::Spread { max_skew: 1, min_domains: 1 });
         let other_version: BTreeMap<String, String> =
             [("app".into(), "web".into()), ("version".into(), "v1".into())].into();
-        assert!(!pod.topology[0].counts("default", &other_version), "matchLabelKeys narrows to v2");
-        assert!(pod.topology[0].counts("default", &pod.labels));
-        assert!(!pod.topology[0].counts("other", &pod.labels));
+        let none = NamespaceLabels::new();
+        assert!(!pod.topology[0].counts("default", &other_version, &none), "matchLabelKeys narrows to v2");
+        assert!(pod.topology[0].counts("default", &pod.labels, &none));
+        assert!(!pod.topology[0].counts("other", &pod.labels, &none));
         assert_eq!(pod.topology[1].kind, TopologyKind::AntiAffinity);
         assert_eq!(pod.preferences.len(), 1);
         assert_eq!(pod.host_ports, [HostPort { protocol: "TCP".into(), port: 8080, ip: String::new() }]);
+    }
+
+    #[test]
+    fn affinity_terms_count_the_namespaces_named_and_selected() {
+        let pod = pod("
+metadata: {name: p, namespace: web, labels: {app: web}}
+spec:
+  containers: [{name: c}]
+  affinity:
+    podAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: db}}}
+      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: db}}, namespaces: [data]}
+      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: db}}, namespaces: [data], namespaceSelector: {matchLabels: {team: storage}}}
+      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: db}}, namespaceSelector: {}}
+");
+        let db: BTreeMap<String, String> = [("app".into(), "db".into())].into();
+        let namespaces: NamespaceLabels = [
+            ("web".to_owned(), BTreeMap::new()),
+            ("data".to_owned(), BTreeMap::new()),
+            ("cache".to_owned(), [("team".to_owned(), "storage".to_owned())].into()),
+        ]
+        .into();
+        let counted = |term: &TopologyTerm| -> Vec<&str> {
+            ["web", "data", "cache", "unknown"].into_iter().filter(|ns| term.counts(ns, &db, &namespaces)).collect()
+        };
+        assert_eq!(counted(&pod.topology[0]), ["web"], "neither: the pod's own namespace");
+        assert_eq!(counted(&pod.topology[1]), ["data"]);
+        assert_eq!(counted(&pod.topology[2]), ["data", "cache"], "the union of named and selected");
+        assert_eq!(counted(&pod.topology[3]), ["web", "data", "cache", "unknown"], "an empty selector: all");
     }
 
     #[test]

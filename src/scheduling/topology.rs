@@ -5,9 +5,12 @@
 //! Terms are shared: every replica of a Deployment carries the same spread constraint, so it is
 //! counted once per distinct term, not once per pod.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
-use super::pod::{NodeFilter, TopologyKind, TopologyTerm};
+use super::pod::{NamespaceLabels, NodeFilter, TopologyKind, TopologyTerm};
 use crate::apis::labels;
 
 pub type GroupId = usize;
@@ -36,6 +39,8 @@ pub enum Domain {
 /// All topology groups of a simulation.
 #[derive(Debug, Default)]
 pub struct Topology {
+    /// The cluster's namespaces with their labels, for terms with a `namespaceSelector`.
+    namespaces: Arc<NamespaceLabels>,
     groups: Vec<Group>,
     index: HashMap<TopologyTerm, GroupId>,
     /// Groups counting pods of a (namespace, labels), computed once per distinct label set.
@@ -43,6 +48,10 @@ pub struct Topology {
 }
 
 impl Topology {
+    pub fn new(namespaces: Arc<NamespaceLabels>) -> Self {
+        Self { namespaces, ..Self::default() }
+    }
+
     /// The group of a term, created on first sight with the domains known for it (its key, as
     /// far as its node filter lets count).
     pub fn group_of(
@@ -87,7 +96,7 @@ impl Topology {
             .groups
             .iter()
             .enumerate()
-            .filter(|(_, g)| g.term.counts(namespace, labels))
+            .filter(|(_, g)| g.term.counts(namespace, labels, &self.namespaces))
             .map(|(id, _)| id)
             .collect();
         self.memberships.insert(key, ids.clone());
@@ -204,7 +213,7 @@ mod tests {
             kind,
             key: key.into(),
             selector: Selector::from_label_selector(&selector),
-            namespaces: ["default".to_string()].into(),
+            namespaces: crate::scheduling::pod::Namespaces::only("default"),
             filter: NodeFilter::default(),
         }
     }

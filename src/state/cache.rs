@@ -4,8 +4,9 @@
 //! statuses, other tools' annotations) is most of the cache's memory, and parsing the constraints
 //! again in every batch was most of a batch's time. So the pod reflector turns each Pod into a
 //! [`CachedPod`] as it arrives: the fields a controller reads, and the simulation's [`PodInfo`]
-//! parsed once, its shape shared with the other replicas of its template. Nodes stay Nodes, without their image lists and node info; no cached object
-//! keeps its server-side-apply bookkeeping.
+//! parsed once, its shape shared with the other replicas of its template. Nodes stay Nodes, without their image lists and node info;
+//! Namespaces keep only their names and labels; no cached object keeps its server-side-apply
+//! bookkeeping.
 //!
 //! Nothing written back to the API server is built from a cached object's dropped parts: the
 //! controllers patch only labels, taints and finalizers of Nodes and NodeClaims, and read pods.
@@ -16,7 +17,7 @@ use std::{borrow::Cow, sync::Arc};
 
 use k8s_openapi::{
     NamespaceResourceScope,
-    api::core::v1::{Node, NodeStatus, Pod, PodCondition},
+    api::core::v1::{Namespace, Node, NodeStatus, Pod, PodCondition},
 };
 use kube::{Resource, api::ObjectMeta};
 
@@ -139,6 +140,15 @@ pub fn node(mut node: Node) -> Node {
         };
     }
     node
+}
+
+/// A Namespace as the cache keeps it: its name and labels, all a `namespaceSelector` reads.
+pub fn namespace(namespace: Namespace) -> Namespace {
+    let ObjectMeta { name, labels, resource_version, uid, .. } = namespace.metadata;
+    Namespace {
+        metadata: ObjectMeta { name, labels, resource_version, uid, ..ObjectMeta::default() },
+        ..Namespace::default()
+    }
 }
 
 fn prune_annotations(meta: &mut ObjectMeta) {

@@ -12,7 +12,7 @@ use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node, policy::v1::PodDisru
 use super::{ClusterState, cache::CachedPod, facts::NodeFactsIndex, input::Snapshot, pods::PodIndex};
 use crate::{
     apis::{NodeClaim, NodePool},
-    scheduling::{catalog::InstanceType, solver::Policies},
+    scheduling::{catalog::InstanceType, pod::NamespaceLabels, solver::Policies},
 };
 
 /// Copies (of `Arc`s) of the caches; `stoker disrupt` fills one from files instead.
@@ -23,6 +23,7 @@ pub struct Gathered {
     pub pods: Vec<Arc<CachedPod>>,
     pub budgets: Vec<Arc<PodDisruptionBudget>>,
     pub daemonsets: Vec<DaemonSet>,
+    pub namespaces: Arc<NamespaceLabels>,
 }
 
 impl Gathered {
@@ -33,6 +34,7 @@ impl Gathered {
             pods: state.pods.state(),
             budgets: state.budgets.state(),
             daemonsets: state.daemonsets.state().iter().map(|d| (**d).clone()).collect(),
+            namespaces: Arc::new(state.namespace_labels()),
         }
     }
 
@@ -65,6 +67,7 @@ impl Gathered {
             daemonsets: &self.daemonsets,
             instance_types,
             policies,
+            namespaces: self.namespaces.clone(),
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::{
     scheduling::{
         catalog::InstanceType,
         inputs::pool_templates,
-        pod::PodInfo,
+        pod::{NamespaceLabels, PodInfo},
         requirements::Requirements,
         resources::Resources,
         solver::{ExistingNode, Input, Policies},
@@ -46,6 +46,8 @@ pub struct Snapshot<'a> {
     pub instance_types: &'a BTreeMap<String, Arc<[InstanceType]>>,
     /// The cluster's scheduling policies (settings).
     pub policies: Policies,
+    /// Namespace labels, for pod affinity terms that select namespaces.
+    pub namespaces: Arc<NamespaceLabels>,
 }
 
 /// The solver's input, and what could not be used (with why).
@@ -61,8 +63,12 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
     let mut skipped = pools.skipped;
     let overhead: HashMap<&str, &Resources> =
         pools.templates.iter().map(|t| (t.name.as_str(), &t.daemon_overhead)).collect();
-    let mut input =
-        Input { instance_types: pools.instance_types.clone(), policies: state.policies, ..Input::default() };
+    let mut input = Input {
+        instance_types: pools.instance_types.clone(),
+        policies: state.policies,
+        namespaces: state.namespaces.clone(),
+        ..Input::default()
+    };
 
     // Startup taints of nodes not yet initialized are expected to go: they do not keep pods off.
     let mut startup: HashMap<&str, &[Taint]> = HashMap::new();
@@ -230,6 +236,7 @@ impl WholeInput {
             pools: whole.pools.clone(),
             instance_types: whole.instance_types.clone(),
             policies: whole.policies,
+            namespaces: whole.namespaces.clone(),
         }
     }
 }

@@ -66,6 +66,7 @@ fn cluster<'a>(
         daemonsets: &[],
         instance_types,
         policies: Default::default(),
+        namespaces: Default::default(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The cluster as the controllers read it: one reflector cache per kind (pods, nodes, NodeClaims,
-//! NodePools, EC2NodeClasses, DaemonSets, PodDisruptionBudgets), kept by every replica so a new leader acts on warm
+//! NodePools, EC2NodeClasses, DaemonSets, PodDisruptionBudgets, Namespaces), kept by every replica so a new leader acts on warm
 //! caches, and read by every controller of the leader.
 //!
 //! What each cache keeps is decided in [`cache`] (a compact pod, a trimmed node, no
@@ -26,11 +26,11 @@ use std::{
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
-    core::v1::{Node, Pod},
+    core::v1::{Namespace, Node, Pod},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
-    Api, Client, Resource,
+    Api, Client, Resource, ResourceExt,
     core::DeserializeGuard,
     runtime::{
         WatchStreamExt,
@@ -48,7 +48,7 @@ use self::{
 };
 use crate::{
     apis::{EC2NodeClass, NodeClaim, NodePool},
-    scheduling::shapes::Shapes,
+    scheduling::{pod::NamespaceLabels, shapes::Shapes},
 };
 
 /// The shared caches. Cloning shares them.
@@ -62,6 +62,8 @@ pub struct ClusterState {
     pub daemonsets: Store<DaemonSet>,
     /// What consolidation may not disrupt.
     pub budgets: Store<PodDisruptionBudget>,
+    /// Namespaces, only their names and labels: what `namespaceSelector`s match.
+    pub namespaces: Store<Namespace>,
     /// The pods, indexed as their events arrive.
     index: Arc<RwLock<PodIndex>>,
     /// The nodes' parsed facts, kept as their events arrive.
@@ -95,9 +97,15 @@ impl ClusterState {
             classes: reflect_custom(client),
             daemonsets: reflect(client, without_managed_fields, |_: &_, _: &_| {}),
             budgets: reflect(client, without_managed_fields, |_: &_, _: &_| {}),
+            namespaces: reflect(client, cache::namespace, |_: &_, _: &_| {}),
             index,
             facts,
         }
+    }
+
+    /// Each namespace's labels, by name.
+    pub fn namespace_labels(&self) -> NamespaceLabels {
+        self.namespaces.state().iter().map(|ns| (ns.name_any(), ns.labels().clone())).collect()
     }
 
     /// The nodes' parsed facts, read-locked: hold it only while reading.
@@ -121,6 +129,7 @@ impl ClusterState {
             self.classes.wait_until_ready().boxed(),
             self.daemonsets.wait_until_ready().boxed(),
             self.budgets.wait_until_ready().boxed(),
+            self.namespaces.wait_until_ready().boxed(),
         ] {
             ready.await?;
         }

@@ -178,6 +178,7 @@ impl<P: Provider> Provisioner<P> {
         let instance_types = self.shared.instance_types(&pools).await;
         let daemonsets: Vec<DaemonSet> = self.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
         let (nodes, claims) = (self.state.nodes.state(), self.state.claims.state());
+        let namespaces = Arc::new(self.state.namespace_labels());
         // The pod index stays locked only while the input is built (no await in between).
         let (prepared, pods) = {
             let (index, facts) = (self.state.pod_index(), self.state.node_facts());
@@ -191,6 +192,7 @@ impl<P: Provider> Provisioner<P> {
                 daemonsets: &daemonsets,
                 instance_types: &instance_types,
                 policies: self.shared.policies,
+                namespaces,
             };
             (solver_input(&snapshot), pods)
         };

@@ -44,7 +44,7 @@ use self::{
 use super::{
     bitset::BitSet,
     catalog::{InstanceType, is_well_known},
-    pod::{HostPort, PREFER_NO_SCHEDULE, PodInfo, Preference, TopologyKind},
+    pod::{HostPort, NamespaceLabels, PREFER_NO_SCHEDULE, PodInfo, Preference, TopologyKind},
     requirements::Requirements,
     resources::{CPU, MEMORY, Resources},
     topology::{GroupId, Topology},
@@ -111,6 +111,8 @@ pub struct Input {
     /// batch does not copy the catalog.
     pub instance_types: Arc<[InstanceType]>,
     pub policies: Policies,
+    /// Namespace labels, for pod (anti-)affinity terms with a `namespaceSelector`.
+    pub namespaces: Arc<NamespaceLabels>,
 }
 
 /// A node to launch.
@@ -270,7 +272,7 @@ impl<'a> Solver<'a> {
             type_sets: HashMap::new(),
             nodes,
             claims: Vec::new(),
-            topology: Topology::default(),
+            topology: Topology::new(input.namespaces.clone()),
             dead_nodes: Vec::new(),
             dead_claims: Vec::new(),
             affinity_pending: HashMap::new(),

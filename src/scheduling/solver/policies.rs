@@ -39,10 +39,24 @@ pub enum MinValuesPolicy {
 pub struct Policies {
     /// Whether pods' preferences steer the simulation: Respect (relaxed one at a time when a pod
     /// cannot be placed) or Ignore.
-    #[arg(long = "preference-policy", env = "PREFERENCE_POLICY", value_enum, default_value_t)]
+    #[arg(
+        long = "preference-policy",
+        env = "PREFERENCE_POLICY",
+        value_name = "POLICY",
+        value_enum,
+        default_value_t,
+        ignore_case = true
+    )]
     pub preferences: PreferencePolicy,
     /// When the types that fit cannot keep a requirement's minValues: Strict (no launch) or
     /// BestEffort (launch with what remains, marked on the NodeClaim).
-    #[arg(long = "min-values-policy", env = "MIN_VALUES_POLICY", value_enum, default_value_t)]
+    #[arg(
+        long = "min-values-policy",
+        env = "MIN_VALUES_POLICY",
+        value_name = "POLICY",
+        value_enum,
+        default_value_t,
+        ignore_case = true
+    )]
     pub min_values: MinValuesPolicy,
 }

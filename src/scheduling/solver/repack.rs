@@ -111,6 +111,8 @@ impl Solver<'_> {
                 pods: pods.iter().map(|pod| self.input.pods[*pod].clone()).collect(),
                 pools: vec![pool.clone()],
                 instance_types: self.input.instance_types.clone(),
+                policies: self.input.policies,
+                namespaces: self.input.namespaces.clone(),
                 ..Input::default()
             };
             let plan = super::run(&alone, &mut self.memo, false);

@@ -458,6 +458,35 @@ fn existing_pods_anti_affinity_repels_new_pods() {
 }
 
 #[test]
+fn pod_affinity_finds_pods_in_the_namespaces_its_selector_picks() {
+    // A web pod must share a node with a cache pod of any namespace labelled team=storage.
+    let follows = "  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: cache}}, namespaceSelector: {matchLabels: {team: storage}}}\n";
+    let mut input = input(vec![pool("on-demand", 0, "on-demand")], pods(1, "100m", "128Mi", follows));
+    let mut free = Resources::new();
+    free.set(CPU, 4000);
+    free.set(MEMORY, 8 << 30);
+    free.set("pods", 10);
+    input.nodes.push(Arc::new(ExistingNode {
+        name: "node-1".into(),
+        requirements: Arc::default(),
+        registered: true,
+        taints: vec![],
+        free,
+        host_ports: vec![],
+    }));
+    let mut cache = pod_with("cache", "100m", "128Mi", "");
+    cache.namespace = "storage-cache".into();
+    cache.labels = [("app".to_string(), "cache".to_string())].into();
+    input.scheduled.push(ScheduledPod { pod: Arc::new(cache), node: "node-1".into() });
+    // Without the namespace's labels nothing is selected: no pod to join, and none of its own.
+    assert_eq!(solve(&input).unschedulable.len(), 1);
+    input.namespaces =
+        Arc::new([("storage-cache".to_owned(), [("team".to_owned(), "storage".to_owned())].into())].into());
+    let plan = solve(&input);
+    assert_eq!(plan.existing, [("default/p000".to_string(), "node-1".to_string())]);
+}
+
+#[test]
 fn the_same_input_gives_the_same_plan() {
     let spread = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}\n";
     let mut pods = pods(20, "700m", "1Gi", spread);
