@@ -129,6 +129,7 @@ fn batch(c: &mut Criterion) {
             instance_types: &instance_types,
             policies: Default::default(),
             namespaces: Default::default(),
+            volumes: &Default::default(),
         };
         // One timed run outside criterion, for the figures at a glance.
         let started = Instant::now();
@@ -223,6 +224,7 @@ fn consolidation(c: &mut Criterion) {
             instance_types: &instance_types,
             policies: Default::default(),
             namespaces: Default::default(),
+            volumes: &Default::default(),
         };
         let now = chrono::Utc::now();
         let decide = || decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true, None);

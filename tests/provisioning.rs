@@ -1,7 +1,8 @@
 //! End to end on the local control plane (apiserver, scheduler, controller-manager, kwok) and
 //! the AWS emulator: stoker's controller and the node registration simulator run in this
 //! process; a Deployment's pending pods become NodeClaims, instances, Nodes and Running pods,
-//! and go away again when the Deployment does.
+//! and go away again when the Deployment does; a StatefulSet's pod gets a node in the zone its
+//! volume's StorageClass allows.
 
 mod support;
 
@@ -183,6 +184,8 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
         claims.iter().filter_map(|c| c.status.as_ref().and_then(|s| s.provider_id.clone())).collect();
     assert_eq!(instance_ids, claimed);
 
+    a_volume_that_waits_for_its_pod_gets_a_node_in_its_zone(&client).await;
+
     // Deleting one Node drains and terminates it through its NodeClaim; its pods come back.
     let victim = claims[0].clone();
     let victim_node = victim.status.as_ref().and_then(|s| s.node_name.clone()).expect("node");
@@ -211,4 +214,85 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     );
     let left = provider.list().await.expect("list").into_iter().filter(|i| claimed.contains(&i.provider_id)).count();
     assert_eq!(left, 0, "every instance terminated");
+}
+
+/// A StatefulSet whose StorageClass binds on first use and provisions only in us-east-1c: its pod
+/// gets a node there, the (test-played) provisioner creates the volume where the scheduler chose,
+/// and the pod runs. Everything is deleted again before the test goes on.
+async fn a_volume_that_waits_for_its_pod_gets_a_node_in_its_zone(client: &Client) {
+    apply(
+        client,
+        json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "zonal-c"},
+            "provisioner": "ebs.csi.aws.com",
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "reclaimPolicy": "Retain",
+            "allowedTopologies": [{"matchLabelExpressions": [{"key": "topology.kubernetes.io/zone", "values": ["us-east-1c"]}]}]
+        }),
+    )
+    .await;
+    apply(
+        client,
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {
+                    "metadata": {"labels": {"app": "db"}},
+                    "spec": {
+                        "nodeSelector": {"stoker.dev/nodepool": "e2e"},
+                        "containers": [{"name": "db", "image": "postgres", "resources": {"requests": {"cpu": "3", "memory": "6Gi"}}}]
+                    }
+                },
+                "volumeClaimTemplates": [{
+                    "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "zonal-c", "resources": {"requests": {"storage": "1Gi"}}}
+                }]
+            }
+        }),
+    )
+    .await;
+    // The provisioner's part: once the scheduler has chosen a node, a volume in that node's zone.
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let selected = support::wait_until(Duration::from_secs(120), || async {
+        let claim = claims.get_opt("data-db-0").await.ok()??;
+        claim.annotations().get("volume.kubernetes.io/selected-node").cloned()
+    })
+    .await
+    .expect("the scheduler chose a node for the pod and its volume");
+    let zone = nodes.get(&selected).await.expect("the node").labels().get(labels::ZONE).cloned();
+    assert_eq!(zone.as_deref(), Some("us-east-1c"), "the node of a volume allowed only in us-east-1c");
+    apply(
+        client,
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": "pv-db-0"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "zonal-c",
+                "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-db-0"},
+                "claimRef": {"namespace": "default", "name": "data-db-0"},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-east-1c"]}
+                ]}]}}
+            }
+        }),
+    )
+    .await;
+    let ran =
+        support::wait_until(Duration::from_secs(120), || async { (running(client, "db").await == 1).then_some(()) })
+            .await;
+    assert!(ran.is_some(), "the StatefulSet's pod runs once its volume is bound");
+
+    let statefulsets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), "default");
+    statefulsets.delete("db", &DeleteParams::default()).await.expect("delete the StatefulSet");
+    claims.delete("data-db-0", &DeleteParams::default()).await.expect("delete the claim");
+    let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    volumes.delete("pv-db-0", &DeleteParams::default()).await.expect("delete the volume");
 }

@@ -1,5 +1,5 @@
 //! `stoker disrupt`: the offline consolidation preview. Reads the cluster's objects as
-//! `kubectl get nodes,pods,nodeclaims,nodepools,ec2nodeclasses,daemonsets,pdb,namespaces -A -o yaml` prints
+//! `kubectl get nodes,pods,nodeclaims,nodepools,ec2nodeclasses,daemonsets,pdb,namespaces,pvc,pv,storageclasses -A -o yaml` prints
 //! them (a `List`, or separate documents), makes the decision the disruption loop would make now
 //! with the same code, and prints it: the nodes it would remove, their replacement, the $/h it
 //! saves, and why each other candidate is kept. Nothing is touched.
@@ -52,6 +52,9 @@ pub fn add(document: &Document, into: &mut ClusterObjects) -> Result<(), String>
         "EC2NodeClass" => into.classes.push(typed(at, value)?),
         "DaemonSet" => into.cluster.daemonsets.push(typed(at, value)?),
         "PodDisruptionBudget" => into.cluster.budgets.push(Arc::new(typed(at, value)?)),
+        "PersistentVolumeClaim" => into.cluster.volumes.add_claim(Arc::new(typed(at, value)?)),
+        "PersistentVolume" => into.cluster.volumes.add_volume(Arc::new(typed(at, value)?)),
+        "StorageClass" => into.cluster.volumes.add_class(Arc::new(typed(at, value)?)),
         "Namespace" => {
             let namespace: Namespace = typed(at, value)?;
             Arc::make_mut(&mut into.cluster.namespaces).insert(namespace.name_any(), namespace.labels().clone());

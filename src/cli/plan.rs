@@ -7,11 +7,16 @@
 //! available, and spot is priced at on-demand (the documented rule before spot prices load).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     process::ExitCode,
+    sync::Arc,
 };
 
-use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Namespace};
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim},
+    storage::v1::StorageClass,
+};
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -31,6 +36,7 @@ use crate::{
         pod::{NamespaceLabels, PodInfo},
         solver::{Input, Plan, Policies, Sizing, solve},
     },
+    state::volumes::VolumeTopology,
 };
 
 /// What the files hold.
@@ -46,6 +52,10 @@ pub struct Manifests {
     pub policies: Policies,
     /// Labels of the Namespaces given, for affinity terms that select namespaces.
     pub namespaces: NamespaceLabels,
+    /// Claims, volumes and classes given, which place pods with volumes.
+    pub volume_claims: Vec<PersistentVolumeClaim>,
+    pub volumes: Vec<PersistentVolume>,
+    pub storage_classes: Vec<StorageClass>,
 }
 
 /// Adds one document; an error names the document, field path and problem.
@@ -72,10 +82,32 @@ pub fn add(document: &Document, into: &mut Manifests) -> Result<(), String> {
             let namespace: Namespace = typed(&at, value)?;
             into.namespaces.insert(namespace.name_any(), namespace.labels().clone());
         }
+        "PersistentVolumeClaim" => into.volume_claims.push(typed(&at, value)?),
+        "PersistentVolume" => into.volumes.push(typed(&at, value)?),
+        "StorageClass" => into.storage_classes.push(typed(&at, value)?),
         "" => return Err(format!("{at}: kind: missing")),
         _ => into.ignored.push(document.describe()),
     }
     Ok(())
+}
+
+/// The claims, volumes and classes given, with the claims the StatefulSets given would create
+/// (a claim given by name replaces the one its StatefulSet would create).
+fn volume_topology(manifests: &Manifests) -> VolumeTopology {
+    let given: HashSet<(Option<&str>, Option<&str>)> =
+        manifests.volume_claims.iter().map(|c| (c.metadata.namespace.as_deref(), c.metadata.name.as_deref())).collect();
+    let created = manifests
+        .workloads
+        .iter()
+        .flat_map(Workload::claims)
+        .filter(|c| !given.contains(&(c.metadata.namespace.as_deref(), c.metadata.name.as_deref())));
+    let claims: Vec<Arc<PersistentVolumeClaim>> =
+        manifests.volume_claims.iter().cloned().chain(created).map(Arc::new).collect();
+    VolumeTopology::new(
+        claims,
+        manifests.volumes.iter().cloned().map(Arc::new),
+        manifests.storage_classes.iter().cloned().map(Arc::new),
+    )
 }
 
 /// One NodeClaim of the plan, as reported.
@@ -110,17 +142,21 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
     if manifests.pools.is_empty() {
         return Err("no NodePool in the input: a plan needs at least one".into());
     }
-    let (types_by_class, warnings) = instance_types_by_class(&manifests.pools, &manifests.classes, catalog, prices);
+    let (types_by_class, mut warnings) = instance_types_by_class(&manifests.pools, &manifests.classes, catalog, prices);
     let pools = pool_templates(&manifests.pools, &types_by_class, &manifests.daemonsets, &HashMap::new());
     if !pools.skipped.is_empty() {
         return Err(pools.skipped.join("; "));
     }
+    let volumes = volume_topology(manifests);
     let mut pods = Vec::new();
     for workload in &manifests.workloads {
         for pod in workload.pods() {
-            let info = PodInfo::from_pod(&pod)
-                .map_err(|e| format!("pod {}: {e}", pod.metadata.name.as_deref().unwrap_or_default()))?;
-            pods.push(std::sync::Arc::new(info));
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let info = Arc::new(PodInfo::from_pod(&pod).map_err(|e| format!("pod {name}: {e}"))?);
+            pods.push(volumes.constrain(&info).unwrap_or_else(|error| {
+                warnings.push(format!("pod {name}: {error}; planned without its volumes' zones"));
+                info
+            }));
         }
     }
     let pod_count = pods.len();
@@ -129,7 +165,7 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
         pools: pools.templates,
         instance_types: pools.instance_types,
         policies: manifests.policies,
-        namespaces: std::sync::Arc::new(manifests.namespaces.clone()),
+        namespaces: Arc::new(manifests.namespaces.clone()),
         ..Default::default()
     };
     let result = solve(&input);
@@ -436,6 +472,45 @@ spec:
         let ignoring =
             Policies { preferences: crate::scheduling::solver::PreferencePolicy::Ignore, ..Policies::default() };
         assert_eq!(planned(true, ignoring).nodes.len(), 1);
+    }
+
+    #[test]
+    fn a_statefulset_is_planned_where_its_storage_class_provisions() {
+        let manifests_text = r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: zonal}
+provisioner: ebs.csi.aws.com
+volumeBindingMode: WaitForFirstConsumer
+allowedTopologies: [{matchLabelExpressions: [{key: topology.ebs.csi.aws.com/zone, values: [us-east-1b]}]}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: data}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: postgres, resources: {requests: {cpu: "1"}}}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], storageClassName: zonal, resources: {requests: {storage: 1Gi}}}
+"#;
+        let mut manifests = Manifests::default();
+        parse("pools.yaml", POOLS, &mut manifests).expect("pools parse");
+        parse("db.yaml", manifests_text, &mut manifests).expect("parses");
+        let catalog = Catalog::snapshot();
+        let mut prices = PriceBook::snapshot("us-east-1");
+        prices.learn_vcpus(&catalog.types);
+        let report = plan(&manifests, &catalog, &prices).expect("a plan");
+        assert!(report.unschedulable.is_empty(), "{:?}", report.unschedulable);
+        assert!(report.nodes.iter().all(|n| n.zone == "us-east-1b"), "{:?}", report.nodes);
+        // Without the class, the claims' class is unknown: planned anyway, with a warning.
+        manifests.storage_classes.clear();
+        let report = plan(&manifests, &catalog, &prices).expect("a plan");
+        assert!(report.warnings.iter().any(|w| w.contains("StorageClass zonal")), "{:?}", report.warnings);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
         batch::v1::Job,
-        core::v1::{Pod, PodTemplateSpec},
+        core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -173,12 +173,58 @@ impl Workload {
             Workload::ReplicaSet(r) => {
                 r.spec.template.as_ref().map(|t| expand(&r.metadata, t, r.spec.replicas)).unwrap_or_default()
             }
-            Workload::StatefulSet(s) => expand(&s.metadata, &s.spec.template, s.spec.replicas),
+            Workload::StatefulSet(s) => {
+                let mut pods = expand(&s.metadata, &s.spec.template, s.spec.replicas);
+                // The StatefulSet controller gives each pod a volume per claim template.
+                for (ordinal, pod) in pods.iter_mut().enumerate() {
+                    let spec = pod.spec.get_or_insert_with(Default::default);
+                    for template in s.spec.volume_claim_templates.iter().flatten() {
+                        let name = template.metadata.name.clone().unwrap_or_default();
+                        spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                                claim_name: claim_name(&name, s, ordinal),
+                                read_only: None,
+                            }),
+                            name,
+                            ..Volume::default()
+                        });
+                    }
+                }
+                pods
+            }
             Workload::Job(j) => {
                 j.spec.as_ref().map(|s| expand(&j.metadata, &s.template, s.parallelism)).unwrap_or_default()
             }
         }
     }
+
+    /// The PersistentVolumeClaims its controller would create: a StatefulSet's, one per claim
+    /// template and pod, as yet unbound.
+    pub fn claims(&self) -> Vec<PersistentVolumeClaim> {
+        let Workload::StatefulSet(set) = self else { return Vec::new() };
+        let replicas = set.spec.replicas.unwrap_or(1).max(0) as usize;
+        let mut claims = Vec::new();
+        for template in set.spec.volume_claim_templates.iter().flatten() {
+            let name = template.metadata.name.clone().unwrap_or_default();
+            for ordinal in 0..replicas {
+                claims.push(PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some(claim_name(&name, set, ordinal)),
+                        namespace: set.metadata.namespace.clone(),
+                        ..ObjectMeta::default()
+                    },
+                    spec: template.spec.clone(),
+                    status: None,
+                });
+            }
+        }
+        claims
+    }
+}
+
+/// The name the StatefulSet controller gives a pod's claim: `<template>-<set>-<ordinal>`.
+fn claim_name(template: &str, set: &StatefulSet, ordinal: usize) -> String {
+    format!("{template}-{}-{ordinal}", set.metadata.name.as_deref().unwrap_or("pod"))
 }
 
 #[cfg(test)]

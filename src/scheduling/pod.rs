@@ -239,6 +239,9 @@ pub struct PodInfo {
     /// Everything else the simulation reads; the replicas of one template have equal shapes,
     /// which the pod cache keeps once ([`Shapes`](super::shapes::Shapes)).
     pub shape: Arc<PodShape>,
+    /// The PersistentVolumeClaims its volumes use (an ephemeral volume's is `<pod>-<volume>`),
+    /// whose volumes may require a zone: folded into its requirements when an input is built.
+    pub volume_claims: Vec<String>,
 }
 
 impl Deref for PodInfo {
@@ -398,7 +401,18 @@ impl PodInfo {
             topology,
             preferences,
         };
-        Ok(Self { key, shape: Arc::new(shape) })
+        let pod_name = metadata.name.as_deref().unwrap_or_default();
+        let volume_claims = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|volume| match (&volume.persistent_volume_claim, &volume.ephemeral) {
+                (Some(claim), _) => Some(claim.claim_name.clone()),
+                (None, Some(_)) => Some(format!("{pod_name}-{}", volume.name)),
+                (None, None) => None,
+            })
+            .collect();
+        Ok(Self { key, shape: Arc::new(shape), volume_claims })
     }
 }
 
@@ -462,7 +476,7 @@ fn affinity_term(
     TopologyTerm { kind, key: term.topology_key.clone(), selector, namespaces, filter: NodeFilter::default() }
 }
 
-fn term_requirements(term: &NodeSelectorTerm) -> Requirements {
+pub(crate) fn term_requirements(term: &NodeSelectorTerm) -> Requirements {
     let mut requirements = Requirements::new();
     for expression in term.match_expressions.iter().flatten() {
         let operator = match expression.operator.as_str() {

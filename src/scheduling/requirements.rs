@@ -308,6 +308,12 @@ impl Requirements {
         self.0.get(key)
     }
 
+    /// The same requirements with nothing asked of `key`.
+    pub fn without(mut self, key: &str) -> Self {
+        self.0.remove(key);
+        self
+    }
+
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Requirement)> {
         self.0.iter_mut()
     }

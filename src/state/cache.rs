@@ -5,8 +5,9 @@
 //! again in every batch was most of a batch's time. So the pod reflector turns each Pod into a
 //! [`CachedPod`] as it arrives: the fields a controller reads, and the simulation's [`PodInfo`]
 //! parsed once, its shape shared with the other replicas of its template. Nodes stay Nodes, without their image lists and node info;
-//! Namespaces keep only their names and labels; no cached object keeps its server-side-apply
-//! bookkeeping.
+//! Namespaces keep only their names and labels, volume claims, volumes and storage classes only
+//! what places a pod (see [`volumes`](super::volumes)); no cached object keeps its
+//! server-side-apply bookkeeping.
 //!
 //! Nothing written back to the API server is built from a cached object's dropped parts: the
 //! controllers patch only labels, taints and finalizers of Nodes and NodeClaims, and read pods.
@@ -17,7 +18,13 @@ use std::{borrow::Cow, sync::Arc};
 
 use k8s_openapi::{
     NamespaceResourceScope,
-    api::core::v1::{Namespace, Node, NodeStatus, Pod, PodCondition},
+    api::{
+        core::v1::{
+            Namespace, Node, NodeStatus, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+            PersistentVolumeSpec, Pod, PodCondition,
+        },
+        storage::v1::StorageClass,
+    },
 };
 use kube::{Resource, api::ObjectMeta};
 
@@ -144,11 +151,47 @@ pub fn node(mut node: Node) -> Node {
 
 /// A Namespace as the cache keeps it: its name and labels, all a `namespaceSelector` reads.
 pub fn namespace(namespace: Namespace) -> Namespace {
-    let ObjectMeta { name, labels, resource_version, uid, .. } = namespace.metadata;
-    Namespace {
-        metadata: ObjectMeta { name, labels, resource_version, uid, ..ObjectMeta::default() },
-        ..Namespace::default()
+    let labels = namespace.metadata.labels.clone();
+    Namespace { metadata: ObjectMeta { labels, ..identity(namespace.metadata) }, ..Namespace::default() }
+}
+
+/// A PersistentVolumeClaim as the cache keeps it: the class it asks for and the volume it is
+/// bound to.
+pub fn volume_claim(claim: PersistentVolumeClaim) -> PersistentVolumeClaim {
+    let spec = claim.spec.map(|spec| PersistentVolumeClaimSpec {
+        storage_class_name: spec.storage_class_name,
+        volume_name: spec.volume_name,
+        ..PersistentVolumeClaimSpec::default()
+    });
+    PersistentVolumeClaim { metadata: identity(claim.metadata), spec, status: None }
+}
+
+/// A PersistentVolume as the cache keeps it: its node affinity, and whether it is node-local.
+pub fn volume(volume: PersistentVolume) -> PersistentVolume {
+    let spec = volume.spec.map(|spec| PersistentVolumeSpec {
+        node_affinity: spec.node_affinity,
+        local: spec.local,
+        host_path: spec.host_path,
+        ..PersistentVolumeSpec::default()
+    });
+    PersistentVolume { metadata: identity(volume.metadata), spec, status: None }
+}
+
+/// A StorageClass as the cache keeps it: where it may provision.
+pub fn storage_class(class: StorageClass) -> StorageClass {
+    StorageClass {
+        metadata: identity(class.metadata),
+        allowed_topologies: class.allowed_topologies,
+        volume_binding_mode: class.volume_binding_mode,
+        provisioner: class.provisioner,
+        ..StorageClass::default()
     }
+}
+
+/// Name, namespace, UID and resourceVersion: what a reflector needs of any object.
+fn identity(metadata: ObjectMeta) -> ObjectMeta {
+    let ObjectMeta { name, namespace, uid, resource_version, .. } = metadata;
+    ObjectMeta { name, namespace, uid, resource_version, ..ObjectMeta::default() }
 }
 
 fn prune_annotations(meta: &mut ObjectMeta) {

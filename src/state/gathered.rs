@@ -9,7 +9,9 @@ use std::{
 
 use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node, policy::v1::PodDisruptionBudget};
 
-use super::{ClusterState, cache::CachedPod, facts::NodeFactsIndex, input::Snapshot, pods::PodIndex};
+use super::{
+    ClusterState, cache::CachedPod, facts::NodeFactsIndex, input::Snapshot, pods::PodIndex, volumes::VolumeTopology,
+};
 use crate::{
     apis::{NodeClaim, NodePool},
     scheduling::{catalog::InstanceType, pod::NamespaceLabels, solver::Policies},
@@ -24,6 +26,7 @@ pub struct Gathered {
     pub budgets: Vec<Arc<PodDisruptionBudget>>,
     pub daemonsets: Vec<DaemonSet>,
     pub namespaces: Arc<NamespaceLabels>,
+    pub volumes: VolumeTopology,
 }
 
 impl Gathered {
@@ -35,6 +38,7 @@ impl Gathered {
             budgets: state.budgets.state(),
             daemonsets: state.daemonsets.state().iter().map(|d| (**d).clone()).collect(),
             namespaces: Arc::new(state.namespace_labels()),
+            volumes: state.volume_topology(),
         }
     }
 
@@ -68,6 +72,7 @@ impl Gathered {
             instance_types,
             policies,
             namespaces: self.namespaces.clone(),
+            volumes: &self.volumes,
         }
     }
 }

@@ -16,7 +16,7 @@ use k8s_openapi::api::{
 };
 use kube::ResourceExt;
 
-use super::{facts::NodeFactsIndex, pods::PodIndex, usage::usage_by_pool};
+use super::{facts::NodeFactsIndex, pods::PodIndex, usage::usage_by_pool, volumes::VolumeTopology};
 use crate::apis::condition;
 use crate::{
     apis::{
@@ -29,7 +29,7 @@ use crate::{
         pod::{NamespaceLabels, PodInfo},
         requirements::Requirements,
         resources::Resources,
-        solver::{ExistingNode, Input, Policies},
+        solver::{ExistingNode, Input, Policies, ScheduledPod},
     },
 };
 
@@ -48,6 +48,8 @@ pub struct Snapshot<'a> {
     pub policies: Policies,
     /// Namespace labels, for pod affinity terms that select namespaces.
     pub namespaces: Arc<NamespaceLabels>,
+    /// What pods' volumes require of their node.
+    pub volumes: &'a VolumeTopology,
 }
 
 /// The solver's input, and what could not be used (with why).
@@ -159,12 +161,22 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
         }));
     }
 
-    input.scheduled = state.pods.scheduled().to_vec();
+    // Bound pods with volumes keep their volumes' zones wherever consolidation would move them.
+    input.scheduled = state
+        .pods
+        .scheduled()
+        .iter()
+        .map(|scheduled| match state.volumes.constrain(&scheduled.pod) {
+            Ok(pod) => ScheduledPod { pod, node: scheduled.node.clone() },
+            Err(_) => scheduled.clone(),
+        })
+        .collect();
     input.pools = pools.templates;
 
     for pod in state.pods.provisionable() {
-        match &pod.scheduling {
-            Ok(info) => input.pods.push(info.clone()),
+        let info = pod.scheduling.as_ref().map_err(ToString::to_string).and_then(|i| state.volumes.constrain(i));
+        match info {
+            Ok(info) => input.pods.push(info),
             Err(error) => {
                 skipped.push(format!("pod {}/{}: {error}", pod.namespace().unwrap_or_default(), pod.name_any()))
             }

@@ -51,6 +51,7 @@ fn pending(name: &str, cpu: &str) -> Arc<CachedPod> {
 /// with struct update syntax.
 /// No kept node facts: every node is parsed on the spot, as a node the watch has not indexed yet.
 static NO_FACTS: std::sync::LazyLock<NodeFactsIndex> = std::sync::LazyLock::new(NodeFactsIndex::default);
+static NO_VOLUMES: std::sync::LazyLock<VolumeTopology> = std::sync::LazyLock::new(VolumeTopology::default);
 
 fn cluster<'a>(
     pods: &'a PodIndex,
@@ -67,6 +68,7 @@ fn cluster<'a>(
         instance_types,
         policies: Default::default(),
         namespaces: Default::default(),
+        volumes: &NO_VOLUMES,
     }
 }
 
@@ -112,6 +114,34 @@ fn pods_covered_by_an_in_flight_nodeclaim_do_not_launch_again() {
     assert!(again.new_claims.is_empty(), "{:?}", again.new_claims);
     assert_eq!(again.existing.len(), 2);
     assert!(again.existing.iter().all(|(_, node)| node.starts_with("general-claim")));
+}
+
+#[test]
+fn a_pod_whose_claim_waits_for_it_gets_a_node_where_its_class_provisions() {
+    let types = catalog();
+    let pools = [pool("")];
+    let with_claim = |name: &str, claim: &str| {
+        let yaml = format!(
+            "metadata: {{name: {name}, namespace: default}}\nspec:\n  containers: [{{name: c, resources: {{requests: {{cpu: '1'}}}}}}]\n  volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]\n{PENDING}"
+        );
+        Arc::new(CachedPod::from(serde_saphyr::from_str::<Pod>(&yaml).expect("a Pod")))
+    };
+    let pods = [with_claim("db-0", "data-db-0"), with_claim("db-1", "missing")];
+    let index = PodIndex::of(&pods);
+    let claim =
+        serde_saphyr::from_str("metadata: {name: data-db-0, namespace: default}\nspec: {storageClassName: zonal}")
+            .expect("a claim");
+    let class = serde_saphyr::from_str(
+        "metadata: {name: zonal}\nprovisioner: ebs.csi.aws.com\nvolumeBindingMode: WaitForFirstConsumer\nallowedTopologies: [{matchLabelExpressions: [{key: topology.ebs.csi.aws.com/zone, values: [us-east-1c]}]}]",
+    )
+    .expect("a class");
+    let volumes = VolumeTopology::new([Arc::new(claim)], [], [Arc::new(class)]);
+    let state = Snapshot { volumes: &volumes, ..cluster(&index, &pools, &types) };
+    let prepared = solver_input(&state);
+    assert_eq!(prepared.skipped, ["pod default/db-1: PersistentVolumeClaim default/missing not found"]);
+    let plan = solve(&prepared.input);
+    let zone = plan.new_claims[0].requirements.get(labels::ZONE).and_then(|r| r.finite_values().cloned());
+    assert_eq!(zone, Some(["us-east-1c".to_owned()].into()));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The cluster as the controllers read it: one reflector cache per kind (pods, nodes, NodeClaims,
-//! NodePools, EC2NodeClasses, DaemonSets, PodDisruptionBudgets, Namespaces), kept by every replica so a new leader acts on warm
+//! NodePools, EC2NodeClasses, DaemonSets, PodDisruptionBudgets, Namespaces, and the claims,
+//! volumes and storage classes that place pods with volumes), kept by every replica so a new leader acts on warm
 //! caches, and read by every controller of the leader.
 //!
 //! What each cache keeps is decided in [`cache`] (a compact pod, a trimmed node, no
@@ -17,6 +18,7 @@ pub mod nodes;
 pub mod pods;
 pub mod undecodable;
 pub mod usage;
+pub mod volumes;
 
 use std::{
     fmt::Debug,
@@ -26,8 +28,9 @@ use std::{
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
-    core::v1::{Namespace, Node, Pod},
+    core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod},
     policy::v1::PodDisruptionBudget,
+    storage::v1::StorageClass,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -45,6 +48,7 @@ use self::{
     cache::{CachedPod, node as cached_node, without_managed_fields},
     facts::NodeFactsIndex,
     pods::PodIndex,
+    volumes::VolumeTopology,
 };
 use crate::{
     apis::{EC2NodeClass, NodeClaim, NodePool},
@@ -64,6 +68,10 @@ pub struct ClusterState {
     pub budgets: Store<PodDisruptionBudget>,
     /// Namespaces, only their names and labels: what `namespaceSelector`s match.
     pub namespaces: Store<Namespace>,
+    /// What pods' volumes require of their node.
+    pub volume_claims: Store<PersistentVolumeClaim>,
+    pub volumes: Store<PersistentVolume>,
+    pub storage_classes: Store<StorageClass>,
     /// The pods, indexed as their events arrive.
     index: Arc<RwLock<PodIndex>>,
     /// The nodes' parsed facts, kept as their events arrive.
@@ -98,9 +106,17 @@ impl ClusterState {
             daemonsets: reflect(client, without_managed_fields, |_: &_, _: &_| {}),
             budgets: reflect(client, without_managed_fields, |_: &_, _: &_| {}),
             namespaces: reflect(client, cache::namespace, |_: &_, _: &_| {}),
+            volume_claims: reflect(client, cache::volume_claim, |_: &_, _: &_| {}),
+            volumes: reflect(client, cache::volume, |_: &_, _: &_| {}),
+            storage_classes: reflect(client, cache::storage_class, |_: &_, _: &_| {}),
             index,
             facts,
         }
+    }
+
+    /// The volume claims, volumes and storage classes, indexed for one decision.
+    pub fn volume_topology(&self) -> VolumeTopology {
+        VolumeTopology::new(self.volume_claims.state(), self.volumes.state(), self.storage_classes.state())
     }
 
     /// Each namespace's labels, by name.
@@ -130,6 +146,9 @@ impl ClusterState {
             self.daemonsets.wait_until_ready().boxed(),
             self.budgets.wait_until_ready().boxed(),
             self.namespaces.wait_until_ready().boxed(),
+            self.volume_claims.wait_until_ready().boxed(),
+            self.volumes.wait_until_ready().boxed(),
+            self.storage_classes.wait_until_ready().boxed(),
         ] {
             ready.await?;
         }

@@ -178,7 +178,7 @@ impl<P: Provider> Provisioner<P> {
         let instance_types = self.shared.instance_types(&pools).await;
         let daemonsets: Vec<DaemonSet> = self.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
         let (nodes, claims) = (self.state.nodes.state(), self.state.claims.state());
-        let namespaces = Arc::new(self.state.namespace_labels());
+        let (namespaces, volumes) = (Arc::new(self.state.namespace_labels()), self.state.volume_topology());
         // The pod index stays locked only while the input is built (no await in between).
         let (prepared, pods) = {
             let (index, facts) = (self.state.pod_index(), self.state.node_facts());
@@ -193,6 +193,7 @@ impl<P: Provider> Provisioner<P> {
                 instance_types: &instance_types,
                 policies: self.shared.policies,
                 namespaces,
+                volumes: &volumes,
             };
             (solver_input(&snapshot), pods)
         };
