@@ -53,7 +53,14 @@ def instance_types(moto_dir):
         if not arches:
             continue
         network = fact["NetworkInfo"]
-        gpus = sum(g.get("Count", 0) for g in fact.get("GpuInfo", {}).get("Gpus", []))
+        gpu_list = fact.get("GpuInfo", {}).get("Gpus", [])
+        gpus = sum(g.get("Count", 0) for g in gpu_list)
+        gpu = gpu_list[0] if gpu_list else {}
+        neuron = (fact.get("NeuronInfo", {}).get("NeuronDevices") or [{}])[0]
+        processor = fact["ProcessorInfo"]
+        storage = fact.get("InstanceStorageInfo", {})
+        nvme = storage.get("TotalSizeInGB", 0) if storage.get("NvmeSupport", "unsupported") != "unsupported" else 0
+        cards = network.get("NetworkCards") or [{}]
         rows.append(
             [
                 name,
@@ -64,6 +71,19 @@ def instance_types(moto_dir):
                 network["MaximumNetworkInterfaces"],
                 network["Ipv4AddressesPerInterface"],
                 " ".join(sorted(zones[name])),
+                processor.get("Manufacturer", ""),
+                round(processor.get("SustainedClockSpeedInGhz", 0) * 1000),
+                fact.get("Hypervisor", ""),
+                str(network.get("EncryptionInTransitSupported", False)).lower(),
+                nvme,
+                fact.get("EbsInfo", {}).get("EbsOptimizedInfo", {}).get("MaximumBandwidthInMbps", 0),
+                round(cards[0].get("BaselineBandwidthInGbps", 0) * 1000),
+                gpu.get("Name", ""),
+                gpu.get("Manufacturer", ""),
+                gpu.get("MemoryInfo", {}).get("SizeInMiB", 0),
+                neuron.get("Name", ""),
+                neuron.get("Count", 0),
+                network.get("EfaInfo", {}).get("MaximumEfaInterfaces", 0),
             ]
         )
     return rows
@@ -149,7 +169,29 @@ def main():
             f"EC2 instance types offered in {REGION}: DescribeInstanceTypes and DescribeInstanceTypeOfferings",
             f"as recorded by moto {args.moto_version}. Regenerate with hack/update-catalog.sh.",
         ],
-        ["name", "vcpus", "memory_mib", "arch", "gpus", "max_network_interfaces", "ipv4_per_interface", "zones"],
+        [
+            "name",
+            "vcpus",
+            "memory_mib",
+            "arch",
+            "gpus",
+            "max_network_interfaces",
+            "ipv4_per_interface",
+            "zones",
+            "cpu_manufacturer",
+            "cpu_clock_mhz",
+            "hypervisor",
+            "encryption_in_transit",
+            "local_nvme_gib",
+            "ebs_bandwidth_mbps",
+            "network_bandwidth_mbps",
+            "gpu_name",
+            "gpu_manufacturer",
+            "gpu_memory_mib",
+            "accelerator_name",
+            "accelerators",
+            "efa_interfaces",
+        ],
         instance_types(args.moto),
     )
     if args.karpenter_module:

@@ -17,7 +17,7 @@ use stoker::{
     },
     cloudprovider::{
         CloudError, CloudProvider, PriorLaunches,
-        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
+        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config, catalog},
     },
 };
 use support::fault_proxy::{CapacityRule, FaultProxy};
@@ -142,6 +142,22 @@ async fn node_class_resolves_and_the_catalog_is_priced_per_zone() {
     // The emulator's placeholder spot price (0.00001) falls back to the on-demand price.
     assert!(offerings.iter().all(|(_, _, price)| *price == 0.096), "{offerings:?}");
     assert!(types.iter().any(|t| t.labels[labels::ARCH] == "arm64"), "arm64 types, as an arm64 AMI resolved");
+    let g5 = types.iter().find(|t| t.name == "g5.xlarge").expect("g5.xlarge");
+    assert_eq!(g5.labels.get(labels::INSTANCE_GPU_NAME).map(String::as_str), Some("a10g"));
+    assert_eq!(g5.capacity.get(labels::NVIDIA_GPU), 1);
+
+    // The live DescribeInstanceTypes replies read fact for fact like the committed snapshot, which
+    // hack/update-catalog.py made from the same recorded replies.
+    let live = catalog::fetch(&h.ec2).await.expect("the live catalog");
+    let snapshot = catalog::Catalog::snapshot();
+    let mut compared = 0;
+    for facts in &snapshot.types {
+        if let Some(read) = live.types.iter().find(|t| t.name == facts.name) {
+            assert_eq!(read, facts, "{} read live", facts.name);
+            compared += 1;
+        }
+    }
+    assert!(compared > 500, "{compared} types compared");
 
     // Priced once and shared until something changes; a catalog refresh prices again what was in use.
     let again = h.provider.instance_types(&h.class).await.expect("instance types");

@@ -36,6 +36,7 @@ fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
                     gpus: 0,
                     max_network_interfaces: 4,
                     ipv4_per_interface: 10,
+                    ..Default::default()
                 };
                 let mut offerings = Vec::new();
                 for (z, zone) in ZONES.iter().enumerate() {

@@ -24,6 +24,25 @@ pub const INSTANCE_SIZE: &str = "karpenter.k8s.aws/instance-size";
 pub const INSTANCE_CPU: &str = "karpenter.k8s.aws/instance-cpu";
 pub const INSTANCE_MEMORY: &str = "karpenter.k8s.aws/instance-memory";
 pub const INSTANCE_GPU_COUNT: &str = "karpenter.k8s.aws/instance-gpu-count";
+pub const INSTANCE_GPU_NAME: &str = "karpenter.k8s.aws/instance-gpu-name";
+pub const INSTANCE_GPU_MANUFACTURER: &str = "karpenter.k8s.aws/instance-gpu-manufacturer";
+pub const INSTANCE_GPU_MEMORY: &str = "karpenter.k8s.aws/instance-gpu-memory";
+pub const INSTANCE_ACCELERATOR_NAME: &str = "karpenter.k8s.aws/instance-accelerator-name";
+pub const INSTANCE_ACCELERATOR_MANUFACTURER: &str = "karpenter.k8s.aws/instance-accelerator-manufacturer";
+pub const INSTANCE_ACCELERATOR_COUNT: &str = "karpenter.k8s.aws/instance-accelerator-count";
+pub const INSTANCE_CPU_MANUFACTURER: &str = "karpenter.k8s.aws/instance-cpu-manufacturer";
+pub const INSTANCE_CPU_CLOCK: &str = "karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz";
+pub const INSTANCE_HYPERVISOR: &str = "karpenter.k8s.aws/instance-hypervisor";
+pub const INSTANCE_ENCRYPTION_IN_TRANSIT: &str = "karpenter.k8s.aws/instance-encryption-in-transit-supported";
+pub const INSTANCE_LOCAL_NVME: &str = "karpenter.k8s.aws/instance-local-nvme";
+pub const INSTANCE_EBS_BANDWIDTH: &str = "karpenter.k8s.aws/instance-ebs-bandwidth";
+pub const INSTANCE_NETWORK_BANDWIDTH: &str = "karpenter.k8s.aws/instance-network-bandwidth";
+
+/// Extended resources the devices of an instance type offer, under their device plugins' names.
+pub const NVIDIA_GPU: &str = "nvidia.com/gpu";
+pub const AMD_GPU: &str = "amd.com/gpu";
+pub const NEURON: &str = "aws.amazon.com/neuron";
+pub const EFA: &str = "vpc.amazonaws.com/efa";
 
 /// The NodePool a node or NodeClaim belongs to.
 pub const NODEPOOL: &str = "stoker.dev/nodepool";

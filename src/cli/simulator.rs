@@ -185,6 +185,7 @@ mod tests {
             gpus: 0,
             max_network_interfaces: 3,
             ipv4_per_interface: 10,
+            ..Default::default()
         };
         let instance_type = allocatable::instance_type(&facts, Vec::new(), None).expect("valid");
         let instance = Instance {

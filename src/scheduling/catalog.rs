@@ -77,23 +77,24 @@ pub fn offering_allowed(offering: &Offering, requirements: &Requirements) -> boo
 /// Whether a label key's values come from instance types and offerings, so a NodePool that does
 /// not constrain it still produces nodes that carry it.
 pub fn is_well_known(key: &str) -> bool {
-    matches!(
-        key,
-        labels::INSTANCE_TYPE
-            | labels::ARCH
-            | labels::OS
-            | labels::ZONE
-            | labels::CAPACITY_TYPE
-            | labels::INSTANCE_FAMILY
-            | labels::INSTANCE_CATEGORY
-            | labels::INSTANCE_GENERATION
-            | labels::INSTANCE_SIZE
-            | labels::INSTANCE_CPU
-            | labels::INSTANCE_MEMORY
-            | labels::INSTANCE_GPU_COUNT
-            | labels::NODEPOOL
-            | labels::HOSTNAME
-    )
+    describes_instance_type(key)
+        || matches!(key, labels::ZONE | labels::CAPACITY_TYPE | labels::NODEPOOL | labels::HOSTNAME)
+}
+
+/// Whether a label key is one an instance type gives its nodes (type, arch, os and the
+/// `karpenter.k8s.aws/instance-*` facts): a type without the label makes nodes without it, so a
+/// requirement on it is judged against its absence.
+pub fn describes_instance_type(key: &str) -> bool {
+    matches!(key, labels::INSTANCE_TYPE | labels::ARCH | labels::OS) || key.starts_with("karpenter.k8s.aws/instance-")
+}
+
+/// Whether an instance type's labels meet `requirement` on `key`; a key that is not the
+/// instance type's to give is left to the pool and offerings.
+pub fn type_admits(instance: &InstanceType, key: &str, requirement: &Requirement) -> bool {
+    match instance.labels.get(key) {
+        Some(value) => requirement.admits(Some(value)),
+        None => !describes_instance_type(key) || requirement.admits(None),
+    }
 }
 
 #[cfg(test)]

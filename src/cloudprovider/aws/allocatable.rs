@@ -23,7 +23,7 @@ pub const VM_MEMORY_OVERHEAD_PERCENT: f64 = 0.075;
 pub const DEFAULT_EPHEMERAL_STORAGE: i64 = 20 * GIB;
 
 /// Facts about an instance type, as DescribeInstanceTypes reports them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceFacts {
     pub name: String,
     pub vcpus: i64,
@@ -33,6 +33,28 @@ pub struct InstanceFacts {
     pub gpus: i64,
     pub max_network_interfaces: i64,
     pub ipv4_per_interface: i64,
+    /// Who makes the CPU, as EC2 says (`Intel`, `AMD`, `AWS`); empty when not reported.
+    pub cpu_manufacturer: String,
+    /// Sustained all-core clock speed, MHz; 0 when not reported.
+    pub cpu_clock_mhz: i64,
+    /// `nitro` or `xen`; empty on bare metal.
+    pub hypervisor: String,
+    pub encryption_in_transit: bool,
+    /// Local NVMe instance storage, GiB; 0 when none.
+    pub local_nvme_gib: i64,
+    /// Maximum EBS bandwidth, Mbps.
+    pub ebs_bandwidth_mbps: i64,
+    /// Baseline bandwidth of the primary network card, Mbps.
+    pub network_bandwidth_mbps: i64,
+    /// The GPUs' model and maker (when `gpus` > 0), and each GPU's memory in MiB.
+    pub gpu_name: String,
+    pub gpu_manufacturer: String,
+    pub gpu_memory_mib: i64,
+    /// Neuron devices (Inferentia, Trainium): the model, and how many.
+    pub accelerator_name: String,
+    pub accelerators: i64,
+    /// Elastic Fabric Adapter interfaces it supports.
+    pub efa_interfaces: i64,
 }
 
 /// An instance type from its facts, offerings and the node class's kubelet settings.
@@ -49,8 +71,8 @@ pub fn instance_type(
     capacity.set(MEMORY, (facts.memory_mib - hidden_mib) * MIB);
     capacity.set(PODS, max_pods);
     capacity.set(EPHEMERAL_STORAGE, DEFAULT_EPHEMERAL_STORAGE);
-    if facts.gpus > 0 {
-        capacity.set("nvidia.com/gpu", facts.gpus);
+    for (resource, count) in device_resources(facts) {
+        capacity.set(resource, count);
     }
     // Explicit kube-reserved amounts replace the defaults for the resources they name;
     // system-reserved comes on top.
@@ -83,6 +105,22 @@ pub fn is_exotic(facts: &InstanceFacts) -> bool {
     size.contains("metal") || family.starts_with("u-") || family.starts_with("u7") || facts.gpus > 0 || accelerated
 }
 
+/// The extended resources its devices offer, as their device plugins advertise them: GPUs by
+/// maker (NVIDIA's unless AMD's), Neuron devices, EFA interfaces.
+fn device_resources(facts: &InstanceFacts) -> Vec<(&'static str, i64)> {
+    let gpu = if facts.gpu_manufacturer.eq_ignore_ascii_case("amd") { labels::AMD_GPU } else { labels::NVIDIA_GPU };
+    [(gpu, facts.gpus), (labels::NEURON, facts.accelerators), (labels::EFA, facts.efa_interfaces)]
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .collect()
+}
+
+/// A label value from a name EC2 reports: lowercase, spaces as dashes (`RTX PRO 4500` →
+/// `rtx-pro-4500`), as Karpenter writes them.
+fn label_value(name: &str) -> String {
+    name.trim().to_lowercase().replace(' ', "-")
+}
+
 /// The well-known labels of an instance type, derived from its name and facts.
 pub fn instance_labels(facts: &InstanceFacts) -> BTreeMap<String, String> {
     let (family, size) = facts.name.split_once('.').unwrap_or((&facts.name, ""));
@@ -104,6 +142,24 @@ pub fn instance_labels(facts: &InstanceFacts) -> BTreeMap<String, String> {
     put(labels::INSTANCE_CPU, facts.vcpus.to_string());
     put(labels::INSTANCE_MEMORY, facts.memory_mib.to_string());
     put(labels::INSTANCE_GPU_COUNT, facts.gpus.to_string());
+    let positive = |n: i64| if n > 0 { n.to_string() } else { String::new() };
+    put(labels::INSTANCE_CPU_MANUFACTURER, label_value(&facts.cpu_manufacturer));
+    put(labels::INSTANCE_CPU_CLOCK, positive(facts.cpu_clock_mhz));
+    put(labels::INSTANCE_HYPERVISOR, facts.hypervisor.clone());
+    put(labels::INSTANCE_ENCRYPTION_IN_TRANSIT, facts.encryption_in_transit.to_string());
+    put(labels::INSTANCE_LOCAL_NVME, positive(facts.local_nvme_gib));
+    put(labels::INSTANCE_EBS_BANDWIDTH, positive(facts.ebs_bandwidth_mbps));
+    put(labels::INSTANCE_NETWORK_BANDWIDTH, positive(facts.network_bandwidth_mbps));
+    if facts.gpus > 0 {
+        put(labels::INSTANCE_GPU_NAME, label_value(&facts.gpu_name));
+        put(labels::INSTANCE_GPU_MANUFACTURER, label_value(&facts.gpu_manufacturer));
+        put(labels::INSTANCE_GPU_MEMORY, positive(facts.gpu_memory_mib));
+    }
+    if facts.accelerators > 0 {
+        put(labels::INSTANCE_ACCELERATOR_NAME, label_value(&facts.accelerator_name));
+        put(labels::INSTANCE_ACCELERATOR_MANUFACTURER, "aws".into());
+        put(labels::INSTANCE_ACCELERATOR_COUNT, facts.accelerators.to_string());
+    }
     out
 }
 
@@ -185,7 +241,65 @@ mod tests {
             gpus: 0,
             max_network_interfaces: 3,
             ipv4_per_interface: 10,
+            ..InstanceFacts::default()
         }
+    }
+
+    #[test]
+    fn devices_and_processors_give_karpenters_labels_and_resources() {
+        let g5 = InstanceFacts {
+            name: "g5.xlarge".into(),
+            gpus: 1,
+            gpu_name: "A10G".into(),
+            gpu_manufacturer: "NVIDIA".into(),
+            gpu_memory_mib: 22888,
+            cpu_manufacturer: "AMD".into(),
+            cpu_clock_mhz: 3300,
+            hypervisor: "nitro".into(),
+            encryption_in_transit: true,
+            local_nvme_gib: 250,
+            ebs_bandwidth_mbps: 3500,
+            network_bandwidth_mbps: 2500,
+            ..m5_large()
+        };
+        let labels = instance_labels(&g5);
+        for (key, value) in [
+            (labels::INSTANCE_GPU_NAME, "a10g"),
+            (labels::INSTANCE_GPU_MANUFACTURER, "nvidia"),
+            (labels::INSTANCE_GPU_MEMORY, "22888"),
+            (labels::INSTANCE_GPU_COUNT, "1"),
+            (labels::INSTANCE_CPU_MANUFACTURER, "amd"),
+            (labels::INSTANCE_CPU_CLOCK, "3300"),
+            (labels::INSTANCE_HYPERVISOR, "nitro"),
+            (labels::INSTANCE_ENCRYPTION_IN_TRANSIT, "true"),
+            (labels::INSTANCE_LOCAL_NVME, "250"),
+            (labels::INSTANCE_EBS_BANDWIDTH, "3500"),
+            (labels::INSTANCE_NETWORK_BANDWIDTH, "2500"),
+        ] {
+            assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
+        }
+        assert!(!labels.contains_key(labels::INSTANCE_ACCELERATOR_NAME));
+        let g5 = instance_type(&g5, vec![], None).expect("valid");
+        assert_eq!(g5.capacity.get(labels::NVIDIA_GPU), 1);
+
+        let trn = InstanceFacts {
+            name: "trn1.32xlarge".into(),
+            accelerator_name: "Trainium".into(),
+            accelerators: 16,
+            efa_interfaces: 8,
+            ..m5_large()
+        };
+        let labels = instance_labels(&trn);
+        assert_eq!(labels.get(labels::INSTANCE_ACCELERATOR_NAME).map(String::as_str), Some("trainium"));
+        assert_eq!(labels.get(labels::INSTANCE_ACCELERATOR_MANUFACTURER).map(String::as_str), Some("aws"));
+        assert!(!labels.contains_key(labels::INSTANCE_GPU_NAME) && !labels.contains_key(labels::INSTANCE_LOCAL_NVME));
+        let trn = instance_type(&trn, vec![], None).expect("valid");
+        assert_eq!((trn.capacity.get(labels::NEURON), trn.capacity.get(labels::EFA)), (16, 8));
+        assert_eq!(trn.capacity.get(labels::NVIDIA_GPU), 0);
+        let amd =
+            InstanceFacts { gpus: 4, gpu_manufacturer: "AMD".into(), gpu_name: "Radeon Pro V520".into(), ..m5_large() };
+        assert_eq!(instance_labels(&amd).get(labels::INSTANCE_GPU_NAME).map(String::as_str), Some("radeon-pro-v520"));
+        assert_eq!(instance_type(&amd, vec![], None).expect("valid").capacity.get(labels::AMD_GPU), 4);
     }
 
     #[test]

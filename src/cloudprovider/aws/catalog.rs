@@ -139,15 +139,39 @@ pub fn facts_from_ec2(info: &InstanceTypeInfo) -> Option<InstanceFacts> {
         _ => None,
     })?;
     let network = info.network_info()?;
-    let gpus = info.gpu_info().map_or(0, |gpu| gpu.gpus().iter().filter_map(|g| g.count()).sum::<i32>());
+    let gpu_list = info.gpu_info().map(|gpu| gpu.gpus()).unwrap_or_default();
+    let gpu = gpu_list.first();
+    let neuron = info.neuron_info().and_then(|n| n.neuron_devices().first());
+    let processor = info.processor_info();
+    let storage = info.instance_storage_info().filter(|s| {
+        s.nvme_support().is_some_and(|nvme| *nvme != aws_sdk_ec2::types::EphemeralNvmeSupport::Unsupported)
+    });
+    let mbps = |gbps: Option<f64>| gbps.map_or(0, |g| (g * 1000.0).round() as i64);
     Some(InstanceFacts {
         name: info.instance_type()?.as_str().to_owned(),
         vcpus: info.v_cpu_info()?.default_v_cpus()?.into(),
         memory_mib: info.memory_info()?.size_in_mib()?,
         arch: arch.to_owned(),
-        gpus: gpus.into(),
+        gpus: gpu_list.iter().filter_map(|g| g.count()).map(i64::from).sum(),
         max_network_interfaces: network.maximum_network_interfaces()?.into(),
         ipv4_per_interface: network.ipv4_addresses_per_interface()?.into(),
+        cpu_manufacturer: processor.and_then(|p| p.manufacturer()).unwrap_or_default().to_owned(),
+        cpu_clock_mhz: mbps(processor.and_then(|p| p.sustained_clock_speed_in_ghz())),
+        hypervisor: info.hypervisor().map(|h| h.as_str().to_owned()).unwrap_or_default(),
+        encryption_in_transit: network.encryption_in_transit_supported().unwrap_or(false),
+        local_nvme_gib: storage.and_then(|s| s.total_size_in_gb()).unwrap_or(0),
+        ebs_bandwidth_mbps: info
+            .ebs_info()
+            .and_then(|e| e.ebs_optimized_info())
+            .and_then(|o| o.maximum_bandwidth_in_mbps())
+            .map_or(0, i64::from),
+        network_bandwidth_mbps: mbps(network.network_cards().first().and_then(|c| c.baseline_bandwidth_in_gbps())),
+        gpu_name: gpu.and_then(|g| g.name()).unwrap_or_default().to_owned(),
+        gpu_manufacturer: gpu.and_then(|g| g.manufacturer()).unwrap_or_default().to_owned(),
+        gpu_memory_mib: gpu.and_then(|g| g.memory_info()).and_then(|m| m.size_in_mib()).map_or(0, i64::from),
+        accelerator_name: neuron.and_then(|n| n.name()).unwrap_or_default().to_owned(),
+        accelerators: neuron.and_then(|n| n.count()).map_or(0, i64::from),
+        efa_interfaces: network.efa_info().and_then(|e| e.maximum_efa_interfaces()).map_or(0, i64::from),
     })
 }
 
@@ -166,8 +190,31 @@ pub fn parse_snapshot(text: &str) -> Result<Catalog, SnapshotError> {
     for (index, line) in rows {
         let error = |message: String| SnapshotError { line: index + 1, message };
         let fields: Vec<&str> = line.split(',').collect();
-        let [name, vcpus, memory, arch, gpus, enis, ips, zones] = fields[..] else {
-            return Err(error(format!("expected 8 fields, found {}", fields.len())));
+        let [
+            name,
+            vcpus,
+            memory,
+            arch,
+            gpus,
+            enis,
+            ips,
+            zones,
+            cpu_manufacturer,
+            cpu_clock_mhz,
+            hypervisor,
+            encryption_in_transit,
+            local_nvme_gib,
+            ebs_bandwidth_mbps,
+            network_bandwidth_mbps,
+            gpu_name,
+            gpu_manufacturer,
+            gpu_memory_mib,
+            accelerator_name,
+            accelerators,
+            efa_interfaces,
+        ] = fields[..]
+        else {
+            return Err(error(format!("expected 21 fields, found {}", fields.len())));
         };
         let number = |field: &str| field.parse::<i64>().map_err(|e| error(format!("{field:?}: {e}")));
         catalog.types.push(InstanceFacts {
@@ -178,6 +225,19 @@ pub fn parse_snapshot(text: &str) -> Result<Catalog, SnapshotError> {
             gpus: number(gpus)?,
             max_network_interfaces: number(enis)?,
             ipv4_per_interface: number(ips)?,
+            cpu_manufacturer: cpu_manufacturer.to_owned(),
+            cpu_clock_mhz: number(cpu_clock_mhz)?,
+            hypervisor: hypervisor.to_owned(),
+            encryption_in_transit: encryption_in_transit == "true",
+            local_nvme_gib: number(local_nvme_gib)?,
+            ebs_bandwidth_mbps: number(ebs_bandwidth_mbps)?,
+            network_bandwidth_mbps: number(network_bandwidth_mbps)?,
+            gpu_name: gpu_name.to_owned(),
+            gpu_manufacturer: gpu_manufacturer.to_owned(),
+            gpu_memory_mib: number(gpu_memory_mib)?,
+            accelerator_name: accelerator_name.to_owned(),
+            accelerators: number(accelerators)?,
+            efa_interfaces: number(efa_interfaces)?,
         });
         catalog.zones.insert(name.to_owned(), zones.split(' ').map(str::to_owned).collect());
     }
@@ -206,14 +266,21 @@ mod tests {
         assert_eq!(graviton.arch, "arm64");
         let gpu = catalog.types.iter().find(|t| t.name == "g5.12xlarge").expect("g5.12xlarge");
         assert_eq!(gpu.gpus, 4);
+        assert_eq!((gpu.gpu_name.as_str(), gpu.gpu_manufacturer.as_str()), ("A10G", "NVIDIA"));
+        let trainium = catalog.types.iter().find(|t| t.name == "trn1.2xlarge").expect("trn1.2xlarge");
+        assert_eq!((trainium.accelerator_name.as_str(), trainium.accelerators), ("Trainium", 1));
+        assert_eq!((m5.cpu_manufacturer.as_str(), m5.hypervisor.as_str()), ("Intel", "nitro"));
         assert!(catalog.zones["m5.large"].contains("us-east-1a"));
     }
 
     #[test]
     fn malformed_lines_name_the_line() {
         let error = parse_snapshot("name,vcpus\nm5.large,2,8192\n").unwrap_err();
-        assert_eq!(error.to_string(), "instance type snapshot line 2: expected 8 fields, found 3");
-        let error = parse_snapshot("header\nm5.large,two,8192,amd64,0,3,10,us-east-1a\n").unwrap_err();
+        assert_eq!(error.to_string(), "instance type snapshot line 2: expected 21 fields, found 3");
+        let error = parse_snapshot(
+            "header\nm5.large,two,8192,amd64,0,3,10,us-east-1a,Intel,3100,nitro,false,0,4750,750,,,0,,0,0\n",
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("\"two\""), "{error}");
     }
 

@@ -204,6 +204,7 @@ mod tests {
             gpus: 0,
             max_network_interfaces: 4,
             ipv4_per_interface: 15,
+            ..Default::default()
         };
         let offerings = offerings
             .iter()

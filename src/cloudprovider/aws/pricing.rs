@@ -120,6 +120,7 @@ mod tests {
             gpus: 0,
             max_network_interfaces: 3,
             ipv4_per_interface: 10,
+            ..Default::default()
         }
     }
 

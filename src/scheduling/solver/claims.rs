@@ -14,7 +14,7 @@ use crate::{
     apis::labels,
     scheduling::{
         bitset::BitSet,
-        catalog::{InstanceType, Offering, offering_allowed},
+        catalog::{InstanceType, Offering, describes_instance_type, offering_allowed, type_admits},
         pod::HostPort,
         quantity::format_resource,
         requirements::{Requirement, Requirements},
@@ -50,8 +50,7 @@ impl Solver<'_> {
                 None => {
                     let mut bits = BitSet::empty(self.input.instance_types.len());
                     for (index, instance) in self.input.instance_types.iter().enumerate() {
-                        let labels_ok =
-                            set.iter().all(|(key, r)| instance.labels.get(key).is_none_or(|v| r.admits(Some(v))));
+                        let labels_ok = set.iter().all(|(key, r)| type_admits(instance, key, r));
                         if labels_ok && instance.offerings.iter().any(|o| o.available && offering_allowed(o, set)) {
                             bits.insert(index);
                         }
@@ -228,13 +227,10 @@ impl Solver<'_> {
         let input = self.input;
         let requirements = &self.interner.get(requirements);
         let types: Vec<&InstanceType> = self.pool_types[pool].iter().map(|i| &input.instance_types[i]).collect();
-        let describes_type = |key: &str| {
-            [labels::INSTANCE_TYPE, labels::ARCH, labels::OS].contains(&key)
-                || key.starts_with("karpenter.k8s.aws/instance-")
-        };
-        let unmatched = requirements.iter().filter(|(key, _)| describes_type(key)).find(|(key, requirement)| {
-            types.iter().all(|t| !requirement.admits(t.labels.get(key.as_str()).map(String::as_str)))
-        });
+        let unmatched = requirements
+            .iter()
+            .filter(|(key, _)| describes_instance_type(key))
+            .find(|(key, requirement)| types.iter().all(|t| !type_admits(t, key, requirement)));
         if let Some((key, requirement)) = unmatched {
             return format!("no instance type of the pool has {key} {requirement}");
         }

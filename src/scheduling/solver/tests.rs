@@ -24,6 +24,7 @@ pub(crate) fn instance(name: &str, vcpus: i64, gib: i64, offerings: Vec<Offering
         gpus: 0,
         max_network_interfaces: 4,
         ipv4_per_interface: 15,
+        ..Default::default()
     };
     allocatable::instance_type(&facts, offerings, None).expect("valid facts")
 }
@@ -352,6 +353,40 @@ fn the_ignore_policy_plans_without_preferences() {
     assert_eq!(plan.new_claims.len(), 1);
     let zones = plan.new_claims[0].requirements.get(labels::ZONE).and_then(Requirement::finite_values).cloned();
     assert!(zones.as_ref().is_none_or(|z| z.len() == 3), "any zone: {zones:?}");
+}
+
+#[test]
+fn device_labels_select_the_types_that_have_them_and_no_others() {
+    let facts = InstanceFacts {
+        name: "g4dn.xlarge".into(),
+        vcpus: 4,
+        memory_mib: 16384,
+        arch: "amd64".into(),
+        gpus: 1,
+        gpu_name: "T4".into(),
+        gpu_manufacturer: "NVIDIA".into(),
+        max_network_interfaces: 3,
+        ipv4_per_interface: 10,
+        ..Default::default()
+    };
+    let offerings = catalog()[0].offerings.iter().map(|o| Offering { price: 0.526, ..o.clone() }).collect();
+    let mut types = catalog();
+    types.push(allocatable::instance_type(&facts, offerings, None).expect("valid"));
+    let mut gpu_pool = pool("on-demand", 0, "on-demand");
+    gpu_pool.instance_types = (0..types.len()).collect();
+    let solve_for = |spec: &str| {
+        let input = Input {
+            pods: pods(1, "1", "1Gi", spec).into_iter().map(Arc::new).collect(),
+            pools: vec![gpu_pool.clone()],
+            instance_types: types.clone().into(),
+            ..Default::default()
+        };
+        solve(&input).new_claims[0].instance_types.clone()
+    };
+    // Asked by label alone: the other types lack the label, so they cannot serve.
+    assert_eq!(solve_for("  nodeSelector: {karpenter.k8s.aws/instance-gpu-name: t4}\n"), ["g4dn.xlarge"]);
+    // Not asked: the GPU type is exotic, and the ordinary types are cheaper anyway.
+    assert!(!solve_for("").contains(&"g4dn.xlarge".to_owned()));
 }
 
 #[test]
