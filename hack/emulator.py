@@ -1,7 +1,8 @@
 """Runs the AWS emulator (moto's server: EC2, SSM, IAM, SQS on one port) with the public data an EKS
 node class resolves that moto does not ship:
 
-* EKS-optimized AMIs (AL2023 and Bottlerocket, x86_64 and arm64) for the local cluster's
+* EKS-optimized AMIs (AL2023 standard and NVIDIA, and Bottlerocket, x86_64 and arm64; AL2023
+  Neuron, x86_64) for the local cluster's
   Kubernetes minor, added to moto's default images through MOTO_AMIS_PATH;
 * the public SSM parameters that name them (`/aws/service/eks/optimized-ami/...`,
   `/aws/service/bottlerocket/...`), loaded the way moto loads its own public parameters.
@@ -37,7 +38,16 @@ for index, (arch, ec2_arch) in enumerate([("amd64", "x86_64"), ("arm64", "arm64"
     al2023 = f"ami-0e0a2023{index:08x}"
     bottlerocket = f"ami-0b0770c7{index:08x}"
     name = f"amazon-eks-node-al2023-{ec2_arch}-standard-{minor}-{RELEASE}"
-    for ami_id, ami_name in [(al2023, name), (bottlerocket, f"bottlerocket-aws-k8s-{minor}-{ec2_arch}-v{BOTTLEROCKET}")]:
+    amis = [(al2023, name), (bottlerocket, f"bottlerocket-aws-k8s-{minor}-{ec2_arch}-v{BOTTLEROCKET}")]
+    # The AL2023 accelerated variants: NVIDIA on both architectures, Neuron on x86_64 only.
+    for variant, prefix in [("nvidia", "0a1d1a23"), ("neuron", "0e0e0023")][: 2 - index]:
+        variant_ami = f"ami-{prefix}{index:08x}"
+        variant_name = f"amazon-eks-node-al2023-{ec2_arch}-{variant}-{minor}-{RELEASE}"
+        amis.append((variant_ami, variant_name))
+        variant_path = f"/aws/service/eks/optimized-ami/{minor}/amazon-linux-2023/{ec2_arch}/{variant}"
+        parameters[f"{variant_path}/recommended/image_id"] = variant_ami
+        parameters[f"{variant_path}/{variant_name}/image_id"] = variant_ami
+    for ami_id, ami_name in amis:
         images.append(
             {
                 "ami_id": ami_id,

@@ -122,12 +122,21 @@ async fn node_class_resolves_and_the_catalog_is_priced_per_zone() {
     let zones: Vec<&str> = status.subnets.iter().map(|s| s.zone.as_str()).collect();
     assert_eq!(zones, ["us-east-1a", "us-east-1b", "us-east-1c"]);
     assert_eq!(status.security_groups.len(), 1);
-    let amis: Vec<(&str, &str)> =
-        status.amis.iter().map(|a| (a.id.as_str(), a.requirements[0].values[0].as_str())).collect();
+    let amis: Vec<(&str, &str, usize)> = status
+        .amis
+        .iter()
+        .map(|a| (a.id.as_str(), a.requirements[0].values[0].as_str(), a.requirements.len()))
+        .collect();
     assert_eq!(
         amis,
-        [("ami-0e0a202300000000", "amd64"), ("ami-0e0a202300000001", "arm64")],
-        "al2023@latest through SSM"
+        [
+            ("ami-0e0a202300000000", "amd64", 3),
+            ("ami-0a1d1a2300000000", "amd64", 2),
+            ("ami-0e0e002300000000", "amd64", 2),
+            ("ami-0e0a202300000001", "arm64", 3),
+            ("ami-0a1d1a2300000001", "arm64", 2),
+        ],
+        "al2023@latest through SSM: standard, NVIDIA and (x86_64 only) Neuron"
     );
     let profile = status.instance_profile.clone().expect("an instance profile for the role");
     assert!(profile.starts_with(&format!("stoker_{}_", h.cluster)), "{profile}");
@@ -261,16 +270,33 @@ async fn prepared_launch_templates_are_the_ones_the_first_launch_uses() {
     h.provider.prepare(&claim, &h.class).await.expect("prepared");
     let created: Vec<String> =
         h.proxy.seen("CreateLaunchTemplate").iter().map(|call| call.params["LaunchTemplateName"].clone()).collect();
-    assert_eq!(created.len(), 2, "one per architecture of the node class's AMIs: {created:?}");
+    assert_eq!(created.len(), 5, "one per AMI of the node class: {created:?}");
     h.provider.prepare(&claim, &h.class).await.expect("prepared again");
-    assert_eq!(h.proxy.seen("CreateLaunchTemplate").len(), 2, "known templates are not created again");
+    assert_eq!(h.proxy.seen("CreateLaunchTemplate").len(), 5, "known templates are not created again");
 
     h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect("a launch");
-    assert_eq!(h.proxy.seen("CreateLaunchTemplate").len(), 2, "the launch created nothing more");
+    assert_eq!(h.proxy.seen("CreateLaunchTemplate").len(), 5, "the launch created nothing more");
     let fleets = h.proxy.seen("CreateFleet");
     let used: Vec<&String> =
         fleets[0].params.iter().filter(|(k, _)| k.ends_with("LaunchTemplateName")).map(|(_, v)| v).collect();
     assert!(!used.is_empty() && used.iter().all(|name| created.contains(name)), "{used:?} not in {created:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn accelerated_types_launch_with_their_image_variant() {
+    let h = harness(Duration::from_secs(180)).await;
+    for (name, instance_type, image) in [
+        ("general-gpu", "g5.xlarge", "ami-0a1d1a2300000000"),
+        ("general-neuron", "inf2.xlarge", "ami-0e0e002300000000"),
+        ("general-plain", "m5.large", "ami-0e0a202300000000"),
+    ] {
+        let claim = nodeclaim(name, &[instance_type], &["on-demand"]);
+        let instance = h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect("a launch");
+        assert_eq!((instance.instance_type.as_str(), instance.image_id.as_str()), (instance_type, image));
+        let launched = h.ec2.describe_instances().instance_ids(&instance.id).send().await.expect("DescribeInstances");
+        assert_eq!(launched.reservations()[0].instances()[0].image_id(), Some(image), "{instance_type}");
+    }
 }
 
 #[tokio::test]

@@ -141,7 +141,6 @@ pub fn instance_labels(facts: &InstanceFacts) -> BTreeMap<String, String> {
     put(labels::INSTANCE_SIZE, size.to_owned());
     put(labels::INSTANCE_CPU, facts.vcpus.to_string());
     put(labels::INSTANCE_MEMORY, facts.memory_mib.to_string());
-    put(labels::INSTANCE_GPU_COUNT, facts.gpus.to_string());
     let positive = |n: i64| if n > 0 { n.to_string() } else { String::new() };
     put(labels::INSTANCE_CPU_MANUFACTURER, label_value(&facts.cpu_manufacturer));
     put(labels::INSTANCE_CPU_CLOCK, positive(facts.cpu_clock_mhz));
@@ -150,7 +149,10 @@ pub fn instance_labels(facts: &InstanceFacts) -> BTreeMap<String, String> {
     put(labels::INSTANCE_LOCAL_NVME, positive(facts.local_nvme_gib));
     put(labels::INSTANCE_EBS_BANDWIDTH, positive(facts.ebs_bandwidth_mbps));
     put(labels::INSTANCE_NETWORK_BANDWIDTH, positive(facts.network_bandwidth_mbps));
+    // Only types with the devices carry their labels, as in Karpenter: `DoesNotExist` tells the
+    // others apart (the standard AMI serves them).
     if facts.gpus > 0 {
+        put(labels::INSTANCE_GPU_COUNT, facts.gpus.to_string());
         put(labels::INSTANCE_GPU_NAME, label_value(&facts.gpu_name));
         put(labels::INSTANCE_GPU_MANUFACTURER, label_value(&facts.gpu_manufacturer));
         put(labels::INSTANCE_GPU_MEMORY, positive(facts.gpu_memory_mib));

@@ -64,8 +64,8 @@ pub fn client_token(claim: &NodeClaim, plan: &LaunchPlan) -> String {
     token.chars().take(64).collect()
 }
 
-/// An instant fleet of one instance: a launch-template config per architecture (templates by
-/// architecture), its overrides with their priorities, the capacity type's allocation strategy,
+/// An instant fleet of one instance: a launch-template config per image (templates by AMI ID:
+/// one per architecture, and per accelerated variant), its overrides with their priorities, the capacity type's allocation strategy,
 /// and `tags` on the instance, its volumes and network interfaces.
 pub fn request(
     plan: &LaunchPlan,
@@ -75,20 +75,20 @@ pub fn request(
 ) -> CreateFleetInputBuilder {
     let spot = plan.capacity_type == labels::CAPACITY_TYPE_SPOT;
     // Configs in the order of their cheapest override, so the overall cheapest comes first.
-    let mut arches: Vec<&str> = Vec::new();
+    let mut images: Vec<&str> = Vec::new();
     for entry in &plan.overrides {
-        if !arches.contains(&entry.arch.as_str()) {
-            arches.push(&entry.arch);
+        if !images.contains(&entry.image.as_str()) {
+            images.push(&entry.image);
         }
     }
-    let configs = arches
+    let configs = images
         .into_iter()
-        .filter_map(|arch| Some((arch, templates.get(arch)?)))
-        .map(|(arch, template)| {
+        .filter_map(|image| Some((image, templates.get(image)?)))
+        .map(|(image, template)| {
             let overrides = plan
                 .overrides
                 .iter()
-                .filter(|o| o.arch == arch)
+                .filter(|o| o.image == image)
                 .map(|o| {
                     FleetLaunchTemplateOverridesRequest::builder()
                         .instance_type(o.instance_type.as_str().into())
@@ -167,7 +167,7 @@ pub fn reply(
             Some(_) => labels::CAPACITY_TYPE_ON_DEMAND,
             None => plan.capacity_type.as_str(),
         };
-        let template = templates.get(&chosen.arch);
+        let template = templates.get(&chosen.image);
         return Ok(Outcome::Launched(Box::new(Instance {
             provider_id: instances::provider_id(&zone, &id),
             id,
@@ -236,7 +236,7 @@ mod tests {
                     instance_type: instance_type.to_string(),
                     subnet_id: "subnet-a".into(),
                     zone: "us-east-1a".into(),
-                    arch: arch.to_string(),
+                    image: format!("ami-{arch}"),
                     price: 0.1,
                     priority: i as f64,
                 })
@@ -248,7 +248,7 @@ mod tests {
         ["amd64", "arm64"]
             .map(|arch| {
                 (
-                    arch.to_owned(),
+                    format!("ami-{arch}"),
                     Template {
                         name: format!("lt-{arch}"),
                         image_id: format!("ami-{arch}"),

@@ -11,8 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::ami::image_for;
 use crate::{
-    apis::labels,
+    apis::{ec2nodeclass::ResolvedAmi, labels},
     scheduling::{
         catalog::{InstanceType, offering_allowed},
         requirements::Requirements,
@@ -40,7 +41,8 @@ pub struct Override {
     pub instance_type: String,
     pub subnet_id: String,
     pub zone: String,
-    pub arch: String,
+    /// The AMI it launches with (its launch template's).
+    pub image: String,
     pub price: f64,
     /// 0 is tried first.
     pub priority: f64,
@@ -62,29 +64,40 @@ pub enum NoPlan {
     AllUnavailable,
 }
 
-/// Chooses the capacity type and overrides for a NodeClaim.
+/// Chooses the capacity type and overrides for a NodeClaim, each type with the first of `amis`
+/// that serves it.
 pub fn plan_launch(
     requirements: &Requirements,
     requests: &Resources,
     instance_types: &[InstanceType],
     subnets: &[Subnet],
+    amis: &[ResolvedAmi],
 ) -> Result<LaunchPlan, NoPlan> {
-    let candidates: Vec<&InstanceType> = instance_types
+    let fitting: Vec<&InstanceType> = instance_types
         .iter()
         .filter(|instance| type_allowed(instance, requirements) && requests.fits_in(&instance.allocatable))
         .collect();
-    if candidates.is_empty() {
+    if fitting.is_empty() {
         return Err(NoPlan::Incompatible(format!(
             "none of {} instance types satisfies the requirements and fits {}",
             instance_types.len(),
             describe(requests)
         )));
     }
+    let candidates: Vec<(&InstanceType, &str)> =
+        fitting.iter().filter_map(|instance| Some((*instance, image_for(amis, instance)?.id.as_str()))).collect();
+    if candidates.is_empty() {
+        let names: Vec<&str> = fitting.iter().take(5).map(|t| t.name.as_str()).collect();
+        return Err(NoPlan::Incompatible(format!(
+            "no AMI of the node class serves the instance types that fit ({}): an accelerated type needs its image variant",
+            names.join(", ")
+        )));
+    }
     let subnet_by_zone = best_subnet_per_zone(subnets);
     let mut any_allowed = false;
     for capacity_type in [labels::CAPACITY_TYPE_SPOT, labels::CAPACITY_TYPE_ON_DEMAND] {
         let mut overrides: Vec<Override> = Vec::new();
-        for instance in &candidates {
+        for (instance, image) in &candidates {
             for offering in &instance.offerings {
                 if offering.capacity_type != capacity_type || !offering_allowed(offering, requirements) {
                     continue;
@@ -96,7 +109,7 @@ pub fn plan_launch(
                         instance_type: instance.name.clone(),
                         subnet_id: subnet.id.clone(),
                         zone: offering.zone.clone(),
-                        arch: instance.labels.get(labels::ARCH).cloned().unwrap_or_default(),
+                        image: (*image).to_owned(),
                         price: offering.price,
                         priority: 0.0,
                     });
@@ -192,8 +205,20 @@ pub fn classify(code: &str) -> FleetErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apis::requirements::{NodeSelectorRequirementWithMinValues, Operator};
     use crate::cloudprovider::aws::allocatable::{self, InstanceFacts};
     use crate::scheduling::{catalog::Offering, requirements::Requirement, resources::CPU};
+
+    /// An image per architecture, for every type of it (as images selected by tag are).
+    fn amis() -> Vec<ResolvedAmi> {
+        ["amd64", "arm64"]
+            .map(|arch| ResolvedAmi {
+                id: format!("ami-{arch}"),
+                name: None,
+                requirements: vec![NodeSelectorRequirementWithMinValues::new(labels::ARCH, Operator::In, [arch])],
+            })
+            .into()
+    }
 
     fn instance(name: &str, vcpus: i64, arch: &str, offerings: &[(&str, &str, f64, bool)]) -> InstanceType {
         let facts = InstanceFacts {
@@ -241,8 +266,8 @@ mod tests {
             instance("m5.large", 2, "amd64", &[("a", "spot", 0.04, true), ("b", "spot", 0.03, true)]),
         ];
         let subnets = [subnet("subnet-small", "a", 10), subnet("subnet-big", "a", 4000), subnet("subnet-b", "b", 5)];
-        let plan =
-            plan_launch(&capacity_types(&["spot", "on-demand"]), &requests(1000), &types, &subnets).expect("a plan");
+        let plan = plan_launch(&capacity_types(&["spot", "on-demand"]), &requests(1000), &types, &subnets, &amis())
+            .expect("a plan");
         assert_eq!(plan.capacity_type, "spot");
         let order: Vec<(&str, &str, f64)> =
             plan.overrides.iter().map(|o| (o.instance_type.as_str(), o.subnet_id.as_str(), o.priority)).collect();
@@ -256,11 +281,11 @@ mod tests {
     fn falls_back_to_on_demand_when_every_spot_offering_is_unavailable() {
         let types = [instance("m5.large", 2, "amd64", &[("a", "spot", 0.04, false), ("a", "on-demand", 0.096, true)])];
         let subnets = [subnet("subnet-a", "a", 100)];
-        let plan =
-            plan_launch(&capacity_types(&["spot", "on-demand"]), &requests(1000), &types, &subnets).expect("a plan");
+        let plan = plan_launch(&capacity_types(&["spot", "on-demand"]), &requests(1000), &types, &subnets, &amis())
+            .expect("a plan");
         assert_eq!(plan.capacity_type, "on-demand");
         assert_eq!(
-            plan_launch(&capacity_types(&["spot"]), &requests(1000), &types, &subnets),
+            plan_launch(&capacity_types(&["spot"]), &requests(1000), &types, &subnets, &amis()),
             Err(NoPlan::AllUnavailable)
         );
     }
@@ -275,10 +300,10 @@ mod tests {
         let subnets = [subnet("subnet-a", "a", 100)];
         let mut amd64 = Requirements::new();
         amd64.add(labels::ARCH, Requirement::one_of(["amd64"]));
-        let plan = plan_launch(&amd64, &requests(4000), &types, &subnets).expect("a plan");
+        let plan = plan_launch(&amd64, &requests(4000), &types, &subnets, &amis()).expect("a plan");
         let names: Vec<&str> = plan.overrides.iter().map(|o| o.instance_type.as_str()).collect();
         assert_eq!(names, ["m5.4xlarge"]);
-        let error = plan_launch(&amd64, &requests(64_000), &types, &subnets).unwrap_err();
+        let error = plan_launch(&amd64, &requests(64_000), &types, &subnets, &amis()).unwrap_err();
         assert!(matches!(&error, NoPlan::Incompatible(message) if message.contains("cpu=64000")), "{error:?}");
     }
 
@@ -288,11 +313,17 @@ mod tests {
             [instance("m5.large", 2, "amd64", &[("a", "on-demand", 0.096, true), ("b", "on-demand", 0.09, true)])];
         let mut exhausted = subnet("subnet-b", "b", 0);
         exhausted.exhausted = true;
-        let plan = plan_launch(&Requirements::new(), &requests(100), &types, &[subnet("subnet-a", "a", 9), exhausted])
-            .expect("a plan");
+        let plan = plan_launch(
+            &Requirements::new(),
+            &requests(100),
+            &types,
+            &[subnet("subnet-a", "a", 9), exhausted],
+            &amis(),
+        )
+        .expect("a plan");
         let zones: Vec<&str> = plan.overrides.iter().map(|o| o.zone.as_str()).collect();
         assert_eq!(zones, ["a"]);
-        let error = plan_launch(&Requirements::new(), &requests(100), &types, &[]).unwrap_err();
+        let error = plan_launch(&Requirements::new(), &requests(100), &types, &[], &amis()).unwrap_err();
         assert!(matches!(error, NoPlan::Incompatible(_)));
     }
 
@@ -309,7 +340,7 @@ mod tests {
             })
             .collect();
         let subnets = [subnet("subnet-a", "a", 100), subnet("subnet-b", "b", 100)];
-        let plan = plan_launch(&Requirements::new(), &requests(100), &types, &subnets).expect("a plan");
+        let plan = plan_launch(&Requirements::new(), &requests(100), &types, &subnets, &amis()).expect("a plan");
         assert_eq!(plan.overrides.len(), MAX_OVERRIDES);
         assert!(plan.overrides.windows(2).all(|pair| pair[0].price <= pair[1].price));
     }

@@ -53,7 +53,7 @@ pub async fn create(
         throttled_last = false;
         let instance_types = provider.instance_types(class).await?;
         let subnets = provider.offerings.subnets(status);
-        let plan = match plan_launch(&requirements, &requests, &instance_types, &subnets) {
+        let plan = match plan_launch(&requirements, &requests, &instance_types, &subnets, &status.amis) {
             Ok(plan) => plan,
             Err(NoPlan::Incompatible(reason)) if errors.is_empty() => {
                 return Err(CloudError::NoCompatibleOfferings(reason));
@@ -65,8 +65,8 @@ pub async fn create(
             }
             Err(_) => return Err(CloudError::InsufficientCapacity { errors }),
         };
-        let arches = plan.overrides.iter().map(|o| o.arch.as_str());
-        let templates = templates::for_arches(provider, claim, class, status, arches).await?;
+        let images = plan.overrides.iter().map(|o| o.image.as_str());
+        let templates = templates::for_images(provider, claim, class, status, images).await?;
         let request = createfleet::request(&plan, &templates, createfleet::client_token(claim, &plan), &tags);
         tracing::info!(nodeclaim = %name, capacity_type = %plan.capacity_type, overrides = plan.overrides.len(), "calling CreateFleet");
         let reply = match request.send_with(&provider.ec2).await {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AwsCloudProvider,
-    ami::{ARCHES, Alias, Image, newest_per_arch},
+    ami::{ARCHES, Alias, Image, Variant, newest_per_arch},
     aws_error,
 };
 use crate::{
@@ -130,22 +130,37 @@ async fn security_groups(
 
 /// The images an alias names for this cluster's Kubernetes version, one per architecture whose
 /// public parameter exists.
+/// The images an alias names: one per architecture and variant the family publishes (a variant
+/// without a parameter, as Neuron on arm64, is left out).
 async fn alias_images(provider: &AwsCloudProvider, alias: &Alias) -> Result<Vec<Image>, CloudError> {
-    let mut ids = Vec::new();
+    let mut variants: BTreeMap<String, Option<Variant>> = BTreeMap::new();
     for (_, ec2_arch) in ARCHES {
-        let name = alias.ssm_parameter(&provider.options.cluster.kubernetes_minor, ec2_arch);
-        match provider.ssm.get_parameter().name(&name).send().await {
-            Ok(output) => ids.extend(output.parameter().and_then(|p| p.value()).map(str::to_owned)),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_parameter_not_found()) => {
-                tracing::debug!(parameter = %name, "no AMI parameter for this architecture");
+        for variant in alias.variants() {
+            let name = alias.ssm_parameter(&provider.options.cluster.kubernetes_minor, ec2_arch, *variant);
+            match provider.ssm.get_parameter().name(&name).send().await {
+                Ok(output) => {
+                    if let Some(id) = output.parameter().and_then(|p| p.value()) {
+                        variants.insert(id.to_owned(), *variant);
+                    }
+                }
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_parameter_not_found()) => {
+                    tracing::debug!(parameter = %name, "no AMI parameter for this architecture and variant");
+                }
+                Err(error) => return Err(aws_error("GetParameter")(error)),
             }
-            Err(error) => return Err(aws_error("GetParameter")(error)),
         }
     }
-    if ids.is_empty() {
+    if variants.is_empty() {
         return Ok(Vec::new());
     }
-    describe_images(provider, vec![Filter::builder().name("image-id").set_values(Some(ids)).build()], Vec::new()).await
+    let ids = variants.keys().cloned().collect();
+    let mut images =
+        describe_images(provider, vec![Filter::builder().name("image-id").set_values(Some(ids)).build()], Vec::new())
+            .await?;
+    for image in &mut images {
+        image.variant = variants.get(&image.id).copied().flatten();
+    }
+    Ok(images)
 }
 
 async fn describe_images(
@@ -165,6 +180,7 @@ async fn describe_images(
                 name: image.name().map(str::to_owned),
                 architecture: architecture.as_str().to_owned(),
                 creation_date: image.creation_date().unwrap_or_default().to_owned(),
+                variant: None,
             });
         }
     }

@@ -1,9 +1,9 @@
-//! Launch templates in EC2: one per node class content and architecture, created on first use,
+//! Launch templates in EC2: one per node class content and AMI, created on first use,
 //! remembered while launches use them, deleted with their node class or once idle. What goes
 //! into a template and its name come from the pure `launchtemplate.rs`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -59,22 +59,21 @@ impl TemplatesInUse {
     }
 }
 
-/// The launch templates for every architecture the node class has an AMI for, created if they
-/// do not exist yet.
+/// The launch templates for every AMI the node class resolved, created if they do not exist
+/// yet.
 pub async fn prepare(provider: &AwsCloudProvider, claim: &NodeClaim, class: &EC2NodeClass) -> Result<(), CloudError> {
     let status = ready_status(class)?;
-    let arches: BTreeSet<&str> = status.amis.iter().filter_map(ami::arch_of).collect();
-    for_arches(provider, claim, class, status, arches.into_iter()).await?;
+    for_images(provider, claim, class, status, status.amis.iter().map(|ami| ami.id.as_str())).await?;
     Ok(())
 }
 
-/// The launch template for each of `arches`, by architecture.
-pub(super) async fn for_arches<'a>(
+/// The launch template for each of `images` (AMI IDs of the node class), by image.
+pub(super) async fn for_images<'a>(
     provider: &AwsCloudProvider,
     claim: &NodeClaim,
     class: &EC2NodeClass,
     status: &EC2NodeClassStatus,
-    arches: impl Iterator<Item = &'a str>,
+    images: impl Iterator<Item = &'a str>,
 ) -> Result<BTreeMap<String, Template>, CloudError> {
     let family = node_family(class);
     let bootstrap = NodeBootstrap {
@@ -90,15 +89,15 @@ pub(super) async fn for_arches<'a>(
         class.spec.block_device_mappings.clone()
     };
     let mut templates = BTreeMap::new();
-    for arch in arches {
-        if templates.contains_key(arch) {
+    for id in images {
+        if templates.contains_key(id) {
             continue;
         }
         let image = status
             .amis
             .iter()
-            .find(|image| ami::arch_of(image) == Some(arch))
-            .ok_or_else(|| CloudError::InvalidConfiguration(format!("no AMI for architecture {arch}")))?;
+            .find(|image| image.id == id)
+            .ok_or_else(|| CloudError::InvalidConfiguration(format!("AMI {id} is not the node class's")))?;
         let mut security_group_ids: Vec<String> = status.security_groups.iter().map(|g| g.id.clone()).collect();
         security_group_ids.sort();
         let spec = LaunchTemplateSpec {
@@ -113,7 +112,7 @@ pub(super) async fn for_arches<'a>(
             tags: class.spec.tags.clone().into_iter().chain(ownership_tags(provider.cluster_name())).collect(),
         };
         let name = ensure(provider, class, &spec).await?;
-        templates.insert(arch.to_owned(), Template { name, image_id: image.id.clone(), security_group_ids });
+        templates.insert(id.to_owned(), Template { name, image_id: image.id.clone(), security_group_ids });
     }
     Ok(templates)
 }
