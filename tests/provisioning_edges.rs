@@ -1,8 +1,9 @@
 //! The controller's edges, end to end on the local control plane and the AWS emulator (EC2 calls
 //! through the fault-injecting proxy): weighted pools fall back from spot to on-demand on capacity
 //! errors; limits stop launches with an Event; pods nobody can host get an Event and launch
-//! nothing; a PodDisruptionBudget blocks a drain until relaxed; a controller killed in the middle
-//! of a burst and restarted leaves every pod Running with no duplicated or leaked instance.
+//! nothing; a GPU pod gets a GPU type booted from the NVIDIA image; a PodDisruptionBudget blocks
+//! a drain until relaxed; a controller killed in the middle of a burst and restarted leaves every
+//! pod Running with no duplicated or leaked instance.
 
 mod support;
 
@@ -185,7 +186,29 @@ async fn the_controllers_edges_end_to_end() {
     assert_eq!(edge_claims(&client).await.len(), before, "nothing launched for it");
     delete_deployment(&client, "edge-d").await;
 
-    // 6. A PodDisruptionBudget with maxUnavailable 0 blocks the drain until it is relaxed.
+    // 6. A pod asking for a GPU gets a GPU type from the pool that has them, booted from the
+    // NVIDIA image.
+    apply(&client, pool("edge-gpu", 1, "on-demand", &["g4dn.xlarge", "g5.xlarge"], json!({}))).await;
+    let mut gpu = deployment("edge-g", 1, "500m", json!({"edge": "yes"}));
+    let resources = &mut gpu["spec"]["template"]["spec"]["containers"][0]["resources"];
+    resources["requests"]["nvidia.com/gpu"] = json!("1");
+    resources["limits"] = json!({"nvidia.com/gpu": "1"});
+    apply(&client, gpu).await;
+    let ran = support::wait_until(Duration::from_secs(90), || async {
+        (running(&client, "edge-g").await == 1).then_some(())
+    })
+    .await;
+    assert!(ran.is_some(), "the GPU pod runs; log:\n{}", log_of("stoker-edges-2"));
+    let node_of_g = pods_of(&client, "edge-g").await[0].spec.clone().and_then(|s| s.node_name).expect("bound");
+    let claim_of_g = claims.get(&nodes.get(&node_of_g).await.expect("node").labels()["stoker.dev/nodeclaim"]).await;
+    let claim_of_g = claim_of_g.expect("the GPU pod's NodeClaim");
+    assert_eq!(claim_of_g.labels().get("stoker.dev/nodepool").map(String::as_str), Some("edge-gpu"));
+    assert!(claim_of_g.labels().contains_key("karpenter.k8s.aws/instance-gpu-name"), "{:?}", claim_of_g.labels());
+    let image = claim_of_g.status.as_ref().and_then(|s| s.image_id.clone());
+    assert_eq!(image.as_deref(), Some("ami-0a1d1a2300000000"), "the NVIDIA AL2023 image");
+    delete_deployment(&client, "edge-g").await;
+
+    // 7. A PodDisruptionBudget with maxUnavailable 0 blocks the drain until it is relaxed.
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
     apply(
         &client,
@@ -206,7 +229,7 @@ async fn the_controllers_edges_end_to_end() {
     .await;
     assert!(drained.is_some(), "drained, terminated, and the pods run elsewhere; log:\n{}", log_of("stoker-edges-2"));
 
-    // 7. Without the Deployments and their NodeClaims, no instance is left.
+    // 8. Without the Deployments and their NodeClaims, no instance is left.
     for name in ["edge-a", "edge-b"] {
         delete_deployment(&client, name).await;
     }
