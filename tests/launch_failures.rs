@@ -34,7 +34,7 @@ async fn failing_launches_back_off_instead_of_looping() {
         .types
         .iter()
         .filter(|t| t.name == "c5.large")
-        .map(|facts| allocatable::instance_type(facts, Vec::new(), None).expect("valid facts"))
+        .map(|facts| allocatable::instance_type(facts, Vec::new(), &Default::default()).expect("valid facts"))
         .collect();
     let fake = FakeCloudProvider::new(types);
     for attempt in 0..3 {

@@ -51,7 +51,12 @@ fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
                         });
                     }
                 }
-                allocatable::instance_type(&facts, offerings, None).unwrap()
+                allocatable::instance_type(
+                    &facts,
+                    offerings,
+                    &stoker::cloudprovider::aws::allocatable::NodeSettings::default(),
+                )
+                .unwrap()
             })
             .collect()
     })

@@ -15,5 +15,5 @@ pub fn instance_types() -> Vec<InstanceType> {
     let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).into();
     let arches = ["amd64", "arm64"].map(String::from).into();
     let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
-    catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), None)
+    catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), &Default::default())
 }

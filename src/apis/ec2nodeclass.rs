@@ -91,6 +91,18 @@ pub struct EC2NodeClassSpec {
     /// computes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubelet: Option<KubeletConfiguration>,
+    /// What to do with the instance's local NVMe disks: `RAID0` joins them into one array that
+    /// holds the kubelet's and containers' data, so the node's ephemeral storage is their size
+    /// (types without them keep the root volume's). Unset, they are left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_store_policy: Option<InstanceStorePolicy>,
+}
+
+/// How the local NVMe instance store is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum InstanceStorePolicy {
+    /// One RAID0 array for ephemeral storage.
+    RAID0,
 }
 
 /// Finds subnets by tags or ID.

@@ -278,6 +278,7 @@ spec:
   subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
   securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
   instanceStorePolicy: RAID0
+  context: capacity-reservation-context
   metadataOptions: {httpTokens: required, httpPutResponseHopLimit: 1}
   kubelet: {maxPods: 110, cpuCFSQuota: true}
 ";
@@ -310,12 +311,13 @@ spec:
         let (document, notes, problems) = converted(convert(KARPENTER_NODECLASS));
         assert_eq!(problems, Vec::<String>::new());
         assert_eq!(document["spec"]["kubelet"], json!({"maxPods": 110}));
-        assert!(document["spec"].get("instanceStorePolicy").is_none());
+        assert_eq!(document["spec"]["instanceStorePolicy"], "RAID0");
+        assert!(document["spec"].get("context").is_none());
         assert_eq!(
             notes,
             vec![
                 "spec.kubelet.cpuCFSQuota: dropped (stoker has no such field)",
-                "spec.instanceStorePolicy: dropped (stoker has no such field)",
+                "spec.context: dropped (stoker has no such field)",
             ]
         );
     }

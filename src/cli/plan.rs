@@ -28,7 +28,9 @@ use super::{
 };
 use crate::{
     apis::{EC2NodeClass, NodePool},
-    cloudprovider::aws::{catalog::Catalog, pricing::PriceBook, unavailable::UnavailableOfferings},
+    cloudprovider::aws::{
+        catalog::Catalog, launchtemplate::node_settings, pricing::PriceBook, unavailable::UnavailableOfferings,
+    },
     scheduling::{
         catalog::InstanceType,
         inputs::{Workload, pool_templates},
@@ -209,8 +211,8 @@ pub fn instance_types_by_class<'a>(
                 pool.metadata.name.as_deref().unwrap_or_default()
             ));
         }
-        let kubelet = class.and_then(|c| c.spec.kubelet.as_ref());
-        let types = catalog.instance_types(&zones, &arches, prices, &unavailable, now, kubelet);
+        let node = class.map(node_settings).unwrap_or_default();
+        let types = catalog.instance_types(&zones, &arches, prices, &unavailable, now, &node);
         types_by_class.insert(class_name.clone(), types.into());
     }
     (types_by_class, warnings)

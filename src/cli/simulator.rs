@@ -147,7 +147,13 @@ async fn pass(
             warn!(instance = %instance.id, instance_type = %instance.instance_type, "unknown instance type");
             continue;
         };
-        let Ok(instance_type) = allocatable::instance_type(facts, Vec::new(), None) else { continue };
+        let Ok(instance_type) = allocatable::instance_type(
+            facts,
+            Vec::new(),
+            &crate::cloudprovider::aws::allocatable::NodeSettings::default(),
+        ) else {
+            continue;
+        };
         let claim = match instance.nodeclaim() {
             Some(name) => claims.get_opt(name).await?,
             None => None,
@@ -187,7 +193,12 @@ mod tests {
             ipv4_per_interface: 10,
             ..Default::default()
         };
-        let instance_type = allocatable::instance_type(&facts, Vec::new(), None).expect("valid");
+        let instance_type = allocatable::instance_type(
+            &facts,
+            Vec::new(),
+            &crate::cloudprovider::aws::allocatable::NodeSettings::default(),
+        )
+        .expect("valid");
         let instance = Instance {
             id: "i-0abc".into(),
             provider_id: "aws:///us-east-1a/i-0abc".into(),

@@ -215,7 +215,7 @@ mod tests {
             .types
             .iter()
             .filter(|t| ["m5.large", "m5.xlarge"].contains(&t.name.as_str()))
-            .map(|facts| allocatable::instance_type(facts, Vec::new(), None).expect("valid facts"))
+            .map(|facts| allocatable::instance_type(facts, Vec::new(), &Default::default()).expect("valid facts"))
             .collect();
         FakeCloudProvider::new(types)
     }

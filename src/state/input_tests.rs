@@ -23,7 +23,7 @@ fn catalog() -> BTreeMap<String, Arc<[InstanceType]>> {
     let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).into();
     let arches = ["amd64".to_owned()].into();
     let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
-    let types = catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), None);
+    let types = catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), &Default::default());
     BTreeMap::from([("default".to_owned(), types.into())])
 }
 

@@ -57,20 +57,43 @@ pub struct InstanceFacts {
     pub efa_interfaces: i64,
 }
 
-/// An instance type from its facts, offerings and the node class's kubelet settings.
+/// What a node class sets that shapes every instance type's capacity.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct NodeSettings {
+    pub kubelet: Option<KubeletConfiguration>,
+    /// The root volume's size in bytes; [`DEFAULT_EPHEMERAL_STORAGE`] when unknown.
+    pub root_volume: Option<i64>,
+    /// `instanceStorePolicy: RAID0`: a type with local NVMe has that as ephemeral storage.
+    pub instance_store_raid0: bool,
+}
+
+impl NodeSettings {
+    /// The ephemeral storage a node of this type offers: its RAID0 array of local NVMe when the
+    /// class asks for one and the type has disks, else the root volume.
+    pub fn ephemeral_storage(&self, facts: &InstanceFacts) -> i64 {
+        if self.instance_store_raid0 && facts.local_nvme_gib > 0 {
+            return facts.local_nvme_gib.saturating_mul(GIB);
+        }
+        self.root_volume.unwrap_or(DEFAULT_EPHEMERAL_STORAGE)
+    }
+}
+
+/// An instance type from its facts, offerings and the node class's settings.
 pub fn instance_type(
     facts: &InstanceFacts,
     offerings: Vec<Offering>,
-    kubelet: Option<&KubeletConfiguration>,
+    node: &NodeSettings,
 ) -> Result<InstanceType, QuantityError> {
+    let kubelet = node.kubelet.as_ref();
     let labels = instance_labels(facts);
     let max_pods = max_pods(facts, kubelet);
+    let ephemeral_storage = node.ephemeral_storage(facts);
     let mut capacity = Resources::new();
     capacity.set(CPU, facts.vcpus * 1000);
     let hidden_mib = (facts.memory_mib as f64 * VM_MEMORY_OVERHEAD_PERCENT).ceil() as i64;
     capacity.set(MEMORY, (facts.memory_mib - hidden_mib) * MIB);
     capacity.set(PODS, max_pods);
-    capacity.set(EPHEMERAL_STORAGE, DEFAULT_EPHEMERAL_STORAGE);
+    capacity.set(EPHEMERAL_STORAGE, ephemeral_storage);
     for (resource, count) in device_resources(facts) {
         capacity.set(resource, count);
     }
@@ -87,7 +110,7 @@ pub fn instance_type(
     }
     let mut allocatable = capacity.clone();
     allocatable.subtract(&reserved);
-    allocatable.subtract(&eviction_threshold());
+    allocatable.subtract(&eviction_threshold(ephemeral_storage));
     let mut instance = InstanceType::new(facts.name.clone(), labels, capacity, allocatable, offerings);
     instance.exotic = is_exotic(facts);
     Ok(instance)
@@ -198,11 +221,12 @@ pub fn kube_reserved(vcpus: i64, max_pods: i64) -> Resources {
     reserved
 }
 
-/// The kubelet's default hard eviction threshold on memory (100Mi) and on the root volume (10%).
-pub fn eviction_threshold() -> Resources {
+/// The kubelet's default hard eviction threshold on memory (100Mi) and on the node's ephemeral
+/// storage (10% of it).
+pub fn eviction_threshold(ephemeral_storage: i64) -> Resources {
     let mut threshold = Resources::new();
     threshold.set(MEMORY, 100 * MIB);
-    threshold.set(EPHEMERAL_STORAGE, DEFAULT_EPHEMERAL_STORAGE / 10);
+    threshold.set(EPHEMERAL_STORAGE, ephemeral_storage / 10);
     threshold
 }
 
@@ -281,7 +305,7 @@ mod tests {
             assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
         }
         assert!(!labels.contains_key(labels::INSTANCE_ACCELERATOR_NAME));
-        let g5 = instance_type(&g5, vec![], None).expect("valid");
+        let g5 = instance_type(&g5, vec![], &NodeSettings::default()).expect("valid");
         assert_eq!(g5.capacity.get(labels::NVIDIA_GPU), 1);
 
         let trn = InstanceFacts {
@@ -295,13 +319,16 @@ mod tests {
         assert_eq!(labels.get(labels::INSTANCE_ACCELERATOR_NAME).map(String::as_str), Some("trainium"));
         assert_eq!(labels.get(labels::INSTANCE_ACCELERATOR_MANUFACTURER).map(String::as_str), Some("aws"));
         assert!(!labels.contains_key(labels::INSTANCE_GPU_NAME) && !labels.contains_key(labels::INSTANCE_LOCAL_NVME));
-        let trn = instance_type(&trn, vec![], None).expect("valid");
+        let trn = instance_type(&trn, vec![], &NodeSettings::default()).expect("valid");
         assert_eq!((trn.capacity.get(labels::NEURON), trn.capacity.get(labels::EFA)), (16, 8));
         assert_eq!(trn.capacity.get(labels::NVIDIA_GPU), 0);
         let amd =
             InstanceFacts { gpus: 4, gpu_manufacturer: "AMD".into(), gpu_name: "Radeon Pro V520".into(), ..m5_large() };
         assert_eq!(instance_labels(&amd).get(labels::INSTANCE_GPU_NAME).map(String::as_str), Some("radeon-pro-v520"));
-        assert_eq!(instance_type(&amd, vec![], None).expect("valid").capacity.get(labels::AMD_GPU), 4);
+        assert_eq!(
+            instance_type(&amd, vec![], &NodeSettings::default()).expect("valid").capacity.get(labels::AMD_GPU),
+            4
+        );
     }
 
     #[test]
@@ -327,7 +354,7 @@ mod tests {
 
     #[test]
     fn allocatable_of_an_m5_large() {
-        let instance = instance_type(&m5_large(), vec![], None).unwrap();
+        let instance = instance_type(&m5_large(), vec![], &NodeSettings::default()).unwrap();
         assert_eq!(instance.allocatable.get(CPU), 1930);
         // 8192 MiB less 7.5% (615 MiB), kube-reserved 574 MiB and eviction 100 MiB.
         assert_eq!(instance.allocatable.get(MEMORY), (8192 - 615 - 574 - 100) * MIB);
@@ -346,7 +373,24 @@ mod tests {
             ),
             ..Default::default()
         };
-        let instance = instance_type(&m5_large(), vec![], Some(&kubelet)).unwrap();
+        let instance =
+            instance_type(&m5_large(), vec![], &NodeSettings { kubelet: Some(kubelet), ..Default::default() }).unwrap();
         assert_eq!(instance.allocatable.get(CPU), 1500);
+    }
+
+    #[test]
+    fn ephemeral_storage_is_the_root_volume_or_the_raid0_array() {
+        let with_disks = InstanceFacts { local_nvme_gib: 474, ..m5_large() };
+        let storage = |node: &NodeSettings, facts: &InstanceFacts| {
+            let instance = instance_type(facts, vec![], node).unwrap();
+            (instance.capacity.get(EPHEMERAL_STORAGE) / GIB, instance.allocatable.get(EPHEMERAL_STORAGE))
+        };
+        // The 20 GiB default, less 1 GiB kube-reserved and the 10% eviction threshold.
+        assert_eq!(storage(&NodeSettings::default(), &with_disks), (20, 20 * GIB - GIB - 2 * GIB));
+        let root = NodeSettings { root_volume: Some(100 * GIB), ..Default::default() };
+        assert_eq!(storage(&root, &with_disks), (100, 100 * GIB - GIB - 10 * GIB));
+        let raid0 = NodeSettings { instance_store_raid0: true, ..root };
+        assert_eq!(storage(&raid0, &with_disks).0, 474);
+        assert_eq!(storage(&raid0, &m5_large()).0, 100, "no disks: the root volume");
     }
 }

@@ -230,9 +230,12 @@ mod tests {
             ..Default::default()
         };
         let launched_with = |name: &str, gpus: i64, accelerators: i64| {
-            let instance =
-                crate::cloudprovider::aws::allocatable::instance_type(&facts(name, gpus, accelerators), vec![], None)
-                    .expect("valid");
+            let instance = crate::cloudprovider::aws::allocatable::instance_type(
+                &facts(name, gpus, accelerators),
+                vec![],
+                &crate::cloudprovider::aws::allocatable::NodeSettings::default(),
+            )
+            .expect("valid");
             image_for(&amis, &instance).map(|ami| ami.id.clone())
         };
         assert_eq!(launched_with("m5.xlarge", 0, 0).as_deref(), Some("ami-standard"));
@@ -242,8 +245,12 @@ mod tests {
         assert_eq!(
             image_for(
                 &amis[..1],
-                &crate::cloudprovider::aws::allocatable::instance_type(&facts("g5.xlarge", 1, 0), vec![], None)
-                    .expect("valid")
+                &crate::cloudprovider::aws::allocatable::instance_type(
+                    &facts("g5.xlarge", 1, 0),
+                    vec![],
+                    &crate::cloudprovider::aws::allocatable::NodeSettings::default()
+                )
+                .expect("valid")
             ),
             None
         );

@@ -49,6 +49,9 @@ pub struct NodeBootstrap<'a> {
     pub taints: Vec<Taint>,
     pub kubelet: Option<&'a KubeletConfiguration>,
     pub custom: Option<&'a str>,
+    /// `instanceStorePolicy: RAID0`: the node joins its local NVMe disks into one array for
+    /// the kubelet's and containers' data.
+    pub instance_store_raid0: bool,
 }
 
 /// The user data for an AMI family, in plain text (EC2 wants it base64-encoded).
@@ -104,6 +107,10 @@ fn al2023(cluster: &ClusterInfo, node: &NodeBootstrap) -> Result<String, CloudEr
             "kubelet": { "config": Value::Object(kubelet_config), "flags": flags },
         },
     });
+    let mut node_config = node_config;
+    if node.instance_store_raid0 {
+        node_config["spec"]["instance"] = json!({"localStorage": {"strategy": "RAID0"}});
+    }
     let node_config = crate::yaml::to_string(&node_config)
         .map_err(|e| CloudError::InvalidConfiguration(format!("cannot render NodeConfig: {e}")))?;
 
@@ -155,9 +162,35 @@ fn bottlerocket(cluster: &ClusterInfo, node: &NodeBootstrap) -> Result<String, C
     kubernetes.insert("cluster-name".into(), cluster.name.clone().into());
     kubernetes.insert("api-server".into(), cluster.endpoint.clone().into());
     kubernetes.insert("cluster-certificate".into(), cluster.ca_bundle.clone().into());
-    if let Some(max_pods) = node.kubelet.and_then(|k| k.max_pods) {
-        kubernetes.insert("max-pods".into(), i64::from(max_pods).into());
+    if let Some(kubelet) = node.kubelet {
+        bottlerocket_kubelet(kubernetes, kubelet).map_err(invalid)?;
     }
+    if node.instance_store_raid0 {
+        // Bottlerocket builds the array and moves the kubelet's and containerd's data onto it
+        // with its own API, before the kubelet starts.
+        let settings = table(&mut document, "settings").map_err(invalid)?;
+        let commands = table(settings, "bootstrap-commands").map_err(invalid)?;
+        let storage = table(commands, "k8s-ephemeral-storage").map_err(invalid)?;
+        let command = |args: &[&str]| toml::Value::Array(args.iter().map(|a| toml::Value::from(*a)).collect());
+        storage.insert(
+            "commands".into(),
+            toml::Value::Array(vec![
+                command(&["apiclient", "ephemeral-storage", "init"]),
+                command(&[
+                    "apiclient",
+                    "ephemeral-storage",
+                    "bind",
+                    "--dirs",
+                    "/var/lib/containerd",
+                    "/var/lib/kubelet",
+                    "/var/log/pods",
+                ]),
+            ]),
+        );
+        storage.insert("mode".into(), "always".into());
+        storage.insert("essential".into(), true.into());
+    }
+    let kubernetes = table(table(&mut document, "settings").map_err(invalid)?, "kubernetes").map_err(invalid)?;
     let labels = table(kubernetes, "node-labels").map_err(invalid)?;
     for (key, value) in &node.labels {
         labels.insert(key.clone(), value.clone().into());
@@ -172,6 +205,37 @@ fn bottlerocket(cluster: &ClusterInfo, node: &NodeBootstrap) -> Result<String, C
         }
     }
     toml::to_string(&document).map_err(|e| invalid(e.to_string()))
+}
+
+/// The kubelet settings stoker's capacity figures assume, in Bottlerocket's names: the node
+/// must reserve and evict as the allocatable stoker planned with says. (`podsPerCore` has no
+/// Bottlerocket setting: such nodes take the ENI limit, more pods than stoker plans for.)
+fn bottlerocket_kubelet(kubernetes: &mut toml::Table, kubelet: &KubeletConfiguration) -> Result<(), String> {
+    fn strings<'a, V: 'a>(
+        target: &mut toml::Table,
+        key: &str,
+        values: Option<&'a BTreeMap<String, V>>,
+        text: impl Fn(&V) -> String,
+    ) -> Result<(), String> {
+        let Some(values) = values else { return Ok(()) };
+        let table = table(target, key)?;
+        for (name, value) in values {
+            table.insert(name.clone(), text(value).into());
+        }
+        Ok(())
+    }
+    if let Some(max_pods) = kubelet.max_pods {
+        kubernetes.insert("max-pods".into(), i64::from(max_pods).into());
+    }
+    strings(kubernetes, "kube-reserved", kubelet.kube_reserved.as_ref(), |q| q.0.clone())?;
+    strings(kubernetes, "system-reserved", kubelet.system_reserved.as_ref(), |q| q.0.clone())?;
+    strings(kubernetes, "eviction-hard", kubelet.eviction_hard.as_ref(), String::clone)?;
+    strings(kubernetes, "eviction-soft", kubelet.eviction_soft.as_ref(), String::clone)?;
+    strings(kubernetes, "eviction-soft-grace-period", kubelet.eviction_soft_grace_period.as_ref(), |d| d.to_string())?;
+    if let Some(dns) = kubelet.cluster_dns.as_ref().and_then(|d| d.first()) {
+        kubernetes.insert("cluster-dns-ip".into(), dns.clone().into());
+    }
+    Ok(())
 }
 
 /// The sub-table `key` of `parent`, created when missing.
@@ -238,6 +302,7 @@ mod tests {
             ],
             kubelet,
             custom,
+            instance_store_raid0: false,
         }
     }
 
@@ -302,6 +367,46 @@ mod tests {
         assert_eq!(kubernetes["node-taints"]["gpu"][0].as_str(), Some("true:NoSchedule"));
         assert_eq!(parsed["settings"]["host-containers"]["admin"]["enabled"].as_bool(), Some(true));
         assert!(user_data(AmiFamily::Bottlerocket, &cluster(), &node(Some("not = [toml"), None)).is_err());
+    }
+
+    #[test]
+    fn bottlerocket_nodes_reserve_and_evict_as_stoker_planned() {
+        let kubelet: KubeletConfiguration = serde_json::from_value(serde_json::json!({
+            "maxPods": 58,
+            "kubeReserved": {"cpu": "200m", "memory": "1Gi"},
+            "systemReserved": {"memory": "512Mi"},
+            "evictionHard": {"memory.available": "5%"},
+            "evictionSoft": {"nodefs.available": "15%"},
+            "evictionSoftGracePeriod": {"nodefs.available": "1m"},
+            "clusterDNS": ["10.0.0.10"]
+        }))
+        .expect("kubelet settings");
+        let text = user_data(AmiFamily::Bottlerocket, &cluster(), &node(None, Some(&kubelet))).expect("renders");
+        let parsed: toml::Table = text.expect("some").parse().expect("TOML");
+        let kubernetes = &parsed["settings"]["kubernetes"];
+        assert_eq!(kubernetes["max-pods"].as_integer(), Some(58));
+        assert_eq!(kubernetes["kube-reserved"]["cpu"].as_str(), Some("200m"));
+        assert_eq!(kubernetes["kube-reserved"]["memory"].as_str(), Some("1Gi"));
+        assert_eq!(kubernetes["system-reserved"]["memory"].as_str(), Some("512Mi"));
+        assert_eq!(kubernetes["eviction-hard"]["memory.available"].as_str(), Some("5%"));
+        assert_eq!(kubernetes["eviction-soft"]["nodefs.available"].as_str(), Some("15%"));
+        assert_eq!(kubernetes["eviction-soft-grace-period"]["nodefs.available"].as_str(), Some("1m"));
+        assert_eq!(kubernetes["cluster-dns-ip"].as_str(), Some("10.0.0.10"));
+    }
+
+    #[test]
+    fn raid0_is_asked_of_nodeadm_and_of_bottlerocket() {
+        let raid0 = NodeBootstrap { instance_store_raid0: true, ..node(None, None) };
+        let text = user_data(AmiFamily::AL2023, &cluster(), &raid0).expect("renders").expect("some");
+        assert_eq!(node_config(&text)["spec"]["instance"]["localStorage"]["strategy"], "RAID0");
+        let text = user_data(AmiFamily::Bottlerocket, &cluster(), &raid0).expect("renders").expect("some");
+        let parsed: toml::Table = text.parse().expect("TOML");
+        let storage = &parsed["settings"]["bootstrap-commands"]["k8s-ephemeral-storage"];
+        assert_eq!(storage["commands"][0].as_array().map(Vec::len), Some(3));
+        assert_eq!(storage["essential"].as_bool(), Some(true));
+        assert_eq!(parsed["settings"]["kubernetes"]["cluster-name"].as_str(), Some("prod"));
+        let plain = user_data(AmiFamily::AL2023, &cluster(), &node(None, None)).expect("renders").expect("some");
+        assert!(node_config(&plain)["spec"].get("instance").is_none());
     }
 
     #[test]

@@ -5,14 +5,14 @@
 //! Also turns facts, zones, prices and the unavailable-offerings cache into the priced
 //! `InstanceType`s the scheduling simulation chooses from.
 
-use super::allocatable::{self, InstanceFacts};
+use super::allocatable::{self, InstanceFacts, NodeSettings};
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{ArchitectureType, InstanceTypeInfo, LocationType};
 
 use super::{aws_error, pricing::PriceBook, unavailable::UnavailableOfferings};
 use crate::{
-    apis::{ec2nodeclass::KubeletConfiguration, labels},
+    apis::labels,
     cloudprovider::CloudError,
     scheduling::catalog::{InstanceType, Offering},
 };
@@ -43,7 +43,7 @@ impl Catalog {
         prices: &PriceBook,
         unavailable: &UnavailableOfferings,
         now: std::time::Instant,
-        kubelet: Option<&KubeletConfiguration>,
+        node: &NodeSettings,
     ) -> Vec<InstanceType> {
         self.types
             .iter()
@@ -71,7 +71,7 @@ impl Catalog {
                 }
                 // A type whose kubelet settings do not parse is skipped, not fatal: the node
                 // class's status reports the bad quantity.
-                allocatable::instance_type(facts, offerings, kubelet).ok()
+                allocatable::instance_type(facts, offerings, node).ok()
             })
             .collect()
     }
@@ -291,7 +291,14 @@ mod tests {
         let now = Instant::now();
         let mut unavailable = UnavailableOfferings::new(Duration::from_secs(180));
         unavailable.mark_offering("m5.large", "us-east-1a", "spot", now);
-        let types = catalog.instance_types(&set(&["us-east-1a"]), &set(&["amd64"]), &prices, &unavailable, now, None);
+        let types = catalog.instance_types(
+            &set(&["us-east-1a"]),
+            &set(&["amd64"]),
+            &prices,
+            &unavailable,
+            now,
+            &NodeSettings::default(),
+        );
         assert!(types.iter().all(|t| t.labels[labels::ARCH] == "amd64"));
         assert!(types.iter().all(|t| t.offerings.iter().all(|o| o.zone == "us-east-1a")));
         let m5 = types.iter().find(|t| t.name == "m5.large").expect("m5.large offered in us-east-1a");

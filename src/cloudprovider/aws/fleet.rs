@@ -240,7 +240,8 @@ mod tests {
                 available: *available,
             })
             .collect();
-        allocatable::instance_type(&facts, offerings, None).expect("valid facts")
+        allocatable::instance_type(&facts, offerings, &crate::cloudprovider::aws::allocatable::NodeSettings::default())
+            .expect("valid facts")
     }
 
     fn subnet(id: &str, zone: &str, available_ips: i64) -> Subnet {

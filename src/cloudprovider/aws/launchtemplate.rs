@@ -18,11 +18,17 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::tags::ec2_tags;
+use super::{allocatable::NodeSettings, tags::ec2_tags};
 use crate::{
-    apis::ec2nodeclass::{AmiFamily, BlockDevice, BlockDeviceMapping, MetadataOptions, VolumeType as ApiVolumeType},
+    apis::ec2nodeclass::{
+        AmiFamily, BlockDevice, BlockDeviceMapping, EC2NodeClass, InstanceStorePolicy, MetadataOptions,
+        VolumeType as ApiVolumeType,
+    },
     cloudprovider::CloudError,
-    scheduling::quantity::parse_scaled,
+    scheduling::{
+        quantity::{parse_resource, parse_scaled},
+        resources::EPHEMERAL_STORAGE,
+    },
 };
 
 /// Everything a launch template holds. Serialized (with sorted maps) to name the template.
@@ -167,6 +173,36 @@ pub fn default_block_devices(family: AmiFamily) -> Vec<BlockDeviceMapping> {
     }
 }
 
+/// What the node class sets that shapes every instance type's capacity: its kubelet settings,
+/// its root volume (the mapping marked root, else the family's root device, as the launch
+/// template gets them), and its instance store policy.
+pub fn node_settings(class: &EC2NodeClass) -> NodeSettings {
+    let family = node_family(class);
+    let mappings = match class.spec.block_device_mappings.is_empty() {
+        true => default_block_devices(family),
+        false => class.spec.block_device_mappings.clone(),
+    };
+    let root_device = if family == AmiFamily::Bottlerocket { "/dev/xvdb" } else { "/dev/xvda" };
+    let root =
+        mappings.iter().find(|m| m.root_volume).or_else(|| mappings.iter().find(|m| m.device_name == root_device));
+    NodeSettings {
+        kubelet: class.spec.kubelet.clone(),
+        root_volume: root
+            .and_then(|m| m.ebs.volume_size.as_ref())
+            .and_then(|size| parse_resource(EPHEMERAL_STORAGE, &size.0).ok()),
+        instance_store_raid0: class.spec.instance_store_policy == Some(InstanceStorePolicy::RAID0),
+    }
+}
+
+/// The bootstrap family of a node class: its alias's, else `amiFamily`, else Custom.
+pub fn node_family(class: &EC2NodeClass) -> AmiFamily {
+    let alias = class.spec.ami_selector_terms.iter().find_map(|t| t.alias.as_deref());
+    match alias.map(super::ami::Alias::parse) {
+        Some(Ok(alias)) => alias.family,
+        _ => class.spec.ami_family.unwrap_or(AmiFamily::Custom),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +260,37 @@ mod tests {
         assert_eq!(volume_gib(&Quantity("1Ti".into())), Ok(1024));
         assert!(volume_gib(&Quantity("0".into())).is_err());
         assert!(volume_gib(&Quantity("lots".into())).is_err());
+    }
+
+    #[test]
+    fn the_root_volume_and_store_policy_shape_the_node_settings() {
+        let class = |spec: serde_json::Value| -> EC2NodeClass {
+            let mut spec = spec;
+            spec["subnetSelectorTerms"] = serde_json::json!([{"tags": {"a": "b"}}]);
+            spec["securityGroupSelectorTerms"] = serde_json::json!([{"tags": {"a": "b"}}]);
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "stoker.dev/v1alpha1", "kind": "EC2NodeClass", "metadata": {"name": "c"}, "spec": spec
+            }))
+            .expect("a node class")
+        };
+        const GIB: i64 = 1 << 30;
+        let al2023 = class(serde_json::json!({"amiSelectorTerms": [{"alias": "al2023@latest"}]}));
+        assert_eq!(node_settings(&al2023).root_volume, Some(20 * GIB));
+        let sized = class(serde_json::json!({
+            "amiSelectorTerms": [{"alias": "bottlerocket@latest"}],
+            "instanceStorePolicy": "RAID0",
+            "blockDeviceMappings": [
+                {"deviceName": "/dev/xvda", "ebs": {"volumeSize": "4Gi"}},
+                {"deviceName": "/dev/xvdb", "ebs": {"volumeSize": "200Gi"}}
+            ]
+        }));
+        let settings = node_settings(&sized);
+        assert_eq!(settings.root_volume, Some(200 * GIB), "Bottlerocket's data volume is its root for pods");
+        assert!(settings.instance_store_raid0);
+        let marked = class(serde_json::json!({
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "blockDeviceMappings": [{"deviceName": "/dev/sdf", "rootVolume": true, "ebs": {"volumeSize": "80Gi"}}]
+        }));
+        assert_eq!(node_settings(&marked).root_volume, Some(80 * GIB));
     }
 }

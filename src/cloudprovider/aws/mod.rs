@@ -258,7 +258,7 @@ impl CloudProvider for AwsCloudProvider {
         let shape = Shape {
             zones: status.subnets.iter().map(|s| s.zone.clone()).collect(),
             arches: status.amis.iter().filter_map(ami::arch_of).map(str::to_owned).collect(),
-            kubelet: class.spec.kubelet.clone(),
+            node: launchtemplate::node_settings(class),
         };
         self.offerings.instance_types(&self.ec2, shape).await
     }

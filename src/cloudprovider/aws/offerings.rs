@@ -16,12 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{catalog, catalog::Catalog, fleet::Subnet, lock, pricing::PriceBook, unavailable::UnavailableOfferings};
-use crate::{
-    apis::ec2nodeclass::{EC2NodeClassStatus, KubeletConfiguration},
-    cloudprovider::CloudError,
-    scheduling::catalog::InstanceType,
+use super::{
+    allocatable::NodeSettings, catalog, catalog::Catalog, fleet::Subnet, lock, pricing::PriceBook,
+    unavailable::UnavailableOfferings,
 };
+use crate::{apis::ec2nodeclass::EC2NodeClassStatus, cloudprovider::CloudError, scheduling::catalog::InstanceType};
 
 /// After a failed catalog refresh, how long the last good catalog serves before the next try.
 const CATALOG_RETRY: Duration = Duration::from_secs(60);
@@ -30,12 +29,12 @@ const CATALOG_RETRY: Duration = Duration::from_secs(60);
 pub struct Shape {
     pub zones: BTreeSet<String>,
     pub arches: BTreeSet<String>,
-    pub kubelet: Option<KubeletConfiguration>,
+    pub node: NodeSettings,
 }
 
 impl Shape {
     fn key(&self) -> String {
-        format!("{:?}{:?}{}", self.zones, self.arches, serde_json::to_string(&self.kubelet).unwrap_or_default())
+        format!("{:?}{:?}{}", self.zones, self.arches, serde_json::to_string(&self.node).unwrap_or_default())
     }
 }
 
@@ -165,9 +164,8 @@ impl Offerings {
         let (types, valid_until) = {
             let prices = lock(&self.prices);
             let unavailable = lock(&self.unavailable);
-            let types: Arc<[InstanceType]> = catalog
-                .instance_types(&shape.zones, &shape.arches, &prices, &unavailable, now, shape.kubelet.as_ref())
-                .into();
+            let types: Arc<[InstanceType]> =
+                catalog.instance_types(&shape.zones, &shape.arches, &prices, &unavailable, now, &shape.node).into();
             (types, unavailable.next_expiry(now))
         };
         let priced = Priced { shape, types: types.clone(), generation, valid_until };

@@ -12,17 +12,17 @@ use aws_sdk_ec2::types::ResourceType;
 use kube::ResourceExt;
 
 use super::{
-    AwsCloudProvider, ami, aws_error,
+    AwsCloudProvider, aws_error,
     bootstrap::{NodeBootstrap, bootstrap_labels, bootstrap_taints, user_data},
     createfleet::Template,
-    launchtemplate::{LaunchTemplateSpec, default_block_devices},
+    launchtemplate::{LaunchTemplateSpec, default_block_devices, node_family, node_settings},
     lock,
     nodeclass::ready_status,
     tags::{ownership_tags, tag_specification},
 };
 use crate::{
     apis::{
-        ec2nodeclass::{AmiFamily, EC2NodeClass, EC2NodeClassStatus},
+        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
         labels,
         nodeclaim::NodeClaim,
     },
@@ -81,6 +81,7 @@ pub(super) async fn for_images<'a>(
         taints: bootstrap_taints(claim),
         kubelet: class.spec.kubelet.as_ref(),
         custom: class.spec.user_data.as_deref(),
+        instance_store_raid0: node_settings(class).instance_store_raid0,
     };
     let user_data = user_data(family, &provider.options.cluster, &bootstrap)?;
     let block_devices = if class.spec.block_device_mappings.is_empty() {
@@ -199,12 +200,4 @@ pub async fn prune(provider: &AwsCloudProvider, idle: Duration) -> Result<usize,
         !recent.iter().any(|r| r == name) && created.is_some_and(|created| created < cutoff)
     })
     .await
-}
-
-fn node_family(class: &EC2NodeClass) -> AmiFamily {
-    let alias = class.spec.ami_selector_terms.iter().find_map(|t| t.alias.as_deref());
-    match alias.map(ami::Alias::parse) {
-        Some(Ok(alias)) => alias.family,
-        _ => class.spec.ami_family.unwrap_or(AmiFamily::Custom),
-    }
 }

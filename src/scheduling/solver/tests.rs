@@ -26,7 +26,8 @@ pub(crate) fn instance(name: &str, vcpus: i64, gib: i64, offerings: Vec<Offering
         ipv4_per_interface: 15,
         ..Default::default()
     };
-    allocatable::instance_type(&facts, offerings, None).expect("valid facts")
+    allocatable::instance_type(&facts, offerings, &crate::cloudprovider::aws::allocatable::NodeSettings::default())
+        .expect("valid facts")
 }
 
 /// A catalog of general-purpose types: (name, vCPU, GiB, on-demand $/h); spot costs 30%.
@@ -371,7 +372,10 @@ fn device_labels_select_the_types_that_have_them_and_no_others() {
     };
     let offerings = catalog()[0].offerings.iter().map(|o| Offering { price: 0.526, ..o.clone() }).collect();
     let mut types = catalog();
-    types.push(allocatable::instance_type(&facts, offerings, None).expect("valid"));
+    types.push(
+        allocatable::instance_type(&facts, offerings, &crate::cloudprovider::aws::allocatable::NodeSettings::default())
+            .expect("valid"),
+    );
     let mut gpu_pool = pool("on-demand", 0, "on-demand");
     gpu_pool.instance_types = (0..types.len()).collect();
     let solve_for = |spec: &str| {
