@@ -16,7 +16,10 @@ use stoker::{
         pod::{PodInfo, SoftTaints},
         requirements::{Requirement, Requirements},
         resources::Resources,
-        solver::{ExistingNode, Input, Memo, NODES, NodePoolTemplate, Plan, solve, solve_without_repack},
+        solver::{
+            ExistingNode, Input, Memo, MinValuesPolicy, NODES, NodePoolTemplate, Plan, Policies, PreferencePolicy,
+            solve, solve_without_repack,
+        },
     },
 };
 
@@ -396,5 +399,9 @@ proptest! {
         let plan = solve(&input);
         check_invariants(&input, &plan)?;
         prop_assert_eq!(&plan, &solve(&input), "the same input gives the same plan");
+        // The permissive policies change which preferences and minValues hold, never a rule.
+        let policies = Policies { preferences: PreferencePolicy::Ignore, min_values: MinValuesPolicy::BestEffort };
+        let relaxed = Input { policies, ..input };
+        check_invariants(&relaxed, &solve(&relaxed))?;
     }
 }

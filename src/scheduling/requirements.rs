@@ -389,6 +389,20 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn gte_and_lte_bound_inclusively(bound in 0i64..1000, value in 0i64..1000, other in 0i64..1000) {
+            let (v, b) = (value.to_string(), bound.to_string());
+            let gte = Requirement::from_operator(Operator::Gte, std::slice::from_ref(&b));
+            let lte = Requirement::from_operator(Operator::Lte, std::slice::from_ref(&b));
+            proptest::prop_assert_eq!(gte.admits(Some(&v)), value >= bound);
+            proptest::prop_assert_eq!(lte.admits(Some(&v)), value <= bound);
+            // Intersections with other bounds keep exactly the values both admit.
+            let lt = Requirement::from_operator(Operator::Lt, &[other.to_string()]);
+            proptest::prop_assert_eq!(gte.intersect(&lt).admits(Some(&v)), value >= bound && value < other);
+        }
+    }
+
     #[test]
     fn intersection_admits_exactly_what_both_admit() {
         let samples = [None, Some("1"), Some("3"), Some("5"), Some("8"), Some("a"), Some("b")];
