@@ -4,11 +4,7 @@
 //! cheapest offering under a zone and capacity-type requirement, and the catalog as resource
 //! vectors. A [`Memo`] keeps those across runs; handed another catalog, it starts afresh.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    rc::Rc,
-    sync::Arc,
-};
+use std::{collections::HashMap, rc::Rc, sync::Arc};
 
 use super::{sizing::OfferingKey, vectors::Dims};
 use crate::scheduling::{bitset::BitSet, catalog::InstanceType, requirements::Requirements};
@@ -18,8 +14,7 @@ use crate::scheduling::{bitset::BitSet, catalog::InstanceType, requirements::Req
 pub struct Memo {
     /// The catalog the answers are about.
     catalog: Option<Arc<[InstanceType]>>,
-    /// The resource names the catalog's types offer.
-    resource_names: Option<Rc<BTreeSet<String>>>,
+    /// The instance types each requirement set allows.
     pub(super) type_sets: HashMap<Requirements, BitSet>,
     pub(super) prices: HashMap<OfferingKey, Rc<[f64]>>,
     vectors: Option<CatalogVectors>,
@@ -39,14 +34,6 @@ impl Memo {
         if !self.catalog.as_ref().is_some_and(|known| Arc::ptr_eq(known, catalog)) {
             *self = Memo { catalog: Some(catalog.clone()), ..Memo::default() };
         }
-    }
-
-    pub(super) fn resource_names(&mut self, catalog: &[InstanceType]) -> Rc<BTreeSet<String>> {
-        self.resource_names
-            .get_or_insert_with(|| {
-                Rc::new(catalog.iter().flat_map(|t| t.allocatable.iter().map(|(name, _)| name.to_owned())).collect())
-            })
-            .clone()
     }
 
     /// The catalog as vectors over `dims`; every node counts once against a `nodes` limit.

@@ -205,15 +205,16 @@ fn run(input: &Input, memo: &mut Memo, repack: bool) -> Plan {
 impl<'a> Solver<'a> {
     fn new(input: &'a Input, mut memo: Memo) -> Self {
         memo.for_catalog(&input.instance_types);
+        // Only what is asked for can run out: the resources pods and daemons request and the
+        // pools' limits name. A resource nobody requests (the EFA interfaces or Neuron devices of
+        // some types, a node's hugepages) fits everywhere, and leaving it out keeps every vector
+        // operation of the inner loop short.
         let mut names: BTreeSet<&str> = [CPU, MEMORY].into();
-        let catalog_names = memo.resource_names(&input.instance_types);
-        names.extend(catalog_names.iter().map(String::as_str));
         let all_resources = input
             .pods
             .iter()
             .map(|p| &p.requests)
             .chain(input.pools.iter().map(|p| &p.daemon_overhead))
-            .chain(input.nodes.iter().map(|n| &n.free))
             .chain(input.pools.iter().filter_map(|p| p.remaining.as_ref()));
         for resources in all_resources {
             names.extend(resources.iter().map(|(name, _)| name));
