@@ -365,4 +365,49 @@ status:
         assert_eq!(status.conditions, before.conditions);
         assert!(status.images.is_none() && status.node_info.is_none());
     }
+
+    /// Claims, volumes and classes as an API server returns them (status, access modes,
+    /// capacity, parameters): the trimmed forms place a pod exactly as the whole ones do.
+    #[test]
+    fn trimmed_volume_objects_place_pods_as_the_whole_ones() {
+        use std::sync::Arc;
+
+        use crate::state::volumes::VolumeTopology;
+        let claims = [
+            "metadata: {name: data-0, namespace: db, uid: c0, resourceVersion: '7', annotations: {pv.kubernetes.io/bind-completed: 'yes'}}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Gi}}, storageClassName: gp3, volumeName: pv-0, volumeMode: Filesystem}\nstatus: {phase: Bound, capacity: {storage: 10Gi}}",
+            "metadata: {name: data-1, namespace: db}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Gi}}, storageClassName: zonal}\nstatus: {phase: Pending}",
+        ];
+        let volumes = [
+            "metadata: {name: pv-0, labels: {team: db}}\nspec:\n  capacity: {storage: 10Gi}\n  accessModes: [ReadWriteOnce]\n  csi: {driver: ebs.csi.aws.com, volumeHandle: vol-0}\n  nodeAffinity: {required: {nodeSelectorTerms: [{matchExpressions: [{key: topology.ebs.csi.aws.com/zone, operator: In, values: [us-east-1b]}]}]}}\nstatus: {phase: Bound}",
+        ];
+        let classes = [
+            "metadata: {name: zonal, annotations: {storageclass.kubernetes.io/is-default-class: 'false'}}\nprovisioner: ebs.csi.aws.com\nparameters: {type: gp3}\nreclaimPolicy: Delete\nvolumeBindingMode: WaitForFirstConsumer\nallowedTopologies: [{matchLabelExpressions: [{key: topology.kubernetes.io/zone, values: [us-east-1a, us-east-1c]}]}]",
+        ];
+        fn parsed<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+            serde_saphyr::from_str(yaml).expect("a valid object")
+        }
+        let whole = VolumeTopology::new(
+            claims.map(|c| Arc::new(parsed(c))),
+            volumes.map(|v| Arc::new(parsed(v))),
+            classes.map(|c| Arc::new(parsed(c))),
+        );
+        let trimmed = VolumeTopology::new(
+            claims.map(|c| Arc::new(super::volume_claim(parsed(c)))),
+            volumes.map(|v| Arc::new(super::volume(parsed(v)))),
+            classes.map(|c| Arc::new(super::storage_class(parsed(c)))),
+        );
+        for claim in ["data-0", "data-1"] {
+            let pod: Pod = parsed(&format!(
+                "metadata: {{name: p, namespace: db}}\nspec: {{containers: [{{name: c}}], volumes: [{{name: d, persistentVolumeClaim: {{claimName: {claim}}}}}]}}"
+            ));
+            let info = Arc::new(PodInfo::from_pod(&pod).expect("parses"));
+            let (from_whole, from_trimmed) = (whole.constrain(&info), trimmed.constrain(&info));
+            assert_eq!(
+                from_whole.as_ref().map(|p| &p.requirements),
+                from_trimmed.as_ref().map(|p| &p.requirements),
+                "{claim}"
+            );
+            assert_ne!(from_whole.expect("placed").requirements, info.requirements, "{claim} constrains the pod");
+        }
+    }
 }
