@@ -400,14 +400,20 @@ metadata: {name: settings}
         documents.iter().try_for_each(|document| add(document, into))
     }
 
+    /// The committed catalog with its us-east-1 prices, as `run` prices it.
+    fn priced_snapshot() -> (Catalog, PriceBook) {
+        let catalog = Catalog::snapshot();
+        let mut prices = PriceBook::snapshot("us-east-1");
+        prices.learn_vcpus(&catalog.types);
+        (catalog, prices)
+    }
+
     fn report() -> Report {
         let mut manifests = Manifests::default();
         parse("pools.yaml", POOLS, &mut manifests).expect("pools parse");
         parse("workloads.yaml", WORKLOADS, &mut manifests).expect("workloads parse");
         assert_eq!(manifests.ignored, ["ConfigMap/settings"]);
-        let catalog = Catalog::snapshot();
-        let mut prices = PriceBook::snapshot("us-east-1");
-        prices.learn_vcpus(&catalog.types);
+        let (catalog, prices) = priced_snapshot();
         plan(&manifests, &catalog, &prices).expect("a plan")
     }
 
@@ -453,9 +459,7 @@ spec:
       - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: cache}}, namespaceSelector: {matchLabels: {team: storage}}}
 "#;
         let storage = "apiVersion: v1\nkind: Namespace\nmetadata: {name: storage, labels: {team: storage}}\n";
-        let catalog = Catalog::snapshot();
-        let mut prices = PriceBook::snapshot("us-east-1");
-        prices.learn_vcpus(&catalog.types);
+        let (catalog, prices) = priced_snapshot();
         let planned = |with_namespace: bool, policies: Policies| {
             let mut manifests = Manifests { policies, ..Manifests::default() };
             parse("pools.yaml", POOLS, &mut manifests).expect("pools parse");
@@ -503,9 +507,7 @@ spec:
         let mut manifests = Manifests::default();
         parse("pools.yaml", POOLS, &mut manifests).expect("pools parse");
         parse("db.yaml", manifests_text, &mut manifests).expect("parses");
-        let catalog = Catalog::snapshot();
-        let mut prices = PriceBook::snapshot("us-east-1");
-        prices.learn_vcpus(&catalog.types);
+        let (catalog, prices) = priced_snapshot();
         let report = plan(&manifests, &catalog, &prices).expect("a plan");
         assert!(report.unschedulable.is_empty(), "{:?}", report.unschedulable);
         assert!(report.nodes.iter().all(|n| n.zone == "us-east-1b"), "{:?}", report.nodes);

@@ -467,21 +467,26 @@ fn at_most_sixty_instance_types_per_claim() {
     assert_eq!(claim.requirements.get(labels::INSTANCE_TYPE).and_then(Requirement::finite_values).unwrap().len(), 60);
 }
 
-#[test]
-fn existing_pods_anti_affinity_repels_new_pods() {
-    let mut input = input(vec![pool("on-demand", 0, "on-demand")], pods(1, "100m", "128Mi", ""));
+/// A registered node without labels or taints, with 4 CPU, 8 GiB and 10 pods free.
+fn roomy_node(name: &str) -> Arc<ExistingNode> {
     let mut free = Resources::new();
     free.set(CPU, 4000);
     free.set(MEMORY, 8 << 30);
     free.set("pods", 10);
-    input.nodes.push(Arc::new(ExistingNode {
-        name: "node-1".into(),
+    Arc::new(ExistingNode {
+        name: name.into(),
         requirements: Arc::default(),
         registered: true,
         taints: vec![],
         free,
         host_ports: vec![],
-    }));
+    })
+}
+
+#[test]
+fn existing_pods_anti_affinity_repels_new_pods() {
+    let mut input = input(vec![pool("on-demand", 0, "on-demand")], pods(1, "100m", "128Mi", ""));
+    input.nodes.push(roomy_node("node-1"));
     let guard = pod_with(
         "guard",
         "100m",
@@ -501,18 +506,7 @@ fn pod_affinity_finds_pods_in_the_namespaces_its_selector_picks() {
     // A web pod must share a node with a cache pod of any namespace labelled team=storage.
     let follows = "  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: cache}}, namespaceSelector: {matchLabels: {team: storage}}}\n";
     let mut input = input(vec![pool("on-demand", 0, "on-demand")], pods(1, "100m", "128Mi", follows));
-    let mut free = Resources::new();
-    free.set(CPU, 4000);
-    free.set(MEMORY, 8 << 30);
-    free.set("pods", 10);
-    input.nodes.push(Arc::new(ExistingNode {
-        name: "node-1".into(),
-        requirements: Arc::default(),
-        registered: true,
-        taints: vec![],
-        free,
-        host_ports: vec![],
-    }));
+    input.nodes.push(roomy_node("node-1"));
     let mut cache = pod_with("cache", "100m", "128Mi", "");
     cache.namespace = "storage-cache".into();
     cache.labels = [("app".to_string(), "cache".to_string())].into();
