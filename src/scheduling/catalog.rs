@@ -81,6 +81,13 @@ pub fn is_well_known(key: &str) -> bool {
         || matches!(key, labels::ZONE | labels::CAPACITY_TYPE | labels::NODEPOOL | labels::HOSTNAME)
 }
 
+/// The keys a node's requirements leave open but its launch will still give values to: none for
+/// a registered node (a label it lacks is absent), the well-known ones for a node still to be
+/// launched (its instance type and offering give them).
+pub fn defined_at_launch(registered: bool) -> impl Fn(&str) -> bool + Copy {
+    move |key| !registered && is_well_known(key)
+}
+
 /// Whether a label key is one an instance type gives its nodes (type, arch, os and the
 /// `karpenter.k8s.aws/instance-*` facts): a type without the label makes nodes without it, so a
 /// requirement on it is judged against its absence.

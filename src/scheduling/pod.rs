@@ -13,6 +13,7 @@ use k8s_openapi::{
 };
 
 use super::{
+    catalog::defined_at_launch,
     quantity::QuantityError,
     requirements::{Requirement, Requirements},
     resources::{Resources, pod_requests},
@@ -125,13 +126,14 @@ pub struct NodeFilter {
 }
 
 impl NodeFilter {
-    /// Whether a node with these requirements (its labels, or a NodeClaim's requirements, for
-    /// which `defined` names the keys the instance type will give values to) and taints counts.
-    pub fn passes(&self, node: &Requirements, defined: impl Fn(&str) -> bool, taints: &[Taint]) -> bool {
+    /// Whether a node with these requirements (a registered node's labels, or the requirements
+    /// of one still to be launched) and taints counts.
+    pub fn passes(&self, node: &Requirements, registered: bool, taints: &[Taint]) -> bool {
+        let defined = defined_at_launch(registered);
         let affinity = self
             .affinity
             .as_ref()
-            .is_none_or(|alternatives| alternatives.iter().any(|alt| node.conflict_with(alt, &defined).is_none()));
+            .is_none_or(|alternatives| alternatives.iter().any(|alt| node.conflict_with(alt, defined).is_none()));
         affinity && self.tolerations.as_ref().is_none_or(|tolerations| tolerations.tolerate_hard(taints))
     }
 }

@@ -240,8 +240,7 @@ mod tests {
                 available: *available,
             })
             .collect();
-        allocatable::instance_type(&facts, offerings, &crate::cloudprovider::aws::allocatable::NodeSettings::default())
-            .expect("valid facts")
+        allocatable::instance_type(&facts, offerings, &Default::default()).expect("valid facts")
     }
 
     fn subnet(id: &str, zone: &str, available_ips: i64) -> Subnet {
@@ -306,6 +305,15 @@ mod tests {
         assert_eq!(names, ["m5.4xlarge"]);
         let error = plan_launch(&amd64, &requests(64_000), &types, &subnets, &amis()).unwrap_err();
         assert!(matches!(&error, NoPlan::Incompatible(message) if message.contains("cpu=64000")), "{error:?}");
+        // Each override carries its type's image; a type no image serves is not launched.
+        let plan = plan_launch(&Requirements::new(), &requests(100), &types, &subnets, &amis()).expect("a plan");
+        assert!(
+            plan.overrides
+                .iter()
+                .all(|o| o.image == if o.instance_type == "m7g.large" { "ami-arm64" } else { "ami-amd64" })
+        );
+        let error = plan_launch(&amd64, &requests(100), &types, &subnets, &amis()[1..]).unwrap_err();
+        assert!(matches!(&error, NoPlan::Incompatible(message) if message.contains("no AMI")), "{error:?}");
     }
 
     #[test]

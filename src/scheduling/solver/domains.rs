@@ -26,7 +26,7 @@ impl Solver<'_> {
         let (key, filter) = (term.key.as_str(), &term.filter);
         let mut domains = BTreeSet::new();
         for node in &input.nodes {
-            if !filter.passes(&node.requirements, |k| !node.registered && is_well_known(k), &node.taints) {
+            if !filter.passes(&node.requirements, node.registered, &node.taints) {
                 continue;
             }
             if let Some(values) = node.requirements.get(key).and_then(Requirement::finite_values) {
@@ -37,7 +37,7 @@ impl Solver<'_> {
             return domains;
         }
         for pool in &input.pools {
-            if !filter.passes(&pool.requirements, is_well_known, &pool.taints) {
+            if !filter.passes(&pool.requirements, false, &pool.taints) {
                 continue;
             }
             // The filter's alternatives this pool can meet, on this key.

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use crate::scheduling::{catalog::is_well_known, requirements::Requirements};
+use crate::scheduling::{catalog::defined_at_launch, requirements::Requirements};
 
 pub(super) type ReqId = usize;
 
@@ -47,7 +47,7 @@ impl Interner {
             return result.clone();
         }
         let (a, b) = (&self.sets[ours], &self.sets[theirs]);
-        let result = match a.conflict_with(b, |key| !registered && is_well_known(key)) {
+        let result = match a.conflict_with(b, defined_at_launch(registered)) {
             Some(conflict) => Err(conflict),
             None => {
                 let merged = a.intersect(b);

@@ -43,7 +43,7 @@ use self::{
 };
 use super::{
     bitset::BitSet,
-    catalog::{InstanceType, is_well_known},
+    catalog::InstanceType,
     pod::{HostPort, NamespaceLabels, PREFER_NO_SCHEDULE, PodInfo, Preference, TopologyKind},
     requirements::Requirements,
     resources::{CPU, MEMORY, Resources},
@@ -339,12 +339,7 @@ impl<'a> Solver<'a> {
                     Some(node) => node.requirements.get(key).and_then(single_value),
                     None => None,
                 },
-                |filter| {
-                    node.is_some_and(|node| {
-                        let defined = |key: &str| !node.registered && is_well_known(key);
-                        filter.passes(&node.requirements, defined, &node.taints)
-                    })
-                },
+                |filter| node.is_some_and(|node| filter.passes(&node.requirements, node.registered, &node.taints)),
             );
         }
 

@@ -15,7 +15,6 @@ use crate::{
     apis::labels,
     scheduling::{
         bitset::BitSet,
-        catalog::is_well_known,
         pod::{PodInfo, Preference, SoftTaints},
         requirements::Requirements,
         topology::GroupId,
@@ -275,7 +274,7 @@ impl Solver<'_> {
                 Some(hostname) if key == labels::HOSTNAME => Some(hostname.to_owned()),
                 _ => domains.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone()),
             },
-            |filter| filter.passes(requirements, |key| !node.registered && is_well_known(key), node.taints),
+            |filter| filter.passes(requirements, node.registered, node.taints),
         );
     }
 }
