@@ -57,7 +57,8 @@ for raw in open(log):
     except ValueError:
         pass
 closes = [at(e) for e in events if e.get("message") == "batch closed" and at(e) >= created]
-fleets = [at(e) for e in events if e.get("message") == "calling CreateFleet" and at(e) >= created]
+fleet_calls = [e for e in events if e.get("message") == "calling CreateFleet" and at(e) >= created]
+fleets = [at(e) for e in fleet_calls]
 created_claims = [e for e in events if e.get("message") == "created NodeClaim" and at(e) >= created]
 claims = [at(e) for e in created_claims]
 # A batch that created NodeClaims: a "created NodeClaim" before the next batch closed.
@@ -74,7 +75,7 @@ steps = {"snapshot": [], "simulation": [], "NodeClaim POST": [], "watch -> recon
 for close, nxt in launching:
     first = min((e for e in created_claims if close <= at(e) < nxt), key=at)
     name = first.get("nodeclaim")
-    fleet = min((at(e) for e in events if e.get("message") == "calling CreateFleet" and e.get("nodeclaim") == name), default=None)
+    fleet = min((at(e) for e in events if e.get("message") == "calling CreateFleet" and name in e.get("nodeclaims", "").split()), default=None)
     launch = min((at(e) for e in launches if e.get("span", {}).get("nodeclaim") == name), default=None)
     if fleet is None or launch is None:
         continue
@@ -104,7 +105,7 @@ shown = [le for le in ("0.005", "0.025", "0.05", "0.1", "+Inf") if le in buckets
 print("  NodeClaim POSTs as the apiserver timed them: " + ", ".join(f"{int(buckets[le])} within {le} s" for le in shown))
 print(f"Deployment created -> first NodeClaim  {(min(claims) - created):.2f} s" if claims else "no NodeClaim created")
 print(f"NodeClaims created                     {len(claims)}")
-print(f"CreateFleet calls                      {len(fleets)}")
+print(f"CreateFleet calls                      {len(fleets)} for {sum(int(e.get('count', 1)) for e in fleet_calls)} instances")
 print(f"Deployment created -> all pods Running {all_running - created:.1f} s")
 # What each process of the local environment spent on the burst: on 2 cores it is what the
 # apiserver's latency, and so the NodeClaim POST, depends on.

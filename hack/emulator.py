@@ -139,6 +139,8 @@ def observed(service, region, action, params):
         ec2 = ec2_backends[account][region]
         if action == "TerminateInstances":
             found["instances"] = {i: dict(ec2.tags.get(i, {})) for i in numbered(params, r"InstanceId\.\d+")}
+        if action == "CreateTags":
+            found["instances"] = {i: dict(ec2.tags.get(i, {})) for i in numbered(params, r"ResourceId\.\d+")}
         if action in ("CreateFleet", "DeleteLaunchTemplate"):
             names = numbered(params, r"LaunchTemplateConfigs\.\d+\.LaunchTemplateSpecification\.LaunchTemplateName")
             names += [params[k] for k in ("LaunchTemplateName",) if k in params]

@@ -264,6 +264,77 @@ async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated(
 
 #[tokio::test]
 #[ignore = "needs the local environment: run hack/test.sh"]
+async fn launches_alike_share_one_createfleet_and_each_claim_keeps_its_instance_across_a_restart() {
+    let h = harness(Duration::from_secs(180)).await;
+    let types = ["m5.large", "m5.xlarge"];
+    let alike: Vec<NodeClaim> =
+        ["general-b", "general-c", "general-a"].iter().map(|n| nodeclaim(n, &types, &["on-demand"])).collect();
+    let different = nodeclaim("general-d", &["c5.large"], &["on-demand"]);
+    let launches =
+        alike.iter().chain([&different]).map(|claim| h.provider.create(claim, &h.class, PriorLaunches::None));
+    let launched: Vec<_> =
+        futures::future::join_all(launches).await.into_iter().map(|r| r.expect("a launch")).collect();
+
+    // One call for the three alike, one for the other.
+    let fleets = h.proxy.seen("CreateFleet");
+    let mut counts: Vec<&str> =
+        fleets.iter().map(|f| f.params["TargetCapacitySpecification.TotalTargetCapacity"].as_str()).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, ["1", "3"], "{} calls", fleets.len());
+    let shared = fleets.iter().find(|f| f.params["TargetCapacitySpecification.TotalTargetCapacity"] == "3").unwrap();
+    let fleet_tags: BTreeMap<&str, &str> = (1..)
+        .map_while(|i| {
+            Some((
+                shared.params.get(&format!("TagSpecification.1.Tag.{i}.Key"))?,
+                shared.params.get(&format!("TagSpecification.1.Tag.{i}.Value"))?,
+            ))
+        })
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(fleet_tags.get("stoker.dev/launch-batch"), Some(&"general-a general-b general-c"));
+    assert!(!fleet_tags.contains_key("stoker.dev/nodeclaim"), "no one claim's name on every instance");
+
+    // Three instances, one each, every one tagged with its own claim afterwards.
+    let mut ids: Vec<&str> = launched.iter().map(|i| i.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "an instance per claim");
+    for (claim, instance) in alike.iter().chain([&different]).zip(&launched) {
+        let name = claim.metadata.name.as_deref().unwrap();
+        assert_eq!(instance.nodeclaim(), Some(name));
+        let tags = instance_tags(&h.ec2, &instance.id).await;
+        assert_eq!(tags.get("stoker.dev/nodeclaim").map(String::as_str), Some(name), "{tags:?}");
+        assert_eq!(tags.get("Name").map(String::as_str), Some(name));
+    }
+    // Members in name order took the instances in ID order.
+    let mut by_name: Vec<(&str, &str)> =
+        alike.iter().zip(&launched).map(|(c, i)| (c.metadata.name.as_deref().unwrap(), i.id.as_str())).collect();
+    by_name.sort_unstable();
+    assert!(by_name.windows(2).all(|pair| pair[0].1 < pair[1].1), "{by_name:?}");
+
+    // The controller died after the call, before two of the instances got their claim's tag:
+    // a restarted controller finds each claim's instance from the batch tag, and launches nothing.
+    for instance in &launched[..2] {
+        h.ec2
+            .delete_tags()
+            .resources(&instance.id)
+            .tags(aws_sdk_ec2::types::Tag::builder().key("stoker.dev/nodeclaim").build())
+            .send()
+            .await
+            .expect("DeleteTags");
+    }
+    for (claim, instance) in alike.iter().zip(&launched) {
+        let again = h.provider.create(claim, &h.class, PriorLaunches::Unknown).await.expect("adopted");
+        assert_eq!(again.id, instance.id, "{:?}", claim.metadata.name);
+    }
+    assert_eq!(h.proxy.seen("CreateFleet").len(), 2, "no further CreateFleet");
+    for instance in &launched {
+        h.provider.delete(&instance.provider_id).await.expect("terminated");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
 async fn prepared_launch_templates_are_the_ones_the_first_launch_uses() {
     let h = harness(Duration::from_secs(180)).await;
     let claim = nodeclaim("general-prepared", &["m5.large", "m6g.large"], &["on-demand"]);

@@ -21,6 +21,12 @@ fn owned_by(cluster: &str) -> BTreeMap<String, String> {
     tags(&[(&format!("kubernetes.io/cluster/{cluster}"), "owned"), ("stoker.dev/cluster", cluster)])
 }
 
+fn with(tags: &BTreeMap<String, String>, key: &str, value: &str) -> BTreeMap<String, String> {
+    let mut more = tags.clone();
+    more.insert(key.into(), value.into());
+    more
+}
+
 fn ec2(resource: &str) -> String {
     format!("arn:aws:ec2:us-east-1:{ACCOUNT}:{resource}")
 }
@@ -36,6 +42,11 @@ fn stoker_can_never_touch_what_is_not_its_own() {
     let instance = || IamRequest::new("ec2:TerminateInstances", ec2("instance/i-0abc"));
     let profile = format!("arn:aws:iam::{ACCOUNT}:instance-profile/stoker_{CLUSTER}_0123");
     let ours = owned_by(CLUSTER);
+    // What a launch for several NodeClaims writes on each instance afterwards.
+    let name_instance = || {
+        IamRequest::new("ec2:CreateTags", ec2("instance/i-0abc"))
+            .request_tags(&tags(&[("stoker.dev/nodeclaim", "general-fghij"), ("Name", "general-fghij")]))
+    };
     // (what must be denied, its allowed twin)
     let cases: Vec<(&str, IamRequest, IamRequest)> = vec![
         (
@@ -76,6 +87,23 @@ fn stoker_can_never_touch_what_is_not_its_own() {
             IamRequest::new("ec2:CreateTags", ec2("instance/i-0abc"))
                 .request_tags(&ours)
                 .with("ec2:CreateAction", "CreateFleet"),
+        ),
+        (
+            "name another cluster's instance",
+            name_instance().resource_tags(&owned_by("other")),
+            name_instance().resource_tags(&ours),
+        ),
+        (
+            "rename an instance already launched for a NodeClaim (which would hand it to another)",
+            name_instance().resource_tags(&with(&ours, "stoker.dev/nodeclaim", "general-abcde")),
+            name_instance().resource_tags(&ours),
+        ),
+        (
+            "tag one of this cluster's instances with anything but its NodeClaim",
+            IamRequest::new("ec2:CreateTags", ec2("instance/i-0abc"))
+                .request_tags(&owned_by("other"))
+                .resource_tags(&ours),
+            name_instance().resource_tags(&ours),
         ),
         (
             "pass another role",

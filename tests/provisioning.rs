@@ -23,6 +23,34 @@ use stoker::{
 };
 use support::{apply, running};
 
+/// The CreateFleet calls for the `e2e` NodePool recorded after the first `since` calls: how many,
+/// how many launch configurations they asked for (templates, overrides and capacity type), and
+/// how many instances in all.
+fn launch_calls(since: usize) -> (usize, usize, usize) {
+    let fleets = support::recorded_calls(since, "CreateFleet", |params| {
+        params.iter().any(|(key, value)| {
+            value == "stoker.dev/nodepool"
+                && params.get(&key.replace(".Key", ".Value")).is_some_and(|pool| pool == "e2e")
+        })
+    });
+    let configurations: BTreeSet<String> = fleets
+        .iter()
+        .map(|params| {
+            let launch: Vec<String> = params
+                .iter()
+                .filter(|(key, _)| {
+                    key.starts_with("LaunchTemplateConfigs") || key.ends_with("DefaultTargetCapacityType")
+                })
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect();
+            launch.join("&")
+        })
+        .collect();
+    let instances =
+        fleets.iter().map(|p| p["TargetCapacitySpecification.TotalTargetCapacity"].parse::<usize>().unwrap_or(0)).sum();
+    (fleets.len(), configurations.len(), instances)
+}
+
 async fn e2e_claims(client: &Client) -> Vec<NodeClaim> {
     let api: Api<NodeClaim> = Api::all(client.clone());
     api.list(&ListParams::default().labels("stoker.dev/nodepool=e2e")).await.expect("list claims").items
@@ -79,6 +107,7 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     });
 
     // A burst of 50 pods of 500m: one batch, a few nodes, never a second launch for the same pods.
+    let calls_before_burst = support::calls_recorded();
     apply(&client, support::deployment("burst", 50, "500m", json!({"stoker.dev/nodepool": "e2e"}))).await;
     let all_running = support::wait_until(Duration::from_secs(180), || async {
         (running(&client, "burst").await == 50).then_some(())
@@ -170,6 +199,10 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(e2e_claims(&client).await.len(), launched, "no second launch");
 
+    let (calls, configurations, asked) = launch_calls(calls_before_burst);
+    println!("burst: {launched} claims, {calls} CreateFleet calls, {configurations} configurations");
+    assert_eq!((calls, asked), (configurations, launched), "one call per launch configuration, one instance per claim");
+
     // The instances carry the cluster's tags.
     let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(support::cluster_info()));
     let instance_ids: BTreeSet<String> = provider
@@ -183,6 +216,26 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     let claimed: BTreeSet<String> =
         claims.iter().filter_map(|c| c.status.as_ref().and_then(|s| s.provider_id.clone())).collect();
     assert_eq!(instance_ids, claimed);
+
+    // Pods that must not share a node: a claim each, all alike, launched by one CreateFleet call.
+    let calls_before_spread = support::calls_recorded();
+    let mut apart = support::deployment("apart", 4, "100m", json!({"stoker.dev/nodepool": "e2e"}));
+    apart["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "apart"}}, "topologyKey": "kubernetes.io/hostname"}
+    ]}});
+    apply(&client, apart).await;
+    let spread = support::wait_until(Duration::from_secs(180), || async {
+        (running(&client, "apart").await == 4).then_some(())
+    })
+    .await;
+    assert!(spread.is_some(), "4 pods apart running");
+    let added = e2e_claims(&client).await.len() - launched;
+    let (calls, configurations, asked) = launch_calls(calls_before_spread);
+    println!("apart: {added} claims, {calls} CreateFleet calls, {configurations} configurations");
+    assert!(added >= 2, "pods apart need nodes of their own: {added} claims");
+    assert_eq!((calls, configurations, asked), (1, 1, added), "one call for claims that launch alike");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments.delete("apart", &DeleteParams::default()).await.expect("delete deployment");
 
     a_volume_that_waits_for_its_pod_gets_a_node_in_its_zone(&client).await;
 
@@ -202,7 +255,6 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     assert!(provider.get(&victim_id).await.is_err(), "instance {victim_id} terminated");
 
     // Without the Deployment the nodes are empty, and go after consolidateAfter.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     deployments.delete("burst", &DeleteParams::default()).await.expect("delete deployment");
     let emptied =
         support::wait_until(Duration::from_secs(120), || async { e2e_claims(&client).await.is_empty().then_some(()) })

@@ -137,8 +137,12 @@ async fn pass(
     for instance in &instances {
         let old_enough =
             instance.launch_time.is_none_or(|at| now - at >= chrono::TimeDelta::from_std(delay).unwrap_or_default());
+        // An instance of a call made for several NodeClaims gets its own a moment after the call.
+        let unnamed = instance.nodeclaim().is_none()
+            && instance.tags.contains_key(crate::cloudprovider::aws::batching::BATCH_TAG);
         if registered.contains(&instance.provider_id)
             || !old_enough
+            || unnamed
             || instance.state != "running" && instance.state != "pending"
         {
             continue;

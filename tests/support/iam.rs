@@ -139,6 +139,24 @@ pub fn requests_for(call: &Value) -> Vec<IamRequest> {
                 )
             })
             .collect(),
+        ("ec2", "CreateTags") => {
+            let requested: BTreeMap<String, String> = numbered(params, "Tag.", ".Key")
+                .into_iter()
+                .zip(numbered(params, "Tag.", ".Value"))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            numbered(params, "ResourceId.", "")
+                .into_iter()
+                .map(|id| {
+                    let existing = tags(&observed["instances"][id]);
+                    in_region(
+                        IamRequest::new("ec2:CreateTags", ec2(&format!("instance/{id}")))
+                            .request_tags(&requested)
+                            .resource_tags(&existing),
+                    )
+                })
+                .collect()
+        }
         ("ec2", "DeleteLaunchTemplate") => observed["launch_templates"]
             .as_object()
             .into_iter()

@@ -301,6 +301,29 @@ pub fn log_of(name: &str) -> String {
     std::fs::read_to_string(std::env::temp_dir().join(format!("{name}.log"))).unwrap_or_default()
 }
 
+/// How many AWS calls the emulator has recorded so far (`STOKER_AWS_CALL_LOG`): pass it to
+/// [`recorded_calls`] to see only the calls made after.
+pub fn calls_recorded() -> usize {
+    std::fs::read_to_string(env("STOKER_AWS_CALL_LOG")).map(|log| log.lines().count()).unwrap_or(0)
+}
+
+/// The parameters of each `action` call stoker made after the first `since` recorded calls for
+/// which `pick` holds, in order.
+pub fn recorded_calls(
+    since: usize,
+    action: &str,
+    pick: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    let log = std::fs::read_to_string(env("STOKER_AWS_CALL_LOG")).expect("the emulator's call log");
+    log.lines()
+        .skip(since)
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|call| call["action"] == action)
+        .filter_map(|call| serde_json::from_value(call["params"].clone()).ok())
+        .filter(|params| pick(params))
+        .collect()
+}
+
 /// What `/metrics` at `address` serves, over plain HTTP/1.0.
 pub async fn scrape(address: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

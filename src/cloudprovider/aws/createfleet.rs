@@ -1,6 +1,6 @@
 //! One CreateFleet call as pure functions: the request built from a [`LaunchPlan`] and the
-//! launch templates, and the reply read back into the launched instance or the errors per
-//! override. The launch loop in `launch.rs` only sends the one and acts on the other.
+//! launch templates, and the reply read back into the launched instances and the errors per
+//! override. `batching.rs` sends the one and shares out the other.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +14,11 @@ use aws_sdk_ec2::{
         TargetCapacitySpecificationRequest,
     },
 };
-use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use super::{fleet::LaunchPlan, instances, tags::tag_specification};
 use crate::{
-    apis::{labels, nodeclaim::NodeClaim},
+    apis::labels,
     cloudprovider::{CloudError, Instance},
 };
 
@@ -42,36 +41,59 @@ pub struct Failure {
     pub subnet_id: Option<String>,
 }
 
-/// What a CreateFleet reply says.
+/// What a CreateFleet reply says: the instances launched and the errors for the overrides that
+/// failed (a call for several instances can have both).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub launched: Vec<Instance>,
+    pub failures: Vec<Failure>,
+}
+
+/// What one NodeClaim gets from a call: its instance, or the call's errors.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Launched(Box<Instance>),
     Failed(Vec<Failure>),
 }
 
-/// `stoker-<uid>-<hash of the request>`: the same NodeClaim sending the same request gets the
-/// same token; a different request (after a capacity error) gets a new one, as EC2 refuses a
-/// reused token with different parameters.
-pub fn client_token(claim: &NodeClaim, plan: &LaunchPlan) -> String {
+/// The same NodeClaims sending the same request get the same token, so EC2 answers a repeated
+/// call with the instances of the first; a different request (after a capacity error) gets a new
+/// one, as EC2 refuses a reused token with different parameters. `stoker-<uid>-<hash of the
+/// request>` for one NodeClaim, `stoker-<hash of their UIDs and the request>` for several.
+pub fn client_token(uids: &[&str], plan: &LaunchPlan) -> String {
     let mut hasher = Sha256::new();
     hasher.update(plan.capacity_type.as_bytes());
     for entry in &plan.overrides {
         hasher.update(format!("|{}|{}", entry.instance_type, entry.subnet_id).as_bytes());
     }
-    let hash: String = hasher.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
-    let uid = claim.uid().unwrap_or_else(|| claim.name_any());
-    let token = format!("stoker-{uid}-{hash}");
+    let token = match uids {
+        [uid] => {
+            let hash: String = hasher.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+            format!("stoker-{uid}-{hash}")
+        }
+        _ => {
+            let mut sorted = uids.to_vec();
+            sorted.sort_unstable();
+            for uid in sorted {
+                hasher.update(format!("|{uid}").as_bytes());
+            }
+            let hash: String = hasher.finalize().iter().take(24).map(|byte| format!("{byte:02x}")).collect();
+            format!("stoker-{hash}")
+        }
+    };
     token.chars().take(64).collect()
 }
 
-/// An instant fleet of one instance: a launch-template config per image (templates by AMI ID:
-/// one per architecture, and per accelerated variant), its overrides with their priorities, the capacity type's allocation strategy,
-/// and `tags` on the instance, its volumes and network interfaces.
+/// An instant fleet of `count` instances: a launch-template config per image (templates by AMI
+/// ID: one per architecture, and per accelerated variant), its overrides with their priorities,
+/// the capacity type's allocation strategy, and `tags` on the instances, their volumes and the
+/// fleet.
 pub fn request(
     plan: &LaunchPlan,
     templates: &BTreeMap<String, Template>,
     client_token: String,
     tags: &BTreeMap<String, String>,
+    count: usize,
 ) -> CreateFleetInputBuilder {
     let spot = plan.capacity_type == labels::CAPACITY_TYPE_SPOT;
     // Configs in the order of their cheapest override, so the overall cheapest comes first.
@@ -108,8 +130,9 @@ pub fn request(
                 .build()
         })
         .collect();
-    let capacity =
-        TargetCapacitySpecificationRequest::builder().total_target_capacity(1).default_target_capacity_type(if spot {
+    let capacity = TargetCapacitySpecificationRequest::builder()
+        .total_target_capacity(i32::try_from(count).unwrap_or(i32::MAX))
+        .default_target_capacity_type(if spot {
             DefaultTargetCapacityType::Spot
         } else {
             DefaultTargetCapacityType::OnDemand
@@ -136,51 +159,53 @@ pub fn request(
     request
 }
 
-/// The instance the reply names (checked against what was asked for), or every error it lists.
-/// `now` stands in for the launch time, which the reply does not carry.
+/// Every instance the reply names (each checked against what was asked for) and every error it
+/// lists. `now` stands in for the launch time, which the reply does not carry.
 pub fn reply(
     output: &CreateFleetOutput,
     plan: &LaunchPlan,
     templates: &BTreeMap<String, Template>,
     tags: &BTreeMap<String, String>,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Outcome, CloudError> {
+) -> Result<Reply, CloudError> {
     let unexpected =
         |message: String| CloudError::Aws { operation: "CreateFleet", code: "UnexpectedResponse".into(), message };
-    if let Some(launched) = output.instances().iter().find(|i| !i.instance_ids().is_empty()) {
-        let id = launched.instance_ids()[0].clone();
-        let overrides = launched.launch_template_and_overrides().and_then(|l| l.overrides());
-        let instance_type = launched
+    let mut launched = Vec::new();
+    for group in output.instances() {
+        let overrides = group.launch_template_and_overrides().and_then(|l| l.overrides());
+        let instance_type = group
             .instance_type()
             .or_else(|| overrides.and_then(|o| o.instance_type()))
             .map(|t| t.as_str().to_owned())
             .unwrap_or_default();
         let subnet = overrides.and_then(|o| o.subnet_id());
-        let chosen = plan
-            .overrides
-            .iter()
-            .find(|o| o.instance_type == instance_type && subnet.is_none_or(|s| s == o.subnet_id))
-            .ok_or_else(|| unexpected(format!("launched {instance_type} {id}, which was not requested")))?;
-        let zone = overrides.and_then(|o| o.availability_zone()).unwrap_or(&chosen.zone).to_owned();
-        let capacity_type = match launched.lifecycle() {
-            Some(InstanceLifecycle::Spot) => labels::CAPACITY_TYPE_SPOT,
-            Some(_) => labels::CAPACITY_TYPE_ON_DEMAND,
-            None => plan.capacity_type.as_str(),
-        };
-        let template = templates.get(&chosen.image);
-        return Ok(Outcome::Launched(Box::new(Instance {
-            provider_id: instances::provider_id(&zone, &id),
-            id,
-            instance_type,
-            zone,
-            capacity_type: capacity_type.to_owned(),
-            image_id: template.map(|t| t.image_id.clone()).unwrap_or_default(),
-            subnet_id: chosen.subnet_id.clone(),
-            security_group_ids: template.map(|t| t.security_group_ids.clone()).unwrap_or_default(),
-            state: "pending".into(),
-            launch_time: Some(now),
-            tags: tags.clone(),
-        })));
+        for id in group.instance_ids() {
+            let chosen = plan
+                .overrides
+                .iter()
+                .find(|o| o.instance_type == instance_type && subnet.is_none_or(|s| s == o.subnet_id))
+                .ok_or_else(|| unexpected(format!("launched {instance_type} {id}, which was not requested")))?;
+            let zone = overrides.and_then(|o| o.availability_zone()).unwrap_or(&chosen.zone).to_owned();
+            let capacity_type = match group.lifecycle() {
+                Some(InstanceLifecycle::Spot) => labels::CAPACITY_TYPE_SPOT,
+                Some(_) => labels::CAPACITY_TYPE_ON_DEMAND,
+                None => plan.capacity_type.as_str(),
+            };
+            let template = templates.get(&chosen.image);
+            launched.push(Instance {
+                provider_id: instances::provider_id(&zone, id),
+                id: id.clone(),
+                instance_type: instance_type.clone(),
+                zone,
+                capacity_type: capacity_type.to_owned(),
+                image_id: template.map(|t| t.image_id.clone()).unwrap_or_default(),
+                subnet_id: chosen.subnet_id.clone(),
+                security_group_ids: template.map(|t| t.security_group_ids.clone()).unwrap_or_default(),
+                state: "pending".into(),
+                launch_time: Some(now),
+                tags: tags.clone(),
+            });
+        }
     }
     let failures: Vec<Failure> = output
         .errors()
@@ -196,10 +221,10 @@ pub fn reply(
             }
         })
         .collect();
-    if failures.is_empty() {
+    if launched.is_empty() && failures.is_empty() {
         return Err(unexpected("no instance and no error in the response".into()));
     }
-    Ok(Outcome::Failed(failures))
+    Ok(Reply { launched, failures })
 }
 
 #[cfg(test)]
@@ -210,9 +235,10 @@ mod tests {
     };
 
     use super::*;
+    use crate::apis::nodeclaim::NodeClaim;
     use crate::cloudprovider::aws::{
         fleet::Override,
-        tags::{instance_tags, ownership_tags},
+        tags::{launch_tags, ownership_tags},
     };
 
     fn claim() -> NodeClaim {
@@ -274,22 +300,28 @@ mod tests {
     #[test]
     fn client_tokens_are_stable_per_request_and_differ_after_a_change() {
         let spot = |types: &[&str]| plan("spot", &types.iter().map(|t| (*t, "amd64")).collect::<Vec<_>>());
-        let token = client_token(&claim(), &spot(&["m5.large", "c5.large"]));
-        assert!(token.starts_with("stoker-0b6f2a1e-7f7c-4c55-9d5e-3f2b1d9c8a70-"), "{token}");
+        let uid = "0b6f2a1e-7f7c-4c55-9d5e-3f2b1d9c8a70";
+        let token = client_token(&[uid], &spot(&["m5.large", "c5.large"]));
+        assert!(token.starts_with(&format!("stoker-{uid}-")), "{token}");
         assert!(token.len() <= 64);
-        assert_eq!(client_token(&claim(), &spot(&["m5.large", "c5.large"])), token);
-        assert_ne!(client_token(&claim(), &spot(&["c5.large"])), token);
+        assert_eq!(client_token(&[uid], &spot(&["m5.large", "c5.large"])), token);
+        assert_ne!(client_token(&[uid], &spot(&["c5.large"])), token);
+        // Several NodeClaims: the same set in any order gives the same token, another set another.
+        let shared = client_token(&[uid, "uid-2"], &spot(&["c5.large"]));
+        assert!(shared.starts_with("stoker-") && shared.len() <= 64, "{shared}");
+        assert_eq!(client_token(&["uid-2", uid], &spot(&["c5.large"])), shared);
+        assert_ne!(client_token(&[uid, "uid-3"], &spot(&["c5.large"])), shared);
     }
 
     #[test]
     fn the_request_has_a_config_per_architecture_cheapest_first_and_tags_every_resource() {
         let plan = plan("spot", &[("m7g.large", "arm64"), ("m5.large", "amd64"), ("m6g.large", "arm64")]);
-        let tags = instance_tags("prod", &claim(), &serde_json::from_value(serde_json::json!({
+        let tags = launch_tags("prod", &claim(), &serde_json::from_value(serde_json::json!({
             "apiVersion": "stoker.dev/v1", "kind": "EC2NodeClass", "metadata": {"name": "default"},
             "spec": {"role": "r", "subnetSelectorTerms": [{"tags": {"a": "b"}}], "securityGroupSelectorTerms": [{"tags": {"a": "b"}}], "amiSelectorTerms": [{"alias": "al2023@latest"}]}
         }))
         .unwrap());
-        let input = request(&plan, &templates(), "token".into(), &tags).build().unwrap();
+        let input = request(&plan, &templates(), "token".into(), &tags, 3).build().unwrap();
         assert_eq!(input.r#type(), Some(&FleetType::Instant));
         assert_eq!(input.client_token(), Some("token"));
         let configs = input.launch_template_configs();
@@ -301,7 +333,7 @@ mod tests {
         let arm: Vec<_> = configs[0].overrides().iter().map(|o| o.instance_type().unwrap().as_str()).collect();
         assert_eq!(arm, ["m7g.large", "m6g.large"]);
         let capacity = input.target_capacity_specification().unwrap();
-        assert_eq!(capacity.total_target_capacity(), Some(1));
+        assert_eq!(capacity.total_target_capacity(), Some(3));
         assert_eq!(capacity.default_target_capacity_type(), Some(&DefaultTargetCapacityType::Spot));
         assert_eq!(
             input.spot_options().and_then(|o| o.allocation_strategy()),
@@ -321,9 +353,10 @@ mod tests {
 
     #[test]
     fn on_demand_requests_take_the_lowest_price() {
-        let input = request(&plan("on-demand", &[("m5.large", "amd64")]), &templates(), "t".into(), &BTreeMap::new())
-            .build()
-            .unwrap();
+        let input =
+            request(&plan("on-demand", &[("m5.large", "amd64")]), &templates(), "t".into(), &BTreeMap::new(), 1)
+                .build()
+                .unwrap();
         assert_eq!(
             input.target_capacity_specification().and_then(|c| c.default_target_capacity_type()),
             Some(&DefaultTargetCapacityType::OnDemand)
@@ -336,22 +369,33 @@ mod tests {
     }
 
     #[test]
-    fn a_launched_instance_is_read_with_its_zone_capacity_type_and_image() {
+    fn launched_instances_are_read_with_their_zone_capacity_type_and_image() {
         let plan = plan("spot", &[("m7g.large", "arm64"), ("m5.large", "amd64")]);
         let output = CreateFleetOutput::builder()
             .instances(
                 CreateFleetInstance::builder()
                     .instance_ids("i-0abc")
+                    .instance_ids("i-0abd")
                     .instance_type(Ec2InstanceType::from("m5.large"))
                     .lifecycle(InstanceLifecycle::Spot)
                     .launch_template_and_overrides(override_response("m5.large"))
                     .build(),
             )
+            .instances(
+                CreateFleetInstance::builder()
+                    .instance_ids("i-0abe")
+                    .instance_type(Ec2InstanceType::from("m7g.large"))
+                    .lifecycle(InstanceLifecycle::Spot)
+                    .launch_template_and_overrides(override_response("m7g.large"))
+                    .build(),
+            )
             .build();
         let now = chrono::Utc::now();
-        let Outcome::Launched(instance) = reply(&output, &plan, &templates(), &BTreeMap::new(), now).unwrap() else {
-            panic!("expected a launch");
-        };
+        let read = reply(&output, &plan, &templates(), &BTreeMap::new(), now).unwrap();
+        assert!(read.failures.is_empty());
+        let ids: Vec<(&str, &str)> = read.launched.iter().map(|i| (i.id.as_str(), i.image_id.as_str())).collect();
+        assert_eq!(ids, [("i-0abc", "ami-amd64"), ("i-0abd", "ami-amd64"), ("i-0abe", "ami-arm64")]);
+        let instance = &read.launched[0];
         assert_eq!(instance.id, "i-0abc");
         assert_eq!(instance.provider_id, "aws:///us-east-1a/i-0abc");
         assert_eq!(instance.capacity_type, labels::CAPACITY_TYPE_SPOT);
@@ -388,16 +432,17 @@ mod tests {
                     .build(),
             )
             .build();
-        let failures = reply(&output, &plan, &templates(), &BTreeMap::new(), chrono::Utc::now()).unwrap();
+        let read = reply(&output, &plan, &templates(), &BTreeMap::new(), chrono::Utc::now()).unwrap();
+        assert!(read.launched.is_empty());
         assert_eq!(
-            failures,
-            Outcome::Failed(vec![Failure {
+            read.failures,
+            vec![Failure {
                 code: "InsufficientInstanceCapacity".into(),
                 message: "no capacity".into(),
                 instance_type: Some("m5.large".into()),
                 zone: Some("us-east-1a".into()),
                 subnet_id: Some("subnet-a".into()),
-            }])
+            }]
         );
         let empty =
             reply(&CreateFleetOutput::builder().build(), &plan, &templates(), &BTreeMap::new(), chrono::Utc::now());

@@ -6,13 +6,15 @@
 //!
 //! The shape follows Karpenter's: reads are unscoped (EC2 Describe calls support no resource
 //! scoping), everything stoker creates must carry both of its ownership tags in the request,
-//! tags may only be written while creating, and terminate, delete and instance-profile changes
-//! need both ownership tags on the resource. Only the node role can be passed, only to EC2, and
+//! tags may only be written while creating (and, once, the NodeClaim's name on an instance of
+//! this cluster launched for several), and terminate, delete and instance-profile changes need
+//! both ownership tags on the resource. Only the node role can be passed, only to EC2, and
 //! only the public EKS AMI parameters can be read.
 
 use serde_json::{Value, json};
 
 use super::tags::ownership_tags;
+use crate::apis::labels;
 
 /// Where the policy applies. Each field is either a value or a placeholder the caller
 /// substitutes (the CloudFormation template passes `${AWS::Region}` and friends).
@@ -162,6 +164,17 @@ pub fn policy(scope: &PolicyScope) -> Value {
             "Action": "ec2:CreateTags",
             "Resource": arns(&CREATED),
             "Condition": {"StringEquals": tagging_while_creating},
+        }),
+        json!({
+            "Sid": "NameThisClustersInstancesOnce",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": scope.ec2("instance/*"),
+            "Condition": {
+                "StringEquals": ownership(&scope.cluster, "ResourceTag"),
+                "ForAllValues:StringEquals": {"aws:TagKeys": [labels::EC2_NODECLAIM_TAG, "Name"]},
+                "Null": {format!("aws:ResourceTag/{}", labels::EC2_NODECLAIM_TAG): "true"},
+            },
         }),
         json!({
             "Sid": "TerminateAndDeleteOnlyThisClusters",

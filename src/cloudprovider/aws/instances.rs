@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, InstanceLifecycleType};
 
-use super::{AwsCloudProvider, aws_error, tags::ownership_tags};
+use super::{AwsCloudProvider, aws_error, batching, tags::ownership_tags};
 use crate::{
     apis::labels,
     cloudprovider::{CloudError, Instance},
@@ -100,11 +100,18 @@ pub async fn list(provider: &AwsCloudProvider) -> Result<Vec<Instance>, CloudErr
     describe(provider, vec![cluster_filter(provider), live_filter()], Vec::new()).await
 }
 
-/// The live instance launched for a NodeClaim, if any (found by its tag).
+/// The live instance launched for a NodeClaim, if any: tagged with its name, or its share of a
+/// call made for several (`batching::adopted`). One query finds both, in every state, so a
+/// batch's pairing sees all of its instances.
 pub async fn for_nodeclaim(provider: &AwsCloudProvider, nodeclaim: &str) -> Result<Option<Instance>, CloudError> {
-    let claim = Filter::builder().name(format!("tag:{}", labels::EC2_NODECLAIM_TAG)).values(nodeclaim).build();
-    let found = describe(provider, vec![cluster_filter(provider), claim, live_filter()], Vec::new()).await?;
-    Ok(found.into_iter().min_by(|a, b| a.launch_time.cmp(&b.launch_time)))
+    let naming = Filter::builder().name("tag-value").set_values(Some(batching::tag_value_patterns(nodeclaim))).build();
+    let found = describe(provider, vec![cluster_filter(provider), naming], Vec::new()).await?;
+    Ok(batching::adopted(nodeclaim, &found))
+}
+
+/// Whether the instance still exists (or is about to).
+pub fn is_live(instance: &Instance) -> bool {
+    LIVE_STATES.contains(&instance.state.as_str())
 }
 
 /// A live instance by ID; `NotFound` when it does not exist or is terminated.
@@ -112,7 +119,7 @@ pub async fn get(provider: &AwsCloudProvider, id: &str) -> Result<Instance, Clou
     describe(provider, Vec::new(), vec![id.to_owned()])
         .await?
         .into_iter()
-        .find(|instance| LIVE_STATES.contains(&instance.state.as_str()))
+        .find(is_live)
         .ok_or_else(|| CloudError::NotFound(id.to_owned()))
 }
 

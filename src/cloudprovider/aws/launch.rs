@@ -1,25 +1,26 @@
 //! Launching one instance for a NodeClaim: the CreateFleet retry loop. Each attempt plans what
-//! remains (`fleet.rs`), ensures the launch templates (`templates.rs`), sends the request and
-//! reads the reply (`createfleet.rs`); capacity errors mark offerings unavailable and the next
-//! attempt asks for the rest, throttling backs off with jitter.
+//! remains (`fleet.rs`), ensures the launch templates (`templates.rs`) and has the call made,
+//! shared with the launches like it (`batching.rs`); capacity errors mark offerings unavailable
+//! and the next attempt asks for the rest, throttling backs off with jitter.
 //!
-//! Never twice for one NodeClaim: an instance already tagged with the NodeClaim's name is
-//! adopted instead of launching (unless the caller knows none can exist: a claim it created
-//! moments ago and launches for the first time), and every CreateFleet call carries a client
-//! token derived from the NodeClaim's UID and the request, so a repeated identical call is
-//! answered by EC2 with the instance of the first.
+//! Never twice for one NodeClaim: an instance already launched for it (tagged with its name, or
+//! its share of a call made for several) is adopted instead of launching, unless the caller knows
+//! none can exist (a claim it created moments ago and launches for the first time); and every
+//! CreateFleet call carries a client token derived from its NodeClaims' UIDs and the request, so
+//! a repeated identical call is answered by EC2 with the instances of the first.
 
 use std::time::Duration;
 
 use kube::ResourceExt;
 
 use super::{
-    AwsCloudProvider, aws_error,
-    createfleet::{self, Failure, Outcome},
+    AwsCloudProvider,
+    batching::{Member, Shape},
+    createfleet::{Failure, Outcome},
     fleet::{FleetErrorKind, LaunchPlan, NoPlan, classify, plan_launch},
     instances,
     nodeclass::ready_status,
-    tags::instance_tags,
+    tags::launch_tags,
     templates,
 };
 use crate::{
@@ -45,7 +46,8 @@ pub async fn create(
     let requirements = Requirements::from_api(&claim.spec.requirements);
     let requests = Resources::from_quantities(&claim.spec.resources.requests)
         .map_err(|e| CloudError::InvalidConfiguration(format!("NodeClaim {name} resources: {e}")))?;
-    let tags = instance_tags(provider.cluster_name(), claim, class);
+    let tags = launch_tags(provider.cluster_name(), claim, class);
+    let member = Member { uid: claim.uid().unwrap_or_else(|| name.clone()), name: name.clone() };
     let mut errors: Vec<String> = Vec::new();
     // Whether the last attempt was only throttled: then giving up says so, not "no capacity".
     let mut throttled_last = false;
@@ -67,13 +69,8 @@ pub async fn create(
         };
         let images = plan.overrides.iter().map(|o| o.image.as_str());
         let templates = templates::for_images(provider, claim, class, status, images).await?;
-        let request = createfleet::request(&plan, &templates, createfleet::client_token(claim, &plan), &tags);
-        tracing::info!(nodeclaim = %name, capacity_type = %plan.capacity_type, overrides = plan.overrides.len(), "calling CreateFleet");
-        let reply = match request.send_with(&provider.ec2).await {
-            Ok(output) => createfleet::reply(&output, &plan, &templates, &tags, chrono::Utc::now()),
-            Err(error) => Err(aws_error("CreateFleet")(error)),
-        };
-        match reply {
+        let shape = Shape { plan: plan.clone(), templates: templates.clone(), tags: tags.clone() };
+        match provider.fleets.launch(&provider.ec2, shape, member.clone()).await {
             Ok(Outcome::Launched(instance)) => {
                 tracing::info!(
                     nodeclaim = %name, instance = %instance.id, instance_type = %instance.instance_type,

@@ -14,6 +14,7 @@
 
 pub mod allocatable;
 pub mod ami;
+pub mod batching;
 pub mod bootstrap;
 pub mod catalog;
 pub mod cloudformation;
@@ -43,6 +44,7 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 
 pub use self::bootstrap::ClusterInfo;
 use self::{
+    batching::{BatchWindow, FleetBatcher},
     catalog::Catalog,
     offerings::{Offerings, Shape},
     templates::TemplatesInUse,
@@ -95,6 +97,8 @@ pub struct AwsOptions {
     pub max_launch_attempts: usize,
     /// First back-off after throttling; doubled per attempt, with jitter.
     pub throttle_backoff: Duration,
+    /// How long launches like each other wait to share one CreateFleet call.
+    pub batch_window: BatchWindow,
 }
 
 impl AwsOptions {
@@ -105,6 +109,7 @@ impl AwsOptions {
             catalog_ttl: Duration::from_secs(300),
             max_launch_attempts: 6,
             throttle_backoff: Duration::from_millis(500),
+            batch_window: BatchWindow::default(),
         }
     }
 }
@@ -120,6 +125,7 @@ pub struct AwsCloudProvider {
     options: AwsOptions,
     offerings: Offerings,
     templates_in_use: TemplatesInUse,
+    fleets: FleetBatcher,
 }
 
 impl AwsCloudProvider {
@@ -151,6 +157,7 @@ impl AwsCloudProvider {
             iam,
             offerings: Offerings::new(&region, options.catalog_ttl, options.unavailable_ttl),
             templates_in_use: TemplatesInUse::default(),
+            fleets: FleetBatcher::new(options.batch_window),
             region,
             options,
         }

@@ -24,16 +24,24 @@ pub(super) fn tag_specification(resource: ResourceType, tags: &BTreeMap<String, 
     TagSpecification::builder().resource_type(resource).set_tags(Some(ec2_tags(tags))).build()
 }
 
-/// The tags on the instance, its volumes and network interfaces.
-pub fn instance_tags(cluster: &str, claim: &NodeClaim, class: &EC2NodeClass) -> BTreeMap<String, String> {
+/// The tags on every instance of a launch, its volumes and the fleet: the node class's own, the
+/// ownership tags, the NodePool and the node class. A NodeClaim's own tags ([`claim_tags`]) are
+/// sent with them when a CreateFleet call launches for one NodeClaim, and set on each instance
+/// afterwards when it launched for several (`batching.rs`).
+pub fn launch_tags(cluster: &str, claim: &NodeClaim, class: &EC2NodeClass) -> BTreeMap<String, String> {
     let mut tags = class.spec.tags.clone();
     tags.extend(ownership_tags(cluster));
-    let name = claim.name_any();
-    tags.insert(labels::EC2_NODECLAIM_TAG.to_owned(), name.clone());
     tags.insert(labels::EC2_NODECLASS_TAG.to_owned(), class.name_any());
     if let Some(pool) = claim.labels().get(labels::NODEPOOL) {
         tags.insert(labels::EC2_NODEPOOL_TAG.to_owned(), pool.clone());
     }
-    tags.insert("Name".to_owned(), name);
     tags
+}
+
+/// The tags that say which NodeClaim an instance is: its name, and `Name` for the console.
+pub fn claim_tags(nodeclaim: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::EC2_NODECLAIM_TAG.to_owned(), nodeclaim.to_owned()),
+        ("Name".to_owned(), nodeclaim.to_owned()),
+    ])
 }
