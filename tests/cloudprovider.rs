@@ -16,8 +16,8 @@ use stoker::{
         requirements::{NodeSelectorRequirementWithMinValues, Operator},
     },
     cloudprovider::{
-        CloudError, CloudProvider, PriorLaunches,
-        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config, catalog},
+        CloudError, CloudProvider, Followers, PriorLaunches,
+        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config, batching::BatchWindow, catalog},
     },
 };
 use support::fault_proxy::{CapacityRule, FaultProxy};
@@ -34,6 +34,11 @@ struct Harness {
 /// A provider for a cluster name of its own (tests share the emulator), with EC2 behind a
 /// fresh proxy and the example node class resolved.
 async fn harness(unavailable_ttl: Duration) -> Harness {
+    harness_with(|options| options.unavailable_ttl = unavailable_ttl).await
+}
+
+/// [`harness`] with the provider's options changed by `configure`.
+async fn harness_with(configure: impl FnOnce(&mut AwsOptions)) -> Harness {
     let endpoint = std::env::var("AWS_ENDPOINT_URL_EC2").expect("AWS_ENDPOINT_URL_EC2 from hack/test.sh");
     let config = aws_config(None).await;
     let proxy = FaultProxy::start(&endpoint).await;
@@ -55,8 +60,8 @@ async fn harness(unavailable_ttl: Duration) -> Harness {
         kubernetes_minor: "1.37".into(),
     };
     let mut options = AwsOptions::new(info);
-    options.unavailable_ttl = unavailable_ttl;
     options.throttle_backoff = Duration::from_millis(50);
+    configure(&mut options);
     let provider = AwsCloudProvider::from_clients(
         proxied,
         aws_sdk_ssm::Client::new(&config),
@@ -185,7 +190,8 @@ async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated(
     let h = harness(Duration::from_secs(180)).await;
     let claim = nodeclaim("general-tags", &["m5.large", "m5.xlarge", "c5.large"], &["spot", "on-demand"]);
     // A claim the caller has just created: no instance is looked for before launching.
-    let instance = h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect("a launch");
+    let instance =
+        h.provider.create(&claim, &h.class, PriorLaunches::None, Followers::NoneExpected).await.expect("a launch");
     assert_eq!(h.proxy.seen("DescribeInstances").len(), 0, "a new claim needs no adoption lookup");
     assert_eq!(instance.capacity_type, "spot");
     assert!(["m5.large", "m5.xlarge", "c5.large"].contains(&instance.instance_type.as_str()));
@@ -248,7 +254,8 @@ async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated(
     assert!(user_data.contains("--register-with-taints=stoker.dev/unregistered:NoExecute"), "{user_data}");
 
     // Asked again (a retry, or a controller restarted after the call): the same instance.
-    let again = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("adopted");
+    let again =
+        h.provider.create(&claim, &h.class, PriorLaunches::Unknown, Followers::NoneExpected).await.expect("adopted");
     assert_eq!(again.id, instance.id);
     assert_eq!(h.proxy.seen("CreateFleet").len(), 1, "no second CreateFleet");
     let listed = h.provider.list().await.expect("list");
@@ -270,8 +277,10 @@ async fn launches_alike_share_one_createfleet_and_each_claim_keeps_its_instance_
     let alike: Vec<NodeClaim> =
         ["general-b", "general-c", "general-a"].iter().map(|n| nodeclaim(n, &types, &["on-demand"])).collect();
     let different = nodeclaim("general-d", &["c5.large"], &["on-demand"]);
-    let launches =
-        alike.iter().chain([&different]).map(|claim| h.provider.create(claim, &h.class, PriorLaunches::None));
+    let launches = alike
+        .iter()
+        .chain([&different])
+        .map(|claim| h.provider.create(claim, &h.class, PriorLaunches::None, Followers::Expected));
     let launched: Vec<_> =
         futures::future::join_all(launches).await.into_iter().map(|r| r.expect("a launch")).collect();
 
@@ -324,11 +333,35 @@ async fn launches_alike_share_one_createfleet_and_each_claim_keeps_its_instance_
             .expect("DeleteTags");
     }
     for (claim, instance) in alike.iter().zip(&launched) {
-        let again = h.provider.create(claim, &h.class, PriorLaunches::Unknown).await.expect("adopted");
+        let again =
+            h.provider.create(claim, &h.class, PriorLaunches::Unknown, Followers::NoneExpected).await.expect("adopted");
         assert_eq!(again.id, instance.id, "{:?}", claim.metadata.name);
     }
     assert_eq!(h.proxy.seen("CreateFleet").len(), 2, "no further CreateFleet");
     for instance in &launched {
+        h.provider.delete(&instance.provider_id).await.expect("terminated");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn the_last_launch_of_a_decision_sends_the_shared_call_without_waiting_out_the_window() {
+    // A window no test would sit out: only the last launch's word can send the call.
+    let hour = Duration::from_secs(3600);
+    let h = harness_with(|options| options.batch_window = BatchWindow { idle: hour, max: hour }).await;
+    let types = ["m5.large"];
+    let first = nodeclaim("general-first", &types, &["on-demand"]);
+    let last = nodeclaim("general-last", &types, &["on-demand"]);
+    let launches = futures::future::join(
+        h.provider.create(&first, &h.class, PriorLaunches::None, Followers::Expected),
+        h.provider.create(&last, &h.class, PriorLaunches::None, Followers::NoneExpected),
+    );
+    let (first, last) = tokio::time::timeout(Duration::from_secs(60), launches).await.expect("the call went out");
+    let (first, last) = (first.expect("a launch"), last.expect("a launch"));
+    let fleets = h.proxy.seen("CreateFleet");
+    assert_eq!(fleets.len(), 1, "one call for both");
+    assert_eq!(fleets[0].params["TargetCapacitySpecification.TotalTargetCapacity"], "2");
+    for instance in [first, last] {
         h.provider.delete(&instance.provider_id).await.expect("terminated");
     }
 }
@@ -345,7 +378,7 @@ async fn prepared_launch_templates_are_the_ones_the_first_launch_uses() {
     h.provider.prepare(&claim, &h.class).await.expect("prepared again");
     assert_eq!(h.proxy.seen("CreateLaunchTemplate").len(), 5, "known templates are not created again");
 
-    h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect("a launch");
+    h.provider.create(&claim, &h.class, PriorLaunches::None, Followers::NoneExpected).await.expect("a launch");
     assert_eq!(h.proxy.seen("CreateLaunchTemplate").len(), 5, "the launch created nothing more");
     let fleets = h.proxy.seen("CreateFleet");
     let used: Vec<&String> =
@@ -363,7 +396,8 @@ async fn accelerated_types_launch_with_their_image_variant() {
         ("general-plain", "m5.large", "ami-0e0a202300000000"),
     ] {
         let claim = nodeclaim(name, &[instance_type], &["on-demand"]);
-        let instance = h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect("a launch");
+        let instance =
+            h.provider.create(&claim, &h.class, PriorLaunches::None, Followers::NoneExpected).await.expect("a launch");
         assert_eq!((instance.instance_type.as_str(), instance.image_id.as_str()), (instance_type, image));
         let launched = h.ec2.describe_instances().instance_ids(&instance.id).send().await.expect("DescribeInstances");
         assert_eq!(launched.reservations()[0].instances()[0].image_id(), Some(image), "{instance_type}");
@@ -383,7 +417,8 @@ async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expir
         code: "InsufficientInstanceCapacity".into(),
     });
     let claim = nodeclaim("general-next", &["m5.large", "m5.xlarge"], &["spot", "on-demand"]);
-    let instance = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("a launch");
+    let instance =
+        h.provider.create(&claim, &h.class, PriorLaunches::Unknown, Followers::NoneExpected).await.expect("a launch");
     assert_eq!((instance.instance_type.as_str(), instance.capacity_type.as_str()), ("m5.xlarge", "spot"));
 
     // No spot capacity at all: every override fails, stoker marks them and retries on-demand.
@@ -394,7 +429,11 @@ async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expir
     });
     let claim = nodeclaim("general-fallback", &["m5.large", "m5.xlarge"], &["spot", "on-demand"]);
     let before = h.proxy.seen("CreateFleet").len();
-    let instance = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("an on-demand launch");
+    let instance = h
+        .provider
+        .create(&claim, &h.class, PriorLaunches::Unknown, Followers::NoneExpected)
+        .await
+        .expect("an on-demand launch");
     assert_eq!(instance.capacity_type, "on-demand");
     let calls: Vec<String> = h.proxy.seen("CreateFleet")[before..]
         .iter()
@@ -406,7 +445,11 @@ async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expir
     // A spot-only NodeClaim now fails fast from the cache, naming the error seen.
     let spot_only = nodeclaim("general-spot-only", &["m5.large", "m5.xlarge"], &["spot"]);
     let before = h.proxy.seen("CreateFleet").len();
-    let error = h.provider.create(&spot_only, &h.class, PriorLaunches::Unknown).await.expect_err("no spot capacity");
+    let error = h
+        .provider
+        .create(&spot_only, &h.class, PriorLaunches::Unknown, Followers::NoneExpected)
+        .await
+        .expect_err("no spot capacity");
     assert!(matches!(error, CloudError::InsufficientCapacity { .. }), "{error}");
     assert_eq!(h.proxy.seen("CreateFleet").len(), before, "answered from the unavailable-offerings cache");
     let types = h.provider.instance_types(&h.class).await.expect("instance types");
@@ -417,7 +460,11 @@ async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expir
     h.proxy.clear_capacity_rules();
     tokio::time::sleep(ttl).await;
     assert_eq!(h.provider.unavailable_offerings(), 0);
-    let instance = h.provider.create(&spot_only, &h.class, PriorLaunches::Unknown).await.expect("spot again");
+    let instance = h
+        .provider
+        .create(&spot_only, &h.class, PriorLaunches::Unknown, Followers::NoneExpected)
+        .await
+        .expect("spot again");
     assert_eq!(instance.capacity_type, "spot");
 }
 
@@ -428,8 +475,11 @@ async fn throttled_calls_are_retried_with_backoff() {
     // More throttles than the SDK's own three attempts: stoker's back-off takes over.
     h.proxy.throttle("CreateFleet", 4);
     let claim = nodeclaim("general-throttled", &["c5.large"], &["on-demand"]);
-    let instance =
-        h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("a launch after throttling");
+    let instance = h
+        .provider
+        .create(&claim, &h.class, PriorLaunches::Unknown, Followers::NoneExpected)
+        .await
+        .expect("a launch after throttling");
     assert_eq!(instance.instance_type, "c5.large");
     assert_eq!(h.proxy.seen("CreateFleet").len(), 5);
 
@@ -437,7 +487,11 @@ async fn throttled_calls_are_retried_with_backoff() {
     // error (which would delete the claim and mark offerings unavailable).
     h.proxy.throttle("CreateFleet", 1000);
     let claim = nodeclaim("general-throttled-out", &["c5.large"], &["on-demand"]);
-    let error = h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect_err("throttled throughout");
+    let error = h
+        .provider
+        .create(&claim, &h.class, PriorLaunches::None, Followers::NoneExpected)
+        .await
+        .expect_err("throttled throughout");
     assert!(matches!(error, CloudError::Throttled { .. }), "{error}");
     assert_eq!(error.reason(), "Throttled");
 }
@@ -458,7 +512,10 @@ async fn a_catalog_refresh_that_fails_keeps_the_last_good_catalog() {
         assert_eq!(types.len(), before.len());
     }
     let claim = nodeclaim("general-during-outage", &["c5.large"], &["on-demand"]);
-    h.provider.create(&claim, &h.class, PriorLaunches::None).await.expect("a launch during the outage");
+    h.provider
+        .create(&claim, &h.class, PriorLaunches::None, Followers::NoneExpected)
+        .await
+        .expect("a launch during the outage");
     assert_eq!(h.proxy.seen("DescribeInstanceTypes").len(), asked, "no storm of catalog retries");
 }
 
@@ -491,7 +548,8 @@ async fn only_instances_tagged_for_this_cluster_are_terminated() {
     assert_eq!(h.provider.get(&provider_id).await.expect("still there").state, "running");
 
     let claim = nodeclaim("general-delete", &["c5.large"], &["on-demand"]);
-    let own = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("a launch");
+    let own =
+        h.provider.create(&claim, &h.class, PriorLaunches::Unknown, Followers::NoneExpected).await.expect("a launch");
     h.provider.delete(&own.provider_id).await.expect("terminated");
     assert!(matches!(h.provider.get(&own.provider_id).await, Err(CloudError::NotFound(_))));
     assert!(matches!(h.provider.delete(&own.provider_id).await, Err(CloudError::NotFound(_))));
@@ -504,7 +562,8 @@ async fn a_broad_nodeclaim_sends_at_most_sixty_overrides_cheapest_first() {
     let mut claim = nodeclaim("general-broad", &["unused"], &["on-demand"]);
     // Only capacity type and node pool: hundreds of instance types in three zones would fit.
     claim.spec.requirements.remove(0);
-    let instance = h.provider.create(&claim, &h.class, PriorLaunches::Unknown).await.expect("a launch");
+    let instance =
+        h.provider.create(&claim, &h.class, PriorLaunches::Unknown, Followers::NoneExpected).await.expect("a launch");
     let params = &h.proxy.seen("CreateFleet")[0].params;
     let types: Vec<&str> =
         params.iter().filter(|(k, _)| k.ends_with(".InstanceType")).map(|(_, v)| v.as_str()).collect();

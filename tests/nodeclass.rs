@@ -15,7 +15,7 @@ use serde_json::json;
 use stoker::{
     apis::{ec2nodeclass::EC2NodeClass, labels, nodeclaim::NodeClaim},
     cloudprovider::{
-        CloudProvider, PriorLaunches,
+        CloudProvider, Followers, PriorLaunches,
         aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config},
     },
     controllers::nodeclass,
@@ -80,8 +80,10 @@ async fn node_classes_are_resolved_reported_and_cleaned_up() {
                   "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": good_name}}
     }))
     .expect("a NodeClaim");
-    let instance =
-        provider.create(&claim, &ready, PriorLaunches::Unknown).await.expect("a launch with the resolved class");
+    let instance = provider
+        .create(&claim, &ready, PriorLaunches::Unknown, Followers::NoneExpected)
+        .await
+        .expect("a launch with the resolved class");
 
     // A class whose subnets match nothing: SubnetsReady=False and an Event naming the field.
     let bad_name = format!("{cluster}-bad");

@@ -14,7 +14,7 @@ use std::{
 
 use kube::ResourceExt;
 
-use super::{CloudError, CloudProvider, Instance, PriorLaunches};
+use super::{CloudError, CloudProvider, Followers, Instance, PriorLaunches};
 use crate::{
     apis::{
         ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus, ResolvedAmi, ResolvedSecurityGroup, ResolvedSubnet},
@@ -93,7 +93,13 @@ impl CloudProvider for FakeCloudProvider {
     type NodeClass = EC2NodeClass;
     type NodeClassStatus = EC2NodeClassStatus;
 
-    async fn create(&self, claim: &NodeClaim, _: &EC2NodeClass, prior: PriorLaunches) -> Result<Instance, CloudError> {
+    async fn create(
+        &self,
+        claim: &NodeClaim,
+        _: &EC2NodeClass,
+        prior: PriorLaunches,
+        _: Followers,
+    ) -> Result<Instance, CloudError> {
         let name = claim.name_any();
         self.enter("create", name.clone())?;
         let mut state = self.state();
@@ -223,16 +229,22 @@ mod tests {
     #[tokio::test]
     async fn launches_adopt_and_terminate_like_a_cloud() {
         let fake = provider();
-        let first = fake.create(&claim("a", &["m5.xlarge"]), &class(), PriorLaunches::None).await.expect("launched");
+        let first = fake
+            .create(&claim("a", &["m5.xlarge"]), &class(), PriorLaunches::None, Followers::NoneExpected)
+            .await
+            .expect("launched");
         assert_eq!(first.instance_type, "m5.xlarge");
         // A retry that cannot know whether it launched gets the same instance back.
-        let again = fake.create(&claim("a", &["m5.xlarge"]), &class(), PriorLaunches::Unknown).await.expect("adopted");
+        let again = fake
+            .create(&claim("a", &["m5.xlarge"]), &class(), PriorLaunches::Unknown, Followers::NoneExpected)
+            .await
+            .expect("adopted");
         assert_eq!(again.provider_id, first.provider_id);
         assert_eq!(fake.instances().len(), 1);
         fake.delete(&first.provider_id).await.expect("terminated");
         assert!(matches!(fake.delete(&first.provider_id).await, Err(CloudError::NotFound(_))));
         assert!(matches!(
-            fake.create(&claim("b", &["x9.huge"]), &class(), PriorLaunches::None).await,
+            fake.create(&claim("b", &["x9.huge"]), &class(), PriorLaunches::None, Followers::NoneExpected).await,
             Err(CloudError::NoCompatibleOfferings(_))
         ));
     }
@@ -246,7 +258,7 @@ mod tests {
             CloudError::Aws { operation: "CreateFleet", code: "RequestLimitExceeded".into(), message: String::new() },
         );
         let (claim, class) = (claim("a", &[]), class());
-        let launch = || fake.create(&claim, &class, PriorLaunches::None);
+        let launch = || fake.create(&claim, &class, PriorLaunches::None, Followers::NoneExpected);
         assert!(matches!(launch().await, Err(CloudError::InsufficientCapacity { .. })));
         assert!(matches!(launch().await, Err(CloudError::Aws { .. })));
         assert!(launch().await.is_ok());

@@ -4,7 +4,7 @@
 
 use std::{future::Future, sync::Arc, time::Instant};
 
-use super::{CloudError, CloudProvider, Instance, PriorLaunches};
+use super::{CloudError, CloudProvider, Followers, Instance, PriorLaunches};
 use crate::{
     apis::nodeclaim::NodeClaim,
     metrics::{MethodErrorLabels, MethodLabels, Metrics},
@@ -47,8 +47,9 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
         claim: &NodeClaim,
         class: &Self::NodeClass,
         prior: PriorLaunches,
+        followers: Followers,
     ) -> Result<Instance, CloudError> {
-        self.observe("create", self.inner.create(claim, class, prior)).await
+        self.observe("create", self.inner.create(claim, class, prior, followers)).await
     }
 
     async fn prepare(&self, claim: &NodeClaim, class: &Self::NodeClass) -> Result<(), CloudError> {

@@ -104,6 +104,18 @@ pub enum PriorLaunches {
     Unknown,
 }
 
+/// Whether more launches decided together with this one (NodeClaims the same provisioning
+/// decision created) are still to ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followers {
+    /// Some are (or it is not known): a provider that shares one call among launches alike
+    /// waits a moment for them.
+    Expected,
+    /// This is the last: calls being shared go out as soon as the launches already on their way
+    /// have joined.
+    NoneExpected,
+}
+
 /// The operations controllers need from a cloud. Only the leader calls the mutating ones.
 pub trait CloudProvider: Send + Sync {
     /// The provider's node class (subnets, images, roles): `EC2NodeClass` on AWS.
@@ -117,6 +129,7 @@ pub trait CloudProvider: Send + Sync {
         claim: &NodeClaim,
         class: &Self::NodeClass,
         prior: PriorLaunches,
+        followers: Followers,
     ) -> impl Future<Output = Result<Instance, CloudError>> + Send;
 
     /// Creates ahead of time what a first launch for a NodeClaim like this one would wait for (its

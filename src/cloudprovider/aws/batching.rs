@@ -2,6 +2,8 @@
 //! NodeClaim (capacity type, overrides, launch templates and tags) and that arrive within a short
 //! window go out as one call for as many instances, as Karpenter batches them: a burst makes one
 //! call per launch configuration instead of one per NodeClaim, far under EC2's request limits.
+//! A launch says whether others decided with it are still to come ([`Followers`]); once the
+//! last has joined, the calls go out at once instead of waiting out the window.
 //!
 //! Who gets which instance is decided by the call alone, so it can be decided again after a
 //! restart: the members sorted by name take the launched instances sorted by ID; when EC2 launched
@@ -30,7 +32,7 @@ use super::{
     instances::is_live,
     tags::{claim_tags, ec2_tags},
 };
-use crate::cloudprovider::{CloudError, Instance};
+use crate::cloudprovider::{CloudError, Followers, Instance};
 
 /// The tag holding the names of the NodeClaims a call launched for; `-2`, `-3`, ... continue it.
 pub const BATCH_TAG: &str = "stoker.dev/launch-batch";
@@ -111,12 +113,58 @@ impl Open {
     }
 }
 
-/// The open batches, by what their calls send.
+/// The open batches, by what their calls send, and the launches on their way to them.
+#[derive(Default)]
+struct State {
+    open: HashMap<String, Open>,
+    /// Launches that will ask to join (or give up) soon: between the start of a launch attempt
+    /// and its joining.
+    on_their_way: usize,
+    /// The last launch to start said launches decided with it are still to come.
+    followers_expected: bool,
+}
+
+impl State {
+    /// Every open batch, once no launch is on its way and none is expected: waiting longer
+    /// cannot make a call share more.
+    fn take_if_complete(&mut self) -> Vec<Open> {
+        if self.on_their_way > 0 || self.followers_expected {
+            return Vec::new();
+        }
+        self.open.drain().map(|(_, batch)| batch).collect()
+    }
+}
+
+/// Shares CreateFleet calls among launches alike.
 #[derive(Clone, Default)]
 pub struct FleetBatcher {
     window: BatchWindow,
-    open: Arc<Mutex<HashMap<String, Open>>>,
+    state: Arc<Mutex<State>>,
     next_id: Arc<AtomicU64>,
+}
+
+/// A launch attempt on its way to a batch: joins one with [`FleetBatcher::launch`], or, dropped,
+/// no longer holds the batches back.
+pub struct OnTheWay {
+    batcher: FleetBatcher,
+    ec2: aws_sdk_ec2::Client,
+    joined: bool,
+}
+
+impl Drop for OnTheWay {
+    fn drop(&mut self) {
+        if self.joined {
+            return;
+        }
+        let complete = {
+            let mut state = self.batcher.state();
+            state.on_their_way = state.on_their_way.saturating_sub(1);
+            state.take_if_complete()
+        };
+        for batch in complete {
+            tokio::spawn(send(self.ec2.clone(), batch));
+        }
+    }
 }
 
 impl FleetBatcher {
@@ -124,40 +172,56 @@ impl FleetBatcher {
         Self { window, ..Self::default() }
     }
 
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<String, Open>> {
-        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes a launch attempt starting, before it plans: batches wait for it to join.
+    pub fn on_the_way(&self, ec2: &aws_sdk_ec2::Client, followers: Followers) -> OnTheWay {
+        let mut state = self.state();
+        state.on_their_way += 1;
+        state.followers_expected = followers == Followers::Expected;
+        OnTheWay { batcher: self.clone(), ec2: ec2.clone(), joined: false }
     }
 
     /// Launches one instance for `member` in a call shared with the launches like it: its share
-    /// of what the call launched, or the call's errors. The call is sent by a task of its own, so
-    /// a launch that stops waiting still gets its instance (tagged with its NodeClaim).
-    pub async fn launch(&self, ec2: &aws_sdk_ec2::Client, shape: Shape, member: Member) -> Result<Outcome, CloudError> {
+    /// of what the call launched, or the call's errors. The call goes out when every launch on
+    /// its way has joined and none is expected, else once the batch has been quiet for the idle
+    /// window (or open for the longest). It is sent by a task of its own, so a launch that stops
+    /// waiting still gets its instance (tagged with its NodeClaim).
+    pub async fn launch(&self, mut on_the_way: OnTheWay, shape: Shape, member: Member) -> Result<Outcome, CloudError> {
+        let ec2 = on_the_way.ec2.clone();
+        on_the_way.joined = true;
         let (answer, answered) = oneshot::channel();
         let key = shape.key();
         let now = Instant::now();
-        let (full, opened) = {
-            let mut open = self.open();
-            match open.get_mut(&key) {
+        let (ready, opened) = {
+            let mut state = self.state();
+            state.on_their_way = state.on_their_way.saturating_sub(1);
+            let mut ready = Vec::new();
+            let mut opened = None;
+            match state.open.get_mut(&key) {
                 Some(batch) if batch.has_room_for(&member) => {
                     batch.members.push((member, answer));
                     batch.last_joined = now;
-                    (None, None)
                 }
                 _ => {
                     // A full batch goes out now; this launch opens the next one.
-                    let full = open.remove(&key);
+                    ready.extend(state.open.remove(&key));
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     let batch = Open { id, shape, members: vec![(member, answer)], opened: now, last_joined: now };
-                    open.insert(key.clone(), batch);
-                    (full, Some(id))
+                    state.open.insert(key.clone(), batch);
+                    opened = Some(id);
                 }
             }
+            ready.extend(state.take_if_complete());
+            (ready, opened)
         };
-        if let Some(full) = full {
-            tokio::spawn(send(ec2.clone(), full));
+        for batch in ready {
+            tokio::spawn(send(ec2.clone(), batch));
         }
         if let Some(id) = opened {
-            tokio::spawn(self.clone().send_when_due(ec2.clone(), key, id));
+            tokio::spawn(self.clone().send_when_due(ec2, key, id));
         }
         answered.await.unwrap_or_else(|_| {
             Err(CloudError::Aws {
@@ -168,7 +232,7 @@ impl FleetBatcher {
         })
     }
 
-    /// Waits until batch `id` is due and sends it, unless it went out full before.
+    /// Waits until batch `id` is due and sends it, unless it went out before.
     async fn send_when_due(self, ec2: aws_sdk_ec2::Client, key: String, id: u64) {
         loop {
             let due = match self.take_if_due(&key, id) {
@@ -180,14 +244,14 @@ impl FleetBatcher {
         }
     }
 
-    /// Batch `id` when it is due; else when it will be, or `None` once it went out full.
+    /// Batch `id` when it is due; else when it will be, or `None` once it went out.
     fn take_if_due(&self, key: &str, id: u64) -> Result<Open, Option<Instant>> {
-        let mut open = self.open();
-        let due = open.get(key).filter(|batch| batch.id == id).ok_or(None)?.due(self.window);
+        let mut state = self.state();
+        let due = state.open.get(key).filter(|batch| batch.id == id).ok_or(None)?.due(self.window);
         if due > Instant::now() {
             return Err(Some(due));
         }
-        open.remove(key).ok_or(None)
+        state.open.remove(key).ok_or(None)
     }
 }
 

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     apis::{ec2nodeclass::EC2NodeClass, nodeclaim::NodeClaim},
-    cloudprovider::{CloudError, CloudProvider, Instance, PriorLaunches},
+    cloudprovider::{CloudError, CloudProvider, Followers, Instance, PriorLaunches},
     scheduling::{requirements::Requirements, resources::Resources},
 };
 
@@ -34,6 +34,7 @@ pub async fn create(
     claim: &NodeClaim,
     class: &EC2NodeClass,
     prior: PriorLaunches,
+    followers: Followers,
 ) -> Result<Instance, CloudError> {
     let name = claim.name_any();
     if prior == PriorLaunches::Unknown
@@ -53,6 +54,7 @@ pub async fn create(
     let mut throttled_last = false;
     for attempt in 0..provider.options.max_launch_attempts {
         throttled_last = false;
+        let on_the_way = provider.fleets.on_the_way(&provider.ec2, followers);
         let instance_types = provider.instance_types(class).await?;
         let subnets = provider.offerings.subnets(status);
         let plan = match plan_launch(&requirements, &requests, &instance_types, &subnets, &status.amis) {
@@ -70,7 +72,7 @@ pub async fn create(
         let images = plan.overrides.iter().map(|o| o.image.as_str());
         let templates = templates::for_images(provider, claim, class, status, images).await?;
         let shape = Shape { plan: plan.clone(), templates: templates.clone(), tags: tags.clone() };
-        match provider.fleets.launch(&provider.ec2, shape, member.clone()).await {
+        match provider.fleets.launch(on_the_way, shape, member.clone()).await {
             Ok(Outcome::Launched(instance)) => {
                 tracing::info!(
                     nodeclaim = %name, instance = %instance.id, instance_type = %instance.instance_type,

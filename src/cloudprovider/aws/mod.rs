@@ -49,7 +49,7 @@ use self::{
     offerings::{Offerings, Shape},
     templates::TemplatesInUse,
 };
-use super::{CloudError, CloudProvider, Instance, PriorLaunches};
+use super::{CloudError, CloudProvider, Followers, Instance, PriorLaunches};
 use crate::{
     apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
     apis::nodeclaim::NodeClaim,
@@ -240,8 +240,9 @@ impl CloudProvider for AwsCloudProvider {
         claim: &NodeClaim,
         class: &EC2NodeClass,
         prior: PriorLaunches,
+        followers: Followers,
     ) -> Result<Instance, CloudError> {
-        launch::create(self, claim, class, prior).await
+        launch::create(self, claim, class, prior, followers).await
     }
 
     async fn prepare(&self, claim: &NodeClaim, class: &EC2NodeClass) -> Result<(), CloudError> {

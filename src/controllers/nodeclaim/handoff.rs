@@ -5,7 +5,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use kube::ResourceExt;
 
-use crate::{apis::NodeClaim, cloudprovider::PriorLaunches};
+use crate::{
+    apis::NodeClaim,
+    cloudprovider::{Followers, PriorLaunches},
+};
 
 /// NodeClaims the provisioner of this leader term is creating or created, and nobody has tried
 /// to launch yet: no instance can exist for them, so their first launch skips looking for one (a
@@ -18,31 +21,52 @@ pub struct NewClaims(Arc<NewClaimsState>);
 
 #[derive(Debug, Default)]
 struct NewClaimsState {
-    /// By name: the UID the apiserver gave the claim, `None` while its POST is in flight.
-    claims: std::sync::Mutex<HashMap<String, Option<String>>>,
+    claims: std::sync::Mutex<HashMap<String, New>>,
     settled: tokio::sync::Notify,
 }
 
-/// How long a launch waits for the POST of a claim whose watch event came first.
+#[derive(Debug)]
+struct New {
+    /// The UID the apiserver gave the claim, `None` while its POST is in flight.
+    uid: Option<String>,
+    noted: std::time::Instant,
+}
+
+/// How long a launch waits for the POST of a claim whose watch event came first; also how long
+/// a claim not launched yet is expected to launch (one deleted first never will).
 const CREATION_WAIT: Duration = Duration::from_secs(10);
 
 impl NewClaims {
-    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, New>> {
         self.0.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Just before the claim's POST.
     pub fn creating(&self, name: &str) {
-        self.claims().insert(name.to_owned(), None);
+        self.claims().insert(name.to_owned(), New { uid: None, noted: std::time::Instant::now() });
     }
 
     /// After the POST: the UID the claim got, or `None` when it was not created.
     pub fn created(&self, name: &str, uid: Option<String>) {
-        match uid {
-            Some(uid) => self.claims().insert(name.to_owned(), Some(uid)),
-            None => self.claims().remove(name),
-        };
+        let mut claims = self.claims();
+        match (uid, claims.get_mut(name)) {
+            (Some(uid), Some(new)) => new.uid = Some(uid),
+            (Some(uid), None) => {
+                claims.insert(name.to_owned(), New { uid: Some(uid), noted: std::time::Instant::now() });
+            }
+            (None, _) => {
+                claims.remove(name);
+            }
+        }
+        drop(claims);
         self.0.settled.notify_waiters();
+    }
+
+    /// Whether claims the provisioner created moments ago are still to launch for the first
+    /// time: a launch that leaves none is the last of its decision.
+    pub(super) fn followers(&self) -> Followers {
+        let recent = self.claims().values().any(|new| new.noted.elapsed() < CREATION_WAIT);
+        if recent { Followers::Expected } else { Followers::NoneExpected }
     }
 
     /// What is known of earlier launches for the claim; a claim is new only once.
@@ -54,7 +78,7 @@ impl NewClaims {
             let settled = self.0.settled.notified();
             {
                 let mut claims = self.claims();
-                match claims.get(&name) {
+                match claims.get(&name).map(|new| &new.uid) {
                     None => return PriorLaunches::Unknown,
                     Some(Some(uid)) if claim.uid().as_ref() == Some(uid) => {
                         claims.remove(&name);
@@ -97,7 +121,21 @@ mod tests {
         assert!(!waiting.is_finished(), "the launch waits while the POST is in flight");
         new.created("spot-abcde", Some("uid-1".into()));
         assert_eq!(waiting.await.expect("joined"), PriorLaunches::None);
+        assert_eq!(new.followers(), Followers::NoneExpected, "the only claim created has launched");
         assert_eq!(new.take(&claim("spot-abcde", "uid-1")).await, PriorLaunches::Unknown, "new only once");
+    }
+
+    #[tokio::test]
+    async fn launches_are_followed_until_every_claim_of_the_decision_has_launched() {
+        let new = NewClaims::default();
+        for (name, uid) in [("spot-aaaaa", "uid-a"), ("spot-bbbbb", "uid-b")] {
+            new.creating(name);
+            new.created(name, Some(uid.into()));
+        }
+        assert_eq!(new.take(&claim("spot-aaaaa", "uid-a")).await, PriorLaunches::None);
+        assert_eq!(new.followers(), Followers::Expected);
+        assert_eq!(new.take(&claim("spot-bbbbb", "uid-b")).await, PriorLaunches::None);
+        assert_eq!(new.followers(), Followers::NoneExpected);
     }
 
     #[tokio::test]

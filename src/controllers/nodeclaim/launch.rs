@@ -37,7 +37,8 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
         // Not in the cache yet (just created): ask the apiserver.
         None => Arc::new(Api::<EC2NodeClass>::all(ctx.client.clone()).get(class_name).await?),
     };
-    let instance = match ctx.provider.create(claim, &class, ctx.new_claims.take(claim).await).await {
+    let prior = ctx.new_claims.take(claim).await;
+    let instance = match ctx.provider.create(claim, &class, prior, ctx.new_claims.followers()).await {
         Ok(instance) => instance,
         Err(error @ (CloudError::InsufficientCapacity { .. } | CloudError::NoCompatibleOfferings(_))) => {
             // The next batch plans again without what failed (the unavailable cache knows).
