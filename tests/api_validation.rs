@@ -59,6 +59,24 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str, &'static str)>
         ("weight above 100", with(spot.clone(), "/spec/weight", json!(101)), "spec.weight", "100"),
         ("weight below 1", with(spot.clone(), "/spec/weight", json!(0)), "spec.weight", "1"),
         (
+            "a static pool limiting cpu",
+            with(without(spot.clone(), "/spec/weight"), "/spec/replicas", json!(2)),
+            "spec.limits",
+            "only 'limits.nodes' is supported on static NodePools",
+        ),
+        (
+            "a static pool with a weight",
+            with(without(spot.clone(), "/spec/limits"), "/spec/replicas", json!(2)),
+            "spec.weight",
+            "'weight' is not supported on static NodePools",
+        ),
+        (
+            "negative replicas",
+            with(without(spot.clone(), "/spec/weight"), "/spec/replicas", json!(-1)),
+            "spec.replicas",
+            "0",
+        ),
+        (
             "In without values",
             with(spot.clone(), requirement, json!({"key": "karpenter.sh/capacity-type", "operator": "In"})),
             "spec.template.spec.requirements[0].values",

@@ -39,6 +39,10 @@ pub const DEFAULT_EXPIRE_AFTER: Duration = Duration::from_secs(720 * 3600);
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.replicas) || !has(self.limits) || self.limits.all(k, k == 'nodes')").message("only 'limits.nodes' is supported on static NodePools").field_path(".limits"),
+    validation = Rule::new("!has(self.replicas) || !has(self.weight)").message("'weight' is not supported on static NodePools").field_path(".weight"),
+)]
 pub struct NodePoolSpec {
     /// The template for NodeClaims this pool creates: labels and annotations for the nodes,
     /// requirements, taints and the node class.
@@ -55,6 +59,15 @@ pub struct NodePoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub weight: Option<i32>,
+    /// A static pool: keep exactly this many nodes, whatever the pods, replacing any that go.
+    /// Pods land on them like on any node, but the provisioner never launches for the pool and
+    /// consolidation never removes its nodes (`consolidationPolicy` and `consolidateAfter` are
+    /// ignored); drift and expiry replace them. Only `limits.nodes` applies, and `weight` is not
+    /// allowed. Lowering it removes the nodes not launched yet first, then those with the fewest
+    /// pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i64>,
 }
 
 /// Labels and annotations put on every node of a pool.

@@ -263,7 +263,6 @@ spec:
     consolidateAfter: 1m
     budgets:
     - {nodes: 10%}
-  replicas: 3
 status:
   resources: {cpu: '16'}
 ";
@@ -300,10 +299,12 @@ spec:
         assert_eq!(document["spec"]["disruption"]["budgets"][0]["nodes"], "10%");
         assert_eq!(document["metadata"], json!({"name": "default", "annotations": {"team": "platform"}}));
         assert!(document.get("status").is_none());
-        assert_eq!(
-            notes,
-            vec!["status: dropped (written by the controller)", "spec.replicas: dropped (stoker has no such field)"]
-        );
+        assert_eq!(notes, vec!["status: dropped (written by the controller)"]);
+        // A static pool stays static.
+        let static_pool = KARPENTER_NODEPOOL.replace("  limits: {cpu: 1000}", "  limits: {nodes: 5}\n  replicas: 3");
+        let (document, _, problems) = converted(convert(&static_pool));
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(document["spec"]["replicas"], 3);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod nodeclaim;
 pub mod nodeclass;
 pub mod nodepool;
 pub mod provisioner;
+pub mod static_pools;
 pub mod warmpool;
 
 use std::{collections::BTreeMap, sync::Arc};

@@ -27,6 +27,7 @@ use crate::{
     controllers::{
         Provider, Shared, disruption, garbage, interruption, nodeclaim, nodeclass, nodepool,
         provisioner::{self, Provisioner},
+        static_pools,
         warmpool::{preemption, reconcile as warmpool},
     },
     error::{Error, Result},
@@ -129,6 +130,7 @@ pub async fn run(settings: Settings) -> Result<()> {
                 nodeclaim::run(Arc::new(nodeclaim::Context::new(shared.clone(), new_claims, repair_after))),
                 gated(gates.consolidation, disruption::run(shared.clone(), gates.spot_to_spot_consolidation)),
                 garbage::run(shared.clone()),
+                static_pools::run(shared.clone()),
                 nodepool::run(shared.clone()),
                 gated(gates.warm_pools, warmpool::run(shared.clone(), settings.warm_pool_policy())),
                 gated(gates.warm_pools, preemption::run(shared.clone(), preemptions)),

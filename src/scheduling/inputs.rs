@@ -39,7 +39,8 @@ pub struct Pools {
 
 /// Every usable pool as a [`NodePoolTemplate`]: `types_by_class` holds the instance types of each
 /// ready node class (a pool whose class is missing is skipped), `in_use` what each pool's nodes
-/// already count against its limits. A pool being deleted launches nothing.
+/// already count against its limits. A pool being deleted launches nothing, and neither does a
+/// static pool (`replicas`) for pods: its own controller keeps its count.
 pub fn pool_templates<'a>(
     pools: impl IntoIterator<Item = &'a NodePool>,
     types_by_class: &BTreeMap<String, Arc<[InstanceType]>>,
@@ -65,7 +66,7 @@ pub fn pool_templates<'a>(
     let mut skipped = Vec::new();
     for pool in pools {
         let name = pool.metadata.name.clone().unwrap_or_default();
-        if pool.metadata.deletion_timestamp.is_some() {
+        if pool.metadata.deletion_timestamp.is_some() || pool.spec.replicas.is_some() {
             continue;
         }
         let class = &pool.spec.template.spec.node_class_ref.name;

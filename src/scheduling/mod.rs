@@ -11,4 +11,5 @@ pub mod requirements;
 pub mod resources;
 pub mod shapes;
 pub mod solver;
+pub mod static_claims;
 pub mod topology;

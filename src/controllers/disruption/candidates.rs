@@ -1,4 +1,4 @@
-//! Consolidation's candidates: the initialized nodes of pools with `WhenEmptyOrUnderutilized`
+//! Consolidation's candidates: the initialized nodes of dynamic pools with `WhenEmptyOrUnderutilized`
 //! whose pods have not changed for the pool's `consolidateAfter`, each with what it costs per
 //! hour, what disrupting it costs its pods, and what (if anything) forbids disrupting it.
 //!
@@ -93,7 +93,9 @@ pub fn candidates(
 ) -> Vec<(Candidate, Option<Blocker>)> {
     disruptable(cluster, now, |claim, pool| {
         let disruption = &pool.spec.disruption;
-        disruption.consolidation_policy == ConsolidationPolicy::WhenEmptyOrUnderutilized
+        // A static pool's nodes are its replicas, not spare capacity.
+        pool.spec.replicas.is_none()
+            && disruption.consolidation_policy == ConsolidationPolicy::WhenEmptyOrUnderutilized
             && disruption.consolidate_after.duration().is_some()
             && quiet(claim, pool)
     })

@@ -45,6 +45,7 @@ use crate::{
     apis::{NodeClaim, NodePool, condition, labels, nodepool::DisruptionReason},
     controllers::{
         Provider, Shared, apply_status, conditions, isolation::isolate, nodeclaim::lifecycle::condition_true, publish,
+        static_pools,
     },
     error::Result,
     metrics::ReasonLabels,
@@ -149,7 +150,7 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
     let gathered = Gathered::of(state);
     let classes = state.classes.state();
     let by_node = gathered.pods_by_node();
-    let Gathered { claims, nodes, budgets, .. } = &gathered;
+    let Gathered { claims, nodes, budgets, daemonsets, .. } = &gathered;
     let (marks, command) = {
         let (index, facts) = (state.pod_index(), state.node_facts());
         let joined = Nodes::join(nodes, claims, &index);
@@ -191,22 +192,28 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
             if blocker.is_some() || allowed(pool, claims, DisruptionReason::Drifted, now) == 0 {
                 continue;
             }
-            let plan = solve_with(&whole.without(&index, &HashSet::from([candidate.node.as_str()])), &mut memo);
-            if !plan.unschedulable.is_empty() {
-                continue;
-            }
+            let replacements = if pool.spec.replicas.is_some() {
+                // A static pool's node is replaced by one of the same template, its pods or not.
+                match static_pools::planned_claim(pool, instance_types, daemonsets) {
+                    Ok(replacement) => vec![replacement],
+                    Err(problem) => {
+                        warn!(nodeclaim = %candidate.claim, %problem, "no replacement for a drifted static node");
+                        continue;
+                    }
+                }
+            } else {
+                let plan = solve_with(&whole.without(&index, &HashSet::from([candidate.node.as_str()])), &mut memo);
+                if !plan.unschedulable.is_empty() {
+                    continue;
+                }
+                plan.new_claims
+            };
             let drift = drifts.get(&candidate.claim).map(ToString::to_string).unwrap_or_default();
-            let why = match plan.new_claims.len() {
+            let why = match replacements.len() {
                 0 => format!("drifted ({drift}); its pods fit on other nodes"),
                 n => format!("drifted ({drift}); replaced by {n} new node(s)"),
             };
-            command = Some(Command {
-                candidates: vec![candidate],
-                replacements: plan.new_claims,
-                reason: "Drifted",
-                why,
-                savings: 0.0,
-            });
+            command = Some(Command { candidates: vec![candidate], replacements, reason: "Drifted", why, savings: 0.0 });
             break;
         }
         (marks, command)
@@ -272,6 +279,10 @@ async fn remove_empty<P>(
     let mut seen = Vec::new();
     let mut removed = false;
     for (pool, candidates) in empty {
+        // A static pool keeps its nodes, empty or not.
+        if pool.spec.replicas.is_some() {
+            continue;
+        }
         let Some(after) = pool.spec.disruption.consolidate_after.duration() else { continue };
         let mut allowed = allowed(&pool, claims, DisruptionReason::Empty, now);
         for EmptyNode { claim, node } in candidates {
