@@ -208,6 +208,21 @@ async fn the_controllers_edges_end_to_end() {
     assert_eq!(image.as_deref(), Some("ami-0a1d1a2300000000"), "the NVIDIA AL2023 image");
     delete_deployment(&client, "edge-g").await;
 
+    // A pod that asks for a zone by its ID (the emulator's us-east-1b is use1-az1) runs there, on
+    // a node labelled with it.
+    apply(&client, deployment("edge-z", 1, "500m", json!({"edge": "yes", "topology.k8s.aws/zone-id": "use1-az1"})))
+        .await;
+    let ran = support::wait_until(Duration::from_secs(90), || async {
+        (running(&client, "edge-z").await == 1).then_some(())
+    })
+    .await;
+    assert!(ran.is_some(), "the pod asking for a zone ID runs; log:\n{}", log_of("stoker-edges-2"));
+    let node_of_z = pods_of(&client, "edge-z").await[0].spec.clone().and_then(|s| s.node_name).expect("bound");
+    let node_labels = nodes.get(&node_of_z).await.expect("node").labels().clone();
+    assert_eq!(node_labels.get("topology.kubernetes.io/zone").map(String::as_str), Some("us-east-1b"));
+    assert_eq!(node_labels.get("topology.k8s.aws/zone-id").map(String::as_str), Some("use1-az1"));
+    delete_deployment(&client, "edge-z").await;
+
     // 7. A PodDisruptionBudget with maxUnavailable 0 blocks the drain until it is relaxed.
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
     apply(

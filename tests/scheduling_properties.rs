@@ -48,6 +48,7 @@ fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
                             + z as f64 * 0.001;
                         offerings.push(Offering {
                             zone: (*zone).into(),
+                            zone_id: String::new(),
                             capacity_type: capacity_type.into(),
                             price,
                             available: (i + z) % 5 != 0,

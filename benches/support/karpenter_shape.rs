@@ -35,6 +35,7 @@ pub fn instance_types(count: usize) -> Vec<InstanceType> {
             let price = 0.1 * cpu as f64 + 0.1 * gib as f64;
             let offer = |zone: &str, capacity_type: &str| Offering {
                 zone: zone.into(),
+                zone_id: String::new(),
                 capacity_type: capacity_type.into(),
                 price,
                 available: true,

@@ -13,6 +13,9 @@ pub const CAPACITY_TYPE_SPOT: &str = "spot";
 pub const CAPACITY_TYPE_ON_DEMAND: &str = "on-demand";
 pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
 pub const ZONE: &str = "topology.kubernetes.io/zone";
+/// The zone's ID, the same physical zone in every account (`use1-az1`), as Karpenter's AWS
+/// provider labels nodes.
+pub const ZONE_ID: &str = "topology.k8s.aws/zone-id";
 pub const REGION: &str = "topology.kubernetes.io/region";
 pub const ARCH: &str = "kubernetes.io/arch";
 pub const OS: &str = "kubernetes.io/os";

@@ -193,7 +193,9 @@ pub fn instance_types_by_class<'a>(
     catalog: &Catalog,
     prices: &PriceBook,
 ) -> (BTreeMap<String, std::sync::Arc<[InstanceType]>>, Vec<String>) {
-    let zones: BTreeSet<String> = catalog.zones.values().flatten().cloned().collect();
+    // Offline there are no subnets to tell zone IDs: every zone the catalog knows, IDs unknown.
+    let zones: BTreeMap<String, String> =
+        catalog.zones.values().flatten().map(|zone| (zone.clone(), String::new())).collect();
     let arches: BTreeSet<String> = ["amd64", "arm64"].map(String::from).into();
     let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
     let now = std::time::Instant::now();

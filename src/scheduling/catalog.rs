@@ -14,6 +14,8 @@ use crate::apis::labels;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offering {
     pub zone: String,
+    /// The zone's ID (`use1-az1`: the same physical zone in every account), empty when not known.
+    pub zone_id: String,
     /// `spot` or `on-demand`.
     pub capacity_type: String,
     /// Dollars per hour.
@@ -68,17 +70,21 @@ impl InstanceType {
     }
 }
 
-/// Whether the requirements allow an offering's zone and capacity type.
+/// Whether the requirements allow an offering's zone (by name and by ID) and capacity type.
 pub fn offering_allowed(offering: &Offering, requirements: &Requirements) -> bool {
-    let allows = |key: &str, value: &str| requirements.get(key).is_none_or(|r: &Requirement| r.admits(Some(value)));
-    allows(labels::ZONE, &offering.zone) && allows(labels::CAPACITY_TYPE, &offering.capacity_type)
+    let allows = |key: &str, value: &str| {
+        requirements.get(key).is_none_or(|r: &Requirement| r.admits(Some(value).filter(|v| !v.is_empty())))
+    };
+    allows(labels::ZONE, &offering.zone)
+        && allows(labels::ZONE_ID, &offering.zone_id)
+        && allows(labels::CAPACITY_TYPE, &offering.capacity_type)
 }
 
 /// Whether a label key's values come from instance types and offerings, so a NodePool that does
 /// not constrain it still produces nodes that carry it.
 pub fn is_well_known(key: &str) -> bool {
     describes_instance_type(key)
-        || matches!(key, labels::ZONE | labels::CAPACITY_TYPE | labels::NODEPOOL | labels::HOSTNAME)
+        || matches!(key, labels::ZONE | labels::ZONE_ID | labels::CAPACITY_TYPE | labels::NODEPOOL | labels::HOSTNAME)
 }
 
 /// The keys a node's requirements leave open but its launch will still give values to: none for
@@ -119,6 +125,7 @@ mod tests {
     fn cheapest_allowed_offering() {
         let offer = |zone: &str, capacity_type: &str, price: f64| Offering {
             zone: zone.into(),
+            zone_id: format!("id-{zone}"),
             capacity_type: capacity_type.into(),
             price,
             available: true,
@@ -133,7 +140,15 @@ mod tests {
         let mut zone_a = Requirements::new();
         zone_a.add(labels::ZONE, Requirement::one_of(["a"]));
         assert_eq!(instance.cheapest_offering(&zone_a).unwrap().price, 0.03);
+        // The same zone by its ID.
+        let mut zone_id_b = Requirements::new();
+        zone_id_b.add(labels::ZONE_ID, Requirement::one_of(["id-b"]));
+        assert_eq!(instance.cheapest_offering(&zone_id_b).unwrap().price, 0.02);
         instance.offerings[0].available = false;
         assert_eq!(instance.cheapest_offering(&zone_a).unwrap().price, 0.096);
+        // An offering whose zone ID is not known does not satisfy a requirement on one.
+        instance.offerings[1].zone_id.clear();
+        assert!(instance.cheapest_offering(&zone_id_b).is_none());
+        assert!(is_well_known(labels::ZONE_ID), "a launch gives every node its zone ID");
     }
 }

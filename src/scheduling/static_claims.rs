@@ -59,7 +59,13 @@ mod tests {
     fn instance(name: &str, millicores: i64, price: f64, zone: &str) -> InstanceType {
         let mut capacity = Resources::new();
         capacity.set(CPU, millicores);
-        let offerings = vec![Offering { zone: zone.into(), capacity_type: "on-demand".into(), price, available: true }];
+        let offerings = vec![Offering {
+            zone: zone.into(),
+            zone_id: String::new(),
+            capacity_type: "on-demand".into(),
+            price,
+            available: true,
+        }];
         let labels = [(labels::INSTANCE_TYPE.to_owned(), name.to_owned())].into();
         InstanceType::new(name.into(), labels, capacity.clone(), capacity, offerings)
     }

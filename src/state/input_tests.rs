@@ -20,7 +20,7 @@ fn catalog() -> BTreeMap<String, Arc<[InstanceType]>> {
     let catalog = Catalog::snapshot();
     let mut prices = PriceBook::snapshot("us-east-1");
     prices.learn_vcpus(&catalog.types);
-    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(String::from).into();
+    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(|zone| (zone.to_owned(), String::new())).into();
     let arches = ["amd64".to_owned()].into();
     let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
     let types = catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), &Default::default());

@@ -33,12 +33,13 @@ impl Catalog {
         parse_snapshot(SNAPSHOT).expect("the committed instance type snapshot parses (checked by a unit test)")
     }
 
-    /// Priced instance types for zones (a node class's subnets) and architectures (its AMIs).
+    /// Priced instance types for zones (a node class's subnets, each with its zone ID) and
+    /// architectures (its AMIs).
     /// Spot offerings priced above on-demand are dropped; offerings in the unavailable cache
     /// are kept but marked unavailable, so the simulation can say why nothing fits.
     pub fn instance_types(
         &self,
-        zones: &BTreeSet<String>,
+        zones: &BTreeMap<String, String>,
         arches: &BTreeSet<String>,
         prices: &PriceBook,
         unavailable: &UnavailableOfferings,
@@ -52,15 +53,17 @@ impl Catalog {
                 let offered = self.zones.get(&facts.name)?;
                 let on_demand = prices.on_demand(facts);
                 let offerings: Vec<Offering> = offered
-                    .intersection(zones)
-                    .flat_map(|zone| {
+                    .iter()
+                    .filter_map(|zone| Some((zone, zones.get(zone)?)))
+                    .flat_map(|(zone, zone_id)| {
                         let spot = prices.spot(facts, zone).filter(|spot| *spot <= on_demand);
                         [(labels::CAPACITY_TYPE_ON_DEMAND, Some(on_demand)), (labels::CAPACITY_TYPE_SPOT, spot)]
                             .into_iter()
-                            .filter_map(move |(capacity_type, price)| Some((zone, capacity_type, price?)))
+                            .filter_map(move |(capacity_type, price)| Some((zone, zone_id, capacity_type, price?)))
                     })
-                    .map(|(zone, capacity_type, price)| Offering {
+                    .map(|(zone, zone_id, capacity_type, price)| Offering {
                         zone: zone.clone(),
+                        zone_id: zone_id.clone(),
                         capacity_type: capacity_type.to_owned(),
                         price,
                         available: !unavailable.is_unavailable(&facts.name, zone, capacity_type, now),
@@ -292,7 +295,7 @@ mod tests {
         let mut unavailable = UnavailableOfferings::new(Duration::from_secs(180));
         unavailable.mark_offering("m5.large", "us-east-1a", "spot", now);
         let types = catalog.instance_types(
-            &set(&["us-east-1a"]),
+            &BTreeMap::from([("us-east-1a".to_owned(), "use1-az6".to_owned())]),
             &set(&["amd64"]),
             &prices,
             &unavailable,
@@ -300,7 +303,12 @@ mod tests {
             &NodeSettings::default(),
         );
         assert!(types.iter().all(|t| t.labels[labels::ARCH] == "amd64"));
-        assert!(types.iter().all(|t| t.offerings.iter().all(|o| o.zone == "us-east-1a")));
+        assert!(
+            types.iter().all(|t| t
+                .offerings
+                .iter()
+                .all(|o| (o.zone.as_str(), o.zone_id.as_str()) == ("us-east-1a", "use1-az6")))
+        );
         let m5 = types.iter().find(|t| t.name == "m5.large").expect("m5.large offered in us-east-1a");
         assert_eq!(m5.capacity.get(CPU), 2000);
         assert_eq!(m5.capacity.get(PODS), 29);

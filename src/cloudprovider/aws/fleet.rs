@@ -15,7 +15,7 @@ use super::ami::image_for;
 use crate::{
     apis::{ec2nodeclass::ResolvedAmi, labels},
     scheduling::{
-        catalog::{InstanceType, offering_allowed},
+        catalog::{InstanceType, offering_allowed, type_admits},
         requirements::Requirements,
         resources::Resources,
     },
@@ -141,15 +141,7 @@ pub fn plan_launch(
 /// Whether an instance type's labels satisfy the requirements on the keys it describes. Keys
 /// about offerings (zone, capacity type) and node labels from the NodePool are not the type's.
 fn type_allowed(instance: &InstanceType, requirements: &Requirements) -> bool {
-    requirements.iter().all(|(key, requirement)| match instance.labels.get(key) {
-        Some(value) => requirement.admits(Some(value)),
-        None if describes_instance_type(key) => requirement.admits(None),
-        None => true,
-    })
-}
-
-fn describes_instance_type(key: &str) -> bool {
-    [labels::INSTANCE_TYPE, labels::ARCH, labels::OS].contains(&key) || key.starts_with("karpenter.k8s.aws/instance-")
+    requirements.iter().all(|(key, requirement)| type_admits(instance, key, requirement))
 }
 
 /// The subnet with the most free addresses in each zone, skipping exhausted ones when possible.
@@ -235,6 +227,7 @@ mod tests {
             .iter()
             .map(|(zone, capacity_type, price, available)| Offering {
                 zone: zone.to_string(),
+                zone_id: String::new(),
                 capacity_type: capacity_type.to_string(),
                 price: *price,
                 available: *available,

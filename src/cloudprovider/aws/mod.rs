@@ -264,7 +264,7 @@ impl CloudProvider for AwsCloudProvider {
     async fn instance_types(&self, class: &EC2NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
         let status = nodeclass::ready_status(class)?;
         let shape = Shape {
-            zones: status.subnets.iter().map(|s| s.zone.clone()).collect(),
+            zones: status.subnets.iter().map(|s| (s.zone.clone(), s.zone_id.clone().unwrap_or_default())).collect(),
             arches: status.amis.iter().filter_map(ami::arch_of).map(str::to_owned).collect(),
             node: launchtemplate::node_settings(class),
         };

@@ -8,7 +8,7 @@
 //! unavailable mark it saw expired.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -27,7 +27,8 @@ const CATALOG_RETRY: Duration = Duration::from_secs(60);
 
 /// What the priced instance types of a node class depend on besides the catalog and prices.
 pub struct Shape {
-    pub zones: BTreeSet<String>,
+    /// Zone name → zone ID (empty when not known).
+    pub zones: BTreeMap<String, String>,
     pub arches: BTreeSet<String>,
     pub node: NodeSettings,
 }

@@ -78,6 +78,11 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
     let mut instance_labels: BTreeMap<String, String> =
         launched_type.as_ref().map(|t| t.labels.clone()).unwrap_or_default();
     instance_labels.insert(labels::ZONE.into(), instance.zone.clone());
+    let zone_id =
+        launched_type.iter().flat_map(|t| &t.offerings).find(|o| o.zone == instance.zone && !o.zone_id.is_empty());
+    if let Some(offering) = zone_id {
+        instance_labels.insert(labels::ZONE_ID.into(), offering.zone_id.clone());
+    }
     instance_labels.insert(labels::CAPACITY_TYPE.into(), instance.capacity_type.clone());
     instance_labels.insert(labels::INSTANCE_TYPE.into(), instance.instance_type.clone());
     let patch = json!({"metadata": {"labels": instance_labels}});

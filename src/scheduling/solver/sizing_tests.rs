@@ -11,8 +11,13 @@ pub(crate) fn catalog(types: &[(&str, i64, i64, f64)]) -> Vec<InstanceType> {
     types
         .iter()
         .map(|(name, vcpus, gib, price)| {
-            let offering =
-                Offering { zone: "a".into(), capacity_type: "on-demand".into(), price: *price, available: true };
+            let offering = Offering {
+                zone: "a".into(),
+                zone_id: String::new(),
+                capacity_type: "on-demand".into(),
+                price: *price,
+                available: true,
+            };
             instance(name, *vcpus, *gib, vec![offering])
         })
         .collect()

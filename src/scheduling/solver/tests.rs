@@ -46,6 +46,7 @@ pub(crate) fn catalog() -> Vec<InstanceType> {
             for (capacity_type, factor) in [("on-demand", 1.0), ("spot", 0.3)] {
                 offerings.push(Offering {
                     zone: zone.into(),
+                    zone_id: String::new(),
                     capacity_type: capacity_type.into(),
                     price: price * factor,
                     available: true,
@@ -446,6 +447,7 @@ fn at_most_sixty_instance_types_per_claim() {
     for i in 0..80 {
         let offering = Offering {
             zone: ZONES[0].into(),
+            zone_id: String::new(),
             capacity_type: "on-demand".into(),
             // All within the value slack of the cheapest, so the cap is what limits the list.
             price: 1.0 + f64::from(i) / 10_000.0,
