@@ -15,13 +15,19 @@ use stoker::scheduling::{lower_bound::plan_lower_bound, solver::solve};
 
 const SIZES: [usize; 5] = [100, 1_000, 5_000, 10_000, 20_000];
 
+/// Every size when benchmarking; the two smallest when `cargo test` runs the benchmark once as a
+/// smoke test of its code (a debug build, where 20,000 pods alone take seconds).
+fn sizes() -> &'static [usize] {
+    if std::env::args().any(|arg| arg == "--bench") { &SIZES } else { &SIZES[..2] }
+}
+
 fn scheduling(c: &mut Criterion) {
     for (name, instance_types) in
         [("karpenter-shape", karpenter_shape::instance_types(400)), ("real-catalog", real_catalog::instance_types())]
     {
         let mut group = c.benchmark_group(name);
         group.sample_size(10);
-        for size in SIZES {
+        for &size in sizes() {
             let input = karpenter_shape::input(karpenter_shape::pods(size, 42), instance_types.clone());
             // One timed run outside criterion, to print the figures a reader wants at a glance.
             let started = Instant::now();

@@ -36,11 +36,15 @@ async fn events_about(client: &Client, nodes: &BTreeSet<String>, reason: &str) -
     support::event_notes(client, reason, |r| r.name.as_ref().is_some_and(|n| nodes.contains(n))).await
 }
 
-/// Sets the Deployment's pod CPU request and pod annotations (a rollout).
+/// Sets the Deployment's pod CPU request and pod annotations (a rollout). One pod at a time and
+/// never more than the replicas: a surge pod would lift a `maxUnavailable: 0`
+/// PodDisruptionBudget's allowance to one mid-rollout (and need a node of its own).
 async fn roll(client: &Client, cpu: &str, annotations: serde_json::Value) {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let patch = json!({"spec": {"template": {"metadata": {"annotations": annotations},
-        "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}}});
+    let patch = json!({"spec": {
+        "strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+        "template": {"metadata": {"annotations": annotations},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}}});
     deployments.patch("spread", &PatchParams::default(), &Patch::Strategic(&patch)).await.expect("roll");
 }
 
