@@ -78,20 +78,29 @@ pub fn decide(replicas: i64, node_limit: Option<i64>, members: &[Member]) -> Ste
     Step::Remove(running.into_iter().take(excess as usize).map(|m| m.name.clone()).collect())
 }
 
+/// NodeClaims this term created, by name, with their pool and when: counted until the cache
+/// shows them, so a pass that runs before the watch delivers them does not launch again.
+type Created = HashMap<String, (String, std::time::Instant)>;
+
+/// How long a created NodeClaim is counted without the cache showing it.
+const CREATED_GRACE: Duration = Duration::from_secs(60);
+
 /// Runs passes until the term ends.
 pub async fn run<P: Provider>(ctx: Arc<Shared<P>>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    let mut created = Created::new();
     loop {
         ticks.tick().await;
-        if let Err(error) = isolate("static", &ctx.metrics, pass(&ctx)).await {
+        if let Err(error) = isolate("static", &ctx.metrics, pass(&ctx, &mut created)).await {
             warn!(%error, "static NodePool pass failed");
             ctx.metrics.reconcile_failed("static", &error);
         }
     }
 }
 
-/// The members of every pool, by pool name.
-fn members_by_pool<P>(ctx: &Shared<P>) -> HashMap<String, Vec<Member>> {
+/// The members of every pool, by pool name, with the claims `created` names that the cache does
+/// not show yet (which are forgotten once it does, or after [`CREATED_GRACE`]).
+fn members_by_pool<P>(ctx: &Shared<P>, created: &mut Created) -> HashMap<String, Vec<Member>> {
     let (claims, nodes) = (ctx.state.claims.state(), ctx.state.nodes.state());
     let index = ctx.state.pod_index();
     let joined = Nodes::join(&nodes, &claims, &index);
@@ -111,10 +120,16 @@ fn members_by_pool<P>(ctx: &Shared<P>) -> HashMap<String, Vec<Member>> {
             disrupting,
         });
     }
+    let cached: std::collections::HashSet<String> = claims.iter().map(|claim| claim.name_any()).collect();
+    created.retain(|name, (_, at)| !cached.contains(name) && at.elapsed() < CREATED_GRACE);
+    for (name, (pool, _)) in created.iter() {
+        let member = Member { name: name.clone(), launched: false, pods: 0, deleting: false, disrupting: false };
+        members.entry(pool.clone()).or_default().push(member);
+    }
     members
 }
 
-async fn pass<P: Provider>(ctx: &Shared<P>) -> Result<()> {
+async fn pass<P: Provider>(ctx: &Shared<P>, created: &mut Created) -> Result<()> {
     let pools: Vec<Arc<NodePool>> = ctx
         .state
         .pools
@@ -133,7 +148,7 @@ async fn pass<P: Provider>(ctx: &Shared<P>) -> Result<()> {
     if pools.is_empty() {
         return Ok(());
     }
-    let mut members = members_by_pool(ctx);
+    let mut members = members_by_pool(ctx, created);
     for pool in &pools {
         let name = pool.name_any();
         let node_limit =
@@ -143,7 +158,7 @@ async fn pass<P: Provider>(ctx: &Shared<P>) -> Result<()> {
         let replicas = pool.spec.replicas.unwrap_or(0);
         match decide(replicas, node_limit, &members.remove(&name).unwrap_or_default()) {
             Step::Hold => {}
-            Step::Launch(count) => launch(ctx, pool, count).await?,
+            Step::Launch(count) => launch(ctx, pool, count, created).await?,
             Step::Remove(claims) => remove(ctx, pool, &claims).await?,
         }
     }
@@ -165,7 +180,7 @@ pub fn planned_claim(
     static_claim(&template, types)
 }
 
-async fn launch<P: Provider>(ctx: &Shared<P>, pool: &Arc<NodePool>, count: usize) -> Result<()> {
+async fn launch<P: Provider>(ctx: &Shared<P>, pool: &Arc<NodePool>, count: usize, created: &mut Created) -> Result<()> {
     let name = pool.name_any();
     let types_by_class = ctx.instance_types(std::slice::from_ref(pool)).await;
     let daemonsets: Vec<DaemonSet> = ctx.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
@@ -186,6 +201,7 @@ async fn launch<P: Provider>(ctx: &Shared<P>, pool: &Arc<NodePool>, count: usize
             api.create(&PostParams::default(), &nodeclaim_for(&planned, pool, class.as_deref(), &suffix)).await?;
         ctx.metrics.nodeclaims_created.get_or_create(&crate::metrics::NodePoolLabels { nodepool: name.clone() }).inc();
         info!(nodepool = %name, nodeclaim = %claim.name_any(), "created NodeClaim for a static NodePool");
+        created.insert(claim.name_any(), (name.clone(), std::time::Instant::now()));
     }
     let note = format!("Launching {count} node(s) to keep {} replica(s)", pool.spec.replicas.unwrap_or(0));
     publish(&ctx.recorder, &pool.object_ref(&()), EventType::Normal, "ScaledUp", note).await;

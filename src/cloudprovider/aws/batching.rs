@@ -60,14 +60,14 @@ impl Default for BatchWindow {
 
 /// Everything a CreateFleet call sends but its NodeClaims.
 #[derive(Debug, Clone)]
-pub struct Shape {
+pub struct Call {
     pub plan: LaunchPlan,
     pub templates: BTreeMap<String, Template>,
     /// The tags every instance of the call gets ([`super::tags::launch_tags`]).
     pub tags: BTreeMap<String, String>,
 }
 
-impl Shape {
+impl Call {
     /// Equal for calls that can be one.
     fn key(&self) -> String {
         let mut key = self.plan.capacity_type.clone();
@@ -95,7 +95,7 @@ type Answer = oneshot::Sender<Result<Outcome, CloudError>>;
 
 struct Open {
     id: u64,
-    shape: Shape,
+    call: Call,
     members: Vec<(Member, Answer)>,
     opened: Instant,
     last_joined: Instant,
@@ -189,11 +189,11 @@ impl FleetBatcher {
     /// its way has joined and none is expected, else once the batch has been quiet for the idle
     /// window (or open for the longest). It is sent by a task of its own, so a launch that stops
     /// waiting still gets its instance (tagged with its NodeClaim).
-    pub async fn launch(&self, mut on_the_way: OnTheWay, shape: Shape, member: Member) -> Result<Outcome, CloudError> {
+    pub async fn launch(&self, mut on_the_way: OnTheWay, call: Call, member: Member) -> Result<Outcome, CloudError> {
         let ec2 = on_the_way.ec2.clone();
         on_the_way.joined = true;
         let (answer, answered) = oneshot::channel();
-        let key = shape.key();
+        let key = call.key();
         let now = Instant::now();
         let (ready, opened) = {
             let mut state = self.state();
@@ -209,7 +209,7 @@ impl FleetBatcher {
                     // A full batch goes out now; this launch opens the next one.
                     ready.extend(state.open.remove(&key));
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let batch = Open { id, shape, members: vec![(member, answer)], opened: now, last_joined: now };
+                    let batch = Open { id, call, members: vec![(member, answer)], opened: now, last_joined: now };
                     state.open.insert(key.clone(), batch);
                     opened = Some(id);
                 }
@@ -257,23 +257,23 @@ impl FleetBatcher {
 
 /// Sends one batch's call, names each instance after its NodeClaim and answers every member.
 async fn send(ec2: aws_sdk_ec2::Client, batch: Open) {
-    let Open { shape, mut members, .. } = batch;
+    let Open { call, mut members, .. } = batch;
     members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let names: Vec<&str> = members.iter().map(|(m, _)| m.name.as_str()).collect();
-    let mut tags = shape.tags.clone();
+    let mut tags = call.tags.clone();
     match names.as_slice() {
         [only] => tags.extend(claim_tags(only)),
         _ => tags.extend(batch_tags(&names)),
     }
     let uids: Vec<&str> = members.iter().map(|(m, _)| m.uid.as_str()).collect();
-    let token = createfleet::client_token(&uids, &shape.plan);
-    let request = createfleet::request(&shape.plan, &shape.templates, token, &tags, names.len());
+    let token = createfleet::client_token(&uids, &call.plan);
+    let request = createfleet::request(&call.plan, &call.templates, token, &tags, names.len());
     tracing::info!(
-        nodeclaims = %names.join(" "), count = names.len(), capacity_type = %shape.plan.capacity_type,
-        overrides = shape.plan.overrides.len(), "calling CreateFleet"
+        nodeclaims = %names.join(" "), count = names.len(), capacity_type = %call.plan.capacity_type,
+        overrides = call.plan.overrides.len(), "calling CreateFleet"
     );
     let reply = match request.send_with(&ec2).await {
-        Ok(output) => createfleet::reply(&output, &shape.plan, &shape.templates, &tags, chrono::Utc::now()),
+        Ok(output) => createfleet::reply(&output, &call.plan, &call.templates, &tags, chrono::Utc::now()),
         Err(error) => Err(aws_error("CreateFleet")(error)),
     };
     let outcomes = match reply {
@@ -509,13 +509,13 @@ mod tests {
     #[test]
     fn calls_that_differ_only_in_their_nodeclaims_share_a_key() {
         let plan = LaunchPlan { capacity_type: "spot".into(), overrides: Vec::new() };
-        let shape = |tags: &[(&str, &str)]| Shape {
+        let call = |tags: &[(&str, &str)]| Call {
             plan: plan.clone(),
             templates: BTreeMap::new(),
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
-        assert_eq!(shape(&[("team", "a")]).key(), shape(&[("team", "a")]).key());
-        assert_ne!(shape(&[("team", "a")]).key(), shape(&[("team", "b")]).key());
+        assert_eq!(call(&[("team", "a")]).key(), call(&[("team", "a")]).key());
+        assert_ne!(call(&[("team", "a")]).key(), call(&[("team", "b")]).key());
     }
 
     #[test]
@@ -525,7 +525,7 @@ mod tests {
         let (answer, _answered) = oneshot::channel();
         let mut batch = Open {
             id: 0,
-            shape: Shape {
+            call: Call {
                 plan: LaunchPlan { capacity_type: "spot".into(), overrides: Vec::new() },
                 templates: BTreeMap::new(),
                 tags: BTreeMap::new(),

@@ -15,7 +15,7 @@ use kube::ResourceExt;
 
 use super::{
     AwsCloudProvider,
-    batching::{Member, Shape},
+    batching::{Call, Member},
     createfleet::{Failure, Outcome},
     fleet::{FleetErrorKind, LaunchPlan, NoPlan, classify, plan_launch},
     instances,
@@ -71,8 +71,8 @@ pub async fn create(
         };
         let images = plan.overrides.iter().map(|o| o.image.as_str());
         let templates = templates::for_images(provider, claim, class, status, images).await?;
-        let shape = Shape { plan: plan.clone(), templates: templates.clone(), tags: tags.clone() };
-        match provider.fleets.launch(on_the_way, shape, member.clone()).await {
+        let call = Call { plan: plan.clone(), templates: templates.clone(), tags: tags.clone() };
+        match provider.fleets.launch(on_the_way, call, member.clone()).await {
             Ok(Outcome::Launched(instance)) => {
                 tracing::info!(
                     nodeclaim = %name, instance = %instance.id, instance_type = %instance.instance_type,
