@@ -84,6 +84,7 @@ def instance_types(moto_dir):
                 neuron.get("Name", ""),
                 neuron.get("Count", 0),
                 network.get("EfaInfo", {}).get("MaximumEfaInterfaces", 0),
+                fact.get("EbsInfo", {}).get("MaximumEbsAttachments", 0),
             ]
         )
     return rows
@@ -191,6 +192,7 @@ def main():
             "accelerator_name",
             "accelerators",
             "efa_interfaces",
+            "max_ebs_attachments",
         ],
         instance_types(args.moto),
     )

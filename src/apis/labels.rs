@@ -46,6 +46,11 @@ pub const NVIDIA_GPU: &str = "nvidia.com/gpu";
 pub const AMD_GPU: &str = "amd.com/gpu";
 pub const NEURON: &str = "aws.amazon.com/neuron";
 pub const EFA: &str = "vpc.amazonaws.com/efa";
+/// EBS volumes a node can still attach, counted like a resource: each pod takes one per EBS
+/// volume it mounts. Kubelets do not report it (the CSI driver tells kube-scheduler through
+/// CSINode); stoker computes it from the instance type. The name is the one kube's in-tree EBS
+/// plugin used for the same limit.
+pub const EBS_VOLUMES: &str = "attachable-volumes-aws-ebs";
 
 /// The NodePool a node or NodeClaim belongs to.
 pub const NODEPOOL: &str = "stoker.dev/nodepool";

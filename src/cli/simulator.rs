@@ -33,7 +33,7 @@ use crate::{
             catalog::Catalog,
         },
     },
-    scheduling::catalog::InstanceType,
+    scheduling::{catalog::InstanceType, resources::Resources},
 };
 
 /// The annotation kwok manages nodes by (see hack/local-up.sh).
@@ -63,6 +63,8 @@ pub fn node_for(
     let unregistered =
         Taint { key: labels::UNREGISTERED_TAINT.into(), effect: "NoExecute".into(), ..Default::default() };
     let taints = claim.map(bootstrap_taints).unwrap_or_else(|| vec![unregistered]);
+    // A kubelet reports what the type offers but its EBS attachments (the CSI driver does).
+    let reported = |resources: &Resources| resources.clone().without(labels::EBS_VOLUMES).to_quantities();
     Node {
         metadata: ObjectMeta {
             name: Some(name),
@@ -76,8 +78,8 @@ pub fn node_for(
             ..Default::default()
         }),
         status: Some(NodeStatus {
-            capacity: Some(instance_type.capacity.to_quantities()),
-            allocatable: Some(instance_type.allocatable.to_quantities()),
+            capacity: Some(reported(&instance_type.capacity)),
+            allocatable: Some(reported(&instance_type.allocatable)),
             node_info: Some(NodeSystemInfo {
                 architecture: instance_type.labels.get(labels::ARCH).cloned().unwrap_or_default(),
                 operating_system: "linux".into(),
@@ -233,6 +235,10 @@ mod tests {
         assert_eq!(taints, ["cni", labels::UNREGISTERED_TAINT]);
         let status = node.status.as_ref().expect("status");
         assert_eq!(status.allocatable.as_ref().expect("allocatable")["pods"].0, "29");
+        assert!(
+            !status.allocatable.as_ref().expect("allocatable").contains_key(labels::EBS_VOLUMES),
+            "not a kubelet's"
+        );
         assert_eq!(node.annotations()[KWOK_ANNOTATION], "fake");
     }
 }

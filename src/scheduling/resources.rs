@@ -48,6 +48,12 @@ impl Resources {
         self.0.insert(name.to_owned(), amount);
     }
 
+    /// The same amounts without one resource.
+    pub fn without(mut self, name: &str) -> Self {
+        self.0.remove(name);
+        self
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
         self.0.iter().map(|(name, amount)| (name.as_str(), *amount))
     }

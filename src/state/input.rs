@@ -72,6 +72,27 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
         ..Input::default()
     };
 
+    // Bound pods with volumes keep their volumes' zones wherever consolidation would move them.
+    input.scheduled = state
+        .pods
+        .scheduled()
+        .iter()
+        .map(|scheduled| match state.volumes.constrain(&scheduled.pod) {
+            Ok(pod) => ScheduledPod { pod, node: scheduled.node.clone() },
+            Err(_) => scheduled.clone(),
+        })
+        .collect();
+    for pod in state.pods.provisionable() {
+        let info = pod.scheduling.as_ref().map_err(ToString::to_string).and_then(|i| state.volumes.constrain(i));
+        match info {
+            Ok(info) => input.pods.push(info),
+            Err(error) => {
+                skipped.push(format!("pod {}/{}: {error}", pod.namespace().unwrap_or_default(), pod.name_any()))
+            }
+        }
+    }
+    let volume_room = VolumeRoom::of(state, &input);
+
     // Startup taints of nodes not yet initialized are expected to go: they do not keep pods off.
     let mut startup: HashMap<&str, &[Taint]> = HashMap::new();
     for claim in state.claims {
@@ -114,6 +135,7 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
         if let Some(used) = used {
             free.subtract(&used.requests);
         }
+        volume_room.set(&mut free, node.labels().get(labels::INSTANCE_TYPE), &name);
         let expected_to_go = startup.get(name.as_str()).copied().unwrap_or_default();
         let taints = spec
             .and_then(|s| s.taints.as_deref())
@@ -151,6 +173,7 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
         if let Some(daemons) = claim.labels().get(labels::NODEPOOL).and_then(|pool| overhead.get(pool.as_str())) {
             free.subtract(daemons);
         }
+        volume_room.set(&mut free, claim.labels().get(labels::INSTANCE_TYPE), &name);
         input.nodes.push(Arc::new(ExistingNode {
             name,
             requirements,
@@ -161,27 +184,7 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
         }));
     }
 
-    // Bound pods with volumes keep their volumes' zones wherever consolidation would move them.
-    input.scheduled = state
-        .pods
-        .scheduled()
-        .iter()
-        .map(|scheduled| match state.volumes.constrain(&scheduled.pod) {
-            Ok(pod) => ScheduledPod { pod, node: scheduled.node.clone() },
-            Err(_) => scheduled.clone(),
-        })
-        .collect();
     input.pools = pools.templates;
-
-    for pod in state.pods.provisionable() {
-        let info = pod.scheduling.as_ref().map_err(ToString::to_string).and_then(|i| state.volumes.constrain(i));
-        match info {
-            Ok(info) => input.pods.push(info),
-            Err(error) => {
-                skipped.push(format!("pod {}/{}: {error}", pod.namespace().unwrap_or_default(), pod.name_any()))
-            }
-        }
-    }
     Prepared { input, skipped }
 }
 
@@ -250,6 +253,47 @@ impl WholeInput {
             policies: whole.policies,
             namespaces: whole.namespaces.clone(),
         }
+    }
+}
+
+/// How many more EBS volumes each node can attach. Kubelets do not report it (the EBS CSI driver
+/// tells kube-scheduler through CSINode), so it is the instance type's limit from the catalog
+/// less the EBS volumes of the pods bound there. A node of a type outside the catalog is taken
+/// to have room, as is every node while no pod in the input mounts an EBS volume (the room then
+/// changes no decision, and the catalog is not read).
+struct VolumeRoom<'a> {
+    /// Each catalog type's limit; empty when no pod needs one.
+    limits: HashMap<&'a str, i64>,
+    /// EBS volumes attached per node name.
+    attached: HashMap<Arc<str>, i64>,
+}
+
+/// What a node of an unknown type is taken to attach: more than any pod asks.
+const UNCOUNTED_VOLUMES: i64 = 1 << 16;
+
+impl<'a> VolumeRoom<'a> {
+    fn of(state: &Snapshot<'a>, input: &Input) -> Self {
+        let volumes = |pod: &PodInfo| pod.requests.get(labels::EBS_VOLUMES);
+        let mut attached: HashMap<Arc<str>, i64> = HashMap::new();
+        for scheduled in input.scheduled.iter().filter(|s| volumes(&s.pod) > 0) {
+            *attached.entry(scheduled.node.clone()).or_default() += volumes(&scheduled.pod);
+        }
+        let limits = if attached.is_empty() && !input.pods.iter().any(|p| volumes(p) > 0) {
+            HashMap::new()
+        } else {
+            let types = state.instance_types.values().flat_map(|types| types.iter());
+            types.map(|t| (t.name.as_str(), t.allocatable.get(labels::EBS_VOLUMES))).collect()
+        };
+        Self { limits, attached }
+    }
+
+    /// Sets a node's room in what it has free. An in-flight claim of no single type keeps the
+    /// least its candidate types offer.
+    fn set(&self, free: &mut Resources, instance_type: Option<&String>, node: &str) {
+        let limit = instance_type.and_then(|t| self.limits.get(t.as_str()).copied());
+        let limit = limit.or_else(|| Some(free.get(labels::EBS_VOLUMES)).filter(|room| *room > 0));
+        let attached = self.attached.get(node).copied().unwrap_or(0);
+        free.set(labels::EBS_VOLUMES, limit.unwrap_or(UNCOUNTED_VOLUMES).saturating_sub(attached));
     }
 }
 

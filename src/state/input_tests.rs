@@ -177,6 +177,83 @@ fn registered_nodes_offer_what_their_bound_pods_leave() {
     assert!(plan.existing.is_empty(), "an orphaned unregistered node is no room: {:?}", plan.existing);
 }
 
+/// A pod of `name` mounting `volumes` EBS volumes (claims `<name>-<i>`, each bound to a CSI
+/// volume), with the topology that knows them.
+fn with_ebs_volumes(name: &str, volumes: usize, status: &str, into: &mut VolumeTopology) -> CachedPod {
+    let mut mounts = Vec::new();
+    for i in 0..volumes {
+        let claim = format!("{name}-{i}");
+        into.add_claim(Arc::new(
+            serde_saphyr::from_str(&format!(
+                "metadata: {{name: {claim}, namespace: default}}\nspec: {{volumeName: pv-{claim}}}"
+            ))
+            .expect("a claim"),
+        ));
+        into.add_volume(Arc::new(
+            serde_saphyr::from_str(&format!(
+                "metadata: {{name: pv-{claim}}}\nspec: {{csi: {{driver: ebs.csi.aws.com, volumeHandle: vol-{i}}}}}"
+            ))
+            .expect("a volume"),
+        ));
+        mounts.push(format!("{{name: v{i}, persistentVolumeClaim: {{claimName: {claim}}}}}"));
+    }
+    let yaml = format!(
+        "metadata: {{name: {name}, namespace: default}}\nspec:\n  nodeSelector: {{node.kubernetes.io/instance-type: m5.large}}\n  containers: [{{name: c, resources: {{requests: {{cpu: 10m}}}}}}]\n  volumes: [{}]\n{status}",
+        mounts.join(", ")
+    );
+    serde_saphyr::from_str::<Pod>(&yaml).expect("a Pod").into()
+}
+
+#[test]
+fn ebs_attachments_bound_what_registered_and_new_nodes_take() {
+    let types = catalog();
+    let pools = [pool("")];
+    let mut volumes = VolumeTopology::default();
+    // An m5.large attaches 26 volumes besides its root; its node reports none of that.
+    let node: Node = serde_saphyr::from_str(
+        "metadata: {name: node-1, labels: {stoker.dev/nodepool: general, team: web, karpenter.sh/capacity-type: on-demand, kubernetes.io/arch: amd64, kubernetes.io/os: linux, node.kubernetes.io/instance-type: m5.large}}\nspec: {providerID: 'aws:///us-east-1a/i-1'}\nstatus: {allocatable: {cpu: '2', memory: 8Gi, pods: '29'}}",
+    )
+    .expect("a Node");
+    let nodes = [Arc::new(node)];
+    let mut busy = with_ebs_volumes("busy", 22, "status: {phase: Running}", &mut volumes);
+    busy.node_name = Some("node-1".into());
+    let pods: Vec<Arc<CachedPod>> = [
+        busy,
+        with_ebs_volumes("three", 3, PENDING, &mut volumes),
+        with_ebs_volumes("eight", 8, PENDING, &mut volumes),
+        with_ebs_volumes("ten-a", 10, PENDING, &mut volumes),
+        with_ebs_volumes("ten-b", 10, PENDING, &mut volumes),
+    ]
+    .into_iter()
+    .map(Arc::new)
+    .collect();
+    let index = PodIndex::of(&pods);
+    let claims: [Arc<NodeClaim>; 1] = [Arc::new(
+        serde_saphyr::from_str(
+            "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {name: general-a, labels: {stoker.dev/nodepool: general}}\nspec: {nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}, resources: {requests: {cpu: '1'}}}\nstatus: {providerID: 'aws:///us-east-1a/i-1', nodeName: node-1}",
+        )
+        .expect("a NodeClaim"),
+    )];
+    let state = Snapshot { nodes: &nodes, claims: &claims, volumes: &volumes, ..cluster(&index, &pools, &types) };
+    let plan = planned(&state);
+    // 26 - 22 leaves room for three volumes, not eight; 8 + 10 + 10 > 26 needs two new nodes,
+    // though their CPU would fit one.
+    assert_eq!(plan.existing, [("default/three".to_owned(), "node-1".to_owned())]);
+    let mut placed: Vec<Vec<String>> = plan.new_claims.iter().map(|c| c.pods.clone()).collect();
+    placed.sort();
+    assert_eq!(placed.len(), 2, "{placed:?}");
+    assert!(placed.iter().all(|pods| pods.len() < 3), "{placed:?}");
+
+    // Without their volumes the pending pods fit the node's CPU.
+    let mut none = VolumeTopology::default();
+    let light: Vec<Arc<CachedPod>> =
+        ["eight", "ten-a", "ten-b"].map(|name| Arc::new(with_ebs_volumes(name, 0, PENDING, &mut none))).into();
+    let index = PodIndex::of(&light);
+    let state = Snapshot { nodes: &nodes, claims: &claims, volumes: &none, ..cluster(&index, &pools, &types) };
+    let plan = planned(&state);
+    assert_eq!((plan.existing.len(), plan.new_claims.len()), (3, 0));
+}
+
 #[test]
 fn limits_count_in_flight_nodeclaims() {
     let types = catalog();

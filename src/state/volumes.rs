@@ -2,7 +2,8 @@
 //! affinity, or, for a claim not yet bound, its StorageClass's `allowedTopologies` (where the
 //! provisioner may create it). Each volume gives alternatives (its terms are ORed); a pod's
 //! requirements become every compatible combination of its own alternatives with its volumes'.
-//! Pure, over the cached claims, volumes and classes.
+//! Each EBS volume also takes one of the node's attachments ([`labels::EBS_VOLUMES`]), so a type
+//! that cannot attach them all is not chosen. Pure, over the cached claims, volumes and classes.
 //!
 //! The requirements place the pod; they do not enter its spread constraints' node filters, which
 //! read only the pod's own node affinity, as kube-scheduler's do.
@@ -56,30 +57,38 @@ impl VolumeTopology {
         self.classes.insert(class.name_any(), class);
     }
 
-    /// The pod with its volumes' requirements folded into its own, or why it cannot be planned
-    /// yet (a claim, volume or class it names does not exist).
+    /// The pod with its volumes' requirements folded into its own and its EBS volumes counted
+    /// in its requests, or why it cannot be planned yet (a claim, volume or class it names does
+    /// not exist).
     pub fn constrain(&self, pod: &Arc<PodInfo>) -> Result<Arc<PodInfo>, String> {
         if pod.volume_claims.is_empty() {
             return Ok(pod.clone());
         }
         let mut volumes = Vec::new();
+        let mut ebs_volumes = 0;
         for claim in &pod.volume_claims {
-            let alternatives = self.of_claim(&pod.namespace, claim)?;
-            if !alternatives.is_empty() {
-                volumes.push(alternatives);
+            let volume = self.of_claim(&pod.namespace, claim)?;
+            if !volume.alternatives.is_empty() {
+                volumes.push(volume.alternatives);
             }
+            ebs_volumes += i64::from(volume.ebs);
         }
-        if volumes.is_empty() {
+        if volumes.is_empty() && ebs_volumes == 0 {
             return Ok(pod.clone());
         }
         let mut constrained = PodInfo::clone(pod);
-        let combined = volumes.iter().fold(pod.requirements.clone(), |own, volume| combine(&own, volume));
-        constrained.requirements = combined;
+        if !volumes.is_empty() {
+            constrained.requirements =
+                volumes.iter().fold(pod.requirements.clone(), |own, volume| combine(&own, volume));
+        }
+        if ebs_volumes > 0 {
+            constrained.requests.set(labels::EBS_VOLUMES, ebs_volumes);
+        }
         Ok(Arc::new(constrained))
     }
 
-    /// The alternatives one claim's volume allows; none when it does not constrain the node.
-    fn of_claim(&self, namespace: &str, name: &str) -> Result<Vec<Requirements>, String> {
+    /// What one claim's volume asks of the node.
+    fn of_claim(&self, namespace: &str, name: &str) -> Result<ClaimVolume, String> {
         let claim = self
             .claims
             .get(&(namespace.to_owned(), name.to_owned()))
@@ -90,7 +99,10 @@ impl VolumeTopology {
                 .volumes
                 .get(volume)
                 .ok_or_else(|| format!("PersistentVolume {volume}, bound to claim {namespace}/{name}, not found"))?;
-            return Ok(volume_alternatives(volume));
+            let ebs = volume.spec.as_ref().is_some_and(|s| {
+                s.aws_elastic_block_store.is_some() || s.csi.as_ref().is_some_and(|csi| csi.driver == EBS_CSI_DRIVER)
+            });
+            return Ok(ClaimVolume { alternatives: volume_alternatives(volume), ebs });
         }
         match spec.and_then(|s| s.storage_class_name.as_deref()).filter(|c| !c.is_empty()) {
             Some(class) => {
@@ -98,11 +110,23 @@ impl VolumeTopology {
                     .classes
                     .get(class)
                     .ok_or_else(|| format!("StorageClass {class}, of claim {namespace}/{name}, not found"))?;
-                Ok(class_alternatives(class))
+                let ebs = [EBS_CSI_DRIVER, IN_TREE_EBS].contains(&class.provisioner.as_str());
+                Ok(ClaimVolume { alternatives: class_alternatives(class), ebs })
             }
-            None => Ok(Vec::new()),
+            None => Ok(ClaimVolume { alternatives: Vec::new(), ebs: false }),
         }
     }
+}
+
+/// The EBS CSI driver, and the in-tree provisioner name that migrates to it.
+const EBS_CSI_DRIVER: &str = "ebs.csi.aws.com";
+const IN_TREE_EBS: &str = "kubernetes.io/aws-ebs";
+
+/// What a pod's claim asks of its node: the alternatives its volume allows (none when it does
+/// not constrain the node), and whether it is an EBS volume the node must attach.
+struct ClaimVolume {
+    alternatives: Vec<Requirements>,
+    ebs: bool,
 }
 
 /// Topology keys volumes use for well-known node labels: the EBS CSI driver's zone key and the
@@ -183,13 +207,17 @@ mod tests {
             "metadata: {name: anywhere, namespace: db}\nspec: {storageClassName: gp3}",
             "metadata: {name: lost, namespace: db}\nspec: {volumeName: gone}",
             "metadata: {name: local, namespace: db}\nspec: {volumeName: pv-local}",
+            "metadata: {name: in-tree, namespace: db}\nspec: {storageClassName: legacy}",
+            "metadata: {name: shared-files, namespace: db}\nspec: {storageClassName: efs}",
         ];
         let volumes = [
-            "metadata: {name: pv-b}\nspec:\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions: [{key: topology.ebs.csi.aws.com/zone, operator: In, values: [us-east-1b]}]",
+            "metadata: {name: pv-b}\nspec:\n  csi: {driver: ebs.csi.aws.com, volumeHandle: vol-b}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions: [{key: topology.ebs.csi.aws.com/zone, operator: In, values: [us-east-1b]}]",
             "metadata: {name: pv-local}\nspec:\n  local: {path: /mnt/disk}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [gone-node]}]",
         ];
         let classes = [
             "metadata: {name: gp3}\nprovisioner: ebs.csi.aws.com",
+            "metadata: {name: legacy}\nprovisioner: kubernetes.io/aws-ebs",
+            "metadata: {name: efs}\nprovisioner: efs.csi.aws.com",
             "metadata: {name: zonal}\nprovisioner: ebs.csi.aws.com\nvolumeBindingMode: WaitForFirstConsumer\nallowedTopologies:\n- matchLabelExpressions: [{key: topology.ebs.csi.aws.com/zone, values: [us-east-1a]}]\n- matchLabelExpressions: [{key: topology.kubernetes.io/zone, values: [us-east-1c]}]",
         ];
         VolumeTopology::new(claims.map(object), volumes.map(object), classes.map(object))
@@ -239,7 +267,7 @@ mod tests {
         let topology = topology();
         let pod = pod_with_claims(&["anywhere", "local"], "");
         assert_eq!(topology.constrain(&pod).expect("fine").requirements, pod.requirements);
-        let unconstrained = pod_with_claims(&["anywhere"], "");
+        let unconstrained = pod_with_claims(&["shared-files"], "");
         assert!(Arc::ptr_eq(&topology.constrain(&unconstrained).expect("fine"), &unconstrained));
         let local = topology.constrain(&pod_with_claims(&["local"], "")).expect("fine");
         assert!(local.requirements.iter().all(|r| r.get(labels::HOSTNAME).is_none()), "a local volume's host is gone");
@@ -247,5 +275,19 @@ mod tests {
         assert_eq!(error, "PersistentVolumeClaim db/missing not found");
         let error = topology.constrain(&pod_with_claims(&["lost"], "")).unwrap_err();
         assert!(error.contains("PersistentVolume gone"), "{error}");
+    }
+
+    #[test]
+    fn each_ebs_volume_takes_an_attachment_and_other_volumes_none() {
+        let topology = topology();
+        let attachments = |claims: &[&str]| {
+            topology.constrain(&pod_with_claims(claims, "")).expect("constrained").requests.get(labels::EBS_VOLUMES)
+        };
+        // Bound to an EBS CSI volume, waiting for one, provisioned anywhere, in-tree EBS.
+        assert_eq!(attachments(&["bound"]), 1);
+        assert_eq!(attachments(&["waiting"]), 1);
+        assert_eq!(attachments(&["bound", "anywhere", "in-tree"]), 3);
+        // A local volume and a network file system attach nothing.
+        assert_eq!(attachments(&["local", "shared-files"]), 0);
     }
 }

@@ -21,6 +21,9 @@ const GIB: i64 = 1 << 30;
 pub const VM_MEMORY_OVERHEAD_PERCENT: f64 = 0.075;
 /// Root volume size assumed when the node class does not say.
 pub const DEFAULT_EPHEMERAL_STORAGE: i64 = 20 * GIB;
+/// EBS attachments assumed when DescribeInstanceTypes does not report them: what it reports for
+/// most Nitro types, whose 28 attachments the primary network interface shares.
+const DEFAULT_EBS_ATTACHMENTS: i64 = 27;
 
 /// Facts about an instance type, as DescribeInstanceTypes reports them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,6 +58,8 @@ pub struct InstanceFacts {
     pub accelerators: i64,
     /// Elastic Fabric Adapter interfaces it supports.
     pub efa_interfaces: i64,
+    /// EBS volumes it can attach, the root volume included; 0 when not reported.
+    pub max_ebs_attachments: i64,
 }
 
 /// What a node class sets that shapes every instance type's capacity.
@@ -94,6 +99,7 @@ pub fn instance_type(
     capacity.set(MEMORY, (facts.memory_mib - hidden_mib) * MIB);
     capacity.set(PODS, max_pods);
     capacity.set(EPHEMERAL_STORAGE, ephemeral_storage);
+    capacity.set(labels::EBS_VOLUMES, ebs_volume_limit(facts));
     for (resource, count) in device_resources(facts) {
         capacity.set(resource, count);
     }
@@ -126,6 +132,14 @@ pub fn is_exotic(facts: &InstanceFacts) -> bool {
     let class: String = family.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
     let accelerated = ["inf", "trn", "dl", "f", "vt", "mac", "p", "g"].contains(&class.as_str());
     size.contains("metal") || family.starts_with("u-") || family.starts_with("u7") || facts.gpus > 0 || accelerated
+}
+
+/// The EBS volumes pods can attach: the type's attachments less the root volume. On types whose
+/// limit is shared, network interfaces the CNI attaches later take attachments too, which the EBS
+/// CSI driver counts when it starts; the figure here is the one at launch.
+fn ebs_volume_limit(facts: &InstanceFacts) -> i64 {
+    let attachments = if facts.max_ebs_attachments > 0 { facts.max_ebs_attachments } else { DEFAULT_EBS_ATTACHMENTS };
+    attachments.saturating_sub(1).max(0)
 }
 
 /// The extended resources its devices offer, as their device plugins advertise them: GPUs by
@@ -363,6 +377,18 @@ mod tests {
         assert_eq!(instance.labels[labels::INSTANCE_CATEGORY], "m");
         assert_eq!(instance.labels[labels::INSTANCE_GENERATION], "5");
         assert_eq!(instance.labels[labels::INSTANCE_SIZE], "large");
+    }
+
+    #[test]
+    fn pods_attach_every_ebs_volume_but_the_root() {
+        let limit = |max_ebs_attachments| {
+            let facts = InstanceFacts { max_ebs_attachments, ..m5_large() };
+            instance_type(&facts, vec![], &NodeSettings::default()).unwrap().allocatable.get(labels::EBS_VOLUMES)
+        };
+        assert_eq!(limit(27), 26, "shared with the primary interface, as EC2 reports for an m5.large");
+        assert_eq!(limit(128), 127, "dedicated");
+        assert_eq!(limit(0), 26, "not reported: most Nitro types' figure");
+        assert_eq!(limit(1), 0, "the root volume takes the only one");
     }
 
     #[test]

@@ -175,6 +175,7 @@ pub fn facts_from_ec2(info: &InstanceTypeInfo) -> Option<InstanceFacts> {
         accelerator_name: neuron.and_then(|n| n.name()).unwrap_or_default().to_owned(),
         accelerators: neuron.and_then(|n| n.count()).map_or(0, i64::from),
         efa_interfaces: network.efa_info().and_then(|e| e.maximum_efa_interfaces()).map_or(0, i64::from),
+        max_ebs_attachments: info.ebs_info().and_then(|e| e.maximum_ebs_attachments()).map_or(0, i64::from),
     })
 }
 
@@ -215,9 +216,10 @@ pub fn parse_snapshot(text: &str) -> Result<Catalog, SnapshotError> {
             accelerator_name,
             accelerators,
             efa_interfaces,
+            max_ebs_attachments,
         ] = fields[..]
         else {
-            return Err(error(format!("expected 21 fields, found {}", fields.len())));
+            return Err(error(format!("expected 22 fields, found {}", fields.len())));
         };
         let number = |field: &str| field.parse::<i64>().map_err(|e| error(format!("{field:?}: {e}")));
         catalog.types.push(InstanceFacts {
@@ -241,6 +243,7 @@ pub fn parse_snapshot(text: &str) -> Result<Catalog, SnapshotError> {
             accelerator_name: accelerator_name.to_owned(),
             accelerators: number(accelerators)?,
             efa_interfaces: number(efa_interfaces)?,
+            max_ebs_attachments: number(max_ebs_attachments)?,
         });
         catalog.zones.insert(name.to_owned(), zones.split(' ').map(str::to_owned).collect());
     }
@@ -273,15 +276,17 @@ mod tests {
         let trainium = catalog.types.iter().find(|t| t.name == "trn1.2xlarge").expect("trn1.2xlarge");
         assert_eq!((trainium.accelerator_name.as_str(), trainium.accelerators), ("Trainium", 1));
         assert_eq!((m5.cpu_manufacturer.as_str(), m5.hypervisor.as_str()), ("Intel", "nitro"));
+        let dedicated = catalog.types.iter().find(|t| t.name == "m7i.48xlarge").expect("m7i.48xlarge");
+        assert_eq!((m5.max_ebs_attachments, dedicated.max_ebs_attachments), (27, 128));
         assert!(catalog.zones["m5.large"].contains("us-east-1a"));
     }
 
     #[test]
     fn malformed_lines_name_the_line() {
         let error = parse_snapshot("name,vcpus\nm5.large,2,8192\n").unwrap_err();
-        assert_eq!(error.to_string(), "instance type snapshot line 2: expected 21 fields, found 3");
+        assert_eq!(error.to_string(), "instance type snapshot line 2: expected 22 fields, found 3");
         let error = parse_snapshot(
-            "header\nm5.large,two,8192,amd64,0,3,10,us-east-1a,Intel,3100,nitro,false,0,4750,750,,,0,,0,0\n",
+            "header\nm5.large,two,8192,amd64,0,3,10,us-east-1a,Intel,3100,nitro,false,0,4750,750,,,0,,0,0,27\n",
         )
         .unwrap_err();
         assert!(error.to_string().contains("\"two\""), "{error}");
