@@ -18,7 +18,7 @@ stoker="$CARGO_TARGET_DIR/debug/stoker"
 log "installing the CRDs"
 "$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >&2
 kubectl wait --for condition=Established --timeout 60s crd/nodepools.stoker.dev crd/ec2nodeclasses.stoker.dev \
-  crd/nodeclaims.stoker.dev crd/warmpools.stoker.dev >&2
+  crd/nodeclaims.stoker.dev crd/nodeoverlays.stoker.dev crd/warmpools.stoker.dev >&2
 
 log "checking the examples offline: stoker validate -f examples/"
 "$stoker" validate $(printf -- '-f %s ' "$REPO_ROOT"/examples/*.yaml)

@@ -54,8 +54,34 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str, &'static str)>
     let spot = example("nodepool-spot.yaml");
     let class = example("ec2nodeclass.yaml");
     let warm = example("warmpool.yaml");
+    let overlay = example("nodeoverlay.yaml");
     let requirement = "/spec/template/spec/requirements/0";
     vec![
+        (
+            "overlay with price and priceAdjustment",
+            with(overlay.clone(), "/spec/price", json!("0.05")),
+            "spec.priceAdjustment",
+            "mutually exclusive",
+        ),
+        (
+            "overlay adjustment without a sign",
+            with(overlay.clone(), "/spec/priceAdjustment", json!("10%")),
+            "spec.priceAdjustment",
+            "should match",
+        ),
+        (
+            "overlay adding cpu",
+            with(overlay.clone(), "/spec/capacity", json!({"cpu": "4"})),
+            "spec.capacity",
+            "extended resources",
+        ),
+        ("overlay weight 0", with(overlay.clone(), "/spec/weight", json!(0)), "spec.weight", "1"),
+        (
+            "overlay requirement with minValues",
+            with(overlay, "/spec/requirements/0/minValues", json!(1)),
+            "spec.requirements",
+            "minValues",
+        ),
         ("weight above 100", with(spot.clone(), "/spec/weight", json!(101)), "spec.weight", "100"),
         ("weight below 1", with(spot.clone(), "/spec/weight", json!(0)), "spec.weight", "1"),
         (

@@ -352,6 +352,9 @@ const CONTROLLER_CALLS: &[(&str, &str, &str, &str, bool)] = &[
     ("scheduling.k8s.io", "priorityclasses", "", "patch", false),
     ("stoker.dev", "nodepools", "", "watch", false),
     ("stoker.dev", "nodepools", "status", "patch", false),
+    ("stoker.dev", "nodeoverlays", "", "list", false),
+    ("stoker.dev", "nodeoverlays", "", "watch", false),
+    ("stoker.dev", "nodeoverlays", "status", "patch", false),
     ("stoker.dev", "ec2nodeclasses", "", "get", false),
     ("stoker.dev", "ec2nodeclasses", "", "patch", false),
     ("stoker.dev", "ec2nodeclasses", "status", "patch", false),
@@ -380,6 +383,7 @@ const FORBIDDEN: &[(&str, &str, &str, &str, bool)] = &[
     ("", "pods", "", "create", true),
     ("apps", "deployments", "", "delete", true),
     ("stoker.dev", "nodepools", "", "delete", false),
+    ("stoker.dev", "nodeoverlays", "", "patch", false),
     ("rbac.authorization.k8s.io", "clusterroles", "", "create", false),
     ("coordination.k8s.io", "leases", "", "patch", false),
 ];

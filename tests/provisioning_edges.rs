@@ -1,7 +1,8 @@
 //! The controller's edges, end to end on the local control plane and the AWS emulator (EC2 calls
 //! through the fault-injecting proxy): weighted pools fall back from spot to on-demand on capacity
 //! errors; limits stop launches with an Event; pods nobody can host get an Event and launch
-//! nothing; a GPU pod gets a GPU type booted from the NVIDIA image; a PodDisruptionBudget blocks
+//! nothing; a GPU pod gets a GPU type booted from the NVIDIA image; a NodeOverlay's price flips
+//! the type launched; a PodDisruptionBudget blocks
 //! a drain until relaxed; a controller killed in the middle of a burst and restarted leaves every
 //! pod Running with no duplicated or leaked instance.
 
@@ -222,6 +223,54 @@ async fn the_controllers_edges_end_to_end() {
     assert_eq!(node_labels.get("topology.kubernetes.io/zone").map(String::as_str), Some("us-east-1b"));
     assert_eq!(node_labels.get("topology.k8s.aws/zone-id").map(String::as_str), Some("use1-az1"));
     delete_deployment(&client, "edge-z").await;
+
+    // A NodeOverlay's price flips the choice: c5.large is EC2's cheaper type until the user says
+    // m5.large costs them less; an overlay whose quantity cannot be read says so in its status
+    // and takes nothing else out of effect.
+    apply(&client, pool("edge-price", 1, "on-demand", &["c5.large", "m5.large"], json!({}))).await;
+    let launched_type = |name: &'static str| {
+        let (client, nodes, claims) = (client.clone(), nodes.clone(), claims.clone());
+        async move {
+            let ran = support::wait_until(Duration::from_secs(90), || async {
+                (running(&client, name).await == 1).then_some(())
+            })
+            .await;
+            assert!(ran.is_some(), "{name} runs; log:\n{}", log_of("stoker-edges-2"));
+            let node = pods_of(&client, name).await[0].spec.clone().and_then(|s| s.node_name).expect("bound");
+            let claim = claims.get(&nodes.get(&node).await.expect("node").labels()["stoker.dev/nodeclaim"]).await;
+            claim.expect("its NodeClaim").status.and_then(|s| s.instance_type).unwrap_or_default()
+        }
+    };
+    // 1.5 CPU each: two never share a 2-vCPU node.
+    apply(&client, deployment("edge-p1", 1, "1500m", json!({"stoker.dev/nodepool": "edge-price"}))).await;
+    assert_eq!(launched_type("edge-p1").await, "c5.large");
+    let overlay = |name: &str, spec: serde_json::Value| json!({"apiVersion": "stoker.dev/v1alpha1", "kind": "NodeOverlay", "metadata": {"name": name}, "spec": spec});
+    apply(&client, overlay("edge-bad", json!({"capacity": {"example.com/slice": "lots"}}))).await;
+    let m5_only = json!([{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]}]);
+    apply(&client, overlay("edge-savings", json!({"requirements": m5_only, "price": "0.01"}))).await;
+    let overlays: Api<stoker::apis::NodeOverlay> = Api::all(client.clone());
+    let ready = |name: &'static str| {
+        let overlays = overlays.clone();
+        async move {
+            support::wait_until(Duration::from_secs(30), || async {
+                let conditions = overlays.get(name).await.ok()?.status?.conditions;
+                conditions.into_iter().find(|c| c.type_ == "Ready").map(|c| (c.status, c.reason, c.message))
+            })
+            .await
+        }
+    };
+    let bad = ready("edge-bad").await.expect("the invalid overlay's condition");
+    assert_eq!((bad.0.as_str(), bad.1.as_str()), ("False", "InvalidSpec"));
+    assert!(bad.2.contains("spec.capacity"), "{}", bad.2);
+    assert_eq!(ready("edge-savings").await.map(|r| r.0).as_deref(), Some("True"));
+    apply(&client, deployment("edge-p2", 1, "1500m", json!({"stoker.dev/nodepool": "edge-price"}))).await;
+    assert_eq!(launched_type("edge-p2").await, "m5.large", "the overlaid price wins");
+    for name in ["edge-bad", "edge-savings"] {
+        overlays.delete(name, &DeleteParams::default()).await.expect("delete the overlay");
+    }
+    for name in ["edge-p1", "edge-p2"] {
+        delete_deployment(&client, name).await;
+    }
 
     // 7. A PodDisruptionBudget with maxUnavailable 0 blocks the drain until it is relaxed.
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");

@@ -1,5 +1,5 @@
 //! The stoker API (`stoker.dev/v1alpha1`): the custom resources users edit (`NodePool`,
-//! `EC2NodeClass`, `WarmPool`) and the one stoker writes (`NodeClaim`), with the schema and CEL
+//! `EC2NodeClass`, `NodeOverlay`, `WarmPool`) and the one stoker writes (`NodeClaim`), with the schema and CEL
 //! rules the apiserver enforces. Rustdoc on each field becomes its description in the CRD.
 
 pub mod condition;
@@ -7,6 +7,7 @@ pub mod duration;
 pub mod ec2nodeclass;
 pub mod labels;
 pub mod nodeclaim;
+pub mod nodeoverlay;
 pub mod nodepool;
 pub mod requirements;
 pub mod validation;
@@ -18,6 +19,7 @@ use kube::CustomResourceExt;
 pub use duration::{Duration, NillableDuration};
 pub use ec2nodeclass::EC2NodeClass;
 pub use nodeclaim::NodeClaim;
+pub use nodeoverlay::NodeOverlay;
 pub use nodepool::NodePool;
 pub use requirements::{NodeSelectorRequirementWithMinValues, Operator};
 pub use warmpool::WarmPool;
@@ -26,7 +28,7 @@ pub use warmpool::WarmPool;
 /// deleting a CRD deletes every object of its kind, and a NodeClaim's finalizer needs the
 /// controller that the uninstall just removed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![EC2NodeClass::crd(), NodeClaim::crd(), NodePool::crd(), WarmPool::crd()];
+    let mut crds = vec![EC2NodeClass::crd(), NodeClaim::crd(), NodeOverlay::crd(), NodePool::crd(), WarmPool::crd()];
     for crd in &mut crds {
         crd.metadata.annotations.get_or_insert_default().insert("helm.sh/resource-policy".into(), "keep".into());
     }

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::{CliError, input::Document, plan::instance_types_by_class};
 use crate::{
-    apis::{EC2NodeClass, NodePool},
+    apis::{EC2NodeClass, NodeOverlay, NodePool},
     cloudprovider::aws::{catalog::Catalog, pricing::PriceBook},
     controllers::disruption::{
         candidates::Cluster,
@@ -34,6 +34,7 @@ pub struct ClusterObjects {
     pub cluster: Gathered,
     pub pools: Vec<Arc<NodePool>>,
     pub classes: Vec<EC2NodeClass>,
+    pub overlays: Vec<NodeOverlay>,
     /// The scheduling policies the decision follows (flags, as the controller's settings).
     pub policies: Policies,
 }
@@ -50,6 +51,7 @@ pub fn add(document: &Document, into: &mut ClusterObjects) -> Result<(), String>
         "NodeClaim" => into.cluster.claims.push(Arc::new(typed(at, value)?)),
         "NodePool" => into.pools.push(Arc::new(typed(at, value)?)),
         "EC2NodeClass" => into.classes.push(typed(at, value)?),
+        "NodeOverlay" => into.overlays.push(typed(at, value)?),
         "DaemonSet" => into.cluster.daemonsets.push(typed(at, value)?),
         "PodDisruptionBudget" => into.cluster.budgets.push(Arc::new(typed(at, value)?)),
         "PersistentVolumeClaim" => into.cluster.volumes.add_claim(Arc::new(typed(at, value)?)),
@@ -66,8 +68,13 @@ pub fn add(document: &Document, into: &mut ClusterObjects) -> Result<(), String>
 
 /// The decision, and why each kept candidate is kept (by node).
 pub fn preview(objects: &ClusterObjects, catalog: &Catalog, prices: &PriceBook, spot_to_spot: bool) -> Preview {
-    let (instance_types, warnings) =
-        instance_types_by_class(objects.pools.iter().map(|p| &**p), &objects.classes, catalog, prices);
+    let (instance_types, warnings) = instance_types_by_class(
+        objects.pools.iter().map(|p| &**p),
+        &objects.classes,
+        &objects.overlays,
+        catalog,
+        prices,
+    );
     let gathered = &objects.cluster;
     let index = PodIndex::of(&gathered.pods);
     let facts = NodeFactsIndex::of(&gathered.nodes);

@@ -27,7 +27,7 @@ use super::{
     validate,
 };
 use crate::{
-    apis::{EC2NodeClass, NodePool},
+    apis::{EC2NodeClass, NodeOverlay, NodePool},
     cloudprovider::aws::{
         catalog::Catalog, launchtemplate::node_settings, pricing::PriceBook, unavailable::UnavailableOfferings,
     },
@@ -35,6 +35,7 @@ use crate::{
         catalog::InstanceType,
         inputs::{Workload, pool_templates},
         lower_bound::plan_lower_bound,
+        overlays::{self, Overlay, by_precedence},
         pod::{NamespaceLabels, PodInfo},
         solver::{Input, Plan, Policies, Sizing, solve},
     },
@@ -58,6 +59,8 @@ pub struct Manifests {
     pub volume_claims: Vec<PersistentVolumeClaim>,
     pub volumes: Vec<PersistentVolume>,
     pub storage_classes: Vec<StorageClass>,
+    /// The user's prices and resources for instance types.
+    pub overlays: Vec<NodeOverlay>,
 }
 
 /// Adds one document; an error names the document, field path and problem.
@@ -74,6 +77,7 @@ pub fn add(document: &Document, into: &mut Manifests) -> Result<(), String> {
     match kind {
         "NodePool" => into.pools.push(typed(&at, value)?),
         "EC2NodeClass" => into.classes.push(typed(&at, value)?),
+        "NodeOverlay" => into.overlays.push(typed(&at, value)?),
         "DaemonSet" => into.daemonsets.push(typed(&at, value)?),
         "Pod" => into.workloads.push(Workload::Pod(Box::new(typed(&at, value)?))),
         "Deployment" => into.workloads.push(Workload::Deployment(Box::new(typed(&at, value)?))),
@@ -144,7 +148,8 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
     if manifests.pools.is_empty() {
         return Err("no NodePool in the input: a plan needs at least one".into());
     }
-    let (types_by_class, mut warnings) = instance_types_by_class(&manifests.pools, &manifests.classes, catalog, prices);
+    let (types_by_class, mut warnings) =
+        instance_types_by_class(&manifests.pools, &manifests.classes, &manifests.overlays, catalog, prices);
     let pools = pool_templates(&manifests.pools, &types_by_class, &manifests.daemonsets, &HashMap::new());
     if !pools.skipped.is_empty() {
         return Err(pools.skipped.join("; "));
@@ -185,14 +190,17 @@ pub fn plan(manifests: &Manifests, catalog: &Catalog, prices: &PriceBook) -> Res
 }
 
 /// The instance types of each node class the pools use, offline: every zone of the catalog,
-/// both architectures, the class's kubelet settings shaping allocatable. With a warning for each
-/// class not in the input (default kubelet settings assumed).
+/// both architectures, the class's kubelet settings shaping allocatable, the overlays laid over
+/// them (an invalid overlay is left out, as the controller leaves it out). With a warning for
+/// each class not in the input (default kubelet settings assumed).
 pub fn instance_types_by_class<'a>(
     pools: impl IntoIterator<Item = &'a NodePool>,
     classes: &[EC2NodeClass],
+    overlays: &[NodeOverlay],
     catalog: &Catalog,
     prices: &PriceBook,
 ) -> (BTreeMap<String, std::sync::Arc<[InstanceType]>>, Vec<String>) {
+    let overlays = by_precedence(overlays.iter().filter_map(|overlay| Overlay::from_api(overlay).ok()).collect());
     // Offline there are no subnets to tell zone IDs: every zone the catalog knows, IDs unknown.
     let zones: BTreeMap<String, String> =
         catalog.zones.values().flatten().map(|zone| (zone.clone(), String::new())).collect();
@@ -214,7 +222,8 @@ pub fn instance_types_by_class<'a>(
             ));
         }
         let node = class.map(node_settings).unwrap_or_default();
-        let types = catalog.instance_types(&zones, &arches, prices, &unavailable, now, &node);
+        let mut types = catalog.instance_types(&zones, &arches, prices, &unavailable, now, &node);
+        overlays::apply(&mut types, &overlays);
         types_by_class.insert(class_name.clone(), types.into());
     }
     (types_by_class, warnings)
@@ -517,6 +526,78 @@ spec:
         manifests.storage_classes.clear();
         let report = plan(&manifests, &catalog, &prices).expect("a plan");
         assert!(report.warnings.iter().any(|w| w.contains("StorageClass zonal")), "{:?}", report.warnings);
+    }
+
+    #[test]
+    fn an_overlay_price_flips_the_chosen_type() {
+        let pool = r#"
+apiVersion: stoker.dev/v1alpha1
+kind: NodePool
+metadata: {name: general}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+        - {key: node.kubernetes.io/instance-type, operator: In, values: [c5.large, m5.large]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec:
+  containers: [{name: c, image: x, resources: {requests: {cpu: "1", memory: 1Gi}}}]
+"#;
+        let overlay = r#"
+apiVersion: stoker.dev/v1alpha1
+kind: NodeOverlay
+metadata: {name: savings-plan}
+spec:
+  requirements: [{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large]}]
+  price: "0.05"
+"#;
+        let (catalog, prices) = priced_snapshot();
+        let chosen = |overlays: &[&str]| {
+            let mut manifests = Manifests::default();
+            parse("pool.yaml", pool, &mut manifests).expect("parses");
+            for (i, text) in overlays.iter().enumerate() {
+                parse(&format!("overlay-{i}.yaml"), text, &mut manifests).expect("parses");
+            }
+            let report = plan(&manifests, &catalog, &prices).expect("a plan");
+            let node = &report.nodes[0];
+            (node.instance_types[0].clone(), (node.price_per_hour * 1000.0).round() / 1000.0)
+        };
+        // c5.large is EC2's cheaper type; the user's m5.large is cheaper still.
+        assert_eq!(chosen(&[]), ("c5.large".to_owned(), 0.085));
+        assert_eq!(chosen(&[overlay]), ("m5.large".to_owned(), 0.05));
+        // An invalid overlay is refused with its field named.
+        let mut manifests = Manifests::default();
+        let bad = overlay.replace("price: \"0.05\"", "capacity: {cpu: '4'}");
+        let error = parse("bad.yaml", &bad, &mut manifests).unwrap_err();
+        assert!(error.contains("spec.capacity"), "{error}");
+    }
+
+    #[test]
+    fn ebs_volumes_a_type_cannot_attach_take_another_node() {
+        // Three pods of ten EBS volumes each: CPU for one m5.large, attachments (26) for two pods.
+        let mut text = String::from(
+            "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {name: general}\nspec:\n  template:\n    spec:\n      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}\n      requirements: [{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large]}, {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}]\n---\napiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: gp3}\nprovisioner: ebs.csi.aws.com\n",
+        );
+        for pod in 0..3 {
+            let mut mounts = Vec::new();
+            for volume in 0..10 {
+                text.push_str(&format!("---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: d{pod}-{volume}, namespace: db}}\nspec: {{storageClassName: gp3, accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"));
+                mounts.push(format!("{{name: v{volume}, persistentVolumeClaim: {{claimName: d{pod}-{volume}}}}}"));
+            }
+            text.push_str(&format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: db-{pod}, namespace: db}}\nspec:\n  containers: [{{name: c, image: x, resources: {{requests: {{cpu: 100m}}}}}}]\n  volumes: [{}]\n", mounts.join(", ")));
+        }
+        let mut manifests = Manifests::default();
+        parse("db.yaml", &text, &mut manifests).expect("parses");
+        let (catalog, prices) = priced_snapshot();
+        let report = plan(&manifests, &catalog, &prices).expect("a plan");
+        assert!(report.unschedulable.is_empty(), "{:?}", report.unschedulable);
+        let pods: Vec<usize> = report.nodes.iter().map(|n| n.pods.len()).collect();
+        assert_eq!(pods.len(), 2, "{pods:?}");
     }
 
     #[test]

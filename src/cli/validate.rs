@@ -3,7 +3,7 @@
 //!
 //! Each stoker document goes through the same stages as on a cluster: schema defaults, the
 //! structural schema (types, enums, ranges, patterns), the CEL rules (`x-kubernetes-validations`),
-//! then the checks only stoker makes (cron expressions, time zones, dates). Documents of other
+//! then the checks only stoker makes (cron expressions, time zones, dates, overlay quantities). Documents of other
 //! kinds are skipped, so a file can mix a WarmPool with the Deployment it serves.
 
 use std::process::ExitCode;
@@ -15,8 +15,9 @@ use serde_json::Value;
 
 use super::{CliError, input::Document};
 use crate::{
-    apis::{self, WarmPool, validation},
+    apis::{self, NodeOverlay, WarmPool, validation},
     controllers::warmpool::windows::Windows,
+    scheduling::overlays::Overlay,
 };
 
 /// The outcome of checking one document.
@@ -66,6 +67,9 @@ pub fn check_document(document: &Value) -> Verdict {
             "NodePool" => typed(&defaulted, validation::nodepool_errors),
             // The controller's own parse, so validate refuses exactly what the controller would.
             "WarmPool" => typed(&defaulted, |pool: &WarmPool| Windows::new(&pool.spec).err().unwrap_or_default()),
+            "NodeOverlay" => {
+                typed(&defaulted, |overlay: &NodeOverlay| Overlay::from_api(overlay).err().into_iter().collect())
+            }
             _ => Vec::new(),
         };
     }

@@ -21,7 +21,7 @@ use crate::{
         labels,
         nodeclaim::NodeClaim,
     },
-    scheduling::catalog::InstanceType,
+    scheduling::{catalog::InstanceType, overlays, overlays::Overlay},
 };
 
 /// The fake's zone when a claim does not name one.
@@ -42,6 +42,8 @@ struct State {
     failures: HashMap<&'static str, VecDeque<CloudError>>,
     /// Every call, as (method, what it was about).
     calls: Vec<(&'static str, String)>,
+    /// The NodeOverlays in effect, applied to the types handed out.
+    overlays: Vec<Overlay>,
 }
 
 impl FakeCloudProvider {
@@ -161,7 +163,13 @@ impl CloudProvider for FakeCloudProvider {
 
     async fn instance_types(&self, class: &EC2NodeClass) -> Result<Arc<[InstanceType]>, CloudError> {
         self.enter("instance_types", class.name_any())?;
-        Ok(self.instance_types.clone())
+        let overlays = self.state().overlays.clone();
+        if overlays.is_empty() {
+            return Ok(self.instance_types.clone());
+        }
+        let mut overlaid = self.instance_types.to_vec();
+        overlays::apply(&mut overlaid, &overlays);
+        Ok(overlaid.into())
     }
 
     async fn resolve_node_class(&self, class: &EC2NodeClass) -> Result<EC2NodeClassStatus, CloudError> {
@@ -186,6 +194,10 @@ impl CloudProvider for FakeCloudProvider {
 
     fn offering_interrupted(&self, instance_type: &str, zone: &str, capacity_type: &str) {
         self.state().calls.push(("offering_interrupted", format!("{instance_type} {zone} {capacity_type}")));
+    }
+
+    fn use_overlays(&self, overlays: Vec<Overlay>) {
+        self.state().overlays = overlays;
     }
 }
 

@@ -8,7 +8,7 @@ use super::{CloudError, CloudProvider, Followers, Instance, PriorLaunches};
 use crate::{
     apis::nodeclaim::NodeClaim,
     metrics::{MethodErrorLabels, MethodLabels, Metrics},
-    scheduling::catalog::InstanceType,
+    scheduling::{catalog::InstanceType, overlays::Overlay},
 };
 
 pub struct Metered<P> {
@@ -86,6 +86,10 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
 
     fn offering_interrupted(&self, instance_type: &str, zone: &str, capacity_type: &str) {
         self.inner.offering_interrupted(instance_type, zone, capacity_type);
+    }
+
+    fn use_overlays(&self, overlays: Vec<Overlay>) {
+        self.inner.use_overlays(overlays);
     }
 }
 

@@ -17,7 +17,10 @@ use std::{collections::BTreeMap, future::Future, sync::Arc};
 
 use kube::Resource;
 
-use crate::{apis::nodeclaim::NodeClaim, scheduling::catalog::InstanceType};
+use crate::{
+    apis::nodeclaim::NodeClaim,
+    scheduling::{catalog::InstanceType, overlays::Overlay},
+};
 
 /// An instance as the cloud reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,4 +177,8 @@ pub trait CloudProvider: Send + Sync {
     /// The cloud is reclaiming an instance of this offering (a spot interruption): launches
     /// avoid the offering for a while, as after a capacity error.
     fn offering_interrupted(&self, instance_type: &str, zone: &str, capacity_type: &str);
+
+    /// The NodeOverlays in effect, in precedence order: every instance type the provider hands
+    /// out from now on, and every launch, carries their prices and capacity.
+    fn use_overlays(&self, overlays: Vec<Overlay>);
 }

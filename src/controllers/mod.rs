@@ -11,6 +11,7 @@ pub mod interruption;
 pub mod isolation;
 pub mod nodeclaim;
 pub mod nodeclass;
+pub mod nodeoverlay;
 pub mod nodepool;
 pub mod provisioner;
 pub mod static_pools;

@@ -25,7 +25,7 @@ use crate::{
         metered::Metered,
     },
     controllers::{
-        Provider, Shared, disruption, garbage, interruption, nodeclaim, nodeclass, nodepool,
+        Provider, Shared, disruption, garbage, interruption, nodeclaim, nodeclass, nodeoverlay, nodepool,
         provisioner::{self, Provisioner},
         static_pools,
         warmpool::{preemption, reconcile as warmpool},
@@ -132,6 +132,7 @@ pub async fn run(settings: Settings) -> Result<()> {
                 garbage::run(shared.clone()),
                 static_pools::run(shared.clone()),
                 nodepool::run(shared.clone()),
+                nodeoverlay::run(shared.clone()),
                 gated(gates.warm_pools, warmpool::run(shared.clone(), settings.warm_pool_policy())),
                 gated(gates.warm_pools, preemption::run(shared.clone(), preemptions)),
                 nodeclass::run(shared.clone()),

@@ -5,6 +5,7 @@ pub mod bitset;
 pub mod catalog;
 pub mod inputs;
 pub mod lower_bound;
+pub mod overlays;
 pub mod pod;
 pub mod quantity;
 pub mod requirements;

@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn calls_that_differ_only_in_their_nodeclaims_share_a_key() {
-        let plan = LaunchPlan { capacity_type: "spot".into(), overrides: Vec::new() };
+        let plan = LaunchPlan { capacity_type: "spot".into(), overrides: Vec::new(), follow_priorities: false };
         let call = |tags: &[(&str, &str)]| Call {
             plan: plan.clone(),
             templates: BTreeMap::new(),
@@ -526,7 +526,7 @@ mod tests {
         let mut batch = Open {
             id: 0,
             call: Call {
-                plan: LaunchPlan { capacity_type: "spot".into(), overrides: Vec::new() },
+                plan: LaunchPlan { capacity_type: "spot".into(), overrides: Vec::new(), follow_priorities: false },
                 templates: BTreeMap::new(),
                 tags: BTreeMap::new(),
             },

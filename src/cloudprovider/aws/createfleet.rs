@@ -142,14 +142,24 @@ pub fn request(
         .client_token(client_token)
         .set_launch_template_configs(Some(configs))
         .target_capacity_specification(capacity.build());
-    request = if spot {
-        request.spot_options(
-            SpotOptionsRequest::builder().allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized).build(),
-        )
-    } else {
-        request.on_demand_options(
-            OnDemandOptionsRequest::builder().allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice).build(),
-        )
+    // EC2 weighs its own prices unless NodeOverlays set others: then the priorities carry them.
+    request = match (spot, plan.follow_priorities) {
+        (true, follow) => {
+            let strategy = if follow {
+                SpotAllocationStrategy::CapacityOptimizedPrioritized
+            } else {
+                SpotAllocationStrategy::PriceCapacityOptimized
+            };
+            request.spot_options(SpotOptionsRequest::builder().allocation_strategy(strategy).build())
+        }
+        (false, follow) => {
+            let strategy = if follow {
+                FleetOnDemandAllocationStrategy::Prioritized
+            } else {
+                FleetOnDemandAllocationStrategy::LowestPrice
+            };
+            request.on_demand_options(OnDemandOptionsRequest::builder().allocation_strategy(strategy).build())
+        }
     };
     // Network interfaces take their tags from the launch template: CreateFleet tags only what
     // EC2 documents for an instant fleet (and what Karpenter sends).
@@ -267,6 +277,7 @@ mod tests {
                     priority: i as f64,
                 })
                 .collect(),
+            follow_priorities: false,
         }
     }
 
@@ -366,6 +377,20 @@ mod tests {
             Some(&FleetOnDemandAllocationStrategy::LowestPrice)
         );
         assert!(input.spot_options().is_none());
+    }
+
+    #[test]
+    fn overlaid_prices_make_ec2_follow_the_priorities() {
+        let strategies = |capacity_type: &str| {
+            let plan = LaunchPlan { follow_priorities: true, ..plan(capacity_type, &[("m5.large", "amd64")]) };
+            let input = request(&plan, &templates(), "t".into(), &BTreeMap::new(), 1).build().unwrap();
+            (
+                input.on_demand_options().and_then(|o| o.allocation_strategy()).cloned(),
+                input.spot_options().and_then(|o| o.allocation_strategy()).cloned(),
+            )
+        };
+        assert_eq!(strategies("on-demand"), (Some(FleetOnDemandAllocationStrategy::Prioritized), None));
+        assert_eq!(strategies("spot"), (None, Some(SpotAllocationStrategy::CapacityOptimizedPrioritized)));
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct Override {
 pub struct LaunchPlan {
     pub capacity_type: String,
     pub overrides: Vec<Override>,
+    /// Whether EC2 is to take the overrides in their priority order rather than by its own
+    /// prices: when NodeOverlays set prices, the order is the user's cost model.
+    pub follow_priorities: bool,
 }
 
 /// Why nothing can be launched.
@@ -126,7 +129,7 @@ pub fn plan_launch(
         for (rank, entry) in overrides.iter_mut().enumerate() {
             entry.priority = rank as f64;
         }
-        return Ok(LaunchPlan { capacity_type: capacity_type.to_owned(), overrides });
+        return Ok(LaunchPlan { capacity_type: capacity_type.to_owned(), overrides, follow_priorities: false });
     }
     if any_allowed {
         Err(NoPlan::AllUnavailable)

@@ -58,7 +58,7 @@ pub async fn create(
         let instance_types = provider.instance_types(class).await?;
         let subnets = provider.offerings.subnets(status);
         let plan = match plan_launch(&requirements, &requests, &instance_types, &subnets, &status.amis) {
-            Ok(plan) => plan,
+            Ok(plan) => LaunchPlan { follow_priorities: provider.offerings.overlays_set_prices(), ..plan },
             Err(NoPlan::Incompatible(reason)) if errors.is_empty() => {
                 return Err(CloudError::NoCompatibleOfferings(reason));
             }

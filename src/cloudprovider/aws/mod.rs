@@ -53,7 +53,7 @@ use super::{CloudError, CloudProvider, Followers, Instance, PriorLaunches};
 use crate::{
     apis::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
     apis::nodeclaim::NodeClaim,
-    scheduling::catalog::InstanceType,
+    scheduling::{catalog::InstanceType, overlays::Overlay},
 };
 
 /// How long a launch template may go unused before [`CloudProvider::prune`] deletes it.
@@ -290,6 +290,10 @@ impl CloudProvider for AwsCloudProvider {
 
     fn offering_interrupted(&self, instance_type: &str, zone: &str, capacity_type: &str) {
         self.offerings.mark_unavailable(|cache, now| cache.mark_offering(instance_type, zone, capacity_type, now));
+    }
+
+    fn use_overlays(&self, overlays: Vec<Overlay>) {
+        self.offerings.use_overlays(overlays);
     }
 }
 

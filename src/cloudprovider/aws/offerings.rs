@@ -2,10 +2,10 @@
 //! per node-class shape, the offerings and subnets that recently failed to launch, and the free
 //! addresses per subnet.
 //!
-//! Every batch and launch asks for priced instance types, and pricing the catalog for a shape
-//! takes tens of milliseconds, so priced types are kept per shape. An entry is stale once the
-//! catalog, the prices or the unavailable marks changed (a generation counter) or the first
-//! unavailable mark it saw expired.
+//! Every batch and launch asks for priced instance types (with the NodeOverlays in effect laid
+//! over them), and pricing the catalog for a shape takes tens of milliseconds, so priced types
+//! are kept per shape. An entry is stale once the catalog, the prices, the overlays or the
+//! unavailable marks changed (a generation counter) or the first unavailable mark it saw expired.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -20,7 +20,11 @@ use super::{
     allocatable::NodeSettings, catalog, catalog::Catalog, fleet::Subnet, lock, pricing::PriceBook,
     unavailable::UnavailableOfferings,
 };
-use crate::{apis::ec2nodeclass::EC2NodeClassStatus, cloudprovider::CloudError, scheduling::catalog::InstanceType};
+use crate::{
+    apis::ec2nodeclass::EC2NodeClassStatus,
+    cloudprovider::CloudError,
+    scheduling::{catalog::InstanceType, overlays, overlays::Overlay},
+};
 
 /// After a failed catalog refresh, how long the last good catalog serves before the next try.
 const CATALOG_RETRY: Duration = Duration::from_secs(60);
@@ -56,7 +60,9 @@ pub struct Offerings {
     /// Free addresses per subnet, from the last node class resolution.
     subnet_ips: Mutex<HashMap<String, i64>>,
     priced: Mutex<HashMap<String, Priced>>,
-    /// Counts changes of the catalog, the prices and the unavailable marks; a priced entry built
+    /// The NodeOverlays in effect, in precedence order, laid over every priced type.
+    overlays: Mutex<Arc<[Overlay]>>,
+    /// Counts changes of the catalog, the prices, the overlays and the unavailable marks; a priced entry built
     /// at another count is stale.
     generation: AtomicU64,
 }
@@ -71,6 +77,7 @@ impl Offerings {
             unavailable: Mutex::new(UnavailableOfferings::new(unavailable_ttl)),
             subnet_ips: Mutex::new(HashMap::new()),
             priced: Mutex::new(HashMap::new()),
+            overlays: Mutex::new(Arc::from([])),
             generation: AtomicU64::new(0),
         }
     }
@@ -129,6 +136,22 @@ impl Offerings {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Lays these overlays over every priced type from now on; what was priced under others is
+    /// priced again on next use. The same overlays again change nothing.
+    pub fn use_overlays(&self, overlays: Vec<Overlay>) {
+        let mut current = lock(&self.overlays);
+        if **current != overlays[..] {
+            *current = overlays.into();
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether an overlay in effect sets prices: launches then follow the overlaid order rather
+    /// than EC2's own prices.
+    pub fn overlays_set_prices(&self) -> bool {
+        lock(&self.overlays).iter().any(|overlay| overlay.price.is_some())
+    }
+
     /// The catalog, fetched again when stale, and the generation it was current in (read under
     /// the catalog's lock, so the two agree).
     async fn current_catalog(&self, ec2: &aws_sdk_ec2::Client) -> Result<(Arc<Catalog>, u64), CloudError> {
@@ -165,9 +188,10 @@ impl Offerings {
         let (types, valid_until) = {
             let prices = lock(&self.prices);
             let unavailable = lock(&self.unavailable);
-            let types: Arc<[InstanceType]> =
-                catalog.instance_types(&shape.zones, &shape.arches, &prices, &unavailable, now, &shape.node).into();
-            (types, unavailable.next_expiry(now))
+            let mut types =
+                catalog.instance_types(&shape.zones, &shape.arches, &prices, &unavailable, now, &shape.node);
+            overlays::apply(&mut types, &lock(&self.overlays));
+            (Arc::<[InstanceType]>::from(types), unavailable.next_expiry(now))
         };
         let priced = Priced { shape, types: types.clone(), generation, valid_until };
         lock(&self.priced).insert(priced.shape.key(), priced);
