@@ -1,7 +1,7 @@
 //! `stoker convert -f FILE`: Karpenter v1 manifests → stoker manifests, for moving a cluster.
 //!
-//! A Karpenter `NodePool` (`karpenter.sh/v1`) or `EC2NodeClass` (`karpenter.k8s.aws/v1`) becomes
-//! the stoker resource of the same kind and name: the API group changes, the node class reference
+//! A Karpenter `NodePool` (`karpenter.sh/v1`), `EC2NodeClass` (`karpenter.k8s.aws/v1`) or
+//! `NodeOverlay` (`karpenter.sh/v1alpha1`) becomes the stoker resource of the same kind and name: the API group changes, the node class reference
 //! points at stoker's EC2NodeClass, server-written metadata and status go, and every field stoker
 //! does not have is dropped *with a note naming it* (found by walking the document against the
 //! generated CRD's schema, so the list follows the API instead of being kept by hand). The result
@@ -50,6 +50,8 @@ pub fn convert_document(document: &Value) -> Conversion {
     let convertible = matches!((group, kind), (KARPENTER_GROUP, "NodePool") | (KARPENTER_AWS_GROUP, "EC2NodeClass"));
     match (group, version, kind) {
         (KARPENTER_GROUP | KARPENTER_AWS_GROUP, "v1", _) if convertible => convert_resource(document, kind),
+        // Karpenter's NodeOverlay is still alpha; its fields are stoker's.
+        (KARPENTER_GROUP, "v1alpha1", "NodeOverlay") => convert_resource(document, kind),
         (KARPENTER_GROUP, _, "NodeClaim") => {
             Conversion::Omitted { reason: "NodeClaims are created by the controller, not written by hand".into() }
         }
@@ -370,5 +372,15 @@ spec:
         ));
         assert!(matches!(convert("apiVersion: karpenter.sh/v1\nkind: NodeClaim\n"), Conversion::Omitted { .. }));
         assert!(matches!(convert("apiVersion: karpenter.sh/v1\nkind: NodeOverlay\n"), Conversion::Refused { .. }));
+    }
+
+    #[test]
+    fn a_karpenter_node_overlay_becomes_a_stoker_one() {
+        let (document, notes, problems) = converted(convert(
+            "apiVersion: karpenter.sh/v1alpha1\nkind: NodeOverlay\nmetadata: {name: savings}\nspec:\n  weight: 5\n  requirements: [{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}]\n  priceAdjustment: '-20%'\n",
+        ));
+        assert_eq!(document["apiVersion"], "stoker.dev/v1alpha1");
+        assert_eq!(document["spec"]["priceAdjustment"], "-20%");
+        assert!(notes.is_empty() && problems.is_empty(), "{notes:?} {problems:?}");
     }
 }

@@ -1,5 +1,5 @@
 //! `stoker disrupt`: the offline consolidation preview. Reads the cluster's objects as
-//! `kubectl get nodes,pods,nodeclaims,nodepools,ec2nodeclasses,daemonsets,pdb,namespaces,pvc,pv,storageclasses -A -o yaml` prints
+//! `kubectl get nodes,pods,nodeclaims,nodepools,ec2nodeclasses,daemonsets,pdb,namespaces,pvc,pv,storageclasses,nodeoverlays.stoker.dev -A -o yaml` prints
 //! them (a `List`, or separate documents), makes the decision the disruption loop would make now
 //! with the same code, and prints it: the nodes it would remove, their replacement, the $/h it
 //! saves, and why each other candidate is kept. Nothing is touched.

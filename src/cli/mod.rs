@@ -65,7 +65,7 @@ pub enum Command {
         policies: crate::scheduling::solver::Policies,
     },
     /// What would consolidation do now? Reads the cluster's objects (`kubectl get
-    /// nodes,pods,nodeclaims,nodepools,ec2nodeclasses,daemonsets,pdb,namespaces,pvc,pv,storageclasses -A -o yaml`), makes the
+    /// nodes,pods,nodeclaims,nodepools,ec2nodeclasses,daemonsets,pdb,namespaces,pvc,pv,storageclasses,nodeoverlays.stoker.dev -A -o yaml`), makes the
     /// decision the controller would make with the same code, and prints the nodes it would
     /// remove, their replacement, the $/h saved, and why each other candidate is kept. Offline:
     /// nothing is touched.
