@@ -128,7 +128,14 @@ pub async fn run(settings: Settings) -> Result<()> {
             tokio::join!(
                 provisioner::run(provisioner),
                 nodeclaim::run(Arc::new(nodeclaim::Context::new(shared.clone(), new_claims, repair_after))),
-                gated(gates.consolidation, disruption::run(shared.clone(), gates.spot_to_spot_consolidation)),
+                gated(
+                    gates.consolidation,
+                    disruption::run(
+                        shared.clone(),
+                        gates.spot_to_spot_consolidation,
+                        settings.consolidation_validation_delay.as_std(),
+                    ),
+                ),
                 garbage::run(shared.clone()),
                 static_pools::run(shared.clone()),
                 nodepool::run(shared.clone()),

@@ -79,6 +79,10 @@ pub struct Settings {
     /// A batch of pending pods closes this long after it opened, however busy.
     #[arg(long, env = "BATCH_MAX_DURATION", default_value = "10s")]
     pub batch_max_duration: Duration,
+    /// How long a consolidation decision waits before it is checked again and carried out
+    /// (Karpenter's 15 s). Hidden: only the end-to-end tests shorten it.
+    #[arg(long, env = "CONSOLIDATION_VALIDATION_DELAY", default_value = "15s", hide = true)]
+    pub consolidation_validation_delay: Duration,
     /// A node NotReady (or Unknown) this long is replaced, unless more than 20% of its NodePool
     /// is (then the cause is likely not the nodes, and replacing them would not help).
     #[arg(long, env = "NODE_REPAIR_AFTER", default_value = "30m")]

@@ -214,6 +214,7 @@ pub fn settings() -> stoker::operator::Settings {
         region: None,
         batch_idle_duration: "1s".parse().expect("duration"),
         batch_max_duration: "10s".parse().expect("duration"),
+        consolidation_validation_delay: "15s".parse().expect("duration"),
         node_repair_after: "30m".parse().expect("duration"),
         log_level: "info".into(),
         log_format: stoker::operator::settings::LogFormat::Text,

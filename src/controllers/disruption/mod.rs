@@ -10,8 +10,8 @@
 //! [`emptiness`] (empty candidates), [`candidates`] (underutilized candidates, their cost and
 //! what blocks them), [`drift`] (what no longer matches its pool or class) and
 //! [`consolidation`] (delete or replace, by running the solver on the
-//! cluster without them). A consolidation is checked again after [`VALIDATION_DELAY`] on a fresh
-//! picture before [`executor`] carries it out. How long a node's pods have been unchanged is
+//! cluster without them). A consolidation is checked again after a validation delay (15 s, as
+//! Karpenter's) on a fresh picture before [`executor`] carries it out. How long a node's pods have been unchanged is
 //! remembered in memory; after a restart the clock starts again, which only delays a removal.
 
 pub mod budgets;
@@ -60,10 +60,6 @@ use crate::{
 /// Instance types per EC2NodeClass name.
 type InstanceTypes = std::collections::BTreeMap<String, Arc<[crate::scheduling::catalog::InstanceType]>>;
 
-/// How long a consolidation decision waits before it is checked again and carried out: pods
-/// that were on their way when it was made have arrived by then (Karpenter waits as long).
-pub const VALIDATION_DELAY: Duration = Duration::from_secs(15);
-
 /// What the loop remembers between passes.
 #[derive(Default)]
 struct Memory {
@@ -79,12 +75,16 @@ struct Memory {
 }
 
 /// Runs passes until the term ends. `spot_to_spot` is the `SpotToSpotConsolidation` gate.
-pub async fn run<P: Provider>(ctx: Arc<Shared<P>>, spot_to_spot: bool) {
+/// Runs the disruption loop. A consolidation decision waits `validation_delay` before it is
+/// checked again and carried out: pods that were on their way when it was made have arrived by
+/// then.
+pub async fn run<P: Provider>(ctx: Arc<Shared<P>>, spot_to_spot: bool, validation_delay: Duration) {
     let mut memory = Memory::default();
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
     loop {
         ticks.tick().await;
-        if let Err(error) = isolate("disruption", &ctx.metrics, pass(&ctx, &mut memory, spot_to_spot)).await {
+        let pass = pass(&ctx, &mut memory, spot_to_spot, validation_delay);
+        if let Err(error) = isolate("disruption", &ctx.metrics, pass).await {
             warn!(%error, "disruption pass failed");
             ctx.metrics.reconcile_failed("disruption", &error);
         }
@@ -92,7 +92,12 @@ pub async fn run<P: Provider>(ctx: Arc<Shared<P>>, spot_to_spot: bool) {
 }
 
 /// One pass: stale taints cleared, empty nodes removed, else one consolidation.
-async fn pass<P: Provider>(ctx: &Shared<P>, memory: &mut Memory, spot_to_spot: bool) -> Result<()> {
+async fn pass<P: Provider>(
+    ctx: &Shared<P>,
+    memory: &mut Memory,
+    spot_to_spot: bool,
+    validation_delay: Duration,
+) -> Result<()> {
     let now = Utc::now();
     let state = &ctx.state;
     let (claims, nodes, pools) = (state.claims.state(), state.nodes.state(), state.pools.state());
@@ -129,7 +134,7 @@ async fn pass<P: Provider>(ctx: &Shared<P>, memory: &mut Memory, spot_to_spot: b
         savings = decision.savings,
         "consolidation decided; checking again before acting"
     );
-    tokio::time::sleep(VALIDATION_DELAY).await;
+    tokio::time::sleep(validation_delay).await;
     let (validated, _) = decide(ctx, memory, &pools, &instance_types, spot_to_spot, Some(&decision));
     let Some(validated) = validated else {
         info!("consolidation no longer holds; not acting");
