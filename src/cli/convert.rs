@@ -1,12 +1,13 @@
 //! `stoker convert -f FILE`: Karpenter v1 manifests → stoker manifests, for moving a cluster.
 //!
 //! A Karpenter `NodePool` (`karpenter.sh/v1`), `EC2NodeClass` (`karpenter.k8s.aws/v1`) or
-//! `NodeOverlay` (`karpenter.sh/v1alpha1`) becomes the stoker resource of the same kind and name: the API group changes, the node class reference
-//! points at stoker's EC2NodeClass, server-written metadata and status go, and every field stoker
-//! does not have is dropped *with a note naming it* (found by walking the document against the
-//! generated CRD's schema, so the list follows the API instead of being kept by hand). The result
-//! then goes through `stoker validate`'s checks. Other documents pass through unchanged, with a
-//! note where a workload selects nodes by Karpenter's NodePool label, which stoker does not set.
+//! `NodeOverlay` (`karpenter.sh/v1alpha1`) becomes the stoker resource of the same kind and name:
+//! the API group changes, the node class reference points at stoker's EC2NodeClass,
+//! server-written metadata and status go, and every field stoker does not have is dropped *with
+//! a note naming it* (found by walking the document against the generated CRD's schema, so the
+//! list follows the API instead of being kept by hand). The result then goes through `stoker
+//! validate`'s checks. Other documents pass through unchanged, with a note where a workload
+//! selects nodes by Karpenter's NodePool label, which stoker does not set.
 
 use std::process::ExitCode;
 

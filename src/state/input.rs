@@ -291,7 +291,7 @@ impl<'a> VolumeRoom<'a> {
     /// least its candidate types offer.
     fn set(&self, free: &mut Resources, instance_type: Option<&String>, node: &str) {
         let limit = instance_type.and_then(|t| self.limits.get(t.as_str()).copied());
-        let limit = limit.or_else(|| Some(free.get(labels::EBS_VOLUMES)).filter(|room| *room > 0));
+        let limit = limit.or_else(|| free.iter().find(|(name, _)| *name == labels::EBS_VOLUMES).map(|(_, room)| room));
         let attached = self.attached.get(node).copied().unwrap_or(0);
         free.set(labels::EBS_VOLUMES, limit.unwrap_or(UNCOUNTED_VOLUMES).saturating_sub(attached));
     }

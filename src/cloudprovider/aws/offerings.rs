@@ -62,8 +62,8 @@ pub struct Offerings {
     priced: Mutex<HashMap<String, Priced>>,
     /// The NodeOverlays in effect, in precedence order, laid over every priced type.
     overlays: Mutex<Arc<[Overlay]>>,
-    /// Counts changes of the catalog, the prices, the overlays and the unavailable marks; a priced entry built
-    /// at another count is stale.
+    /// Counts changes of the catalog, the prices, the overlays and the unavailable marks; a priced
+    /// entry built at another count is stale.
     generation: AtomicU64,
 }
 
