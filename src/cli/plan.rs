@@ -35,7 +35,7 @@ use crate::{
         catalog::InstanceType,
         inputs::{Workload, pool_templates},
         lower_bound::plan_lower_bound,
-        overlays::{self, Overlay, by_precedence},
+        overlays,
         pod::{NamespaceLabels, PodInfo},
         solver::{Input, Plan, Policies, Sizing, solve},
     },
@@ -200,7 +200,7 @@ pub fn instance_types_by_class<'a>(
     catalog: &Catalog,
     prices: &PriceBook,
 ) -> (BTreeMap<String, std::sync::Arc<[InstanceType]>>, Vec<String>) {
-    let overlays = by_precedence(overlays.iter().filter_map(|overlay| Overlay::from_api(overlay).ok()).collect());
+    let overlays = overlays::in_effect(overlays);
     // Offline there are no subnets to tell zone IDs: every zone the catalog knows, IDs unknown.
     let zones: BTreeMap<String, String> =
         catalog.zones.values().flatten().map(|zone| (zone.clone(), String::new())).collect();

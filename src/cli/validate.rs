@@ -3,8 +3,9 @@
 //!
 //! Each stoker document goes through the same stages as on a cluster: schema defaults, the
 //! structural schema (types, enums, ranges, patterns), the CEL rules (`x-kubernetes-validations`),
-//! then the checks only stoker makes (cron expressions, time zones, dates, overlay quantities). Documents of other
-//! kinds are skipped, so a file can mix a WarmPool with the Deployment it serves.
+//! then the checks only stoker makes (cron expressions, time zones, dates, overlay quantities).
+//! Documents of other kinds are skipped, so a file can mix a WarmPool with the Deployment it
+//! serves.
 
 use std::process::ExitCode;
 

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     apis::{NodeOverlay, condition},
     error::{Error, Result},
-    scheduling::overlays::{Overlay, by_precedence},
+    scheduling::overlays::{self, Overlay},
 };
 
 /// How often the set in effect is handed over again (deletions) and each status checked.
@@ -47,8 +47,8 @@ pub fn decide(overlay: &NodeOverlay) -> (Vec<Condition>, Result<Overlay, String>
 
 /// The overlays in effect: every one that decodes and parses, in precedence order.
 fn in_effect(store: &Store<DeserializeGuard<NodeOverlay>>) -> Vec<Overlay> {
-    let parsed = store.state().iter().filter_map(|guard| Overlay::from_api(guard.0.as_ref().ok()?).ok()).collect();
-    by_precedence(parsed)
+    let decoded = store.state();
+    overlays::in_effect(decoded.iter().filter_map(|guard| guard.0.as_ref().ok()))
 }
 
 #[instrument(skip_all, fields(nodeoverlay = %overlay.name_any()))]

@@ -70,6 +70,9 @@ impl InstanceType {
     }
 }
 
+/// The label keys an offering answers rather than its instance type.
+pub const OFFERING_KEYS: [&str; 3] = [labels::ZONE, labels::ZONE_ID, labels::CAPACITY_TYPE];
+
 /// Whether the requirements allow an offering's zone (by name and by ID) and capacity type.
 pub fn offering_allowed(offering: &Offering, requirements: &Requirements) -> bool {
     let allows = |key: &str, value: &str| {

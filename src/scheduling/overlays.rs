@@ -12,11 +12,11 @@
 use kube::ResourceExt;
 
 use super::{
-    catalog::{InstanceType, Offering},
-    requirements::{Requirement, Requirements},
+    catalog::{InstanceType, OFFERING_KEYS, Offering, offering_allowed},
+    requirements::Requirements,
     resources::{CPU, EPHEMERAL_STORAGE, MEMORY, PODS, Resources},
 };
-use crate::apis::{NodeOverlay, labels, validation::FieldError};
+use crate::apis::{NodeOverlay, validation::FieldError};
 
 /// How an overlay changes a price (dollars per hour).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,11 +78,6 @@ pub struct Overlay {
     pub capacity: Resources,
 }
 
-/// The keys an offering, not its instance type, answers.
-fn is_offering_key(key: &str) -> bool {
-    matches!(key, labels::ZONE | labels::ZONE_ID | labels::CAPACITY_TYPE)
-}
-
 impl Overlay {
     /// The overlay a NodeOverlay describes, or what is wrong with it (what the schema cannot
     /// check: the numbers themselves, and quantities).
@@ -117,23 +112,26 @@ impl Overlay {
         })
     }
 
-    /// Whether the overlay selects the type on its own labels (the offering keys aside).
+    /// Whether the overlay selects the type on its own labels (the offering keys aside). Unlike
+    /// a NodePool's requirements, a key the type does not carry is absent, never assumed: an
+    /// overlay describes types, not the nodes a pool labels.
     fn selects_type(&self, instance: &InstanceType) -> bool {
         self.requirements
             .iter()
-            .filter(|(key, _)| !is_offering_key(key))
+            .filter(|(key, _)| !OFFERING_KEYS.contains(&key.as_str()))
             .all(|(key, requirement)| requirement.admits(instance.labels.get(key).map(String::as_str)))
     }
 
     /// Whether the overlay selects one offering of a type it selects.
     fn selects_offering(&self, offering: &Offering) -> bool {
-        let admits = |key: &str, value: &str| {
-            self.requirements.get(key).is_none_or(|r: &Requirement| r.admits(Some(value).filter(|v| !v.is_empty())))
-        };
-        admits(labels::ZONE, &offering.zone)
-            && admits(labels::ZONE_ID, &offering.zone_id)
-            && admits(labels::CAPACITY_TYPE, &offering.capacity_type)
+        offering_allowed(offering, &self.requirements)
     }
+}
+
+/// The overlays in effect: every one that parses, in precedence order (an invalid one is left
+/// out, and said so by its status).
+pub fn in_effect<'a>(overlays: impl IntoIterator<Item = &'a NodeOverlay>) -> Vec<Overlay> {
+    by_precedence(overlays.into_iter().filter_map(|overlay| Overlay::from_api(overlay).ok()).collect())
 }
 
 /// The overlays in the order they take precedence: highest weight first, then by name.
@@ -178,7 +176,10 @@ pub fn apply(types: &mut [InstanceType], overlays: &[Overlay]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduling::resources::CPU;
+    use crate::{
+        apis::labels,
+        scheduling::{requirements::Requirement, resources::CPU},
+    };
 
     fn offering(zone: &str, capacity_type: &str, price: f64) -> Offering {
         Offering {
