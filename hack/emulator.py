@@ -5,7 +5,8 @@ node class resolves that moto does not ship:
   Neuron, x86_64) for the local cluster's
   Kubernetes minor, added to moto's default images through MOTO_AMIS_PATH;
 * the public SSM parameters that name them (`/aws/service/eks/optimized-ami/...`,
-  `/aws/service/bottlerocket/...`), loaded the way moto loads its own public parameters.
+  `/aws/service/bottlerocket/...`), loaded the way moto loads its own public parameters;
+* On-Demand Capacity Reservations (`emulator_reservations.py`).
 
 With STOKER_AWS_CALL_LOG set, every request stoker's own clients make (their user agent carries
 `app/stoker`) is appended to that file as one JSON line: service, region, action, parameters,
@@ -85,6 +86,8 @@ os.environ["MOTO_AMIS_PATH"] = amis_path
 
 from moto.server import main  # noqa: E402
 from moto.ssm import models as ssm  # noqa: E402
+
+import emulator_reservations  # noqa: E402,F401  (adds capacity reservations to moto's EC2)
 
 moto_check_loading_status = ssm.ParameterDict._check_loading_status
 

@@ -2,7 +2,8 @@
 //! through the fault-injecting proxy): weighted pools fall back from spot to on-demand on capacity
 //! errors; limits stop launches with an Event; pods nobody can host get an Event and launch
 //! nothing; a GPU pod gets a GPU type booted from the NVIDIA image; a NodeOverlay's price flips
-//! the type launched; a PodDisruptionBudget blocks
+//! the type launched; a capacity reservation is used first while it has room; a
+//! PodDisruptionBudget blocks
 //! a drain until relaxed; a controller killed in the middle of a burst and restarted leaves every
 //! pod Running with no duplicated or leaked instance.
 
@@ -271,6 +272,89 @@ async fn the_controllers_edges_end_to_end() {
     for name in ["edge-p1", "edge-p2"] {
         delete_deployment(&client, name).await;
     }
+
+    // An On-Demand Capacity Reservation is used first while it has room: two pods that each
+    // need their own node get one reserved m5.large in the reservation's zone, labelled with it,
+    // and one on-demand node; the place comes back when the reserved node goes.
+    let ec2 = aws_sdk_ec2::Client::new(&aws_config(None).await);
+    let tags = aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(aws_sdk_ec2::types::ResourceType::CapacityReservation)
+        .tags(aws_sdk_ec2::types::Tag::builder().key("team").value("edge").build())
+        .build();
+    let reservation = ec2
+        .create_capacity_reservation()
+        .instance_type("m5.large")
+        .instance_platform(aws_sdk_ec2::types::CapacityReservationInstancePlatform::LinuxUnix)
+        .availability_zone("us-east-1a")
+        .instance_count(1)
+        .instance_match_criteria(aws_sdk_ec2::types::InstanceMatchCriteria::Targeted)
+        .tag_specifications(tags)
+        .send()
+        .await
+        .expect("a capacity reservation in the emulator");
+    let reservation_id = reservation.capacity_reservation().and_then(|r| r.capacity_reservation_id()).expect("its ID");
+    let room = |ec2: aws_sdk_ec2::Client, id: String| async move {
+        let described = ec2.describe_capacity_reservations().capacity_reservation_ids(id).send().await;
+        described.expect("describe").capacity_reservations()[0].available_instance_count().unwrap_or(-1)
+    };
+    let mut reserved_class = support::example("ec2nodeclass.yaml");
+    reserved_class["metadata"]["name"] = json!("edge-reserved");
+    reserved_class["spec"]["capacityReservationSelectorTerms"] = json!([{"tags": {"team": "edge"}}]);
+    apply(&client, reserved_class).await;
+    let mut reserved_pool = pool("edge-reserved", 1, "on-demand", &["c5.large", "m5.large"], json!({}));
+    reserved_pool["spec"]["template"]["spec"]["nodeClassRef"]["name"] = json!("edge-reserved");
+    reserved_pool["spec"]["template"]["spec"]["requirements"][0]["values"] = json!(["reserved", "on-demand"]);
+    apply(&client, reserved_pool).await;
+    let classes: Api<stoker::apis::EC2NodeClass> = Api::all(client.clone());
+    let resolved = support::wait_until(Duration::from_secs(30), || async {
+        let status = classes.get("edge-reserved").await.ok()?.status?;
+        status
+            .capacity_reservations
+            .first()
+            .map(|r| (r.id.clone(), r.instance_type.clone(), r.availability_zone.clone()))
+    })
+    .await;
+    assert_eq!(resolved, Some((reservation_id.to_owned(), "m5.large".to_owned(), "us-east-1a".to_owned())));
+    apply(&client, deployment("edge-r", 2, "1500m", json!({"stoker.dev/nodepool": "edge-reserved"}))).await;
+    let ran = support::wait_until(Duration::from_secs(120), || async {
+        (running(&client, "edge-r").await == 2).then_some(())
+    })
+    .await;
+    assert!(ran.is_some(), "both pods run; log:\n{}", log_of("stoker-edges-2"));
+    let reserved_claims: Vec<NodeClaim> = edge_claims(&client)
+        .await
+        .into_iter()
+        .filter(|c| c.labels().get("stoker.dev/nodepool").map(String::as_str) == Some("edge-reserved"))
+        .collect();
+    let mut kinds: Vec<(String, Option<String>)> = reserved_claims
+        .iter()
+        .map(|c| {
+            let labels = c.labels();
+            (
+                labels["karpenter.sh/capacity-type"].clone(),
+                labels.get("karpenter.k8s.aws/capacity-reservation-id").cloned(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [("on-demand".to_owned(), None), ("reserved".to_owned(), Some(reservation_id.to_owned()))],
+        "log:\n{}",
+        log_of("stoker-edges-2")
+    );
+    let reserved_claim = reserved_claims.iter().find(|c| c.labels()["karpenter.sh/capacity-type"] == "reserved");
+    let reserved_claim = reserved_claim.expect("the reserved claim");
+    let status = reserved_claim.status.clone().unwrap_or_default();
+    assert_eq!((status.instance_type.as_deref(), status.zone.as_deref()), (Some("m5.large"), Some("us-east-1a")));
+    assert_eq!(room(ec2.clone(), reservation_id.to_owned()).await, 0, "the reservation is taken");
+    delete_deployment(&client, "edge-r").await;
+    claims.delete(&reserved_claim.name_any(), &DeleteParams::default()).await.expect("delete the reserved claim");
+    let released = support::wait_until(Duration::from_secs(120), || async {
+        (room(ec2.clone(), reservation_id.to_owned()).await == 1).then_some(())
+    })
+    .await;
+    assert!(released.is_some(), "the terminated instance gives its place back");
 
     // 7. A PodDisruptionBudget with maxUnavailable 0 blocks the drain until it is relaxed.
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");

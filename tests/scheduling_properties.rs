@@ -52,6 +52,7 @@ fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
                             capacity_type: capacity_type.into(),
                             price,
                             available: (i + z) % 5 != 0,
+                            reservation_id: None,
                         });
                     }
                 }

@@ -39,6 +39,7 @@ pub fn instance_types(count: usize) -> Vec<InstanceType> {
                 capacity_type: capacity_type.into(),
                 price,
                 available: true,
+                reservation_id: None,
             };
             let mut offerings: Vec<Offering> = ZONES[..2].iter().map(|z| offer(z, "spot")).collect();
             offerings.extend(ZONES.iter().map(|z| offer(z, "on-demand")));

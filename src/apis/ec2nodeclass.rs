@@ -47,6 +47,13 @@ pub struct EC2NodeClassSpec {
     /// used.
     #[schemars(length(min = 1, max = 30))]
     pub ami_selector_terms: Vec<AmiSelectorTerm>,
+    /// On-Demand Capacity Reservations to launch into, found by ID or by tags (optionally with
+    /// the owning account, for reservations shared with this one). Terms are alternatives. While
+    /// a matching active reservation has room, NodePools that allow the `reserved` capacity type
+    /// launch into it first (its instances are already paid for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 30))]
+    pub capacity_reservation_selector_terms: Vec<CapacityReservationSelectorTerm>,
     /// The bootstrap family of the AMIs when they are not chosen by alias: AL2023, Bottlerocket,
     /// or Custom (user data is passed through unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +145,30 @@ pub struct SecurityGroupSelectorTerm {
     /// The security group name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// Finds On-Demand Capacity Reservations by ID, or by tags with an optional owning account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.tags) != has(self.id)").message("a capacityReservationSelectorTerm needs exactly one of 'tags' or 'id'"),
+    validation = Rule::new("has(self.ownerID) ? has(self.tags) : true").message("'ownerID' narrows a 'tags' term and cannot go with 'id'"),
+)]
+pub struct CapacityReservationSelectorTerm {
+    /// Tags the reservation must carry; `*` as a value matches any value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 20))]
+    #[x_kube(validation = Rule::new(TAG_KEYS_RULE).message("empty tag keys or values aren't supported"))]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// The reservation ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^cr-[0-9a-z]+$"))]
+    pub id: Option<String>,
+    /// The account that owns the reservation (12 digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ownerID")]
+    #[schemars(regex(pattern = "^[0-9]{12}$"))]
+    pub owner_id: Option<String>,
 }
 
 /// Finds AMIs by alias, tags, ID or name (with an optional owner).
@@ -344,6 +375,9 @@ pub struct EC2NodeClassStatus {
     /// The instance profile used for the nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_profile: Option<String>,
+    /// Active capacity reservations that matched `capacityReservationSelectorTerms`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_reservations: Vec<ResolvedCapacityReservation>,
     /// Conditions: SubnetsReady, SecurityGroupsReady, AMIsReady, Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -361,6 +395,28 @@ pub struct ResolvedSubnet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(rename = "zoneID")]
     pub zone_id: Option<String>,
+}
+
+/// A resolved capacity reservation: what it holds and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedCapacityReservation {
+    /// The reservation ID.
+    pub id: String,
+    /// The instance type it reserves.
+    pub instance_type: String,
+    /// Its availability zone.
+    pub availability_zone: String,
+    /// The account that owns it.
+    #[serde(rename = "ownerID")]
+    pub owner_id: String,
+    /// `open` (any matching launch may use it) or `targeted` (only launches naming it).
+    pub instance_match_criteria: String,
+    /// `default`, or `capacity-block` for a Capacity Block for ML.
+    pub reservation_type: String,
+    /// When it ends (RFC 3339), if it has an end date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
 }
 
 /// A resolved security group.

@@ -11,6 +11,10 @@ pub const VERSION: &str = "v1alpha1";
 pub const CAPACITY_TYPE: &str = "karpenter.sh/capacity-type";
 pub const CAPACITY_TYPE_SPOT: &str = "spot";
 pub const CAPACITY_TYPE_ON_DEMAND: &str = "on-demand";
+/// Capacity held for the account by an On-Demand Capacity Reservation (already paid for).
+pub const CAPACITY_TYPE_RESERVED: &str = "reserved";
+/// The On-Demand Capacity Reservation a node runs in, as Karpenter's AWS provider labels it.
+pub const CAPACITY_RESERVATION_ID: &str = "karpenter.k8s.aws/capacity-reservation-id";
 pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
 pub const ZONE: &str = "topology.kubernetes.io/zone";
 /// The zone's ID, the same physical zone in every account (`use1-az1`), as Karpenter's AWS

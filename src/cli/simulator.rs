@@ -211,6 +211,7 @@ mod tests {
             instance_type: "m5.large".into(),
             zone: "us-east-1a".into(),
             capacity_type: "spot".into(),
+            capacity_reservation: None,
             image_id: "ami-1".into(),
             subnet_id: String::new(),
             security_group_ids: Vec::new(),

@@ -128,6 +128,7 @@ impl CloudProvider for FakeCloudProvider {
             instance_type: instance_type.name.clone(),
             zone: zone.to_owned(),
             capacity_type: capacity_type.to_owned(),
+            capacity_reservation: None,
             image_id: "ami-fake".into(),
             subnet_id: String::new(),
             security_group_ids: Vec::new(),
@@ -178,8 +179,7 @@ impl CloudProvider for FakeCloudProvider {
             subnets: vec![ResolvedSubnet { id: "subnet-fake".into(), zone: ZONE.into(), zone_id: None }],
             security_groups: vec![ResolvedSecurityGroup { id: "sg-fake".into(), name: None }],
             amis: vec![ResolvedAmi { id: "ami-fake".into(), name: None, requirements: Vec::new() }],
-            instance_profile: None,
-            conditions: Vec::new(),
+            ..Default::default()
         })
     }
 

@@ -30,8 +30,10 @@ pub struct Instance {
     pub provider_id: String,
     pub instance_type: String,
     pub zone: String,
-    /// `spot` or `on-demand`.
+    /// `spot`, `on-demand` or `reserved`.
     pub capacity_type: String,
+    /// The capacity reservation it runs in.
+    pub capacity_reservation: Option<String>,
     pub image_id: String,
     /// The subnet it was launched in (empty when the provider has none).
     pub subnet_id: String,

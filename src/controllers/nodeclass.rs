@@ -217,7 +217,7 @@ mod tests {
                 .map(|i| ResolvedAmi { id: format!("ami-{i}"), name: None, requirements: Vec::new() })
                 .collect(),
             instance_profile: Some("profile".into()),
-            conditions: Vec::new(),
+            ..Default::default()
         }
     }
 

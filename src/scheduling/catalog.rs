@@ -16,12 +16,14 @@ pub struct Offering {
     pub zone: String,
     /// The zone's ID (`use1-az1`: the same physical zone in every account), empty when not known.
     pub zone_id: String,
-    /// `spot` or `on-demand`.
+    /// `spot`, `on-demand` or `reserved`.
     pub capacity_type: String,
     /// Dollars per hour.
     pub price: f64,
     /// False while the offering is known to lack capacity.
     pub available: bool,
+    /// The capacity reservation a `reserved` offering launches into.
+    pub reservation_id: Option<String>,
 }
 
 /// An instance type as the simulation sees it.
@@ -71,9 +73,11 @@ impl InstanceType {
 }
 
 /// The label keys an offering answers rather than its instance type.
-pub const OFFERING_KEYS: [&str; 3] = [labels::ZONE, labels::ZONE_ID, labels::CAPACITY_TYPE];
+pub const OFFERING_KEYS: [&str; 4] =
+    [labels::ZONE, labels::ZONE_ID, labels::CAPACITY_TYPE, labels::CAPACITY_RESERVATION_ID];
 
-/// Whether the requirements allow an offering's zone (by name and by ID) and capacity type.
+/// Whether the requirements allow an offering's zone (by name and by ID), capacity type and
+/// capacity reservation (absent for offerings outside one).
 pub fn offering_allowed(offering: &Offering, requirements: &Requirements) -> bool {
     let allows = |key: &str, value: &str| {
         requirements.get(key).is_none_or(|r: &Requirement| r.admits(Some(value).filter(|v| !v.is_empty())))
@@ -81,13 +85,13 @@ pub fn offering_allowed(offering: &Offering, requirements: &Requirements) -> boo
     allows(labels::ZONE, &offering.zone)
         && allows(labels::ZONE_ID, &offering.zone_id)
         && allows(labels::CAPACITY_TYPE, &offering.capacity_type)
+        && allows(labels::CAPACITY_RESERVATION_ID, offering.reservation_id.as_deref().unwrap_or_default())
 }
 
 /// Whether a label key's values come from instance types and offerings, so a NodePool that does
 /// not constrain it still produces nodes that carry it.
 pub fn is_well_known(key: &str) -> bool {
-    describes_instance_type(key)
-        || matches!(key, labels::ZONE | labels::ZONE_ID | labels::CAPACITY_TYPE | labels::NODEPOOL | labels::HOSTNAME)
+    describes_instance_type(key) || OFFERING_KEYS.contains(&key) || matches!(key, labels::NODEPOOL | labels::HOSTNAME)
 }
 
 /// The keys a node's requirements leave open but its launch will still give values to: none for
@@ -132,6 +136,7 @@ mod tests {
             capacity_type: capacity_type.into(),
             price,
             available: true,
+            reservation_id: None,
         };
         let mut instance = priced(
             "m5.large",

@@ -225,7 +225,14 @@ mod tests {
     }
 
     fn offering(price: f64) -> Offering {
-        Offering { zone: "a".into(), zone_id: String::new(), capacity_type: "on-demand".into(), price, available: true }
+        Offering {
+            zone: "a".into(),
+            zone_id: String::new(),
+            capacity_type: "on-demand".into(),
+            price,
+            available: true,
+            reservation_id: None,
+        }
     }
 
     #[test]
@@ -236,6 +243,7 @@ mod tests {
             capacity_type: "on-demand".into(),
             price,
             available: true,
+            reservation_id: None,
         };
         let compute = priced("c.large", 1930, 3, vec![offering(0.08)]);
         let memory = priced("r.large", 1930, 14, vec![offering(0.12)]);

@@ -188,6 +188,7 @@ mod tests {
             capacity_type: capacity_type.into(),
             price,
             available: true,
+            reservation_id: None,
         }
     }
 

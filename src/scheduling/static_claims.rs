@@ -65,6 +65,7 @@ mod tests {
             capacity_type: "on-demand".into(),
             price,
             available: true,
+            reservation_id: None,
         }];
         let labels = [(labels::INSTANCE_TYPE.to_owned(), name.to_owned())].into();
         InstanceType::new(name.into(), labels, capacity.clone(), capacity, offerings)

@@ -235,6 +235,12 @@ fn create_fleet(params: &Value, observed: &Value, region: &str, ec2: &dyn Fn(&st
         let data = &template["data"];
         existing.push((ec2(&format!("launch-template/{}", text(&template["id"]))), tags(&template["tags"])));
         existing.push((format!("arn:aws:ec2:{region}::image/{}", text(&data["ImageId"])), BTreeMap::new()));
+        // A template targeting a capacity reservation makes the launch name it.
+        let reservation =
+            &data["CapacityReservationSpecification"]["CapacityReservationTarget"]["CapacityReservationId"];
+        if let Some(id) = reservation.as_str() {
+            existing.push((ec2(&format!("capacity-reservation/{id}")), BTreeMap::new()));
+        }
         let interface_tags = data["TagSpecifications"]
             .as_array()
             .into_iter()

@@ -28,7 +28,7 @@ use tokio::{sync::oneshot, time::Instant};
 use super::{
     aws_error,
     createfleet::{self, Outcome, Reply, Template},
-    fleet::LaunchPlan,
+    fleet::{LaunchPlan, TemplateKey},
     instances::is_live,
     tags::{claim_tags, ec2_tags},
 };
@@ -62,7 +62,7 @@ impl Default for BatchWindow {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub plan: LaunchPlan,
-    pub templates: BTreeMap<String, Template>,
+    pub templates: BTreeMap<TemplateKey, Template>,
     /// The tags every instance of the call gets ([`super::tags::launch_tags`]).
     pub tags: BTreeMap<String, String>,
 }
@@ -74,8 +74,8 @@ impl Call {
         for entry in &self.plan.overrides {
             key.push_str(&format!("|{}|{}|{}|{}", entry.instance_type, entry.subnet_id, entry.image, entry.priority));
         }
-        for (image, template) in &self.templates {
-            key.push_str(&format!("|{image}={}", template.name));
+        for (key_of, template) in &self.templates {
+            key.push_str(&format!("|{key_of:?}={}", template.name));
         }
         for (name, value) in &self.tags {
             key.push_str(&format!("|{name}={value}"));
@@ -421,6 +421,7 @@ mod tests {
             instance_type: "m5.large".into(),
             zone: "us-east-1a".into(),
             capacity_type: "spot".into(),
+            capacity_reservation: None,
             image_id: "ami-1".into(),
             subnet_id: "subnet-a".into(),
             security_group_ids: Vec::new(),

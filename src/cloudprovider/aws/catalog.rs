@@ -67,6 +67,7 @@ impl Catalog {
                         capacity_type: capacity_type.to_owned(),
                         price,
                         available: !unavailable.is_unavailable(&facts.name, zone, capacity_type, now),
+                        reservation_id: None,
                     })
                     .collect();
                 if offerings.is_empty() {

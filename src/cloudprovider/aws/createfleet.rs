@@ -16,7 +16,11 @@ use aws_sdk_ec2::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{fleet::LaunchPlan, instances, tags::tag_specification};
+use super::{
+    fleet::{LaunchPlan, Override, TemplateKey},
+    instances,
+    tags::tag_specification,
+};
 use crate::{
     apis::labels,
     cloudprovider::{CloudError, Instance},
@@ -65,6 +69,10 @@ pub fn client_token(uids: &[&str], plan: &LaunchPlan) -> String {
     hasher.update(plan.capacity_type.as_bytes());
     for entry in &plan.overrides {
         hasher.update(format!("|{}|{}", entry.instance_type, entry.subnet_id).as_bytes());
+        // Only when present, so tokens of launches outside reservations stay what they were.
+        if let Some(reservation) = &entry.reservation {
+            hasher.update(format!("|{reservation}").as_bytes());
+        }
     }
     let token = match uids {
         [uid] => {
@@ -84,33 +92,35 @@ pub fn client_token(uids: &[&str], plan: &LaunchPlan) -> String {
     token.chars().take(64).collect()
 }
 
-/// An instant fleet of `count` instances: a launch-template config per image (templates by AMI
-/// ID: one per architecture, and per accelerated variant), its overrides with their priorities,
-/// the capacity type's allocation strategy, and `tags` on the instances, their volumes and the
-/// fleet.
+/// An instant fleet of `count` instances: a launch-template config per template (by AMI ID:
+/// one per architecture and per accelerated variant, and per capacity reservation targeted),
+/// its overrides with their priorities, the capacity type's allocation strategy (a reserved
+/// launch is an on-demand one whose templates target the reservations), and `tags` on the
+/// instances, their volumes and the fleet.
 pub fn request(
     plan: &LaunchPlan,
-    templates: &BTreeMap<String, Template>,
+    templates: &BTreeMap<TemplateKey, Template>,
     client_token: String,
     tags: &BTreeMap<String, String>,
     count: usize,
 ) -> CreateFleetInputBuilder {
     let spot = plan.capacity_type == labels::CAPACITY_TYPE_SPOT;
     // Configs in the order of their cheapest override, so the overall cheapest comes first.
-    let mut images: Vec<&str> = Vec::new();
+    let mut keys: Vec<TemplateKey> = Vec::new();
     for entry in &plan.overrides {
-        if !images.contains(&entry.image.as_str()) {
-            images.push(&entry.image);
+        let key = entry.template_key();
+        if !keys.contains(&key) {
+            keys.push(key);
         }
     }
-    let configs = images
+    let configs = keys
         .into_iter()
-        .filter_map(|image| Some((image, templates.get(image)?)))
-        .map(|(image, template)| {
+        .filter_map(|key| Some((templates.get(&key)?, key)))
+        .map(|(template, key)| {
             let overrides = plan
                 .overrides
                 .iter()
-                .filter(|o| o.image == image)
+                .filter(|o| o.template_key() == key)
                 .map(|o| {
                     FleetLaunchTemplateOverridesRequest::builder()
                         .instance_type(o.instance_type.as_str().into())
@@ -174,7 +184,7 @@ pub fn request(
 pub fn reply(
     output: &CreateFleetOutput,
     plan: &LaunchPlan,
-    templates: &BTreeMap<String, Template>,
+    templates: &BTreeMap<TemplateKey, Template>,
     tags: &BTreeMap<String, String>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Reply, CloudError> {
@@ -189,25 +199,37 @@ pub fn reply(
             .map(|t| t.as_str().to_owned())
             .unwrap_or_default();
         let subnet = overrides.and_then(|o| o.subnet_id());
+        // Two reservations of one type in one subnet differ only by their launch template.
+        let template_name = group
+            .launch_template_and_overrides()
+            .and_then(|l| l.launch_template_specification())
+            .and_then(|s| s.launch_template_name());
+        let matching = |o: &&Override| o.instance_type == instance_type && subnet.is_none_or(|s| s == o.subnet_id);
         for id in group.instance_ids() {
             let chosen = plan
                 .overrides
                 .iter()
-                .find(|o| o.instance_type == instance_type && subnet.is_none_or(|s| s == o.subnet_id))
+                .filter(matching)
+                .find(|o| {
+                    template_name.is_none_or(|name| templates.get(&o.template_key()).is_some_and(|t| t.name == name))
+                })
+                .or_else(|| plan.overrides.iter().find(matching))
                 .ok_or_else(|| unexpected(format!("launched {instance_type} {id}, which was not requested")))?;
             let zone = overrides.and_then(|o| o.availability_zone()).unwrap_or(&chosen.zone).to_owned();
             let capacity_type = match group.lifecycle() {
                 Some(InstanceLifecycle::Spot) => labels::CAPACITY_TYPE_SPOT,
+                _ if chosen.reservation.is_some() => labels::CAPACITY_TYPE_RESERVED,
                 Some(_) => labels::CAPACITY_TYPE_ON_DEMAND,
                 None => plan.capacity_type.as_str(),
             };
-            let template = templates.get(&chosen.image);
+            let template = templates.get(&chosen.template_key());
             launched.push(Instance {
                 provider_id: instances::provider_id(&zone, id),
                 id: id.clone(),
                 instance_type: instance_type.clone(),
                 zone,
                 capacity_type: capacity_type.to_owned(),
+                capacity_reservation: chosen.reservation.clone(),
                 image_id: template.map(|t| t.image_id.clone()).unwrap_or_default(),
                 subnet_id: chosen.subnet_id.clone(),
                 security_group_ids: template.map(|t| t.security_group_ids.clone()).unwrap_or_default(),
@@ -246,10 +268,7 @@ mod tests {
 
     use super::*;
     use crate::apis::nodeclaim::NodeClaim;
-    use crate::cloudprovider::aws::{
-        fleet::Override,
-        tags::{launch_tags, ownership_tags},
-    };
+    use crate::cloudprovider::aws::tags::{launch_tags, ownership_tags};
 
     fn claim() -> NodeClaim {
         let mut claim: NodeClaim = serde_json::from_value(serde_json::json!({
@@ -273,6 +292,7 @@ mod tests {
                     subnet_id: "subnet-a".into(),
                     zone: "us-east-1a".into(),
                     image: format!("ami-{arch}"),
+                    reservation: None,
                     price: 0.1,
                     priority: i as f64,
                 })
@@ -281,11 +301,11 @@ mod tests {
         }
     }
 
-    fn templates() -> BTreeMap<String, Template> {
+    fn templates() -> BTreeMap<TemplateKey, Template> {
         ["amd64", "arm64"]
             .map(|arch| {
                 (
-                    format!("ami-{arch}"),
+                    TemplateKey { image: format!("ami-{arch}"), reservation: None },
                     Template {
                         name: format!("lt-{arch}"),
                         image_id: format!("ami-{arch}"),
@@ -391,6 +411,55 @@ mod tests {
         };
         assert_eq!(strategies("on-demand"), (Some(FleetOnDemandAllocationStrategy::Prioritized), None));
         assert_eq!(strategies("spot"), (None, Some(SpotAllocationStrategy::CapacityOptimizedPrioritized)));
+    }
+
+    #[test]
+    fn a_reserved_launch_is_on_demand_into_a_template_per_reservation() {
+        let outside = plan("on-demand", &[("m5.large", "amd64"), ("m5.large", "amd64")]);
+        let mut plan = LaunchPlan { capacity_type: "reserved".into(), ..outside.clone() };
+        plan.overrides[0].reservation = Some("cr-1".into());
+        plan.overrides[1].reservation = Some("cr-2".into());
+        let mut templates = templates();
+        for reservation in ["cr-1", "cr-2"] {
+            let key = TemplateKey { image: "ami-amd64".into(), reservation: Some(reservation.into()) };
+            let template = Template {
+                name: format!("lt-{reservation}"),
+                ..templates[&outside.overrides[0].template_key()].clone()
+            };
+            templates.insert(key, template);
+        }
+        let input = request(&plan, &templates, "t".into(), &BTreeMap::new(), 1).build().unwrap();
+        let names: Vec<_> = input
+            .launch_template_configs()
+            .iter()
+            .map(|c| c.launch_template_specification().unwrap().launch_template_name().unwrap())
+            .collect();
+        assert_eq!(names, ["lt-cr-1", "lt-cr-2"]);
+        assert_eq!(
+            input.target_capacity_specification().and_then(|c| c.default_target_capacity_type()),
+            Some(&DefaultTargetCapacityType::OnDemand)
+        );
+        // The reply names the template: the instance is told apart by its reservation.
+        let mut response = override_response("m5.large");
+        response.launch_template_specification = Some(
+            aws_sdk_ec2::types::FleetLaunchTemplateSpecification::builder().launch_template_name("lt-cr-2").build(),
+        );
+        let output = CreateFleetOutput::builder()
+            .instances(
+                CreateFleetInstance::builder()
+                    .instance_ids("i-0abc")
+                    .instance_type(Ec2InstanceType::from("m5.large"))
+                    .lifecycle(InstanceLifecycle::OnDemand)
+                    .launch_template_and_overrides(response)
+                    .build(),
+            )
+            .build();
+        let read = reply(&output, &plan, &templates, &BTreeMap::new(), chrono::Utc::now()).unwrap();
+        assert_eq!(read.launched[0].capacity_type, labels::CAPACITY_TYPE_RESERVED);
+        assert_eq!(read.launched[0].capacity_reservation.as_deref(), Some("cr-2"));
+        // Its client token is not the one of the same types outside reservations.
+        let unreserved = LaunchPlan { capacity_type: "reserved".into(), ..outside };
+        assert_ne!(client_token(&["uid"], &unreserved), client_token(&["uid"], &plan));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! What one CreateFleet call asks for, and what its errors mean. Pure.
 //!
 //! `plan_launch` turns a NodeClaim's requirements and requests, the priced catalog and the node
-//! class's subnets into a capacity type and up to 60 overrides (instance type × zonal subnet),
-//! cheapest first. Spot is chosen when the NodeClaim allows it and some spot offering is
-//! available; otherwise on-demand. Offerings and subnets in the unavailable cache are left out,
+//! class's subnets into a capacity type and up to 60 overrides (instance type × zonal subnet,
+//! and capacity reservation for `reserved`), cheapest first. The first capacity type the
+//! NodeClaim allows with an available offering is chosen, in the order reserved (already paid
+//! for), spot, on-demand. Offerings and subnets in the unavailable cache are left out,
 //! so after a capacity error the next plan holds what remains, and falls back to on-demand when
 //! every spot offering has failed.
 //!
@@ -43,9 +44,25 @@ pub struct Override {
     pub zone: String,
     /// The AMI it launches with (its launch template's).
     pub image: String,
+    /// The capacity reservation it launches into (its launch template targets it).
+    pub reservation: Option<String>,
     pub price: f64,
     /// 0 is tried first.
     pub priority: f64,
+}
+
+/// Which launch template an override launches with: one per AMI, and per capacity reservation
+/// it targets.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TemplateKey {
+    pub image: String,
+    pub reservation: Option<String>,
+}
+
+impl Override {
+    pub fn template_key(&self) -> TemplateKey {
+        TemplateKey { image: self.image.clone(), reservation: self.reservation.clone() }
+    }
 }
 
 /// The content of one CreateFleet call.
@@ -98,7 +115,7 @@ pub fn plan_launch(
     }
     let subnet_by_zone = best_subnet_per_zone(subnets);
     let mut any_allowed = false;
-    for capacity_type in [labels::CAPACITY_TYPE_SPOT, labels::CAPACITY_TYPE_ON_DEMAND] {
+    for capacity_type in [labels::CAPACITY_TYPE_RESERVED, labels::CAPACITY_TYPE_SPOT, labels::CAPACITY_TYPE_ON_DEMAND] {
         let mut overrides: Vec<Override> = Vec::new();
         for (instance, image) in &candidates {
             for offering in &instance.offerings {
@@ -113,6 +130,7 @@ pub fn plan_launch(
                         subnet_id: subnet.id.clone(),
                         zone: offering.zone.clone(),
                         image: (*image).to_owned(),
+                        reservation: offering.reservation_id.clone(),
                         price: offering.price,
                         priority: 0.0,
                     });
@@ -123,7 +141,10 @@ pub fn plan_launch(
             continue;
         }
         overrides.sort_by(|a, b| {
-            a.price.total_cmp(&b.price).then_with(|| a.instance_type.cmp(&b.instance_type)).then(a.zone.cmp(&b.zone))
+            (a.price.total_cmp(&b.price))
+                .then_with(|| a.instance_type.cmp(&b.instance_type))
+                .then_with(|| a.zone.cmp(&b.zone))
+                .then_with(|| a.reservation.cmp(&b.reservation))
         });
         overrides.truncate(MAX_OVERRIDES);
         for (rank, entry) in overrides.iter_mut().enumerate() {
@@ -176,6 +197,8 @@ pub enum FleetErrorKind {
     CapacityTypeUnavailable,
     /// The subnet ran out of addresses: skip it for a while.
     SubnetFull,
+    /// The targeted capacity reservation has no room left: skip it until it is counted again.
+    ReservationFull,
     /// Slow down and retry.
     Throttled,
     /// Anything else: surfaced as-is.
@@ -192,6 +215,7 @@ pub fn classify(code: &str) -> FleetErrorKind {
         | "InstanceLimitExceeded" => FleetErrorKind::OfferingUnavailable,
         "MaxSpotInstanceCountExceeded" => FleetErrorKind::CapacityTypeUnavailable,
         "InsufficientFreeAddressesInSubnet" => FleetErrorKind::SubnetFull,
+        "ReservationCapacityExceeded" => FleetErrorKind::ReservationFull,
         "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => FleetErrorKind::Throttled,
         _ => FleetErrorKind::Other,
     }
@@ -234,6 +258,7 @@ mod tests {
                 capacity_type: capacity_type.to_string(),
                 price: *price,
                 available: *available,
+                reservation_id: None,
             })
             .collect();
         allocatable::instance_type(&facts, offerings, &Default::default()).expect("valid facts")
@@ -253,6 +278,53 @@ mod tests {
         let mut requirements = Requirements::new();
         requirements.add(labels::CAPACITY_TYPE, Requirement::one_of(values.iter().copied()));
         requirements
+    }
+
+    #[test]
+    fn reserved_first_while_a_reservation_has_room_and_the_pool_allows_it() {
+        use crate::apis::ec2nodeclass::ResolvedCapacityReservation;
+        use crate::cloudprovider::aws::reservations::{ReservationRoom, add_reserved_offerings};
+        let reservation = |id: &str, instance_type: &str| ResolvedCapacityReservation {
+            id: id.into(),
+            instance_type: instance_type.into(),
+            availability_zone: "a".into(),
+            owner_id: "123456789012".into(),
+            instance_match_criteria: "targeted".into(),
+            reservation_type: "default".into(),
+            end_time: None,
+        };
+        let types = |room: &ReservationRoom| {
+            let mut types = vec![
+                instance("m5.xlarge", 4, "amd64", &[("a", "spot", 0.08, true), ("a", "on-demand", 0.19, true)]),
+                instance("m5.large", 2, "amd64", &[("a", "spot", 0.04, true), ("a", "on-demand", 0.096, true)]),
+            ];
+            add_reserved_offerings(
+                &mut types,
+                &[reservation("cr-x", "m5.xlarge"), reservation("cr-l", "m5.large")],
+                room,
+            );
+            types
+        };
+        let subnets = [subnet("subnet-a", "a", 100)];
+        let every = capacity_types(&["reserved", "spot", "on-demand"]);
+        let mut room = ReservationRoom::default();
+        let plan = plan_launch(&every, &requests(1000), &types(&room), &subnets, &amis()).expect("a plan");
+        assert_eq!(plan.capacity_type, "reserved");
+        let order: Vec<(&str, Option<&str>)> =
+            plan.overrides.iter().map(|o| (o.instance_type.as_str(), o.reservation.as_deref())).collect();
+        assert_eq!(order, [("m5.large", Some("cr-l")), ("m5.xlarge", Some("cr-x"))]);
+        // A pool without `reserved` launches spot as before.
+        let plan =
+            plan_launch(&capacity_types(&["spot", "on-demand"]), &requests(1000), &types(&room), &subnets, &amis());
+        assert_eq!(plan.map(|p| p.capacity_type), Ok("spot".to_owned()));
+        // Full reservations fall through to the next capacity type.
+        room.record([("cr-x".to_owned(), 0), ("cr-l".to_owned(), 0)]);
+        let plan = plan_launch(&every, &requests(1000), &types(&room), &subnets, &amis()).expect("a plan");
+        assert_eq!(plan.capacity_type, "spot");
+        assert!(plan.overrides.iter().all(|o| o.reservation.is_none()));
+        // Only reserved allowed and every reservation full: nothing available, not incompatible.
+        let plan = plan_launch(&capacity_types(&["reserved"]), &requests(1000), &types(&room), &subnets, &amis());
+        assert_eq!(plan, Err(NoPlan::AllUnavailable));
     }
 
     #[test]
@@ -356,6 +428,7 @@ mod tests {
         assert_eq!(classify("UnfulfillableCapacity"), FleetErrorKind::OfferingUnavailable);
         assert_eq!(classify("MaxSpotInstanceCountExceeded"), FleetErrorKind::CapacityTypeUnavailable);
         assert_eq!(classify("InsufficientFreeAddressesInSubnet"), FleetErrorKind::SubnetFull);
+        assert_eq!(classify("ReservationCapacityExceeded"), FleetErrorKind::ReservationFull);
         assert_eq!(classify("RequestLimitExceeded"), FleetErrorKind::Throttled);
         assert_eq!(classify("UnauthorizedOperation"), FleetErrorKind::Other);
     }

@@ -96,7 +96,8 @@ impl PolicyScope {
 }
 
 /// The EC2 reads stoker makes; none of them supports resource-level permissions.
-pub const DESCRIBE_ACTIONS: [&str; 8] = [
+pub const DESCRIBE_ACTIONS: [&str; 9] = [
+    "ec2:DescribeCapacityReservations",
     "ec2:DescribeImages",
     "ec2:DescribeInstanceTypeOfferings",
     "ec2:DescribeInstanceTypes",
@@ -113,8 +114,10 @@ pub const DESCRIBE_ACTIONS: [&str; 8] = [
 const CREATED: [&str; 5] = ["fleet/*", "instance/*", "volume/*", "network-interface/*", "launch-template/*"];
 
 /// What a launch uses without creating or owning it. Spot requests are here because EC2 creates
-/// them for a spot fleet without taking tags for them from CreateFleet.
-const SHARED: [&str; 5] = ["image/*", "snapshot/*", "security-group/*", "subnet/*", "spot-instances-request/*"];
+/// them for a spot fleet without taking tags for them from CreateFleet; capacity reservations
+/// because a reserved launch names the one it goes into.
+const SHARED: [&str; 6] =
+    ["image/*", "snapshot/*", "security-group/*", "subnet/*", "spot-instances-request/*", "capacity-reservation/*"];
 
 /// `{"aws:RequestTag/K": V}` or `{"aws:ResourceTag/K": V}` for both ownership tags.
 fn ownership(cluster: &str, kind: &str) -> Value {

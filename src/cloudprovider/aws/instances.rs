@@ -37,8 +37,10 @@ pub fn from_ec2(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         .iter()
         .filter_map(|tag| Some((tag.key()?.to_owned(), tag.value().unwrap_or_default().to_owned())))
         .collect();
+    let capacity_reservation = instance.capacity_reservation_id().map(str::to_owned);
     let capacity_type = match instance.instance_lifecycle() {
         Some(InstanceLifecycleType::Spot) => labels::CAPACITY_TYPE_SPOT,
+        _ if capacity_reservation.is_some() => labels::CAPACITY_TYPE_RESERVED,
         _ => labels::CAPACITY_TYPE_ON_DEMAND,
     };
     let mut security_group_ids: Vec<String> =
@@ -50,6 +52,7 @@ pub fn from_ec2(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         instance_type: instance.instance_type()?.as_str().to_owned(),
         zone,
         capacity_type: capacity_type.to_owned(),
+        capacity_reservation,
         image_id: instance.image_id().unwrap_or_default().to_owned(),
         subnet_id: instance.subnet_id().unwrap_or_default().to_owned(),
         security_group_ids,
@@ -131,6 +134,9 @@ pub async fn terminate(provider: &AwsCloudProvider, provider_id: &str) -> Result
         return Err(CloudError::NotOwned { instance: id.to_owned(), cluster: provider.cluster_name().to_owned() });
     }
     provider.ec2.terminate_instances().instance_ids(id).send().await.map_err(aws_error("TerminateInstances"))?;
+    if let Some(reservation) = &instance.capacity_reservation {
+        provider.offerings.change_reservations(|room| room.released(reservation));
+    }
     tracing::info!(instance = id, "terminated instance");
     Ok(())
 }
@@ -146,6 +152,7 @@ mod tests {
             instance_type: "m5.large".into(),
             zone: "a".into(),
             capacity_type: "spot".into(),
+            capacity_reservation: None,
             image_id: "ami-1".into(),
             subnet_id: String::new(),
             security_group_ids: Vec::new(),

@@ -17,7 +17,7 @@ use super::{
     AwsCloudProvider,
     batching::{Call, Member},
     createfleet::{Failure, Outcome},
-    fleet::{FleetErrorKind, LaunchPlan, NoPlan, classify, plan_launch},
+    fleet::{FleetErrorKind, LaunchPlan, NoPlan, Override, classify, plan_launch},
     instances,
     nodeclass::ready_status,
     tags::launch_tags,
@@ -69,11 +69,14 @@ pub async fn create(
             }
             Err(_) => return Err(CloudError::InsufficientCapacity { errors }),
         };
-        let images = plan.overrides.iter().map(|o| o.image.as_str());
-        let templates = templates::for_images(provider, claim, class, status, images).await?;
+        let keys = plan.overrides.iter().map(|o| o.template_key());
+        let templates = templates::for_keys(provider, claim, class, status, keys).await?;
         let call = Call { plan: plan.clone(), templates: templates.clone(), tags: tags.clone() };
         match provider.fleets.launch(on_the_way, call, member.clone()).await {
             Ok(Outcome::Launched(instance)) => {
+                if let Some(reservation) = &instance.capacity_reservation {
+                    provider.offerings.change_reservations(|room| room.launched(reservation));
+                }
                 tracing::info!(
                     nodeclaim = %name, instance = %instance.id, instance_type = %instance.instance_type,
                     zone = %instance.zone, capacity_type = %instance.capacity_type, "launched instance"
@@ -137,6 +140,17 @@ fn mark(provider: &AwsCloudProvider, kind: FleetErrorKind, failure: &Failure, pl
         let subnet = failure.subnet_id.as_deref()?;
         plan.overrides.iter().find(|o| o.subnet_id == subnet).map(|o| o.zone.clone())
     });
+    if kind == FleetErrorKind::ReservationFull {
+        // The reservations of the overrides the error names (all of them when it names none).
+        let named = |o: &&Override| {
+            failure.instance_type.as_ref().is_none_or(|t| *t == o.instance_type)
+                && zone.as_ref().is_none_or(|z| *z == o.zone)
+        };
+        for reservation in plan.overrides.iter().filter(named).filter_map(|o| o.reservation.as_deref()) {
+            provider.offerings.change_reservations(|room| room.full(reservation));
+        }
+        return;
+    }
     provider.offerings.mark_unavailable(|cache, now| match (kind, &failure.instance_type, &zone) {
         (FleetErrorKind::CapacityTypeUnavailable, _, _) => cache.mark_capacity_type(capacity_type, now),
         (FleetErrorKind::SubnetFull, _, _) => {

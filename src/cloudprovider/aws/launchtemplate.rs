@@ -1,17 +1,18 @@
 //! Launch templates: one per distinct configuration (AMI, security groups, user data, instance
-//! profile, volumes, metadata options, tags). The configuration is hashed into the template's
+//! profile, volumes, metadata options, tags, capacity reservation use). The configuration is hashed into the template's
 //! name, so the same configuration reuses its template, a changed one gets a new template, and
 //! templates no configuration names any more can be found (by the cluster tag) and deleted.
 
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
-    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
-    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceMetadataEndpointState,
-    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateInstanceMetadataProtocolIpv6,
-    LaunchTemplateInstanceMetadataTagsState, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
-    LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType,
-    VolumeType,
+    CapacityReservationPreference, CapacityReservationTarget, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateCapacityReservationSpecificationRequest, LaunchTemplateEbsBlockDeviceRequest,
+    LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
+    LaunchTemplateInstanceMetadataProtocolIpv6, LaunchTemplateInstanceMetadataTagsState,
+    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplateTagSpecificationRequest,
+    LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType, VolumeType,
 };
 use base64::Engine;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -45,6 +46,29 @@ pub struct LaunchTemplateSpec {
     /// Tags of the network interfaces it launches: the node class's tags and the cluster's
     /// ownership tags (instances and volumes get theirs, per NodeClaim, from CreateFleet).
     pub tags: BTreeMap<String, String>,
+    /// Left out of the name while EC2's default, so templates from before reservations keep
+    /// their names.
+    #[serde(skip_serializing_if = "ReservationUse::is_open")]
+    pub reservations: ReservationUse,
+}
+
+/// How a template's launches use On-Demand Capacity Reservations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub enum ReservationUse {
+    /// EC2's default: a matching open reservation is used (the node class selects none).
+    #[default]
+    Open,
+    /// Into this reservation only (a `reserved` launch).
+    Target(String),
+    /// Never into a reservation: the node class selects reservations, and their room is counted
+    /// by the launches that target them, so no other launch may take it unseen.
+    None,
+}
+
+impl ReservationUse {
+    fn is_open(&self) -> bool {
+        *self == Self::Open
+    }
 }
 
 impl LaunchTemplateSpec {
@@ -80,6 +104,25 @@ impl LaunchTemplateSpec {
                     .set_tags(Some(ec2_tags(&self.tags)))
                     .build(),
             );
+        match &self.reservations {
+            ReservationUse::Open => {}
+            ReservationUse::Target(id) => {
+                data = data.capacity_reservation_specification(
+                    LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                        .capacity_reservation_target(
+                            CapacityReservationTarget::builder().capacity_reservation_id(id).build(),
+                        )
+                        .build(),
+                )
+            }
+            ReservationUse::None => {
+                data = data.capacity_reservation_specification(
+                    LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                        .capacity_reservation_preference(CapacityReservationPreference::None)
+                        .build(),
+                )
+            }
+        }
         if let Some(user_data) = &self.user_data {
             data = data.user_data(base64::engine::general_purpose::STANDARD.encode(user_data));
         }
@@ -218,7 +261,26 @@ mod tests {
             detailed_monitoring: false,
             associate_public_ip_address: None,
             tags: BTreeMap::from([("team".into(), "web".into())]),
+            reservations: ReservationUse::Open,
         }
+    }
+
+    #[test]
+    fn reservation_use_reaches_the_template_and_its_name() {
+        let open = spec();
+        assert_eq!(open.request_data().expect("valid").capacity_reservation_specification(), None);
+        // The default leaves the name as it was before reservations existed.
+        assert_eq!(open.name("prod"), "stoker/prod/d9ec8c456c670b75");
+        let target = LaunchTemplateSpec { reservations: ReservationUse::Target("cr-1".into()), ..spec() };
+        let data = target.request_data().expect("valid");
+        let chosen = data.capacity_reservation_specification().and_then(|s| s.capacity_reservation_target());
+        assert_eq!(chosen.and_then(|t| t.capacity_reservation_id()), Some("cr-1"));
+        let none = LaunchTemplateSpec { reservations: ReservationUse::None, ..spec() };
+        let data = none.request_data().expect("valid");
+        let preference = data.capacity_reservation_specification().and_then(|s| s.capacity_reservation_preference());
+        assert_eq!(preference, Some(&CapacityReservationPreference::None));
+        let names = [open.name("prod"), target.name("prod"), none.name("prod")];
+        assert!(names[0] != names[1] && names[1] != names[2] && names[0] != names[2]);
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod offerings;
 pub mod price_list;
 pub mod pricing;
 pub mod queue;
+pub mod reservations;
 pub mod tags;
 mod templates;
 pub mod unavailable;
@@ -267,6 +268,7 @@ impl CloudProvider for AwsCloudProvider {
             zones: status.subnets.iter().map(|s| (s.zone.clone(), s.zone_id.clone().unwrap_or_default())).collect(),
             arches: status.amis.iter().filter_map(ami::arch_of).map(str::to_owned).collect(),
             node: launchtemplate::node_settings(class),
+            reservations: status.capacity_reservations.clone(),
         };
         self.offerings.instance_types(&self.ec2, shape).await
     }

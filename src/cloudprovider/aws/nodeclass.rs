@@ -1,5 +1,6 @@
 //! Resolving an EC2NodeClass's selector terms against EC2 (subnets, security groups, AMIs
-//! through SSM aliases) and its role into an instance profile managed by stoker.
+//! through SSM aliases, active capacity reservations with their free room) and its role into an
+//! instance profile managed by stoker.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,9 @@ use super::{
 };
 use crate::{
     apis::{
-        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus, ResolvedSecurityGroup, ResolvedSubnet},
+        ec2nodeclass::{
+            EC2NodeClass, EC2NodeClassStatus, ResolvedCapacityReservation, ResolvedSecurityGroup, ResolvedSubnet,
+        },
         labels,
     },
     cloudprovider::CloudError,
@@ -57,6 +60,7 @@ pub async fn resolve(provider: &AwsCloudProvider, class: &EC2NodeClass) -> Resul
     let mut status = EC2NodeClassStatus {
         subnets: subnets(provider, class).await?,
         security_groups: security_groups(provider, class).await?,
+        capacity_reservations: capacity_reservations(provider, class).await?,
         ..Default::default()
     };
     let mut images = Vec::new();
@@ -126,6 +130,69 @@ async fn security_groups(
         }
     }
     Ok(found.into_values().collect())
+}
+
+/// The active reservations the terms select, sorted by ID; their free room goes to the offerings.
+async fn capacity_reservations(
+    provider: &AwsCloudProvider,
+    class: &EC2NodeClass,
+) -> Result<Vec<ResolvedCapacityReservation>, CloudError> {
+    let mut found: BTreeMap<String, (ResolvedCapacityReservation, i64)> = BTreeMap::new();
+    for term in &class.spec.capacity_reservation_selector_terms {
+        let mut filters = term.tags.as_ref().map(tag_filters).unwrap_or_default();
+        filters.extend(term.owner_id.as_deref().map(|owner| filter("owner-id", owner)));
+        filters.push(filter("state", "active"));
+        let request = provider
+            .ec2
+            .describe_capacity_reservations()
+            .set_capacity_reservation_ids(term.id.clone().map(|id| vec![id]))
+            .set_filters(Some(filters));
+        let mut pages = request.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                // A reservation named by ID that ended and was cleaned up is simply not there.
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .and_then(|e| e.meta().code())
+                        .is_some_and(|code| code.starts_with("InvalidCapacityReservationId")) =>
+                {
+                    break;
+                }
+                Err(error) => return Err(aws_error("DescribeCapacityReservations")(error)),
+            };
+            for reservation in page.capacity_reservations() {
+                let (Some(id), Some(instance_type), Some(zone)) = (
+                    reservation.capacity_reservation_id(),
+                    reservation.instance_type(),
+                    reservation.availability_zone(),
+                ) else {
+                    continue;
+                };
+                let resolved = ResolvedCapacityReservation {
+                    id: id.to_owned(),
+                    instance_type: instance_type.to_owned(),
+                    availability_zone: zone.to_owned(),
+                    owner_id: reservation.owner_id().unwrap_or_default().to_owned(),
+                    instance_match_criteria: reservation
+                        .instance_match_criteria()
+                        .map_or("open", |criteria| criteria.as_str())
+                        .to_owned(),
+                    reservation_type: reservation.reservation_type().map_or("default", |t| t.as_str()).to_owned(),
+                    end_time: reservation
+                        .end_date()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                };
+                let available = reservation.available_instance_count().unwrap_or(0).into();
+                found.insert(id.to_owned(), (resolved, available));
+            }
+        }
+    }
+    let counts = found.iter().map(|(id, (_, available))| (id.clone(), *available));
+    provider.offerings.change_reservations(|room| room.record(counts));
+    Ok(found.into_values().map(|(reservation, _)| reservation).collect())
 }
 
 /// The images an alias names for this cluster's Kubernetes version, one per architecture whose

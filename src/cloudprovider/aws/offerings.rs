@@ -2,6 +2,8 @@
 //! per node-class shape, the offerings and subnets that recently failed to launch, and the free
 //! addresses per subnet.
 //!
+//! Reserved offerings (`reservations.rs`) are added last, with the room each reservation has.
+//!
 //! Every batch and launch asks for priced instance types (with the NodeOverlays in effect laid
 //! over them), and pricing the catalog for a shape takes tens of milliseconds, so priced types
 //! are kept per shape. An entry is stale once the catalog, the prices, the overlays or the
@@ -17,11 +19,17 @@ use std::{
 };
 
 use super::{
-    allocatable::NodeSettings, catalog, catalog::Catalog, fleet::Subnet, lock, pricing::PriceBook,
+    allocatable::NodeSettings,
+    catalog,
+    catalog::Catalog,
+    fleet::Subnet,
+    lock,
+    pricing::PriceBook,
+    reservations::{ReservationRoom, add_reserved_offerings},
     unavailable::UnavailableOfferings,
 };
 use crate::{
-    apis::ec2nodeclass::EC2NodeClassStatus,
+    apis::ec2nodeclass::{EC2NodeClassStatus, ResolvedCapacityReservation},
     cloudprovider::CloudError,
     scheduling::{catalog::InstanceType, overlays, overlays::Overlay},
 };
@@ -35,11 +43,14 @@ pub struct Shape {
     pub zones: BTreeMap<String, String>,
     pub arches: BTreeSet<String>,
     pub node: NodeSettings,
+    /// The node class's capacity reservations.
+    pub reservations: Vec<ResolvedCapacityReservation>,
 }
 
 impl Shape {
     fn key(&self) -> String {
-        format!("{:?}{:?}{}", self.zones, self.arches, serde_json::to_string(&self.node).unwrap_or_default())
+        let node = serde_json::to_string(&self.node).unwrap_or_default();
+        format!("{:?}{:?}{node}{:?}", self.zones, self.arches, self.reservations)
     }
 }
 
@@ -57,6 +68,8 @@ pub struct Offerings {
     catalog: tokio::sync::Mutex<Option<(Arc<Catalog>, Instant)>>,
     prices: Mutex<PriceBook>,
     unavailable: Mutex<UnavailableOfferings>,
+    /// How many more instances each capacity reservation can take.
+    reservations: Mutex<ReservationRoom>,
     /// Free addresses per subnet, from the last node class resolution.
     subnet_ips: Mutex<HashMap<String, i64>>,
     priced: Mutex<HashMap<String, Priced>>,
@@ -75,6 +88,7 @@ impl Offerings {
             catalog: tokio::sync::Mutex::new(None),
             prices: Mutex::new(PriceBook::snapshot(region)),
             unavailable: Mutex::new(UnavailableOfferings::new(unavailable_ttl)),
+            reservations: Mutex::new(ReservationRoom::default()),
             subnet_ips: Mutex::new(HashMap::new()),
             priced: Mutex::new(HashMap::new()),
             overlays: Mutex::new(Arc::from([])),
@@ -191,6 +205,8 @@ impl Offerings {
             let mut types =
                 catalog.instance_types(&shape.zones, &shape.arches, &prices, &unavailable, now, &shape.node);
             overlays::apply(&mut types, &lock(&self.overlays));
+            // After the overlays: a reservation is paid for whatever prices they set.
+            add_reserved_offerings(&mut types, &shape.reservations, &lock(&self.reservations));
             (Arc::<[InstanceType]>::from(types), unavailable.next_expiry(now))
         };
         let priced = Priced { shape, types: types.clone(), generation, valid_until };
@@ -202,6 +218,14 @@ impl Offerings {
     pub fn mark_unavailable(&self, mark: impl FnOnce(&mut UnavailableOfferings, Instant)) {
         mark(&mut lock(&self.unavailable), Instant::now());
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Changes how much room capacity reservations have; priced types built before a
+    /// reservation's room came or went are stale from now on.
+    pub fn change_reservations(&self, change: impl FnOnce(&mut ReservationRoom) -> bool) {
+        if change(&mut lock(&self.reservations)) {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// Live entries of the unavailable cache.

@@ -1,4 +1,5 @@
-//! Launch templates in EC2: one per node class content and AMI, created on first use,
+//! Launch templates in EC2: one per node class content, AMI and capacity reservation targeted
+//! (none for launches outside reservations), created on first use,
 //! remembered while launches use them, deleted with their node class or once idle. What goes
 //! into a template and its name come from the pure `launchtemplate.rs`.
 
@@ -15,7 +16,8 @@ use super::{
     AwsCloudProvider, aws_error,
     bootstrap::{NodeBootstrap, bootstrap_labels, bootstrap_taints, user_data},
     createfleet::Template,
-    launchtemplate::{LaunchTemplateSpec, default_block_devices, node_family, node_settings},
+    fleet::TemplateKey,
+    launchtemplate::{LaunchTemplateSpec, ReservationUse, default_block_devices, node_family, node_settings},
     lock,
     nodeclass::ready_status,
     tags::{ownership_tags, tag_specification},
@@ -59,22 +61,23 @@ impl TemplatesInUse {
     }
 }
 
-/// The launch templates for every AMI the node class resolved, created if they do not exist
-/// yet.
+/// The launch templates for every AMI the node class resolved (outside reservations), created
+/// if they do not exist yet.
 pub async fn prepare(provider: &AwsCloudProvider, claim: &NodeClaim, class: &EC2NodeClass) -> Result<(), CloudError> {
     let status = ready_status(class)?;
-    for_images(provider, claim, class, status, status.amis.iter().map(|ami| ami.id.as_str())).await?;
+    let keys = status.amis.iter().map(|ami| TemplateKey { image: ami.id.clone(), reservation: None });
+    for_keys(provider, claim, class, status, keys).await?;
     Ok(())
 }
 
-/// The launch template for each of `images` (AMI IDs of the node class), by image.
-pub(super) async fn for_images<'a>(
+/// The launch template for each key (an AMI of the node class and the reservation targeted).
+pub(super) async fn for_keys(
     provider: &AwsCloudProvider,
     claim: &NodeClaim,
     class: &EC2NodeClass,
     status: &EC2NodeClassStatus,
-    images: impl Iterator<Item = &'a str>,
-) -> Result<BTreeMap<String, Template>, CloudError> {
+    keys: impl Iterator<Item = TemplateKey>,
+) -> Result<BTreeMap<TemplateKey, Template>, CloudError> {
     let family = node_family(class);
     let bootstrap = NodeBootstrap {
         labels: bootstrap_labels(claim),
@@ -90,15 +93,14 @@ pub(super) async fn for_images<'a>(
         class.spec.block_device_mappings.clone()
     };
     let mut templates = BTreeMap::new();
-    for id in images {
-        if templates.contains_key(id) {
+    for key in keys {
+        if templates.contains_key(&key) {
             continue;
         }
-        let image = status
-            .amis
-            .iter()
-            .find(|image| image.id == id)
-            .ok_or_else(|| CloudError::InvalidConfiguration(format!("AMI {id} is not the node class's")))?;
+        let image =
+            status.amis.iter().find(|image| image.id == key.image).ok_or_else(|| {
+                CloudError::InvalidConfiguration(format!("AMI {} is not the node class's", key.image))
+            })?;
         let mut security_group_ids: Vec<String> = status.security_groups.iter().map(|g| g.id.clone()).collect();
         security_group_ids.sort();
         let spec = LaunchTemplateSpec {
@@ -111,9 +113,14 @@ pub(super) async fn for_images<'a>(
             detailed_monitoring: class.spec.detailed_monitoring.unwrap_or(false),
             associate_public_ip_address: class.spec.associate_public_ip_address,
             tags: class.spec.tags.clone().into_iter().chain(ownership_tags(provider.cluster_name())).collect(),
+            reservations: match &key.reservation {
+                Some(id) => ReservationUse::Target(id.clone()),
+                None if class.spec.capacity_reservation_selector_terms.is_empty() => ReservationUse::Open,
+                None => ReservationUse::None,
+            },
         };
         let name = ensure(provider, class, &spec).await?;
-        templates.insert(id.to_owned(), Template { name, image_id: image.id.clone(), security_group_ids });
+        templates.insert(key, Template { name, image_id: image.id.clone(), security_group_ids });
     }
     Ok(templates)
 }

@@ -84,6 +84,9 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
         instance_labels.insert(labels::ZONE_ID.into(), offering.zone_id.clone());
     }
     instance_labels.insert(labels::CAPACITY_TYPE.into(), instance.capacity_type.clone());
+    if let Some(reservation) = &instance.capacity_reservation {
+        instance_labels.insert(labels::CAPACITY_RESERVATION_ID.into(), reservation.clone());
+    }
     instance_labels.insert(labels::INSTANCE_TYPE.into(), instance.instance_type.clone());
     let patch = json!({"metadata": {"labels": instance_labels}});
     claims(ctx).patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;

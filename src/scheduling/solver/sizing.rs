@@ -13,9 +13,10 @@
 use std::{collections::HashMap, rc::Rc};
 
 use super::{MinValuesPolicy, Solver, interner::ReqId};
-use crate::{
-    apis::labels,
-    scheduling::{bitset::BitSet, catalog::offering_allowed, requirements::Requirement},
+use crate::scheduling::{
+    bitset::BitSet,
+    catalog::{OFFERING_KEYS, offering_allowed},
+    requirements::Requirement,
 };
 
 /// How much dearer per copy than the best type a claim's types may be. Measured on
@@ -71,8 +72,9 @@ pub(super) struct SizeClasses {
 /// it opened for.
 pub(super) type SizingKey = (usize, ReqId, Vec<i64>);
 
-/// The zone and capacity-type requirements, which alone decide a type's cheapest offering.
-pub(super) type OfferingKey = (Option<Requirement>, Option<Requirement>);
+/// The requirements on the offering keys (zone, zone ID, capacity type, capacity reservation),
+/// which alone decide a type's cheapest offering.
+pub(super) type OfferingKey = Vec<Option<Requirement>>;
 
 #[derive(Default)]
 pub(super) struct SizingCache {
@@ -172,11 +174,11 @@ impl Solver<'_> {
     }
 
     /// Each type's cheapest offering that the requirements allow (infinite when none is), shared
-    /// by every requirement set with the same zone and capacity-type requirements, and kept in
+    /// by every requirement set with the same requirements on the offering keys, and kept in
     /// the memo across runs.
     pub(super) fn offering_prices(&mut self, requirements: ReqId) -> Rc<[f64]> {
         let set = self.interner.get(requirements);
-        let key = (set.get(labels::ZONE).cloned(), set.get(labels::CAPACITY_TYPE).cloned());
+        let key: OfferingKey = OFFERING_KEYS.iter().map(|key| set.get(key).cloned()).collect();
         if let Some(prices) = self.memo.prices.get(&key) {
             return prices.clone();
         }

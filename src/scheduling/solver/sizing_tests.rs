@@ -17,6 +17,7 @@ pub(crate) fn catalog(types: &[(&str, i64, i64, f64)]) -> Vec<InstanceType> {
                 capacity_type: "on-demand".into(),
                 price: *price,
                 available: true,
+                reservation_id: None,
             };
             instance(name, *vcpus, *gib, vec![offering])
         })

@@ -50,6 +50,7 @@ pub(crate) fn catalog() -> Vec<InstanceType> {
                     capacity_type: capacity_type.into(),
                     price: price * factor,
                     available: true,
+                    reservation_id: None,
                 });
             }
         }
@@ -452,6 +453,7 @@ fn at_most_sixty_instance_types_per_claim() {
             // All within the value slack of the cheapest, so the cap is what limits the list.
             price: 1.0 + f64::from(i) / 10_000.0,
             available: true,
+            reservation_id: None,
         };
         types.push(instance(&format!("t{i}.large"), 4, 8, vec![offering]));
     }

@@ -1,0 +1,239 @@
+"""On-Demand Capacity Reservations for the AWS emulator, which moto does not serve.
+
+Adds CreateCapacityReservation, DescribeCapacityReservations (IDs and the filters stoker and the
+tests use: state, owner-id, instance-type, availability-zone, tag:K, tag-key) and
+CancelCapacityReservation to moto's EC2, and makes CreateFleet honour launch templates that
+target a reservation the way EC2 does: an instance launches into the reservation only when the
+override's type and zone match it and it has room (each takes one place, a terminated one gives
+it back); what finds no room is reported per override as `ReservationCapacityExceeded`.
+Instances launched into a reservation report its ID in DescribeInstances.
+
+Open reservations are not consumed by launches that do not target them (stoker's templates
+opt out with preference `none` whenever a node class selects reservations).
+"""
+
+import datetime
+import itertools
+import threading
+
+from moto.core.responses import ActionResult
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models.instances import InstanceBackend
+from moto.ec2.responses import EC2Response
+
+reservations = {}  # (account, region) -> {id: reservation dict}
+lock = threading.Lock()
+numbers = itertools.count(1)
+
+
+def _store(response):
+    return reservations.setdefault((response.current_account, response.region), {})
+
+
+def _tags(response):
+    tags = response._parse_tag_specification().get("capacity-reservation", {})
+    return [{"Key": key, "Value": value} for key, value in tags.items()]
+
+
+def create_capacity_reservation(self):
+    zone = self._get_param("AvailabilityZone")
+    count = int(self._get_param("InstanceCount"))
+    if count < 1:
+        raise EC2ClientError("InvalidParameterValue", "InstanceCount must be at least 1")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    number = next(numbers)
+    reservation_id = f"cr-{number:017x}"
+    reservation = {
+        "CapacityReservationId": reservation_id,
+        "OwnerId": self.current_account,
+        "CapacityReservationArn": f"arn:aws:ec2:{self.region}:{self.current_account}:capacity-reservation/{reservation_id}",
+        "InstanceType": self._get_param("InstanceType"),
+        "InstancePlatform": self._get_param("InstancePlatform", "Linux/UNIX"),
+        "AvailabilityZone": zone,
+        "Tenancy": self._get_param("Tenancy", "default"),
+        "TotalInstanceCount": count,
+        "AvailableInstanceCount": count,
+        "EbsOptimized": False,
+        "EphemeralStorage": False,
+        "State": "active",
+        "StartDate": now,
+        "EndDateType": self._get_param("EndDateType", "unlimited"),
+        "InstanceMatchCriteria": self._get_param("InstanceMatchCriteria", "open"),
+        "CreateDate": now,
+        "Tags": _tags(self),
+        "ReservationType": "default",
+    }
+    if self._get_param("EndDate"):
+        reservation["EndDate"] = self._get_param("EndDate")
+    with lock:
+        _store(self)[reservation_id] = reservation
+    return ActionResult({"CapacityReservation": reservation})
+
+
+def _matches(reservation, filters):
+    tags = {tag["Key"]: tag["Value"] for tag in reservation["Tags"]}
+    fields = {
+        "state": reservation["State"],
+        "owner-id": reservation["OwnerId"],
+        "instance-type": reservation["InstanceType"],
+        "availability-zone": reservation["AvailabilityZone"],
+        "instance-match-criteria": reservation["InstanceMatchCriteria"],
+    }
+    for name, values in filters.items():
+        if name.startswith("tag:"):
+            if tags.get(name[4:]) not in values:
+                return False
+        elif name == "tag-key":
+            if not any(value in tags for value in values):
+                return False
+        elif name in fields:
+            if fields[name] not in values:
+                return False
+        else:
+            raise EC2ClientError("InvalidParameterValue", f"The filter '{name}' is invalid")
+    return True
+
+
+def describe_capacity_reservations(self):
+    ids = self._get_param("CapacityReservationIds", [])
+    filters = self._filters_from_querystring()
+    with lock:
+        store = _store(self)
+        missing = [reservation_id for reservation_id in ids if reservation_id not in store]
+        if missing:
+            raise EC2ClientError(
+                "InvalidCapacityReservationId.NotFound",
+                f"The capacity reservation ID '{missing[0]}' does not exist",
+            )
+        chosen = [store[i] for i in ids] if ids else list(store.values())
+        found = [dict(reservation) for reservation in chosen if _matches(reservation, filters)]
+    return ActionResult({"CapacityReservations": found})
+
+
+def cancel_capacity_reservation(self):
+    reservation_id = self._get_param("CapacityReservationId")
+    with lock:
+        reservation = _store(self).get(reservation_id)
+        if reservation is None:
+            raise EC2ClientError(
+                "InvalidCapacityReservationId.NotFound",
+                f"The capacity reservation ID '{reservation_id}' does not exist",
+            )
+        reservation["State"] = "cancelled"
+        reservation["AvailableInstanceCount"] = 0
+    return ActionResult({"Return": True})
+
+
+def _targeted_reservation(backend, config):
+    spec = config.get("LaunchTemplateSpecification", {})
+    if "LaunchTemplateId" in spec:
+        template = backend.get_launch_template(template_id=spec["LaunchTemplateId"])
+    else:
+        template = backend.get_launch_template_by_name(name=spec["LaunchTemplateName"])
+    data = template.latest_version().data
+    target = (data.get("CapacityReservationSpecification") or {}).get("CapacityReservationTarget") or {}
+    return target.get("CapacityReservationId")
+
+
+moto_create_fleet = EC2Response.create_fleet
+
+
+def _exceeded(config, override, zone, target):
+    return {
+        "LaunchTemplateAndOverrides": {
+            "LaunchTemplateSpecification": config["LaunchTemplateSpecification"],
+            "Overrides": dict(override, AvailabilityZone=zone) if zone else override,
+        },
+        "Lifecycle": "on-demand",
+        "ErrorCode": "ReservationCapacityExceeded",
+        "ErrorMessage": f"Insufficient capacity in the Capacity Reservation {target}.",
+    }
+
+
+def create_fleet(self):
+    """A fleet whose templates target reservations: each override (by priority) launches what its
+    reservation has room for, as a fleet of its own, and the replies are merged."""
+    configs = self._get_param("LaunchTemplateConfigs", [])
+    backend = self.ec2_backend
+    targets = [_targeted_reservation(backend, config) for config in configs]
+    if not any(targets):
+        return moto_create_fleet(self)
+    wanted = int(self._get_param("TargetCapacitySpecification", {}).get("TotalTargetCapacity", 1))
+    slots = [
+        (float(override.get("Priority", 0)), index, config, override, target)
+        for index, (config, target) in enumerate(zip(configs, targets))
+        for override in config.get("Overrides") or [{}]
+    ]
+    slots.sort(key=lambda slot: (slot[0], slot[1]))
+    launched, errors, fleet_id = [], [], None
+    for _, _, config, override, target in slots:
+        if wanted <= 0:
+            break
+        zone = backend.get_subnet(override["SubnetId"]).availability_zone if override.get("SubnetId") else None
+        with lock:
+            reservation = _store(self).get(target)
+            room = 0
+            if (
+                reservation is not None
+                and reservation["State"] == "active"
+                and reservation["InstanceType"] == override.get("InstanceType")
+                and zone in (None, reservation["AvailabilityZone"])
+            ):
+                room = min(reservation["AvailableInstanceCount"], wanted)
+                reservation["AvailableInstanceCount"] -= room
+        if room == 0:
+            errors.append(_exceeded(config, override, zone, target))
+            continue
+        fleet = backend.create_fleet(
+            on_demand_options=self._get_param("OnDemandOptions", {}),
+            spot_options={},
+            target_capacity_specification={"TotalTargetCapacity": room, "DefaultTargetCapacityType": "on-demand"},
+            launch_template_configs=[dict(config, Overrides=[override])],
+            excess_capacity_termination_policy=None,
+            replace_unhealthy_instances=False,
+            terminate_instances_with_expiration=True,
+            fleet_type="instant",
+            valid_from=None,
+            valid_until=None,
+            tag_specifications=self._get_param("TagSpecifications", []),
+        )
+        fleet_id = fleet_id or fleet.id
+        for item in fleet.on_demand_instances:
+            item["instance"].capacity_reservation_id = target
+            item["instance"].capacity_reservation_specification = {
+                "CapacityReservationTarget": {"CapacityReservationId": target}
+            }
+        launched.extend(fleet.instances or [])
+        wanted -= room
+        if wanted > 0:  # this reservation filled up before the fleet did
+            errors.append(_exceeded(config, override, zone, target))
+    return ActionResult({"FleetId": fleet_id or "fleet-reservationsfull", "Errors": errors, "Instances": launched})
+
+
+moto_terminate_instances = InstanceBackend.terminate_instances
+
+
+def terminate_instances(self, instance_ids):
+    """Gives each terminated instance's place back to its reservation."""
+    for instance_id in instance_ids:
+        try:
+            instance = self.get_instance(instance_id)
+        except Exception:  # moto raises the right error below
+            continue
+        target = getattr(instance, "capacity_reservation_id", None)
+        if target and instance._state.name not in ("terminated", "shutting-down"):
+            with lock:
+                for (account, _), store in reservations.items():
+                    reservation = store.get(target)
+                    if reservation and reservation["State"] == "active" and account == self.account_id:
+                        reservation["AvailableInstanceCount"] = min(
+                            reservation["TotalInstanceCount"], reservation["AvailableInstanceCount"] + 1
+                        )
+    return moto_terminate_instances(self, instance_ids)
+
+
+EC2Response.create_capacity_reservation = create_capacity_reservation
+EC2Response.describe_capacity_reservations = describe_capacity_reservations
+EC2Response.cancel_capacity_reservation = cancel_capacity_reservation
+EC2Response.create_fleet = create_fleet
+InstanceBackend.terminate_instances = terminate_instances
