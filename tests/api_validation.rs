@@ -261,6 +261,42 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str, &'static str)>
             "exactly one of 'tags' or 'id'",
         ),
         (
+            "capacity reservation term with tags and id",
+            with(
+                class.clone(),
+                "/spec/capacityReservationSelectorTerms",
+                json!([{"id": "cr-0abc", "tags": {"a": "b"}}]),
+            ),
+            "spec.capacityReservationSelectorTerms[0]",
+            "exactly one of 'tags' or 'id'",
+        ),
+        (
+            "capacity reservation owner beside an id",
+            with(
+                class.clone(),
+                "/spec/capacityReservationSelectorTerms",
+                json!([{"id": "cr-0abc", "ownerID": "123456789012"}]),
+            ),
+            "spec.capacityReservationSelectorTerms[0]",
+            "'ownerID' narrows a 'tags' term",
+        ),
+        (
+            "capacity reservation id of another kind",
+            with(class.clone(), "/spec/capacityReservationSelectorTerms", json!([{"id": "subnet-0abc"}])),
+            "spec.capacityReservationSelectorTerms[0].id",
+            "cr-",
+        ),
+        (
+            "capacity reservation owner that is not an account",
+            with(
+                class.clone(),
+                "/spec/capacityReservationSelectorTerms",
+                json!([{"tags": {"a": "b"}, "ownerID": "me"}]),
+            ),
+            "spec.capacityReservationSelectorTerms[0].ownerID",
+            "[0-9]{12}",
+        ),
+        (
             "alias term beside another term",
             with(class.clone(), "/spec/amiSelectorTerms", json!([{"alias": "al2023@latest"}, {"id": "ami-0123"}])),
             "spec.amiSelectorTerms",

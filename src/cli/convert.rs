@@ -280,6 +280,7 @@ spec:
   subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
   securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
   instanceStorePolicy: RAID0
+  capacityReservationSelectorTerms: [{tags: {team: ml}, ownerID: '123456789012'}, {id: cr-0abc}]
   context: capacity-reservation-context
   metadataOptions: {httpTokens: required, httpPutResponseHopLimit: 1}
   kubelet: {maxPods: 110, cpuCFSQuota: true}
@@ -316,6 +317,8 @@ spec:
         assert_eq!(problems, Vec::<String>::new());
         assert_eq!(document["spec"]["kubelet"], json!({"maxPods": 110}));
         assert_eq!(document["spec"]["instanceStorePolicy"], "RAID0");
+        let reservations = json!([{"tags": {"team": "ml"}, "ownerID": "123456789012"}, {"id": "cr-0abc"}]);
+        assert_eq!(document["spec"]["capacityReservationSelectorTerms"], reservations);
         assert!(document["spec"].get("context").is_none());
         assert_eq!(
             notes,
