@@ -56,6 +56,18 @@ fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
                         });
                     }
                 }
+                // Every third type has a capacity reservation in the first zone, every other one
+                // of them full.
+                if i % 3 == 0 {
+                    offerings.push(Offering {
+                        zone: ZONES[0].into(),
+                        zone_id: String::new(),
+                        capacity_type: "reserved".into(),
+                        price: f64::from(cents) / 100.0 * 1e-7,
+                        available: i % 2 == 0,
+                        reservation_id: Some(format!("cr-{i}")),
+                    });
+                }
                 allocatable::instance_type(
                     &facts,
                     offerings,
@@ -78,7 +90,7 @@ struct PoolSpec {
 fn pools_strategy() -> impl Strategy<Value = Vec<PoolSpec>> {
     prop::collection::vec(
         (
-            prop::option::of(prop::sample::select(vec!["spot", "on-demand"])),
+            prop::option::of(prop::sample::select(vec!["spot", "on-demand", "reserved"])),
             0i32..3,
             prop::bool::weighted(0.3),
             prop::option::of(1i64..6),
@@ -216,6 +228,9 @@ fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
                 let mut node = instance.labels.clone();
                 node.insert(labels::ZONE.into(), offering.zone.clone());
                 node.insert(labels::CAPACITY_TYPE.into(), offering.capacity_type.clone());
+                if let Some(reservation) = &offering.reservation_id {
+                    node.insert(labels::CAPACITY_RESERVATION_ID.into(), reservation.clone());
+                }
                 node.insert(labels::NODEPOOL.into(), pool.name.clone());
                 prop_assert!(pool.requirements.admit_labels(&node), "{} outside pool {}", name, pool.name);
                 for key in &claim.pods {

@@ -575,3 +575,44 @@ fn the_first_pod_of_a_hostname_affinity_group_finds_room_for_the_whole_group() {
     assert_eq!(group_claims.len(), 1);
     assert_eq!(group_claims[0].pods.iter().filter(|p| p.contains("p00")).count(), 4);
 }
+
+#[test]
+fn a_reserved_offering_is_taken_first_by_pools_that_allow_it_and_can_be_asked_for() {
+    let mut catalog = catalog();
+    let m5_xlarge = catalog.iter_mut().find(|t| t.name == "m5.xlarge").expect("m5.xlarge");
+    m5_xlarge.offerings.push(Offering {
+        zone: ZONES[1].into(),
+        zone_id: String::new(),
+        capacity_type: labels::CAPACITY_TYPE_RESERVED.into(),
+        price: 0.192e-7,
+        available: true,
+        reservation_id: Some("cr-1".into()),
+    });
+    let plan_for = |pool: NodePoolTemplate, pod_extra: &str| {
+        let input =
+            Input { instance_types: catalog.clone().into(), ..input(vec![pool], pods(1, "500m", "512Mi", pod_extra)) };
+        solve(&input).new_claims.into_iter().next().expect("a claim")
+    };
+    let mut every = pool("all", 0, "on-demand");
+    every.requirements = Requirements::new();
+    every.requirements.add(labels::CAPACITY_TYPE, Requirement::one_of(["reserved", "spot", "on-demand"]));
+    every.requirements.add(labels::NODEPOOL, Requirement::one_of(["all"]));
+    // The reservation is paid for: a larger reserved type beats the cheapest spot one.
+    let claim = plan_for(every.clone(), "");
+    assert_eq!((claim.instance_types[0].as_str(), claim.price), ("m5.xlarge", 0.192e-7));
+    // A pool that leaves `reserved` out never sees it.
+    let claim = plan_for(pool("spot", 0, "spot"), "");
+    assert_eq!(claim.instance_types[0], "c5.large");
+    // A pod can stay out of reservations by the reservation label.
+    let away = "  affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: karpenter.k8s.aws/capacity-reservation-id, operator: DoesNotExist}]}]}}}";
+    let claim = plan_for(every.clone(), away);
+    assert!(claim.price > 0.01, "{claim:?}");
+    // A full reservation is not planned on.
+    catalog
+        .iter_mut()
+        .flat_map(|t| &mut t.offerings)
+        .filter(|o| o.reservation_id.is_some())
+        .for_each(|o| o.available = false);
+    let input = Input { instance_types: catalog.clone().into(), ..input(vec![every], pods(1, "500m", "512Mi", "")) };
+    assert_eq!(solve(&input).new_claims[0].instance_types[0], "c5.large");
+}
