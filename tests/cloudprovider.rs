@@ -322,7 +322,8 @@ async fn launches_alike_share_one_createfleet_and_each_claim_keeps_its_instance_
     assert!(by_name.windows(2).all(|pair| pair[0].1 < pair[1].1), "{by_name:?}");
 
     // The controller died after the call, before two of the instances got their claim's tag:
-    // a restarted controller finds each claim's instance from the batch tag, and launches nothing.
+    // a restarted controller finds each claim's instance from the batch tag, launches nothing,
+    // and writes the missing tags (a simulated kubelet, and people, read them).
     for instance in &launched[..2] {
         h.ec2
             .delete_tags()
@@ -336,6 +337,8 @@ async fn launches_alike_share_one_createfleet_and_each_claim_keeps_its_instance_
         let again =
             h.provider.create(claim, &h.class, PriorLaunches::Unknown, Followers::NoneExpected).await.expect("adopted");
         assert_eq!(again.id, instance.id, "{:?}", claim.metadata.name);
+        let tags = instance_tags(&h.ec2, &instance.id).await;
+        assert_eq!(tags.get("stoker.dev/nodeclaim"), claim.metadata.name.as_ref(), "{tags:?}");
     }
     assert_eq!(h.proxy.seen("CreateFleet").len(), 2, "no further CreateFleet");
     for instance in &launched {

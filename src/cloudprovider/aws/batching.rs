@@ -295,7 +295,7 @@ async fn send(ec2: aws_sdk_ec2::Client, batch: Open) {
 
 /// Tags an instance of a shared call with its NodeClaim. A failure only costs the shortcut:
 /// adoption finds the instance by its batch tag.
-async fn name_instance(ec2: &aws_sdk_ec2::Client, instance: &Instance) {
+pub(super) async fn name_instance(ec2: &aws_sdk_ec2::Client, instance: &Instance) {
     let Some(nodeclaim) = instance.nodeclaim() else { return };
     let result = ec2
         .create_tags()

@@ -105,11 +105,19 @@ pub async fn list(provider: &AwsCloudProvider) -> Result<Vec<Instance>, CloudErr
 
 /// The live instance launched for a NodeClaim, if any: tagged with its name, or its share of a
 /// call made for several (`batching::adopted`). One query finds both, in every state, so a
-/// batch's pairing sees all of its instances.
+/// batch's pairing sees all of its instances. A share found by its batch is tagged with the
+/// NodeClaim now: the controller that launched it died before it could (its `Name`, and what
+/// tells the instance's NodeClaim to anyone reading tags, would be missing for good).
 pub async fn for_nodeclaim(provider: &AwsCloudProvider, nodeclaim: &str) -> Result<Option<Instance>, CloudError> {
     let naming = Filter::builder().name("tag-value").set_values(Some(batching::tag_value_patterns(nodeclaim))).build();
     let found = describe(provider, vec![cluster_filter(provider), naming], Vec::new()).await?;
-    Ok(batching::adopted(nodeclaim, &found))
+    let adopted = batching::adopted(nodeclaim, &found);
+    if let Some(instance) = &adopted
+        && !found.iter().any(|named| named.id == instance.id && named.nodeclaim().is_some())
+    {
+        batching::name_instance(&provider.ec2, instance).await;
+    }
+    Ok(adopted)
 }
 
 /// Whether the instance still exists (or is about to).
