@@ -36,6 +36,11 @@ def _tags(response):
 
 
 def create_capacity_reservation(self):
+    token = self._get_param("ClientToken")
+    with lock:  # a retried request (same client token) gets the reservation the first made, as in EC2
+        for reservation in _store(self).values():
+            if token and reservation.get("ClientToken") == token:
+                return ActionResult({"CapacityReservation": _public(reservation)})
     zone = self._get_param("AvailabilityZone")
     count = int(self._get_param("InstanceCount"))
     if count < 1:
@@ -66,8 +71,12 @@ def create_capacity_reservation(self):
     if self._get_param("EndDate"):
         reservation["EndDate"] = self._get_param("EndDate")
     with lock:
-        _store(self)[reservation_id] = reservation
+        _store(self)[reservation_id] = dict(reservation, ClientToken=token)
     return ActionResult({"CapacityReservation": reservation})
+
+
+def _public(reservation):
+    return {key: value for key, value in reservation.items() if key != "ClientToken"}
 
 
 def _matches(reservation, filters):
@@ -106,7 +115,7 @@ def describe_capacity_reservations(self):
                 f"The capacity reservation ID '{missing[0]}' does not exist",
             )
         chosen = [store[i] for i in ids] if ids else list(store.values())
-        found = [dict(reservation) for reservation in chosen if _matches(reservation, filters)]
+        found = [_public(reservation) for reservation in chosen if _matches(reservation, filters)]
     return ActionResult({"CapacityReservations": found})
 
 

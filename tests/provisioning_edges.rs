@@ -277,9 +277,11 @@ async fn the_controllers_edges_end_to_end() {
     // need their own node get one reserved m5.large in the reservation's zone, labelled with it,
     // and one on-demand node; the place comes back when the reserved node goes.
     let ec2 = aws_sdk_ec2::Client::new(&aws_config(None).await);
+    // A tag of this run's own, so no other reservation in the emulator can match.
+    let team = format!("edge-{}", std::process::id());
     let tags = aws_sdk_ec2::types::TagSpecification::builder()
         .resource_type(aws_sdk_ec2::types::ResourceType::CapacityReservation)
-        .tags(aws_sdk_ec2::types::Tag::builder().key("team").value("edge").build())
+        .tags(aws_sdk_ec2::types::Tag::builder().key("team").value(&team).build())
         .build();
     let reservation = ec2
         .create_capacity_reservation()
@@ -299,7 +301,7 @@ async fn the_controllers_edges_end_to_end() {
     };
     let mut reserved_class = support::example("ec2nodeclass.yaml");
     reserved_class["metadata"]["name"] = json!("edge-reserved");
-    reserved_class["spec"]["capacityReservationSelectorTerms"] = json!([{"tags": {"team": "edge"}}]);
+    reserved_class["spec"]["capacityReservationSelectorTerms"] = json!([{"tags": {"team": team}}]);
     apply(&client, reserved_class).await;
     let mut reserved_pool = pool("edge-reserved", 1, "on-demand", &["c5.large", "m5.large"], json!({}));
     reserved_pool["spec"]["template"]["spec"]["nodeClassRef"]["name"] = json!("edge-reserved");
@@ -308,13 +310,16 @@ async fn the_controllers_edges_end_to_end() {
     let classes: Api<stoker::apis::EC2NodeClass> = Api::all(client.clone());
     let resolved = support::wait_until(Duration::from_secs(30), || async {
         let status = classes.get("edge-reserved").await.ok()?.status?;
-        status
+        let found: Vec<_> = status
             .capacity_reservations
-            .first()
+            .iter()
             .map(|r| (r.id.clone(), r.instance_type.clone(), r.availability_zone.clone()))
+            .collect();
+        (!found.is_empty()).then_some(found)
     })
     .await;
-    assert_eq!(resolved, Some((reservation_id.to_owned(), "m5.large".to_owned(), "us-east-1a".to_owned())));
+    let ours = (reservation_id.to_owned(), "m5.large".to_owned(), "us-east-1a".to_owned());
+    assert_eq!(resolved, Some(vec![ours]), "only the reservation made for this run matches its tag");
     apply(&client, deployment("edge-r", 2, "1500m", json!({"stoker.dev/nodepool": "edge-reserved"}))).await;
     let ran = support::wait_until(Duration::from_secs(120), || async {
         (running(&client, "edge-r").await == 2).then_some(())
