@@ -98,7 +98,10 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
                 if taints.iter().any(|t| t.key == "e2e.stoker.dev/agent-not-ready") {
                     let kept: Vec<_> =
                         taints.into_iter().filter(|t| t.key != "e2e.stoker.dev/agent-not-ready").collect();
-                    let patch = json!({"spec": {"taints": kept}});
+                    // With the version read: a stale write must not put back a taint stoker lifted
+                    // in between (the unregistered one), as a real agent's update would not.
+                    let patch =
+                        json!({"metadata": {"resourceVersion": node.resource_version()}, "spec": {"taints": kept}});
                     let _ = nodes.patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
                 }
             }

@@ -237,14 +237,6 @@ mod tests {
 
     #[test]
     fn the_fractional_bound_buys_cpu_and_memory_at_the_best_mix() {
-        let offering = |price: f64| Offering {
-            zone: "a".into(),
-            zone_id: String::new(),
-            capacity_type: "on-demand".into(),
-            price,
-            available: true,
-            reservation_id: None,
-        };
         let compute = priced("c.large", 1930, 3, vec![offering(0.08)]);
         let memory = priced("r.large", 1930, 14, vec![offering(0.12)]);
         let types = [compute.clone(), memory.clone()];
