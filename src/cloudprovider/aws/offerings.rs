@@ -1,13 +1,12 @@
 //! What can be launched where, cached: the instance catalog and spot prices, the catalog priced
-//! per node-class shape, the offerings and subnets that recently failed to launch, and the free
-//! addresses per subnet.
-//!
-//! Reserved offerings (`reservations.rs`) are added last, with the room each reservation has.
+//! per node-class shape, the offerings and subnets that recently failed to launch, the room each
+//! capacity reservation has, and the free addresses per subnet. Reserved offerings
+//! (`reservations.rs`) are added last, after the NodeOverlays.
 //!
 //! Every batch and launch asks for priced instance types (with the NodeOverlays in effect laid
 //! over them), and pricing the catalog for a shape takes tens of milliseconds, so priced types
-//! are kept per shape. An entry is stale once the catalog, the prices, the overlays or the
-//! unavailable marks changed (a generation counter) or the first unavailable mark it saw expired.
+//! are kept per shape. An entry is stale once the catalog, the prices, the overlays, the
+//! unavailable marks or a reservation's having room changed (a generation counter) or the first unavailable mark it saw expired.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
