@@ -135,6 +135,26 @@ bench_environment() {
   stoker="$CARGO_TARGET_DIR/$([[ $profile == dev ]] && echo debug || echo release)/stoker"
 }
 
+# fetch_karpenter_module: sigs.k8s.io/karpenter at KARPENTER_CORE_VERSION, unpacked into the cache
+# where its tests and binaries can be built; sets KARPENTER_MODULE to its directory. go mod
+# download honours GOPROXY and verifies the module (the module cache itself is read-only, hence
+# the unpacked copy). A module asking for a newer Go than the local one still downloads, so the
+# command's complaint about that is not fatal (go.mod is lowered to the local Go); a missing zip is.
+fetch_karpenter_module() {
+  local dir="$STOKER_CACHE/karpenter-$KARPENTER_CORE_VERSION" zip
+  if [[ ! -f $dir/.complete ]]; then
+    log "fetching sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION with go mod download"
+    rm -rf "$dir" && mkdir -p "$dir"
+    zip=$(cd "$dir" && { go mod download -json "sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION" || true; } |
+      python3 -c 'import json, sys; print(json.load(sys.stdin).get("Zip", ""))')
+    [[ -f $zip ]] || die "go mod download did not fetch sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION"
+    (cd "$dir" && unzip -q "$zip" && chmod -R u+w .)
+    touch "$dir/.complete"
+  fi
+  export KARPENTER_MODULE="$dir/sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION"
+  sed -i -E "s/^go [0-9.]+$/go $(go env GOVERSION | sed 's/^go//')/" "$KARPENTER_MODULE/go.mod"
+}
+
 # create_burst N [NODE_SELECTOR]: a Deployment `burst` of N pause pods (100m, 128Mi) in default,
 # with an optional nodeSelector in flow YAML (`{stoker.dev/nodepool: spot}`). For the benchmarks.
 create_burst() {

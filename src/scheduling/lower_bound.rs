@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    catalog::{InstanceType, is_well_known, offering_allowed},
+    catalog::{InstanceType, offering_allowed},
     pod::{PodInfo, TopologyKind},
     resources::{CPU, MEMORY, Resources},
     solver::{Input, NodePoolTemplate, Plan},
@@ -96,7 +96,9 @@ pub fn admissible<'a>(pools: &[&NodePoolTemplate], instance_types: &'a [Instance
     let mut out: BTreeMap<&str, Admissible> = BTreeMap::new();
     for pool in pools {
         for instance in pool.instance_types.iter().filter_map(|index| instance_types.get(*index)) {
-            if pool.requirements.conflict_with(&instance.requirements, is_well_known).is_some() {
+            // The type's requirements are the labels its nodes carry: a key the pool leaves out
+            // does not exclude it, whatever the key.
+            if pool.requirements.conflict_with(&instance.requirements, |_| true).is_some() {
                 continue;
             }
             let allowed = instance.offerings.iter().filter(|o| o.available && offering_allowed(o, &pool.requirements));
@@ -338,5 +340,28 @@ mod tests {
         let both: Vec<&PodInfo> = large.iter().chain(&small).collect();
         let bound = lower_bound(&both, &admitted(&types), &overhead);
         assert!((1.0..1.3).contains(&bound), "{bound}");
+    }
+
+    #[test]
+    fn a_type_with_labels_no_pool_mentions_is_admissible() {
+        // Karpenter's fake types carry labels stoker does not know (`size`); only a pool that
+        // asks for another value of one excludes the type.
+        let mut small = priced("fake-it-0", 1000, 2, vec![offering(0.3)]);
+        small.requirements.add("size", crate::scheduling::requirements::Requirement::one_of(["small"]));
+        let types = [small];
+        let pool = |requirements: crate::scheduling::requirements::Requirements| NodePoolTemplate {
+            name: "default".into(),
+            weight: 0,
+            requirements,
+            taints: vec![],
+            instance_types: vec![0],
+            daemon_overhead: Resources::new(),
+            remaining: None,
+        };
+        let open = pool(Default::default());
+        assert_eq!(admissible(&[&open], &types).len(), 1);
+        let mut large_only = crate::scheduling::requirements::Requirements::new();
+        large_only.add("size", crate::scheduling::requirements::Requirement::one_of(["large"]));
+        assert!(admissible(&[&pool(large_only)], &types).is_empty());
     }
 }
