@@ -60,40 +60,7 @@ sleep 5
 
 prices="$REPO_ROOT/src/cloudprovider/aws/data/on-demand-prices.csv"
 # report LABEL: nodes, $/h and reserved utilization of the pool's nodes right now.
-report() {
-  kubectl get nodes -l stoker.dev/nodepool=perf -o json >"$LOGS/nodes.json"
-  kubectl get pods -A --field-selector status.phase=Running -o json >"$LOGS/pods.json"
-  python3 - "$1" "$LOGS/nodes.json" "$LOGS/pods.json" "$prices" <<'PY'
-import csv, json, sys
-label, nodes, pods, prices = sys.argv[1:]
-def quantity(q):
-    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
-    for suffix, factor in sorted(units.items(), key=lambda u: -len(u[0])):
-        if q.endswith(suffix):
-            return float(q[: -len(suffix)]) * factor
-    return float(q)
-price = {row["instance_type"]: float(row["price"]) for row in csv.DictReader(
-    (line for line in open(prices) if not line.startswith("#"))) if row["region"] == "us-east-1"}
-nodes = json.load(open(nodes))["items"]
-names = {n["metadata"]["name"] for n in nodes}
-alloc_cpu = sum(quantity(n["status"]["allocatable"]["cpu"]) for n in nodes)
-alloc_mem = sum(quantity(n["status"]["allocatable"]["memory"]) for n in nodes)
-req_cpu = req_mem = 0.0
-for pod in json.load(open(pods))["items"]:
-    if pod["spec"].get("nodeName") in names:
-        for c in pod["spec"]["containers"]:
-            r = c.get("resources", {}).get("requests", {})
-            req_cpu += quantity(r.get("cpu", "0"))
-            req_mem += quantity(r.get("memory", "0"))
-cost = sum(price.get(n["metadata"]["labels"].get("node.kubernetes.io/instance-type", ""), 0.0) for n in nodes)
-types = {}
-for n in nodes:
-    t = n["metadata"]["labels"].get("node.kubernetes.io/instance-type", "?")
-    types[t] = types.get(t, 0) + 1
-print(f"{label:<28} nodes {len(nodes):>3}  ${cost:8.3f}/h  CPU {req_cpu / max(alloc_cpu, 1e-9):.3f}  "
-      f"memory {req_mem / max(alloc_mem, 1e-9):.3f}  ({', '.join(f'{c}x {t}' for t, c in sorted(types.items()))})")
-PY
-}
+report() { python3 "$HACK_DIR/cluster_figures.py" stoker.dev/nodepool=perf "$prices" "$1" | sed -n 1p; }
 running() { kubectl get pods -l "app in (small,large)" --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l; }
 
 log "scale out: 2 x 500 pods"

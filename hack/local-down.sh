@@ -4,7 +4,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ -d $PIDS ]] || exit 0
 # Reverse start order: the processes that talk to the apiserver go first.
-for name in stoker node-simulator moto kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for name in stoker karpenter node-simulator moto kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   file="$PIDS/$name.pid"
   [[ -f $file ]] || continue
   pid=$(cat "$file")

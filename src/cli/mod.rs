@@ -6,6 +6,7 @@ pub mod convert;
 pub mod crds;
 pub mod disrupt;
 pub mod input;
+pub mod kwok;
 pub mod plan;
 pub mod simulator;
 pub mod validate;
@@ -90,6 +91,17 @@ pub enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: crate::operator::settings::LogFormat,
+    },
+    /// Print the instance types an EC2NodeClass can launch, priced as the controller prices them,
+    /// in the file format of Karpenter's kwok provider (benchmarks against Karpenter only).
+    #[command(hide = true)]
+    KwokInstanceTypes {
+        /// The cluster whose view of EC2 is used.
+        #[arg(long, env = "CLUSTER_NAME")]
+        cluster_name: String,
+        /// The EC2NodeClass (Ready) whose subnets, images and kubelet settings shape the types.
+        #[arg(long, default_value = "default")]
+        nodeclass: String,
     },
     /// Work with WarmPool manifests offline.
     #[command(subcommand)]
@@ -219,6 +231,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::NodeSimulator { cluster_name, delay, log_format } => {
             crate::operator::init_logging("info", log_format);
             runtime()?.block_on(simulator::run(cluster_name, delay.as_std()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::KwokInstanceTypes { cluster_name, nodeclass } => {
+            runtime()?.block_on(kwok::run(cluster_name, &nodeclass))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds { output_dir: Some(dir) } => crds::write_all(&dir).map(|()| ExitCode::SUCCESS),

@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# The race: Karpenter's own performance scenarios (test/suites/performance in
+# sigs.k8s.io/karpenter) run through Karpenter and then through stoker, each on a clean local
+# control plane, with the same instance types, prices, zones and node registration delay.
+#
+#   hack/bench-vs-karpenter.sh [SCENARIO...]     (basic, hostname-spread, wide; default: all three)
+#
+# Karpenter is its kwok cloud provider (the module at KARPENTER_CORE_VERSION, fetched with go mod
+# download, built here) run out of cluster with its CRDs; its instance types are the ones stoker's
+# controller prices for the local EC2NodeClass (`stoker kwok-instance-types`), so both choose among
+# the same types, allocatable, prices, zones and capacity types. stoker runs against the EC2
+# emulator with its node simulator; both tools' nodes register REGISTRATION_DELAY (default 1s)
+# after launch (the simulator checks every second, so stoker's nodes come up to 1 s later).
+#
+# Every scenario: one NodePool (on-demand, amd64; WhenEmptyOrUnderutilized, consolidateAfter 30s,
+# budget 100%), Deployments created, then scaled in. For each tool: creation → all pods Running;
+# nodes, $/h and reserved CPU and memory utilization after scale-out; after the scale-in, the time
+# to the last NodeClaim change (consolidation is over after QUIET_SECONDS, default 300, without
+# one) and the same figures; the controller's peak RSS and CPU seconds over the scenario. The
+# table at the end goes in docs/performance.md; raw figures stay in $STOKER_STATE/race.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require go "install Go 1.26 or newer, then run this again"
+scenarios=("${@:-basic hostname-spread wide}")
+read -r -a scenarios <<<"${scenarios[*]}"
+for scenario in "${scenarios[@]}"; do
+  [[ $scenario =~ ^(basic|hostname-spread|wide)$ ]] || die "unknown scenario $scenario (basic, hostname-spread, wide)"
+done
+delay="${REGISTRATION_DELAY:-1s}"
+quiet="${QUIET_SECONDS:-300}"
+STOKER_PROFILE="${STOKER_PROFILE:-bench}"
+bench_environment
+results="$STOKER_STATE/race"
+rm -rf "$results" && mkdir -p "$results"
+
+# Karpenter's kwok provider, built once per version.
+karpenter="$STOKER_CACHE/karpenter-kwok-$KARPENTER_CORE_VERSION"
+fetch_karpenter_module
+module="$KARPENTER_MODULE"
+if [[ ! -x $karpenter ]]; then
+  with_heartbeat "building Karpenter's kwok provider $KARPENTER_CORE_VERSION" \
+    env -C "$module" GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$karpenter.tmp" ./kwok
+  mv "$karpenter.tmp" "$karpenter"
+fi
+
+# start_stoker: stoker's CRDs, the example EC2NodeClass, the controller and the node simulator.
+start_stoker() {
+  "$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
+  kubectl wait --for condition=Established --timeout 60s crd/nodeclaims.stoker.dev >/dev/null
+  kubectl apply -f "$REPO_ROOT/examples/ec2nodeclass.yaml" >/dev/null
+  start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 "$stoker" controller
+  start node-simulator "$stoker" node-simulator --delay "$delay"
+  wait_for "the EC2NodeClass" 120 bash -c \
+    "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+}
+
+# What stoker's controller sees, for Karpenter.
+log "exporting the instance types stoker's controller prices for the local EC2NodeClass"
+start_stoker
+"$stoker" kwok-instance-types --nodeclass default >"$results/instance-types.json"
+log "  $(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$results/instance-types.json") instance types"
+
+# nodepool TOOL: the scenario's NodePool (and Karpenter's node class) for TOOL.
+nodepool() {
+  local disruption='{consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 30s, budgets: [{nodes: "100%"}]}'
+  local requirements='[{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}, {key: kubernetes.io/arch, operator: In, values: [amd64]}]'
+  if [[ $1 == karpenter ]]; then
+    cat <<YAML
+apiVersion: karpenter.kwok.sh/v1alpha1
+kind: KWOKNodeClass
+metadata: {name: default}
+spec: {nodeRegistrationDelay: $delay}
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: perf}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.kwok.sh, kind: KWOKNodeClass, name: default}
+      requirements: $requirements
+  disruption: $disruption
+YAML
+  else
+    cat <<YAML
+apiVersion: stoker.dev/v1alpha1
+kind: NodePool
+metadata: {name: perf}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}
+      requirements: $requirements
+  disruption: $disruption
+YAML
+  fi
+}
+
+# deployment NAME REPLICAS CPU MEMORY [SPREAD...]: a Deployment of pause pods; SPREAD adds
+# `hostname` (topology spread, max skew 1), `zone` (the same over zones) or `anti-affinity`
+# (one pod per node), each over the Deployment's own pods.
+deployment() {
+  local name=$1 replicas=$2 cpu=$3 memory=$4 constraints="" affinity=""
+  shift 4
+  for extra in "$@"; do
+    case $extra in
+      hostname | zone)
+        local key=kubernetes.io/hostname
+        [[ $extra == zone ]] && key=topology.kubernetes.io/zone
+        constraints+="{maxSkew: 1, topologyKey: $key, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: $name}}}, "
+        ;;
+      anti-affinity)
+        affinity="affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: $name}}}]}}"
+        ;;
+    esac
+  done
+  cat <<YAML
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $name, namespace: default}
+spec:
+  replicas: $replicas
+  selector: {matchLabels: {app: $name}}
+  template:
+    metadata: {labels: {app: $name}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      topologySpreadConstraints: [${constraints%, }]
+      $affinity
+      containers:
+        - name: c
+          image: registry.k8s.io/pause:3.10
+          resources: {requests: {cpu: $cpu, memory: $memory}}
+YAML
+}
+
+# The scenarios, as Karpenter's performance suite defines them. Each prints its Deployments
+# (scale-out) and sets `scale_in` to "NAME=REPLICAS ..." and `pods_out` / `pods_in`.
+scenario_basic() {
+  deployment small-resource-app 500 900m 3100Mi
+  deployment large-resource-app 500 3500m 28Gi
+}
+scenario_hostname-spread() {
+  deployment small-resource-app 500 900m 3100Mi hostname
+  deployment large-resource-app 500 3500m 28Gi
+}
+scale_in_two_apps="small-resource-app=350 large-resource-app=350"
+# wide: 30 Deployments, 1,000 pods → 700; every one spread over zones, the first three also one
+# pod per node, the next three also spread over nodes.
+wide_cpu=(240m 450m 650m 900m 1400m 1900m 2400m 2800m 3300m 3700m 2300m 900m 1300m 2800m 1800m
+  1850m 3300m 3800m 225m 450m 700m 900m 1300m 1800m 2400m 2800m 3400m 3800m 3300m 2800m)
+wide_memory=(300Mi 400Mi 700Mi 1Gi 2Gi 4Gi 8Gi 4Gi 16Gi 10Gi 64Gi 30Gi 32Gi 32Gi 30Gi 20Gi 30Gi
+  300Mi 500Mi 750Mi 1Gi 2Gi 4Gi 8Gi 16Gi 32Gi 28Gi 64Gi 13Gi 24Gi)
+scenario_wide() {
+  for i in $(seq 0 29); do
+    local extra=zone
+    ((i < 3)) && extra="zone anti-affinity"
+    ((i >= 3 && i < 6)) && extra="zone hostname"
+    # shellcheck disable=SC2086 # extra holds separate words
+    deployment "wide-deployment-$((i + 1))" "$((i < 20 ? 35 : 30))" "${wide_cpu[$i]}" "${wide_memory[$i]}" $extra
+  done
+}
+scale_in_wide() { for i in $(seq 1 30); do printf 'wide-deployment-%d=%d ' "$i" "$((i <= 20 ? 25 : 20))"; done; }
+
+cpu_ticks() { awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
+running_pods() { kubectl get pods -n default --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l; }
+figures() { # TOOL LABEL: the pool's figures as JSON (the human line goes to the log)
+  local selector=stoker.dev/nodepool=perf
+  [[ $1 == karpenter ]] && selector=karpenter.sh/nodepool=perf
+  python3 "$HACK_DIR/cluster_figures.py" "$selector" "$results/instance-types.json" "$1 $2" >"$results/figures.tmp"
+  log "  $(sed -n 1p "$results/figures.tmp")"
+  sed -n 2p "$results/figures.tmp"
+}
+
+# race TOOL SCENARIO: one run on a clean control plane; appends its figures to results.jsonl.
+race() {
+  local tool=$1 scenario=$2 pid nodeclaims=nodeclaims.stoker.dev
+  "$HACK_DIR/local-down.sh" 2>/dev/null
+  "$HACK_DIR/local-up.sh" 2>/dev/null
+  # shellcheck disable=SC1091
+  source "$STOKER_STATE/env"
+  if [[ $tool == karpenter ]]; then
+    nodeclaims=nodeclaims.karpenter.sh
+    kubectl apply --server-side -f "$module/pkg/apis/crds" -f "$module/kwok/apis/crds" >/dev/null
+    kubectl wait --for condition=Established --timeout 60s crd/nodepools.karpenter.sh crd/kwoknodeclasses.karpenter.kwok.sh >/dev/null
+    nodepool karpenter | kubectl apply -f - >/dev/null
+    start karpenter env INSTANCE_TYPES_FILE_PATH="$results/instance-types.json" DISABLE_LEADER_ELECTION=true \
+      METRICS_PORT=0 HEALTH_PROBE_PORT=0 LOG_LEVEL=info "$karpenter"
+    pid=$(cat "$PIDS/karpenter.pid")
+    wait_for "Karpenter's NodePool" 120 bash -c \
+      "kubectl get nodepools.karpenter.sh perf -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+  else
+    start_stoker
+    nodepool stoker | kubectl apply -f - >/dev/null
+    pid=$(cat "$PIDS/stoker.pid")
+  fi
+  sleep 5
+  local expected_out expected_in scale_in
+  "scenario_$scenario" >"$results/$scenario-deployments.yaml"
+  expected_out=$(python3 -c 'import re, sys; print(sum(int(n) for n in re.findall(r"^  replicas: (\d+)", open(sys.argv[1]).read(), re.M)))' "$results/$scenario-deployments.yaml")
+  if [[ $scenario == wide ]]; then scale_in=$(scale_in_wide); else scale_in=$scale_in_two_apps; fi
+  expected_in=$(tr ' ' '\n' <<<"$scale_in" | awk -F= 'NF == 2 { sum += $2 } END { print sum }')
+
+  log "$tool, $scenario: scale out to $expected_out pods"
+  local ticks_before started scaled_out scaled_in last_change previous now deadline
+  ticks_before=$(cpu_ticks "$pid")
+  started=$(date +%s.%N)
+  kubectl apply -f "$results/$scenario-deployments.yaml" >/dev/null
+  deadline=$((SECONDS + 1200))
+  until [[ $(running_pods) -ge $expected_out ]]; do
+    ((SECONDS < deadline)) || { log "  not all pods Running after 20 minutes"; break; }
+    sleep 2
+  done
+  scaled_out=$(date +%s.%N)
+  local out
+  out=$(figures "$tool" "after scale-out")
+
+  log "$tool, $scenario: scale in to $expected_in pods"
+  for change in $scale_in; do kubectl scale deployment "${change%=*}" --replicas "${change#*=}" >/dev/null; done
+  scaled_in=$(date +%s.%N)
+  last_change=$(date +%s.%N)
+  previous=$(kubectl get "$nodeclaims" --no-headers 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
+  deadline=$((SECONDS + 1800))
+  local quiet_since=$SECONDS
+  while ((SECONDS - quiet_since < quiet)); do
+    ((SECONDS < deadline)) || { log "  still consolidating after 30 minutes"; break; }
+    sleep 5
+    now=$(kubectl get "$nodeclaims" --no-headers 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
+    if [[ "$now" != "$previous" || $(running_pods) -lt $expected_in ]]; then
+      [[ "$now" != "$previous" ]] && last_change=$(date +%s.%N)
+      quiet_since=$SECONDS
+    fi
+    previous=$now
+  done
+  local in ticks_after rss_kib
+  in=$(figures "$tool" "after consolidation")
+  ticks_after=$(cpu_ticks "$pid")
+  rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  python3 - "$tool" "$scenario" "$started" "$scaled_out" "$scaled_in" "$last_change" "$(date +%s.%N)" "$out" "$in" \
+    "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" "$rss_kib" >>"$results/results.jsonl" <<'PY'
+import json, sys
+tool, scenario = sys.argv[1:3]
+started, scaled_out, scaled_in, last_change, finished = map(float, sys.argv[3:8])
+out, after, ticks, hz, rss_kib = json.loads(sys.argv[8]), json.loads(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12])
+print(json.dumps({"tool": tool, "scenario": scenario, "scale_out_seconds": scaled_out - started,
+                  "out": out, "in": after, "last_disruption_seconds": max(0.0, last_change - scaled_in),
+                  "cpu_seconds": ticks / hz, "seconds": finished - started, "peak_rss_mib": rss_kib / 1024}))
+PY
+  cp "$LOGS/$tool.log" "$results/$scenario-$tool.log"
+  log "$tool, $scenario: $(tail -n 1 "$results/results.jsonl")"
+}
+
+for scenario in "${scenarios[@]}"; do
+  race karpenter "$scenario"
+  race stoker "$scenario"
+done
+python3 "$HACK_DIR/race_table.py" "$results/results.jsonl"
