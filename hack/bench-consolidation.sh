@@ -10,52 +10,13 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bench_environment
-"$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
-kubectl wait --for condition=Established --timeout 60s crd/nodeclaims.stoker.dev >/dev/null
-kubectl apply -f "$REPO_ROOT/examples/ec2nodeclass.yaml" >/dev/null
+start_stoker
 pool="$LOGS/perf-nodepool.yaml"
-cat >"$pool" <<'EOF'
-apiVersion: stoker.dev/v1alpha1
-kind: NodePool
-metadata: {name: perf}
-spec:
-  template:
-    spec:
-      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}
-      requirements:
-        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
-        - {key: kubernetes.io/arch, operator: In, values: [amd64]}
-  disruption:
-    consolidationPolicy: WhenEmptyOrUnderutilized
-    consolidateAfter: 30s
-    budgets: [{nodes: "100%"}]
-EOF
+perf_nodepool stoker >"$pool"
 kubectl apply -f "$pool" >/dev/null
 deployments="$LOGS/perf-deployments.yaml"
-deployment() { # name replicas cpu memory
-  cat <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: $1, namespace: default}
-spec:
-  replicas: $2
-  selector: {matchLabels: {app: $1}}
-  template:
-    metadata: {labels: {app: $1}}
-    spec:
-      terminationGracePeriodSeconds: 0
-      nodeSelector: {stoker.dev/nodepool: perf}
-      containers:
-        - name: c
-          image: registry.k8s.io/pause:3.10
-          resources: {requests: {cpu: $3, memory: $4}}
-EOF
-}
-{ deployment small 500 900m 3100Mi; echo ---; deployment large 500 3500m 28Gi; } >"$deployments"
+{ perf_deployment small 500 900m 3100Mi; perf_deployment large 500 3500m 28Gi; } >"$deployments"
 
-start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 "$stoker" controller
-start node-simulator "$stoker" node-simulator --delay 1s
-wait_for "the EC2NodeClass" 120 bash -c "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 sleep 5
 
 prices="$REPO_ROOT/src/cloudprovider/aws/data/on-demand-prices.csv"
@@ -96,7 +57,7 @@ finished=$(date +%s.%N)
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$PIDS/stoker.pid")/status")
 
 # What stoker plan gives for the 700 pods from scratch.
-{ cat "$pool"; echo ---; deployment small 350 900m 3100Mi; echo ---; deployment large 350 3500m 28Gi; } >"$LOGS/perf-plan.yaml"
+{ cat "$pool"; perf_deployment small 350 900m 3100Mi; perf_deployment large 350 3500m 28Gi; } >"$LOGS/perf-plan.yaml"
 planned=$("$stoker" plan -f "$LOGS/perf-plan.yaml" -f "$REPO_ROOT/examples/ec2nodeclass.yaml" -o json |
   python3 -c 'import json, sys; print("%.3f" % json.load(sys.stdin)["totals"]["pricePerHour"])')
 

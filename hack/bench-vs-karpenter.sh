@@ -43,107 +43,22 @@ if [[ ! -x $karpenter ]]; then
   mv "$karpenter.tmp" "$karpenter"
 fi
 
-# start_stoker: stoker's CRDs, the example EC2NodeClass, the controller and the node simulator.
-start_stoker() {
-  "$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
-  kubectl wait --for condition=Established --timeout 60s crd/nodeclaims.stoker.dev >/dev/null
-  kubectl apply -f "$REPO_ROOT/examples/ec2nodeclass.yaml" >/dev/null
-  start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 "$stoker" controller
-  start node-simulator "$stoker" node-simulator --delay "$delay"
-  wait_for "the EC2NodeClass" 120 bash -c \
-    "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
-}
-
 # What stoker's controller sees, for Karpenter.
 log "exporting the instance types stoker's controller prices for the local EC2NodeClass"
-start_stoker
+start_stoker "$delay"
 "$stoker" kwok-instance-types --nodeclass default >"$results/instance-types.json"
 log "  $(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$results/instance-types.json") instance types"
 
-# nodepool TOOL: the scenario's NodePool (and Karpenter's node class) for TOOL.
-nodepool() {
-  local disruption='{consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 30s, budgets: [{nodes: "100%"}]}'
-  local requirements='[{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}, {key: kubernetes.io/arch, operator: In, values: [amd64]}]'
-  if [[ $1 == karpenter ]]; then
-    cat <<YAML
-apiVersion: karpenter.kwok.sh/v1alpha1
-kind: KWOKNodeClass
-metadata: {name: default}
-spec: {nodeRegistrationDelay: $delay}
----
-apiVersion: karpenter.sh/v1
-kind: NodePool
-metadata: {name: perf}
-spec:
-  template:
-    spec:
-      nodeClassRef: {group: karpenter.kwok.sh, kind: KWOKNodeClass, name: default}
-      requirements: $requirements
-  disruption: $disruption
-YAML
-  else
-    cat <<YAML
-apiVersion: stoker.dev/v1alpha1
-kind: NodePool
-metadata: {name: perf}
-spec:
-  template:
-    spec:
-      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}
-      requirements: $requirements
-  disruption: $disruption
-YAML
-  fi
-}
-
-# deployment NAME REPLICAS CPU MEMORY [SPREAD...]: a Deployment of pause pods; SPREAD adds
-# `hostname` (topology spread, max skew 1), `zone` (the same over zones) or `anti-affinity`
-# (one pod per node), each over the Deployment's own pods.
-deployment() {
-  local name=$1 replicas=$2 cpu=$3 memory=$4 constraints="" affinity=""
-  shift 4
-  for extra in "$@"; do
-    case $extra in
-      hostname | zone)
-        local key=kubernetes.io/hostname
-        [[ $extra == zone ]] && key=topology.kubernetes.io/zone
-        constraints+="{maxSkew: 1, topologyKey: $key, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: $name}}}, "
-        ;;
-      anti-affinity)
-        affinity="affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: $name}}}]}}"
-        ;;
-    esac
-  done
-  cat <<YAML
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: $name, namespace: default}
-spec:
-  replicas: $replicas
-  selector: {matchLabels: {app: $name}}
-  template:
-    metadata: {labels: {app: $name}}
-    spec:
-      terminationGracePeriodSeconds: 0
-      topologySpreadConstraints: [${constraints%, }]
-      $affinity
-      containers:
-        - name: c
-          image: registry.k8s.io/pause:3.10
-          resources: {requests: {cpu: $cpu, memory: $memory}}
-YAML
-}
-
-# The scenarios, as Karpenter's performance suite defines them. Each prints its Deployments
-# (scale-out) and sets `scale_in` to "NAME=REPLICAS ..." and `pods_out` / `pods_in`.
+# The scenarios, as Karpenter's performance suite defines them: scenario_NAME prints the
+# Deployments to scale out to; the scale-in is "NAME=REPLICAS ..." (scale_in_two_apps, or
+# scale_in_wide for wide).
 scenario_basic() {
-  deployment small-resource-app 500 900m 3100Mi
-  deployment large-resource-app 500 3500m 28Gi
+  perf_deployment small-resource-app 500 900m 3100Mi
+  perf_deployment large-resource-app 500 3500m 28Gi
 }
 scenario_hostname-spread() {
-  deployment small-resource-app 500 900m 3100Mi hostname
-  deployment large-resource-app 500 3500m 28Gi
+  perf_deployment small-resource-app 500 900m 3100Mi hostname
+  perf_deployment large-resource-app 500 3500m 28Gi
 }
 scale_in_two_apps="small-resource-app=350 large-resource-app=350"
 # wide: 30 Deployments, 1,000 pods → 700; every one spread over zones, the first three also one
@@ -158,7 +73,7 @@ scenario_wide() {
     ((i < 3)) && extra="zone anti-affinity"
     ((i >= 3 && i < 6)) && extra="zone hostname"
     # shellcheck disable=SC2086 # extra holds separate words
-    deployment "wide-deployment-$((i + 1))" "$((i < 20 ? 35 : 30))" "${wide_cpu[$i]}" "${wide_memory[$i]}" $extra
+    perf_deployment "wide-deployment-$((i + 1))" "$((i < 20 ? 35 : 30))" "${wide_cpu[$i]}" "${wide_memory[$i]}" $extra
   done
 }
 scale_in_wide() { for i in $(seq 1 30); do printf 'wide-deployment-%d=%d ' "$i" "$((i <= 20 ? 25 : 20))"; done; }
@@ -184,15 +99,15 @@ race() {
     nodeclaims=nodeclaims.karpenter.sh
     kubectl apply --server-side -f "$module/pkg/apis/crds" -f "$module/kwok/apis/crds" >/dev/null
     kubectl wait --for condition=Established --timeout 60s crd/nodepools.karpenter.sh crd/kwoknodeclasses.karpenter.kwok.sh >/dev/null
-    nodepool karpenter | kubectl apply -f - >/dev/null
+    perf_nodepool karpenter "$delay" | kubectl apply -f - >/dev/null
     start karpenter env INSTANCE_TYPES_FILE_PATH="$results/instance-types.json" DISABLE_LEADER_ELECTION=true \
       METRICS_PORT=0 HEALTH_PROBE_PORT=0 LOG_LEVEL=info "$karpenter"
     pid=$(cat "$PIDS/karpenter.pid")
     wait_for "Karpenter's NodePool" 120 bash -c \
       "kubectl get nodepools.karpenter.sh perf -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
   else
-    start_stoker
-    nodepool stoker | kubectl apply -f - >/dev/null
+    start_stoker "$delay"
+    perf_nodepool stoker | kubectl apply -f - >/dev/null
     pid=$(cat "$PIDS/stoker.pid")
   fi
   sleep 5

@@ -155,6 +155,96 @@ fetch_karpenter_module() {
   sed -i -E "s/^go [0-9.]+$/go $(go env GOVERSION | sed 's/^go//')/" "$KARPENTER_MODULE/go.mod"
 }
 
+# start_stoker [DELAY]: stoker's CRDs, the example EC2NodeClass, the controller ($stoker, from
+# bench_environment) and the node simulator (nodes register DELAY after launch, default 1s);
+# returns once the EC2NodeClass is Ready.
+start_stoker() {
+  "$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
+  kubectl wait --for condition=Established --timeout 60s crd/nodeclaims.stoker.dev >/dev/null
+  kubectl apply -f "$REPO_ROOT/examples/ec2nodeclass.yaml" >/dev/null
+  start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 "$stoker" controller
+  start node-simulator "$stoker" node-simulator --delay "${1:-1s}"
+  wait_for "the EC2NodeClass" 120 bash -c \
+    "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+}
+
+# perf_nodepool TOOL [DELAY]: the NodePool of Karpenter's performance suite (on-demand, amd64;
+# WhenEmptyOrUnderutilized, consolidateAfter 30s, budget 100%) for stoker, or for karpenter with
+# its KWOKNodeClass (nodes register DELAY after launch, default 1s).
+perf_nodepool() {
+  local disruption='{consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 30s, budgets: [{nodes: "100%"}]}'
+  local requirements='[{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}, {key: kubernetes.io/arch, operator: In, values: [amd64]}]'
+  if [[ $1 == karpenter ]]; then
+    cat <<YAML
+apiVersion: karpenter.kwok.sh/v1alpha1
+kind: KWOKNodeClass
+metadata: {name: default}
+spec: {nodeRegistrationDelay: ${2:-1s}}
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: perf}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.kwok.sh, kind: KWOKNodeClass, name: default}
+      requirements: $requirements
+  disruption: $disruption
+YAML
+  else
+    cat <<YAML
+apiVersion: stoker.dev/v1alpha1
+kind: NodePool
+metadata: {name: perf}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}
+      requirements: $requirements
+  disruption: $disruption
+YAML
+  fi
+}
+
+# perf_deployment NAME REPLICAS CPU MEMORY [SPREAD...]: a Deployment of pause pods; SPREAD adds
+# `hostname` (topology spread, max skew 1), `zone` (the same over zones) or `anti-affinity`
+# (one pod per node), each over the Deployment's own pods.
+perf_deployment() {
+  local name=$1 replicas=$2 cpu=$3 memory=$4 constraints="" affinity=""
+  shift 4
+  for extra in "$@"; do
+    case $extra in
+      hostname | zone)
+        local key=kubernetes.io/hostname
+        [[ $extra == zone ]] && key=topology.kubernetes.io/zone
+        constraints+="{maxSkew: 1, topologyKey: $key, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: $name}}}, "
+        ;;
+      anti-affinity)
+        affinity="affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: $name}}}]}}"
+        ;;
+    esac
+  done
+  cat <<YAML
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $name, namespace: default}
+spec:
+  replicas: $replicas
+  selector: {matchLabels: {app: $name}}
+  template:
+    metadata: {labels: {app: $name}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      topologySpreadConstraints: [${constraints%, }]
+      $affinity
+      containers:
+        - name: c
+          image: registry.k8s.io/pause:3.10
+          resources: {requests: {cpu: $cpu, memory: $memory}}
+YAML
+}
+
 # create_burst N [NODE_SELECTOR]: a Deployment `burst` of N pause pods (100m, 128Mi) in default,
 # with an optional nodeSelector in flow YAML (`{stoker.dev/nodepool: spot}`). For the benchmarks.
 create_burst() {

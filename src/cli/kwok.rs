@@ -28,13 +28,7 @@ const KWOK_RESERVED_MEMORY: i64 = 10 << 20;
 pub async fn run(cluster: String, nodeclass: &str) -> Result<(), CliError> {
     let client = Client::try_default().await?;
     let class = Api::<EC2NodeClass>::all(client).get(nodeclass).await?;
-    let info = ClusterInfo {
-        name: cluster,
-        endpoint: String::new(),
-        ca_bundle: String::new(),
-        service_cidr: String::new(),
-        kubernetes_minor: String::new(),
-    };
+    let info = ClusterInfo::named(cluster);
     let provider = AwsCloudProvider::new(&aws_config(None).await, AwsOptions::new(info));
     let types = provider.instance_types(&class).await.map_err(crate::error::Error::from)?;
     println!("{}", serde_json::to_string(&kwok_instance_types(&types))?);

@@ -102,13 +102,7 @@ pub async fn run(cluster: String, delay: Duration) -> Result<(), CliError> {
     let client = Client::try_default().await?;
     let version = client.apiserver_version().await?.git_version;
     let config = aws_config(None).await;
-    let info = ClusterInfo {
-        name: cluster.clone(),
-        endpoint: String::new(),
-        ca_bundle: String::new(),
-        service_cidr: String::new(),
-        kubernetes_minor: String::new(),
-    };
+    let info = ClusterInfo::named(cluster.clone());
     let provider = AwsCloudProvider::new(&config, AwsOptions::new(info));
     let region = provider.region().to_owned();
     let catalog = provider.refresh().await.map_err(crate::error::Error::from)?;

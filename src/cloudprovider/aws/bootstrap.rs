@@ -40,6 +40,20 @@ pub struct ClusterInfo {
     pub kubernetes_minor: String,
 }
 
+impl ClusterInfo {
+    /// A cluster known by its name alone: for the local tools that find its instances and price
+    /// its instance types but never bootstrap a node.
+    pub fn named(name: String) -> Self {
+        Self {
+            name,
+            endpoint: String::new(),
+            ca_bundle: String::new(),
+            service_cidr: String::new(),
+            kubernetes_minor: String::new(),
+        }
+    }
+}
+
 /// The node-specific part of the bootstrap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeBootstrap<'a> {
