@@ -15,13 +15,11 @@ mod karpenter_shape;
 #[path = "support/real_catalog.rs"]
 mod real_catalog;
 
-use std::{path::Path, sync::Arc, time::Instant};
+use std::{path::Path, time::Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use stoker::scheduling::{
-    catalog::InstanceType,
     lower_bound::plan_lower_bound,
-    pod::PodInfo,
     solver::{Input, solve},
 };
 
@@ -88,16 +86,10 @@ fn identical_input(c: &mut Criterion, dir: &Path) {
         group.sample_size(10);
         for &size in &sizes {
             let pods = interchange::read_pods(&dir.join(format!("pods-{size}.json")));
-            measure(&mut group, name, &one_pool(pods, instance_types.clone()));
+            measure(&mut group, name, &karpenter_shape::input(pods, instance_types.clone()));
         }
         group.finish();
     }
-}
-
-fn one_pool(pods: Vec<Arc<PodInfo>>, instance_types: Vec<InstanceType>) -> Input {
-    let mut input = karpenter_shape::input(vec![], instance_types);
-    input.pods = pods;
-    input
 }
 
 criterion_group!(benches, scheduling);

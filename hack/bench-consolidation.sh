@@ -25,7 +25,7 @@ report() { python3 "$HACK_DIR/cluster_figures.py" stoker.dev/nodepool=perf "$pri
 running() { kubectl get pods -l "app in (small,large)" --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l; }
 
 log "scale out: 2 x 500 pods"
-ticks_before=$(awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$(cat "$PIDS/stoker.pid")/stat")
+ticks_before=$(cpu_ticks "$(cat "$PIDS/stoker.pid")")
 started=$(date +%s.%N)
 kubectl apply -f "$deployments" >/dev/null
 deadline=$((SECONDS + 900))
@@ -52,7 +52,7 @@ while ((SECONDS - last_change < 120)); do
   sleep 5
 done
 report "after consolidation"
-ticks_after=$(awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$(cat "$PIDS/stoker.pid")/stat")
+ticks_after=$(cpu_ticks "$(cat "$PIDS/stoker.pid")")
 finished=$(date +%s.%N)
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$PIDS/stoker.pid")/status")
 

@@ -21,22 +21,23 @@ start node-simulator "$stoker" node-simulator --delay 1s
 wait_for "the EC2NodeClass" 120 bash -c "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 sleep 5
 
-# cpu_ticks: each local process's CPU time so far (user + system, in clock ticks), one per line.
-cpu_ticks() {
-  local pidfile
+# every_cpu_ticks: each local process's CPU time so far (user + system, in clock ticks), one per line.
+every_cpu_ticks() {
+  local pidfile ticks
   for pidfile in "$PIDS"/*.pid; do
-    awk -v name="$(basename "$pidfile" .pid)" '{ sub(/.*\) /, ""); split($0, f, " "); print name, f[12] + f[13] }' \
-      "/proc/$(cat "$pidfile")/stat" 2>/dev/null || true
+    # A process that is gone has no line.
+    ticks=$(cpu_ticks "$(cat "$pidfile")" 2>/dev/null) && echo "$(basename "$pidfile" .pid) $ticks"
   done
+  return 0
 }
 
 log "creating a Deployment of $pods pods"
-cpu_ticks >"$LOGS/cpu-before.txt"
+every_cpu_ticks >"$LOGS/cpu-before.txt"
 created=$(date +%s.%N)
 create_burst "$pods"
 wait_burst_running "$pods"
 all_running=$(date +%s.%N)
-cpu_ticks >"$LOGS/cpu-after.txt"
+every_cpu_ticks >"$LOGS/cpu-after.txt"
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$(cat "$PIDS/stoker.pid")/status")
 # The apiserver's own latency histogram for the NodeClaim POSTs, to tell its time from the path to it.
 kubectl get --raw /metrics | grep '^apiserver_request_duration_seconds_bucket{.*resource="nodeclaims".*verb="POST"' \

@@ -78,7 +78,6 @@ scenario_wide() {
 }
 scale_in_wide() { for i in $(seq 1 30); do printf 'wide-deployment-%d=%d ' "$i" "$((i <= 20 ? 25 : 20))"; done; }
 
-cpu_ticks() { awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
 running_pods() { kubectl get pods -n default --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l; }
 figures() { # TOOL LABEL: the pool's figures as JSON (the human line goes to the log)
   local selector=stoker.dev/nodepool=perf

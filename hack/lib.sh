@@ -168,6 +168,9 @@ start_stoker() {
     "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 }
 
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (getconf CLK_TCK).
+cpu_ticks() { awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
+
 # perf_nodepool TOOL [DELAY]: the NodePool of Karpenter's performance suite (on-demand, amd64;
 # WhenEmptyOrUnderutilized, consolidateAfter 30s, budget 100%) for stoker, or for karpenter with
 # its KWOKNodeClass (nodes register DELAY after launch, default 1s).

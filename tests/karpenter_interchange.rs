@@ -70,9 +70,7 @@ fn a_karpenter_type_and_pod_read_as_karpenter_means_them() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(pods[0].key, "default/qdpvfmkzxp");
 
-    let mut input = karpenter_shape::input(vec![], types);
-    input.pods = pods;
-    let plan = solve(&input);
+    let plan = solve(&karpenter_shape::input(pods, types));
     assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
     assert_eq!(plan.new_claims.len(), 1);
     assert_eq!(plan.new_claims[0].price, 0.31474836480000005, "the cheapest available offering");

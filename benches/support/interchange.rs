@@ -8,7 +8,7 @@
 
 #![allow(dead_code)] // the benchmark reads and writes; the round-trip test uses every part
 
-use std::{collections::BTreeMap, path::Path, sync::Arc};
+use std::{collections::BTreeMap, path::Path};
 
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::api::resource::Quantity};
 use serde::{Deserialize, Serialize};
@@ -112,11 +112,11 @@ pub fn read_types(path: &Path) -> Vec<InstanceType> {
     import(exported).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
-pub fn read_pods(path: &Path) -> Vec<Arc<PodInfo>> {
+pub fn read_pods(path: &Path) -> Vec<PodInfo> {
     let pods: Vec<Pod> =
         serde_json::from_slice(&read(path)).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     pods.iter()
-        .map(|pod| Arc::new(PodInfo::from_pod(pod).unwrap_or_else(|error| panic!("{}: {error}", path.display()))))
+        .map(|pod| PodInfo::from_pod(pod).unwrap_or_else(|error| panic!("{}: {error}", path.display())))
         .collect()
 }
 
