@@ -130,6 +130,7 @@ fn batch(c: &mut Criterion) {
             policies: Default::default(),
             namespaces: Default::default(),
             volumes: &Default::default(),
+            virtual_pods: &[],
         };
         // One timed run outside criterion, for the figures at a glance.
         let started = Instant::now();
@@ -225,6 +226,7 @@ fn consolidation(c: &mut Criterion) {
             policies: Default::default(),
             namespaces: Default::default(),
             volumes: &Default::default(),
+            virtual_pods: &[],
         };
         let now = chrono::Utc::now();
         let decide = || decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true, None);

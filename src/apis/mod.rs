@@ -1,7 +1,9 @@
 //! The stoker API (`stoker.dev/v1alpha1`): the custom resources users edit (`NodePool`,
 //! `EC2NodeClass`, `NodeOverlay`, `WarmPool`) and the one stoker writes (`NodeClaim`), with the schema and CEL
-//! rules the apiserver enforces. Rustdoc on each field becomes its description in the CRD.
+//! rules the apiserver enforces; and SIG Autoscaling's `CapacityBuffer`, which stoker honours.
+//! Rustdoc on each field becomes its description in the CRD.
 
+pub mod capacitybuffer;
 pub mod condition;
 pub mod duration;
 pub mod ec2nodeclass;
@@ -16,6 +18,7 @@ pub mod warmpool;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use capacitybuffer::CapacityBuffer;
 pub use duration::{Duration, NillableDuration};
 pub use ec2nodeclass::EC2NodeClass;
 pub use nodeclaim::NodeClaim;
@@ -28,7 +31,14 @@ pub use warmpool::WarmPool;
 /// deleting a CRD deletes every object of its kind, and a NodeClaim's finalizer needs the
 /// controller that the uninstall just removed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![EC2NodeClass::crd(), NodeClaim::crd(), NodeOverlay::crd(), NodePool::crd(), WarmPool::crd()];
+    let mut crds = vec![
+        capacitybuffer::crd(),
+        EC2NodeClass::crd(),
+        NodeClaim::crd(),
+        NodeOverlay::crd(),
+        NodePool::crd(),
+        WarmPool::crd(),
+    ];
     for crd in &mut crds {
         crd.metadata.annotations.get_or_insert_default().insert("helm.sh/resource-policy".into(), "keep".into());
     }

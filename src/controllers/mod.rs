@@ -3,6 +3,7 @@
 //! and the cluster state), the one field manager of everything stoker applies, and Event
 //! publishing.
 
+pub mod capacitybuffer;
 pub mod conditions;
 pub mod disruption;
 pub mod finalizer;
@@ -71,6 +72,8 @@ pub struct Shared<P> {
     pub preemptions: broadcast::Sender<warmpool::preemption::Preemption>,
     /// How every simulation treats preferences and minValues (settings).
     pub policies: crate::scheduling::solver::Policies,
+    /// What the provisioner's last simulation did with each CapacityBuffer's virtual pods.
+    pub buffer_outcomes: capacitybuffer::Outcomes,
 }
 
 impl<P: Provider> Shared<P> {

@@ -25,14 +25,15 @@ use crate::{
         metered::Metered,
     },
     controllers::{
-        Provider, Shared, disruption, garbage, interruption, nodeclaim, nodeclass, nodeoverlay, nodepool,
+        Provider, Shared, capacitybuffer, disruption, garbage, interruption, nodeclaim, nodeclass, nodeoverlay,
+        nodepool,
         provisioner::{self, Provisioner},
         static_pools,
         warmpool::{preemption, reconcile as warmpool},
     },
     error::{Error, Result},
     metrics::Metrics,
-    state::{ClusterState, pods::is_provisionable},
+    state::{ClusterState, capacity_buffers_served, pods::is_provisionable},
 };
 
 /// The Lease every replica competes for.
@@ -76,7 +77,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     let provisionable = Arc::new(Notify::new());
     let (preemptions, _) = broadcast::channel(1024);
     let (wake, preempted) = (provisionable.clone(), preemptions.clone());
-    let state = ClusterState::start(&client, move |pod| {
+    let buffers_served = capacity_buffers_served(&client).await;
+    let state = ClusterState::start(&client, buffers_served, move |pod| {
         if is_provisionable(pod) {
             wake.notify_one();
         }
@@ -98,6 +100,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         provisionable,
         preemptions,
         policies: settings.policies,
+        buffer_outcomes: Default::default(),
     });
 
     let gates = settings.feature_gates;
@@ -137,6 +140,7 @@ pub async fn run(settings: Settings) -> Result<()> {
                     ),
                 ),
                 garbage::run(shared.clone()),
+                capacitybuffer::run(shared.clone()),
                 static_pools::run(shared.clone()),
                 nodepool::run(shared.clone()),
                 nodeoverlay::run(shared.clone()),

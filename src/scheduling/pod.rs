@@ -244,6 +244,9 @@ pub struct PodInfo {
     /// The PersistentVolumeClaims its volumes use (an ephemeral volume's is `<pod>-<volume>`),
     /// whose volumes may require a zone: folded into its requirements when an input is built.
     pub volume_claims: Vec<String>,
+    /// A virtual pod holding a CapacityBuffer's room: never a Pod, never bound, placed after
+    /// every real pod of a batch so that real pods get the room first.
+    pub placeholder: bool,
 }
 
 impl Deref for PodInfo {
@@ -414,7 +417,7 @@ impl PodInfo {
                 (None, None) => None,
             })
             .collect();
-        Ok(Self { key, shape: Arc::new(shape), volume_claims })
+        Ok(Self { key, shape: Arc::new(shape), volume_claims, placeholder: false })
     }
 }
 

@@ -6,7 +6,8 @@
 //! [`CachedPod`] as it arrives: the fields a controller reads, and the simulation's [`PodInfo`]
 //! parsed once, its shape shared with the other replicas of its template. Nodes stay Nodes, without their image lists and node info;
 //! Namespaces keep only their names and labels, volume claims, volumes and storage classes only
-//! what places a pod (see [`volumes`](super::volumes)); no cached object keeps its
+//! what places a pod (see [`volumes`](super::volumes)), workloads and PodTemplates only the
+//! replicas and pod template a CapacityBuffer reads; no cached object keeps its
 //! server-side-apply bookkeeping.
 //!
 //! Nothing written back to the API server is built from a cached object's dropped parts: the
@@ -19,9 +20,10 @@ use std::{borrow::Cow, sync::Arc};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
+        apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec, StatefulSet, StatefulSetSpec},
         core::v1::{
             Namespace, Node, NodeStatus, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-            PersistentVolumeSpec, Pod, PodCondition,
+            PersistentVolumeSpec, Pod, PodCondition, PodTemplate, PodTemplateSpec,
         },
         storage::v1::StorageClass,
     },
@@ -186,6 +188,49 @@ pub fn storage_class(class: StorageClass) -> StorageClass {
         provisioner: class.provisioner,
         ..StorageClass::default()
     }
+}
+
+/// A Deployment as the cache keeps it for CapacityBuffers: its replicas and pod template.
+pub fn deployment(deployment: Deployment) -> Deployment {
+    let spec = DeploymentSpec {
+        replicas: deployment.spec.replicas,
+        template: pod_template_spec(deployment.spec.template),
+        ..DeploymentSpec::default()
+    };
+    Deployment { metadata: identity(deployment.metadata), spec, status: None }
+}
+
+/// A StatefulSet as the cache keeps it for CapacityBuffers: its replicas and pod template.
+pub fn stateful_set(set: StatefulSet) -> StatefulSet {
+    let spec = StatefulSetSpec {
+        replicas: set.spec.replicas,
+        template: pod_template_spec(set.spec.template),
+        ..StatefulSetSpec::default()
+    };
+    StatefulSet { metadata: identity(set.metadata), spec, status: None }
+}
+
+/// A ReplicaSet as the cache keeps it for CapacityBuffers: its replicas and pod template.
+pub fn replica_set(set: ReplicaSet) -> ReplicaSet {
+    let spec = ReplicaSetSpec {
+        replicas: set.spec.replicas,
+        template: set.spec.template.map(pod_template_spec),
+        ..ReplicaSetSpec::default()
+    };
+    ReplicaSet { metadata: identity(set.metadata), spec, status: None }
+}
+
+/// A PodTemplate as the cache keeps it for CapacityBuffers: its generation and template.
+pub fn pod_template(template: PodTemplate) -> PodTemplate {
+    let generation = template.metadata.generation;
+    let metadata = ObjectMeta { generation, ..identity(template.metadata) };
+    PodTemplate { metadata, template: template.template.map(pod_template_spec) }
+}
+
+/// A pod template without its annotations, which no simulation reads.
+fn pod_template_spec(template: PodTemplateSpec) -> PodTemplateSpec {
+    let metadata = template.metadata.map(|m| ObjectMeta { labels: m.labels, ..ObjectMeta::default() });
+    PodTemplateSpec { metadata, spec: template.spec }
 }
 
 /// Name, namespace, UID and resourceVersion: what a reflector needs of any object.

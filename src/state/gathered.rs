@@ -3,18 +3,28 @@
 //! await may hold their locks.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
 use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Node, policy::v1::PodDisruptionBudget};
 
 use super::{
-    ClusterState, cache::CachedPod, facts::NodeFactsIndex, input::Snapshot, pods::PodIndex, volumes::VolumeTopology,
+    ClusterState,
+    buffers::held,
+    cache::CachedPod,
+    facts::NodeFactsIndex,
+    input::{Snapshot, solver_input},
+    pods::PodIndex,
+    volumes::VolumeTopology,
 };
 use crate::{
     apis::{NodeClaim, NodePool},
-    scheduling::{catalog::InstanceType, pod::NamespaceLabels, solver::Policies},
+    scheduling::{
+        catalog::InstanceType,
+        pod::{NamespaceLabels, PodInfo},
+        solver::Policies,
+    },
 };
 
 /// Copies (of `Arc`s) of the caches; `stoker disrupt` fills one from files instead.
@@ -27,6 +37,8 @@ pub struct Gathered {
     pub daemonsets: Vec<DaemonSet>,
     pub namespaces: Arc<NamespaceLabels>,
     pub volumes: VolumeTopology,
+    /// CapacityBuffers' virtual pods.
+    pub virtual_pods: Vec<Arc<PodInfo>>,
 }
 
 impl Gathered {
@@ -39,7 +51,29 @@ impl Gathered {
             daemonsets: state.daemonsets.state().iter().map(|d| (**d).clone()).collect(),
             namespaces: Arc::new(state.namespace_labels()),
             volumes: state.volume_topology(),
+            virtual_pods: state.virtual_pods(),
         }
+    }
+
+    /// Keeps only the virtual pods the cluster holds room for now, and returns the nodes (and
+    /// in-flight NodeClaims) holding it: what a disruption must not take away. A buffer not yet
+    /// provisioned is the provisioner's to launch for, and must not make every disruption
+    /// replace nodes for it.
+    pub fn hold_buffer_room(
+        &mut self,
+        index: &PodIndex,
+        facts: &NodeFactsIndex,
+        pools: &[Arc<NodePool>],
+        instance_types: &BTreeMap<String, Arc<[InstanceType]>>,
+        policies: Policies,
+    ) -> HashSet<String> {
+        if self.virtual_pods.is_empty() {
+            return HashSet::new();
+        }
+        let input = solver_input(&self.snapshot(index, facts, pools, instance_types, policies)).input;
+        let held = held(&input);
+        self.virtual_pods.retain(|pod| held.pods.contains(&pod.key));
+        held.hosts
     }
 
     /// The pods bound to each node.
@@ -73,6 +107,7 @@ impl Gathered {
             policies,
             namespaces: self.namespaces.clone(),
             volumes: &self.volumes,
+            virtual_pods: &self.virtual_pods,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The cluster turned into the solver's input: the provisionable pods; registered nodes and
+//! The cluster turned into the solver's input: the provisionable pods and CapacityBuffers'
+//! virtual pods; registered nodes and
 //! in-flight NodeClaims as existing capacity, with what their pods hold; the NodePools with their
 //! daemonset overhead and remaining limits. Pure, over a [`Snapshot`] of the state.
 //!
@@ -50,6 +51,8 @@ pub struct Snapshot<'a> {
     pub namespaces: Arc<NamespaceLabels>,
     /// What pods' volumes require of their node.
     pub volumes: &'a VolumeTopology,
+    /// CapacityBuffers' virtual pods: placed after the real pods, never bound.
+    pub virtual_pods: &'a [Arc<PodInfo>],
 }
 
 /// The solver's input, and what could not be used (with why).
@@ -91,6 +94,7 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
             }
         }
     }
+    input.pods.extend(state.virtual_pods.iter().cloned());
     let volume_room = VolumeRoom::of(state, &input);
 
     // Startup taints of nodes not yet initialized are expected to go: they do not keep pods off.

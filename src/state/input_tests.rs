@@ -69,6 +69,7 @@ fn cluster<'a>(
         policies: Default::default(),
         namespaces: Default::default(),
         volumes: &NO_VOLUMES,
+        virtual_pods: &[],
     }
 }
 

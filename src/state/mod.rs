@@ -7,9 +7,11 @@
 //! server-side-apply bookkeeping); how stoker's own kinds survive an object this version cannot
 //! decode, in [`undecodable`]. The pods are also indexed as they arrive ([`pods`]: what each node
 //! holds, the bound and the provisionable pods); [`gathered`] copies the caches for one decision; [`usage`] has the one rule for what a NodeClaim
-//! counts against its pool's limits, and [`input`] turns the state into the solver's input.
+//! counts against its pool's limits, [`buffers`] turns CapacityBuffers into virtual pods, and
+//! [`input`] turns the state into the solver's input.
 //! Nothing here writes to the apiserver.
 
+pub mod buffers;
 pub mod cache;
 pub mod facts;
 pub mod gathered;
@@ -42,9 +44,10 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
-use tracing::warn;
+use tracing::{info, warn};
 
 use self::{
+    buffers::BufferSources,
     cache::{CachedPod, node as cached_node, without_managed_fields},
     facts::NodeFactsIndex,
     pods::PodIndex,
@@ -52,7 +55,10 @@ use self::{
 };
 use crate::{
     apis::{EC2NodeClass, NodeClaim, NodePool},
-    scheduling::{pod::NamespaceLabels, shapes::Shapes},
+    scheduling::{
+        pod::{NamespaceLabels, PodInfo},
+        shapes::Shapes,
+    },
 };
 
 /// The shared caches. Cloning shares them.
@@ -76,12 +82,16 @@ pub struct ClusterState {
     index: Arc<RwLock<PodIndex>>,
     /// The nodes' parsed facts, kept as their events arrive.
     facts: Arc<RwLock<NodeFactsIndex>>,
+    /// CapacityBuffers and what they reference; `None` where the cluster does not serve the
+    /// CapacityBuffer API.
+    pub buffers: Option<BufferSources>,
 }
 
 impl ClusterState {
     /// Starts every cache's watch in the background. `on_pod` sees each added or changed pod as
-    /// cached, so a controller can be woken by the pods it cares about.
-    pub fn start(client: &Client, on_pod: impl Fn(&CachedPod) + Send + 'static) -> Self {
+    /// cached, so a controller can be woken by the pods it cares about. CapacityBuffers are
+    /// watched when `buffers_served` (see [`capacity_buffers_served`]).
+    pub fn start(client: &Client, buffers_served: bool, on_pod: impl Fn(&CachedPod) + Send + 'static) -> Self {
         let index = Arc::new(RwLock::new(PodIndex::default()));
         let writes = index.clone();
         let mut shapes = Shapes::default();
@@ -111,7 +121,19 @@ impl ClusterState {
             storage_classes: reflect(client, cache::storage_class, |_: &_, _: &_| {}),
             index,
             facts,
+            buffers: buffers_served.then(|| BufferSources {
+                buffers: reflect_custom(client),
+                pod_templates: reflect(client, cache::pod_template, |_: &_, _: &_| {}),
+                deployments: reflect(client, cache::deployment, |_: &_, _: &_| {}),
+                stateful_sets: reflect(client, cache::stateful_set, |_: &_, _: &_| {}),
+                replica_sets: reflect(client, cache::replica_set, |_: &_, _: &_| {}),
+            }),
         }
+    }
+
+    /// The virtual pods of every CapacityBuffer, none where the API is not served.
+    pub fn virtual_pods(&self) -> Vec<Arc<PodInfo>> {
+        self.buffers.as_ref().map(BufferSources::virtual_pods).unwrap_or_default()
     }
 
     /// The volume claims, volumes and storage classes, indexed for one decision.
@@ -152,7 +174,34 @@ impl ClusterState {
         ] {
             ready.await?;
         }
+        if let Some(sources) = &self.buffers {
+            for ready in [
+                sources.buffers.wait_until_ready().boxed(),
+                sources.pod_templates.wait_until_ready().boxed(),
+                sources.deployments.wait_until_ready().boxed(),
+                sources.stateful_sets.wait_until_ready().boxed(),
+                sources.replica_sets.wait_until_ready().boxed(),
+            ] {
+                ready.await?;
+            }
+        }
         Ok(())
+    }
+}
+
+/// Whether the cluster serves the CapacityBuffer API version stoker reads. Asked once at start:
+/// a watch of an API that is not served would keep the caches from ever being ready. A cluster
+/// that gains the CRD later needs a restart of stoker to honour buffers.
+pub async fn capacity_buffers_served(client: &Client) -> bool {
+    use crate::apis::capacitybuffer::{GROUP, VERSION};
+    match kube::discovery::group(client, GROUP).await {
+        Ok(group) => {
+            group.versioned_resources(VERSION).iter().any(|(resource, _)| resource.plural == "capacitybuffers")
+        }
+        Err(error) => {
+            info!(%error, "the CapacityBuffer API is not served: CapacityBuffers are not honoured");
+            false
+        }
     }
 }
 

@@ -364,7 +364,8 @@ pub async fn start_stoker_with(client: &Client, class_name: &str, settings: stok
 /// What the controllers share, for running one controller in a test: a fresh cluster state
 /// (listed before this returns), an Event recorder, metrics, and `provider`.
 pub async fn shared<P>(client: &Client, provider: P) -> std::sync::Arc<stoker::controllers::Shared<P>> {
-    let state = stoker::state::ClusterState::start(client, |_| {});
+    let served = stoker::state::capacity_buffers_served(client).await;
+    let state = stoker::state::ClusterState::start(client, served, |_| {});
     state.ready().await.expect("the caches list");
     let reporter = kube::runtime::events::Reporter { controller: "stoker-test".into(), instance: None };
     std::sync::Arc::new(stoker::controllers::Shared {
@@ -376,6 +377,7 @@ pub async fn shared<P>(client: &Client, provider: P) -> std::sync::Arc<stoker::c
         provisionable: Default::default(),
         preemptions: tokio::sync::broadcast::channel(16).0,
         policies: Default::default(),
+        buffer_outcomes: Default::default(),
     })
 }
 

@@ -1,6 +1,9 @@
 //! The emptiness method: initialized nodes of a pool that run nothing but DaemonSet and mirror
 //! pods, have no pod nominated to them, have been initialized long enough for pods in the
-//! scheduler's back-off to have found them, and are not annotated do-not-disrupt (node or claim).
+//! scheduler's back-off to have found them, hold no CapacityBuffer's room, and are not annotated
+//! do-not-disrupt (node or claim).
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::ResourceExt;
@@ -20,8 +23,9 @@ pub struct EmptyNode {
     pub node: String,
 }
 
-/// Initialized NodeClaims of the pool whose nodes run nothing but DaemonSet or mirror pods.
-pub fn empty_nodes(pool: &str, nodes: &Nodes, now: DateTime<Utc>) -> Vec<EmptyNode> {
+/// Initialized NodeClaims of the pool whose nodes run nothing but DaemonSet or mirror pods and
+/// are not `holding` CapacityBuffer room (node names).
+pub fn empty_nodes(pool: &str, nodes: &Nodes, holding: &HashSet<String>, now: DateTime<Utc>) -> Vec<EmptyNode> {
     nodes
         .iter()
         .filter_map(|view| Some((view.claim?, view.node?, view)))
@@ -32,6 +36,7 @@ pub fn empty_nodes(pool: &str, nodes: &Nodes, now: DateTime<Utc>) -> Vec<EmptyNo
             !labels::do_not_disrupt(claim.annotations())
                 && !labels::do_not_disrupt(node.annotations())
                 && !view.has_evictable_pods()
+                && !holding.contains(&node.name_any())
                 && view.used.is_none_or(|used| used.nominated == 0)
         })
         .map(|(claim, node, _)| EmptyNode { claim: claim.name_any(), node: node.name_any() })
@@ -85,7 +90,11 @@ mod tests {
             "{phase: Pending, nominatedNodeName: awaited, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable}]}",
         )]);
         let joined = Nodes::join(&nodes, &claims, &pods);
-        let empty: Vec<String> = empty_nodes("p", &joined, Utc::now()).into_iter().map(|e| e.claim).collect();
+        let empty: Vec<String> =
+            empty_nodes("p", &joined, &HashSet::new(), Utc::now()).into_iter().map(|e| e.claim).collect();
         assert_eq!(empty, ["old"]);
+        // A node holding a CapacityBuffer's room is not empty.
+        let holding = HashSet::from(["old".to_owned()]);
+        assert!(empty_nodes("p", &joined, &holding, Utc::now()).is_empty());
     }
 }

@@ -101,11 +101,14 @@ async fn pass<P: Provider>(
     let now = Utc::now();
     let state = &ctx.state;
     let (claims, nodes, pools) = (state.claims.state(), state.nodes.state(), state.pools.state());
+    let instance_types = ctx.instance_types(&pools).await;
+    let mut gathered = Gathered::of(state);
     let (stale, empty) = {
-        let index = state.pod_index();
+        let (index, facts) = (state.pod_index(), state.node_facts());
+        let holding = gathered.hold_buffer_room(&index, &facts, &pools, &instance_types, ctx.policies);
         let joined = Nodes::join(&nodes, &claims, &index);
         let empty: Vec<(Arc<NodePool>, Vec<EmptyNode>)> =
-            pools.iter().map(|pool| (pool.clone(), empty_nodes(&pool.name_any(), &joined, now))).collect();
+            pools.iter().map(|pool| (pool.clone(), empty_nodes(&pool.name_any(), &joined, &holding, now))).collect();
         (stale_taints(&joined, now), empty)
     };
     let node_api: Api<Node> = Api::all(ctx.client.clone());
@@ -120,7 +123,6 @@ async fn pass<P: Provider>(
         // Pods are waiting for capacity: the provisioner acts first, on a settled picture.
         return Ok(());
     }
-    let instance_types = ctx.instance_types(&pools).await;
     if replace_drifted(ctx, &pools, &instance_types).await? {
         return Ok(());
     }
@@ -152,12 +154,13 @@ async fn pass<P: Provider>(
 async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_types: &InstanceTypes) -> Result<bool> {
     let now = Utc::now();
     let state = &ctx.state;
-    let gathered = Gathered::of(state);
+    let mut gathered = Gathered::of(state);
     let classes = state.classes.state();
-    let by_node = gathered.pods_by_node();
-    let Gathered { claims, nodes, budgets, daemonsets, .. } = &gathered;
     let (marks, command) = {
         let (index, facts) = (state.pod_index(), state.node_facts());
+        gathered.hold_buffer_room(&index, &facts, pools, instance_types, ctx.policies);
+        let by_node = gathered.pods_by_node();
+        let Gathered { claims, nodes, budgets, daemonsets, .. } = &gathered;
         let joined = Nodes::join(nodes, claims, &index);
         let mut drifts: HashMap<String, Drift> = HashMap::new();
         let mut marks = Vec::new();
@@ -336,10 +339,11 @@ fn decide<P>(
 ) -> (Option<Decision>, Vec<(String, String)>) {
     let now = Utc::now();
     let state = &ctx.state;
-    let gathered = Gathered::of(state);
-    let by_node = gathered.pods_by_node();
+    let mut gathered = Gathered::of(state);
     // Decided under the pod index's read lock, which no await may hold.
     let (index, facts) = (state.pod_index(), state.node_facts());
+    gathered.hold_buffer_room(&index, &facts, pools, instance_types, ctx.policies);
+    let by_node = gathered.pods_by_node();
     let joined = Nodes::join(&gathered.nodes, &gathered.claims, &index);
     let unchanged = &mut memory.unchanged;
     let mut seen = HashSet::new();

@@ -123,7 +123,8 @@ pub async fn run<P: Provider + 'static>(provisioner: Arc<Provisioner<P>>) {
             () = triggered() => {}
             _ = tokio::time::sleep(Duration::from_secs(10)) => {
                 provisioner.waiting.settle(&provisioner.state.pods, &provisioner.metrics);
-                if !provisioner.state.pod_index().any_provisionable() {
+                // CapacityBuffers' room is checked again too: real pods may have taken it.
+                if !provisioner.state.pod_index().any_provisionable() && provisioner.state.virtual_pods().is_empty() {
                     continue;
                 }
             }
@@ -165,13 +166,17 @@ impl<P: Provider> Provisioner<P> {
         futures::future::join_all(preparations).await;
     }
 
-    /// One decision: snapshot, simulate, create NodeClaims, tell the pods.
+    /// One decision: snapshot, simulate, create NodeClaims, tell the pods and CapacityBuffers.
     #[instrument(skip_all, fields(pods, new_claims, unschedulable, snapshot_ms, solve_ms))]
     pub async fn provision(&self) -> Result<()> {
-        if !self.state.pod_index().any_provisionable() {
+        let virtual_pods = self.state.virtual_pods();
+        let real = self.state.pod_index().any_provisionable();
+        if !real && virtual_pods.is_empty() {
             return Ok(());
         }
-        info!("batch closed");
+        if real {
+            info!("batch closed");
+        }
         let closed = std::time::Instant::now();
         self.waiting.settle(&self.state.pods, &self.metrics);
         let pools = self.state.pools.state();
@@ -194,6 +199,7 @@ impl<P: Provider> Provisioner<P> {
                 policies: self.shared.policies,
                 namespaces,
                 volumes: &volumes,
+                virtual_pods: &virtual_pods,
             };
             (solver_input(&snapshot), pods)
         };
@@ -210,7 +216,8 @@ impl<P: Provider> Provisioner<P> {
         span.record("unschedulable", plan.unschedulable.len());
         span.record("solve_ms", started.elapsed().as_secs_f64() * 1000.0);
         self.metrics.scheduling_duration.observe(started.elapsed().as_secs_f64());
-        self.metrics.pods_pending.set(prepared.input.pods.len() as i64);
+        self.metrics.pods_pending.set(prepared.input.pods.iter().filter(|p| !p.placeholder).count() as i64);
+        self.buffer_outcomes.record(&prepared.input, &plan);
 
         let api: Api<NodeClaim> = Api::all(self.client.clone());
         // Every NodeClaim first, concurrently, so launches start at once; the pods' Events after.

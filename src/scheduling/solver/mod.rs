@@ -343,13 +343,14 @@ impl<'a> Solver<'a> {
             );
         }
 
-        // Largest first; replicas with one signature stay together.
+        // Real pods before placeholders, each largest first; replicas with one signature stay
+        // together.
         let classes = signature_classes(&input.pods);
         let same_signature = |a: usize, b: usize| classes[a] == classes[b];
         let mut order: Vec<usize> = (0..input.pods.len()).collect();
         let size = |i: usize| {
-            let r = &input.pods[i].requests;
-            (std::cmp::Reverse(r.get(CPU)), std::cmp::Reverse(r.get(MEMORY)))
+            let pod = &input.pods[i];
+            (pod.placeholder, std::cmp::Reverse(pod.requests.get(CPU)), std::cmp::Reverse(pod.requests.get(MEMORY)))
         };
         order.sort_by(|a, b| {
             size(*a)
