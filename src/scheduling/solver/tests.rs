@@ -159,6 +159,31 @@ fn existing_capacity_is_used_before_anything_is_launched() {
 }
 
 #[test]
+fn real_pods_take_existing_room_before_placeholders_however_large() {
+    // A placeholder larger than the real pod still comes after it: the room is the real pod's.
+    let mut placeholder = pod_with("a-buffer", "1200m", "1Gi", "");
+    placeholder.placeholder = true;
+    let real = pod_with("z-real", "1", "1Gi", "");
+    let mut input = input(vec![pool("on-demand", 0, "on-demand")], vec![placeholder, real]);
+    let mut free = Resources::new();
+    free.set(CPU, 1500);
+    free.set(MEMORY, 4 << 30);
+    free.set("pods", 10);
+    input.nodes.push(Arc::new(ExistingNode {
+        name: "node-1".into(),
+        requirements: Arc::new(Requirements::new()),
+        registered: true,
+        taints: vec![],
+        free,
+        host_ports: vec![],
+    }));
+    let plan = solve(&input);
+    assert_eq!(plan.existing, [("default/z-real".to_string(), "node-1".to_string())]);
+    assert_eq!(plan.new_claims.len(), 1);
+    assert_eq!(plan.new_claims[0].pods, ["default/a-buffer"]);
+}
+
+#[test]
 fn unschedulable_pods_name_every_pool_and_its_reason() {
     let mut tainted = pool("gpu", 50, "on-demand");
     tainted.taints.push(Taint {
