@@ -330,7 +330,13 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str, &'static str)>
             "schedule with replicas and capacity",
             with(warm.clone(), "/spec/schedules/0/capacity", json!({"cpu": "16"})),
             "spec.schedules[0]",
-            "exactly one of 'replicas' or 'capacity'",
+            "exactly one of 'replicas', 'capacity' or 'percentage'",
+        ),
+        (
+            "percentage without the workload it is of",
+            with(warm.clone(), "/spec/baselinePercentage", json!(20)),
+            "spec",
+            "a percentage needs scalableRef",
         ),
         (
             "schedule name with capitals",

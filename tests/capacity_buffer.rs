@@ -2,7 +2,8 @@
 //! buffer of fixed `replicas` pulls in a spare node that emptiness never removes; a buffer at a
 //! `percentage` of a Deployment keeps room beside it, a new replica of the Deployment starts on
 //! that room without a launch, and scaling the Deployment resizes the buffer; references that
-//! cannot be resolved are reported in the buffer's conditions, and fixed ones recover.
+//! cannot be resolved are reported in the buffer's conditions, and fixed ones recover; a Virtual
+//! WarmPool keeps its (limited) room as a CapacityBuffer instead of pause pods.
 
 mod support;
 
@@ -17,7 +18,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use stoker::apis::{CapacityBuffer, NodeClaim};
+use stoker::apis::{CapacityBuffer, NodeClaim, WarmPool};
 use support::apply;
 
 /// A NodePool of c6a.xlarge only (3,920m allocatable CPU: two 1,800m chunks fill a node) that
@@ -196,4 +197,65 @@ async fn capacity_buffers_keep_spare_nodes_that_real_pods_start_on() {
         let _ = buffers.delete(name, &DeleteParams::default()).await;
     }
     let _ = deployments.delete("checkout", &DeleteParams::default()).await;
+
+    // 4. A Virtual WarmPool at 20% of a ten-replica Deployment (2 pods), capped by limits at 2
+    // (3,600m): no pause pods, a CapacityBuffer of 2 chunks it owns, one spare node behind it.
+    apply(&client, pool("virtual")).await;
+    let mut web = support::deployment("web", 10, "1m", json!({"stoker.dev/nodepool": "virtual"}));
+    web["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] = json!("1Mi");
+    apply(&client, web).await;
+    apply(
+        &client,
+        json!({
+            "apiVersion": "stoker.dev/v1alpha1", "kind": "WarmPool",
+            "metadata": {"name": "virtual", "namespace": "default"},
+            "spec": {
+                "scalableRef": {"kind": "Deployment", "name": "web"},
+                "baselinePercentage": 20,
+                "mode": "Virtual",
+                "limits": {"cpu": "3600m"},
+                "resources": {"requests": {"cpu": "1800m", "memory": "512Mi"}},
+                "nodeSelector": {"stoker.dev/nodepool": "virtual"}
+            }
+        }),
+    )
+    .await;
+    let pools: Api<WarmPool> = Api::namespaced(client.clone(), "default");
+    let held = support::wait_until(Duration::from_secs(120), || async {
+        let status = pools.get("virtual").await.ok()?.status?;
+        (status.replicas == Some(2) && status.ready_replicas == Some(2)).then_some(())
+    })
+    .await;
+    assert!(
+        held.is_some(),
+        "the virtual pool holds room for 2 pods: {:?}",
+        pools.get("virtual").await.ok().and_then(|p| p.status)
+    );
+    wait_for_buffer(&client, "warmpool-virtual", "Resolved", "FitsExistingCapacity", Some(2)).await;
+    assert_eq!(claim_names(&client, "virtual").await.len(), 1, "two 1,800m chunks fill one node");
+    let pause = deployments.get("warmpool-virtual").await.expect("the pool's Deployment");
+    assert_eq!(pause.spec.replicas, Some(0), "no pause pods in Virtual mode");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pause_pods = pods.list(&ListParams::default().labels("stoker.dev/warmpool=virtual")).await.expect("pods");
+    assert!(pause_pods.items.is_empty(), "no pause pods in Virtual mode");
+
+    // It follows the Deployment's scaling: 20% of 20 is 4, held at the limits' 2; 20% of 5 is 1.
+    let size = || async { pools.get("virtual").await.ok()?.status?.replicas };
+    let scale_web = |replicas: i32| {
+        let deployments = deployments.clone();
+        async move {
+            let scale = json!({"spec": {"replicas": replicas}});
+            deployments.patch("web", &PatchParams::default(), &Patch::Merge(&scale)).await.expect("scale web");
+        }
+    };
+    scale_web(20).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(size().await, Some(2), "the limits hold the pool at 2");
+    scale_web(5).await;
+    let followed =
+        support::wait_until(Duration::from_secs(60), || async { (size().await == Some(1)).then_some(()) }).await;
+    assert!(followed.is_some(), "the pool follows the Deployment down to 1: {:?}", size().await);
+    wait_for_buffer(&client, "warmpool-virtual", "Resolved", "FitsExistingCapacity", Some(1)).await;
+    pools.delete("virtual", &DeleteParams::default()).await.expect("delete the WarmPool");
+    let _ = deployments.delete("web", &DeleteParams::default()).await;
 }

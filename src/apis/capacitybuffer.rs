@@ -151,6 +151,15 @@ pub fn crd() -> CustomResourceDefinition {
     crd
 }
 
+/// `percentage` of a workload's `replicas` as the API counts it: rounded up, and at least one
+/// while both are above zero. Never overflows: the product of two `i32`s fits an `i64`.
+pub fn percent_of_replicas(replicas: i32, percentage: i32) -> i64 {
+    if replicas <= 0 || percentage <= 0 {
+        return 0;
+    }
+    ((i64::from(replicas) * i64::from(percentage) + 99) / 100).max(1)
+}
+
 impl CapacityBuffer {
     /// The strategy in effect (the default when left out).
     pub fn strategy(&self) -> &str {

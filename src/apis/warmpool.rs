@@ -13,7 +13,7 @@ use k8s_openapi::{
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::duration::Duration;
+use super::{capacitybuffer::ScalableRef, duration::Duration};
 
 /// The image of pause pods unless a WarmPool names another.
 pub const DEFAULT_PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
@@ -43,6 +43,9 @@ pub const DEFAULT_LEAD_TIME: Duration = Duration::from_secs(5 * 60);
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.scalableRef) || (!has(self.baselinePercentage) && self.schedules.all(s, !has(s.percentage)))").message("a percentage needs scalableRef, the workload it is a percentage of"),
+)]
 pub struct WarmPoolSpec {
     /// Windows of extra headroom. At any instant the pool holds the largest size among the
     /// windows active then, or `baseline` when none is.
@@ -54,6 +57,16 @@ pub struct WarmPoolSpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10000))]
     pub baseline: i32,
+    /// Outside every window, also hold this percentage of the `scalableRef` workload's replicas
+    /// (rounded up, at least one while both are above zero); the larger of it and `baseline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub baseline_percentage: Option<i32>,
+    /// The workload whose replicas a `percentage` is taken of, read through its scale
+    /// subresource: a Deployment, StatefulSet or ReplicaSet (`apiGroup` `apps`, the default), or
+    /// any kind with `/scale` the controller may read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scalable_ref: Option<ScalableRef>,
     /// How long before a window starts its pods are created, so nodes are ready at the start.
     #[serde(default = "default_lead_time")]
     pub lead_time: Duration,
@@ -64,6 +77,17 @@ pub struct WarmPoolSpec {
     /// When true, the pool keeps its current size and ignores schedules.
     #[serde(default)]
     pub paused: bool,
+    /// How the room is held. `PausePods` (the default): preemptible pause pods hold it against
+    /// every other workload, and a real pod preempts one to start. `Virtual`: the pool keeps a
+    /// CapacityBuffer of the same size and shape, whose virtual pods keep nodes up with empty
+    /// room that any pod takes at once, with no pause pods to create, preempt or replace (needs
+    /// the CapacityBuffer API, which stoker's CRD chart installs).
+    #[serde(default)]
+    pub mode: WarmPoolMode,
+    /// The most the pool's pods may request together (`cpu`, `memory`): every window and the
+    /// baseline are capped to the pods that fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<WarmCapacity>,
     /// Requests (and limits, equal to the requests unless given) of each pause pod: the unit of
     /// headroom.
     #[x_kube(validation = Rule::new("has(self.requests) && size(self.requests) > 0").message("resources.requests must name at least one resource"))]
@@ -102,12 +126,22 @@ fn default_priority_class() -> String {
     DEFAULT_PRIORITY_CLASS.into()
 }
 
+/// How a WarmPool holds its room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum WarmPoolMode {
+    /// Preemptible pause pods: the room is held against every other workload.
+    #[default]
+    PausePods,
+    /// A CapacityBuffer's virtual pods: empty room any pod may take, no pod churn.
+    Virtual,
+}
+
 /// One recurring window of headroom.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("has(self.duration) != has(self.end)").message("exactly one of 'duration' or 'end' must be set"),
-    validation = Rule::new("has(self.replicas) != has(self.capacity)").message("exactly one of 'replicas' or 'capacity' must be set"),
+    validation = Rule::new("(has(self.replicas) ? 1 : 0) + (has(self.capacity) ? 1 : 0) + (has(self.percentage) ? 1 : 0) == 1").message("exactly one of 'replicas', 'capacity' or 'percentage' must be set"),
 )]
 pub struct WarmPoolSchedule {
     /// Name of the window, shown in status and Events.
@@ -129,10 +163,16 @@ pub struct WarmPoolSchedule {
     /// Daylight-saving changes follow the IANA rules.
     #[serde(default = "default_timezone")]
     pub timezone: String,
-    /// Pause pods held while the window is open. Exclusive with `capacity`.
+    /// Pause pods held while the window is open. Exclusive with `capacity` and `percentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub replicas: Option<i32>,
+    /// Pause pods held while the window is open, as a percentage of the `scalableRef`
+    /// workload's replicas (rounded up, at least one while both are above zero): the pool
+    /// follows the workload's scaling. Exclusive with `replicas` and `capacity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub percentage: Option<i32>,
     /// Headroom held while the window is open, converted to pause pods by the size of one pod
     /// (rounded up). Exclusive with `replicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

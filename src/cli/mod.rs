@@ -169,6 +169,13 @@ pub enum WarmpoolCommand {
         /// Also draw the size over time as an SVG step chart into this file.
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// The replicas of the pools' `scalableRef` workload, which their percentages are taken
+        /// of (needed only by pools that use a percentage).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+        workload_replicas: Option<i32>,
+        /// Show times in each pool's own time zone (its first schedule's) instead of UTC.
+        #[arg(long)]
+        schedule_timezone: bool,
     },
 }
 
@@ -267,8 +274,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("{}", serde_json::to_string_pretty(&policy(&scope))?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Warmpool(WarmpoolCommand::Preview { inputs, from, days, svg }) => {
-            warmpool::run(&inputs.documents()?, from, days, svg.as_deref())
-        }
+        Command::Warmpool(WarmpoolCommand::Preview {
+            inputs,
+            from,
+            days,
+            svg,
+            workload_replicas,
+            schedule_timezone,
+        }) => warmpool::run(&inputs.documents()?, from, days, svg.as_deref(), workload_replicas, schedule_timezone),
     }
 }

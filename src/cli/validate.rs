@@ -67,7 +67,10 @@ pub fn check_document(document: &Value) -> Verdict {
         problems = match kind {
             "NodePool" => typed(&defaulted, validation::nodepool_errors),
             // The controller's own parse, so validate refuses exactly what the controller would.
-            "WarmPool" => typed(&defaulted, |pool: &WarmPool| Windows::new(&pool.spec).err().unwrap_or_default()),
+            // Any workload size: validation checks the spec, not the cluster it will read.
+            "WarmPool" => {
+                typed(&defaulted, |pool: &WarmPool| Windows::new(&pool.spec, &Ok(0)).err().unwrap_or_default())
+            }
             "NodeOverlay" => {
                 typed(&defaulted, |overlay: &NodeOverlay| Overlay::from_api(overlay).err().into_iter().collect())
             }

@@ -20,7 +20,7 @@ use kube::{
 };
 
 use crate::{
-    apis::capacitybuffer::{ACTIVE_CAPACITY, CapacityBuffer},
+    apis::capacitybuffer::{ACTIVE_CAPACITY, CapacityBuffer, percent_of_replicas},
     scheduling::{
         pod::PodInfo,
         resources::Resources,
@@ -109,8 +109,7 @@ pub fn resolve(buffer: &CapacityBuffer, referenced: Result<Referenced, Unresolve
     let spec = &buffer.spec;
     let percentage = match (spec.percentage, referenced.workload_replicas) {
         (Some(percentage), Some(replicas)) if replicas > 0 && percentage > 0 => {
-            // Rounded up: integer ceiling of a non-negative product.
-            Some(((i64::from(replicas) * i64::from(percentage) + 99) / 100).max(1))
+            Some(percent_of_replicas(replicas, percentage))
         }
         _ => None,
     };

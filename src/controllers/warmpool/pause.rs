@@ -1,5 +1,6 @@
 //! The objects a WarmPool is made of, built from its spec: the Deployment of pause pods and the
-//! PriorityClass that lets any real workload preempt them.
+//! PriorityClass that lets any real workload preempt them; in `Virtual` mode, the CapacityBuffer
+//! and PodTemplate that keep the same room without pods.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
-            Capabilities, Container, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+            Capabilities, Container, PodSecurityContext, PodSpec, PodTemplate, PodTemplateSpec, ResourceRequirements,
             SeccompProfile, SecurityContext,
         },
         scheduling::v1::PriorityClass,
@@ -16,7 +17,12 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
-use crate::apis::{WarmPool, labels, warmpool::DEFAULT_PRIORITY_CLASS};
+use crate::apis::{
+    CapacityBuffer, WarmPool,
+    capacitybuffer::{ACTIVE_CAPACITY, CapacityBufferSpec, LocalObjectRef},
+    labels,
+    warmpool::DEFAULT_PRIORITY_CLASS,
+};
 
 /// The user pause pods run as: `nobody`, as in the pause image's own build.
 const PAUSE_USER: i64 = 65535;
@@ -90,6 +96,33 @@ pub fn deployment(pool: &WarmPool, replicas: i32) -> Deployment {
         },
         status: None,
     }
+}
+
+/// What a `Virtual` pool keeps instead of pause pods: a PodTemplate of the pause pod and a
+/// CapacityBuffer of `replicas` chunks of it, both named like the Deployment and owned by the pool.
+pub fn virtual_room(pool: &WarmPool, replicas: i32) -> (PodTemplate, CapacityBuffer) {
+    let name = deployment_name(pool);
+    let metadata = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: pool.namespace(),
+        labels: Some(pod_labels(pool)),
+        owner_references: pool.controller_owner_ref(&()).map(|owner| vec![owner]),
+        ..Default::default()
+    };
+    let template = PodTemplate { metadata: metadata.clone(), template: Some(deployment(pool, 0).spec.template) };
+    let mut buffer = CapacityBuffer::new(
+        &name,
+        CapacityBufferSpec {
+            provisioning_strategy: Some(ACTIVE_CAPACITY.to_owned()),
+            pod_template_ref: Some(LocalObjectRef { name: name.clone() }),
+            scalable_ref: None,
+            replicas: Some(replicas),
+            percentage: None,
+            limits: None,
+        },
+    );
+    buffer.metadata = metadata;
+    (template, buffer)
 }
 
 /// The Deployment's name: the WarmPool's, so `kubectl get deploy` shows which pool it serves.

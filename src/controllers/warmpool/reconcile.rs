@@ -1,12 +1,13 @@
 //! The WarmPool controller: read the pool and its Deployment → decide the size (pure) → apply
-//! the Deployment and PriorityClass → write status, emit an Event on each change of size, and
+//! the Deployment (pause pods) or, in `Virtual` mode, a CapacityBuffer and its PodTemplate (the
+//! Deployment scaled to none), and the PriorityClass → write status, emit an Event on each change of size, and
 //! requeue at the next transition instead of polling.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::{
-    api::{apps::v1::Deployment, scheduling::v1::PriorityClass},
+    api::{apps::v1::Deployment, core::v1::PodTemplate, scheduling::v1::PriorityClass},
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
@@ -20,14 +21,16 @@ use tracing::{info, instrument, warn};
 
 use super::{
     admission::{Policy, refusals},
-    pause::{default_priority_class, deployment, deployment_name},
-    windows::Windows,
+    pause::{default_priority_class, deployment, deployment_name, virtual_room},
+    windows::{Windows, Workload},
 };
 use crate::apis::condition;
 use crate::{
     apis::{
-        WarmPool,
-        warmpool::{DEFAULT_PRIORITY_CLASS, Transition, WarmPoolSpec, WarmPoolStatus},
+        CapacityBuffer, WarmPool,
+        capacitybuffer::ScalableRef,
+        validation::FieldError,
+        warmpool::{DEFAULT_PRIORITY_CLASS, Transition, WarmPoolMode, WarmPoolSpec, WarmPoolStatus},
     },
     controllers::{
         FIELD_MANAGER, Shared, apply_status, conditions, drain,
@@ -36,6 +39,7 @@ use crate::{
     },
     error::{Error, Result},
     metrics::WarmPoolLabels,
+    scheduling::quantity::parse_resource,
 };
 
 /// What a WarmPool should hold at an instant.
@@ -51,9 +55,44 @@ pub struct Decision {
 }
 
 /// The size to hold: the windows' answer, or the current size while paused or while the schedule
-/// is invalid (a typo must not scale a pool to zero in the middle of a peak).
-pub fn decide(spec: &WarmPoolSpec, current: Option<i32>, now: DateTime<Utc>) -> Decision {
-    match Windows::new(spec) {
+/// is invalid (a typo must not scale a pool to zero in the middle of a peak); never more pods
+/// than `limits` allow.
+pub fn decide(spec: &WarmPoolSpec, workload: &Workload, current: Option<i32>, now: DateTime<Utc>) -> Decision {
+    let mut decision = decide_unlimited(spec, workload, current, now);
+    if let Some(cap) = limit_cap(spec) {
+        decision.replicas = decision.replicas.min(cap);
+        if let Some((at, size)) = decision.next {
+            // A change the cap hides is not one: evaluate again then, for the changes after it.
+            if size.min(cap) == decision.replicas {
+                decision.next = None;
+                decision.recheck = Some(decision.recheck.map_or(at, |recheck| recheck.min(at)));
+            } else {
+                decision.next = Some((at, size.min(cap)));
+            }
+        }
+    }
+    decision
+}
+
+/// How many pods `limits` lets the pool hold: for each resource it names that a pod requests,
+/// the limit divided by the pod's request, rounded down; the least of them. `None` without
+/// limits (or none a pod's requests name).
+pub fn limit_cap(spec: &WarmPoolSpec) -> Option<i32> {
+    let limits = spec.limits.as_ref()?;
+    let requests = spec.resources.requests.clone().unwrap_or_default();
+    [("cpu", &limits.cpu), ("memory", &limits.memory)]
+        .into_iter()
+        .filter_map(|(resource, limit)| {
+            let limit = parse_resource(resource, &limit.as_ref()?.0).ok()?;
+            let per_pod = parse_resource(resource, &requests.get(resource)?.0).ok().filter(|r| *r > 0)?;
+            Some(limit.max(0) / per_pod)
+        })
+        .min()
+        .map(|pods| pods.min(i64::from(i32::MAX)) as i32)
+}
+
+fn decide_unlimited(spec: &WarmPoolSpec, workload: &Workload, current: Option<i32>, now: DateTime<Utc>) -> Decision {
+    match Windows::new(spec, workload) {
         Err(errors) => Decision {
             replicas: current.unwrap_or(spec.baseline),
             active: Vec::new(),
@@ -96,7 +135,8 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     let existing = deployments.get_opt(&deployment_name(&pool)).await?;
     let current = existing.as_ref().and_then(|d| d.spec.replicas);
     let now = Utc::now();
-    let decision = decide(&pool.spec, current, now);
+    let workload = workload_replicas(&ctx.client, &namespace, pool.spec.scalable_ref.as_ref()).await;
+    let decision = decide(&pool.spec, &workload, current, now);
 
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let classes: Api<PriorityClass> = Api::all(ctx.client.clone());
@@ -104,17 +144,49 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     if priority.is_none() && pool.spec.priority_class_name == DEFAULT_PRIORITY_CLASS {
         priority = Some(classes.patch(DEFAULT_PRIORITY_CLASS, &apply, &Patch::Apply(default_priority_class())).await?);
     }
-    let refused = refusals(&pool.spec, policy, priority.as_ref());
+    let mut refused = refusals(&pool.spec, policy, priority.as_ref());
+    let virtual_mode = pool.spec.mode == WarmPoolMode::Virtual;
+    if virtual_mode && ctx.state.buffers.is_none() {
+        refused.push(FieldError {
+            field: "spec.mode".into(),
+            message: "mode Virtual keeps a CapacityBuffer, and this cluster does not serve the CapacityBuffer API (autoscaling.x-k8s.io/v1beta1): install it with stoker's CRD chart and restart stoker".into(),
+        });
+    }
     let refusal = (!refused.is_empty()).then(|| refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+    let buffers: Api<CapacityBuffer> = Api::namespaced(ctx.client.clone(), &namespace);
     // A refused shape is never applied: the Deployment keeps the last admitted one.
     if refusal.is_none() {
-        let desired = deployment(&pool, decision.replicas);
+        let pause_pods = if virtual_mode { 0 } else { decision.replicas };
+        let desired = deployment(&pool, pause_pods);
         deployments.patch(&deployment_name(&pool), &apply, &Patch::Apply(&desired)).await?;
+        if virtual_mode {
+            let templates: Api<PodTemplate> = Api::namespaced(ctx.client.clone(), &namespace);
+            let (template, buffer) = virtual_room(&pool, decision.replicas);
+            templates.patch(&deployment_name(&pool), &apply, &Patch::Apply(&template)).await?;
+            buffers.patch(&deployment_name(&pool), &apply, &Patch::Apply(&buffer)).await?;
+        } else if ctx.state.buffers.is_some() {
+            match buffers.delete(&deployment_name(&pool), &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     let previous = pool.status.clone().unwrap_or_default();
     let generation = pool.metadata.generation;
-    let ready = existing.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
+    let ready = if virtual_mode {
+        // The buffer's room, once it exists: its chunks are never pods to count.
+        let buffer = match ctx.state.buffers {
+            Some(_) => buffers.get_opt(&deployment_name(&pool)).await?,
+            None => None,
+        };
+        let status = buffer.and_then(|b| b.status).unwrap_or_default();
+        let held = status.conditions.iter().any(|c| c.type_ == condition::READY && c.status == condition::TRUE);
+        if held { status.replicas.unwrap_or(0) } else { 0 }
+    } else {
+        existing.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0)
+    };
     let labels = WarmPoolLabels { namespace: namespace.clone(), warmpool: pool.name_any() };
     ctx.metrics.warmpool_sizes(&labels, decision.replicas.into(), ready.into());
     let mut status_conditions = conditions::set(
@@ -138,8 +210,20 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
         &status_conditions,
         condition::READY,
         all_ready && decision.invalid.is_none() && refusal.is_none(),
-        if all_ready { "PausePodsReady" } else { "PausePodsPending" },
-        &format!("{ready} of {} pause pods ready", decision.replicas),
+        match (virtual_mode, all_ready) {
+            (false, true) => "PausePodsReady",
+            (false, false) => "PausePodsPending",
+            (true, true) => "RoomHeld",
+            (true, false) => "RoomPending",
+        },
+        &match virtual_mode {
+            false => format!("{ready} of {} pause pods ready", decision.replicas),
+            true => format!(
+                "room for {ready} of {} pods held by CapacityBuffer {}",
+                decision.replicas,
+                deployment_name(&pool)
+            ),
+        },
         generation,
     );
     let status = WarmPoolStatus {
@@ -185,11 +269,36 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     }
 
     // Wake at the transition itself (a second late is better than a second early), or where
-    // the search for one stopped.
-    Ok(match decision.next.map(|(at, _)| at).or(decision.recheck) {
-        Some(at) => Action::requeue((at - now).to_std().unwrap_or_default() + Duration::from_secs(1)),
+    // the search for one stopped; a pool sized by a workload follows its scaling.
+    let wake = decision.next.map(|(at, _)| at).or(decision.recheck);
+    let wake = wake.map(|at| (at - now).to_std().unwrap_or_default() + Duration::from_secs(1));
+    let follow = pool.spec.scalable_ref.as_ref().map(|_| FOLLOW_WORKLOAD);
+    Ok(match wake.into_iter().chain(follow).min() {
+        Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// How often a pool sized by a workload reads the workload's replicas again.
+const FOLLOW_WORKLOAD: Duration = Duration::from_secs(15);
+
+/// The replicas of the pool's `scalableRef` (its scale subresource's `spec.replicas`), or why
+/// they cannot be read: a kind the cluster does not serve, an object that is not there, no
+/// right to read its `/scale`.
+async fn workload_replicas(client: &kube::Client, namespace: &str, reference: Option<&ScalableRef>) -> Workload {
+    let Some(reference) = reference else { return Err("spec.scalableRef is not set".into()) };
+    let group = if reference.api_group.is_empty() { "apps" } else { reference.api_group.as_str() };
+    let served =
+        kube::discovery::group(client, group).await.map_err(|e| format!("spec.scalableRef: API group {group}: {e}"))?;
+    let (resource, _) = served
+        .recommended_kind(&reference.kind)
+        .ok_or_else(|| format!("spec.scalableRef: API group {group} serves no kind {}", reference.kind))?;
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let scale = api
+        .get_scale(&reference.name)
+        .await
+        .map_err(|e| format!("spec.scalableRef: the scale of {} {}: {e}", reference.kind, reference.name))?;
+    Ok(scale.spec.and_then(|spec| spec.replicas).unwrap_or(0))
 }
 
 fn error_policy<P>(_pool: Arc<DeserializeGuard<WarmPool>>, error: &Error, ctx: Arc<Shared<P>>) -> Action {
@@ -203,8 +312,12 @@ pub async fn run<P: Send + Sync + 'static>(ctx: Arc<Shared<P>>, policy: Policy) 
     let policy = Arc::new(policy);
     let pools: Api<DeserializeGuard<WarmPool>> = Api::all(ctx.client.clone());
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
-    let controller = Controller::new(pools, watcher::Config::default())
+    let mut controller = Controller::new(pools, watcher::Config::default())
         .owns(deployments, watcher::Config::default().labels(crate::apis::labels::WARMPOOL));
+    // A Virtual pool's readiness is its CapacityBuffer's.
+    if ctx.state.buffers.is_some() {
+        controller = controller.owns(Api::<CapacityBuffer>::all(ctx.client.clone()), watcher::Config::default());
+    }
     let store = controller.store();
     let sweep = crate::controllers::sweep_series(ctx.clone(), move |metrics| {
         metrics.retain_warmpools(|l| {
@@ -241,6 +354,25 @@ mod tests {
 
     use super::*;
 
+    const NO_WORKLOAD: Workload = Err(String::new());
+
+    #[test]
+    fn percentages_follow_the_workload_and_an_unknown_one_keeps_the_size() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
+        let relative = spec(
+            "scalableRef: {kind: Deployment, name: checkout}\nbaselinePercentage: 10\nschedules: [{name: day, start: '0 8 * * *', duration: 10h, percentage: 20}]",
+        );
+        // 20% of 40 replicas in the window; 10% of 40 (4, above the baseline's 2) after it.
+        let decision = decide(&relative, &Ok(40), Some(2), at);
+        assert_eq!(decision.replicas, 8);
+        assert_eq!(decision.next, Some((Utc.with_ymd_and_hms(2026, 11, 23, 18, 0, 0).unwrap(), 4)));
+        assert_eq!(decide(&relative, &Ok(41), Some(2), at).replicas, 9, "rounded up");
+        assert_eq!(decide(&relative, &Ok(i32::MAX), Some(2), at).replicas, 10_000, "capped, no overflow");
+        let lost = decide(&relative, &Err("spec.scalableRef: Deployment checkout not found".into()), Some(5), at);
+        assert_eq!(lost.replicas, 5, "a workload that cannot be read keeps the size");
+        assert!(lost.invalid.unwrap().contains("checkout not found"));
+    }
+
     fn spec(extra: &str) -> WarmPoolSpec {
         serde_saphyr::from_str(&format!("resources: {{requests: {{cpu: 500m}}}}\nleadTime: 0s\nbaseline: 2\n{extra}"))
             .unwrap()
@@ -250,19 +382,39 @@ mod tests {
     fn decides_from_the_windows() {
         let spec = spec("schedules: [{name: day, start: '0 8 * * *', duration: 10h, replicas: 9}]");
         let at = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
-        let decision = decide(&spec, Some(2), at);
+        let decision = decide(&spec, &NO_WORKLOAD, Some(2), at);
         assert_eq!((decision.replicas, decision.active.as_slice()), (9, ["day".to_string()].as_slice()));
         assert_eq!(decision.next, Some((Utc.with_ymd_and_hms(2026, 11, 23, 18, 0, 0).unwrap(), 2)));
+    }
+
+    #[test]
+    fn limits_cap_every_size_and_hide_the_changes_they_flatten() {
+        let day = "schedules: [{name: day, start: '0 8 * * *', duration: 10h, replicas: 9}]";
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
+        // 2,000m holds four 500m pods: the window's 9 become 4; the baseline's 2 stay 2.
+        let capped = spec(&format!("{day}\nlimits: {{cpu: '2'}}"));
+        assert_eq!(limit_cap(&capped), Some(4));
+        let decision = decide(&capped, &NO_WORKLOAD, Some(2), at);
+        assert_eq!(decision.replicas, 4);
+        assert_eq!(decision.next, Some((Utc.with_ymd_and_hms(2026, 11, 23, 18, 0, 0).unwrap(), 2)));
+        // 750m holds one: the window changes nothing, so there is no transition, only a recheck.
+        let flat = spec(&format!("{day}\nlimits: {{cpu: 750m, memory: 64Gi}}"));
+        let decision = decide(&flat, &NO_WORKLOAD, Some(1), at);
+        assert_eq!((decision.replicas, decision.next), (1, None));
+        assert_eq!(decision.recheck, Some(Utc.with_ymd_and_hms(2026, 11, 23, 18, 0, 0).unwrap()));
+        // A limit on what a pod does not request caps nothing.
+        assert_eq!(limit_cap(&spec("limits: {memory: 1Gi}")), None);
+        assert_eq!(limit_cap(&spec("")), None);
     }
 
     #[test]
     fn paused_and_invalid_pools_keep_their_size() {
         let at = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
         let paused = spec("paused: true\nschedules: [{name: day, start: '0 8 * * *', duration: 10h, replicas: 9}]");
-        assert_eq!(decide(&paused, Some(4), at).replicas, 4);
-        assert_eq!(decide(&paused, None, at).replicas, 9);
+        assert_eq!(decide(&paused, &NO_WORKLOAD, Some(4), at).replicas, 4);
+        assert_eq!(decide(&paused, &NO_WORKLOAD, None, at).replicas, 9);
         let invalid = spec("schedules: [{name: day, start: '0 8 * *', duration: 10h, replicas: 9}]");
-        let decision = decide(&invalid, Some(4), at);
+        let decision = decide(&invalid, &NO_WORKLOAD, Some(4), at);
         assert_eq!(decision.replicas, 4);
         assert!(decision.invalid.unwrap().contains("spec.schedules[0].start"));
     }

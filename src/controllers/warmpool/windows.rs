@@ -25,6 +25,7 @@ use chrono_tz::Tz;
 
 use crate::{
     apis::{
+        capacitybuffer::percent_of_replicas,
         validation::{FieldError, warmpool_errors},
         warmpool::{WarmPoolSchedule, WarmPoolSpec},
     },
@@ -85,6 +86,14 @@ struct Window {
     replicas: i32,
 }
 
+/// One stretch of time a window is open (its lead time included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub name: String,
+    pub opens: DateTime<Utc>,
+    pub closes: DateTime<Utc>,
+}
+
 /// Cron look-ups left to one evaluation.
 struct Budget(usize);
 
@@ -110,9 +119,14 @@ pub struct Windows {
     exclusions: Vec<(NaiveDate, NaiveDate)>,
 }
 
+/// The replicas of a WarmPool's `scalableRef` workload, or why they are not known: what its
+/// percentages are taken of.
+pub type Workload = Result<i32, String>;
+
 impl Windows {
-    /// Parses a WarmPool spec; every invalid field is reported, naming it.
-    pub fn new(spec: &WarmPoolSpec) -> Result<Self, Vec<FieldError>> {
+    /// Parses a WarmPool spec, its percentages taken of `workload`; every invalid field is
+    /// reported, naming it.
+    pub fn new(spec: &WarmPoolSpec, workload: &Workload) -> Result<Self, Vec<FieldError>> {
         let errors = warmpool_errors(spec);
         if !errors.is_empty() {
             return Err(errors);
@@ -120,13 +134,23 @@ impl Windows {
         let mut windows = Vec::new();
         let mut problems = Vec::new();
         for (index, schedule) in spec.schedules.iter().enumerate() {
-            match window(spec, schedule) {
+            match window(spec, schedule, workload) {
                 Ok(window) => windows.push(window),
                 Err((field, message)) => {
                     problems.push(FieldError { field: format!("spec.schedules[{index}]{field}"), message })
                 }
             }
         }
+        let baseline = match spec.baseline_percentage {
+            None => spec.baseline,
+            Some(percentage) => match workload {
+                Ok(replicas) => clamp(percent_of_replicas(*replicas, percentage)).max(spec.baseline),
+                Err(why) => {
+                    problems.push(FieldError { field: "spec.baselinePercentage".into(), message: why.clone() });
+                    spec.baseline
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -136,7 +160,7 @@ impl Windows {
             (None, Some(from), Some(to)) if from <= to => Some((from, to)),
             _ => None,
         });
-        Ok(Self { windows, baseline: spec.baseline, lead: spec.lead_time.delta(), exclusions: merged(ranges) })
+        Ok(Self { windows, baseline, lead: spec.lead_time.delta(), exclusions: merged(ranges) })
     }
 
     /// The size at `now`, the windows open then, and the next change.
@@ -165,6 +189,41 @@ impl Windows {
                 _ => return out,
             }
         }
+    }
+
+    /// Each window's runs that overlap `[from, until)`, clipped to it, in window order: what a
+    /// preview shades. A run the cron look-up budget cannot follow to its end is shown to where
+    /// it is known to last.
+    pub fn runs(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<Run> {
+        let mut runs = Vec::new();
+        for window in &self.windows {
+            let mut budget = Budget(STEP_BUDGET);
+            let mut opened = matches!(self.open_until(window, from, &mut budget), Ok(Some(_))).then_some(from);
+            let mut at = from;
+            while at < until {
+                let Ok(Some(boundary)) = self.boundary_after(window, at, &mut budget) else { break };
+                // Boundaries alternate: a close while open, the next open while closed.
+                match opened.take() {
+                    Some(opens) => runs.push(Run { name: window.name.clone(), opens, closes: boundary.min(until) }),
+                    None => opened = Some(boundary),
+                }
+                at = boundary;
+            }
+            if let Some(opens) = opened.filter(|opens| *opens < until) {
+                runs.push(Run { name: window.name.clone(), opens, closes: until });
+            }
+        }
+        runs
+    }
+
+    /// The excluded date ranges (inclusive), sorted and disjoint.
+    pub fn exclusions(&self) -> &[(NaiveDate, NaiveDate)] {
+        &self.exclusions
+    }
+
+    /// The time zone of the first window: the pool's own, for showing its schedule.
+    pub fn zone(&self) -> Option<Tz> {
+        self.windows.first().map(|w| w.zone)
     }
 
     fn size_at(&self, now: DateTime<Utc>) -> (i32, Vec<String>) {
@@ -398,7 +457,7 @@ fn instant(zone: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
 /// itself) and what is wrong with it.
 type ScheduleError = (String, String);
 
-fn window(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule) -> Result<Window, ScheduleError> {
+fn window(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule, workload: &Workload) -> Result<Window, ScheduleError> {
     let parse =
         |field: &str, expression: &str| Schedule::parse(expression).map_err(|e| (field.to_owned(), e.to_string()));
     let end = match (&schedule.duration, &schedule.end) {
@@ -414,15 +473,20 @@ fn window(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule) -> Result<Window, Sc
             .timezone
             .parse()
             .map_err(|_| (".timezone".to_owned(), format!("unknown time zone {:?}", schedule.timezone)))?,
-        replicas: replicas_of(spec, schedule)?,
+        replicas: replicas_of(spec, schedule, workload)?,
     })
 }
 
-/// A window's size in pause pods: `replicas`, or `capacity` divided by one pod's requests and
-/// rounded up (the larger of the CPU and memory counts when both are given).
-fn replicas_of(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule) -> Result<i32, ScheduleError> {
+/// A window's size in pause pods: `replicas`; `percentage` of the workload's replicas; or
+/// `capacity` divided by one pod's requests and rounded up (the larger of the CPU and memory
+/// counts when both are given).
+fn replicas_of(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule, workload: &Workload) -> Result<i32, ScheduleError> {
     if let Some(replicas) = schedule.replicas {
         return Ok(replicas);
+    }
+    if let Some(percentage) = schedule.percentage {
+        let replicas = workload.as_ref().map_err(|why| (".percentage".to_owned(), why.clone()))?;
+        return Ok(clamp(percent_of_replicas(*replicas, percentage)));
     }
     let Some(capacity) = &schedule.capacity else {
         return Err((String::new(), "needs 'replicas' or 'capacity'".into()));
@@ -445,6 +509,15 @@ fn replicas_of(spec: &WarmPoolSpec, schedule: &WarmPoolSchedule) -> Result<i32, 
     }
     i32::try_from(replicas)
         .map_err(|_| (".capacity".to_owned(), "capacity needs more pause pods than fit in an int32".into()))
+}
+
+/// The most pods a percentage sizes a WarmPool to: the schema's ceiling for `replicas`, so a
+/// percentage of a huge workload cannot ask for more than a count could.
+pub const MAX_PODS: i32 = 10_000;
+
+/// A count of pods as a percentage sizes a WarmPool: at most [`MAX_PODS`].
+fn clamp(pods: i64) -> i32 {
+    pods.min(i64::from(MAX_PODS)) as i32
 }
 
 #[cfg(test)]

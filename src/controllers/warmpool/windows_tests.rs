@@ -15,7 +15,7 @@ fn spec(yaml: &str) -> WarmPoolSpec {
 }
 
 fn windows(yaml: &str) -> Windows {
-    Windows::new(&spec(yaml)).unwrap()
+    Windows::new(&spec(yaml), &Err(String::new())).unwrap()
 }
 
 /// An instant given as wall time in `zone`.
@@ -174,7 +174,7 @@ fn invalid_cron_or_timezone_is_reported_not_panicked() {
     let bad = spec(
         "  schedules:\n  - {name: a, start: '0 8 * *', duration: 1h, replicas: 1, timezone: Mars/Base}\n  - {name: b, start: '0 8 * * *', end: '99 * * * *', replicas: 1}\n",
     );
-    let errors = Windows::new(&bad).unwrap_err();
+    let errors = Windows::new(&bad, &Err(String::new())).unwrap_err();
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["spec.schedules[0].start", "spec.schedules[0].timezone", "spec.schedules[1].end"]);
 }
@@ -183,7 +183,7 @@ fn invalid_cron_or_timezone_is_reported_not_panicked() {
 fn the_example_warm_pool_holds_30_on_weekday_mornings_and_5_at_night() {
     let text = std::fs::read_to_string("examples/warmpool.yaml").unwrap();
     let pool: WarmPool = serde_saphyr::from_str(&text).unwrap();
-    let windows = Windows::new(&pool.spec).unwrap();
+    let windows = Windows::new(&pool.spec, &Err(String::new())).unwrap();
     assert_eq!(windows.evaluate(at("Europe/Berlin", 2026, 11, 24, 9, 0)).replicas, 30);
     assert_eq!(windows.evaluate(at("Europe/Berlin", 2026, 11, 24, 6, 55)).replicas, 30, "10 minutes lead");
     assert_eq!(windows.evaluate(at("Europe/Berlin", 2026, 11, 24, 23, 0)).replicas, 5);
@@ -315,7 +315,7 @@ proptest! {
             yaml += &format!("  exclusions: [{{date: '2026-11-{:02}'}}]\n", 23 + day);
         }
         let spec = spec(&yaml);
-        let pool = Windows::new(&spec).unwrap();
+        let pool = Windows::new(&spec, &Err(String::new())).unwrap();
         let from = utc(2026, 11, 23, 0, 0);
         let minutes = 3 * 24 * 60;
         let expected = brute_force(&spec, from, minutes);
