@@ -198,12 +198,14 @@ async fn capacity_buffers_keep_spare_nodes_that_real_pods_start_on() {
     }
     let _ = deployments.delete("checkout", &DeleteParams::default()).await;
 
-    // 4. A Virtual WarmPool at 20% of a ten-replica Deployment (2 pods), capped by limits at 2
-    // (3,600m): no pause pods, a CapacityBuffer of 2 chunks it owns, one spare node behind it.
+    // 4. A Virtual WarmPool at 20% of a ten-replica Deployment (2 pods) shaped by a PodTemplate,
+    // capped by limits at 2 (3,600m): no pause pods, a CapacityBuffer of 2 chunks it owns, one
+    // spare node behind it.
     apply(&client, pool("virtual")).await;
     let mut web = support::deployment("web", 10, "1m", json!({"stoker.dev/nodepool": "virtual"}));
     web["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] = json!("1Mi");
     apply(&client, web).await;
+    apply(&client, pod_template("virtual-shape", "virtual")).await;
     apply(
         &client,
         json!({
@@ -214,8 +216,8 @@ async fn capacity_buffers_keep_spare_nodes_that_real_pods_start_on() {
                 "baselinePercentage": 20,
                 "mode": "Virtual",
                 "limits": {"cpu": "3600m"},
-                "resources": {"requests": {"cpu": "1800m", "memory": "512Mi"}},
-                "nodeSelector": {"stoker.dev/nodepool": "virtual"}
+                // Shaped by a PodTemplate: its 1,800m and its node selector.
+                "podTemplateRef": {"name": "virtual-shape"}
             }
         }),
     )

@@ -13,7 +13,10 @@ use k8s_openapi::{
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{capacitybuffer::ScalableRef, duration::Duration};
+use super::{
+    capacitybuffer::{LocalObjectRef, ScalableRef},
+    duration::Duration,
+};
 
 /// The image of pause pods unless a WarmPool names another.
 pub const DEFAULT_PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
@@ -45,6 +48,7 @@ pub const DEFAULT_LEAD_TIME: Duration = Duration::from_secs(5 * 60);
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("has(self.scalableRef) || (!has(self.baselinePercentage) && self.schedules.all(s, !has(s.percentage)))").message("a percentage needs scalableRef, the workload it is a percentage of"),
+    validation = Rule::new("has(self.podTemplateRef) || has(self.scalableRef) || (has(self.resources) && has(self.resources.requests) && size(self.resources.requests) > 0)").message("resources.requests must name at least one resource, unless podTemplateRef or scalableRef shapes the pause pods").field_path(".resources"),
 )]
 pub struct WarmPoolSpec {
     /// Windows of extra headroom. At any instant the pool holds the largest size among the
@@ -89,9 +93,15 @@ pub struct WarmPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<WarmCapacity>,
     /// Requests (and limits, equal to the requests unless given) of each pause pod: the unit of
-    /// headroom.
-    #[x_kube(validation = Rule::new("has(self.requests) && size(self.requests) > 0").message("resources.requests must name at least one resource"))]
+    /// headroom. Without requests, the pause pod takes its shape from `podTemplateRef`, else
+    /// from the `scalableRef` workload's pod template.
+    #[serde(default)]
     pub resources: ResourceRequirements,
+    /// A PodTemplate in the pool's namespace whose pod shapes the pause pods when `resources`
+    /// names no requests: its requests, and its node selector, tolerations and node affinity
+    /// where the pool sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template_ref: Option<LocalObjectRef>,
     /// Node selector of the pause pods, for example `stoker.dev/nodepool: spot`, so headroom
     /// is held on the nodes real workloads will use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

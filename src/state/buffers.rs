@@ -20,7 +20,7 @@ use kube::{
 };
 
 use crate::{
-    apis::capacitybuffer::{ACTIVE_CAPACITY, CapacityBuffer, percent_of_replicas},
+    apis::capacitybuffer::{ACTIVE_CAPACITY, CapacityBuffer, LocalObjectRef, ScalableRef, percent_of_replicas},
     scheduling::{
         pod::PodInfo,
         resources::Resources,
@@ -232,8 +232,19 @@ impl BufferSources {
     /// What the buffer's reference names, from the caches.
     fn referenced(&self, buffer: &CapacityBuffer) -> Result<Referenced, Unresolved> {
         let namespace = buffer.namespace().unwrap_or_default();
-        if let Some(reference) = &buffer.spec.pod_template_ref {
-            let found = self.pod_templates.get(&ObjectRef::new(&reference.name).within(&namespace));
+        self.referenced_by(&namespace, buffer.spec.pod_template_ref.as_ref(), buffer.spec.scalable_ref.as_ref())
+    }
+
+    /// What a PodTemplate reference (first) or a scalable workload reference in `namespace`
+    /// names, from the caches: a buffer's chunk, a WarmPool's pause pod shape.
+    pub fn referenced_by(
+        &self,
+        namespace: &str,
+        pod_template_ref: Option<&LocalObjectRef>,
+        scalable_ref: Option<&ScalableRef>,
+    ) -> Result<Referenced, Unresolved> {
+        if let Some(reference) = pod_template_ref {
+            let found = self.pod_templates.get(&ObjectRef::new(&reference.name).within(namespace));
             let template = found.ok_or_else(|| Unresolved::PodTemplateNotFound(reference.name.clone()))?;
             return Ok(Referenced {
                 template: template.template.clone().unwrap_or_default(),
@@ -241,7 +252,7 @@ impl BufferSources {
                 pod_template: Some((reference.name.clone(), template.metadata.generation)),
             });
         }
-        let reference = buffer.spec.scalable_ref.as_ref().ok_or(Unresolved::NoReference)?;
+        let reference = scalable_ref.ok_or(Unresolved::NoReference)?;
         let not_found =
             || Unresolved::ScalableRefNotFound { kind: reference.kind.clone(), name: reference.name.clone() };
         let workload = |template: Option<PodTemplateSpec>, replicas: Option<i32>| Referenced {
@@ -256,21 +267,19 @@ impl BufferSources {
         match reference.kind.as_str() {
             "Deployment" => {
                 let found =
-                    self.deployments.get(&ObjectRef::new(&reference.name).within(&namespace)).ok_or_else(not_found)?;
+                    self.deployments.get(&ObjectRef::new(&reference.name).within(namespace)).ok_or_else(not_found)?;
                 let spec = found.spec.clone();
                 Ok(workload(Some(spec.template), spec.replicas))
             }
             "StatefulSet" => {
-                let found = self
-                    .stateful_sets
-                    .get(&ObjectRef::new(&reference.name).within(&namespace))
-                    .ok_or_else(not_found)?;
+                let found =
+                    self.stateful_sets.get(&ObjectRef::new(&reference.name).within(namespace)).ok_or_else(not_found)?;
                 let spec = found.spec.clone();
                 Ok(workload(Some(spec.template), spec.replicas))
             }
             "ReplicaSet" => {
                 let found =
-                    self.replica_sets.get(&ObjectRef::new(&reference.name).within(&namespace)).ok_or_else(not_found)?;
+                    self.replica_sets.get(&ObjectRef::new(&reference.name).within(namespace)).ok_or_else(not_found)?;
                 let spec = found.spec.clone();
                 Ok(workload(spec.template, spec.replicas))
             }

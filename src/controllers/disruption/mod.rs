@@ -102,10 +102,14 @@ async fn pass<P: Provider>(
     let state = &ctx.state;
     let (claims, nodes, pools) = (state.claims.state(), state.nodes.state(), state.pools.state());
     let instance_types = ctx.instance_types(&pools).await;
-    let mut gathered = Gathered::of(state);
+    // Gathered only when some CapacityBuffer keeps room, which most clusters have none of.
+    let mut buffered = (!state.virtual_pods().is_empty()).then(|| Gathered::of(state));
     let (stale, empty) = {
         let (index, facts) = (state.pod_index(), state.node_facts());
-        let holding = gathered.hold_buffer_room(&index, &facts, &pools, &instance_types, ctx.policies);
+        let holding = match &mut buffered {
+            Some(gathered) => gathered.hold_buffer_room(&index, &facts, &pools, &instance_types, ctx.policies),
+            None => HashSet::new(),
+        };
         let joined = Nodes::join(&nodes, &claims, &index);
         let empty: Vec<(Arc<NodePool>, Vec<EmptyNode>)> =
             pools.iter().map(|pool| (pool.clone(), empty_nodes(&pool.name_any(), &joined, &holding, now))).collect();

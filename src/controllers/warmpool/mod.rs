@@ -4,4 +4,5 @@ pub mod admission;
 pub mod pause;
 pub mod preemption;
 pub mod reconcile;
+pub mod shape;
 pub mod windows;

@@ -7,7 +7,11 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::PodTemplate, scheduling::v1::PriorityClass},
+    api::{
+        apps::v1::Deployment,
+        core::v1::{PodTemplate, PodTemplateSpec},
+        scheduling::v1::PriorityClass,
+    },
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
@@ -22,6 +26,7 @@ use tracing::{info, instrument, warn};
 use super::{
     admission::{Policy, refusals},
     pause::{default_priority_class, deployment, deployment_name, virtual_room},
+    shape::{needs_template, shaped},
     windows::{Windows, Workload},
 };
 use crate::apis::condition;
@@ -131,6 +136,13 @@ fn timestamp(at: DateTime<Utc>) -> Time {
 async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> Result<Action> {
     let namespace =
         pool.namespace().ok_or_else(|| Error::MissingField { object: pool.name_any(), field: "metadata.namespace" })?;
+    // From here on the pool is seen with its pause pods' shape filled in (see `shape`); a shape
+    // that cannot be taken refuses the pool, which keeps its last admitted Deployment.
+    let shape = pause_template(ctx, &namespace, &pool.spec).and_then(|template| shaped(&pool.spec, template.as_ref()));
+    let (pool, shape_problem) = match shape {
+        Ok(spec) => (Arc::new(WarmPool { spec, ..(*pool).clone() }), None),
+        Err(problem) => (pool, Some(problem)),
+    };
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = deployments.get_opt(&deployment_name(&pool)).await?;
     let current = existing.as_ref().and_then(|d| d.spec.replicas);
@@ -145,6 +157,9 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
         priority = Some(classes.patch(DEFAULT_PRIORITY_CLASS, &apply, &Patch::Apply(default_priority_class())).await?);
     }
     let mut refused = refusals(&pool.spec, policy, priority.as_ref());
+    if let Some(problem) = shape_problem {
+        refused.push(FieldError { field: "spec.resources".into(), message: problem });
+    }
     let virtual_mode = pool.spec.mode == WarmPoolMode::Virtual;
     if virtual_mode && ctx.state.buffers.is_none() {
         refused.push(FieldError {
@@ -277,6 +292,23 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// The pod template that shapes the pool's pause pods, when it takes one: from the caches kept
+/// for CapacityBuffers, which hold the PodTemplates and workloads it may name.
+fn pause_template<P>(
+    ctx: &Shared<P>,
+    namespace: &str,
+    spec: &WarmPoolSpec,
+) -> std::result::Result<Option<PodTemplateSpec>, String> {
+    if !needs_template(spec) {
+        return Ok(None);
+    }
+    let sources = ctx.state.buffers.as_ref().ok_or(
+        "podTemplateRef and scalableRef shapes are read from the caches stoker keeps for the CapacityBuffer API, which this cluster does not serve: set resources.requests",
+    )?;
+    let referenced = sources.referenced_by(namespace, spec.pod_template_ref.as_ref(), spec.scalable_ref.as_ref());
+    referenced.map(|found| Some(found.template)).map_err(|unresolved| unresolved.to_string())
 }
 
 /// How often a pool sized by a workload reads the workload's replicas again.
