@@ -24,20 +24,8 @@ use support::apply;
 /// A NodePool of c6a.xlarge only (3,920m allocatable CPU: two 1,800m chunks fill a node) that
 /// removes empty nodes 5 s after they empty.
 fn pool(name: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-        "metadata": {"name": name},
-        "spec": {
-            "template": {"spec": {
-                "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "buffers"},
-                "requirements": [
-                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["c6a.xlarge"]},
-                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
-                ]
-            }},
-            "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5s"}
-        }
-    })
+    let disruption = json!({"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5s"});
+    support::on_demand_pool(name, "buffers", "c6a.xlarge", disruption)
 }
 
 fn buffer(name: &str, spec: serde_json::Value) -> serde_json::Value {

@@ -18,20 +18,7 @@ use support::apply;
 
 /// A NodePool of c6a.xlarge only (3,920m allocatable CPU), so two 1,800m pause pods fill a node.
 fn pool(name: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-        "metadata": {"name": name},
-        "spec": {
-            "template": {"spec": {
-                "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "warm"},
-                "requirements": [
-                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["c6a.xlarge"]},
-                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
-                ]
-            }},
-            "disruption": {"consolidateAfter": "Never"}
-        }
-    })
+    support::on_demand_pool(name, "warm", "c6a.xlarge", json!({"consolidateAfter": "Never"}))
 }
 
 fn real_pod(name: &str, pool: &str) -> Pod {

@@ -242,6 +242,24 @@ pub fn cluster_info() -> stoker::cloudprovider::aws::ClusterInfo {
     }
 }
 
+/// A NodePool of one on-demand instance type of EC2NodeClass `class`, with `disruption`.
+pub fn on_demand_pool(name: &str, class: &str, instance_type: &str, disruption: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"spec": {
+                "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": class},
+                "requirements": [
+                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [instance_type]},
+                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
+                ]
+            }},
+            "disruption": disruption
+        }
+    })
+}
+
 /// A Deployment of pause containers in `default`, each requesting `cpu` and 256Mi.
 pub fn deployment(name: &str, replicas: i32, cpu: &str, node_selector: Value) -> Value {
     serde_json::json!({

@@ -139,6 +139,8 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     // From here on the pool is seen with its pause pods' shape filled in (see `shape`); a shape
     // that cannot be taken refuses the pool, which keeps its last admitted Deployment.
     let shape = pause_template(ctx, &namespace, &pool.spec).and_then(|template| shaped(&pool.spec, template.as_ref()));
+    // A pool shaped or sized by other objects reads them again periodically: nothing watches them.
+    let follows_references = pool.spec.scalable_ref.is_some() || needs_template(&pool.spec);
     let (pool, shape_problem) = match shape {
         Ok(spec) => (Arc::new(WarmPool { spec, ..(*pool).clone() }), None),
         Err(problem) => (pool, Some(problem)),
@@ -191,7 +193,9 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     let previous = pool.status.clone().unwrap_or_default();
     let generation = pool.metadata.generation;
     let ready = if virtual_mode {
-        // The buffer's room, once it exists: its chunks are never pods to count.
+        // The buffer's room, once it exists: its chunks are never pods to count. Read from the
+        // apiserver, not the state's cache: a change of the buffer wakes this reconcile through
+        // the controller's own watch, which the state's cache may not have seen yet.
         let buffer = match ctx.state.buffers {
             Some(_) => buffers.get_opt(&deployment_name(&pool)).await?,
             None => None,
@@ -284,10 +288,10 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
     }
 
     // Wake at the transition itself (a second late is better than a second early), or where
-    // the search for one stopped; a pool sized by a workload follows its scaling.
+    // the search for one stopped; a pool sized or shaped by a workload follows its changes.
     let wake = decision.next.map(|(at, _)| at).or(decision.recheck);
     let wake = wake.map(|at| (at - now).to_std().unwrap_or_default() + Duration::from_secs(1));
-    let follow = pool.spec.scalable_ref.as_ref().map(|_| FOLLOW_WORKLOAD);
+    let follow = follows_references.then_some(FOLLOW_REFERENCES);
     Ok(match wake.into_iter().chain(follow).min() {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
@@ -311,8 +315,8 @@ fn pause_template<P>(
     referenced.map(|found| Some(found.template)).map_err(|unresolved| unresolved.to_string())
 }
 
-/// How often a pool sized by a workload reads the workload's replicas again.
-const FOLLOW_WORKLOAD: Duration = Duration::from_secs(15);
+/// How often a pool sized or shaped by other objects reads them again.
+const FOLLOW_REFERENCES: Duration = Duration::from_secs(15);
 
 /// The replicas of the pool's `scalableRef` (its scale subresource's `spec.replicas`), or why
 /// they cannot be read: a kind the cluster does not serve, an object that is not there, no
