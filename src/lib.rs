@@ -1,6 +1,7 @@
 //! stoker: a Karpenter-style node provisioner and warm-pool manager for Kubernetes on AWS.
 
 pub mod apis;
+pub mod calendar;
 pub mod cli;
 pub mod cloudprovider;
 pub mod controllers;

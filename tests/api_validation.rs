@@ -55,6 +55,7 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str, &'static str)>
     let class = example("ec2nodeclass.yaml");
     let warm = example("warmpool.yaml");
     let overlay = example("nodeoverlay.yaml");
+    let batch = example("nodepool-batch.yaml");
     let requirement = "/spec/template/spec/requirements/0";
     vec![
         (
@@ -95,6 +96,42 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str, &'static str)>
             with(without(spot.clone(), "/spec/limits"), "/spec/replicas", json!(2)),
             "spec.weight",
             "'weight' is not supported on static NodePools",
+        ),
+        (
+            "a static pool with schedules",
+            with(without(without(batch.clone(), "/spec/limits"), "/spec/weight"), "/spec/replicas", json!(2)),
+            "spec.schedules",
+            "'schedules' are not supported on static NodePools",
+        ),
+        (
+            "a NodePool schedule that changes nothing",
+            without(without(batch.clone(), "/spec/schedules/0/limits"), "/spec/schedules/0/exclusions"),
+            "spec.schedules[0]",
+            "must set 'limits', 'weight' or 'disruption'",
+        ),
+        (
+            "a NodePool schedule with duration and end",
+            with(batch.clone(), "/spec/schedules/0/end", json!("0 0 * * mon")),
+            "spec.schedules[0]",
+            "exactly one of 'duration' or 'end'",
+        ),
+        (
+            "a NodePool schedule's empty disruption",
+            with(batch.clone(), "/spec/schedules/1/disruption", json!({})),
+            "spec.schedules[1].disruption",
+            "must set 'consolidationPolicy' or 'consolidateAfter'",
+        ),
+        (
+            "NodePool schedule names repeated",
+            with(batch.clone(), "/spec/schedules/1/name", json!("weekends-off")),
+            "spec.schedules",
+            "schedule names must be unique",
+        ),
+        (
+            "a NodePool schedule's weight above 100",
+            with(batch, "/spec/schedules/1/weight", json!(101)),
+            "spec.schedules[1].weight",
+            "100",
         ),
         (
             "negative replicas",

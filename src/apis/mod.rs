@@ -14,6 +14,7 @@ pub mod nodepool;
 pub mod requirements;
 pub mod validation;
 pub mod warmpool;
+pub mod window;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

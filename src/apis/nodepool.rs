@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::Taint,
-    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Condition},
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{Condition, Time},
+    },
 };
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -14,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     duration::{Duration, NillableDuration},
     requirements::NodeSelectorRequirementWithMinValues,
+    window::{Exclusion, ScheduleWindow},
 };
 
 /// Default lifetime of a node before it is replaced (30 days), as in Karpenter.
@@ -36,12 +40,14 @@ pub const DEFAULT_EXPIRE_AFTER: Duration = Duration::from_secs(720 * 3600);
     printcolumn = r#"{"name":"CPU","type":"string","jsonPath":".status.resources.cpu","priority":1}"#,
     printcolumn = r#"{"name":"Memory","type":"string","jsonPath":".status.resources.memory","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Schedules","type":"string","jsonPath":".status.activeSchedules","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.replicas) || !has(self.limits) || self.limits.all(k, k == 'nodes')").message("only 'limits.nodes' is supported on static NodePools").field_path(".limits"),
     validation = Rule::new("!has(self.replicas) || !has(self.weight)").message("'weight' is not supported on static NodePools").field_path(".weight"),
+    validation = Rule::new("!has(self.replicas) || !has(self.schedules) || size(self.schedules) == 0").message("'schedules' are not supported on static NodePools").field_path(".schedules"),
 )]
 pub struct NodePoolSpec {
     /// The template for NodeClaims this pool creates: labels and annotations for the nodes,
@@ -68,6 +74,59 @@ pub struct NodePoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i64>,
+    /// Recurring windows that replace some of the pool's settings while open: `limits` (all
+    /// zero scales the pool to zero: no launches, and its nodes removed within its budgets),
+    /// `weight`, and the disruption's `consolidationPolicy` and `consolidateAfter`. Where open
+    /// windows overlap, each setting comes from the first open window in this list that sets
+    /// it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("schedule names must be unique"))]
+    pub schedules: Vec<NodePoolSchedule>,
+}
+
+/// A recurring window and the settings it gives the pool while open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.limits) || has(self.weight) || has(self.disruption)").message("a schedule must set 'limits', 'weight' or 'disruption'"))]
+pub struct NodePoolSchedule {
+    /// When the window is open.
+    #[serde(flatten)]
+    pub window: ScheduleWindow,
+    /// How long before each start the settings take effect, for example `10m` so a raised limit
+    /// or weight is in place when a peak begins. Unset means at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_time: Option<Duration>,
+    /// Days on which the window does not open (holidays), in its timezone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 366))]
+    pub exclusions: Vec<Exclusion>,
+    /// Limits in place of the pool's while open. Unlike the pool's own `limits`, which only
+    /// stop launches, a window's limits also remove the pool's nodes above them, within its
+    /// disruption budgets (reason `Scheduled`), emptiest first: `cpu: 0` scales it to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<BTreeMap<String, Quantity>>,
+    /// Weight in place of the pool's while open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: Option<i32>,
+    /// Consolidation settings in place of the pool's while open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<ScheduledDisruption>,
+}
+
+/// The consolidation settings a window may replace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.consolidationPolicy) || has(self.consolidateAfter)").message("'disruption' must set 'consolidationPolicy' or 'consolidateAfter'"))]
+pub struct ScheduledDisruption {
+    /// Which nodes may be consolidated while the window is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidation_policy: Option<ConsolidationPolicy>,
+    /// How long a node must have been a consolidation candidate while the window is open, or
+    /// `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidate_after: Option<NillableDuration>,
 }
 
 /// Labels and annotations put on every node of a pool.
@@ -162,6 +221,8 @@ pub enum DisruptionReason {
     Underutilized,
     Empty,
     Drifted,
+    /// A schedule's `limits` are below what the pool holds.
+    Scheduled,
 }
 
 /// How a pool's nodes are disrupted.
@@ -237,6 +298,23 @@ pub struct NodePoolStatus {
     /// Conditions: Ready (the node class is ready and the pool can launch), ValidationSucceeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Names of the schedules open now (lead time included), whose settings are in effect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_schedules: Vec<String>,
+    /// The next change of the open schedules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_transition: Option<ScheduleTransition>,
+}
+
+/// A future change of a NodePool's open schedules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleTransition {
+    /// When the change happens (lead time already applied).
+    pub time: Time,
+    /// The schedules open from then on.
+    #[serde(default)]
+    pub active_schedules: Vec<String>,
 }
 
 impl NodePool {

@@ -11,7 +11,8 @@ use super::{
     NodePool,
     duration::{Duration, MAX_DURATION, NillableDuration},
     nodepool::Budget,
-    warmpool::{Exclusion, WarmPoolSpec},
+    warmpool::WarmPoolSpec,
+    window::{Exclusion, ScheduleWindow},
 };
 use crate::crontab;
 
@@ -51,6 +52,41 @@ fn nillable(duration: Option<NillableDuration>) -> Option<Duration> {
     duration.and_then(NillableDuration::duration)
 }
 
+/// Checks a window's cron expressions, duration and time zone, under `prefix`.
+fn check_window(errors: &mut Vec<FieldError>, prefix: &str, window: &ScheduleWindow) {
+    let field = |name: &str| format!("{prefix}.{name}");
+    check_cron(errors, field("start"), &window.start);
+    check_duration(errors, field("duration"), window.duration);
+    if let Some(end) = &window.end {
+        check_cron(errors, field("end"), end);
+    }
+    if window.timezone.parse::<chrono_tz::Tz>().is_err() {
+        errors.push(error(
+            field("timezone"),
+            format!(
+                "unknown time zone {:?}: use an IANA name such as Europe/Berlin or America/New_York",
+                window.timezone
+            ),
+        ));
+    }
+}
+
+/// Checks that every exclusion names calendar dates, under `prefix`.
+fn check_exclusions(errors: &mut Vec<FieldError>, prefix: &str, exclusions: &[Exclusion]) {
+    for (index, Exclusion { date, from, to }) in exclusions.iter().enumerate() {
+        for (name, value) in [("date", date), ("from", from), ("to", to)] {
+            if let Some(value) = value
+                && NaiveDate::parse_from_str(value, "%Y-%m-%d").is_err()
+            {
+                errors.push(error(
+                    format!("{prefix}[{index}].{name}"),
+                    format!("{value:?} is not a calendar date (YYYY-MM-DD)"),
+                ));
+            }
+        }
+    }
+}
+
 /// Problems in a NodePool that its schema lets through.
 pub fn nodepool_errors(pool: &NodePool) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -66,6 +102,19 @@ pub fn nodepool_errors(pool: &NodePool) -> Vec<FieldError> {
         }
         check_duration(&mut errors, format!("spec.disruption.budgets[{index}].duration"), *duration);
     }
+    for (index, schedule) in pool.spec.schedules.iter().enumerate() {
+        let prefix = format!("spec.schedules[{index}]");
+        check_window(&mut errors, &prefix, &schedule.window);
+        check_duration(&mut errors, format!("{prefix}.leadTime"), schedule.lead_time);
+        check_exclusions(&mut errors, &format!("{prefix}.exclusions"), &schedule.exclusions);
+        let after = schedule.disruption.as_ref().and_then(|d| nillable(d.consolidate_after));
+        check_duration(&mut errors, format!("{prefix}.disruption.consolidateAfter"), after);
+        for (resource, quantity) in schedule.limits.iter().flatten() {
+            if let Err(problem) = crate::scheduling::quantity::parse_resource(resource, &quantity.0) {
+                errors.push(error(format!("{prefix}.limits.{resource}"), problem.to_string()));
+            }
+        }
+    }
     let template = &pool.spec.template.spec;
     check_duration(&mut errors, "spec.template.spec.expireAfter".into(), nillable(Some(template.expire_after)));
     check_duration(&mut errors, "spec.template.spec.terminationGracePeriod".into(), template.termination_grace_period);
@@ -79,20 +128,7 @@ pub fn warmpool_errors(spec: &WarmPoolSpec) -> Vec<FieldError> {
     check_duration(&mut errors, "spec.leadTime".into(), Some(spec.lead_time));
     for (index, schedule) in spec.schedules.iter().enumerate() {
         let field = |name: &str| format!("spec.schedules[{index}].{name}");
-        check_cron(&mut errors, field("start"), &schedule.start);
-        check_duration(&mut errors, field("duration"), schedule.duration);
-        if let Some(end) = &schedule.end {
-            check_cron(&mut errors, field("end"), end);
-        }
-        if schedule.timezone.parse::<chrono_tz::Tz>().is_err() {
-            errors.push(error(
-                field("timezone"),
-                format!(
-                    "unknown time zone {:?}: use an IANA name such as Europe/Berlin or America/New_York",
-                    schedule.timezone
-                ),
-            ));
-        }
+        check_window(&mut errors, &format!("spec.schedules[{index}]"), &schedule.window);
         if let Some(capacity) = &schedule.capacity {
             for (resource, wanted) in [("cpu", capacity.cpu.is_some()), ("memory", capacity.memory.is_some())] {
                 if wanted && !requests.is_some_and(|r| r.contains_key(resource)) {
@@ -104,19 +140,7 @@ pub fn warmpool_errors(spec: &WarmPoolSpec) -> Vec<FieldError> {
             }
         }
     }
-    for (index, exclusion) in spec.exclusions.iter().enumerate() {
-        let Exclusion { date, from, to } = exclusion;
-        for (name, value) in [("date", date), ("from", from), ("to", to)] {
-            if let Some(value) = value
-                && NaiveDate::parse_from_str(value, "%Y-%m-%d").is_err()
-            {
-                errors.push(error(
-                    format!("spec.exclusions[{index}].{name}"),
-                    format!("{value:?} is not a calendar date (YYYY-MM-DD)"),
-                ));
-            }
-        }
-    }
+    check_exclusions(&mut errors, "spec.exclusions", &spec.exclusions);
     errors
 }
 
@@ -179,6 +203,43 @@ spec:
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "spec.disruption.budgets[1].schedule");
         assert!(errors[0].message.contains("5 fields"), "{}", errors[0].message);
+    }
+
+    #[test]
+    fn names_each_bad_field_of_a_nodepool_schedule() {
+        let pool: NodePool = serde_saphyr::from_str(
+            "
+apiVersion: stoker.dev/v1alpha1
+kind: NodePool
+metadata: {name: p}
+spec:
+  template: {spec: {nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}}}
+  schedules:
+  - {name: ok, start: '0 20 * * *', end: '0 6 * * *', timezone: Europe/Berlin, limits: {cpu: '0'}}
+  - name: bad
+    start: '0 25 * * *'
+    duration: 9000h
+    timezone: Mars/Olympus
+    leadTime: 9000h
+    exclusions: [{date: '2026-02-30'}]
+    limits: {cpu: lots}
+    disruption: {consolidateAfter: 9000h}
+",
+        )
+        .unwrap();
+        let fields: Vec<String> = nodepool_errors(&pool).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.schedules[1].start",
+                "spec.schedules[1].duration",
+                "spec.schedules[1].timezone",
+                "spec.schedules[1].leadTime",
+                "spec.schedules[1].exclusions[0].date",
+                "spec.schedules[1].disruption.consolidateAfter",
+                "spec.schedules[1].limits.cpu"
+            ]
+        );
     }
 
     #[test]

@@ -9,10 +9,7 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::{CliError, input::Document};
-use crate::{
-    apis::WarmPool,
-    controllers::warmpool::windows::{Run, Windows},
-};
+use crate::{apis::WarmPool, calendar::Run, controllers::warmpool::windows::Windows};
 
 /// One WarmPool's preview.
 pub struct Preview {

@@ -1,9 +1,16 @@
-//! Status conditions: set one, keeping its transition time while its status does not change.
+//! Status conditions: set one, keeping its transition time while its status does not change;
+//! and times as status writes them.
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
+
+/// An instant as the API writes times (whole seconds). Out of the API's range only for
+/// instants no schedule reaches, which read as the epoch.
+pub fn api_time(at: chrono::DateTime<chrono::Utc>) -> Time {
+    Time(Timestamp::from_second(at.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
 
 /// `conditions` with `type_` set to the given status, reason and message. The transition time
 /// moves only when the status changes, as the Kubernetes API conventions ask.

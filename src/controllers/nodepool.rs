@@ -1,11 +1,14 @@
 //! The NodePool status controller: read the pool, its NodeClaims and its node class → decide the
-//! status (pure): usage against limits, `ValidationSucceeded` (the checks the schema cannot make,
+//! status (pure): usage against the limits in force, the schedules open now and the next change
+//! of them, `ValidationSucceeded` (the checks the schema cannot make,
 //! the same `stoker validate` runs) and `Ready` (valid, and its node class is ready) → apply it
 //! and the usage metrics → a Warning Event when the pool turns invalid. A change of one of its
-//! NodeClaims reconciles the pool at once; it also requeues every ten seconds.
+//! NodeClaims reconciles the pool at once; it also requeues every ten seconds, or at its schedules'
+//! next change if that comes sooner.
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::Utc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, Resource, ResourceExt,
@@ -22,10 +25,13 @@ use super::{
 };
 use crate::apis::condition;
 use crate::{
-    apis::{EC2NodeClass, NodeClaim, NodePool, labels, validation::nodepool_errors},
+    apis::{EC2NodeClass, NodeClaim, NodePool, labels, nodepool::ScheduleTransition, validation::nodepool_errors},
     error::{Error, Result},
     scheduling::{resources::Resources, solver::NODES},
-    state::usage::usage_by_pool,
+    state::{
+        schedules::{effective, schedule_state},
+        usage::usage_by_pool,
+    },
 };
 
 /// How often usage is brought up to date.
@@ -80,17 +86,35 @@ async fn reconcile<P>(pool: Arc<NodePool>, ctx: &Shared<P>) -> Result<Action> {
     // Status shows the node count apart from the resources.
     let usage: Resources =
         counted.iter().filter(|(resource, _)| *resource != NODES).map(|(r, a)| (r.to_owned(), a)).collect();
-    let limits = pool.spec.limits.as_ref().and_then(|limits| Resources::from_quantities(limits).ok());
+    let now = Utc::now();
+    // The limits in force now, a schedule's where one is open.
+    let in_force = effective(&pool, now);
+    let limits = in_force.spec.limits.as_ref().and_then(|limits| Resources::from_quantities(limits).ok());
     ctx.metrics.nodepool_resources(&name, &counted, limits.as_ref());
+    let schedules = schedule_state(&pool, now);
+    let next_transition = schedules.next.as_ref().map(|(time, active)| ScheduleTransition {
+        time: conditions::api_time(*time),
+        active_schedules: active.clone(),
+    });
 
     let class = ctx.state.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name));
     let (conditions, problem) = decide_conditions(&pool, class.as_deref());
     let resources = usage.to_quantities();
     let current = pool.status.clone().unwrap_or_default();
-    let unchanged = current.resources == resources && current.nodes == Some(nodes) && current.conditions == conditions;
+    let unchanged = current.resources == resources
+        && current.nodes == Some(nodes)
+        && current.conditions == conditions
+        && current.active_schedules == schedules.active
+        && current.next_transition == next_transition;
     if !unchanged {
         // An empty map is refused by the schema as null; no NodeClaims means no resources field.
-        let mut status = json!({"nodes": nodes, "conditions": conditions});
+        // Null clears what an earlier status said about schedules.
+        let mut status = json!({
+            "nodes": nodes,
+            "conditions": conditions,
+            "activeSchedules": (!schedules.active.is_empty()).then_some(&schedules.active),
+            "nextTransition": next_transition,
+        });
         if !resources.is_empty() {
             status["resources"] = json!(resources);
         }
@@ -103,7 +127,14 @@ async fn reconcile<P>(pool: Arc<NodePool>, ctx: &Shared<P>) -> Result<Action> {
         warn!(%problem, "invalid NodePool");
         publish(&ctx.recorder, &pool.object_ref(&()), EventType::Warning, "InvalidSpec", problem).await;
     }
-    Ok(Action::requeue(REFRESH))
+    // Status follows the schedules on time; decisions read the clock themselves.
+    let until_change = schedules
+        .next
+        .map(|(at, _)| at)
+        .or(schedules.recheck)
+        .and_then(|at| (at - now).to_std().ok())
+        .map_or(REFRESH, |wait| wait.clamp(Duration::from_secs(1), REFRESH));
+    Ok(Action::requeue(until_change))
 }
 
 fn error_policy<P>(_pool: Arc<DeserializeGuard<NodePool>>, error: &Error, ctx: Arc<Shared<P>>) -> Action {

@@ -7,7 +7,7 @@
 //! server-side-apply bookkeeping); how stoker's own kinds survive an object this version cannot
 //! decode, in [`undecodable`]. The pods are also indexed as they arrive ([`pods`]: what each node
 //! holds, the bound and the provisionable pods); [`gathered`] copies the caches for one decision; [`usage`] has the one rule for what a NodeClaim
-//! counts against its pool's limits, [`buffers`] turns CapacityBuffers into virtual pods, and
+//! counts against its pool's limits, [`schedules`] the pools as their open schedules make them, [`buffers`] turns CapacityBuffers into virtual pods, and
 //! [`input`] turns the state into the solver's input.
 //! Nothing here writes to the apiserver.
 
@@ -18,6 +18,7 @@ pub mod gathered;
 pub mod input;
 pub mod nodes;
 pub mod pods;
+pub mod schedules;
 pub mod undecodable;
 pub mod usage;
 pub mod volumes;
@@ -134,6 +135,12 @@ impl ClusterState {
     /// The virtual pods of every CapacityBuffer, none where the API is not served.
     pub fn virtual_pods(&self) -> Vec<Arc<PodInfo>> {
         self.buffers.as_ref().map(BufferSources::virtual_pods).unwrap_or_default()
+    }
+
+    /// The NodePools as they are at `now`: each with its open schedules' settings in place
+    /// ([`schedules`]). Every decision reads pools through here.
+    pub fn pools_at(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<Arc<NodePool>> {
+        schedules::pools_at(&self.pools.state(), now)
     }
 
     /// The volume claims, volumes and storage classes, indexed for one decision.

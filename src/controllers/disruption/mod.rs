@@ -1,6 +1,7 @@
 //! Voluntary disruption: nodes removed because the cluster is better without them. Every 5
 //! seconds one pass looks at every pool, in Karpenter's order: empty nodes first (all of them a
-//! budget allows, at once), then one drifted node (replaced by what its pods need), then one
+//! budget allows, at once), then the nodes an open NodePool schedule's limits have no room for
+//! ([`scheduled`], one pool per pass), then one drifted node (replaced by what its pods need), then one
 //! consolidation (several underutilized nodes together, else one), within the pools' budgets
 //! and never for a node, NodeClaim or pod annotated do-not-disrupt or a pod whose
 //! PodDisruptionBudget allows no eviction. (Expiry is the NodeClaim controller's: it is not
@@ -20,6 +21,7 @@ pub mod consolidation;
 pub mod drift;
 pub mod emptiness;
 pub mod executor;
+pub mod scheduled;
 
 use std::{
     cell::LazyCell,
@@ -40,6 +42,7 @@ use self::{
     drift::{Drift, drifted},
     emptiness::{EmptyNode, empty_nodes},
     executor::{Command, execute, set_disruption_taint, stale_taints},
+    scheduled::{choose, excess, node_counts},
 };
 use crate::{
     apis::{NodeClaim, NodePool, condition, labels, nodepool::DisruptionReason},
@@ -49,11 +52,16 @@ use crate::{
     },
     error::Result,
     metrics::ReasonLabels,
-    scheduling::solver::{Memo, solve_with},
+    scheduling::{
+        resources::Resources,
+        solver::{Memo, solve_with},
+    },
     state::{
         gathered::Gathered,
         input::{Snapshot, WholeInput, solver_input},
         nodes::Nodes,
+        schedules::scheduled_limits,
+        usage::{claim_usage, usage_by_pool},
     },
 };
 
@@ -100,7 +108,7 @@ async fn pass<P: Provider>(
 ) -> Result<()> {
     let now = Utc::now();
     let state = &ctx.state;
-    let (claims, nodes, pools) = (state.claims.state(), state.nodes.state(), state.pools.state());
+    let (claims, nodes, pools) = (state.claims.state(), state.nodes.state(), state.pools_at(now));
     let instance_types = ctx.instance_types(&pools).await;
     // Gathered only when some CapacityBuffer keeps room, which most clusters have none of.
     let mut buffered = (!state.virtual_pods().is_empty()).then(|| Gathered::of(state));
@@ -121,6 +129,11 @@ async fn pass<P: Provider>(
         set_disruption_taint(&node_api, &node, false).await?;
     }
     if remove_empty(ctx, &claims, empty, &mut memory.empty_since, now).await {
+        return Ok(());
+    }
+    // Before waiting for pending pods: the pods a schedule's scale-down leaves pending may have
+    // nowhere to go until the window closes.
+    if remove_scheduled(ctx, &pools, &instance_types, now).await? {
         return Ok(());
     }
     if state.pod_index().any_provisionable() {
@@ -146,7 +159,7 @@ async fn pass<P: Provider>(
         info!("consolidation no longer holds; not acting");
         return Ok(());
     };
-    let pools = state.pools.state();
+    let pools = state.pools_at(Utc::now());
     execute(ctx, &Command::consolidation(validated), &pools).await?;
     Ok(())
 }
@@ -240,6 +253,70 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
                 .await;
         }
     }
+    match command {
+        Some(command) => execute(ctx, &command, pools).await,
+        None => Ok(false),
+    }
+}
+
+/// Removes the nodes of one pool whose open schedule's limits are below what it holds, as many
+/// as its `Scheduled` budget allows (see [`scheduled`]); replacements in other pools are
+/// launched first for the pods that fit there. True when it removed any.
+async fn remove_scheduled<P>(
+    ctx: &Shared<P>,
+    pools: &[Arc<NodePool>],
+    instance_types: &InstanceTypes,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let state = &ctx.state;
+    let live: Vec<Arc<NodeClaim>> =
+        state.claims.state().into_iter().filter(|c| c.metadata.deletion_timestamp.is_none()).collect();
+    let held = usage_by_pool(&live);
+    let mut over: Vec<(String, Resources)> = Vec::new();
+    for pool in state.pools.state() {
+        let Some(limits) = scheduled_limits(&pool, now) else { continue };
+        let name = pool.name_any();
+        match excess(&limits, held.get(&name).unwrap_or(&Resources::new())) {
+            Ok(excess) if excess.iter().next().is_some() => over.push((name, excess)),
+            Ok(_) => {}
+            Err(error) => warn!(nodepool = %name, %error, "a schedule's limits cannot be read"),
+        }
+    }
+    if over.is_empty() {
+        return Ok(false);
+    }
+    let mut gathered = Gathered::of(state);
+    let command = {
+        let (index, facts) = (state.pod_index(), state.node_facts());
+        gathered.hold_buffer_room(&index, &facts, pools, instance_types, ctx.policies);
+        let by_node = gathered.pods_by_node();
+        let joined = Nodes::join(&gathered.nodes, &gathered.claims, &index);
+        let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &gathered.budgets, instance_types };
+        let counts = |candidate: &Candidate| {
+            let claim = gathered.claims.iter().find(|c| c.name_any() == candidate.claim);
+            node_counts(claim.map(|c| claim_usage(c)).unwrap_or_default())
+        };
+        let chosen = over.iter().find_map(|(name, excess)| {
+            let pool = pools.iter().find(|p| p.name_any() == *name)?;
+            let found = disruptable(&cluster, now, |_, of| of.name_any() == *name);
+            let allowed = allowed(pool, &gathered.claims, DisruptionReason::Scheduled, now);
+            let chosen = choose(excess.clone(), found, counts, allowed);
+            (!chosen.is_empty()).then_some((name, excess, chosen))
+        });
+        chosen.map(|(name, excess, chosen)| {
+            let snapshot = gathered.snapshot(&index, &facts, pools, instance_types, ctx.policies);
+            let gone: HashSet<&str> = chosen.iter().map(|c| c.node.as_str()).collect();
+            let whole = WholeInput::of(solver_input(&snapshot).input);
+            let plan = solve_with(&whole.without(&index, &gone), &mut Memo::default());
+            let over: Vec<String> = excess.to_quantities().iter().map(|(r, q)| format!("{r} by {}", q.0)).collect();
+            let why = format!(
+                "an open schedule of NodePool {name} limits it below what it holds ({} over); {} pod(s) find no room elsewhere",
+                over.join(", "),
+                plan.unschedulable.len()
+            );
+            Command { candidates: chosen, replacements: plan.new_claims, reason: "Scheduled", why, savings: 0.0 }
+        })
+    };
     match command {
         Some(command) => execute(ctx, &command, pools).await,
         None => Ok(false),

@@ -176,7 +176,7 @@ impl Batch {
     /// the Events). A failure is logged and not retried: the provisioner still places the pods
     /// when the drain evicts them.
     async fn replace<P: Provider>(&self, shared: &Shared<P>, interrupted: &HashSet<String>) -> String {
-        let pools = shared.state.pools.state();
+        let pools = shared.state.pools_at(chrono::Utc::now());
         let instance_types = shared.instance_types(&pools).await;
         let gathered = Gathered::of(&shared.state);
         let plan = {

@@ -154,7 +154,7 @@ impl<P: Provider> Provisioner<P> {
     /// templates). A pool whose node class is not ready yet is skipped; a failure is left for the
     /// launch to report.
     async fn prepare_launches(&self) {
-        let pools = self.state.pools.state();
+        let pools = self.state.pools_at(chrono::Utc::now());
         let preparations = pools.iter().filter_map(|pool| {
             let class = self.state.classes.get(&ObjectRef::new(&pool.spec.template.spec.node_class_ref.name))?;
             Some(async move {
@@ -179,7 +179,7 @@ impl<P: Provider> Provisioner<P> {
         }
         let closed = std::time::Instant::now();
         self.waiting.settle(&self.state.pods, &self.metrics);
-        let pools = self.state.pools.state();
+        let pools = self.state.pools_at(chrono::Utc::now());
         let instance_types = self.shared.instance_types(&pools).await;
         let daemonsets: Vec<DaemonSet> = self.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
         let (nodes, claims) = (self.state.nodes.state(), self.state.claims.state());

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
@@ -87,7 +86,7 @@ async fn record(client: &Client, namespace: &str, pool: &str, at: DateTime<Utc>)
             return Ok(());
         }
         let count = status.preemptions.unwrap_or(0) + 1;
-        let time = Time(Timestamp::from_second(at.timestamp()).unwrap_or_else(|_| Timestamp::now()));
+        let time = crate::controllers::conditions::api_time(at);
         let patch = json!({
             "metadata": {"resourceVersion": current.resource_version()},
             "status": {"preemptions": count, "lastPreemptionTime": time},

@@ -6,14 +6,10 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::{
-    api::{
-        apps::v1::Deployment,
-        core::v1::{PodTemplate, PodTemplateSpec},
-        scheduling::v1::PriorityClass,
-    },
-    apimachinery::pkg::apis::meta::v1::Time,
-    jiff::Timestamp,
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{PodTemplate, PodTemplateSpec},
+    scheduling::v1::PriorityClass,
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -126,10 +122,6 @@ fn decide_unlimited(spec: &WarmPoolSpec, workload: &Workload, current: Option<i3
             }
         }
     }
-}
-
-fn timestamp(at: DateTime<Utc>) -> Time {
-    Time(Timestamp::from_second(at.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
 #[instrument(skip_all, fields(warmpool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
@@ -249,7 +241,7 @@ async fn reconcile<P>(pool: Arc<WarmPool>, ctx: &Shared<P>, policy: &Policy) -> 
         replicas: Some(decision.replicas),
         ready_replicas: Some(ready),
         active_schedules: decision.active.clone(),
-        next_transition: decision.next.map(|(at, replicas)| Transition { time: timestamp(at), replicas }),
+        next_transition: decision.next.map(|(at, replicas)| Transition { time: conditions::api_time(at), replicas }),
         // Written by the preemption counter under its own field manager; left out of this apply.
         last_preemption_time: None,
         preemptions: None,

@@ -1,6 +1,6 @@
 //! Window evaluation: one behaviour per test, times written in the schedule's own zone.
 
-use chrono::{NaiveDate, TimeZone};
+use chrono::{Duration, NaiveDate, TimeZone};
 use proptest::prelude::*;
 
 use super::*;
@@ -260,8 +260,8 @@ fn brute_force(spec: &WarmPoolSpec, from: DateTime<Utc>, minutes: i64) -> Vec<(D
         .collect();
     let mut intervals: Vec<(DateTime<Utc>, DateTime<Utc>, i32)> = Vec::new();
     for schedule in &spec.schedules {
-        let start = Schedule::parse(&schedule.start).unwrap();
-        let duration = schedule.duration.unwrap().delta();
+        let start = Schedule::parse(&schedule.window.start).unwrap();
+        let duration = schedule.window.duration.unwrap().delta();
         let mut at = (from - Duration::days(3)).naive_utc();
         while let Some(fire) = start.next_after(at) {
             if fire > (from + Duration::minutes(minutes)).naive_utc() {
