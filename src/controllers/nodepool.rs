@@ -107,16 +107,17 @@ async fn reconcile<P>(pool: Arc<NodePool>, ctx: &Shared<P>) -> Result<Action> {
         && current.active_schedules == schedules.active
         && current.next_transition == next_transition;
     if !unchanged {
-        // An empty map is refused by the schema as null; no NodeClaims means no resources field.
-        // Null clears what an earlier status said about schedules.
-        let mut status = json!({
-            "nodes": nodes,
-            "conditions": conditions,
-            "activeSchedules": (!schedules.active.is_empty()).then_some(&schedules.active),
-            "nextTransition": next_transition,
-        });
+        // The schema refuses null: what has no value is left out, which server-side apply takes
+        // as removing what this manager set before (no NodeClaims, no open schedule).
+        let mut status = json!({"nodes": nodes, "conditions": conditions});
         if !resources.is_empty() {
             status["resources"] = json!(resources);
+        }
+        if !schedules.active.is_empty() {
+            status["activeSchedules"] = json!(schedules.active);
+        }
+        if let Some(next) = &next_transition {
+            status["nextTransition"] = json!(next);
         }
         let api: Api<NodePool> = Api::all(ctx.client.clone());
         apply_status(&api, &name, &status).await?;
