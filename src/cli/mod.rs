@@ -1,5 +1,5 @@
 //! The `stoker` command line: `controller`, `crds`, `cloudformation`, `iam-policy`, `validate`, `convert`, `plan`,
-//! `disrupt`, `warmpool preview`.
+//! `disrupt`, `nodepool preview`, `warmpool preview`.
 
 pub mod cloudformation;
 pub mod convert;
@@ -7,8 +7,10 @@ pub mod crds;
 pub mod disrupt;
 pub mod input;
 pub mod kwok;
+pub mod nodepool;
 pub mod plan;
 pub mod simulator;
+pub mod timeline;
 pub mod validate;
 pub mod warmpool;
 
@@ -103,6 +105,9 @@ pub enum Command {
         #[arg(long, default_value = "default")]
         nodeclass: String,
     },
+    /// Work with NodePool manifests offline.
+    #[command(subcommand)]
+    Nodepool(NodepoolCommand),
     /// Work with WarmPool manifests offline.
     #[command(subcommand)]
     Warmpool(WarmpoolCommand),
@@ -151,6 +156,29 @@ impl Inputs {
     pub fn documents(&self) -> Result<Vec<input::Document>, CliError> {
         input::documents(&self.files, self.recursive)
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodepoolCommand {
+    /// Show the settings each NodePool's schedules put in force over the coming days (limits,
+    /// weight, consolidation, the windows open); other kinds and pools without schedules are
+    /// ignored.
+    Preview {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Start of the preview (RFC 3339, for example 2026-11-23T00:00:00Z); now when unset.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// How many days to preview (at most 366).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
+        days: u32,
+        /// Also draw the CPU limit in force over time as an SVG chart into this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Show times in each pool's own time zone (its first schedule's) instead of UTC.
+        #[arg(long)]
+        schedule_timezone: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,6 +301,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 PolicyScope::for_role(&cluster_name, &node_role_arn, region.as_deref(), interruption_queue.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&policy(&scope))?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Nodepool(NodepoolCommand::Preview { inputs, from, days, svg, schedule_timezone }) => {
+            nodepool::run(&inputs.documents()?, from, days, svg.as_deref(), schedule_timezone)
         }
         Command::Warmpool(WarmpoolCommand::Preview {
             inputs,

@@ -11,11 +11,12 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::{
     apis::{NodePool, nodepool::NodePoolSchedule},
-    calendar::{Calendar, Next, Window},
+    calendar::{Calendar, Next, Run, Window},
 };
 
 /// The pool's schedules as a calendar, each window carrying its schedule.
@@ -102,6 +103,13 @@ pub fn schedule_state(pool: &NodePool, now: DateTime<Utc>) -> ScheduleState {
 /// preview shows.
 pub fn transitions(pool: &NodePool, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(DateTime<Utc>, Vec<String>)> {
     calendar(pool).transitions(from, until, names)
+}
+
+/// Each window's runs that overlap `[from, until)`, and the time zone of the first window: what
+/// a preview draws.
+pub fn runs(pool: &NodePool, from: DateTime<Utc>, until: DateTime<Utc>) -> (Vec<Run>, Option<Tz>) {
+    let calendar = calendar(pool);
+    (calendar.runs(from, until), calendar.zone())
 }
 
 #[cfg(test)]

@@ -1,0 +1,228 @@
+//! `stoker nodepool preview`: the settings a NodePool's schedules put in force over the coming
+//! days, as a table of changes (limits, weight, consolidation, the windows open) and optionally
+//! an SVG chart of the CPU limit (every level labelled, each window's runs shaded with its name,
+//! excluded days marked), in UTC or the schedule's own time zone.
+
+use std::{fmt::Write as _, path::Path, sync::Arc};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+use super::{
+    CliError,
+    input::Document,
+    timeline::{self, Timeline},
+};
+use crate::{
+    apis::{NodePool, validation::nodepool_errors},
+    calendar::{Run, excluded_days},
+    scheduling::quantity::parse_resource,
+    state::schedules::{effective, runs, transitions},
+};
+
+/// One NodePool's preview.
+pub struct Preview {
+    pub name: String,
+    /// From each instant: the pool as its open schedules make it, and their names.
+    pub steps: Vec<(DateTime<Utc>, Arc<NodePool>, Vec<String>)>,
+    pub runs: Vec<Run>,
+    /// Days some window does not open on (inclusive ranges) that meet the range.
+    pub excluded: Vec<(NaiveDate, NaiveDate)>,
+    pub zone: Tz,
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+/// Previews every NodePool with schedules among `documents` (other kinds, and pools without
+/// schedules, are ignored), in UTC or (`in_schedule_zone`) each pool's own time zone.
+pub fn previews(
+    documents: &[Document],
+    from: DateTime<Utc>,
+    days: u32,
+    in_schedule_zone: bool,
+) -> Result<Vec<Preview>, String> {
+    let until = from
+        .checked_add_signed(Duration::days(i64::from(days)))
+        .ok_or_else(|| format!("{from} plus {days} days is past the last date stoker can represent"))?;
+    let mut out = Vec::new();
+    for document in documents {
+        if document.value.get("kind").and_then(|k| k.as_str()) != Some("NodePool") {
+            continue;
+        }
+        let pool: NodePool = serde_path_to_error::deserialize(&document.value)
+            .map_err(|e| format!("{}: {}: {}", document.label, e.path(), e.inner()))?;
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        if pool.spec.schedules.is_empty() {
+            continue;
+        }
+        let errors = nodepool_errors(&pool);
+        if !errors.is_empty() {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(format!("NodePool {name}: {}", errors.join("; ")));
+        }
+        let (runs, zone) = runs(&pool, from, until);
+        let zone = if in_schedule_zone { zone.unwrap_or(Tz::UTC) } else { Tz::UTC };
+        let (first, last) = (from.with_timezone(&zone).date_naive(), until.with_timezone(&zone).date_naive());
+        let all: Vec<_> = pool.spec.schedules.iter().flat_map(|s| s.exclusions.iter().cloned()).collect();
+        let excluded = excluded_days(&all).into_iter().filter(|(a, b)| *b >= first && *a <= last).collect();
+        let pool = Arc::new(pool);
+        let steps =
+            transitions(&pool, from, until).into_iter().map(|(at, open)| (at, effective(&pool, at), open)).collect();
+        out.push(Preview { name, steps, runs, excluded, zone, from, until });
+    }
+    if out.is_empty() {
+        return Err("no NodePool with schedules in the input".into());
+    }
+    Ok(out)
+}
+
+/// A limit in force, or `-` for none.
+fn limit(pool: &NodePool, resource: &str) -> String {
+    pool.spec.limits.as_ref().and_then(|l| l.get(resource)).map_or_else(|| "-".to_owned(), |q| q.0.clone())
+}
+
+/// The changes as a table: the settings in force after each, and the windows open.
+pub fn table(preview: &Preview) -> String {
+    let mut out = format!(
+        "NodePool {} from {} for {} days\n",
+        preview.name,
+        preview.from.with_timezone(&preview.zone).format("%Y-%m-%d %H:%M %Z"),
+        (preview.until - preview.from).num_days()
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:>6} {:>8} {:>6} {:>6}  {:<34} SCHEDULES",
+        format!("TIME ({})", preview.zone),
+        "CPU",
+        "MEMORY",
+        "NODES",
+        "WEIGHT",
+        "CONSOLIDATION"
+    );
+    for (time, pool, open) in &preview.steps {
+        let local = time.with_timezone(&preview.zone).format("%a %Y-%m-%d %H:%M %Z").to_string();
+        let disruption = &pool.spec.disruption;
+        let consolidation = format!("{:?} after {}", disruption.consolidation_policy, disruption.consolidate_after);
+        let open = if open.is_empty() { "-".to_owned() } else { open.join(", ") };
+        let _ = writeln!(
+            out,
+            "{local:<26} {:>6} {:>8} {:>6} {:>6}  {consolidation:<34} {open}",
+            limit(pool, "cpu"),
+            limit(pool, "memory"),
+            limit(pool, "nodes"),
+            pool.weight(),
+        );
+    }
+    out
+}
+
+/// The CPU limit in force over time (see [`timeline::svg`]); where none is set the line runs at
+/// the top of the chart, labelled so.
+pub fn svg(preview: &Preview) -> String {
+    let cores = |pool: &NodePool| {
+        let cpu = pool.spec.limits.as_ref()?.get("cpu")?;
+        parse_resource("cpu", &cpu.0).ok().map(|millis| millis as f64 / 1000.0)
+    };
+    let top = preview.steps.iter().filter_map(|(_, pool, _)| cores(pool)).fold(1.0, f64::max);
+    let steps = preview
+        .steps
+        .iter()
+        .map(|(at, pool, _)| match cores(pool) {
+            Some(level) => (*at, level, format!("cpu {}", limit(pool, "cpu"))),
+            None => (*at, top, "no cpu limit".to_owned()),
+        })
+        .collect();
+    timeline::svg(&Timeline {
+        title: format!("NodePool {}: CPU limit in force", preview.name),
+        steps,
+        runs: &preview.runs,
+        excluded: &preview.excluded,
+        zone: preview.zone,
+        from: preview.from,
+        until: preview.until,
+    })
+}
+
+/// Runs the command: prints each table and writes the chart(s) when asked.
+pub fn run(
+    documents: &[Document],
+    from: Option<DateTime<Utc>>,
+    days: u32,
+    svg_out: Option<&Path>,
+    in_schedule_zone: bool,
+) -> Result<std::process::ExitCode, CliError> {
+    let from = from.unwrap_or_else(Utc::now);
+    let previews = previews(documents, from, days, in_schedule_zone)
+        .map_err(|message| CliError::Invalid { path: "the manifests".into(), message })?;
+    for preview in &previews {
+        println!("{}", table(preview));
+    }
+    if let Some(out) = svg_out {
+        let charts: Vec<String> = previews.iter().map(svg).collect();
+        std::fs::write(out, charts.join("\n")).map_err(|source| CliError::Io { path: out.to_owned(), source })?;
+        println!("chart written to {}", out.display());
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn documents(text: &str) -> Vec<Document> {
+        super::super::input::parse(Path::new("pool.yaml"), text).unwrap()
+    }
+
+    fn example() -> Vec<Document> {
+        documents(&std::fs::read_to_string("examples/nodepool-batch.yaml").unwrap())
+    }
+
+    #[test]
+    fn the_batch_example_over_a_week() {
+        // Monday 2026-12-07 00:00 in Berlin.
+        let monday = Utc.with_ymd_and_hms(2026, 12, 6, 23, 0, 0).unwrap();
+        let previews = previews(&example(), monday, 7, true).unwrap();
+        let preview = &previews[0];
+        let table = table(preview);
+        // The nightly run from 00:50 (lead time) to 05:00 each weekday, then the weekend off.
+        assert!(
+            table.contains("Mon 2026-12-07 00:50 CET      800        -      -      0  WhenEmpty after 5m          ")
+                && table.contains("nightly-run"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "Mon 2026-12-07 05:00 CET      200        -      -      0  WhenEmptyOrUnderutilized after 5m  -"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("Sat 2026-12-12 00:00 CET        0"), "{table}");
+        assert_eq!(preview.steps.len(), 1 + 5 * 2 + 1, "{table}");
+        let chart = svg(preview);
+        assert!(chart.contains("NodePool batch: CPU limit in force (Europe/Berlin)"), "{chart}");
+        assert_eq!(chart.matches(r##"fill="#d9480f">cpu 800<"##).count(), 5, "{chart}");
+        assert!(chart.contains(r##"fill="#d9480f">cpu 0<"##));
+        assert!(chart.contains(">weekends-off</text>") && chart.contains(">nightly-run</text>"));
+    }
+
+    #[test]
+    fn excluded_days_are_marked_and_the_pool_stays_up() {
+        // The week of the year-end close: the weekend of 26–27 December is excluded.
+        let monday = Utc.with_ymd_and_hms(2026, 12, 20, 23, 0, 0).unwrap();
+        let preview = &previews(&example(), monday, 7, true).unwrap()[0];
+        assert_eq!(preview.excluded.len(), 1);
+        assert!(!table(preview).contains("Sat 2026-12-26 00:00"), "{}", table(preview));
+        assert!(svg(preview).contains("<title>excluded 2026-12-26 – 2026-12-27</title>"));
+    }
+
+    #[test]
+    fn pools_without_schedules_are_skipped_and_bad_ones_named() {
+        let plain = "apiVersion: stoker.dev/v1alpha1\nkind: NodePool\nmetadata: {name: p}\nspec:\n  template: {spec: {nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}}}\n";
+        assert!(previews(&documents(plain), Utc::now(), 1, false).is_err());
+        let text = std::fs::read_to_string("examples/nodepool-batch.yaml").unwrap().replace("0 0 * * sat", "0 0 * *");
+        let error = previews(&documents(&text), Utc::now(), 1, false).err().unwrap();
+        assert!(error.contains("spec.schedules[0].start"), "{error}");
+    }
+}

@@ -1,0 +1,129 @@
+//! A schedule's course drawn as an SVG step chart, shared by `stoker warmpool preview` (pause
+//! pods held) and `stoker nodepool preview` (the CPU limit in force).
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use crate::calendar::Run;
+
+/// Window shades, one colour per window name in order of appearance.
+const SHADES: [&str; 6] = ["#4dabf7", "#69db7c", "#ffa94d", "#b197fc", "#f783ac", "#3bc9db"];
+
+/// A schedule's course over a range of time, as a chart draws it.
+pub struct Timeline<'a> {
+    pub title: String,
+    /// From each instant until the next (or `until`): the level plotted and its label.
+    pub steps: Vec<(DateTime<Utc>, f64, String)>,
+    /// Each window's runs within the range.
+    pub runs: &'a [Run],
+    /// Excluded days (inclusive ranges) that meet the range.
+    pub excluded: &'a [(NaiveDate, NaiveDate)],
+    /// The zone times are shown in.
+    pub zone: Tz,
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+/// The timeline as an SVG step chart: a grid line per day (midnight in its zone), every level
+/// labelled, each window's runs shaded and named, excluded days hatched.
+pub fn svg(preview: &Timeline) -> String {
+    let (width, height, left, top, bottom) = (960.0, 340.0, 56.0, 56.0, 40.0);
+    let plot_width = width - left - 16.0;
+    let plot_height = height - top - bottom;
+    let axis_y = top + plot_height;
+    let span = (preview.until - preview.from).num_seconds().max(1) as f64;
+    let max = preview.steps.iter().map(|(_, level, _)| *level).fold(1.0, f64::max);
+    let x = |t: DateTime<Utc>| {
+        left + (t.clamp(preview.from, preview.until) - preview.from).num_seconds() as f64 / span * plot_width
+    };
+    let y = |level: f64| top + plot_height - level / max * plot_height;
+    let zone = preview.zone;
+    let midnight = |day: NaiveDate| -> Option<DateTime<Utc>> {
+        zone.from_local_datetime(&day.and_time(chrono::NaiveTime::MIN)).earliest().map(|t| t.with_timezone(&Utc))
+    };
+
+    let mut shades = String::new();
+    let mut names: Vec<&str> = Vec::new();
+    for run in preview.runs {
+        let index = names.iter().position(|n| *n == run.name).unwrap_or_else(|| {
+            names.push(&run.name);
+            names.len() - 1
+        });
+        let (x1, x2) = (x(run.opens), x(run.closes));
+        let _ = write!(
+            shades,
+            r##"<rect x="{x1:.1}" y="{top}" width="{:.1}" height="{plot_height:.1}" fill="{}" fill-opacity="0.18"><title>{} {} – {}</title></rect><text x="{:.1}" y="{:.1}" font-size="11" fill="#333">{}</text>"##,
+            (x2 - x1).max(0.5),
+            SHADES[index % SHADES.len()],
+            run.name,
+            run.opens.with_timezone(&zone).format("%a %H:%M"),
+            run.closes.with_timezone(&zone).format("%a %H:%M %Z"),
+            x1 + 3.0,
+            top - 6.0 - 12.0 * (index % 2) as f64,
+            run.name
+        );
+    }
+    let mut excluded = String::new();
+    for (first, last) in preview.excluded {
+        let (Some(opens), Some(closes)) = (midnight(*first), last.succ_opt().and_then(midnight)) else { continue };
+        let (x1, x2) = (x(opens), x(closes));
+        if x2 <= x1 {
+            continue;
+        }
+        let _ = write!(
+            excluded,
+            r##"<rect x="{x1:.1}" y="{top}" width="{:.1}" height="{plot_height:.1}" fill="url(#excluded)"><title>excluded {first} – {last}</title></rect><text x="{:.1}" y="{:.1}" font-size="10" fill="#868e96">excluded</text>"##,
+            x2 - x1,
+            x1 + 3.0,
+            axis_y - 6.0
+        );
+    }
+    let mut path = String::new();
+    let mut levels = String::new();
+    for (index, (time, level, label)) in preview.steps.iter().enumerate() {
+        let next = preview.steps.get(index + 1).map_or(preview.until, |(t, _, _)| *t);
+        let command = if index == 0 { 'M' } else { 'L' };
+        let _ = write!(path, "{command}{:.1},{:.1} L{:.1},{:.1} ", x(*time), y(*level), x(next), y(*level));
+        let _ = write!(
+            levels,
+            r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#d9480f">{label}</text>"##,
+            x(*time) + 3.0,
+            y(*level) - 4.0
+        );
+    }
+    let mut grid = String::new();
+    let mut day = preview.from.with_timezone(&zone).date_naive();
+    while let Some(at) = midnight(day).filter(|at| *at < preview.until) {
+        if at >= preview.from {
+            let _ = write!(
+                grid,
+                r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{axis_y:.1}" stroke="#ddd"/><text x="{1:.1}" y="{2:.1}" font-size="11" fill="#555">{3}</text>"##,
+                x(at),
+                x(at) + 4.0,
+                axis_y + 16.0,
+                day.format("%a %d %b")
+            );
+        }
+        let Some(next) = day.succ_opt() else { break };
+        day = next;
+    }
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">
+<defs><pattern id="excluded" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" stroke="#adb5bd" stroke-width="2"/></pattern></defs>
+<rect width="100%" height="100%" fill="white"/>
+<text x="{left}" y="20" font-size="15" fill="#222">{title} ({zone})</text>
+{excluded}
+{shades}
+{grid}
+<line x1="{left}" y1="{top}" x2="{left}" y2="{axis_y:.1}" stroke="#888"/>
+<line x1="{left}" y1="{axis_y:.1}" x2="{right:.1}" y2="{axis_y:.1}" stroke="#888"/>
+<path d="{path}" fill="none" stroke="#d9480f" stroke-width="2"/>
+{levels}
+</svg>
+"##,
+        title = preview.title,
+        right = left + plot_width,
+    )
+}
