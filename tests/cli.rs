@@ -78,6 +78,11 @@ fn standard_input_and_lists_are_read_like_files() {
     let preview = stoker(&["warmpool", "preview", "-f", "examples", "--days", "1"], None);
     assert_eq!(code(&preview), 0, "{}", stderr(&preview));
     assert!(stdout(&preview).contains("WarmPool "), "{}", stdout(&preview));
+    let preview = stoker(&["nodepool", "preview", "-f", "examples", "--days", "2"], None);
+    assert_eq!(code(&preview), 0, "{}", stderr(&preview));
+    assert!(stdout(&preview).contains("NodePool batch "), "{}", stdout(&preview));
+    let none = stoker(&["nodepool", "preview", "-f", "examples/nodepool-spot.yaml"], None);
+    assert_eq!(code(&none), i32::from(exit::INVALID), "no NodePool with schedules: {}", stderr(&none));
 }
 
 #[test]
