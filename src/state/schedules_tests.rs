@@ -115,3 +115,28 @@ fn a_window_that_cannot_be_parsed_never_opens() {
     assert_eq!(effective(&scheduled, now).spec.limits, scheduled.spec.limits);
     assert_eq!(effective(&scheduled, now).spec.weight, Some(50));
 }
+
+#[test]
+fn the_solver_sees_the_settings_in_force() {
+    use std::collections::{BTreeMap, HashMap};
+
+    use crate::scheduling::{catalog::InstanceType, inputs::pool_templates, resources::Resources};
+
+    let scheduled = pool(NIGHTS_AND_WEEKENDS);
+    let types: BTreeMap<String, Arc<[InstanceType]>> = BTreeMap::from([("default".to_owned(), Arc::from(Vec::new()))]);
+    let in_use = HashMap::from([("general".to_owned(), Resources::from_iter([("cpu".to_owned(), 2000)]))]);
+    let template = |now| {
+        let pools = pools_at(std::slice::from_ref(&scheduled), now);
+        let mut solver = pool_templates(pools.iter().map(|p| &**p), &types, &[], &in_use);
+        solver.templates.remove(0)
+    };
+    let remaining_cpu = |t: &crate::scheduling::solver::NodePoolTemplate| t.remaining.as_ref().map(|r| r.get("cpu"));
+    // Wednesday noon: the pool's own weight, and 100 CPUs less the 2 in use.
+    let noon = template(utc(2, 11, 0));
+    assert_eq!((noon.weight, remaining_cpu(&noon)), (10, Some(98_000)));
+    // Saturday afternoon: the weekend's weight, and 8 CPUs less the 2.
+    let weekend = template(utc(5, 14, 0));
+    assert_eq!((weekend.weight, remaining_cpu(&weekend)), (90, Some(6_000)));
+    // A night: the pool is 2 CPUs over its limit of 0, so nothing fits.
+    assert_eq!(remaining_cpu(&template(utc(2, 21, 0))), Some(-2_000));
+}
