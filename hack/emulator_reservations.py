@@ -37,40 +37,42 @@ def _tags(response):
 
 def create_capacity_reservation(self):
     token = self._get_param("ClientToken")
-    with lock:  # a retried request (same client token) gets the reservation the first made, as in EC2
+    # One lock for the look-up and the insert: a retry that arrives while the first request is
+    # still in flight (the SDK retries on a slow or dropped reply) must get the same
+    # reservation, as in EC2, not a second one.
+    with lock:
         for reservation in _store(self).values():
             if token and reservation.get("ClientToken") == token:
                 return ActionResult({"CapacityReservation": _public(reservation)})
-    zone = self._get_param("AvailabilityZone")
-    count = int(self._get_param("InstanceCount"))
-    if count < 1:
-        raise EC2ClientError("InvalidParameterValue", "InstanceCount must be at least 1")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    number = next(numbers)
-    reservation_id = f"cr-{number:017x}"
-    reservation = {
-        "CapacityReservationId": reservation_id,
-        "OwnerId": self.current_account,
-        "CapacityReservationArn": f"arn:aws:ec2:{self.region}:{self.current_account}:capacity-reservation/{reservation_id}",
-        "InstanceType": self._get_param("InstanceType"),
-        "InstancePlatform": self._get_param("InstancePlatform", "Linux/UNIX"),
-        "AvailabilityZone": zone,
-        "Tenancy": self._get_param("Tenancy", "default"),
-        "TotalInstanceCount": count,
-        "AvailableInstanceCount": count,
-        "EbsOptimized": False,
-        "EphemeralStorage": False,
-        "State": "active",
-        "StartDate": now,
-        "EndDateType": self._get_param("EndDateType", "unlimited"),
-        "InstanceMatchCriteria": self._get_param("InstanceMatchCriteria", "open"),
-        "CreateDate": now,
-        "Tags": _tags(self),
-        "ReservationType": "default",
-    }
-    if self._get_param("EndDate"):
-        reservation["EndDate"] = self._get_param("EndDate")
-    with lock:
+        zone = self._get_param("AvailabilityZone")
+        count = int(self._get_param("InstanceCount"))
+        if count < 1:
+            raise EC2ClientError("InvalidParameterValue", "InstanceCount must be at least 1")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        number = next(numbers)
+        reservation_id = f"cr-{number:017x}"
+        reservation = {
+            "CapacityReservationId": reservation_id,
+            "OwnerId": self.current_account,
+            "CapacityReservationArn": f"arn:aws:ec2:{self.region}:{self.current_account}:capacity-reservation/{reservation_id}",
+            "InstanceType": self._get_param("InstanceType"),
+            "InstancePlatform": self._get_param("InstancePlatform", "Linux/UNIX"),
+            "AvailabilityZone": zone,
+            "Tenancy": self._get_param("Tenancy", "default"),
+            "TotalInstanceCount": count,
+            "AvailableInstanceCount": count,
+            "EbsOptimized": False,
+            "EphemeralStorage": False,
+            "State": "active",
+            "StartDate": now,
+            "EndDateType": self._get_param("EndDateType", "unlimited"),
+            "InstanceMatchCriteria": self._get_param("InstanceMatchCriteria", "open"),
+            "CreateDate": now,
+            "Tags": _tags(self),
+            "ReservationType": "default",
+        }
+        if self._get_param("EndDate"):
+            reservation["EndDate"] = self._get_param("EndDate")
         _store(self)[reservation_id] = dict(reservation, ClientToken=token)
     return ActionResult({"CapacityReservation": reservation})
 
