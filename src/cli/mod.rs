@@ -158,52 +158,49 @@ impl Inputs {
     }
 }
 
+/// What a preview covers and how it is shown.
+#[derive(Debug, clap::Args)]
+pub struct PreviewRange {
+    /// Start of the preview (RFC 3339, for example 2026-11-23T00:00:00Z); now when unset.
+    #[arg(long)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many days to preview (at most 366).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub days: u32,
+    /// Also draw the preview as an SVG chart into this file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Show times in each pool's own time zone (its first schedule's) instead of UTC.
+    #[arg(long)]
+    pub schedule_timezone: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum NodepoolCommand {
     /// Show the settings each NodePool's schedules put in force over the coming days (limits,
-    /// weight, consolidation, the windows open); other kinds and pools without schedules are
-    /// ignored.
+    /// weight, consolidation, the windows open; the chart draws the CPU limit); other kinds and
+    /// pools without schedules are ignored.
     Preview {
         #[command(flatten)]
         inputs: Inputs,
-        /// Start of the preview (RFC 3339, for example 2026-11-23T00:00:00Z); now when unset.
-        #[arg(long)]
-        from: Option<chrono::DateTime<chrono::Utc>>,
-        /// How many days to preview (at most 366).
-        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
-        days: u32,
-        /// Also draw the CPU limit in force over time as an SVG chart into this file.
-        #[arg(long)]
-        svg: Option<PathBuf>,
-        /// Show times in each pool's own time zone (its first schedule's) instead of UTC.
-        #[arg(long)]
-        schedule_timezone: bool,
+        #[command(flatten)]
+        range: PreviewRange,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum WarmpoolCommand {
-    /// Show how many pause pods each WarmPool in the manifests holds over the coming days (other
-    /// kinds are ignored).
+    /// Show how many pause pods each WarmPool in the manifests holds over the coming days (the
+    /// chart draws the size); other kinds are ignored.
     Preview {
         #[command(flatten)]
         inputs: Inputs,
-        /// Start of the preview (RFC 3339, for example 2026-11-23T00:00:00Z); now when unset.
-        #[arg(long)]
-        from: Option<chrono::DateTime<chrono::Utc>>,
-        /// How many days to preview (at most 366).
-        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
-        days: u32,
-        /// Also draw the size over time as an SVG step chart into this file.
-        #[arg(long)]
-        svg: Option<PathBuf>,
+        #[command(flatten)]
+        range: PreviewRange,
         /// The replicas of the pools' `scalableRef` workload, which their percentages are taken
         /// of (needed only by pools that use a percentage).
         #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
         workload_replicas: Option<i32>,
-        /// Show times in each pool's own time zone (its first schedule's) instead of UTC.
-        #[arg(long)]
-        schedule_timezone: bool,
     },
 }
 
@@ -302,16 +299,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             println!("{}", serde_json::to_string_pretty(&policy(&scope))?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Nodepool(NodepoolCommand::Preview { inputs, from, days, svg, schedule_timezone }) => {
-            nodepool::run(&inputs.documents()?, from, days, svg.as_deref(), schedule_timezone)
+        Command::Nodepool(NodepoolCommand::Preview { inputs, range }) => nodepool::run(&inputs.documents()?, &range),
+        Command::Warmpool(WarmpoolCommand::Preview { inputs, range, workload_replicas }) => {
+            warmpool::run(&inputs.documents()?, &range, workload_replicas)
         }
-        Command::Warmpool(WarmpoolCommand::Preview {
-            inputs,
-            from,
-            days,
-            svg,
-            workload_replicas,
-            schedule_timezone,
-        }) => warmpool::run(&inputs.documents()?, from, days, svg.as_deref(), workload_replicas, schedule_timezone),
     }
 }

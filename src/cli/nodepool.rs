@@ -3,13 +3,13 @@
 //! an SVG chart of the CPU limit (every level labelled, each window's runs shaded with its name,
 //! excluded days marked), in UTC or the schedule's own time zone.
 
-use std::{fmt::Write as _, path::Path, sync::Arc};
+use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 use super::{
-    CliError,
+    CliError, PreviewRange,
     input::Document,
     timeline::{self, Timeline},
 };
@@ -41,16 +41,9 @@ pub fn previews(
     days: u32,
     in_schedule_zone: bool,
 ) -> Result<Vec<Preview>, String> {
-    let until = from
-        .checked_add_signed(Duration::days(i64::from(days)))
-        .ok_or_else(|| format!("{from} plus {days} days is past the last date stoker can represent"))?;
+    let until = timeline::until(from, days)?;
     let mut out = Vec::new();
-    for document in documents {
-        if document.value.get("kind").and_then(|k| k.as_str()) != Some("NodePool") {
-            continue;
-        }
-        let pool: NodePool = serde_path_to_error::deserialize(&document.value)
-            .map_err(|e| format!("{}: {}: {}", document.label, e.path(), e.inner()))?;
+    for pool in timeline::of_kind::<NodePool>(documents, "NodePool")? {
         let name = pool.metadata.name.clone().unwrap_or_default();
         if pool.spec.schedules.is_empty() {
             continue;
@@ -143,26 +136,9 @@ pub fn svg(preview: &Preview) -> String {
     })
 }
 
-/// Runs the command: prints each table and writes the chart(s) when asked.
-pub fn run(
-    documents: &[Document],
-    from: Option<DateTime<Utc>>,
-    days: u32,
-    svg_out: Option<&Path>,
-    in_schedule_zone: bool,
-) -> Result<std::process::ExitCode, CliError> {
-    let from = from.unwrap_or_else(Utc::now);
-    let previews = previews(documents, from, days, in_schedule_zone)
-        .map_err(|message| CliError::Invalid { path: "the manifests".into(), message })?;
-    for preview in &previews {
-        println!("{}", table(preview));
-    }
-    if let Some(out) = svg_out {
-        let charts: Vec<String> = previews.iter().map(svg).collect();
-        std::fs::write(out, charts.join("\n")).map_err(|source| CliError::Io { path: out.to_owned(), source })?;
-        println!("chart written to {}", out.display());
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+/// Runs the command: prints each table and writes the charts when asked.
+pub fn run(documents: &[Document], range: &PreviewRange) -> Result<ExitCode, CliError> {
+    timeline::show(range, |from, days| previews(documents, from, days, range.schedule_timezone), table, svg)
 }
 
 #[cfg(test)]
@@ -172,7 +148,7 @@ mod tests {
     use super::*;
 
     fn documents(text: &str) -> Vec<Document> {
-        super::super::input::parse(Path::new("pool.yaml"), text).unwrap()
+        super::super::input::parse(std::path::Path::new("pool.yaml"), text).unwrap()
     }
 
     fn example() -> Vec<Document> {

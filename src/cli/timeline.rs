@@ -1,12 +1,56 @@
-//! A schedule's course drawn as an SVG step chart, shared by `stoker warmpool preview` (pause
-//! pods held) and `stoker nodepool preview` (the CPU limit in force).
+//! What `stoker warmpool preview` (pause pods held) and `stoker nodepool preview` (the settings
+//! in force) share: the range they cover, the manifests of their kind, printing their tables,
+//! and a schedule's course drawn as an SVG step chart.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::Path, process::ExitCode};
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
+use serde::de::DeserializeOwned;
 
+use super::{CliError, PreviewRange, input::Document};
 use crate::calendar::Run;
+
+/// Where a preview of `days` from `from` ends.
+pub fn until(from: DateTime<Utc>, days: u32) -> Result<DateTime<Utc>, String> {
+    from.checked_add_signed(Duration::days(i64::from(days)))
+        .ok_or_else(|| format!("{from} plus {days} days is past the last date stoker can represent"))
+}
+
+/// Every document of `kind` decoded, or where the first that cannot be decoded goes wrong.
+pub fn of_kind<T: DeserializeOwned>(documents: &[Document], kind: &str) -> Result<Vec<T>, String> {
+    documents
+        .iter()
+        .filter(|document| document.value.get("kind").and_then(|k| k.as_str()) == Some(kind))
+        .map(|document| {
+            serde_path_to_error::deserialize(&document.value)
+                .map_err(|e| format!("{}: {}: {}", document.label, e.path(), e.inner()))
+        })
+        .collect()
+}
+
+/// Runs a preview command: `previews` from where `range` starts (now when unset) for its days,
+/// each one's table printed and, when asked, their charts written. A preview that cannot be made
+/// is the manifests' fault.
+pub fn show<P>(
+    range: &PreviewRange,
+    previews: impl FnOnce(DateTime<Utc>, u32) -> Result<Vec<P>, String>,
+    table: impl Fn(&P) -> String,
+    chart: impl Fn(&P) -> String,
+) -> Result<ExitCode, CliError> {
+    let previews = previews(range.from.unwrap_or_else(Utc::now), range.days)
+        .map_err(|message| CliError::Invalid { path: "the manifests".into(), message })?;
+    let svg_out: Option<&Path> = range.svg.as_deref();
+    for preview in &previews {
+        println!("{}", table(preview));
+    }
+    if let Some(out) = svg_out {
+        let charts: Vec<String> = previews.iter().map(chart).collect();
+        std::fs::write(out, charts.join("\n")).map_err(|source| CliError::Io { path: out.to_owned(), source })?;
+        println!("chart written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Window shades, one colour per window name in order of appearance.
 const SHADES: [&str; 6] = ["#4dabf7", "#69db7c", "#ffa94d", "#b197fc", "#f783ac", "#3bc9db"];

@@ -3,13 +3,13 @@
 //! each window's runs shaded with its name, excluded days marked), in UTC or the schedule's own
 //! time zone, so an edit can be checked before it reaches a cluster.
 
-use std::{fmt::Write as _, path::Path};
+use std::{fmt::Write as _, process::ExitCode};
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 use super::{
-    CliError,
+    CliError, PreviewRange,
     input::Document,
     timeline::{self, Timeline},
 };
@@ -39,16 +39,9 @@ pub fn previews(
     in_schedule_zone: bool,
 ) -> Result<Vec<Preview>, String> {
     let workload = workload_replicas.ok_or_else(|| "pass --workload-replicas to preview a percentage".to_owned());
-    let until = from
-        .checked_add_signed(Duration::days(i64::from(days)))
-        .ok_or_else(|| format!("{from} plus {days} days is past the last date stoker can represent"))?;
+    let until = timeline::until(from, days)?;
     let mut out = Vec::new();
-    for document in documents {
-        if document.value.get("kind").and_then(|k| k.as_str()) != Some("WarmPool") {
-            continue;
-        }
-        let pool: WarmPool = serde_path_to_error::deserialize(&document.value)
-            .map_err(|e| format!("{}: {}: {}", document.label, e.path(), e.inner()))?;
+    for pool in timeline::of_kind::<WarmPool>(documents, "WarmPool")? {
         let name = format!(
             "{}/{}",
             pool.metadata.namespace.as_deref().unwrap_or("default"),
@@ -108,27 +101,14 @@ pub fn svg(preview: &Preview) -> String {
     })
 }
 
-/// Runs the command: prints each table and writes the chart(s) when asked.
-pub fn run(
-    documents: &[Document],
-    from: Option<DateTime<Utc>>,
-    days: u32,
-    svg_out: Option<&Path>,
-    workload_replicas: Option<i32>,
-    in_schedule_zone: bool,
-) -> Result<std::process::ExitCode, CliError> {
-    let from = from.unwrap_or_else(Utc::now);
-    let previews = previews(documents, from, days, workload_replicas, in_schedule_zone)
-        .map_err(|message| CliError::Invalid { path: "the manifests".into(), message })?;
-    for preview in &previews {
-        println!("{}", table(preview));
-    }
-    if let Some(out) = svg_out {
-        let charts: Vec<String> = previews.iter().map(svg).collect();
-        std::fs::write(out, charts.join("\n")).map_err(|source| CliError::Io { path: out.to_owned(), source })?;
-        println!("chart written to {}", out.display());
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+/// Runs the command: prints each table and writes the charts when asked.
+pub fn run(documents: &[Document], range: &PreviewRange, workload_replicas: Option<i32>) -> Result<ExitCode, CliError> {
+    timeline::show(
+        range,
+        |from, days| previews(documents, from, days, workload_replicas, range.schedule_timezone),
+        table,
+        svg,
+    )
 }
 
 #[cfg(test)]
@@ -153,7 +133,7 @@ metadata: {name: ignored}
 ";
 
     fn documents(text: &str) -> Vec<Document> {
-        super::super::input::parse(Path::new("pool.yaml"), text).unwrap()
+        super::super::input::parse(std::path::Path::new("pool.yaml"), text).unwrap()
     }
 
     #[test]
