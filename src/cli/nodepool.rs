@@ -5,17 +5,16 @@
 
 use std::{fmt::Write as _, process::ExitCode, sync::Arc};
 
-use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Utc};
 
 use super::{
     CliError, PreviewRange,
     input::Document,
-    timeline::{self, Timeline},
+    timeline::{self, Backdrop, Timeline},
 };
 use crate::{
     apis::{NodePool, validation::nodepool_errors},
-    calendar::{Run, excluded_days},
+    calendar::excluded_days,
     scheduling::quantity::parse_resource,
     state::schedules::{effective, runs, transitions},
 };
@@ -25,12 +24,8 @@ pub struct Preview {
     pub name: String,
     /// From each instant: the pool as its open schedules make it, and their names.
     pub steps: Vec<(DateTime<Utc>, Arc<NodePool>, Vec<String>)>,
-    pub runs: Vec<Run>,
-    /// Days some window does not open on (inclusive ranges) that meet the range.
-    pub excluded: Vec<(NaiveDate, NaiveDate)>,
-    pub zone: Tz,
-    pub from: DateTime<Utc>,
-    pub until: DateTime<Utc>,
+    /// The excluded days are those of every window.
+    pub backdrop: Backdrop,
 }
 
 /// Previews every NodePool with schedules among `documents` (other kinds, and pools without
@@ -54,14 +49,12 @@ pub fn previews(
             return Err(format!("NodePool {name}: {}", errors.join("; ")));
         }
         let (runs, zone) = runs(&pool, from, until);
-        let zone = if in_schedule_zone { zone.unwrap_or(Tz::UTC) } else { Tz::UTC };
-        let (first, last) = (from.with_timezone(&zone).date_naive(), until.with_timezone(&zone).date_naive());
         let all: Vec<_> = pool.spec.schedules.iter().flat_map(|s| s.exclusions.iter().cloned()).collect();
-        let excluded = excluded_days(&all).into_iter().filter(|(a, b)| *b >= first && *a <= last).collect();
+        let backdrop = Backdrop::new((from, until), runs, &excluded_days(&all), zone, in_schedule_zone);
         let pool = Arc::new(pool);
         let steps =
             transitions(&pool, from, until).into_iter().map(|(at, open)| (at, effective(&pool, at), open)).collect();
-        out.push(Preview { name, steps, runs, excluded, zone, from, until });
+        out.push(Preview { name, steps, backdrop });
     }
     if out.is_empty() {
         return Err("no NodePool with schedules in the input".into());
@@ -76,16 +69,12 @@ fn limit(pool: &NodePool, resource: &str) -> String {
 
 /// The changes as a table: the settings in force after each, and the windows open.
 pub fn table(preview: &Preview) -> String {
-    let mut out = format!(
-        "NodePool {} from {} for {} days\n",
-        preview.name,
-        preview.from.with_timezone(&preview.zone).format("%Y-%m-%d %H:%M %Z"),
-        (preview.until - preview.from).num_days()
-    );
+    let backdrop = &preview.backdrop;
+    let mut out = backdrop.heading(&format!("NodePool {}", preview.name));
     let _ = writeln!(
         out,
         "{:<26} {:>6} {:>8} {:>6} {:>6}  {:<34} SCHEDULES",
-        format!("TIME ({})", preview.zone),
+        format!("TIME ({})", backdrop.zone),
         "CPU",
         "MEMORY",
         "NODES",
@@ -93,7 +82,7 @@ pub fn table(preview: &Preview) -> String {
         "CONSOLIDATION"
     );
     for (time, pool, open) in &preview.steps {
-        let local = time.with_timezone(&preview.zone).format("%a %Y-%m-%d %H:%M %Z").to_string();
+        let local = backdrop.local(*time);
         let disruption = &pool.spec.disruption;
         let consolidation = format!("{:?} after {}", disruption.consolidation_policy, disruption.consolidate_after);
         let open = if open.is_empty() { "-".to_owned() } else { open.join(", ") };
@@ -128,11 +117,7 @@ pub fn svg(preview: &Preview) -> String {
     timeline::svg(&Timeline {
         title: format!("NodePool {}: CPU limit in force", preview.name),
         steps,
-        runs: &preview.runs,
-        excluded: &preview.excluded,
-        zone: preview.zone,
-        from: preview.from,
-        until: preview.until,
+        backdrop: &preview.backdrop,
     })
 }
 
@@ -188,7 +173,7 @@ mod tests {
         // The week of the year-end close: the weekend of 26–27 December is excluded.
         let monday = Utc.with_ymd_and_hms(2026, 12, 20, 23, 0, 0).unwrap();
         let preview = &previews(&example(), monday, 7, true).unwrap()[0];
-        assert_eq!(preview.excluded.len(), 1);
+        assert_eq!(preview.backdrop.excluded.len(), 1);
         assert!(!table(preview).contains("Sat 2026-12-26 00:00"), "{}", table(preview));
         assert!(svg(preview).contains("<title>excluded 2026-12-26 – 2026-12-27</title>"));
     }

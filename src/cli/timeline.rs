@@ -55,30 +55,65 @@ pub fn show<P>(
 /// Window shades, one colour per window name in order of appearance.
 const SHADES: [&str; 6] = ["#4dabf7", "#69db7c", "#ffa94d", "#b197fc", "#f783ac", "#3bc9db"];
 
+/// What every preview shows behind its own figures: the range, the zone its times are shown in,
+/// each window's runs and the excluded days.
+pub struct Backdrop {
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// The zone times are shown in.
+    pub zone: Tz,
+    /// Each window's runs within the range.
+    pub runs: Vec<Run>,
+    /// Excluded days (inclusive ranges) that meet the range.
+    pub excluded: Vec<(NaiveDate, NaiveDate)>,
+}
+
+impl Backdrop {
+    /// The backdrop of `[from, until)`, in `schedule_zone` when `in_schedule_zone` and UTC
+    /// otherwise, keeping the `excluded` days that meet the range.
+    pub fn new(
+        (from, until): (DateTime<Utc>, DateTime<Utc>),
+        runs: Vec<Run>,
+        excluded: &[(NaiveDate, NaiveDate)],
+        schedule_zone: Option<Tz>,
+        in_schedule_zone: bool,
+    ) -> Self {
+        let zone = if in_schedule_zone { schedule_zone.unwrap_or(Tz::UTC) } else { Tz::UTC };
+        let (first, last) = (from.with_timezone(&zone).date_naive(), until.with_timezone(&zone).date_naive());
+        let excluded = excluded.iter().filter(|(a, b)| *b >= first && *a <= last).copied().collect();
+        Self { from, until, zone, runs, excluded }
+    }
+
+    /// The first line of a table: what is previewed, from when, for how long.
+    pub fn heading(&self, what: &str) -> String {
+        let from = self.from.with_timezone(&self.zone).format("%Y-%m-%d %H:%M %Z");
+        format!("{what} from {from} for {} days\n", (self.until - self.from).num_days())
+    }
+
+    /// An instant as a table row shows it.
+    pub fn local(&self, at: DateTime<Utc>) -> String {
+        at.with_timezone(&self.zone).format("%a %Y-%m-%d %H:%M %Z").to_string()
+    }
+}
+
 /// A schedule's course over a range of time, as a chart draws it.
 pub struct Timeline<'a> {
     pub title: String,
     /// From each instant until the next (or `until`): the level plotted and its label.
     pub steps: Vec<(DateTime<Utc>, f64, String)>,
-    /// Each window's runs within the range.
-    pub runs: &'a [Run],
-    /// Excluded days (inclusive ranges) that meet the range.
-    pub excluded: &'a [(NaiveDate, NaiveDate)],
-    /// The zone times are shown in.
-    pub zone: Tz,
-    pub from: DateTime<Utc>,
-    pub until: DateTime<Utc>,
+    pub backdrop: &'a Backdrop,
 }
 
 /// The timeline as an SVG step chart: a grid line per day (midnight in its zone), every level
 /// labelled, each window's runs shaded and named, excluded days hatched.
-pub fn svg(preview: &Timeline) -> String {
+pub fn svg(timeline: &Timeline) -> String {
+    let (preview, steps, title) = (timeline.backdrop, &timeline.steps, &timeline.title);
     let (width, height, left, top, bottom) = (960.0, 340.0, 56.0, 56.0, 40.0);
     let plot_width = width - left - 16.0;
     let plot_height = height - top - bottom;
     let axis_y = top + plot_height;
     let span = (preview.until - preview.from).num_seconds().max(1) as f64;
-    let max = preview.steps.iter().map(|(_, level, _)| *level).fold(1.0, f64::max);
+    let max = steps.iter().map(|(_, level, _)| *level).fold(1.0, f64::max);
     let x = |t: DateTime<Utc>| {
         left + (t.clamp(preview.from, preview.until) - preview.from).num_seconds() as f64 / span * plot_width
     };
@@ -90,7 +125,7 @@ pub fn svg(preview: &Timeline) -> String {
 
     let mut shades = String::new();
     let mut names: Vec<&str> = Vec::new();
-    for run in preview.runs {
+    for run in &preview.runs {
         let index = names.iter().position(|n| *n == run.name).unwrap_or_else(|| {
             names.push(&run.name);
             names.len() - 1
@@ -110,7 +145,7 @@ pub fn svg(preview: &Timeline) -> String {
         );
     }
     let mut excluded = String::new();
-    for (first, last) in preview.excluded {
+    for (first, last) in &preview.excluded {
         let (Some(opens), Some(closes)) = (midnight(*first), last.succ_opt().and_then(midnight)) else { continue };
         let (x1, x2) = (x(opens), x(closes));
         if x2 <= x1 {
@@ -126,8 +161,8 @@ pub fn svg(preview: &Timeline) -> String {
     }
     let mut path = String::new();
     let mut levels = String::new();
-    for (index, (time, level, label)) in preview.steps.iter().enumerate() {
-        let next = preview.steps.get(index + 1).map_or(preview.until, |(t, _, _)| *t);
+    for (index, (time, level, label)) in steps.iter().enumerate() {
+        let next = steps.get(index + 1).map_or(preview.until, |(t, _, _)| *t);
         let command = if index == 0 { 'M' } else { 'L' };
         let _ = write!(path, "{command}{:.1},{:.1} L{:.1},{:.1} ", x(*time), y(*level), x(next), y(*level));
         let _ = write!(
@@ -167,7 +202,6 @@ pub fn svg(preview: &Timeline) -> String {
 {levels}
 </svg>
 "##,
-        title = preview.title,
         right = left + plot_width,
     )
 }

@@ -5,28 +5,20 @@
 
 use std::{fmt::Write as _, process::ExitCode};
 
-use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Utc};
 
 use super::{
     CliError, PreviewRange,
     input::Document,
-    timeline::{self, Timeline},
+    timeline::{self, Backdrop, Timeline},
 };
-use crate::{apis::WarmPool, calendar::Run, controllers::warmpool::windows::Windows};
+use crate::{apis::WarmPool, controllers::warmpool::windows::Windows};
 
 /// One WarmPool's preview.
 pub struct Preview {
     pub name: String,
     pub transitions: Vec<(DateTime<Utc>, i32)>,
-    /// Each window's runs within the range.
-    pub runs: Vec<Run>,
-    /// Excluded days (inclusive ranges) that meet the range.
-    pub excluded: Vec<(NaiveDate, NaiveDate)>,
-    /// The zone times are shown in.
-    pub zone: Tz,
-    pub from: DateTime<Utc>,
-    pub until: DateTime<Utc>,
+    pub backdrop: Backdrop,
 }
 
 /// Previews every WarmPool among `documents` (other kinds are ignored), their percentages taken
@@ -50,18 +42,9 @@ pub fn previews(
         let windows = Windows::new(&pool.spec, &workload).map_err(|errors| {
             format!("WarmPool {name}: {}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
         })?;
-        let zone = if in_schedule_zone { windows.zone().unwrap_or(Tz::UTC) } else { Tz::UTC };
-        let (first, last) = (from.with_timezone(&zone).date_naive(), until.with_timezone(&zone).date_naive());
-        let excluded = windows.exclusions().iter().filter(|(a, b)| *b >= first && *a <= last).copied().collect();
-        out.push(Preview {
-            name,
-            transitions: windows.transitions(from, until),
-            runs: windows.runs(from, until),
-            excluded,
-            zone,
-            from,
-            until,
-        });
+        let runs = windows.runs(from, until);
+        let backdrop = Backdrop::new((from, until), runs, windows.exclusions(), windows.zone(), in_schedule_zone);
+        out.push(Preview { name, transitions: windows.transitions(from, until), backdrop });
     }
     if out.is_empty() {
         return Err("no WarmPool in the input".into());
@@ -71,18 +54,14 @@ pub fn previews(
 
 /// The transitions as a table, with the windows open after each.
 pub fn table(preview: &Preview) -> String {
-    let mut out = format!(
-        "WarmPool {} from {} for {} days\n",
-        preview.name,
-        preview.from.with_timezone(&preview.zone).format("%Y-%m-%d %H:%M %Z"),
-        (preview.until - preview.from).num_days()
-    );
-    let _ = writeln!(out, "{:<26} {:>10}  WINDOWS", format!("TIME ({})", preview.zone), "PAUSE PODS");
+    let backdrop = &preview.backdrop;
+    let mut out = backdrop.heading(&format!("WarmPool {}", preview.name));
+    let _ = writeln!(out, "{:<26} {:>10}  WINDOWS", format!("TIME ({})", backdrop.zone), "PAUSE PODS");
     for (time, replicas) in &preview.transitions {
         let open: Vec<&str> =
-            preview.runs.iter().filter(|r| r.opens <= *time && *time < r.closes).map(|r| r.name.as_str()).collect();
+            backdrop.runs.iter().filter(|r| r.opens <= *time && *time < r.closes).map(|r| r.name.as_str()).collect();
         let open = if open.is_empty() { "baseline".to_owned() } else { open.join(", ") };
-        let local = time.with_timezone(&preview.zone).format("%a %Y-%m-%d %H:%M %Z").to_string();
+        let local = backdrop.local(*time);
         let _ = writeln!(out, "{local:<26} {replicas:>10}  {open}");
     }
     out
@@ -93,11 +72,7 @@ pub fn svg(preview: &Preview) -> String {
     timeline::svg(&Timeline {
         title: format!("WarmPool {}: pause pods held", preview.name),
         steps: preview.transitions.iter().map(|(at, size)| (*at, f64::from(*size), size.to_string())).collect(),
-        runs: &preview.runs,
-        excluded: &preview.excluded,
-        zone: preview.zone,
-        from: preview.from,
-        until: preview.until,
+        backdrop: &preview.backdrop,
     })
 }
 
@@ -152,7 +127,7 @@ metadata: {name: ignored}
         assert_eq!(chart.matches(r##"fill="#d9480f">20<"##).count(), 2, "{chart}");
         assert_eq!(chart.matches(r##"fill-opacity="0.18""##).count(), 2);
         assert!(chart.contains(">day</text>"));
-        let opens: Vec<String> = previews[0].runs.iter().map(|r| r.opens.to_rfc3339()).collect();
+        let opens: Vec<String> = previews[0].backdrop.runs.iter().map(|r| r.opens.to_rfc3339()).collect();
         assert_eq!(opens, ["2026-11-23T08:00:00+00:00", "2026-11-24T08:00:00+00:00"]);
     }
 
