@@ -3,7 +3,7 @@
     python3 hack/cluster_figures.py SELECTOR PRICES LABEL
 
 SELECTOR picks the pool's nodes (`stoker.dev/nodepool=perf`). PRICES is either the on-demand
-snapshot CSV (`…/on-demand-prices.csv`, us-east-1 rows; every node priced on-demand) or a kwok
+snapshot CSV (`…/on-demand-prices.csv`, its us-east-1 column; every node priced on-demand) or a kwok
 instance-types JSON (`stoker kwok-instance-types`; each node priced by its type, zone and capacity
 type). Reserved utilization is what the pods running there request over the nodes' allocatable.
 Prints one line for people, then the same figures as JSON.
@@ -28,7 +28,7 @@ def price_lookup(path):
     """A function from a node's labels to its price per hour."""
     if path.endswith(".csv"):
         rows = csv.DictReader(line for line in open(path) if not line.startswith("#"))
-        on_demand = {row["instance_type"]: float(row["price"]) for row in rows if row["region"] == "us-east-1"}
+        on_demand = {row["instance_type"]: float(row["us-east-1"]) for row in rows if row["us-east-1"]}
         return lambda labels: on_demand.get(labels.get("node.kubernetes.io/instance-type", ""), 0.0)
     offers = {}
     for entry in json.load(open(path)):

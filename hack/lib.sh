@@ -29,6 +29,9 @@ MOTO_PORT="${STOKER_MOTO_PORT:-25000}"
 KWOK_PORT="${STOKER_KWOK_PORT:-20247}"
 CLUSTER_NAME="${STOKER_CLUSTER_NAME:-stoker-local}"
 AWS_REGION_LOCAL="${STOKER_REGION:-us-east-1}"
+# A second region, seeded alike, where instance types are priced in a different order (tests of
+# regional prices).
+AWS_REGION_OTHER="${STOKER_OTHER_REGION:-ap-south-1}"
 
 export KUBECONFIG_LOCAL="$STOKER_STATE/kubeconfig"
 PIDS="$STOKER_STATE/pids"

@@ -117,6 +117,7 @@ export STOKER_AWS_CALL_LOG="$aws_call_log"
 export STOKER_IAM_SIMULATOR="$IAM_SIMULATOR"
 export STOKER_CFN_LINT="$CFN_LINT_VENV/bin/cfn-lint"
 export AWS_REGION="$AWS_REGION_LOCAL"
+export STOKER_OTHER_REGION="$AWS_REGION_OTHER"
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
 export AWS_EC2_METADATA_DISABLED=true
@@ -131,6 +132,8 @@ ENV
 source "$STOKER_STATE/env"
 log "seeding the emulator like an EKS VPC tagged karpenter.sh/discovery=$CLUSTER_NAME"
 "$MOTO_VENV/bin/python" "$HACK_DIR/seed-emulator.py" "$CLUSTER_NAME" "$AWS_ENDPOINT_URL_EC2" | sed 's/^/    /' >&2
+log "seeding $AWS_REGION_OTHER alike, for tests of regional prices"
+AWS_REGION="$AWS_REGION_OTHER" "$MOTO_VENV/bin/python" "$HACK_DIR/seed-emulator.py" "$CLUSTER_NAME" "$AWS_ENDPOINT_URL_EC2" | sed 's/^/    /' >&2
 
 sleep 1
 for name in kube-controller-manager kube-scheduler kwok moto; do

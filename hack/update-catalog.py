@@ -1,7 +1,8 @@
 """Regenerates the committed instance catalog snapshot in src/cloudprovider/aws/data/:
 
   instance-types.csv   facts of every instance type offered in us-east-1, with its zones
-  on-demand-prices.csv on-demand Linux prices per region and instance type (dollars per hour)
+  on-demand-prices.csv on-demand Linux prices per instance type (rows) and region (columns), in
+                       dollars per hour; an empty cell: no price for that type in that region
 
 Run it through hack/update-catalog.sh, which pins the sources. Sources:
 
@@ -11,10 +12,14 @@ Run it through hack/update-catalog.sh, which pins the sources. Sources:
 * On-demand prices come from one of:
   - `--pricing-api`: the AWS Price List API (`pricing:GetProducts`, needs AWS credentials): Linux,
     shared tenancy, no pre-installed software, capacity status `Used`, per region asked for.
-  - `--karpenter-module VERSION` (the offline default): the price table that Karpenter's AWS
-    provider generates from the same API and publishes in its Go module
-    (github.com/aws/karpenter-provider-aws, pkg/providers/pricing/zz_generated.pricing_aws.go),
-    downloaded from the Go module proxy. Only the figures are taken.
+  - the offline default, two Go modules downloaded with `go mod download` (only figures taken):
+    `--karpenter-module VERSION`, the tables Karpenter's AWS provider generates from that API
+    (github.com/aws/karpenter-provider-aws, pkg/providers/pricing/zz_generated.pricing_aws*.go),
+    for the regions they hold (us-east-1 and the two GovCloud regions), the newest source; and
+    `--instances-info-module VERSION`, the ec2instances.info data that the Go library
+    github.com/cristim/ec2-instances-info embeds (data/instances.json, `pricing.<region>.linux.
+    ondemand`), for every other region. Local and Wavelength zones and China (priced in yuan) are
+    left out.
 
 The header comment of each file records the source and the time it was produced.
 """
@@ -90,30 +95,52 @@ def instance_types(moto_dir):
     return rows
 
 
-def prices_from_karpenter_module(version):
-    module = f"github.com/aws/karpenter-provider-aws@{version}"
+def go_module_zip(module):
+    """The zip of a Go module, downloaded with `go mod download` (which honours GOPROXY and checks
+    the module against the checksum database; a module asking for a newer Go still downloads)."""
     print(f"go mod download {module}", file=sys.stderr)
-    # go mod download honours GOPROXY and checks the module against the checksum database.
-    # A module asking for a newer Go than the local one still downloads; only a missing zip fails.
     downloaded = subprocess.run(["go", "mod", "download", "-json", module], capture_output=True, text=True, timeout=600)
     path = json.loads(downloaded.stdout or "{}").get("Zip", "")
     if not os.path.isfile(path):
         sys.exit(f"go mod download {module} failed: {downloaded.stdout}{downloaded.stderr}")
-    archive = zipfile.ZipFile(path)
-    source = archive.read(
-        f"github.com/aws/karpenter-provider-aws@{version}/pkg/providers/pricing/zz_generated.pricing_aws.go"
-    ).decode()
-    generated = re.search(r"generated at (\S+)", source).group(1)
-    prices = []
-    region = None
-    for line in source.splitlines():
-        opened = re.match(r'\s*"([a-z]{2}(-[a-z]+)+-\d)": \{', line)
-        if opened:
-            region = opened.group(1)
-            continue
-        if region:
-            prices += [(region, name, float(price)) for name, price in re.findall(r'"([\w.-]+)": ([0-9.]+)', line)]
-    return prices, f"Karpenter AWS provider {version} (Go module proxy), generated from the AWS Price List API at {generated}"
+    return zipfile.ZipFile(path)
+
+
+def prices_from_karpenter_module(version):
+    module = f"github.com/aws/karpenter-provider-aws@{version}"
+    archive = go_module_zip(module)
+    prices, generated = [], []
+    for table in ["zz_generated.pricing_aws.go", "zz_generated.pricing_aws_us_gov.go"]:
+        source = archive.read(f"{module}/pkg/providers/pricing/{table}").decode()
+        generated_at = re.search(r"generated at (\S+)", source).group(1)
+        region = None
+        for line in source.splitlines():
+            opened = re.match(r'\s*"([a-z]{2}(-[a-z]+)+-\d)": \{', line)
+            if opened:
+                region = opened.group(1)
+                generated.append(f"{region} at {generated_at}")
+                continue
+            if region:
+                prices += [(region, name, float(price)) for name, price in re.findall(r'"([\w.-]+)": ([0-9.]+)', line)]
+    return prices, f"Karpenter AWS provider {version} (Go module), from the AWS Price List API: {', '.join(generated)}"
+
+
+def prices_from_instances_info(version, skip_regions):
+    module = f"github.com/cristim/ec2-instances-info@{version}"
+    archive = go_module_zip(module)
+    instances = json.loads(archive.read(f"{module}/data/instances.json"))
+    prices, regions = [], set()
+    for instance in instances:
+        for region, by_os in instance.get("pricing", {}).items():
+            if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", region) or region in skip_regions:
+                continue
+            try:
+                price = float(by_os.get("linux", {}).get("ondemand"))
+            except (TypeError, ValueError):
+                continue
+            prices.append((region, instance["instance_type"], price))
+            regions.add(region)
+    return prices, f"ec2instances.info data in {module} (Go module), for {len(regions)} regions: {', '.join(sorted(regions))}"
 
 
 def prices_from_pricing_api(regions):
@@ -162,6 +189,7 @@ def main():
     prices = parser.add_mutually_exclusive_group(required=True)
     prices.add_argument("--karpenter-module", metavar="VERSION")
     prices.add_argument("--pricing-api", metavar="REGION", nargs="+")
+    parser.add_argument("--instances-info-module", metavar="VERSION", help="with --karpenter-module")
     args = parser.parse_args()
 
     write(
@@ -198,22 +226,34 @@ def main():
     )
     if args.karpenter_module:
         rows, source = prices_from_karpenter_module(args.karpenter_module)
+        sources = [source]
+        if args.instances_info_module:
+            more, source = prices_from_instances_info(args.instances_info_module, {region for region, _, _ in rows})
+            rows += more
+            sources.append(source)
     else:
         rows, source = prices_from_pricing_api(args.pricing_api)
+        sources = [source]
     # One price per (region, type): the lowest listed, as several SKUs can match.
     cheapest = {}
     for region, name, price in rows:
         key = (region, name)
         cheapest[key] = min(price, cheapest.get(key, price))
+    regions = sorted({region for region, _ in cheapest})
+    names = sorted({name for _, name in cheapest})
     write(
         os.path.join(DATA, "on-demand-prices.csv"),
-        [
-            "On-demand Linux prices in USD per hour, shared tenancy.",
-            f"Source: {source}. Regenerate with hack/update-catalog.sh.",
-        ],
-        ["region", "instance_type", "price"],
-        [[region, name, f"{price:.6f}"] for (region, name), price in sorted(cheapest.items())],
+        ["On-demand Linux prices in USD per hour, shared tenancy; a type per row, a region per column."]
+        + [f"Source: {source}." for source in sources]
+        + ["Regenerate with hack/update-catalog.sh."],
+        ["instance_type"] + regions,
+        [[name] + [number(cheapest.get((region, name))) for region in regions] for name in names],
     )
+
+
+def number(price):
+    """A price as few digits as it needs (the files are compared by eye in review), or empty."""
+    return "" if price is None else f"{price:.6f}".rstrip("0").rstrip(".")
 
 
 if __name__ == "__main__":

@@ -39,8 +39,13 @@ async fn harness(unavailable_ttl: Duration) -> Harness {
 
 /// [`harness`] with the provider's options changed by `configure`.
 async fn harness_with(configure: impl FnOnce(&mut AwsOptions)) -> Harness {
+    harness_in(None, configure).await
+}
+
+/// [`harness_with`] in `region` (the environment's when `None`).
+async fn harness_in(region: Option<String>, configure: impl FnOnce(&mut AwsOptions)) -> Harness {
     let endpoint = std::env::var("AWS_ENDPOINT_URL_EC2").expect("AWS_ENDPOINT_URL_EC2 from hack/test.sh");
-    let config = aws_config(None).await;
+    let config = aws_config(region).await;
     let proxy = FaultProxy::start(&endpoint).await;
     // Standard retries: stoker's own back-off is under test here. (In production the SDK's
     // adaptive rate limiter slows every later call after a throttle, which would make throttling
@@ -182,6 +187,42 @@ async fn node_class_resolves_and_the_catalog_is_priced_per_zone() {
     assert_eq!(*types, *refreshed, "the same catalog and prices give the same types");
     let after = h.provider.instance_types(&h.class).await.expect("instance types");
     assert!(std::sync::Arc::ptr_eq(&refreshed, &after), "the refresh left the new pricing in the cache");
+}
+
+/// m5.large is cheaper than m5ad.large in us-east-1 (0.096 against 0.103 $/h), the other way
+/// round in ap-south-1 (0.101 against 0.067): each region launches its own cheaper type, priced
+/// from its own column of the snapshot.
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn each_region_launches_the_type_that_is_cheaper_there() {
+    let other = support::env("STOKER_OTHER_REGION");
+    assert_eq!(other, "ap-south-1", "the prices below are ap-south-1's");
+    for (region, cheaper, prices) in
+        [(None, "m5.large", [0.096, 0.103]), (Some(other.clone()), "m5ad.large", [0.101, 0.067])]
+    {
+        let h = harness_in(region.clone(), |_| {}).await;
+        let zone = h.class.status.as_ref().expect("resolved").subnets[0].zone.clone();
+        assert!(zone.starts_with(region.as_deref().unwrap_or("us-east-1")), "{zone}");
+        let types = h.provider.instance_types(&h.class).await.expect("instance types");
+        let on_demand = |name: &str| {
+            let offering = types
+                .iter()
+                .find(|t| t.name == name)
+                .and_then(|t| t.offerings.iter().find(|o| o.capacity_type == "on-demand" && o.zone == zone));
+            offering.unwrap_or_else(|| panic!("{name} on demand in {zone}")).price
+        };
+        assert_eq!([on_demand("m5.large"), on_demand("m5ad.large")], prices, "in {zone}");
+
+        let claim = nodeclaim(&format!("general-{cheaper}"), &["m5.large", "m5ad.large"], &["on-demand"]);
+        let instance =
+            h.provider.create(&claim, &h.class, PriorLaunches::None, Followers::NoneExpected).await.expect("a launch");
+        assert_eq!(instance.instance_type, cheaper, "in {zone}");
+        assert!(instance.zone.starts_with(region.as_deref().unwrap_or("us-east-1")), "{}", instance.zone);
+        let fleet = &h.proxy.seen("CreateFleet")[0].params;
+        let first = fleet.iter().find(|(k, _)| k.ends_with(".Overrides.1.InstanceType")).map(|(_, v)| v.as_str());
+        assert_eq!(first, Some(cheaper), "the cheaper type is offered first");
+        h.provider.delete(&instance.provider_id).await.expect("terminate");
+    }
 }
 
 #[tokio::test]
