@@ -464,6 +464,16 @@ async fn capacity_errors_fall_back_to_the_next_offering_then_on_demand_and_expir
     let instance =
         h.provider.create(&claim, &h.class, PriorLaunches::Unknown, Followers::NoneExpected).await.expect("a launch");
     assert_eq!((instance.instance_type.as_str(), instance.capacity_type.as_str()), ("m5.xlarge", "spot"));
+    // EC2 named the m5.large pools it could not fill; they are remembered, so the next plan
+    // leaves them out rather than counting on them.
+    assert_eq!(h.provider.unavailable_offerings(), 3, "m5.large spot in three zones");
+    let types = h.provider.instance_types(&h.class).await.expect("instance types");
+    let spot_offerings = |name: &str| -> Vec<bool> {
+        let found = types.iter().find(|t| t.name == name).expect("the type");
+        found.offerings.iter().filter(|o| o.capacity_type == "spot").map(|o| o.available).collect()
+    };
+    assert_eq!(spot_offerings("m5.large"), [false; 3]);
+    assert_eq!(spot_offerings("m5.xlarge"), [true; 3]);
 
     // No spot capacity at all: every override fails, stoker marks them and retries on-demand.
     h.proxy.refuse_capacity(CapacityRule {

@@ -3,8 +3,9 @@
 //!
 //! Every request is recorded (action and form parameters) and forwarded unchanged, except:
 //! - CreateFleet overrides matching a capacity rule (instance type and/or capacity type) are
-//!   removed before forwarding, as EC2 skips offerings without capacity; when none remain, the
-//!   proxy answers like EC2 does: no instance, one error per override with the rule's code;
+//!   removed before forwarding, as EC2 skips offerings without capacity, and reported in the
+//!   reply's errors with the rule's code, as EC2 names the pools it could not fill; when none
+//!   remain, the proxy answers like EC2 does: no instance, one error per override;
 //! - an action with throttles left is answered with HTTP 503 `RequestLimitExceeded`;
 //! - an action with server errors left is answered with HTTP 500 `InternalError`, unforwarded;
 //! - an action with lost responses left is forwarded (the emulator acts on it: a CreateFleet
@@ -128,6 +129,8 @@ async fn handle(
 
     let mut forward_body = body.clone();
     let lose_response;
+    // Errors for the refused overrides of a CreateFleet forwarded with the others.
+    let mut refused = String::new();
     {
         let mut state = state.lock().expect("proxy state");
         state.seen.push(Seen { action: action.clone(), params: params.clone(), at: std::time::Instant::now() });
@@ -141,7 +144,10 @@ async fn handle(
         if action == "CreateFleet" && !state.capacity_rules.is_empty() {
             match refuse_overrides(&params, &state.capacity_rules) {
                 Refusal::None => {}
-                Refusal::Some(kept) => forward_body = Bytes::from(encode(&kept)),
+                Refusal::Some(kept, errors) => {
+                    forward_body = Bytes::from(encode(&kept));
+                    refused = error_items(&params, &errors);
+                }
                 Refusal::All(errors) => return Ok(xml(StatusCode::OK, fleet_errors(&params, &errors))),
             }
         }
@@ -168,6 +174,17 @@ async fn handle(
     if lose_response {
         return Ok(xml(StatusCode::INTERNAL_SERVER_ERROR, internal_error()));
     }
+    if !refused.is_empty() && parts.status == StatusCode::OK {
+        let mut parts = parts;
+        parts.headers.remove(hyper::header::CONTENT_LENGTH);
+        let reply = String::from_utf8_lossy(&body);
+        let body = reply.replacen(
+            "</CreateFleetResponse>",
+            &format!("<errorSet>{refused}</errorSet></CreateFleetResponse>"),
+            1,
+        );
+        return Ok(Response::from_parts(parts, Full::new(Bytes::from(body))));
+    }
     Ok(Response::from_parts(parts, Full::new(body)))
 }
 
@@ -188,8 +205,9 @@ fn internal_error() -> String {
 
 enum Refusal {
     None,
-    /// Some overrides refused: forward these parameters (overrides renumbered).
-    Some(Vec<(String, String)>),
+    /// Some overrides refused: forward these parameters (overrides renumbered), and report these
+    /// errors (as in `All`).
+    Some(Vec<(String, String)>, Vec<(String, String, String)>),
     /// Every override refused: (instance type, subnet, code) per override.
     All(Vec<(String, String, String)>),
 }
@@ -228,17 +246,16 @@ fn refuse_overrides(params: &BTreeMap<String, String>, rules: &[CapacityRule]) -
     if refused.is_empty() {
         return Refusal::None;
     }
+    let errors = refused
+        .iter()
+        .map(|(at, code)| {
+            let fields = &overrides[at];
+            let get = |field: &str| fields.get(field).copied().unwrap_or_default().to_owned();
+            (get("InstanceType"), get("SubnetId"), code.clone())
+        })
+        .collect();
     if refused.len() == overrides.len() {
-        return Refusal::All(
-            refused
-                .iter()
-                .map(|(at, code)| {
-                    let fields = &overrides[at];
-                    let get = |field: &str| fields.get(field).copied().unwrap_or_default().to_owned();
-                    (get("InstanceType"), get("SubnetId"), code.clone())
-                })
-                .collect(),
-        );
+        return Refusal::All(errors);
     }
     // Renumber the kept overrides of each config from 1.
     let mut renumbered: HashMap<(u32, u32), u32> = HashMap::new();
@@ -257,7 +274,7 @@ fn refuse_overrides(params: &BTreeMap<String, String>, rules: &[CapacityRule]) -
             None => Some((key.clone(), value.clone())),
         })
         .collect();
-    Refusal::Some(kept)
+    Refusal::Some(kept, errors)
 }
 
 fn encode(params: &[(String, String)]) -> String {
@@ -277,20 +294,25 @@ fn throttled() -> String {
 }
 
 fn fleet_errors(params: &BTreeMap<String, String>, errors: &[(String, String, String)]) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CreateFleetResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>fault-proxy</requestId><fleetId>fleet-faultproxy</fleetId><errorSet>{}</errorSet><fleetInstanceSet/></CreateFleetResponse>",
+        error_items(params, errors)
+    )
+}
+
+/// The `errorSet` items of a CreateFleet reply: (instance type, subnet, code) per override.
+fn error_items(params: &BTreeMap<String, String>, errors: &[(String, String, String)]) -> String {
     let template = params
         .get("LaunchTemplateConfigs.1.LaunchTemplateSpecification.LaunchTemplateName")
         .cloned()
         .unwrap_or_default();
     let lifecycle = params.get("TargetCapacitySpecification.DefaultTargetCapacityType").cloned().unwrap_or_default();
-    let items: String = errors
+    errors
         .iter()
         .map(|(instance_type, subnet, code)| {
             format!(
                 "<item><launchTemplateAndOverrides><launchTemplateSpecification><launchTemplateName>{template}</launchTemplateName><version>$Latest</version></launchTemplateSpecification><overrides><instanceType>{instance_type}</instanceType><subnetId>{subnet}</subnetId></overrides></launchTemplateAndOverrides><lifecycle>{lifecycle}</lifecycle><errorCode>{code}</errorCode><errorMessage>We currently do not have sufficient {instance_type} capacity in the Availability Zone you requested (fault proxy).</errorMessage></item>"
             )
         })
-        .collect();
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CreateFleetResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>fault-proxy</requestId><fleetId>fleet-faultproxy</fleetId><errorSet>{items}</errorSet><fleetInstanceSet/></CreateFleetResponse>"
-    )
+        .collect()
 }

@@ -282,7 +282,7 @@ async fn send(ec2: aws_sdk_ec2::Client, batch: Open) {
     };
     if names.len() > 1 {
         let naming = outcomes.iter().filter_map(|outcome| match outcome {
-            Ok(Outcome::Launched(instance)) => Some(name_instance(&ec2, instance)),
+            Ok(Outcome::Launched(instance, _)) => Some(name_instance(&ec2, instance)),
             _ => None,
         });
         futures::future::join_all(naming).await;
@@ -320,7 +320,7 @@ pub fn share(names: &[&str], reply: Reply) -> Vec<Result<Outcome, CloudError>> {
         .map(|name| match launched.next() {
             Some(mut instance) => {
                 instance.tags.extend(claim_tags(name));
-                Ok(Outcome::Launched(Box::new(instance)))
+                Ok(Outcome::Launched(Box::new(instance), failures.clone()))
             }
             None => Ok(Outcome::Failed(failures.clone())),
         })
@@ -443,7 +443,7 @@ mod tests {
 
     fn launched(outcome: &Result<Outcome, CloudError>) -> Option<(&str, &str)> {
         match outcome {
-            Ok(Outcome::Launched(instance)) => Some((instance.id.as_str(), instance.nodeclaim()?)),
+            Ok(Outcome::Launched(instance, _)) => Some((instance.id.as_str(), instance.nodeclaim()?)),
             _ => None,
         }
     }
@@ -458,6 +458,10 @@ mod tests {
         assert_eq!(launched(&outcomes[0]), Some(("i-1", "a")));
         assert_eq!(launched(&outcomes[1]), Some(("i-2", "b")));
         assert_eq!(outcomes[2], Ok(Outcome::Failed(vec![failure()])));
+        assert!(
+            matches!(&outcomes[0], Ok(Outcome::Launched(_, failures)) if *failures == [failure()]),
+            "a launched member also learns which pools failed"
+        );
     }
 
     #[test]

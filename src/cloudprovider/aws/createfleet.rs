@@ -53,10 +53,12 @@ pub struct Reply {
     pub failures: Vec<Failure>,
 }
 
-/// What one NodeClaim gets from a call: its instance, or the call's errors.
+/// What one NodeClaim gets from a call: its instance with the errors EC2 reported for the
+/// overrides it could not fill on the way (remembered as a failed launch's are), or the call's
+/// errors.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Launched(Box<Instance>),
+    Launched(Box<Instance>, Vec<Failure>),
     Failed(Vec<Failure>),
 }
 

@@ -73,7 +73,15 @@ pub async fn create(
         let templates = templates::for_keys(provider, claim, class, status, keys).await?;
         let call = Call { plan: plan.clone(), templates: templates.clone(), tags: tags.clone() };
         match provider.fleets.launch(on_the_way, call, member.clone()).await {
-            Ok(Outcome::Launched(instance)) => {
+            Ok(Outcome::Launched(instance, failures)) => {
+                // The pools EC2 could not fill on the way: remembered as an outright failure's
+                // are (only those it names, since the rest of the request did launch).
+                for failure in failures.iter().filter(|f| f.instance_type.is_some()) {
+                    match classify(&failure.code) {
+                        FleetErrorKind::Other | FleetErrorKind::Throttled => {}
+                        kind => mark(provider, kind, failure, &plan),
+                    }
+                }
                 if let Some(reservation) = &instance.capacity_reservation {
                     provider.offerings.change_reservations(|room| room.launched(reservation));
                 }
