@@ -3,17 +3,23 @@
 # sigs.k8s.io/karpenter) run through Karpenter and then through stoker, each on a clean local
 # control plane, with the same instance types, prices, zones and node registration delay.
 #
-#   hack/bench-vs-karpenter.sh [SCENARIO...]     (basic, hostname-spread, wide; default: all three)
+#   hack/bench-vs-karpenter.sh [SCENARIO...]     (basic, hostname-spread, wide, spot; default: all)
 #
 # Karpenter is its kwok cloud provider (the module at KARPENTER_CORE_VERSION, fetched with go mod
-# download, built here) run out of cluster with its CRDs; its instance types are the ones stoker's
+# download, built here with hack/karpenter-head-to-head/refusing-kwok/main.go, which is kwok's
+# provider unchanged unless spot capacity is refused) run out of cluster with its CRDs; its
+# instance types are the ones stoker's
 # controller prices for the local EC2NodeClass (`stoker kwok-instance-types`), so both choose among
 # the same types, allocatable, prices, zones and capacity types. stoker runs against the EC2
 # emulator with its node simulator; both tools' nodes register REGISTRATION_DELAY (default 1s)
 # after launch (the simulator checks every second, so stoker's nodes come up to 1 s later).
 #
 # Every scenario: one NodePool (on-demand, amd64; WhenEmptyOrUnderutilized, consolidateAfter 30s,
-# budget 100%), Deployments created, then scaled in. For each tool: creation → all pods Running;
+# budget 100%), Deployments created, then scaled in. `spot` is basic's Deployments over a spot
+# pool weighted above that on-demand one, with spot capacity refused for every other instance
+# type (in name order) that has a spot offering: by the EC2 emulator for stoker, by the wrapped
+# kwok provider for Karpenter, each launch answered alike (the refused offerings fail, the others
+# may launch; see the two files). For each tool: creation → all pods Running;
 # nodes, $/h and reserved CPU and memory utilization after scale-out; after the scale-in, the time
 # to the last NodeClaim change (consolidation is over after QUIET_SECONDS, default 300, without
 # one) and the same figures; the controller's peak RSS and CPU seconds over the scenario. The
@@ -21,10 +27,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require go "install Go 1.26 or newer, then run this again"
-scenarios=("${@:-basic hostname-spread wide}")
+scenarios=("${@:-basic hostname-spread wide spot}")
 read -r -a scenarios <<<"${scenarios[*]}"
 for scenario in "${scenarios[@]}"; do
-  [[ $scenario =~ ^(basic|hostname-spread|wide)$ ]] || die "unknown scenario $scenario (basic, hostname-spread, wide)"
+  [[ $scenario =~ ^(basic|hostname-spread|wide|spot)$ ]] || die "unknown scenario $scenario (basic, hostname-spread, wide, spot)"
 done
 delay="${REGISTRATION_DELAY:-1s}"
 quiet="${QUIET_SECONDS:-300}"
@@ -33,13 +39,15 @@ bench_environment
 results="$STOKER_STATE/race"
 rm -rf "$results" && mkdir -p "$results"
 
-# Karpenter's kwok provider, built once per version.
-karpenter="$STOKER_CACHE/karpenter-kwok-$KARPENTER_CORE_VERSION"
+# Karpenter's kwok provider, built once per version and wrapper.
+main="$REPO_ROOT/hack/karpenter-head-to-head/refusing-kwok/main.go"
+karpenter="$STOKER_CACHE/karpenter-kwok-$KARPENTER_CORE_VERSION-$(sha256sum "$main" | cut -c1-12)"
 fetch_karpenter_module
 module="$KARPENTER_MODULE"
 if [[ ! -x $karpenter ]]; then
+  mkdir -p "$module/kwok/refusing" && cp "$main" "$module/kwok/refusing/main.go"
   with_heartbeat "building Karpenter's kwok provider $KARPENTER_CORE_VERSION" \
-    env -C "$module" GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$karpenter.tmp" ./kwok
+    env -C "$module" GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$karpenter.tmp" ./kwok/refusing
   mv "$karpenter.tmp" "$karpenter"
 fi
 
@@ -48,6 +56,15 @@ log "exporting the instance types stoker's controller prices for the local EC2No
 start_stoker "$delay"
 "$stoker" kwok-instance-types --nodeclass default >"$results/instance-types.json"
 log "  $(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$results/instance-types.json") instance types"
+# The spot scenario's refusals: every other type, in name order, of those offered as spot.
+python3 - "$results/instance-types.json" >"$results/refused-spot-types" <<'PY'
+import json, sys
+spot = sorted(t["name"] for t in json.load(open(sys.argv[1]))
+              if any(r["key"] == "karpenter.sh/capacity-type" and "spot" in r["values"]
+                     for o in t["offerings"] for r in o["Requirements"]))
+print("\n".join(spot[::2]))
+PY
+log "  spot capacity refused for $(wc -l <"$results/refused-spot-types") of them in the spot scenario"
 
 # The scenarios, as Karpenter's performance suite defines them: scenario_NAME prints the
 # Deployments to scale out to; the scale-in is "NAME=REPLICAS ..." (scale_in_two_apps, or
@@ -56,11 +73,12 @@ scenario_basic() {
   perf_deployment small-resource-app 500 900m 3100Mi
   perf_deployment large-resource-app 500 3500m 28Gi
 }
+scenario_spot() { scenario_basic; }
 scenario_hostname-spread() {
   perf_deployment small-resource-app 500 900m 3100Mi hostname
   perf_deployment large-resource-app 500 3500m 28Gi
 }
-scale_in_two_apps="small-resource-app=350 large-resource-app=350"
+scale_in_two_apps="small-resource-app=350 large-resource-app=350"  # basic, hostname-spread, spot
 # wide: 30 Deployments, 1,000 pods → 700; every one spread over zones, the first three also one
 # pod per node, the next three also spread over nodes.
 wide_cpu=(240m 450m 650m 900m 1400m 1900m 2400m 2800m 3300m 3700m 2300m 900m 1300m 2800m 1800m
@@ -79,9 +97,9 @@ scenario_wide() {
 scale_in_wide() { for i in $(seq 1 30); do printf 'wide-deployment-%d=%d ' "$i" "$((i <= 20 ? 25 : 20))"; done; }
 
 running_pods() { kubectl get pods -n default --field-selector status.phase=Running --no-headers 2>/dev/null | wc -l; }
-figures() { # TOOL LABEL: the pool's figures as JSON (the human line goes to the log)
-  local selector=stoker.dev/nodepool=perf
-  [[ $1 == karpenter ]] && selector=karpenter.sh/nodepool=perf
+figures() { # TOOL LABEL: the pools' figures as JSON (the human line goes to the log)
+  local selector="stoker.dev/nodepool in (perf,perf-spot)"
+  [[ $1 == karpenter ]] && selector="karpenter.sh/nodepool in (perf,perf-spot)"
   python3 "$HACK_DIR/cluster_figures.py" "$selector" "$results/instance-types.json" "$1 $2" >"$results/figures.tmp"
   log "  $(sed -n 1p "$results/figures.tmp")"
   sed -n 2p "$results/figures.tmp"
@@ -89,24 +107,29 @@ figures() { # TOOL LABEL: the pool's figures as JSON (the human line goes to the
 
 # race TOOL SCENARIO: one run on a clean control plane; appends its figures to results.jsonl.
 race() {
-  local tool=$1 scenario=$2 pid nodeclaims=nodeclaims.stoker.dev
+  local tool=$1 scenario=$2 pid nodeclaims=nodeclaims.stoker.dev spot="" refusals=/dev/null
+  if [[ $scenario == spot ]]; then
+    spot=spot refusals="$results/refused-spot-types"
+  fi
   "$HACK_DIR/local-down.sh" 2>/dev/null
-  "$HACK_DIR/local-up.sh" 2>/dev/null
+  # The emulator refuses spot capacity as this scenario asks (none when the file is empty).
+  STOKER_REFUSED_SPOT_TYPES="$refusals" "$HACK_DIR/local-up.sh" 2>/dev/null
   # shellcheck disable=SC1091
   source "$STOKER_STATE/env"
   if [[ $tool == karpenter ]]; then
     nodeclaims=nodeclaims.karpenter.sh
     kubectl apply --server-side -f "$module/pkg/apis/crds" -f "$module/kwok/apis/crds" >/dev/null
     kubectl wait --for condition=Established --timeout 60s crd/nodepools.karpenter.sh crd/kwoknodeclasses.karpenter.kwok.sh >/dev/null
-    perf_nodepool karpenter "$delay" | kubectl apply -f - >/dev/null
+    perf_nodepool karpenter "$delay" "$spot" | kubectl apply -f - >/dev/null
     start karpenter env INSTANCE_TYPES_FILE_PATH="$results/instance-types.json" DISABLE_LEADER_ELECTION=true \
+      REFUSED_SPOT_TYPES="$([[ -n $spot ]] && echo "$refusals")" \
       METRICS_PORT=0 HEALTH_PROBE_PORT=0 LOG_LEVEL=info "$karpenter"
     pid=$(cat "$PIDS/karpenter.pid")
     wait_for "Karpenter's NodePool" 120 bash -c \
       "kubectl get nodepools.karpenter.sh perf -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
   else
     start_stoker "$delay"
-    perf_nodepool stoker | kubectl apply -f - >/dev/null
+    perf_nodepool stoker "$delay" "$spot" | kubectl apply -f - >/dev/null
     pid=$(cat "$PIDS/stoker.pid")
   fi
   sleep 5
@@ -147,19 +170,22 @@ race() {
     fi
     previous=$now
   done
-  local in ticks_after rss_kib
+  local in ticks_after rss_kib refused
   in=$(figures "$tool" "after consolidation")
+  # Launch attempts that met refused spot capacity (each tool's side logs one line per attempt).
+  refused=$(cat "$LOGS/karpenter.log" "$LOGS/moto.log" 2>/dev/null | grep -c "refused spot capacity" || true)
   ticks_after=$(cpu_ticks "$pid")
   rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   python3 - "$tool" "$scenario" "$started" "$scaled_out" "$scaled_in" "$last_change" "$(date +%s.%N)" "$out" "$in" \
-    "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" "$rss_kib" >>"$results/results.jsonl" <<'PY'
+    "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" "$rss_kib" "$refused" >>"$results/results.jsonl" <<'PY'
 import json, sys
 tool, scenario = sys.argv[1:3]
 started, scaled_out, scaled_in, last_change, finished = map(float, sys.argv[3:8])
 out, after, ticks, hz, rss_kib = json.loads(sys.argv[8]), json.loads(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12])
 print(json.dumps({"tool": tool, "scenario": scenario, "scale_out_seconds": scaled_out - started,
                   "out": out, "in": after, "last_disruption_seconds": max(0.0, last_change - scaled_in),
-                  "cpu_seconds": ticks / hz, "seconds": finished - started, "peak_rss_mib": rss_kib / 1024}))
+                  "cpu_seconds": ticks / hz, "seconds": finished - started, "peak_rss_mib": rss_kib / 1024,
+                  "refused_launches": int(sys.argv[13])}))
 PY
   cp "$LOGS/$tool.log" "$results/$scenario-$tool.log"
   log "$tool, $scenario: $(tail -n 1 "$results/results.jsonl")"

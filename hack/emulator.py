@@ -6,7 +6,8 @@ node class resolves that moto does not ship:
   Kubernetes minor, added to moto's default images through MOTO_AMIS_PATH;
 * the public SSM parameters that name them (`/aws/service/eks/optimized-ami/...`,
   `/aws/service/bottlerocket/...`), loaded the way moto loads its own public parameters;
-* On-Demand Capacity Reservations (`emulator_reservations.py`).
+* On-Demand Capacity Reservations (`emulator_reservations.py`);
+* spot capacity errors for named instance types, when asked for (`emulator_capacity.py`).
 
 With STOKER_AWS_CALL_LOG set, every request stoker's own clients make (their user agent carries
 `app/stoker`) is appended to that file as one JSON line: service, region, action, parameters,
@@ -88,6 +89,7 @@ from moto.server import main  # noqa: E402
 from moto.ssm import models as ssm  # noqa: E402
 
 import emulator_reservations  # noqa: E402,F401  (adds capacity reservations to moto's EC2)
+import emulator_capacity  # noqa: E402,F401  (refuses spot capacity when asked to; after reservations)
 
 moto_check_loading_status = ssm.ParameterDict._check_loading_status
 

@@ -174,42 +174,43 @@ start_stoker() {
 # cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (getconf CLK_TCK).
 cpu_ticks() { awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
 
-# perf_nodepool TOOL [DELAY]: the NodePool of Karpenter's performance suite (on-demand, amd64;
-# WhenEmptyOrUnderutilized, consolidateAfter 30s, budget 100%) for stoker, or for karpenter with
-# its KWOKNodeClass (nodes register DELAY after launch, default 1s).
+# perf_nodepool TOOL [DELAY] [spot]: the NodePool of Karpenter's performance suite (`perf`:
+# on-demand, amd64; WhenEmptyOrUnderutilized, consolidateAfter 30s, budget 100%) for stoker, or for
+# karpenter with its KWOKNodeClass (nodes register DELAY after launch, default 1s). With `spot`, a
+# second pool `perf-spot` alike but for spot capacity, weighted above it (weight 10).
 perf_nodepool() {
+  local tool=$1 delay=${2:-1s} with_spot=${3:-}
   local disruption='{consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 30s, budgets: [{nodes: "100%"}]}'
-  local requirements='[{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}, {key: kubernetes.io/arch, operator: In, values: [amd64]}]'
-  if [[ $1 == karpenter ]]; then
+  local group=stoker.dev kind=EC2NodeClass
+  if [[ $tool == karpenter ]]; then
+    group=karpenter.kwok.sh kind=KWOKNodeClass
     cat <<YAML
 apiVersion: karpenter.kwok.sh/v1alpha1
 kind: KWOKNodeClass
 metadata: {name: default}
-spec: {nodeRegistrationDelay: ${2:-1s}}
----
-apiVersion: karpenter.sh/v1
-kind: NodePool
-metadata: {name: perf}
-spec:
-  template:
-    spec:
-      nodeClassRef: {group: karpenter.kwok.sh, kind: KWOKNodeClass, name: default}
-      requirements: $requirements
-  disruption: $disruption
-YAML
-  else
-    cat <<YAML
-apiVersion: stoker.dev/v1alpha1
-kind: NodePool
-metadata: {name: perf}
-spec:
-  template:
-    spec:
-      nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}
-      requirements: $requirements
-  disruption: $disruption
+spec: {nodeRegistrationDelay: $delay}
 YAML
   fi
+  local api=stoker.dev/v1alpha1
+  [[ $tool == karpenter ]] && api=karpenter.sh/v1
+  perf_pool_yaml() { # NAME CAPACITY_TYPE [WEIGHT]
+    cat <<YAML
+---
+apiVersion: $api
+kind: NodePool
+metadata: {name: $1}
+spec:
+  ${3:+weight: $3}
+  template:
+    spec:
+      nodeClassRef: {group: $group, kind: $kind, name: default}
+      requirements: [{key: karpenter.sh/capacity-type, operator: In, values: [$2]}, {key: kubernetes.io/arch, operator: In, values: [amd64]}]
+  disruption: $disruption
+YAML
+  }
+  perf_pool_yaml perf on-demand
+  [[ $with_spot == spot ]] && perf_pool_yaml perf-spot spot 10
+  return 0
 }
 
 # perf_deployment NAME REPLICAS CPU MEMORY [SPREAD...]: a Deployment of pause pods; SPREAD adds
