@@ -14,6 +14,8 @@ import sys
 from moto.core.responses import ActionResult
 from moto.ec2.responses import EC2Response
 
+from emulator_reservations import fleet_error
+
 refused_path = os.environ.get("STOKER_REFUSED_SPOT_TYPES")
 refused = set(open(refused_path).read().split()) if refused_path else set()
 emulator_create_fleet = EC2Response.create_fleet
@@ -21,16 +23,8 @@ emulator_create_fleet = EC2Response.create_fleet
 
 def _insufficient(backend, config, override):
     zone = backend.get_subnet(override["SubnetId"]).availability_zone if override.get("SubnetId") else None
-    instance_type = override.get("InstanceType")
-    return {
-        "LaunchTemplateAndOverrides": {
-            "LaunchTemplateSpecification": config["LaunchTemplateSpecification"],
-            "Overrides": dict(override, AvailabilityZone=zone) if zone else override,
-        },
-        "Lifecycle": "spot",
-        "ErrorCode": "InsufficientInstanceCapacity",
-        "ErrorMessage": f"There is no Spot capacity available that matches your request ({instance_type}, emulator).",
-    }
+    message = f"There is no Spot capacity available that matches your request ({override.get('InstanceType')}, emulator)."
+    return fleet_error(config, override, zone, "spot", "InsufficientInstanceCapacity", message)
 
 
 def create_fleet(self):

@@ -149,16 +149,22 @@ def _targeted_reservation(backend, config):
 moto_create_fleet = EC2Response.create_fleet
 
 
-def _exceeded(config, override, zone, target):
+def fleet_error(config, override, zone, lifecycle, code, message):
+    """One item of a CreateFleet reply's Errors: the override EC2 could not fill, and why."""
     return {
         "LaunchTemplateAndOverrides": {
             "LaunchTemplateSpecification": config["LaunchTemplateSpecification"],
             "Overrides": dict(override, AvailabilityZone=zone) if zone else override,
         },
-        "Lifecycle": "on-demand",
-        "ErrorCode": "ReservationCapacityExceeded",
-        "ErrorMessage": f"Insufficient capacity in the Capacity Reservation {target}.",
+        "Lifecycle": lifecycle,
+        "ErrorCode": code,
+        "ErrorMessage": message,
     }
+
+
+def _exceeded(config, override, zone, target):
+    message = f"Insufficient capacity in the Capacity Reservation {target}."
+    return fleet_error(config, override, zone, "on-demand", "ReservationCapacityExceeded", message)
 
 
 def create_fleet(self):
