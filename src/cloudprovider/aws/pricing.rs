@@ -107,13 +107,14 @@ impl PriceBook {
 /// no price there): the positive prices it holds, empty for a region it does not have.
 fn snapshot_column(region: &str) -> HashMap<String, f64> {
     let mut rows = SNAPSHOT.lines().filter(|line| !line.starts_with('#'));
-    let Some(column) = rows.next().and_then(|header| header.split(',').position(|name| name == region)) else {
+    // Counted after the first column (the type's name), which no region may match.
+    let Some(column) = rows.next().and_then(|header| header.split(',').skip(1).position(|name| name == region)) else {
         return HashMap::new();
     };
     rows.filter_map(|row| {
         let mut cells = row.split(',');
         let name = cells.next()?;
-        let price = cells.nth(column - 1)?.parse::<f64>().ok()?;
+        let price = cells.nth(column)?.parse::<f64>().ok()?;
         (price.is_finite() && price > 0.0).then(|| (name.to_owned(), price))
     })
     .collect()
@@ -122,8 +123,8 @@ fn snapshot_column(region: &str) -> HashMap<String, f64> {
 /// How a region's prices compare with the reference region's: the median ratio over the types
 /// both price (1 when they share none). Most regions price most types at close to one multiple
 /// of us-east-1's (in 27 of 34 regions, 80% or more of types are within 5% of the median; the
-/// fewest are in Mumbai and Hyderabad, about 30%), so the median prices a type the region's column lacks
-/// far better than the pessimistic per-vCPU estimate would.
+/// fewest are in Mumbai and Hyderabad, about 30%), so the median prices a type the region's
+/// column lacks far better than the pessimistic per-vCPU estimate would.
 fn price_level(own: &HashMap<String, f64>, reference: &HashMap<String, f64>) -> f64 {
     let mut ratios: Vec<f64> = own.iter().filter_map(|(name, price)| Some(price / reference.get(name)?)).collect();
     if ratios.is_empty() {
@@ -177,6 +178,7 @@ mod tests {
 
     #[test]
     fn a_region_the_snapshot_lacks_starts_from_the_reference_region_and_takes_live_prices() {
+        assert_eq!(PriceBook::snapshot("instance_type").on_demand(&facts("m5.large", 2)), 0.096, "not a column");
         let mut book = PriceBook::snapshot("xx-nowhere-1");
         let (small, large) = (facts("m5.large", 2), facts("m5.2xlarge", 8));
         assert_eq!(book.on_demand(&small), 0.096, "us-east-1's price as it is");
