@@ -174,8 +174,11 @@ race() {
   done
   local in ticks_after rss_kib refused
   in=$(figures "$tool" "after consolidation")
-  # Launch attempts that met refused spot capacity (each tool's side logs one line per attempt).
-  refused=$(cat "$LOGS/karpenter.log" "$LOGS/moto.log" 2>/dev/null | grep -c "refused spot capacity" || true)
+  # Launch attempts that met refused spot capacity: Karpenter's wrapper logs one line per
+  # NodeClaim, the emulator one per CreateFleet call (each tool's own log: the directory outlives a run).
+  local refusals_log="$LOGS/moto.log"
+  [[ $tool == karpenter ]] && refusals_log="$LOGS/karpenter.log"
+  refused=$(grep -c "refused spot capacity" "$refusals_log" || true)
   ticks_after=$(cpu_ticks "$pid")
   rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   python3 - "$tool" "$scenario" "$started" "$scaled_out" "$scaled_in" "$last_change" "$(date +%s.%N)" "$out" "$in" \
