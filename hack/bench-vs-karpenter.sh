@@ -8,9 +8,9 @@
 # Karpenter is its kwok cloud provider (the module at KARPENTER_CORE_VERSION, fetched with go mod
 # download, built here with hack/karpenter-head-to-head/refusing-kwok/main.go, which is kwok's
 # provider unchanged unless spot capacity is refused) run out of cluster with its CRDs; its
-# instance types are the ones stoker's
-# controller prices for the local EC2NodeClass (`stoker kwok-instance-types`), so both choose among
-# the same types, allocatable, prices, zones and capacity types. stoker runs against the EC2
+# instance types are the ones stoker's controller prices for the local EC2NodeClass (`stoker
+# kwok-instance-types`), so both choose among the same types, allocatable, prices, zones and
+# capacity types. stoker runs against the EC2
 # emulator with its node simulator; both tools' nodes register REGISTRATION_DELAY (default 1s)
 # after launch (the simulator checks every second, so stoker's nodes come up to 1 s later).
 #
@@ -114,7 +114,7 @@ race() {
     spot=spot refusals="$results/refused-spot-types"
   fi
   "$HACK_DIR/local-down.sh" 2>/dev/null
-  # The emulator refuses spot capacity as this scenario asks (none when the file is empty).
+  # Both tools refuse spot capacity as this scenario asks (none from /dev/null).
   STOKER_REFUSED_SPOT_TYPES="$refusals" "$HACK_DIR/local-up.sh" 2>/dev/null
   # shellcheck disable=SC1091
   source "$STOKER_STATE/env"
@@ -124,7 +124,7 @@ race() {
     kubectl wait --for condition=Established --timeout 60s crd/nodepools.karpenter.sh crd/kwoknodeclasses.karpenter.kwok.sh >/dev/null
     perf_nodepool karpenter "$delay" "$spot" | kubectl apply -f - >/dev/null
     start karpenter env INSTANCE_TYPES_FILE_PATH="$results/instance-types.json" DISABLE_LEADER_ELECTION=true \
-      REFUSED_SPOT_TYPES="$([[ -n $spot ]] && echo "$refusals")" \
+      REFUSED_SPOT_TYPES="$refusals" \
       METRICS_PORT=0 HEALTH_PROBE_PORT=0 LOG_LEVEL=info "$karpenter"
     pid=$(cat "$PIDS/karpenter.pid")
     wait_for "Karpenter's NodePool" 120 bash -c \

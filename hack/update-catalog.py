@@ -226,14 +226,13 @@ def main():
     )
     if args.karpenter_module:
         rows, source = prices_from_karpenter_module(args.karpenter_module)
-        sources = [source]
-        if args.instances_info_module:
-            more, source = prices_from_instances_info(args.instances_info_module, {region for region, _, _ in rows})
-            rows += more
-            sources.append(source)
     else:
         rows, source = prices_from_pricing_api(args.pricing_api)
-        sources = [source]
+    sources = [source]
+    if args.karpenter_module and args.instances_info_module:
+        more, source = prices_from_instances_info(args.instances_info_module, {region for region, _, _ in rows})
+        rows += more
+        sources.append(source)
     # One price per (region, type): the lowest listed, as several SKUs can match.
     cheapest = {}
     for region, name, price in rows:
