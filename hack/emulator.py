@@ -7,7 +7,8 @@ node class resolves that moto does not ship:
 * the public SSM parameters that name them (`/aws/service/eks/optimized-ami/...`,
   `/aws/service/bottlerocket/...`), loaded the way moto loads its own public parameters;
 * On-Demand Capacity Reservations (`emulator_reservations.py`);
-* spot capacity errors for named instance types, when asked for (`emulator_capacity.py`).
+* spot capacity errors for named instance types, when asked for (`emulator_capacity.py`);
+* one resource's tags read directly instead of filtered from all of them (`emulator_tags.py`).
 
 With STOKER_AWS_CALL_LOG set, every request stoker's own clients make (their user agent carries
 `app/stoker`) is appended to that file as one JSON line: service, region, action, parameters,
@@ -90,6 +91,7 @@ from moto.ssm import models as ssm  # noqa: E402
 
 import emulator_reservations  # noqa: E402,F401  (adds capacity reservations to moto's EC2)
 import emulator_capacity  # noqa: E402,F401  (refuses spot capacity when asked to; after reservations)
+import emulator_tags  # noqa: E402,F401  (a resource's tags in constant time)
 
 moto_check_loading_status = ssm.ParameterDict._check_loading_status
 

@@ -1,16 +1,22 @@
 //! `stoker node-simulator` (hidden; local environment and tests only): plays the kubelet's part
 //! of joining a node, which on EKS the AMI's bootstrap does.
 //!
-//! Every second it lists this cluster's live instances in the (emulated) EC2 and registers a
-//! Node for each one launched at least `--delay` ago that has none: named like EKS names them,
-//! providerID `aws:///<zone>/<id>`, the capacity and allocatable of its instance type, the labels
-//! the kubelet sets itself plus the ones the bootstrap passes (`--node-labels`, from the
-//! NodeClaim), the bootstrap's taints including `stoker.dev/unregistered`, and kwok's annotation
-//! so kwok keeps it Ready and runs its pods. A Node whose instance is gone is deleted, as the
-//! cloud controller manager does on EKS.
+//! Every second it registers a Node for each instance without one that was launched at least
+//! `--delay` ago: the instances NodeClaims name, and every live instance of this cluster in a
+//! full listing, made every second while listings are quick and spaced out when they are not
+//! (`LISTING_SPACING`). Each Node is named like EKS names them, providerID
+//! `aws:///<zone>/<id>`, the capacity and allocatable of its instance type, the labels the
+//! kubelet sets itself plus the ones the bootstrap passes (`--node-labels`, from the NodeClaim),
+//! the bootstrap's taints including `stoker.dev/unregistered`, and kwok's annotation so kwok
+//! keeps it Ready and runs its pods. A Node whose instance is gone from a full listing is
+//! deleted, as the cloud controller manager does on EKS.
 
 use crate::cloudprovider::aws::allocatable;
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::Duration,
+};
+use tokio::time::Instant;
 
 use k8s_openapi::{
     api::core::v1::{Node, NodeSpec, NodeStatus, NodeSystemInfo, Taint},
@@ -31,6 +37,7 @@ use crate::{
             AwsCloudProvider, AwsOptions, ClusterInfo, aws_config,
             bootstrap::{bootstrap_labels, bootstrap_taints},
             catalog::Catalog,
+            instances,
         },
     },
     scheduling::{catalog::InstanceType, resources::Resources},
@@ -98,6 +105,14 @@ pub fn node_for(
     }
 }
 
+/// How often the simulator looks for instances to register.
+const PASS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A listing of every instance is spaced out to this many times as long as the last one took,
+/// so the simulator never keeps the (single-process) EC2 emulator busy more than a fifth of the
+/// time: at ~500 instances one listing costs the emulator about 1.5 s.
+const LISTING_SPACING: u32 = 4;
+
 pub async fn run(cluster: String, delay: Duration) -> Result<(), CliError> {
     let client = Client::try_default().await?;
     let version = client.apiserver_version().await?.git_version;
@@ -107,73 +122,104 @@ pub async fn run(cluster: String, delay: Duration) -> Result<(), CliError> {
     let region = provider.region().to_owned();
     let catalog = provider.refresh().await.map_err(crate::error::Error::from)?;
     info!(%cluster, ?delay, "simulating node registration");
+    let mut simulator = Simulator { client, provider, catalog, region, version, delay, next_listing: Instant::now() };
     loop {
-        if let Err(error) = pass(&client, &provider, &catalog, &region, &version, delay).await {
+        if let Err(error) = simulator.pass().await {
             warn!(%error, "simulation pass failed");
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(PASS_INTERVAL).await;
     }
 }
 
-async fn pass(
-    client: &Client,
-    provider: &AwsCloudProvider,
-    catalog: &Catalog,
-    region: &str,
-    version: &str,
+struct Simulator {
+    client: Client,
+    provider: AwsCloudProvider,
+    catalog: std::sync::Arc<Catalog>,
+    region: String,
+    version: String,
     delay: Duration,
-) -> Result<(), CliError> {
-    let instances = provider.list().await.map_err(crate::error::Error::from)?;
-    let nodes: Api<Node> = Api::all(client.clone());
-    let existing = nodes.list(&ListParams::default()).await?.items;
-    let registered: Vec<String> =
-        existing.iter().filter_map(|n| n.spec.as_ref().and_then(|s| s.provider_id.clone())).collect();
-    let claims: Api<NodeClaim> = Api::all(client.clone());
-    let now = chrono::Utc::now();
-    for instance in &instances {
-        let old_enough =
-            instance.launch_time.is_none_or(|at| now - at >= chrono::TimeDelta::from_std(delay).unwrap_or_default());
+    /// When every instance of the cluster is listed next. Between listings only the instances
+    /// NodeClaims name and no Node has yet are described.
+    next_listing: Instant,
+}
+
+impl Simulator {
+    async fn pass(&mut self) -> Result<(), CliError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let existing = nodes.list(&ListParams::default()).await?.items;
+        let registered: HashSet<&str> =
+            existing.iter().filter_map(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref())).collect();
+        let claims = Api::<NodeClaim>::all(self.client.clone()).list(&ListParams::default()).await?.items;
+        let listing = Instant::now() >= self.next_listing;
+        let instances = if listing {
+            let started = Instant::now();
+            let all = self.provider.list().await.map_err(crate::error::Error::from)?;
+            self.next_listing = Instant::now() + PASS_INTERVAL.max(started.elapsed() * LISTING_SPACING);
+            all
+        } else {
+            let awaited: Vec<String> = claims
+                .iter()
+                .filter(|claim| claim.metadata.deletion_timestamp.is_none())
+                .filter_map(|claim| claim.status.as_ref()?.provider_id.as_deref())
+                .filter(|id| !registered.contains(id))
+                .filter_map(|id| instances::instance_id(id).ok().map(str::to_owned))
+                .collect();
+            if awaited.is_empty() {
+                Vec::new()
+            } else {
+                instances::by_ids(&self.provider, awaited).await.map_err(crate::error::Error::from)?
+            }
+        };
+        let claims: HashMap<String, &NodeClaim> = claims.iter().map(|claim| (claim.name_any(), claim)).collect();
+        for instance in instances.iter().filter(|i| !registered.contains(i.provider_id.as_str())) {
+            self.register(&nodes, instance, instance.nodeclaim().and_then(|name| claims.get(name).copied())).await?;
+        }
+        if listing {
+            let live: HashSet<&str> = instances.iter().map(|i| i.provider_id.as_str()).collect();
+            for node in existing.iter().filter(|n| n.annotations().get(KWOK_ANNOTATION).is_some()) {
+                let Some(id) = node.spec.as_ref().and_then(|s| s.provider_id.as_deref()) else { continue };
+                if id.starts_with("aws:///") && !live.contains(id) && node.metadata.deletion_timestamp.is_none() {
+                    info!(node = %node.name_any(), "instance gone: deleting its node");
+                    nodes.delete(&node.name_any(), &DeleteParams::default()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the instance's Node once it is old enough and running.
+    async fn register(
+        &self,
+        nodes: &Api<Node>,
+        instance: &Instance,
+        claim: Option<&NodeClaim>,
+    ) -> Result<(), CliError> {
+        let now = chrono::Utc::now();
+        let old_enough = instance
+            .launch_time
+            .is_none_or(|at| now - at >= chrono::TimeDelta::from_std(self.delay).unwrap_or_default());
         // An instance of a call made for several NodeClaims gets its own a moment after the call.
         let unnamed = instance.nodeclaim().is_none()
             && instance.tags.contains_key(crate::cloudprovider::aws::batching::BATCH_TAG);
-        if registered.contains(&instance.provider_id)
-            || !old_enough
-            || unnamed
-            || instance.state != "running" && instance.state != "pending"
-        {
-            continue;
+        if !old_enough || unnamed || instance.state != "running" && instance.state != "pending" {
+            return Ok(());
         }
-        let Some(facts) = catalog.types.iter().find(|t| t.name == instance.instance_type) else {
+        let Some(facts) = self.catalog.types.iter().find(|t| t.name == instance.instance_type) else {
             warn!(instance = %instance.id, instance_type = %instance.instance_type, "unknown instance type");
-            continue;
+            return Ok(());
         };
-        let Ok(instance_type) = allocatable::instance_type(
-            facts,
-            Vec::new(),
-            &crate::cloudprovider::aws::allocatable::NodeSettings::default(),
-        ) else {
-            continue;
+        let Ok(instance_type) = allocatable::instance_type(facts, Vec::new(), &allocatable::NodeSettings::default())
+        else {
+            return Ok(());
         };
-        let claim = match instance.nodeclaim() {
-            Some(name) => claims.get_opt(name).await?,
-            None => None,
-        };
-        let node = node_for(instance, region, &instance_type, claim.as_ref(), version);
+        let node = node_for(instance, &self.region, &instance_type, claim, &self.version);
         match nodes.create(&PostParams::default(), &node).await {
             Ok(created) => info!(node = %created.name_any(), instance = %instance.id, "registered node"),
             Err(kube::Error::Api(response)) if response.code == 409 => {}
             Err(error) => return Err(error.into()),
         }
+        Ok(())
     }
-    let live: Vec<&str> = instances.iter().map(|i| i.provider_id.as_str()).collect();
-    for node in existing.iter().filter(|n| n.annotations().get(KWOK_ANNOTATION).is_some()) {
-        let Some(id) = node.spec.as_ref().and_then(|s| s.provider_id.as_deref()) else { continue };
-        if id.starts_with("aws:///") && !live.contains(&id) && node.metadata.deletion_timestamp.is_none() {
-            info!(node = %node.name_any(), "instance gone: deleting its node");
-            nodes.delete(&node.name_any(), &DeleteParams::default()).await?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

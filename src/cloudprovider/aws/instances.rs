@@ -125,9 +125,15 @@ pub fn is_live(instance: &Instance) -> bool {
     LIVE_STATES.contains(&instance.state.as_str())
 }
 
+/// The instances with these IDs, in any state; none when one of them does not exist (EC2 fails
+/// the whole call then).
+pub async fn by_ids(provider: &AwsCloudProvider, ids: Vec<String>) -> Result<Vec<Instance>, CloudError> {
+    describe(provider, Vec::new(), ids).await
+}
+
 /// A live instance by ID; `NotFound` when it does not exist or is terminated.
 pub async fn get(provider: &AwsCloudProvider, id: &str) -> Result<Instance, CloudError> {
-    describe(provider, Vec::new(), vec![id.to_owned()])
+    by_ids(provider, vec![id.to_owned()])
         .await?
         .into_iter()
         .find(is_live)
