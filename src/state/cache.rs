@@ -15,18 +15,15 @@
 //! A field a new decision reads must be kept here; the tests below check every decision made
 //! from a cached pod against the whole pod.
 
-use std::{borrow::Cow, sync::Arc};
+use std::sync::Arc;
 
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::{
-        apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec, StatefulSet, StatefulSetSpec},
-        core::v1::{
-            Namespace, Node, NodeStatus, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-            PersistentVolumeSpec, Pod, PodCondition, PodTemplate, PodTemplateSpec,
-        },
-        storage::v1::StorageClass,
+use k8s_openapi::api::{
+    apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec, StatefulSet, StatefulSetSpec},
+    core::v1::{
+        Namespace, Node, NodeStatus, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+        PersistentVolumeSpec, Pod, PodCondition, PodTemplate, PodTemplateSpec,
     },
+    storage::v1::StorageClass,
 };
 use kube::{Resource, api::ObjectMeta};
 
@@ -101,36 +98,43 @@ impl CachedPod {
     }
 }
 
-/// Read through the API as a Pod (`kind: Pod`, core `v1`), so object references and Events name
-/// the pod itself.
-impl Resource for CachedPod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
+/// Implements `Resource` for a type read through the API as a Pod (`kind: Pod`, core `v1`), so
+/// object references and Events name the pod itself.
+macro_rules! read_as_pod {
+    ($type:ty) => {
+        impl kube::Resource for $type {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
 
-    fn kind(dynamic: &()) -> Cow<'_, str> {
-        Pod::kind(dynamic)
-    }
+            fn kind(dynamic: &()) -> std::borrow::Cow<'_, str> {
+                k8s_openapi::api::core::v1::Pod::kind(dynamic)
+            }
 
-    fn group(dynamic: &()) -> Cow<'_, str> {
-        Pod::group(dynamic)
-    }
+            fn group(dynamic: &()) -> std::borrow::Cow<'_, str> {
+                k8s_openapi::api::core::v1::Pod::group(dynamic)
+            }
 
-    fn version(dynamic: &()) -> Cow<'_, str> {
-        Pod::version(dynamic)
-    }
+            fn version(dynamic: &()) -> std::borrow::Cow<'_, str> {
+                k8s_openapi::api::core::v1::Pod::version(dynamic)
+            }
 
-    fn plural(dynamic: &()) -> Cow<'_, str> {
-        Pod::plural(dynamic)
-    }
+            fn plural(dynamic: &()) -> std::borrow::Cow<'_, str> {
+                k8s_openapi::api::core::v1::Pod::plural(dynamic)
+            }
 
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
 
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+            fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
 }
+pub(crate) use read_as_pod;
+
+read_as_pod!(CachedPod);
 
 /// Any other cached object: server-side apply bookkeeping is never read.
 pub fn without_managed_fields<K: Resource>(mut object: K) -> K {
@@ -375,6 +379,89 @@ status:
             assert_eq!(pod_cost(&cached.metadata, cached.priority), pod_cost(&pod.metadata, priority));
             assert!(pod_cost(&cached.metadata, cached.priority) > 1.0);
         }
+    }
+
+    /// A pod with what the first one lacks: claimed and ephemeral volumes, pod-level requests,
+    /// preferences of every kind, host ports with an IP, a nominated node, a deletion under way
+    /// and server-side-apply bookkeeping.
+    const OTHER_POD: &str = r#"
+metadata:
+  name: db-0
+  generateName: db-
+  namespace: data
+  uid: 9e2a
+  resourceVersion: "4711"
+  generation: 2
+  creationTimestamp: "2026-11-23T10:00:00Z"
+  deletionTimestamp: "2026-11-23T11:00:00Z"
+  deletionGracePeriodSeconds: 30
+  finalizers: [example.com/backup]
+  labels: {app: db, shard: a}
+  annotations: {karpenter.sh/do-not-disrupt: "true", kubernetes.io/config.mirror: x}
+  managedFields:
+    - {manager: kubelet, operation: Update, apiVersion: v1, fieldsType: FieldsV1, fieldsV1: {"f:status": {"f:phase": {}}}}
+spec:
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}]}]
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - {weight: 10, preference: {matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-east-1a]}]}}
+    podAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        - {labelSelector: {matchLabels: {app: cache}}, topologyKey: topology.kubernetes.io/zone}
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - {weight: 5, podAffinityTerm: {labelSelector: {matchLabels: {app: web}}, topologyKey: kubernetes.io/hostname}}
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - {weight: 50, podAffinityTerm: {labelSelector: {matchLabels: {app: db}}, topologyKey: kubernetes.io/hostname}}
+  topologySpreadConstraints:
+    - {maxSkew: 2, minDomains: 3, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway,
+       labelSelector: {matchLabels: {app: db}}, matchLabelKeys: [shard], nodeAffinityPolicy: Ignore, nodeTaintsPolicy: Honor}
+  tolerations: [{key: dedicated, operator: Equal, value: db, effect: NoSchedule}]
+  resources: {requests: {cpu: "3", memory: 12Gi}}
+  initContainers:
+    - {name: init, image: busybox, ports: [{containerPort: 9000, hostPort: 9000, protocol: UDP}]}
+  containers:
+    - name: db
+      image: postgres
+      env: [{name: PGDATA, value: /data}]
+      ports: [{containerPort: 5432, hostPort: 5432, hostIP: 10.0.0.1}]
+      resources: {requests: {cpu: "2", memory: 8Gi, ephemeral-storage: 10Gi}}
+  volumes:
+    - {name: data, persistentVolumeClaim: {claimName: data-db-0}}
+    - {name: scratch, ephemeral: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}}}
+    - {name: token, projected: {sources: [{serviceAccountToken: {path: token}}]}}
+  priority: -10
+status:
+  phase: Pending
+  nominatedNodeName: node-b
+  conditions:
+    - {type: PodScheduled, status: "False", reason: Unschedulable, message: "0/3 nodes are available"}
+"#;
+
+    /// The watch decodes only the fields kept ([`WatchedPod`]): every pod is cached exactly as
+    /// the whole pod is, decoded from YAML or from the JSON an API server sends.
+    #[test]
+    fn a_pod_decoded_by_the_watch_is_cached_as_the_whole_pod_is() {
+        use crate::state::watched_pod::WatchedPod;
+
+        for document in [POD, OTHER_POD] {
+            let whole: Pod = serde_saphyr::from_str(document).unwrap();
+            let json = serde_json::to_string(&whole).unwrap();
+            let decoded =
+                [serde_saphyr::from_str::<WatchedPod>(document).unwrap(), serde_json::from_str(&json).unwrap()];
+            for watched in decoded {
+                assert!(watched.metadata.managed_fields.is_none());
+                assert_eq!(
+                    format!("{:?}", CachedPod::from(Pod::from(watched))),
+                    format!("{:?}", CachedPod::from(whole.clone()))
+                );
+            }
+        }
+        let pending = CachedPod::from(serde_saphyr::from_str::<Pod>(OTHER_POD).unwrap());
+        let info = pending.scheduling.as_deref().unwrap();
+        assert_eq!((info.volume_claims.len(), info.shape.host_ports.len(), info.shape.preferences.len()), (2, 2, 4));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod schedules;
 pub mod undecodable;
 pub mod usage;
 pub mod volumes;
+pub mod watched_pod;
 
 use std::{
     fmt::Debug,
@@ -31,7 +32,7 @@ use std::{
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
-    core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod},
+    core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim},
     policy::v1::PodDisruptionBudget,
     storage::v1::StorageClass,
 };
@@ -53,6 +54,7 @@ use self::{
     facts::NodeFactsIndex,
     pods::PodIndex,
     volumes::VolumeTopology,
+    watched_pod::WatchedPod,
 };
 use crate::{
     apis::{EC2NodeClass, NodeClaim, NodePool},
@@ -96,7 +98,7 @@ impl ClusterState {
         let index = Arc::new(RwLock::new(PodIndex::default()));
         let writes = index.clone();
         let mut shapes = Shapes::default();
-        let keep = move |pod: Pod| CachedPod::new(pod, &mut shapes);
+        let keep = move |pod: WatchedPod| CachedPod::new(pod.into(), &mut shapes);
         let pods = reflect(client, keep, move |event, store| {
             writes.write().unwrap_or_else(PoisonError::into_inner).handle(event, store);
             if let watcher::Event::Apply(pod) = event {
