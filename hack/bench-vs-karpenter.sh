@@ -4,6 +4,7 @@
 # control plane, with the same instance types, prices, zones and node registration delay.
 #
 #   hack/bench-vs-karpenter.sh [SCENARIO...]     (basic, hostname-spread, wide, spot; default: all)
+#   TOOLS=stoker hack/bench-vs-karpenter.sh basic (one tool; default TOOLS="karpenter stoker")
 #
 # Karpenter is its kwok cloud provider (the module at KARPENTER_CORE_VERSION, fetched with go mod
 # download, built here with hack/karpenter-head-to-head/refusing-kwok/main.go, which is kwok's
@@ -22,8 +23,10 @@
 # may launch; see the two files). For each tool: creation → all pods Running;
 # nodes, $/h and reserved CPU and memory utilization after scale-out; after the scale-in, the time
 # to the last NodeClaim change (consolidation is over after QUIET_SECONDS, default 300, without
-# one) and the same figures; the controller's peak RSS and CPU seconds over the scenario. The
-# table at the end goes in docs/performance.md; raw figures stay in $STOKER_STATE/race.
+# one) and the same figures; the controller's peak RSS and CPU seconds over the scenario. For
+# stoker also the $/h `stoker plan` gives for the scaled-in pods from scratch, which
+# consolidation should come close to. The table at the end goes in docs/performance.md; raw
+# figures stay in $STOKER_STATE/race.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require go "install Go 1.26 or newer, then run this again"
@@ -31,6 +34,10 @@ scenarios=("${@:-basic hostname-spread wide spot}")
 read -r -a scenarios <<<"${scenarios[*]}"
 for scenario in "${scenarios[@]}"; do
   [[ $scenario =~ ^(basic|hostname-spread|wide|spot)$ ]] || die "unknown scenario $scenario (basic, hostname-spread, wide, spot)"
+done
+read -r -a tools <<<"${TOOLS:-karpenter stoker}"
+for tool in "${tools[@]}"; do
+  [[ $tool =~ ^(karpenter|stoker)$ ]] || die "unknown tool $tool (karpenter, stoker)"
 done
 delay="${REGISTRATION_DELAY:-1s}"
 quiet="${QUIET_SECONDS:-300}"
@@ -107,6 +114,22 @@ figures() { # TOOL LABEL: the pools' figures as JSON (the human line goes to the
   sed -n 2p "$results/figures.tmp"
 }
 
+# plan_from_scratch SCENARIO "NAME=REPLICAS ..." [spot]: the $/h of `stoker plan` for the
+# scenario's Deployments at their scaled-in replicas, over the same NodePools.
+plan_from_scratch() {
+  python3 - "$results/$1-deployments.yaml" "$2" >"$results/$1-scaled-in.yaml" <<'PY'
+import re, sys
+replicas = dict(change.split("=") for change in sys.argv[2].split())
+documents = open(sys.argv[1]).read().split("\n---\n")
+for document in documents:
+    name = re.search(r"metadata: \{name: ([^,]+),", document).group(1)
+    print("---\n" + re.sub(r"^  replicas: \d+", f"  replicas: {replicas[name]}", document.strip("-\n"), flags=re.M))
+PY
+  "$stoker" plan -o json -f "$REPO_ROOT/examples/ec2nodeclass.yaml" -f "$results/$1-scaled-in.yaml" \
+    -f <(perf_nodepool stoker "$delay" "${3:-}") |
+    python3 -c 'import json, sys; print("%.3f" % json.load(sys.stdin)["totals"]["pricePerHour"])'
+}
+
 # race TOOL SCENARIO: one run on a clean control plane; appends its figures to results.jsonl.
 race() {
   local tool=$1 scenario=$2 pid nodeclaims=nodeclaims.stoker.dev spot="" refusals=/dev/null
@@ -172,8 +195,12 @@ race() {
     fi
     previous=$now
   done
-  local in ticks_after rss_kib refused
+  local in ticks_after rss_kib refused planned=null
   in=$(figures "$tool" "after consolidation")
+  if [[ $tool == stoker ]]; then
+    planned=$(plan_from_scratch "$scenario" "$scale_in" "$spot")
+    log "  stoker plan for the scaled-in pods from scratch: \$ $planned/h"
+  fi
   # Launch attempts that met refused spot capacity: Karpenter's wrapper logs one line per
   # NodeClaim, the emulator one per CreateFleet call (each tool's own log: the directory outlives a run).
   local refusals_log="$LOGS/moto.log"
@@ -182,7 +209,7 @@ race() {
   ticks_after=$(cpu_ticks "$pid")
   rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   python3 - "$tool" "$scenario" "$started" "$scaled_out" "$scaled_in" "$last_change" "$(date +%s.%N)" "$out" "$in" \
-    "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" "$rss_kib" "$refused" >>"$results/results.jsonl" <<'PY'
+    "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" "$rss_kib" "$refused" "$planned" >>"$results/results.jsonl" <<'PY'
 import json, sys
 tool, scenario = sys.argv[1:3]
 started, scaled_out, scaled_in, last_change, finished = map(float, sys.argv[3:8])
@@ -190,14 +217,13 @@ out, after, ticks, hz, rss_kib = json.loads(sys.argv[8]), json.loads(sys.argv[9]
 print(json.dumps({"tool": tool, "scenario": scenario, "scale_out_seconds": scaled_out - started,
                   "out": out, "in": after, "last_disruption_seconds": max(0.0, last_change - scaled_in),
                   "cpu_seconds": ticks / hz, "seconds": finished - started, "peak_rss_mib": rss_kib / 1024,
-                  "refused_launches": int(sys.argv[13])}))
+                  "refused_launches": int(sys.argv[13]), "plan_from_scratch": json.loads(sys.argv[14])}))
 PY
   cp "$LOGS/$tool.log" "$results/$scenario-$tool.log"
   log "$tool, $scenario: $(tail -n 1 "$results/results.jsonl")"
 }
 
 for scenario in "${scenarios[@]}"; do
-  race karpenter "$scenario"
-  race stoker "$scenario"
+  for tool in "${tools[@]}"; do race "$tool" "$scenario"; done
 done
 python3 "$HACK_DIR/race_table.py" "$results/results.jsonl"

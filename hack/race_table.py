@@ -4,6 +4,14 @@ import json
 import sys
 
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+
+
+def planned(run):
+    """`stoker plan` for the scaled-in pods from scratch, where the run has it (stoker's)."""
+    plan = run.get("plan_from_scratch")
+    return "" if plan is None else f" (plan: {plan:.2f})"
+
+
 print("| scenario | tool | scale-out | nodes | $/h | CPU / memory reserved | after scale-in: last disruption "
       "| nodes | $/h | CPU / memory reserved | controller CPU s (over) | peak RSS | launch calls meeting refused capacity |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -11,7 +19,7 @@ for run in runs:
     out, after = run["out"], run["in"]
     print(f"| {run['scenario']} | {run['tool']} | {run['scale_out_seconds']:.1f} s | {out['nodes']} "
           f"| {out['cost_per_hour']:.2f} | {out['cpu_utilization']:.0%} / {out['memory_utilization']:.0%} "
-          f"| {run['last_disruption_seconds']:.0f} s | {after['nodes']} | {after['cost_per_hour']:.2f} "
+          f"| {run['last_disruption_seconds']:.0f} s | {after['nodes']} | {after['cost_per_hour']:.2f}{planned(run)} "
           f"| {after['cpu_utilization']:.0%} / {after['memory_utilization']:.0%} "
           f"| {run['cpu_seconds']:.1f} ({run.get('seconds', 0):.0f} s) "
           f"| {run['peak_rss_mib']:.0f} MiB | {run.get('refused_launches', 0) if run['scenario'] == 'spot' else '–'} |")
