@@ -313,7 +313,14 @@ async fn a_launch_tags_everything_passes_the_client_token_and_is_never_repeated(
 #[tokio::test]
 #[ignore = "needs the local environment: run hack/test.sh"]
 async fn launches_alike_share_one_createfleet_and_each_claim_keeps_its_instance_across_a_restart() {
-    let h = harness(Duration::from_secs(180)).await;
+    // A wide idle window: the four launches start together, but on a loaded machine their
+    // planning can spread them over more than the default 35 ms, which would split the call
+    // (how long a batch waits is the unit tests' part).
+    let h = harness_with(|options| {
+        options.unavailable_ttl = Duration::from_secs(180);
+        options.batch_window = BatchWindow { idle: Duration::from_secs(2), max: Duration::from_secs(10) };
+    })
+    .await;
     let types = ["m5.large", "m5.xlarge"];
     let alike: Vec<NodeClaim> =
         ["general-b", "general-c", "general-a"].iter().map(|n| nodeclaim(n, &types, &["on-demand"])).collect();
