@@ -118,8 +118,9 @@ with_heartbeat() {
 }
 
 # bench_environment: start a local environment of its own (state .local/bench, its own ports)
-# that stops on exit, build stoker (STOKER_PROFILE=bench for an optimized build; default the
-# debug build the tests share) and set $stoker to the binary. For the hack/bench-*.sh scripts.
+# that stops on exit, build stoker (STOKER_PROFILE=release, bench or dist for an optimized build;
+# default the debug build the tests share) and set $stoker to the binary. For the hack/bench-*.sh
+# scripts.
 bench_environment() {
   export STOKER_STATE="$REPO_ROOT/.local/bench"
   export STOKER_ETCD_PORT=23792 STOKER_ETCD_PEER_PORT=23802 STOKER_APISERVER_PORT=26445 \
@@ -135,7 +136,10 @@ bench_environment() {
   # STOKER_CARGO_FLAGS adds cargo flags, e.g. --no-default-features for the system allocator.
   # shellcheck disable=SC2086
   (cd "$REPO_ROOT" && cargo build --locked --profile "$profile" --bin stoker ${STOKER_CARGO_FLAGS:-})
-  stoker="$CARGO_TARGET_DIR/$([[ $profile == dev ]] && echo debug || echo release)/stoker"
+  # Cargo's directory for a profile: dev's is debug, bench shares release's, any other its own name.
+  local directory=$profile
+  case $profile in dev) directory=debug ;; bench) directory=release ;; esac
+  stoker="$CARGO_TARGET_DIR/$directory/stoker"
 }
 
 # fetch_karpenter_module: sigs.k8s.io/karpenter at KARPENTER_CORE_VERSION, unpacked into the cache

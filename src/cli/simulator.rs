@@ -110,7 +110,7 @@ const PASS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A listing of every instance is spaced out to this many times as long as the last one took,
 /// so the simulator never keeps the (single-process) EC2 emulator busy more than a fifth of the
-/// time: at ~500 instances one listing costs the emulator about 1.5 s.
+/// time: at ~500 instances one listing costs the emulator about a second.
 const LISTING_SPACING: u32 = 4;
 
 pub async fn run(cluster: String, delay: Duration) -> Result<(), CliError> {

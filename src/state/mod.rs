@@ -4,7 +4,8 @@
 //! caches, and read by every controller of the leader.
 //!
 //! What each cache keeps is decided in [`cache`] (a compact pod, a trimmed node, no
-//! server-side-apply bookkeeping); how stoker's own kinds survive an object this version cannot
+//! server-side-apply bookkeeping), and what of a pod the watch decodes at all in
+//! [`watched_pod`]; how stoker's own kinds survive an object this version cannot
 //! decode, in [`undecodable`]. The pods are also indexed as they arrive ([`pods`]: what each node
 //! holds, the bound and the provisionable pods); [`gathered`] copies the caches for one decision; [`usage`] has the one rule for what a NodeClaim
 //! counts against its pool's limits, [`schedules`] the pools as their open schedules make them, [`buffers`] turns CapacityBuffers into virtual pods, and
