@@ -229,7 +229,7 @@ fn consolidation(c: &mut Criterion) {
             virtual_pods: &[],
         };
         let now = chrono::Utc::now();
-        let decide = || decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true, None);
+        let decide = || decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true);
         let started = Instant::now();
         let (decision, kept) = decide();
         println!(

@@ -9,6 +9,7 @@
 
 use std::{process::ExitCode, sync::Arc};
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
@@ -24,7 +25,9 @@ use crate::{
         decide_consolidation,
     },
     scheduling::solver::Policies,
-    state::{cache::CachedPod, facts::NodeFactsIndex, gathered::Gathered, nodes::Nodes, pods::PodIndex},
+    state::{
+        cache::CachedPod, facts::NodeFactsIndex, gathered::Gathered, input::Snapshot, nodes::Nodes, pods::PodIndex,
+    },
 };
 
 /// The cluster's objects, as read: what the controller's caches would hold, and the pools and
@@ -68,6 +71,21 @@ pub fn add(document: &Document, into: &mut ClusterObjects) -> Result<(), String>
 
 /// The decision, and why each kept candidate is kept (by node).
 pub fn preview(objects: &ClusterObjects, catalog: &Catalog, prices: &PriceBook, spot_to_spot: bool) -> Preview {
+    let ((decision, kept), warnings, pending) = ask(objects, catalog, prices, |cluster, snapshot, now| {
+        decide_consolidation(cluster, snapshot, now, spot_to_spot, |_, _| true)
+    });
+    Preview { decision, kept, warnings, pending }
+}
+
+/// Asks `question` of the objects as the disruption loop would of its caches: the candidates'
+/// cluster, the solver's snapshot and the time. Returns the answer, the catalog's warnings and
+/// whether pods are pending.
+fn ask<R>(
+    objects: &ClusterObjects,
+    catalog: &Catalog,
+    prices: &PriceBook,
+    question: impl FnOnce(&Cluster, &Snapshot, DateTime<Utc>) -> R,
+) -> (R, Vec<String>, bool) {
     let (instance_types, warnings) = instance_types_by_class(
         objects.pools.iter().map(|p| &**p),
         &objects.classes,
@@ -88,9 +106,7 @@ pub fn preview(objects: &ClusterObjects, catalog: &Catalog, prices: &PriceBook, 
         instance_types: &instance_types,
     };
     let snapshot = gathered.snapshot(&index, &facts, &objects.pools, &instance_types, objects.policies);
-    let now = chrono::Utc::now();
-    let (decision, kept) = decide_consolidation(&cluster, &snapshot, now, spot_to_spot, |_, _| true, None);
-    Preview { decision, kept, warnings, pending: index.any_provisionable() }
+    (question(&cluster, &snapshot, Utc::now()), warnings, index.any_provisionable())
 }
 
 /// What `stoker disrupt` found.
@@ -152,6 +168,7 @@ pub fn run(documents: &[Document], spot_to_spot: bool, policies: Policies) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::disruption::confirm_consolidation;
 
     /// Every document of `text` added, as `run` adds what it reads.
     fn parse(label: &str, text: &str, into: &mut ClusterObjects) -> Result<(), String> {
@@ -159,35 +176,49 @@ mod tests {
         documents.iter().try_for_each(|document| add(document, into))
     }
 
-    /// Two m5.2xlarge nodes, each with one 500m pod: one node is enough, and smaller would do.
-    fn cluster(extra_pod_annotations: &str) -> String {
-        let node = |name: &str, zone: &str| {
+    /// m5.2xlarge nodes of pool `general` (name, zone, whether its NodeClaim is being deleted) and
+    /// ReplicaSet pods (name, node, CPU, annotations), as a `List`.
+    fn listed(nodes: &[(&str, &str, bool)], pods: &[(&str, &str, &str, &str)]) -> String {
+        let node = |(name, zone, going): &(&str, &str, bool)| {
+            let deleting = if *going {
+                ", deletionTimestamp: '2026-01-01T00:10:00Z', finalizers: [stoker.dev/termination]"
+            } else {
+                ""
+            };
             format!(
-                "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: {name}\n    labels: {{kubernetes.io/hostname: {name}, kubernetes.io/os: linux, kubernetes.io/arch: amd64, topology.kubernetes.io/zone: {zone}, node.kubernetes.io/instance-type: m5.2xlarge, karpenter.sh/capacity-type: on-demand, stoker.dev/nodepool: general}}\n  spec: {{providerID: 'aws:///{zone}/i-{name}'}}\n  status: {{allocatable: {{cpu: 7910m, memory: 30Gi, pods: '58'}}, conditions: [{{type: Ready, status: 'True'}}]}}\n- apiVersion: stoker.dev/v1alpha1\n  kind: NodeClaim\n  metadata: {{name: claim-{name}, labels: {{stoker.dev/nodepool: general}}}}\n  spec: {{nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}, resources: {{requests: {{cpu: '1'}}}}}}\n  status: {{providerID: 'aws:///{zone}/i-{name}', nodeName: {name}, conditions: [{{type: Initialized, status: 'True', reason: Initialized, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}}]}}\n"
+                "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: {name}\n    labels: {{kubernetes.io/hostname: {name}, kubernetes.io/os: linux, kubernetes.io/arch: amd64, topology.kubernetes.io/zone: {zone}, node.kubernetes.io/instance-type: m5.2xlarge, karpenter.sh/capacity-type: on-demand, stoker.dev/nodepool: general}}\n  spec: {{providerID: 'aws:///{zone}/i-{name}'}}\n  status: {{allocatable: {{cpu: 7910m, memory: 30Gi, pods: '58'}}, conditions: [{{type: Ready, status: 'True'}}]}}\n- apiVersion: stoker.dev/v1alpha1\n  kind: NodeClaim\n  metadata: {{name: claim-{name}, labels: {{stoker.dev/nodepool: general}}{deleting}}}\n  spec: {{nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}, resources: {{requests: {{cpu: '1'}}}}}}\n  status: {{providerID: 'aws:///{zone}/i-{name}', nodeName: {name}, conditions: [{{type: Initialized, status: 'True', reason: Initialized, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}}]}}\n"
             )
         };
-        let pod = |name: &str, node: &str, annotations: &str| {
+        let pod = |(name, node, cpu, annotations): &(&str, &str, &str, &str)| {
             format!(
-                "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: {name}, namespace: shop, annotations: {{{annotations}}}, ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: u}}]}}\n  spec: {{nodeName: {node}, containers: [{{name: c, image: i, resources: {{requests: {{cpu: 500m, memory: 512Mi}}}}}}]}}\n  status: {{phase: Running}}\n"
+                "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: {name}, namespace: shop, annotations: {{{annotations}}}, ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: u}}]}}\n  spec: {{nodeName: {node}, containers: [{{name: c, image: i, resources: {{requests: {{cpu: {cpu}, memory: 512Mi}}}}}}]}}\n  status: {{phase: Running}}\n"
             )
         };
+        let items: String = nodes.iter().map(node).chain(pods.iter().map(pod)).collect();
         format!(
-            "apiVersion: v1\nkind: List\nitems:\n{}{}{}{}- apiVersion: stoker.dev/v1alpha1\n  kind: NodePool\n  metadata: {{name: general}}\n  spec:\n    template: {{spec: {{nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}, requirements: [{{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}]}}}}\n    disruption: {{consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 1m, budgets: [{{nodes: '100%'}}]}}\n",
-            node("a", "us-east-1a"),
-            node("b", "us-east-1b"),
-            pod("web-1", "a", extra_pod_annotations),
-            pod("web-2", "b", ""),
+            "apiVersion: v1\nkind: List\nitems:\n{items}- apiVersion: stoker.dev/v1alpha1\n  kind: NodePool\n  metadata: {{name: general}}\n  spec:\n    template: {{spec: {{nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}, requirements: [{{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}]}}}}\n    disruption: {{consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 1m, budgets: [{{nodes: '100%'}}]}}\n"
         )
     }
 
-    fn previewed(extra_pod_annotations: &str) -> Preview {
+    /// Two m5.2xlarge nodes, each with one 500m pod: one node is enough, and smaller would do.
+    fn cluster(extra_pod_annotations: &str) -> String {
+        listed(
+            &[("a", "us-east-1a", false), ("b", "us-east-1b", false)],
+            &[("web-1", "a", "500m", extra_pod_annotations), ("web-2", "b", "500m", "")],
+        )
+    }
+
+    fn previewed_text(text: &str) -> Preview {
         let mut objects = ClusterObjects::default();
-        parse("cluster.yaml", &cluster(extra_pod_annotations), &mut objects).expect("parses");
-        assert_eq!((objects.cluster.nodes.len(), objects.cluster.claims.len(), objects.cluster.pods.len()), (2, 2, 2));
+        parse("cluster.yaml", text, &mut objects).expect("parses");
         let catalog = Catalog::snapshot();
         let mut prices = PriceBook::snapshot("us-east-1");
         prices.learn_vcpus(&catalog.types);
         preview(&objects, &catalog, &prices, false)
+    }
+
+    fn previewed(extra_pod_annotations: &str) -> Preview {
+        previewed_text(&cluster(extra_pod_annotations))
     }
 
     #[test]
@@ -209,6 +240,58 @@ mod tests {
         assert!(text.contains("kept a: pod shop/web-1 is annotated do-not-disrupt"), "{text}");
         let decision = preview.decision.as_ref().expect("b alone can still go");
         assert!(decision.candidates.iter().all(|c| c.node == "b"), "{decision:?}");
+    }
+
+    #[test]
+    fn the_pods_of_a_node_being_drained_are_placed_with_the_candidates() {
+        // Node c is going and its 7400m pod is moving: with it staying put, a and b would go
+        // for a small node holding their two 500m pods (one fits in the 510m c has left).
+        // Counted as moving, it takes the room the decision may count on: a and b are replaced
+        // by one node sized for all three pods, and c, already going, is no candidate.
+        let text = listed(
+            &[("a", "us-east-1a", false), ("b", "us-east-1b", false), ("c", "us-east-1c", true)],
+            &[("web-1", "a", "500m", ""), ("web-2", "b", "500m", ""), ("big", "c", "7400m", "")],
+        );
+        let preview = previewed_text(&text);
+        let decision = preview.decision.as_ref().expect("a decision");
+        let nodes: Vec<&str> = decision.candidates.iter().map(|c| c.node.as_str()).collect();
+        assert_eq!(nodes, ["a", "b"], "{decision:?}");
+        let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+        assert_eq!(replacement.pods, ["shop/big", "shop/web-1", "shop/web-2"], "{replacement:?}");
+        assert_eq!(replacement.requests.get("cpu"), 8400);
+    }
+
+    #[test]
+    fn a_decision_no_longer_holding_says_why() {
+        let objects = |text: &str| {
+            let mut objects = ClusterObjects::default();
+            parse("cluster.yaml", text, &mut objects).expect("parses");
+            objects
+        };
+        let catalog = Catalog::snapshot();
+        let mut prices = PriceBook::snapshot("us-east-1");
+        prices.learn_vcpus(&catalog.types);
+        let confirm = |text: &str, decision: &Decision| {
+            ask(&objects(text), &catalog, &prices, |cluster, snapshot, now| {
+                confirm_consolidation(cluster, snapshot, now, false, |_, _| true, decision)
+            })
+            .0
+        };
+        let decision = previewed("").decision.expect("a and b replaced by one small node");
+        let confirmed = confirm(&cluster(""), &decision).expect("nothing changed: it holds");
+        assert_eq!(confirmed.candidates, decision.candidates);
+        let why = confirm(&cluster("karpenter.sh/do-not-disrupt: 'true'"), &decision).unwrap_err();
+        assert_eq!(why, "node a: pod shop/web-1 is annotated do-not-disrupt");
+        // A node with room joined: their pods now fit there, a different decision.
+        let joined = listed(
+            &[("a", "us-east-1a", false), ("b", "us-east-1b", false), ("c", "us-east-1c", false)],
+            &[("web-1", "a", "500m", ""), ("web-2", "b", "500m", "")],
+        );
+        let why = confirm(&joined, &decision).unwrap_err();
+        assert_eq!(why, "its nodes now call for a delete instead");
+        let going = listed(&[("a", "us-east-1a", true), ("b", "us-east-1b", false)], &[("web-2", "b", "500m", "")]);
+        let why = confirm(&going, &decision).unwrap_err();
+        assert_eq!(why, "node a is no longer a candidate: its pods changed, or it is going");
     }
 
     #[test]

@@ -49,6 +49,13 @@ impl<'a> NodeView<'a> {
         Some(free)
     }
 
+    /// Whether it is on its way out: its NodeClaim or its Node is being deleted, so the pods a
+    /// drain evicts from it are moving elsewhere.
+    pub fn going(&self) -> bool {
+        self.claim.is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+            || self.node.is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+    }
+
     /// Whether a drain would evict something from it.
     pub fn has_evictable_pods(&self) -> bool {
         self.used.is_some_and(|used| used.evictable > 0)

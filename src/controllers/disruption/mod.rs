@@ -11,9 +11,12 @@
 //! [`emptiness`] (empty candidates), [`candidates`] (underutilized candidates, their cost and
 //! what blocks them), [`drift`] (what no longer matches its pool or class) and
 //! [`consolidation`] (delete or replace, by running the solver on the
-//! cluster without them). A consolidation is checked again after a validation delay (15 s, as
-//! Karpenter's) on a fresh picture before [`executor`] carries it out. How long a node's pods have been unchanged is
-//! remembered in memory; after a restart the clock starts again, which only delays a removal.
+//! cluster without them; nodes already going are left out of every question, their pods placed
+//! with the candidates', so no decision counts on room a drain under way is about to fill). A
+//! consolidation is checked again after a validation delay (15 s, as Karpenter's) on a fresh
+//! picture before [`executor`] carries it out; when it no longer holds, the log says why. How
+//! long a node's pods have been unchanged is remembered in memory; after a restart the clock
+//! starts again, which only delays a removal.
 
 pub mod budgets;
 pub mod candidates;
@@ -24,7 +27,7 @@ pub mod executor;
 pub mod scheduled;
 
 use std::{
-    cell::LazyCell,
+    cell::{LazyCell, OnceCell},
     collections::{HashMap, HashSet},
     sync::Arc,
     time::Duration,
@@ -54,7 +57,7 @@ use crate::{
     metrics::ReasonLabels,
     scheduling::{
         resources::Resources,
-        solver::{Memo, solve_with},
+        solver::{Input, Memo, solve_with},
     },
     state::{
         gathered::Gathered,
@@ -143,7 +146,7 @@ async fn pass<P: Provider>(
     if replace_drifted(ctx, &pools, &instance_types).await? {
         return Ok(());
     }
-    let (decision, kept) = decide(ctx, memory, &pools, &instance_types, spot_to_spot, None);
+    let (decision, kept) = decide(ctx, memory, &pools, &instance_types, spot_to_spot);
     tell_kept(ctx, memory, kept).await;
     mark_consolidatable(ctx, &memory.consolidatable).await?;
     let Some(decision) = decision else { return Ok(()) };
@@ -154,10 +157,12 @@ async fn pass<P: Provider>(
         "consolidation decided; checking again before acting"
     );
     tokio::time::sleep(validation_delay).await;
-    let (validated, _) = decide(ctx, memory, &pools, &instance_types, spot_to_spot, Some(&decision));
-    let Some(validated) = validated else {
-        info!("consolidation no longer holds; not acting");
-        return Ok(());
+    let validated = match confirm(ctx, memory, &pools, &instance_types, spot_to_spot, &decision) {
+        Ok(validated) => validated,
+        Err(why) => {
+            info!(action = decision.kind(), nodes = decision.candidates.len(), %why, "consolidation no longer holds; not acting");
+            return Ok(());
+        }
     };
     let pools = state.pools_at(Utc::now());
     execute(ctx, &Command::consolidation(validated), &pools).await?;
@@ -407,17 +412,17 @@ fn allowed(pool: &NodePool, claims: &[Arc<NodeClaim>], reason: DisruptionReason,
     allowed_disruptions(&pool.spec.disruption.budgets, reason, of_pool.len(), disrupting, now)
 }
 
-/// One consolidation decision on the state as it is now, and why each candidate kept is kept
-/// (by claim). With `confirming`, only that decision's candidates are asked about again, and the
-/// answer stands only if it is the same kind of action.
-fn decide<P>(
+/// Consolidation's question, asked of the state as it is now: `ask` gets the candidates' cluster,
+/// the snapshot, the time and `quiet` (whether a claim's pods have not changed for its pool's
+/// `consolidateAfter`, remembered in `unchanged` across passes). Returns the answer and the
+/// claims asked about that were quiet.
+fn ask<P, R>(
     ctx: &Shared<P>,
-    memory: &mut Memory,
+    unchanged: &mut HashMap<String, (Option<u64>, DateTime<Utc>)>,
     pools: &[Arc<NodePool>],
     instance_types: &InstanceTypes,
-    spot_to_spot: bool,
-    confirming: Option<&Decision>,
-) -> (Option<Decision>, Vec<(String, String)>) {
+    ask: impl FnOnce(&Cluster, &Snapshot, DateTime<Utc>, &mut dyn FnMut(&NodeClaim, &NodePool) -> bool) -> R,
+) -> (R, HashSet<String>) {
     let now = Utc::now();
     let state = &ctx.state;
     let mut gathered = Gathered::of(state);
@@ -426,10 +431,8 @@ fn decide<P>(
     gathered.hold_buffer_room(&index, &facts, pools, instance_types, ctx.policies);
     let by_node = gathered.pods_by_node();
     let joined = Nodes::join(&gathered.nodes, &gathered.claims, &index);
-    let unchanged = &mut memory.unchanged;
-    let mut seen = HashSet::new();
     let mut quiet_claims = HashSet::new();
-    let quiet = |claim: &NodeClaim, pool: &NodePool| {
+    let mut quiet = |claim: &NodeClaim, pool: &NodePool| {
         let name = claim.name_any();
         let node = claim.status.as_ref().and_then(|s| s.node_name.as_deref());
         let stamp = node.and_then(|n| index.node(n)).map(|used| used.changed);
@@ -440,42 +443,113 @@ fn decide<P>(
         let after = pool.spec.disruption.consolidate_after.duration();
         let quiet = after.is_some_and(|after| now - entry.1 >= after.delta());
         if quiet {
-            quiet_claims.insert(name.clone());
+            quiet_claims.insert(name);
         }
-        seen.insert(name);
         quiet
     };
     let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &gathered.budgets, instance_types };
     let snapshot = gathered.snapshot(&index, &facts, pools, instance_types, ctx.policies);
     let started = std::time::Instant::now();
-    let verdict = decide_consolidation(&cluster, &snapshot, now, spot_to_spot, quiet, confirming);
+    let answer = ask(&cluster, &snapshot, now, &mut quiet);
     ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
-    if confirming.is_none() {
-        let considered = quiet_claims.len().saturating_sub(verdict.1.len());
-        let labels = ReasonLabels { reason: "Underutilized".into() };
-        ctx.metrics.disruption_candidates.get_or_create(&labels).set(considered as i64);
-    }
-    if confirming.is_none() {
-        unchanged.retain(|claim, _| seen.contains(claim));
-        memory.consolidatable = quiet_claims;
-    }
-    verdict
+    (answer, quiet_claims)
+}
+
+/// One consolidation decision on the state as it is now, and why each candidate kept is kept
+/// (by node); remembers which claims are quiet.
+fn decide<P>(
+    ctx: &Shared<P>,
+    memory: &mut Memory,
+    pools: &[Arc<NodePool>],
+    instance_types: &InstanceTypes,
+    spot_to_spot: bool,
+) -> (Option<Decision>, Vec<(String, String)>) {
+    let claims: HashSet<String> = ctx.state.claims.state().iter().map(|c| c.name_any()).collect();
+    memory.unchanged.retain(|claim, _| claims.contains(claim));
+    let ((decision, kept), quiet) =
+        ask(ctx, &mut memory.unchanged, pools, instance_types, |cluster, snapshot, now, quiet| {
+            decide_consolidation(cluster, snapshot, now, spot_to_spot, quiet)
+        });
+    let considered = quiet.len().saturating_sub(kept.len());
+    let labels = ReasonLabels { reason: "Underutilized".into() };
+    ctx.metrics.disruption_candidates.get_or_create(&labels).set(considered as i64);
+    memory.consolidatable = quiet;
+    (decision, kept)
+}
+
+/// The decision again, on the state as it is now (see [`confirm_consolidation`]).
+fn confirm<P>(
+    ctx: &Shared<P>,
+    memory: &mut Memory,
+    pools: &[Arc<NodePool>],
+    instance_types: &InstanceTypes,
+    spot_to_spot: bool,
+    decision: &Decision,
+) -> Result<Decision, String> {
+    let (answer, _) = ask(ctx, &mut memory.unchanged, pools, instance_types, |cluster, snapshot, now, quiet| {
+        confirm_consolidation(cluster, snapshot, now, spot_to_spot, quiet, decision)
+    });
+    answer
 }
 
 /// One consolidation decision over the cluster, and why each candidate kept is kept (by node):
 /// candidates (with `quiet` saying whose pods have not changed for long enough), blockers and
-/// budgets, then [`consolidate`]. With `confirming`, only that decision's candidates are asked
-/// about again, and the answer stands only if it is the same kind of action. Pure.
+/// budgets, then [`consolidate`]. Pure.
 pub fn decide_consolidation(
     cluster: &Cluster,
     snapshot: &Snapshot,
     now: DateTime<Utc>,
     spot_to_spot: bool,
     quiet: impl FnMut(&NodeClaim, &NodePool) -> bool,
-    confirming: Option<&Decision>,
 ) -> (Option<Decision>, Vec<(String, String)>) {
-    let found = candidates(cluster, now, quiet);
-    // Within each pool's budget for underutilized nodes, in cost order.
+    let (eligible, blocked) = eligible(cluster, snapshot, now, quiet, |_| true);
+    let simulation = Simulation::of(cluster, snapshot);
+    let outcome = consolidate(&eligible, spot_to_spot, |gone| simulation.without(gone));
+    let refusals = outcome
+        .refused
+        .into_iter()
+        .filter_map(|(claim, why)| Some((eligible.iter().find(|c| c.claim == claim)?.clone(), why.to_string())));
+    (outcome.decision, blocked.into_iter().chain(refusals).map(|(c, why)| (c.node, why)).collect())
+}
+
+/// Whether `decision` still holds: its candidates are all still candidates, unblocked and within
+/// budget, and the same kind of action still serves them. The decision as it stands now, or why
+/// it no longer holds. Pure.
+pub fn confirm_consolidation(
+    cluster: &Cluster,
+    snapshot: &Snapshot,
+    now: DateTime<Utc>,
+    spot_to_spot: bool,
+    quiet: impl FnMut(&NodeClaim, &NodePool) -> bool,
+    decision: &Decision,
+) -> Result<Decision, String> {
+    let ours = |candidate: &Candidate| decision.candidates.iter().any(|c| c.claim == candidate.claim);
+    let (eligible, blocked) = eligible(cluster, snapshot, now, quiet, ours);
+    if let Some((candidate, why)) = blocked.first() {
+        return Err(format!("node {}: {why}", candidate.node));
+    }
+    if let Some(gone) = decision.candidates.iter().find(|d| !eligible.iter().any(|c| c.claim == d.claim)) {
+        return Err(format!("node {} is no longer a candidate: its pods changed, or it is going", gone.node));
+    }
+    let simulation = Simulation::of(cluster, snapshot);
+    let again: Vec<&Candidate> = eligible.iter().collect();
+    let confirmed = evaluate(&again, spot_to_spot, &|gone| simulation.without(gone), &mut Memo::default())
+        .map_err(|refusal| refusal.to_string())?;
+    if confirmed.kind() != decision.kind() {
+        return Err(format!("its nodes now call for a {} instead", confirmed.kind()));
+    }
+    Ok(confirmed)
+}
+
+/// The candidates `wanted` picks that may go now, and those blocked (with why): blockers first,
+/// then each pool's budget for underutilized nodes, in cost order.
+fn eligible(
+    cluster: &Cluster,
+    snapshot: &Snapshot,
+    now: DateTime<Utc>,
+    quiet: impl FnMut(&NodeClaim, &NodePool) -> bool,
+    wanted: impl Fn(&Candidate) -> bool,
+) -> (Vec<Candidate>, Vec<(Candidate, String)>) {
     let mut allowance: HashMap<String, usize> = cluster
         .pools
         .iter()
@@ -483,10 +557,7 @@ pub fn decide_consolidation(
         .collect();
     let mut eligible: Vec<Candidate> = Vec::new();
     let mut blocked: Vec<(Candidate, String)> = Vec::new();
-    for (candidate, blocker) in found {
-        if confirming.is_some_and(|d| !d.candidates.iter().any(|c| c.claim == candidate.claim)) {
-            continue;
-        }
+    for (candidate, blocker) in candidates(cluster, now, quiet).into_iter().filter(|(c, _)| wanted(c)) {
         let room = allowance.entry(candidate.pool.clone()).or_default();
         match blocker {
             Some(blocker) => blocked.push((candidate, blocker.to_string())),
@@ -497,26 +568,32 @@ pub fn decide_consolidation(
             }
         }
     }
-    let whole = LazyCell::new(|| WholeInput::of(solver_input(snapshot).input));
-    let without = |gone: &HashSet<&str>| whole.without(snapshot.pods, gone);
-    let (decision, refused) = match confirming {
-        Some(decision) => {
-            if eligible.len() != decision.candidates.len() {
-                return (None, Vec::new());
-            }
-            let again: Vec<&Candidate> = eligible.iter().collect();
-            let confirmed = evaluate(&again, spot_to_spot, &without, &mut Memo::default()).ok();
-            (confirmed.filter(|c| c.kind() == decision.kind()), Vec::new())
-        }
-        None => {
-            let outcome = consolidate(&eligible, spot_to_spot, without);
-            (outcome.decision, outcome.refused)
-        }
-    };
-    let refusals = refused
-        .into_iter()
-        .filter_map(|(claim, why)| Some((eligible.iter().find(|c| c.claim == claim)?.clone(), why.to_string())));
-    (decision, blocked.into_iter().chain(refusals).map(|(c, why)| (c.node, why)).collect())
+    (eligible, blocked)
+}
+
+/// The solver's input for "the cluster without these nodes", with the nodes already going
+/// (their NodeClaim or Node being deleted) always left out too: their pods are moving as well
+/// and are placed with the candidates' (Karpenter's simulation does the same), so a decision
+/// made while a drain is under way does not count on room those pods are about to take.
+struct Simulation<'a> {
+    snapshot: &'a Snapshot<'a>,
+    /// Built on the first question: a pass with no candidate asks none.
+    whole: OnceCell<WholeInput>,
+    going: Vec<String>,
+}
+
+impl<'a> Simulation<'a> {
+    fn of(cluster: &Cluster, snapshot: &'a Snapshot<'a>) -> Self {
+        let going = cluster.nodes.iter().filter(|v| v.going() && v.has_evictable_pods()).map(|v| v.name()).collect();
+        Self { snapshot, whole: OnceCell::new(), going }
+    }
+
+    fn without(&self, gone: &HashSet<&str>) -> Input {
+        let whole = self.whole.get_or_init(|| WholeInput::of(solver_input(self.snapshot).input));
+        let mut all = gone.clone();
+        all.extend(self.going.iter().map(String::as_str));
+        whole.without(self.snapshot.pods, &all)
+    }
 }
 
 /// Tells each kept candidate's node why it is kept, once per change of reason.
