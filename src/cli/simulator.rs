@@ -25,6 +25,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
+    core::DeserializeGuard,
 };
 use tracing::{info, warn};
 
@@ -149,7 +150,10 @@ impl Simulator {
         let existing = nodes.list(&ListParams::default()).await?.items;
         let registered: HashSet<&str> =
             existing.iter().filter_map(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref())).collect();
-        let claims = Api::<NodeClaim>::all(self.client.clone()).list(&ListParams::default()).await?.items;
+        // Each claim decoded on its own: one this version cannot read must not stop every node
+        // from registering.
+        let listed = Api::<DeserializeGuard<NodeClaim>>::all(self.client.clone()).list(&ListParams::default()).await?;
+        let claims: Vec<NodeClaim> = listed.items.into_iter().filter_map(|guarded| guarded.0.ok()).collect();
         let listing = Instant::now() >= self.next_listing;
         let instances = if listing {
             let started = Instant::now();
