@@ -412,7 +412,7 @@ fn allowed(pool: &NodePool, claims: &[Arc<NodeClaim>], reason: DisruptionReason,
     allowed_disruptions(&pool.spec.disruption.budgets, reason, of_pool.len(), disrupting, now)
 }
 
-/// Consolidation's question, asked of the state as it is now: `ask` gets the candidates' cluster,
+/// Asks consolidation's `question` of the state as it is now, giving it the candidates' cluster,
 /// the snapshot, the time and `quiet` (whether a claim's pods have not changed for its pool's
 /// `consolidateAfter`, remembered in `unchanged` across passes). Returns the answer and the
 /// claims asked about that were quiet.
@@ -421,7 +421,7 @@ fn ask<P, R>(
     unchanged: &mut HashMap<String, (Option<u64>, DateTime<Utc>)>,
     pools: &[Arc<NodePool>],
     instance_types: &InstanceTypes,
-    ask: impl FnOnce(&Cluster, &Snapshot, DateTime<Utc>, &mut dyn FnMut(&NodeClaim, &NodePool) -> bool) -> R,
+    question: impl FnOnce(&Cluster, &Snapshot, DateTime<Utc>, &mut dyn FnMut(&NodeClaim, &NodePool) -> bool) -> R,
 ) -> (R, HashSet<String>) {
     let now = Utc::now();
     let state = &ctx.state;
@@ -450,7 +450,7 @@ fn ask<P, R>(
     let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &gathered.budgets, instance_types };
     let snapshot = gathered.snapshot(&index, &facts, pools, instance_types, ctx.policies);
     let started = std::time::Instant::now();
-    let answer = ask(&cluster, &snapshot, now, &mut quiet);
+    let answer = question(&cluster, &snapshot, now, &mut quiet);
     ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
     (answer, quiet_claims)
 }
