@@ -4,6 +4,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use chrono::{DateTime, Utc};
+
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 
@@ -52,8 +54,14 @@ impl<'a> NodeView<'a> {
     /// Whether it is on its way out: its NodeClaim or its Node is being deleted, so the pods a
     /// drain evicts from it are moving elsewhere.
     pub fn going(&self) -> bool {
-        self.claim.is_some_and(|c| c.metadata.deletion_timestamp.is_some())
-            || self.node.is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+        self.going_since().is_some()
+    }
+
+    /// Since when it is going: the earlier of its NodeClaim's and its Node's deletion.
+    pub fn going_since(&self) -> Option<DateTime<Utc>> {
+        let claim = self.claim.and_then(|c| c.metadata.deletion_timestamp.as_ref());
+        let node = self.node.and_then(|n| n.metadata.deletion_timestamp.as_ref());
+        claim.into_iter().chain(node).filter_map(|t| DateTime::from_timestamp(t.0.as_second(), 0)).min()
     }
 
     /// Whether a drain would evict something from it.

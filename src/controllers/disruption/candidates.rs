@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::{
     api::{core::v1::Node, policy::v1::PodDisruptionBudget},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -135,6 +135,22 @@ pub fn disruptable(
     found
 }
 
+/// How long consolidation waits once a node begins going while its drain is still evicting:
+/// the evicted pods are recreated and bound within seconds, and a decision made before then
+/// counts on room they are about to take, or weighs candidates they are about to land on. A
+/// drain held up for longer (a PodDisruptionBudget, a long grace period) is simulated instead:
+/// its pods are placed with the candidates' (see the disruption module's `Simulation`).
+pub const DRAIN_SETTLE: TimeDelta = TimeDelta::seconds(30);
+
+/// A node that began going less than [`DRAIN_SETTLE`] ago and still has pods to evict, if any:
+/// consolidation waits for it.
+pub fn drain_settling(nodes: &Nodes, now: DateTime<Utc>) -> Option<String> {
+    nodes
+        .iter()
+        .find(|view| view.has_evictable_pods() && view.going_since().is_some_and(|since| now - since < DRAIN_SETTLE))
+        .map(|view| view.name())
+}
+
 /// The node as a candidate, with what blocks disrupting it.
 fn candidate(
     cluster: &Cluster,
@@ -254,6 +270,48 @@ mod tests {
             annotations: Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
             ..Default::default()
         }
+    }
+
+    /// A node named `name` and its NodeClaim, which began going `going_seconds_ago` if given.
+    fn going_node(name: &str, going_seconds_ago: Option<i64>) -> (Arc<Node>, Arc<NodeClaim>) {
+        let deleted = going_seconds_ago.map_or(String::new(), |ago| {
+            format!(
+                ", deletionTimestamp: '{}', finalizers: [stoker.dev/termination]",
+                (Utc::now() - TimeDelta::seconds(ago)).to_rfc3339()
+            )
+        });
+        let node =
+            serde_saphyr::from_str(&format!("metadata: {{name: {name}}}\nspec: {{providerID: 'aws:///a/{name}'}}"));
+        let claim = serde_saphyr::from_str(&format!(
+            "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}{deleted}}}\nspec:\n  nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}\n  resources: {{requests: {{cpu: '1'}}}}\nstatus: {{providerID: 'aws:///a/{name}'}}"
+        ));
+        (Arc::new(node.expect("a Node")), Arc::new(claim.expect("a NodeClaim")))
+    }
+
+    fn pod_on(node: &str) -> Arc<CachedPod> {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_saphyr::from_str(&format!(
+            "metadata: {{name: on-{node}, namespace: ns}}\nspec: {{nodeName: {node}, containers: [{{name: c}}]}}\nstatus: {{phase: Running}}"
+        ))
+        .expect("a Pod");
+        Arc::new(CachedPod::from(pod))
+    }
+
+    #[test]
+    fn consolidation_waits_for_a_fresh_drain_with_pods_left() {
+        let now = Utc::now();
+        let settles = |going: &[(&str, Option<i64>, bool)]| {
+            let (nodes, claims): (Vec<_>, Vec<_>) = going.iter().map(|(name, ago, _)| going_node(name, *ago)).unzip();
+            let pods: Vec<_> =
+                going.iter().filter(|(_, _, with_pod)| *with_pod).map(|(name, _, _)| pod_on(name)).collect();
+            let index = crate::state::pods::PodIndex::of(&pods);
+            drain_settling(&Nodes::join(&nodes, &claims, &index), now)
+        };
+        assert_eq!(settles(&[("staying", None, true), ("draining", Some(5), true)]), Some("draining".to_owned()));
+        // Its pods are gone: whatever moves is pending or bound, which the picture shows.
+        assert_eq!(settles(&[("staying", None, true), ("drained", Some(5), false)]), None);
+        // A drain held up past the settling time (a PodDisruptionBudget) is simulated instead.
+        assert_eq!(settles(&[("staying", None, true), ("held", Some(45), true)]), None);
+        assert_eq!(settles(&[("staying", None, true)]), None);
     }
 
     #[test]

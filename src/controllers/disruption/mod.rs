@@ -14,7 +14,10 @@
 //! cluster without them; nodes already going are left out of every question, their pods placed
 //! with the candidates', so no decision counts on room a drain under way is about to fill). A
 //! consolidation is checked again after a validation delay (15 s, as Karpenter's) on a fresh
-//! picture before [`executor`] carries it out; when it no longer holds, the log says why. How
+//! picture before [`executor`] carries it out; when it no longer holds, the log says why. No
+//! consolidation is decided while a drain begun less than 30 s ago is still evicting
+//! ([`candidates::drain_settling`]): its pods land within seconds, and a picture taken before
+//! they do is stale by the re-check. How
 //! long a node's pods have been unchanged is remembered in memory; after a restart the clock
 //! starts again, which only delays a removal.
 
@@ -36,11 +39,11 @@ use std::{
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Resource, ResourceExt, api::DeleteParams, runtime::events::EventType};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::{
     budgets::allowed_disruptions,
-    candidates::{Blocker, Candidate, Cluster, candidates, disruptable},
+    candidates::{Blocker, Candidate, Cluster, candidates, disruptable, drain_settling},
     consolidation::{Decision, consolidate, evaluate},
     drift::{Drift, drifted},
     emptiness::{EmptyNode, empty_nodes},
@@ -115,7 +118,7 @@ async fn pass<P: Provider>(
     let instance_types = ctx.instance_types(&pools).await;
     // Gathered only when some CapacityBuffer keeps room, which most clusters have none of.
     let mut buffered = (!state.virtual_pods().is_empty()).then(|| Gathered::of(state));
-    let (stale, empty) = {
+    let (stale, empty, settling) = {
         let (index, facts) = (state.pod_index(), state.node_facts());
         let holding = match &mut buffered {
             Some(gathered) => gathered.hold_buffer_room(&index, &facts, &pools, &instance_types, ctx.policies),
@@ -124,7 +127,7 @@ async fn pass<P: Provider>(
         let joined = Nodes::join(&nodes, &claims, &index);
         let empty: Vec<(Arc<NodePool>, Vec<EmptyNode>)> =
             pools.iter().map(|pool| (pool.clone(), empty_nodes(&pool.name_any(), &joined, &holding, now))).collect();
-        (stale_taints(&joined, now), empty)
+        (stale_taints(&joined, now), empty, drain_settling(&joined, now))
     };
     let node_api: Api<Node> = Api::all(ctx.client.clone());
     for node in stale {
@@ -144,6 +147,10 @@ async fn pass<P: Provider>(
         return Ok(());
     }
     if replace_drifted(ctx, &pools, &instance_types).await? {
+        return Ok(());
+    }
+    if let Some(node) = settling {
+        debug!(%node, "a drain began moments ago and is still evicting; consolidation waits for its pods to land");
         return Ok(());
     }
     let (decision, kept) = decide(ctx, memory, &pools, &instance_types, spot_to_spot);
