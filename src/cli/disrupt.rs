@@ -139,9 +139,11 @@ pub fn report(preview: &Preview) -> String {
                 })
                 .collect();
             out.push_str(&format!("consolidation: {} {}\n", decision.kind(), nodes.join(", ")));
-            if let Action::Replace(replacement) = &decision.action {
-                let types = replacement.instance_types.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-                out.push_str(&format!("  replacement: one node of {types} from ${:.4}/h\n", replacement.price));
+            if let Action::Replace(replacements) = &decision.action {
+                for replacement in replacements {
+                    let types = replacement.instance_types.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+                    out.push_str(&format!("  replacement: one node of {types} from ${:.4}/h\n", replacement.price));
+                }
             }
             out.push_str(&format!("  saves ${:.4}/h\n", decision.savings));
         }
@@ -256,7 +258,8 @@ mod tests {
         let decision = preview.decision.as_ref().expect("a decision");
         let nodes: Vec<&str> = decision.candidates.iter().map(|c| c.node.as_str()).collect();
         assert_eq!(nodes, ["a", "b"], "{decision:?}");
-        let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+        let Action::Replace(replacements) = &decision.action else { panic!("{decision:?}") };
+        let [replacement] = &replacements[..] else { panic!("{replacements:?}") };
         assert_eq!(replacement.pods, ["shop/big", "shop/web-1", "shop/web-2"], "{replacement:?}");
         assert_eq!(replacement.requests.get("cpu"), 8400);
     }

@@ -6,7 +6,12 @@
 //! Nodes whose pods all fit on the rest of the cluster are deleted; when they need one new node
 //! and it costs less than they do together, they are replaced by it. Several nodes at once go
 //! first (the largest run of the cheapest-to-disrupt candidates that one replacement or none can
-//! absorb, found by bisection as Karpenter does), then one node at a time.
+//! absorb, found by bisection as Karpenter does), then one node at a time. Where several
+//! single nodes can each be replaced or deleted on their own, up to [`MAX_SINGLE_NODE_BATCH`] of
+//! them go in one decision when the cluster without all of them still fits their pods for less
+//! (a departure from Karpenter, which takes the first and asks again after its 15 s re-check:
+//! after a scale-down that left many big nodes holding one spread pod each, that is one
+//! decision instead of one every 17 s).
 
 use std::{collections::HashSet, fmt};
 
@@ -23,6 +28,10 @@ use crate::{
 /// decision's solver runs stay small.
 pub const MAX_MULTI_NODE: usize = 100;
 
+/// At most this many single-node decisions go together, so one decision's replacements and
+/// drains stay a small part of a large pool even where its budget allows more.
+pub const MAX_SINGLE_NODE_BATCH: usize = 10;
+
 /// Spot-to-spot replacement needs at least this many cheaper spot types to choose from, and
 /// launches with at most this many: the flexibility that keeps a replacement from being the next
 /// interruption, without consolidating spot nodes down the price list one type at a time.
@@ -33,8 +42,9 @@ pub const MIN_SPOT_TYPES: usize = 15;
 pub enum Action {
     /// Their pods fit elsewhere.
     Delete,
-    /// Their pods need this node, cheaper than they are.
-    Replace(NewNodeClaim),
+    /// Their pods need these nodes (one, or one at most per candidate when several single-node
+    /// decisions go together), cheaper than they are.
+    Replace(Vec<NewNodeClaim>),
 }
 
 /// A consolidation decision.
@@ -63,7 +73,7 @@ pub enum Refusal {
     UnknownPrice,
     /// Some pods fit nowhere without them.
     PodsFitNowhere(String),
-    /// Their pods need more than one new node.
+    /// Their pods need more new nodes than the decision may launch.
     NeedsSeveralNodes(usize),
     /// No instance type that fits their pods is cheaper.
     NoCheaperReplacement { price: f64 },
@@ -110,16 +120,43 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
         outcome.decision = Some(decision);
         return outcome;
     }
+    let mut singles: Vec<Decision> = Vec::new();
     for candidate in &candidates {
-        match evaluate(std::slice::from_ref(candidate), spot_to_spot, &without, &mut memo) {
+        match evaluate(std::slice::from_ref(candidate), 1, spot_to_spot, &without, &mut memo) {
             Ok(decision) => {
-                outcome.decision = Some(decision);
-                break;
+                singles.push(decision);
+                if singles.len() == MAX_SINGLE_NODE_BATCH {
+                    break;
+                }
             }
-            Err(refusal) => outcome.refused.push((candidate.claim.clone(), refusal)),
+            // Told while no decision is found: the candidates after the first that works were
+            // not asked about before batching, and are not kept for their refusal.
+            Err(refusal) if singles.is_empty() => outcome.refused.push((candidate.claim.clone(), refusal)),
+            Err(_) => {}
         }
     }
+    outcome.decision = together(singles, spot_to_spot, &without, &mut memo);
     outcome
+}
+
+/// The single-node decisions as one, when the cluster without all their candidates fits their
+/// pods on at most one new node each for less, saving at least what the first alone does; else
+/// the first alone.
+fn together(
+    singles: Vec<Decision>,
+    spot_to_spot: bool,
+    without: &impl Fn(&HashSet<&str>) -> Input,
+    memo: &mut Memo,
+) -> Option<Decision> {
+    let first = singles.first()?;
+    if singles.len() == 1 {
+        return singles.into_iter().next();
+    }
+    let candidates: Vec<&Candidate> = singles.iter().flat_map(|d| &d.candidates).collect();
+    match evaluate(&candidates, candidates.len(), spot_to_spot, without, memo) {
+        Ok(together) if together.savings >= first.savings => Some(together),
+        _ => singles.into_iter().next(),
+    }
 }
 
 /// The largest run of the first candidates (two or more) that can go together: all of them when
@@ -137,14 +174,14 @@ fn multi_node(
     if all < 2 {
         return None;
     }
-    if let Ok(decision) = evaluate(&candidates[..all], spot_to_spot, without, memo) {
+    if let Ok(decision) = evaluate(&candidates[..all], 1, spot_to_spot, without, memo) {
         return Some(decision);
     }
     let (mut low, mut high) = (2, all - 1);
     let mut best = None;
     while low <= high {
         let middle = (low + high) / 2;
-        match evaluate(&candidates[..middle], spot_to_spot, without, memo) {
+        match evaluate(&candidates[..middle], 1, spot_to_spot, without, memo) {
             Ok(decision) => {
                 best = Some(decision);
                 low = middle + 1;
@@ -155,9 +192,10 @@ fn multi_node(
     best
 }
 
-/// Whether these candidates can go together, and how.
+/// Whether these candidates can go together, launching at most `most_new` nodes, and how.
 pub fn evaluate(
     candidates: &[&Candidate],
+    most_new: usize,
     spot_to_spot: bool,
     without: &impl Fn(&HashSet<&str>) -> Input,
     memo: &mut Memo,
@@ -169,49 +207,80 @@ pub fn evaluate(
     if let Some((pod, reason)) = plan.unschedulable.first() {
         return Err(Refusal::PodsFitNowhere(format!("{pod}: {reason}")));
     }
-    let owned = |candidates: &[&Candidate]| candidates.iter().map(|c| (*c).clone()).collect();
-    let mut new_claims = plan.new_claims;
-    let replacement = match new_claims.len() {
-        0 => return Ok(Decision { candidates: owned(candidates), action: Action::Delete, savings: price }),
-        1 => new_claims.remove(0),
-        n => return Err(Refusal::NeedsSeveralNodes(n)),
-    };
-    let replacement = cheaper(replacement, &input, price, candidates, spot_to_spot)?;
-    let savings = price - replacement.price;
-    Ok(Decision { candidates: owned(candidates), action: Action::Replace(replacement), savings })
+    let owned = candidates.iter().map(|c| (*c).clone()).collect();
+    let new_claims = plan.new_claims;
+    match new_claims.len() {
+        0 => return Ok(Decision { candidates: owned, action: Action::Delete, savings: price }),
+        n if n > most_new => return Err(Refusal::NeedsSeveralNodes(n)),
+        _ => {}
+    }
+    // Each replacement may cost up to its share of what the candidates do (in proportion to the
+    // cheapest it can be), so whichever offerings launch, together they cost less.
+    let offered: Vec<Vec<(String, f64)>> = new_claims.iter().map(|claim| offered(claim, &input)).collect();
+    let cheapest = |offered: &[(String, f64)]| offered.first().map_or(f64::INFINITY, |(_, price)| *price);
+    let least: f64 = offered.iter().map(|o| cheapest(o)).sum();
+    if least >= price {
+        return Err(Refusal::NoCheaperReplacement { price });
+    }
+    let spot = candidates.iter().any(|c| c.capacity_type == labels::CAPACITY_TYPE_SPOT);
+    // Several single-node decisions together are single-node replacements still.
+    let single_node = candidates.len() == 1 || most_new > 1;
+    let count = new_claims.len();
+    let replacements = new_claims
+        .into_iter()
+        .zip(offered)
+        .map(|(claim, offered)| {
+            let share = if least > 0.0 { cheapest(&offered) / least } else { 1.0 / count as f64 };
+            // Shares in whole micro-dollars: equal candidates' shares are their own prices, which
+            // rounding must not lift above themselves and so admit their own type.
+            let below = if count == 1 { price } else { (price * share * 1e6).floor() / 1e6 };
+            cheaper(claim, offered, below, price, spot, single_node, spot_to_spot)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let savings = price - replacements.iter().map(|r| r.price).sum::<f64>();
+    Ok(Decision { candidates: owned, action: Action::Replace(replacements), savings })
 }
 
-/// The replacement narrowed to the instance types cheaper than `price`, cheapest first.
-fn cheaper(
-    mut replacement: NewNodeClaim,
-    input: &Input,
-    price: f64,
-    candidates: &[&Candidate],
-    spot_to_spot: bool,
-) -> Result<NewNodeClaim, Refusal> {
-    let requirements = &replacement.requirements;
-    let mut priced: Vec<(String, f64)> = replacement
+/// The instance types a new claim may launch with the price of each one's cheapest offering it
+/// admits, cheapest first.
+fn offered(claim: &NewNodeClaim, input: &Input) -> Vec<(String, f64)> {
+    let mut offered: Vec<(String, f64)> = claim
         .instance_types
         .iter()
         .filter_map(|name| {
-            let offering = input.instance_types.iter().find(|t| &t.name == name)?.cheapest_offering(requirements)?;
+            let offering =
+                input.instance_types.iter().find(|t| &t.name == name)?.cheapest_offering(&claim.requirements)?;
             Some((name.clone(), offering.price))
         })
-        .filter(|(_, offered)| *offered < price)
         .collect();
-    priced.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    offered.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    offered
+}
+
+/// The replacement narrowed to its `offered` instance types cheaper than `below`, cheapest
+/// first. `price` is what the candidates cost, for the refusal; `spot` whether any of them is
+/// spot.
+fn cheaper(
+    mut replacement: NewNodeClaim,
+    offered: Vec<(String, f64)>,
+    below: f64,
+    price: f64,
+    spot: bool,
+    single_node: bool,
+    spot_to_spot: bool,
+) -> Result<NewNodeClaim, Refusal> {
+    let mut priced: Vec<(String, f64)> = offered.into_iter().filter(|(_, offered)| *offered < below).collect();
     if priced.is_empty() {
         return Err(Refusal::NoCheaperReplacement { price });
     }
-    let spot = |c: &&&Candidate| c.capacity_type == labels::CAPACITY_TYPE_SPOT;
     let replacement_spot =
-        requirements.get(labels::CAPACITY_TYPE).is_none_or(|r| r.admits(Some(labels::CAPACITY_TYPE_SPOT)));
-    if candidates.iter().any(|c| spot(&c)) && replacement_spot {
+        replacement.requirements.get(labels::CAPACITY_TYPE).is_none_or(|r| r.admits(Some(labels::CAPACITY_TYPE_SPOT)));
+    if spot && replacement_spot {
         if !spot_to_spot {
             return Err(Refusal::SpotToSpotOff);
         }
         // Karpenter asks this flexibility of single-node spot replacements only.
-        if candidates.len() == 1 {
+        if single_node {
             if priced.len() < MIN_SPOT_TYPES {
                 return Err(Refusal::TooFewSpotTypes(priced.len()));
             }

@@ -7,7 +7,7 @@ use crate::scheduling::{
     pod::PodInfo,
     resources::Resources,
     solver::{
-        ExistingNode,
+        ExistingNode, ScheduledPod,
         tests::{catalog, pod_with, pool},
     },
 };
@@ -89,11 +89,28 @@ fn cluster_of(
                 })
             })
             .collect(),
+        // The pods staying, for the (anti-)affinity of those that move.
+        scheduled: snapshot
+            .iter()
+            .filter(|(n, _, _)| !gone.contains(n.as_str()))
+            .flat_map(|(name, _, pods)| {
+                let node: Arc<str> = name.as_str().into();
+                pods.iter().map(move |pod| ScheduledPod { pod: pod.clone(), node: node.clone() })
+            })
+            .collect(),
         pools: vec![template.clone()],
         instance_types: types.clone(),
         ..Default::default()
     };
     (candidates, without)
+}
+
+/// The one node a decision replaces its candidates with.
+fn only_replacement(decision: &Decision) -> &crate::scheduling::solver::NewNodeClaim {
+    match &decision.action {
+        Action::Replace(replacements) if replacements.len() == 1 => &replacements[0],
+        _ => panic!("not one replacement: {decision:?}"),
+    }
 }
 
 #[test]
@@ -113,7 +130,7 @@ fn a_large_node_is_replaced_by_a_cheaper_one_that_fits_its_pods() {
     // Two small pods on an m5.2xlarge and nowhere else to go: a c5.large or m5.large will do.
     let (candidates, without) = cluster(&[node("big", "m5.2xlarge", ("7", "29Gi"), 2)], "on-demand");
     let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
-    let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+    let replacement = only_replacement(&decision);
     assert_eq!(replacement.instance_types[0], "c5.large", "the cheapest type that fits 1 CPU and 2 GiB");
     assert!(replacement.price < 0.384);
     assert!(replacement.instance_types.iter().all(|t| t != "m5.2xlarge"), "never the same price or dearer");
@@ -134,7 +151,7 @@ fn a_replacement_is_never_a_type_that_is_poor_value_for_the_pods() {
     let full = |name| TestNode { free: ("0", "0"), ..node(name, "m9.4xlarge", ("0", "0"), 12) };
     let (candidates, without) = cluster_of(&[full("a"), full("b"), full("c"), full("d")], "on-demand", types);
     let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
-    let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+    let replacement = only_replacement(&decision);
     assert_eq!(decision.candidates.len(), 2, "{decision:?}");
     assert_eq!(replacement.instance_types, ["m9.4xlarge"]);
     assert!((decision.savings - 0.80).abs() < 1e-9, "{decision:?}");
@@ -150,7 +167,7 @@ fn three_nodes_are_replaced_by_one() {
     let (candidates, without) = cluster(&nodes, "on-demand");
     let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
     assert_eq!(decision.candidates.len(), 3, "{decision:?}");
-    let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+    let replacement = only_replacement(&decision);
     assert!(replacement.price < 3.0 * 0.096);
     assert_eq!(replacement.pods.len(), 3);
 }
@@ -169,10 +186,10 @@ fn three_nodes_go_together_when_no_two_of_them_would_save() {
     let (candidates, without) = cluster_of(&[grown("a"), grown("b"), grown("c")], "on-demand", types);
     let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
     assert_eq!(decision.candidates.len(), 3, "{decision:?}");
-    let Action::Replace(replacement) = &decision.action else { panic!("{decision:?}") };
+    let replacement = only_replacement(&decision);
     assert_eq!(replacement.instance_types, ["m9.2xlarge"]);
     assert!((decision.savings - 0.20).abs() < 1e-9, "{decision:?}");
-    let two = evaluate(&candidates.iter().take(2).collect::<Vec<_>>(), false, &without, &mut Memo::default());
+    let two = evaluate(&candidates.iter().take(2).collect::<Vec<_>>(), 1, false, &without, &mut Memo::default());
     assert!(matches!(two, Err(Refusal::NoCheaperReplacement { .. })), "{two:?}");
 }
 
@@ -205,4 +222,46 @@ fn empty_nodes_are_left_to_the_emptiness_method() {
     let (candidates, without) = cluster(&[node("empty", "m5.large", ("2", "7Gi"), 0)], "on-demand");
     let outcome = consolidate(&candidates, false, &without);
     assert!(outcome.decision.is_none() && outcome.refused.is_empty());
+}
+
+#[test]
+fn single_nodes_each_with_a_cheaper_replacement_go_together() {
+    // Three m5.2xlarge nodes, each holding one pod that keeps off the others' hosts: no two
+    // share a replacement (multi-node consolidation launches one), but each alone is replaced
+    // by a c5.large. The three go in one decision instead of three, 15 s re-check apart.
+    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
+    let spread = |name: &'static str| TestNode {
+        pods: vec![pod_with(&format!("{name}-0"), "500m", "1Gi", anti)],
+        ..node(name, "m5.2xlarge", ("7", "29Gi"), 0)
+    };
+    let (candidates, without) = cluster(&[spread("a"), spread("b"), spread("c")], "on-demand");
+    let all: Vec<&Candidate> = candidates.iter().collect();
+    let one_new = evaluate(&all, 1, false, &without, &mut Memo::default());
+    assert_eq!(one_new, Err(Refusal::NeedsSeveralNodes(3)));
+    // As the re-check asks of such a decision: one new node for each of them at most.
+    let three_new = evaluate(&all, 3, false, &without, &mut Memo::default()).expect("holds");
+    assert!(matches!(&three_new.action, Action::Replace(r) if r.len() == 3), "{three_new:?}");
+
+    let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    assert_eq!(decision.candidates.len(), 3, "{decision:?}");
+    let Action::Replace(replacements) = &decision.action else { panic!("{decision:?}") };
+    assert_eq!(replacements.len(), 3, "{replacements:?}");
+    assert!(replacements.iter().all(|r| r.pods.len() == 1 && r.instance_types[0] == "c5.large"), "{replacements:?}");
+    let launched: f64 = replacements.iter().map(|r| r.price).sum();
+    assert!((decision.savings - (3.0 * 0.384 - launched)).abs() < 1e-9, "{decision:?}");
+    // Whichever of its types each replacement launches as, the three cost less than the
+    // candidates: each is held below its share of their price.
+    let dearest: f64 = replacements.iter().map(dearest_offering).sum();
+    assert!(dearest < 3.0 * 0.384, "{dearest}: {replacements:?}");
+}
+
+/// The price of the dearest instance type a replacement may launch as.
+fn dearest_offering(replacement: &crate::scheduling::solver::NewNodeClaim) -> f64 {
+    let types = catalog();
+    replacement
+        .instance_types
+        .iter()
+        .filter_map(|name| types.iter().find(|t| &t.name == name)?.cheapest_offering(&replacement.requirements))
+        .map(|offering| offering.price)
+        .fold(0.0, f64::max)
 }

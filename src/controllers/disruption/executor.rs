@@ -65,12 +65,11 @@ impl Command {
         let (replacements, why) = match decision.action {
             Action::Delete => (Vec::new(), "its pods fit on other nodes".to_owned()),
             Action::Replace(planned) => {
-                let why = format!(
-                    "replaced by a cheaper {} (${:.4}/h saved)",
-                    planned.instance_types.first().map_or("node", String::as_str),
-                    decision.savings
-                );
-                (vec![planned], why)
+                let by = match &planned[..] {
+                    [one] => format!("a cheaper {}", one.instance_types.first().map_or("node", String::as_str)),
+                    several => format!("{} cheaper nodes", several.len()),
+                };
+                (planned, format!("replaced by {by} (${:.4}/h saved)", decision.savings))
             }
         };
         Self { candidates: decision.candidates, replacements, reason: "Underutilized", why, savings: decision.savings }

@@ -2,7 +2,8 @@
 //! seconds one pass looks at every pool, in Karpenter's order: empty nodes first (all of them a
 //! budget allows, at once), then the nodes an open NodePool schedule's limits have no room for
 //! ([`scheduled`], one pool per pass), then one drifted node (replaced by what its pods need), then one
-//! consolidation (several underutilized nodes together, else one), within the pools' budgets
+//! consolidation (several underutilized nodes onto one node or none, else the single nodes
+//! each replaced or deleted on its own, together), within the pools' budgets
 //! and never for a node, NodeClaim or pod annotated do-not-disrupt or a pod whose
 //! PodDisruptionBudget allows no eviction. (Expiry is the NodeClaim controller's: it is not
 //! voluntary.)
@@ -44,7 +45,7 @@ use tracing::{debug, info, warn};
 use self::{
     budgets::allowed_disruptions,
     candidates::{Blocker, Candidate, Cluster, candidates, disruptable, drain_settling},
-    consolidation::{Decision, consolidate, evaluate},
+    consolidation::{Action, Decision, consolidate, evaluate},
     drift::{Drift, drifted},
     emptiness::{EmptyNode, empty_nodes},
     executor::{Command, execute, set_disruption_taint, stale_taints},
@@ -540,7 +541,12 @@ pub fn confirm_consolidation(
     }
     let simulation = Simulation::of(cluster, snapshot);
     let again: Vec<&Candidate> = eligible.iter().collect();
-    let confirmed = evaluate(&again, spot_to_spot, &|gone| simulation.without(gone), &mut Memo::default())
+    // Several single-node decisions taken together may launch one node for each of them.
+    let most_new = match &decision.action {
+        Action::Replace(replacements) => replacements.len().max(1),
+        Action::Delete => 1,
+    };
+    let confirmed = evaluate(&again, most_new, spot_to_spot, &|gone| simulation.without(gone), &mut Memo::default())
         .map_err(|refusal| refusal.to_string())?;
     if confirmed.kind() != decision.kind() {
         return Err(format!("its nodes now call for a {} instead", confirmed.kind()));
