@@ -40,6 +40,10 @@ use crate::{
 /// How long a replacement may take to initialize before the decision is rolled back.
 pub const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How long a command waits for the caches to show the NodeClaims it deleted; a delete that
+/// failed is never shown, and the next pass goes on without it.
+const CACHE_LAG: Duration = Duration::from_secs(10);
+
 /// A disruption taint older than this on a node whose NodeClaim is not being deleted is left
 /// over from a decision that did not finish.
 pub const STALE_TAINT: TimeDelta = TimeDelta::minutes(2);
@@ -116,7 +120,24 @@ pub async fn execute<P>(ctx: &Shared<P>, command: &Command, pools: &[Arc<NodePoo
             warn!(%error, nodeclaim = %candidate.claim, "cannot delete disrupted NodeClaim");
         }
     }
+    until_seen_going(ctx, &command.candidates).await;
     Ok(true)
+}
+
+/// Waits until the NodeClaim cache shows every candidate's claim being deleted or gone (at most
+/// [`CACHE_LAG`]): the next pass may start at once, and a picture taken before the watch
+/// delivers these deletions would offer the same nodes again.
+async fn until_seen_going<P>(ctx: &Shared<P>, candidates: &[Candidate]) {
+    let deadline = tokio::time::Instant::now() + CACHE_LAG;
+    let unseen = || {
+        candidates.iter().any(|c| {
+            let claim = ctx.state.claims.get(&ObjectRef::new(&c.claim));
+            claim.is_some_and(|claim| claim.metadata.deletion_timestamp.is_none())
+        })
+    };
+    while unseen() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Creates the replacements and waits until every one is initialized: `Ok(false)` when one went
