@@ -23,7 +23,8 @@
 # may launch; see the two files). For each tool: creation → all pods Running;
 # nodes, $/h and reserved CPU and memory utilization after scale-out; after the scale-in, the time
 # to the last NodeClaim change (consolidation is over after QUIET_SECONDS, default 300, without
-# one) and the same figures; the controller's peak RSS and CPU seconds over the scenario, which
+# one), the time from which $/h stayed within 1% of where it ended (traced at every change), and
+# the same figures; the controller's peak RSS and CPU seconds over the scenario, which
 # lasts at least WINDOW_SECONDS (default 600) from the Deployments' creation for every tool, so
 # a tool that stops consolidating early is not measured over a shorter run. For
 # stoker also the $/h `stoker plan` gives for the scaled-in pods from scratch, which
@@ -118,6 +119,9 @@ figures() { # TOOL LABEL: the pools' figures as JSON (the human line goes to the
   log "  $(sed -n 1p "$results/figures.tmp")"
   sed -n 2p "$results/figures.tmp"
 }
+cost_now() { # TOOL: the pools' $/h now, quietly
+  figures "$1" "" 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["cost_per_hour"])'
+}
 
 # plan_from_scratch SCENARIO "NAME=REPLICAS ..." [spot]: the $/h of `stoker plan` for the
 # scenario's Deployments at their scaled-in replicas, over the same NodePools.
@@ -190,12 +194,17 @@ race() {
   previous=$(kubectl get "$nodeclaims" --no-headers 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
   deadline=$((SECONDS + 1800))
   local quiet_since=$SECONDS
+  # $/h at each NodeClaim change, for when the final $/h was reached.
+  : >"$results/cost-trace"
   while ((SECONDS - quiet_since < quiet)); do
     ((SECONDS < deadline)) || { log "  still consolidating after 30 minutes"; break; }
     sleep 5
     now=$(kubectl get "$nodeclaims" --no-headers 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
     if [[ "$now" != "$previous" || $(running_pods) -lt $expected_in ]]; then
-      [[ "$now" != "$previous" ]] && last_change=$(date +%s.%N)
+      if [[ "$now" != "$previous" ]]; then
+        last_change=$(date +%s.%N)
+        echo "$last_change $(cost_now "$tool")" >>"$results/cost-trace"
+      fi
       quiet_since=$SECONDS
     fi
     previous=$now
@@ -218,13 +227,22 @@ race() {
   ticks_after=$(cpu_ticks "$pid")
   rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   python3 - "$tool" "$scenario" "$started" "$scaled_out" "$scaled_in" "$last_change" "$(date +%s.%N)" "$out" "$in" \
-    "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" "$rss_kib" "$refused" "$planned" >>"$results/results.jsonl" <<'PY'
+    "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" "$rss_kib" "$refused" "$planned" \
+    "$results/cost-trace" >>"$results/results.jsonl" <<'PY'
 import json, sys
 tool, scenario = sys.argv[1:3]
 started, scaled_out, scaled_in, last_change, finished = map(float, sys.argv[3:8])
 out, after, ticks, hz, rss_kib = json.loads(sys.argv[8]), json.loads(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12])
+trace = [(float(at) - scaled_in, float(cost)) for at, cost in (line.split() for line in open(sys.argv[15]) if line.strip())]
+# The first change after which $/h stays within 1% of where it ends.
+final_cost = 0.0
+for at, cost in reversed(trace):
+    if cost > after["cost_per_hour"] * 1.01:
+        break
+    final_cost = max(0.0, at)
 print(json.dumps({"tool": tool, "scenario": scenario, "scale_out_seconds": scaled_out - started,
                   "out": out, "in": after, "last_disruption_seconds": max(0.0, last_change - scaled_in),
+                  "final_cost_seconds": final_cost, "cost_trace": trace,
                   "cpu_seconds": ticks / hz, "seconds": finished - started, "peak_rss_mib": rss_kib / 1024,
                   "refused_launches": int(sys.argv[13]), "plan_from_scratch": json.loads(sys.argv[14])}))
 PY
