@@ -6,12 +6,14 @@
 //! Nodes whose pods all fit on the rest of the cluster are deleted; when they need one new node
 //! and it costs less than they do together, they are replaced by it. Several nodes at once go
 //! first (the largest run of the cheapest-to-disrupt candidates that one replacement or none can
-//! absorb, found by bisection as Karpenter does), then one node at a time. Where several
-//! single nodes can each be replaced or deleted on their own, up to [`MAX_SINGLE_NODE_BATCH`] of
-//! them go in one decision when the cluster without all of them still fits their pods for less
-//! (a departure from Karpenter, which takes the first and asks again after its 15 s re-check:
-//! after a scale-down that left many big nodes holding one spread pod each, that is one
-//! decision instead of one every 17 s).
+//! absorb, found by bisection as Karpenter does), then one node at a time. Two departures from
+//! Karpenter, both for nodes left holding a few pods that keep apart (spread or anti-affine by
+//! hostname) after a scale-down: one node may be replaced by up to [`MAX_SPLIT`] new nodes that
+//! cost less together (Karpenter keeps a node whose pods need two), and where several single
+//! nodes can each go on their own, up to [`MAX_SINGLE_NODE_BATCH`] of them go in one decision
+//! when the cluster without all of them still fits their pods for less, on no more new nodes
+//! than they would launch one by one (Karpenter takes the first and asks again after its 15 s
+//! re-check: one decision every 17 s).
 
 use std::{collections::HashSet, fmt};
 
@@ -28,6 +30,9 @@ use crate::{
 /// decision's solver runs stay small.
 pub const MAX_MULTI_NODE: usize = 100;
 
+/// A single node's pods may move to at most this many new nodes.
+pub const MAX_SPLIT: usize = 10;
+
 /// At most this many single-node decisions go together, so one decision's replacements and
 /// drains stay a small part of a large pool even where its budget allows more.
 pub const MAX_SINGLE_NODE_BATCH: usize = 10;
@@ -42,8 +47,8 @@ pub const MIN_SPOT_TYPES: usize = 15;
 pub enum Action {
     /// Their pods fit elsewhere.
     Delete,
-    /// Their pods need these nodes (one, or one at most per candidate when several single-node
-    /// decisions go together), cheaper than they are.
+    /// Their pods need these nodes, cheaper than they are together: one, or several when a
+    /// single node's pods keep apart or several single-node decisions go together.
     Replace(Vec<NewNodeClaim>),
 }
 
@@ -57,6 +62,14 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// How many new nodes it launches.
+    pub fn launches(&self) -> usize {
+        match &self.action {
+            Action::Delete => 0,
+            Action::Replace(replacements) => replacements.len(),
+        }
+    }
+
     /// `delete` or `replace`, for logs, Events and metrics.
     pub fn kind(&self) -> &'static str {
         match self.action {
@@ -122,7 +135,7 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
     }
     let mut singles: Vec<Decision> = Vec::new();
     for candidate in &candidates {
-        match evaluate(std::slice::from_ref(candidate), 1, spot_to_spot, &without, &mut memo) {
+        match evaluate(std::slice::from_ref(candidate), MAX_SPLIT, spot_to_spot, &without, &mut memo) {
             Ok(decision) => {
                 singles.push(decision);
                 if singles.len() == MAX_SINGLE_NODE_BATCH {
@@ -140,8 +153,8 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
 }
 
 /// The single-node decisions as one, when the cluster without all their candidates fits their
-/// pods on at most one new node each for less, saving at least what the first alone does; else
-/// the first alone.
+/// pods on no more new nodes than they would launch one by one, saving at least what the first
+/// alone does; else the first alone.
 fn together(
     singles: Vec<Decision>,
     spot_to_spot: bool,
@@ -153,7 +166,8 @@ fn together(
         return singles.into_iter().next();
     }
     let candidates: Vec<&Candidate> = singles.iter().flat_map(|d| &d.candidates).collect();
-    match evaluate(&candidates, candidates.len(), spot_to_spot, without, memo) {
+    let launched: usize = singles.iter().map(|d| d.launches()).sum();
+    match evaluate(&candidates, launched.max(1), spot_to_spot, without, memo) {
         Ok(together) if together.savings >= first.savings => Some(together),
         _ => singles.into_iter().next(),
     }
@@ -223,7 +237,7 @@ pub fn evaluate(
         return Err(Refusal::NoCheaperReplacement { price });
     }
     let spot = candidates.iter().any(|c| c.capacity_type == labels::CAPACITY_TYPE_SPOT);
-    // Several single-node decisions together are single-node replacements still.
+    // A node split, or several single-node decisions together, are single-node replacements still.
     let single_node = candidates.len() == 1 || most_new > 1;
     let count = new_claims.len();
     let replacements = new_claims

@@ -255,6 +255,27 @@ fn single_nodes_each_with_a_cheaper_replacement_go_together() {
     assert!(dearest < 3.0 * 0.384, "{dearest}: {replacements:?}");
 }
 
+#[test]
+fn a_node_whose_pods_keep_apart_is_split_into_cheaper_nodes() {
+    // An m5.2xlarge left holding two pods that keep off each other's host: two c5.large cost
+    // less than it does. Karpenter keeps such a node ("would need 2 new nodes").
+    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
+    let apart = TestNode {
+        pods: (0..2).map(|i| pod_with(&format!("big-{i}"), "500m", "1Gi", anti)).collect(),
+        ..node("big", "m5.2xlarge", ("7", "29Gi"), 0)
+    };
+    let (candidates, without) = cluster(&[apart], "on-demand");
+    let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    let Action::Replace(replacements) = &decision.action else { panic!("{decision:?}") };
+    assert_eq!(replacements.len(), 2, "{replacements:?}");
+    assert!(replacements.iter().all(|r| r.pods.len() == 1 && r.instance_types[0] == "c5.large"), "{replacements:?}");
+    assert!(replacements.iter().map(dearest_offering).sum::<f64>() < 0.384, "{replacements:?}");
+    // As the re-check asks it: the two new nodes it decided on, no more.
+    let one = [&candidates[0]];
+    assert_eq!(evaluate(&one, 1, false, &without, &mut Memo::default()), Err(Refusal::NeedsSeveralNodes(2)));
+    assert!(evaluate(&one, decision.launches(), false, &without, &mut Memo::default()).is_ok());
+}
+
 /// The price of the dearest instance type a replacement may launch as.
 fn dearest_offering(replacement: &crate::scheduling::solver::NewNodeClaim) -> f64 {
     let types = catalog();

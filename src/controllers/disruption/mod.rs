@@ -45,7 +45,7 @@ use tracing::{debug, info, warn};
 use self::{
     budgets::allowed_disruptions,
     candidates::{Blocker, Candidate, Cluster, candidates, disruptable, drain_settling},
-    consolidation::{Action, Decision, consolidate, evaluate},
+    consolidation::{Decision, consolidate, evaluate},
     drift::{Drift, drifted},
     emptiness::{EmptyNode, empty_nodes},
     executor::{Command, execute, set_disruption_taint, stale_taints},
@@ -541,11 +541,8 @@ pub fn confirm_consolidation(
     }
     let simulation = Simulation::of(cluster, snapshot);
     let again: Vec<&Candidate> = eligible.iter().collect();
-    // Several single-node decisions taken together may launch one node for each of them.
-    let most_new = match &decision.action {
-        Action::Replace(replacements) => replacements.len().max(1),
-        Action::Delete => 1,
-    };
+    // A node split, or several single-node decisions together, may launch as many as decided.
+    let most_new = decision.launches().max(1);
     let confirmed = evaluate(&again, most_new, spot_to_spot, &|gone| simulation.without(gone), &mut Memo::default())
         .map_err(|refusal| refusal.to_string())?;
     if confirmed.kind() != decision.kind() {
