@@ -14,6 +14,7 @@ pub mod nodeclaim;
 pub mod nodeclass;
 pub mod nodeoverlay;
 pub mod nodepool;
+pub mod nominations;
 pub mod provisioner;
 pub mod static_pools;
 pub mod warmpool;
@@ -74,6 +75,8 @@ pub struct Shared<P> {
     pub policies: crate::scheduling::solver::Policies,
     /// What the provisioner's last simulation did with each CapacityBuffer's virtual pods.
     pub buffer_outcomes: capacitybuffer::Outcomes,
+    /// The nodes the provisioner's simulations placed pending pods on, which emptiness leaves.
+    pub nominations: nominations::Nominations,
 }
 
 impl<P: Provider> Shared<P> {

@@ -101,6 +101,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         preemptions,
         policies: settings.policies,
         buffer_outcomes: Default::default(),
+        nominations: Default::default(),
     });
 
     let gates = settings.feature_gates;

@@ -396,6 +396,7 @@ pub async fn shared<P>(client: &Client, provider: P) -> std::sync::Arc<stoker::c
         preemptions: tokio::sync::broadcast::channel(16).0,
         policies: Default::default(),
         buffer_outcomes: Default::default(),
+        nominations: Default::default(),
     })
 }
 

@@ -1,7 +1,8 @@
 //! The emptiness method: initialized nodes of a pool that run nothing but DaemonSet and mirror
 //! pods, have no pod nominated to them, have been initialized long enough for pods in the
-//! scheduler's back-off to have found them, hold no CapacityBuffer's room, and are not annotated
-//! do-not-disrupt (node or claim).
+//! scheduler's back-off to have found them, hold no CapacityBuffer's room, are not where the
+//! provisioner expects pending pods to go (see `controllers::nominations`), and are not
+//! annotated do-not-disrupt (node or claim).
 
 use std::collections::HashSet;
 
@@ -24,8 +25,8 @@ pub struct EmptyNode {
 }
 
 /// Initialized NodeClaims of the pool whose nodes run nothing but DaemonSet or mirror pods and
-/// are not `holding` CapacityBuffer room (node names).
-pub fn empty_nodes(pool: &str, nodes: &Nodes, holding: &HashSet<String>, now: DateTime<Utc>) -> Vec<EmptyNode> {
+/// are not `kept` (node names: holding CapacityBuffer room, or nominated for pending pods).
+pub fn empty_nodes(pool: &str, nodes: &Nodes, kept: &HashSet<String>, now: DateTime<Utc>) -> Vec<EmptyNode> {
     nodes
         .iter()
         .filter_map(|view| Some((view.claim?, view.node?, view)))
@@ -36,7 +37,7 @@ pub fn empty_nodes(pool: &str, nodes: &Nodes, holding: &HashSet<String>, now: Da
             !labels::do_not_disrupt(claim.annotations())
                 && !labels::do_not_disrupt(node.annotations())
                 && !view.has_evictable_pods()
-                && !holding.contains(&node.name_any())
+                && !kept.contains(&node.name_any())
                 && view.used.is_none_or(|used| used.nominated == 0)
         })
         .map(|(claim, node, _)| EmptyNode { claim: claim.name_any(), node: node.name_any() })
@@ -93,8 +94,8 @@ mod tests {
         let empty: Vec<String> =
             empty_nodes("p", &joined, &HashSet::new(), Utc::now()).into_iter().map(|e| e.claim).collect();
         assert_eq!(empty, ["old"]);
-        // A node holding a CapacityBuffer's room is not empty.
-        let holding = HashSet::from(["old".to_owned()]);
-        assert!(empty_nodes("p", &joined, &holding, Utc::now()).is_empty());
+        // A node holding a CapacityBuffer's room, or nominated for pending pods, is kept.
+        let kept = HashSet::from(["old".to_owned()]);
+        assert!(empty_nodes("p", &joined, &kept, Utc::now()).is_empty());
     }
 }

@@ -2,8 +2,8 @@
 //! seconds one pass looks at every pool, in Karpenter's order: empty nodes first (all of them a
 //! budget allows, at once), then the nodes an open NodePool schedule's limits have no room for
 //! ([`scheduled`], one pool per pass), then one drifted node (replaced by what its pods need), then one
-//! consolidation (several underutilized nodes onto one node or none, else the single nodes
-//! each replaced or deleted on its own, together), within the pools' budgets
+//! consolidation (several underutilized nodes onto one node or none, else single nodes each
+//! deleted or replaced by cheaper nodes, several together), within the pools' budgets
 //! and never for a node, NodeClaim or pod annotated do-not-disrupt or a pod whose
 //! PodDisruptionBudget allows no eviction. (Expiry is the NodeClaim controller's: it is not
 //! voluntary.)
@@ -121,13 +121,14 @@ async fn pass<P: Provider>(
     let mut buffered = (!state.virtual_pods().is_empty()).then(|| Gathered::of(state));
     let (stale, empty, settling) = {
         let (index, facts) = (state.pod_index(), state.node_facts());
-        let holding = match &mut buffered {
+        let mut kept = match &mut buffered {
             Some(gathered) => gathered.hold_buffer_room(&index, &facts, &pools, &instance_types, ctx.policies),
             None => HashSet::new(),
         };
+        kept.extend(ctx.nominations.at(now));
         let joined = Nodes::join(&nodes, &claims, &index);
         let empty: Vec<(Arc<NodePool>, Vec<EmptyNode>)> =
-            pools.iter().map(|pool| (pool.clone(), empty_nodes(&pool.name_any(), &joined, &holding, now))).collect();
+            pools.iter().map(|pool| (pool.clone(), empty_nodes(&pool.name_any(), &joined, &kept, now))).collect();
         (stale_taints(&joined, now), empty, drain_settling(&joined, now))
     };
     let node_api: Api<Node> = Api::all(ctx.client.clone());

@@ -218,6 +218,7 @@ impl<P: Provider> Provisioner<P> {
         self.metrics.scheduling_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.pods_pending.set(prepared.input.pods.iter().filter(|p| !p.placeholder).count() as i64);
         self.buffer_outcomes.record(&prepared.input, &plan);
+        self.nominations.record(&prepared.input, &plan, chrono::Utc::now());
 
         let api: Api<NodeClaim> = Api::all(self.client.clone());
         // Every NodeClaim first, concurrently, so launches start at once; the pods' Events after.
