@@ -8,7 +8,9 @@ node class resolves that moto does not ship:
   `/aws/service/bottlerocket/...`), loaded the way moto loads its own public parameters;
 * On-Demand Capacity Reservations (`emulator_reservations.py`);
 * spot capacity errors for named instance types, when asked for (`emulator_capacity.py`);
-* one resource's tags read directly instead of filtered from all of them (`emulator_tags.py`).
+* one resource's tags read directly instead of filtered from all of them (`emulator_tags.py`);
+* the Price List API's GetProducts, answered from recorded real replies
+  (`emulator_price_list.py`).
 
 With STOKER_AWS_CALL_LOG set, every request stoker's own clients make (their user agent carries
 `app/stoker`) is appended to that file as one JSON line: service, region, action, parameters,
@@ -92,6 +94,7 @@ from moto.ssm import models as ssm  # noqa: E402
 import emulator_reservations  # noqa: E402,F401  (adds capacity reservations to moto's EC2)
 import emulator_capacity  # noqa: E402,F401  (refuses spot capacity when asked to; after reservations)
 import emulator_tags  # noqa: E402,F401  (a resource's tags in constant time)
+import emulator_price_list  # noqa: E402,F401  (GetProducts from recorded replies; before the call log)
 
 moto_check_loading_status = ssm.ParameterDict._check_loading_status
 

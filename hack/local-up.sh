@@ -98,12 +98,12 @@ start kwok "$KWOK_BIN/kwok" --kubeconfig "$KUBECONFIG_LOCAL" "${stage_args[@]}" 
   --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
   --server-address "127.0.0.1:$KWOK_PORT"
 
-log "starting the AWS emulator (moto $MOTO_VERSION: EC2, SSM, IAM, SQS) on http://127.0.0.1:$MOTO_PORT"
+log "starting the AWS emulator (moto $MOTO_VERSION: EC2, SSM, IAM, SQS; recorded Price List replies) on http://127.0.0.1:$MOTO_PORT"
 kubernetes_minor="$(echo "$KUBERNETES_VERSION" | sed -E 's/^v([0-9]+\.[0-9]+)\..*/\1/')"
 # Every call stoker's own clients make is recorded for the IAM policy test.
 aws_call_log="$STOKER_STATE/aws-calls.jsonl"
 : >"$aws_call_log"
-STOKER_AWS_CALL_LOG="$aws_call_log" start moto "$MOTO_VENV/bin/python" "$HACK_DIR/emulator.py" "$STOKER_STATE" "$kubernetes_minor" -H 127.0.0.1 -p "$MOTO_PORT"
+STOKER_AWS_CALL_LOG="$aws_call_log" STOKER_PRICE_LIST_RECORDINGS="$PRICE_LIST_RECORDINGS" start moto "$MOTO_VENV/bin/python" "$HACK_DIR/emulator.py" "$STOKER_STATE" "$kubernetes_minor" -H 127.0.0.1 -p "$MOTO_PORT"
 wait_for "EC2 emulator" 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MOTO_PORT"
 
 cat >"$STOKER_STATE/env" <<ENV

@@ -189,6 +189,34 @@ async fn node_class_resolves_and_the_catalog_is_priced_per_zone() {
     assert!(std::sync::Arc::ptr_eq(&refreshed, &after), "the refresh left the new pricing in the cache");
 }
 
+/// The Price List client and parser on AWS's own replies: the emulator answers GetProducts from
+/// recorded real items (`hack/emulator_price_list.py`): one, us-east-1's m5.large, whose terms
+/// hold its on-demand price and eleven reserved ones, several lower and some zero. The request
+/// selects the provider's region, and only the on-demand term prices.
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn on_demand_prices_are_read_from_recorded_price_list_replies() {
+    let other = support::env("STOKER_OTHER_REGION");
+    for (region, recorded) in [(None, 1), (Some(other), 0)] {
+        let config = aws_config(region.clone()).await;
+        let provider = AwsCloudProvider::new(&config, AwsOptions::new(support::cluster_info()));
+        let priced = provider.refresh_on_demand_prices().await.expect("GetProducts answers");
+        assert_eq!(priced, recorded, "instance types priced by the recorded replies in {region:?}");
+        if recorded == 0 {
+            continue;
+        }
+        let mut class: EC2NodeClass =
+            serde_json::from_value(support::example("ec2nodeclass.yaml")).expect("example EC2NodeClass");
+        class.spec.role = Some(format!("KarpenterNodeRole-{}", support::env("CLUSTER_NAME")));
+        class.status = Some(provider.resolve_node_class(&class).await.expect("the example node class resolves"));
+        let types = provider.instance_types(&class).await.expect("instance types");
+        let m5 = types.iter().find(|t| t.name == "m5.large").expect("m5.large");
+        let on_demand: Vec<f64> =
+            m5.offerings.iter().filter(|o| o.capacity_type == "on-demand").map(|o| o.price).collect();
+        assert!(!on_demand.is_empty() && on_demand.iter().all(|price| *price == 0.096), "{on_demand:?}");
+    }
+}
+
 /// m5.large is cheaper than m5ad.large in us-east-1 (0.096 against 0.103 $/h), the other way
 /// round in ap-south-1 (0.101 against 0.067): each region launches its own cheaper type, priced
 /// from its own column of the snapshot.
