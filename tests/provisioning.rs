@@ -257,8 +257,25 @@ async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     let victim_id = victim.status.as_ref().and_then(|s| s.provider_id.clone()).expect("provider id");
     assert!(provider.get(&victim_id).await.is_err(), "instance {victim_id} terminated");
 
-    // Without the Deployment the nodes are empty, and go after consolidateAfter.
+    // Without the Deployment the nodes are empty, and go after consolidateAfter; not while a pod
+    // waits for a scheduler's first try (here one naming a scheduler that is not running), since
+    // nobody knows yet where it goes.
+    let untried: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    apply(
+        &client,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "untried", "namespace": "default"},
+            "spec": {"schedulerName": "not-running", "containers": [{"name": "c", "image": "pause"}]}
+        }),
+    )
+    .await;
+    let before = e2e_claims(&client).await.len();
+    assert!(before > 0);
     deployments.delete("burst", &DeleteParams::default()).await.expect("delete deployment");
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(e2e_claims(&client).await.len(), before, "no node removed while a pod awaits its scheduler");
+    untried.delete("untried", &DeleteParams::default().grace_period(0)).await.expect("delete the untried pod");
     let emptied =
         support::wait_until(Duration::from_secs(120), || async { e2e_claims(&client).await.is_empty().then_some(()) })
             .await;

@@ -4,7 +4,8 @@
 //! - per node: the requests of the pods that hold room there, the host ports they bind, how many
 //!   of them a drain would evict;
 //! - the bound pods with their parsed constraints, for topology counts;
-//! - the provisionable pods.
+//! - the provisionable pods;
+//! - when each pod kube-scheduler has not tried yet was created.
 //!
 //! Each pod's contribution is remembered by its key (`namespace/name`), so a change replaces it
 //! and a deletion takes it back. A re-list builds a new index and swaps it in when complete, as
@@ -15,6 +16,7 @@ use std::{
     sync::Arc,
 };
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
     ResourceExt,
@@ -45,6 +47,19 @@ pub fn is_provisionable(pod: &CachedPod) -> bool {
         && pod.nominated_node_name.is_none()
         && !daemon
         && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// A pod no scheduler has tried to place yet: not bound or nominated, without a PodScheduled
+/// condition (a failed attempt or a scheduling gate sets one), not a DaemonSet pod, not
+/// terminating or finished. Whether it fits the nodes there are, nobody knows yet.
+pub fn awaits_scheduler(pod: &CachedPod) -> bool {
+    let daemon = pod.owner_references().iter().any(|owner| owner.kind == "DaemonSet");
+    pod.node_name.is_none()
+        && pod.nominated_node_name.is_none()
+        && !pod.conditions.iter().any(|c| c.type_ == "PodScheduled")
+        && !daemon
+        && pod.metadata.deletion_timestamp.is_none()
+        && !matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed"))
 }
 
 /// Seconds from a pod's creation until kube-scheduler bound it; `None` while it is not bound.
@@ -108,6 +123,9 @@ pub struct PodIndex {
     scheduled: Vec<ScheduledPod>,
     positions: HashMap<String, usize>,
     provisionable: BTreeMap<String, Arc<CachedPod>>,
+    /// Pods awaiting the scheduler (see [`awaits_scheduler`]): their creation, in seconds since
+    /// the epoch.
+    untried: HashMap<String, i64>,
     /// The last stamp given to a node's [`NodeUse::changed`].
     stamp: u64,
     /// The index a re-list is building, swapped in when it completes.
@@ -175,6 +193,12 @@ impl PodIndex {
         !self.provisionable.is_empty()
     }
 
+    /// How many pods created at `since` or later no scheduler has tried yet (see
+    /// [`awaits_scheduler`]; a pod without a creation time is not counted).
+    pub fn untried_since(&self, since: DateTime<Utc>) -> usize {
+        self.untried.values().filter(|created| **created >= since.timestamp()).count()
+    }
+
     /// Whether a drain of its node would evict the pod with this key (see [`evictable`]).
     pub fn evictable(&self, key: &str) -> bool {
         self.contributions.get(key).is_some_and(|c| c.evictable)
@@ -213,6 +237,12 @@ impl PodIndex {
             self.provisionable.insert(key, pod);
             return;
         }
+        if awaits_scheduler(&pod) {
+            if let Some(created) = &pod.metadata.creation_timestamp {
+                self.untried.insert(key, created.0.as_second());
+            }
+            return;
+        }
         if pod.node_name.is_none()
             && let Some(nominated) = pod.nominated_node_name.as_deref()
         {
@@ -248,6 +278,7 @@ impl PodIndex {
 
     fn remove(&mut self, key: &str) {
         self.provisionable.remove(key);
+        self.untried.remove(key);
         let Some(contribution) = self.contributions.remove(key) else { return };
         if let Some(nominated) = contribution.nominated {
             if let Some(used) = self.nodes.get_mut(&nominated) {
@@ -388,6 +419,39 @@ mod tests {
         handle(&mut index, watcher::Event::Delete((*pod("b", Some("n1"), 250, None, "Running")).clone()));
         assert!(index.node("n1").is_none(), "a node nothing holds room on is forgotten");
         assert!(index.scheduled().is_empty());
+    }
+
+    #[test]
+    fn pods_no_scheduler_has_tried_are_counted_from_their_creation_until_tried() {
+        let untried = |name: &str, created: &str, extra: &str| {
+            let pod: Pod = serde_saphyr::from_str(&format!(
+                "metadata: {{name: {name}, namespace: ns, creationTimestamp: '{created}'{extra}}}\nspec:\n  containers: [{{name: c, image: i}}]\nstatus: {{phase: Pending}}\n"
+            ))
+            .expect("a pod");
+            CachedPod::from(pod)
+        };
+        let at = |time: &str| DateTime::parse_from_rfc3339(time).expect("a time").with_timezone(&Utc);
+        let mut index = PodIndex::default();
+        handle(&mut index, watcher::Event::Apply(untried("new", "2026-12-04T10:00:00Z", "")));
+        handle(&mut index, watcher::Event::Apply(untried("old", "2026-12-04T09:00:00Z", "")));
+        let daemon = ", ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: d, uid: u}]";
+        handle(&mut index, watcher::Event::Apply(untried("daemon", "2026-12-04T10:00:00Z", daemon)));
+        let going = ", deletionTimestamp: '2026-12-04T10:00:05Z'";
+        handle(&mut index, watcher::Event::Apply(untried("going", "2026-12-04T10:00:00Z", going)));
+        assert_eq!(index.untried_since(at("2026-12-04T09:55:00Z")), 1, "the new pod only");
+        assert_eq!(index.untried_since(at("2026-12-04T08:55:00Z")), 2);
+        assert!(!index.any_provisionable());
+
+        // Tried and found no room: pending for the provisioner instead.
+        handle(&mut index, watcher::Event::Apply((*pod("new", None, 100, None, "Pending")).clone()));
+        assert_eq!(index.untried_since(at("2026-12-04T08:55:00Z")), 1);
+        assert!(index.any_provisionable());
+        // Bound, and deleted.
+        handle(&mut index, watcher::Event::Apply((*pod("old", Some("n1"), 100, None, "Running")).clone()));
+        assert_eq!(index.untried_since(at("2026-12-04T08:55:00Z")), 0);
+        handle(&mut index, watcher::Event::Apply(untried("again", "2026-12-04T10:01:00Z", "")));
+        handle(&mut index, watcher::Event::Delete(untried("again", "2026-12-04T10:01:00Z", "")));
+        assert_eq!(index.untried_since(at("2026-12-04T08:55:00Z")), 0);
     }
 
     #[test]

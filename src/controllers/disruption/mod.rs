@@ -18,7 +18,10 @@
 //! picture before [`executor`] carries it out; when it no longer holds, the log says why. No
 //! consolidation is decided while a drain begun less than 30 s ago is still evicting
 //! ([`candidates::drain_settling`]): its pods land within seconds, and a picture taken before
-//! they do is stale by the re-check. How
+//! they do is stale by the re-check. Nothing is disrupted while a pod created in the last 10
+//! minutes waits for kube-scheduler's first try ([`UNTRIED_POD_HOLD`]): during a scale-out the
+//! scheduler's queue can hold hundreds of pods for minutes, and until it tries one nobody knows
+//! where it goes, so the nodes launched for it look empty or underused. How
 //! long a node's pods have been unchanged is remembered in memory; after a restart the clock
 //! starts again, which only delays a removal.
 
@@ -71,6 +74,11 @@ use crate::{
         usage::{claim_usage, usage_by_pool},
     },
 };
+
+/// How long after its creation a pod no scheduler has tried yet holds disruption back. Longer
+/// than kube-scheduler takes to work through a scale-out's queue; bounded, so a pod no scheduler
+/// will ever try (one naming a scheduler that is not running) cannot stop disruption for good.
+pub const UNTRIED_POD_HOLD: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// Instance types per EC2NodeClass name.
 type InstanceTypes = std::collections::BTreeMap<String, Arc<[crate::scheduling::catalog::InstanceType]>>;
@@ -135,6 +143,11 @@ async fn pass<P: Provider>(
     for node in stale {
         info!(%node, "removing a disruption taint left by an interrupted decision");
         set_disruption_taint(&node_api, &node, false).await?;
+    }
+    let untried = state.pod_index().untried_since(now - UNTRIED_POD_HOLD);
+    if untried > 0 {
+        debug!(pods = untried, "pods wait for kube-scheduler's first try; nothing is disrupted until it has tried them");
+        return Ok(());
     }
     if remove_empty(ctx, &claims, empty, &mut memory.empty_since, now).await {
         return Ok(());
