@@ -6,10 +6,11 @@ per file, as AWS returns each element of a reply's `PriceList` (hack/install-emu
 them). GetProducts answers with the items its `TERM_MATCH` filters select, `MaxResults` per
 page, each page after the first asked for with the previous page's `NextToken`, as the API
 pages. A filter names a product attribute, matched without regard to case as the API matches
-field names; `ServiceCode` is the item's service. Items recorded before the Price List gained
-the `regionCode` attribute name their region only by `location` ("US East (N. Virginia)"); they
-are given the region code whose description in botocore's endpoint data is that location.
-Without recordings, or for any other Price List action, the request goes on to moto as before.
+field names; `productFamily` is the product's family and `ServiceCode` the item's service. Items
+recorded before the Price List gained the `regionCode` attribute name their region only by
+`location` ("US East (N. Virginia)"); they are given the region code whose description in
+botocore's endpoint data is that location. Without recordings, or for any other Price List
+action, the request goes on to moto as before.
 """
 
 import json
@@ -47,6 +48,7 @@ def _load(directory):
 
 def _selects(item, filters):
     attributes = {k.lower(): v for k, v in item["product"]["attributes"].items()}
+    attributes["productfamily"] = item["product"].get("productFamily")
     attributes["servicecode"] = item["serviceCode"]
     return all(
         f.get("Type") == "TERM_MATCH" and attributes.get(f["Field"].lower()) == f["Value"] for f in filters
