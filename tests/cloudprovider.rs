@@ -199,7 +199,8 @@ async fn on_demand_prices_are_read_from_recorded_price_list_replies() {
     let other = support::env("STOKER_OTHER_REGION");
     for (region, recorded) in [(None, 1), (Some(other), 0)] {
         let config = aws_config(region.clone()).await;
-        let provider = AwsCloudProvider::new(&config, AwsOptions::new(support::cluster_info()));
+        let cluster = ClusterInfo { kubernetes_minor: "1.37".into(), ..support::cluster_info() };
+        let provider = AwsCloudProvider::new(&config, AwsOptions::new(cluster));
         let priced = provider.refresh_on_demand_prices().await.expect("GetProducts answers");
         assert_eq!(priced, recorded, "instance types priced by the recorded replies in {region:?}");
         if recorded == 0 {

@@ -146,7 +146,10 @@ async fn pass<P: Provider>(
     }
     let untried = state.pod_index().untried_since(now - UNTRIED_POD_HOLD);
     if untried > 0 {
-        debug!(pods = untried, "pods wait for kube-scheduler's first try; nothing is disrupted until it has tried them");
+        debug!(
+            pods = untried,
+            "pods wait for kube-scheduler's first try; nothing is disrupted until it has tried them"
+        );
         return Ok(());
     }
     if remove_empty(ctx, &claims, empty, &mut memory.empty_since, now).await {
