@@ -12,6 +12,7 @@ pub mod nodeclaim;
 pub mod nodeoverlay;
 pub mod nodepool;
 pub mod requirements;
+pub mod time;
 pub mod validation;
 pub mod warmpool;
 pub mod window;

@@ -17,7 +17,7 @@ use kube::{
 };
 use tracing::{info, warn};
 
-use crate::apis::condition;
+use crate::apis::{condition, time::utc};
 use crate::controllers::Provider;
 use crate::{
     apis::NodeClaim,
@@ -68,9 +68,7 @@ pub fn claims_without_instances(instances: &[Instance], claims: &[Arc<NodeClaim>
                 .iter()
                 .flat_map(|s| &s.conditions)
                 .find(|c| c.type_ == condition::LAUNCHED && c.status == condition::TRUE);
-            let old = launched
-                .and_then(|c| DateTime::from_timestamp(c.last_transition_time.0.as_second(), 0))
-                .is_some_and(|at| now - at > GRACE);
+            let old = launched.and_then(|c| utc(&c.last_transition_time)).is_some_and(|at| now - at > GRACE);
             old && !instances.iter().any(|i| i.provider_id == id)
         })
         .map(|claim| claim.name_any())

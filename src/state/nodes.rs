@@ -10,7 +10,10 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 
 use super::pods::{NodeUse, PodIndex};
-use crate::{apis::NodeClaim, scheduling::resources::Resources};
+use crate::{
+    apis::{NodeClaim, time::utc},
+    scheduling::resources::Resources,
+};
 
 /// One node, registered or on its way.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +64,7 @@ impl<'a> NodeView<'a> {
     pub fn going_since(&self) -> Option<DateTime<Utc>> {
         let claim = self.claim.and_then(|c| c.metadata.deletion_timestamp.as_ref());
         let node = self.node.and_then(|n| n.metadata.deletion_timestamp.as_ref());
-        claim.into_iter().chain(node).filter_map(|t| DateTime::from_timestamp(t.0.as_second(), 0)).min()
+        claim.into_iter().chain(node).filter_map(utc).min()
     }
 
     /// Whether a drain would evict something from it.

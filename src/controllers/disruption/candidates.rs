@@ -24,6 +24,7 @@ use crate::{
         NodeClaim, NodePool, condition,
         labels::{self},
         nodepool::ConsolidationPolicy,
+        time::utc,
     },
     scheduling::{catalog::InstanceType, pod::Selector},
     state::{cache::CachedPod, nodes::Nodes, pods::evictable},
@@ -205,10 +206,9 @@ pub fn pod_cost(metadata: &ObjectMeta, priority: Option<i32>) -> f64 {
 /// The share of the claim's lifetime (`expireAfter`) still ahead, 1 without one: a node about
 /// to expire costs little to disrupt, its pods move soon anyway.
 fn lifetime_left(claim: &NodeClaim, now: DateTime<Utc>) -> f64 {
-    let (Some(lifetime), Some(created)) = (
-        claim.spec.expire_after.and_then(|e| e.duration()),
-        claim.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
-    ) else {
+    let (Some(lifetime), Some(created)) =
+        (claim.spec.expire_after.and_then(|e| e.duration()), claim.metadata.creation_timestamp.as_ref().and_then(utc))
+    else {
         return 1.0;
     };
     let total = lifetime.delta().num_seconds().max(1) as f64;
@@ -223,7 +223,7 @@ pub fn initialized_before(claim: &NodeClaim, before: DateTime<Utc>) -> bool {
         .iter()
         .flat_map(|s| &s.conditions)
         .find(|c| c.type_ == condition::INITIALIZED && c.status == condition::TRUE);
-    let since = initialized.and_then(|c| DateTime::from_timestamp(c.last_transition_time.0.as_second(), 0));
+    let since = initialized.and_then(|c| utc(&c.last_transition_time));
     since.is_some_and(|since| since <= before)
 }
 

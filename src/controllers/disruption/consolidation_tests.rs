@@ -251,7 +251,8 @@ fn single_nodes_each_with_a_cheaper_replacement_go_together() {
     assert!((decision.savings - (3.0 * 0.384 - launched)).abs() < 1e-9, "{decision:?}");
     // Whichever of its types each replacement launches as, the three cost less than the
     // candidates: each is held below its share of their price.
-    let dearest: f64 = replacements.iter().map(dearest_offering).sum();
+    let offers = without(&HashSet::new());
+    let dearest: f64 = replacements.iter().map(|r| dearest_offering(r, &offers)).sum();
     assert!(dearest < 3.0 * 0.384, "{dearest}: {replacements:?}");
 }
 
@@ -269,20 +270,16 @@ fn a_node_whose_pods_keep_apart_is_split_into_cheaper_nodes() {
     let Action::Replace(replacements) = &decision.action else { panic!("{decision:?}") };
     assert_eq!(replacements.len(), 2, "{replacements:?}");
     assert!(replacements.iter().all(|r| r.pods.len() == 1 && r.instance_types[0] == "c5.large"), "{replacements:?}");
-    assert!(replacements.iter().map(dearest_offering).sum::<f64>() < 0.384, "{replacements:?}");
+    let offers = without(&HashSet::new());
+    assert!(replacements.iter().map(|r| dearest_offering(r, &offers)).sum::<f64>() < 0.384, "{replacements:?}");
     // As the re-check asks it: the two new nodes it decided on, no more.
     let one = [&candidates[0]];
     assert_eq!(evaluate(&one, 1, false, &without, &mut Memo::default()), Err(Refusal::NeedsSeveralNodes(2)));
     assert!(evaluate(&one, decision.launches(), false, &without, &mut Memo::default()).is_ok());
 }
 
-/// The price of the dearest instance type a replacement may launch as.
-fn dearest_offering(replacement: &crate::scheduling::solver::NewNodeClaim) -> f64 {
-    let types = catalog();
-    replacement
-        .instance_types
-        .iter()
-        .filter_map(|name| types.iter().find(|t| &t.name == name)?.cheapest_offering(&replacement.requirements))
-        .map(|offering| offering.price)
-        .fold(0.0, f64::max)
+/// The price of the dearest instance type a replacement may launch as, among those `input`
+/// offers it.
+fn dearest_offering(replacement: &NewNodeClaim, input: &Input) -> f64 {
+    offered(replacement, input).last().map_or(0.0, |(_, price)| *price)
 }

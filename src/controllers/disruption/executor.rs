@@ -29,7 +29,7 @@ use super::{
     consolidation::{Action, Decision},
 };
 use crate::{
-    apis::{NodeClaim, NodePool, condition, labels},
+    apis::{NodeClaim, NodePool, condition, labels, time::utc},
     controllers::{Shared, nodeclaim::lifecycle::condition_true, provisioner::snapshot::nodeclaim_for, publish},
     error::Result,
     metrics::{DecisionLabels, ReasonLabels},
@@ -232,7 +232,7 @@ pub fn stale_taints(nodes: &Nodes, now: DateTime<Utc>) -> Vec<String> {
         .filter(|(_, claim)| claim.metadata.deletion_timestamp.is_none())
         .filter(|(node, _)| {
             node.spec.iter().flat_map(|s| s.taints.iter().flatten()).any(|t| {
-                let added = t.time_added.as_ref().and_then(|at| DateTime::from_timestamp(at.0.as_second(), 0));
+                let added = t.time_added.as_ref().and_then(utc);
                 t.key == labels::DISRUPTED_TAINT && added.is_none_or(|added| now - added > STALE_TAINT)
             })
         })

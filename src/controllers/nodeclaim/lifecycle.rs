@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 use crate::apis::condition;
-use crate::apis::{NodeClaim, labels};
+use crate::apis::{NodeClaim, labels, time::utc};
 
 /// A NodeClaim not registered this long after launch is given up.
 pub const REGISTRATION_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
@@ -47,7 +47,7 @@ fn launched_at(claim: &NodeClaim) -> Option<DateTime<Utc>> {
         .iter()
         .flat_map(|s| &s.conditions)
         .find(|c| c.type_ == condition::LAUNCHED && c.status == condition::TRUE)?;
-    DateTime::from_timestamp(condition.last_transition_time.0.as_second(), 0)
+    utc(&condition.last_transition_time)
 }
 
 pub fn node_ready(node: &Node) -> bool {
@@ -63,7 +63,7 @@ fn has_taint(node: &Node, taint: &Taint) -> bool {
 pub fn expires_at(claim: &NodeClaim) -> Option<DateTime<Utc>> {
     let lifetime = claim.spec.expire_after?.duration()?;
     let created = claim.metadata.creation_timestamp.as_ref()?;
-    DateTime::from_timestamp(created.0.as_second(), 0)?.checked_add_signed(lifetime.delta())
+    utc(created)?.checked_add_signed(lifetime.delta())
 }
 
 /// Since when the node has not been Ready (its Ready condition False or Unknown, or missing);
@@ -72,8 +72,8 @@ pub fn unhealthy_since(node: &Node) -> Option<DateTime<Utc>> {
     let conditions = node.status.iter().flat_map(|s| s.conditions.iter().flatten());
     match conditions.into_iter().find(|c| c.type_ == "Ready") {
         Some(ready) if ready.status == "True" => None,
-        Some(ready) => ready.last_transition_time.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
-        None => node.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0)),
+        Some(ready) => ready.last_transition_time.as_ref().and_then(utc),
+        None => node.metadata.creation_timestamp.as_ref().and_then(utc),
     }
 }
 
@@ -90,8 +90,7 @@ pub fn next_step(claim: &NodeClaim, node: Option<&Node>, now: DateTime<Utc>, rep
     }
     let launched = claim.status.as_ref().and_then(|s| s.provider_id.as_ref()).is_some();
     if !launched {
-        let created =
-            claim.metadata.creation_timestamp.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
+        let created = claim.metadata.creation_timestamp.as_ref().and_then(utc);
         return match created {
             Some(created) if now - created > LAUNCH_TTL => Step::LaunchTimeout,
             _ => Step::Launch,

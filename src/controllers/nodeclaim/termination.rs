@@ -23,7 +23,7 @@ use crate::controllers::{
     finalizer::{self, Cleanup},
 };
 use crate::{
-    apis::{NodeClaim, condition, labels},
+    apis::{NodeClaim, condition, labels, time::utc},
     cloudprovider::CloudError,
     error::Result,
     metrics::ClaimLabels,
@@ -131,7 +131,7 @@ async fn drained<P>(claim: &NodeClaim, node: &Node, ctx: &Context<P>) -> Result<
     let on_node = pods.list(&ListParams::default().fields(&format!("spec.nodeName={name}"))).await?;
     let grace_over = match (&claim.spec.termination_grace_period, &claim.metadata.deletion_timestamp) {
         (Some(grace), Some(deleted)) => {
-            let deleted = chrono::DateTime::from_timestamp(deleted.0.as_second(), 0).unwrap_or_else(Utc::now);
+            let deleted = utc(deleted).unwrap_or_else(Utc::now);
             Utc::now() - deleted > grace.delta()
         }
         _ => false,

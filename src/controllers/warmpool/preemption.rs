@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use crate::{
-    apis::{WarmPool, labels},
+    apis::{WarmPool, labels, time::utc},
     controllers::Shared,
     metrics::WarmPoolLabels,
     state::cache::CachedPod,
@@ -81,7 +81,7 @@ async fn record(client: &Client, namespace: &str, pool: &str, at: DateTime<Utc>)
     for _ in 0..5 {
         let Some(current) = api.get_opt(pool).await? else { return Ok(()) };
         let status = current.status.clone().unwrap_or_default();
-        let last = status.last_preemption_time.as_ref().and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0));
+        let last = status.last_preemption_time.as_ref().and_then(utc);
         if last.is_some_and(|last| last > at) {
             return Ok(());
         }
