@@ -28,7 +28,7 @@ use kube::{
 
 use super::cache::CachedPod;
 use crate::{
-    apis::labels,
+    apis::{labels, time::utc},
     scheduling::{
         pod::{HostPort, PodInfo},
         resources::Resources,
@@ -41,11 +41,10 @@ use crate::{
 pub fn is_provisionable(pod: &CachedPod) -> bool {
     let unschedulable =
         pod.condition("PodScheduled", "False").is_some_and(|c| c.reason.as_deref() == Some("Unschedulable"));
-    let daemon = pod.owner_references().iter().any(|owner| owner.kind == "DaemonSet");
     unschedulable
         && pod.node_name.is_none()
         && pod.nominated_node_name.is_none()
-        && !daemon
+        && !daemon_pod(&pod.metadata)
         && pod.metadata.deletion_timestamp.is_none()
 }
 
@@ -53,11 +52,10 @@ pub fn is_provisionable(pod: &CachedPod) -> bool {
 /// condition (a failed attempt or a scheduling gate sets one), not a DaemonSet pod, not
 /// terminating or finished. Whether it fits the nodes there are, nobody knows yet.
 pub fn awaits_scheduler(pod: &CachedPod) -> bool {
-    let daemon = pod.owner_references().iter().any(|owner| owner.kind == "DaemonSet");
     pod.node_name.is_none()
         && pod.nominated_node_name.is_none()
         && !pod.conditions.iter().any(|c| c.type_ == "PodScheduled")
-        && !daemon
+        && !daemon_pod(&pod.metadata)
         && pod.metadata.deletion_timestamp.is_none()
         && !matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed"))
 }
@@ -73,10 +71,14 @@ pub fn scheduling_wait(pod: &CachedPod) -> Option<f64> {
 /// Whether draining evicts this pod: not owned by a DaemonSet, not a static (mirror) pod, not
 /// finished, and not already terminating.
 pub fn evictable(metadata: &ObjectMeta, phase: Option<&str>) -> bool {
-    let daemon = metadata.owner_references.iter().flatten().any(|o| o.kind == "DaemonSet");
     let mirror = metadata.annotations.as_ref().is_some_and(|a| a.contains_key(labels::MIRROR_POD));
     let finished = matches!(phase, Some("Succeeded" | "Failed"));
-    !daemon && !mirror && !finished && metadata.deletion_timestamp.is_none()
+    !daemon_pod(metadata) && !mirror && !finished && metadata.deletion_timestamp.is_none()
+}
+
+/// Whether a DaemonSet owns the pod: it goes with its node, and its node is never launched for it.
+fn daemon_pod(metadata: &ObjectMeta) -> bool {
+    metadata.owner_references.iter().flatten().any(|owner| owner.kind == "DaemonSet")
 }
 
 /// The node a pod holds room on: bound and not finished.
@@ -123,9 +125,8 @@ pub struct PodIndex {
     scheduled: Vec<ScheduledPod>,
     positions: HashMap<String, usize>,
     provisionable: BTreeMap<String, Arc<CachedPod>>,
-    /// Pods awaiting the scheduler (see [`awaits_scheduler`]): their creation, in seconds since
-    /// the epoch.
-    untried: HashMap<String, i64>,
+    /// Pods awaiting the scheduler (see [`awaits_scheduler`]): when each was created.
+    untried: HashMap<String, DateTime<Utc>>,
     /// The last stamp given to a node's [`NodeUse::changed`].
     stamp: u64,
     /// The index a re-list is building, swapped in when it completes.
@@ -196,7 +197,7 @@ impl PodIndex {
     /// How many pods created at `since` or later no scheduler has tried yet (see
     /// [`awaits_scheduler`]; a pod without a creation time is not counted).
     pub fn untried_since(&self, since: DateTime<Utc>) -> usize {
-        self.untried.values().filter(|created| **created >= since.timestamp()).count()
+        self.untried.values().filter(|created| **created >= since).count()
     }
 
     /// Whether a drain of its node would evict the pod with this key (see [`evictable`]).
@@ -238,8 +239,8 @@ impl PodIndex {
             return;
         }
         if awaits_scheduler(&pod) {
-            if let Some(created) = &pod.metadata.creation_timestamp {
-                self.untried.insert(key, created.0.as_second());
+            if let Some(created) = pod.metadata.creation_timestamp.as_ref().and_then(utc) {
+                self.untried.insert(key, created);
             }
             return;
         }
