@@ -42,11 +42,10 @@ pub fn preempted(pod: &CachedPod) -> Option<Preemption> {
     let pool = pod.labels().get(labels::WARMPOOL)?;
     let condition =
         pod.condition("DisruptionTarget", "True").filter(|c| c.reason.as_deref() == Some("PreemptionByScheduler"))?;
-    let at = condition.last_transition_time.as_ref().map(|t| t.0.as_second()).unwrap_or_else(|| Utc::now().timestamp());
     Some(Preemption {
         namespace: pod.namespace().unwrap_or_default(),
         warmpool: pool.clone(),
-        at: DateTime::from_timestamp(at, 0)?,
+        at: condition.last_transition_time.as_ref().and_then(utc).unwrap_or_else(Utc::now),
         pod_uid: pod.uid().unwrap_or_default(),
     })
 }
