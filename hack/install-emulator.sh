@@ -14,8 +14,7 @@ fi
 
 fetch_price_list_recordings() {
   local module="github.com/aws/amazon-ec2-instance-selector/v3@$PRICE_LIST_RECORDINGS_VERSION" dir
-  dir=$(cd "$STOKER_CACHE" && go mod download -json "$module" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin).get("Dir", ""))')
+  dir=$(go_module_field "$module" Dir)
   [[ -d $dir/test/static/GetProducts ]] || die "go mod download did not fetch $module"
   rm -rf "$PRICE_LIST_RECORDINGS" && mkdir -p "$PRICE_LIST_RECORDINGS"
   cp "$dir"/test/static/GetProducts/*.json "$PRICE_LIST_RECORDINGS/"

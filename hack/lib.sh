@@ -143,18 +143,24 @@ bench_environment() {
   stoker="$CARGO_TARGET_DIR/$directory/stoker"
 }
 
+# go_module_field MODULE@VERSION FIELD: the FIELD (Dir, Zip, GoMod) that `go mod download -json`
+# reports for the module after fetching it (it honours GOPROXY and verifies what it fetches);
+# empty when there is none. The go command's complaint is not fatal (a module asking for a newer
+# Go than the local one still downloads); callers check that what they need is there.
+go_module_field() {
+  { (cd "$STOKER_CACHE" && go mod download -json "$1") || true; } |
+    python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$2"
+}
+
 # fetch_karpenter_module: sigs.k8s.io/karpenter at KARPENTER_CORE_VERSION, unpacked into the cache
-# where its tests and binaries can be built; sets KARPENTER_MODULE to its directory. go mod
-# download honours GOPROXY and verifies the module (the module cache itself is read-only, hence
-# the unpacked copy). A module asking for a newer Go than the local one still downloads, so the
-# command's complaint about that is not fatal (go.mod is lowered to the local Go); a missing zip is.
+# where its tests and binaries can be built (the module cache itself is read-only); sets
+# KARPENTER_MODULE to its directory, its go.mod lowered to the local Go.
 fetch_karpenter_module() {
   local dir="$STOKER_CACHE/karpenter-$KARPENTER_CORE_VERSION" zip
   if [[ ! -f $dir/.complete ]]; then
     log "fetching sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION with go mod download"
     rm -rf "$dir" && mkdir -p "$dir"
-    zip=$(cd "$dir" && { go mod download -json "sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION" || true; } |
-      python3 -c 'import json, sys; print(json.load(sys.stdin).get("Zip", ""))')
+    zip=$(go_module_field "sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION" Zip)
     [[ -f $zip ]] || die "go mod download did not fetch sigs.k8s.io/karpenter@$KARPENTER_CORE_VERSION"
     (cd "$dir" && unzip -q "$zip" && chmod -R u+w .)
     touch "$dir/.complete"
