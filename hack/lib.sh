@@ -152,6 +152,22 @@ go_module_field() {
     python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$2"
 }
 
+# build_go_programs MODULE VERSION DIR PACKAGE...: builds the module's programs at that version
+# into DIR/bin, once. The module is built as the main module (a copy of what go mod download
+# fetched), so its own replace and exclude directives apply, which `go install` refuses.
+build_go_programs() {
+  local module=$1 version=$2 dir=$3 source
+  shift 3
+  [[ -f $dir/.complete ]] && return 0
+  source=$(go_module_field "$module@$version" Dir)
+  [[ -d $source ]] || die "go mod download did not fetch $module@$version"
+  rm -rf "$dir" && mkdir -p "$dir/bin"
+  cp -r "$source" "$dir/src" && chmod -R u+w "$dir/src"
+  (cd "$dir/src" && GOFLAGS=-mod=mod go build -trimpath -o "$dir/bin/" "$@")
+  rm -rf "$dir/src"
+  touch "$dir/.complete"
+}
+
 # fetch_karpenter_module: sigs.k8s.io/karpenter at KARPENTER_CORE_VERSION, unpacked into the cache
 # where its tests and binaries can be built (the module cache itself is read-only); sets
 # KARPENTER_MODULE to its directory, its go.mod lowered to the local Go.

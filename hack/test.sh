@@ -4,7 +4,8 @@
 # the unit, property and integration tests in two lanes side by side (the integration tests
 # mostly wait on the controllers' timers, so two lanes share two cores well; each lane has its
 # own control plane and emulator, so they never see each other's objects), checks every AWS
-# call both lanes recorded against the IAM policy, and stops everything it started, whatever
+# call both lanes recorded against the IAM policy, builds the static release binaries and the
+# multi-arch image (checked, and run with runc), and stops everything it started, whatever
 # happens.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -76,6 +77,8 @@ calls="$REPO_ROOT/.local/test/aws-calls-all.jsonl"
   export "${lane_1[@]}" && source "$STOKER_STATE/env"
   cd "$REPO_ROOT" && STOKER_AWS_CALL_LOG="$calls" cargo test --locked --test iam_recorded_calls -- --include-ignored
 )
-log "cross-compiling the static arm64 binary and checking it is one (a dev build: the release profile takes far longer)"
-STOKER_RELEASE_PROFILE=dev "$HACK_DIR/build-release.sh" arm64
+log "cross-compiling the static binaries and checking each is one (dev builds: the release profile takes far longer)"
+STOKER_RELEASE_PROFILE=dev "$HACK_DIR/build-release.sh" amd64 arm64
+log "building the multi-arch image from the Dockerfile on a stand-in base, checking it, running it with runc"
+STOKER_IMAGE_BASE=stand-in "$HACK_DIR/build-image.sh"
 log "all tests passed in $((SECONDS - started))s"
