@@ -41,6 +41,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Resource, ResourceExt, api::DeleteParams, runtime::events::EventType};
 use tracing::{debug, info, warn};
@@ -386,6 +387,10 @@ async fn mark_consolidatable<P>(ctx: &Shared<P>, consolidatable: &HashSet<String
     Ok(())
 }
 
+/// At most this many empty NodeClaims are deleted at a time: a scale-in leaves hundreds, and one
+/// by one (an Event and a delete each) they took 13 s for 150 on the local control plane.
+const EMPTY_DELETIONS_AT_ONCE: usize = 16;
+
 /// Deletes every empty candidate its pool's `consolidateAfter` and budgets allow; true when it
 /// deleted any.
 async fn remove_empty<P>(
@@ -395,8 +400,8 @@ async fn remove_empty<P>(
     empty_since: &mut HashMap<String, DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> bool {
-    let mut seen = Vec::new();
-    let mut removed = false;
+    let mut seen = HashSet::new();
+    let mut going = Vec::new();
     for (pool, candidates) in empty {
         // A static pool keeps its nodes, empty or not.
         if pool.spec.replicas.is_some() {
@@ -406,25 +411,33 @@ async fn remove_empty<P>(
         let mut allowed = allowed(&pool, claims, DisruptionReason::Empty, now);
         for EmptyNode { claim, node } in candidates {
             let since = *empty_since.entry(claim.clone()).or_insert(now);
-            seen.push(claim.clone());
+            seen.insert(claim.clone());
             if now - since < after.delta() || allowed == 0 {
                 continue;
             }
             allowed -= 1;
-            removed = true;
-            let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-            info!(nodeclaim = %claim, %node, nodepool = %pool.name_any(), "disrupting empty node");
-            if let Some(object) = claims.iter().find(|c| c.name_any() == claim) {
-                let note = format!("Disrupting node {node}: empty for {after}");
-                publish(&ctx.recorder, &object.object_ref(&()), EventType::Normal, "DisruptionEmpty", note).await;
-                ctx.metrics.disrupted(object, "Empty");
-            }
-            if let Err(error) = api.delete(&claim, &DeleteParams::default()).await {
-                warn!(%error, nodeclaim = %claim, "cannot delete empty NodeClaim");
-            }
+            going.push((claim, node, pool.name_any(), after));
         }
     }
     empty_since.retain(|claim, _| seen.contains(claim));
+    let removed = !going.is_empty();
+    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+    futures::stream::iter(going)
+        .for_each_concurrent(EMPTY_DELETIONS_AT_ONCE, |(claim, node, pool, after)| {
+            let api = &api;
+            async move {
+                info!(nodeclaim = %claim, %node, nodepool = %pool, "disrupting empty node");
+                if let Some(object) = claims.iter().find(|c| c.name_any() == claim) {
+                    let note = format!("Disrupting node {node}: empty for {after}");
+                    publish(&ctx.recorder, &object.object_ref(&()), EventType::Normal, "DisruptionEmpty", note).await;
+                    ctx.metrics.disrupted(object, "Empty");
+                }
+                if let Err(error) = api.delete(&claim, &DeleteParams::default()).await {
+                    warn!(%error, nodeclaim = %claim, "cannot delete empty NodeClaim");
+                }
+            }
+        })
+        .await;
     removed
 }
 
