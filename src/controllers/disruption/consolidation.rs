@@ -4,16 +4,18 @@
 //! what the provisioner would do with the same pods.
 //!
 //! Nodes whose pods all fit on the rest of the cluster are deleted; when they need one new node
-//! and it costs less than they do together, they are replaced by it. Several nodes at once go
-//! first (the largest run of the cheapest-to-disrupt candidates that one replacement or none can
-//! absorb, found by bisection as Karpenter does), then one node at a time. Two departures from
-//! Karpenter, both for nodes left holding a few pods that keep apart (spread or anti-affine by
-//! hostname) after a scale-down: one node may be replaced by up to [`MAX_SPLIT`] new nodes that
-//! cost less together (Karpenter keeps a node whose pods need two), and where several single
-//! nodes can each go on their own, up to [`MAX_SINGLE_NODE_BATCH`] of them go in one decision
-//! when the cluster without all of them still fits their pods for less, on no more new nodes
-//! than they would launch one by one (Karpenter takes the first and asks again after its 15 s
-//! re-check: one decision every 17 s).
+//! and it costs less than they do together, they are replaced by it. Each pass asks, as Karpenter
+//! does, about several nodes at once (the largest run of the cheapest-to-disrupt candidates that
+//! one replacement or none can absorb, found by bisection) and about single nodes. Three
+//! departures from Karpenter, for the nodes a scale-down leaves holding a few pods that keep
+//! apart (spread or anti-affine by hostname): one node may be replaced by up to [`MAX_SPLIT`] new
+//! nodes that cost less together (Karpenter keeps a node whose pods need two); where several
+//! single nodes can each go on their own, up to [`MAX_SINGLE_NODE_BATCH`] of them go in one
+//! decision when the cluster without all of them still fits their pods for less, on no more new
+//! nodes than they would launch one by one (Karpenter takes the first and asks again after its
+//! 15 s re-check: one decision every 17 s); and the multi-node decision and the single-node ones
+//! go together on the same terms, else whichever saves more (Karpenter acts on the multi-node
+//! one when there is one, however little it saves).
 
 use std::{collections::HashSet, fmt};
 
@@ -129,12 +131,10 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
     let mut outcome = Outcome::default();
     // Every question is about the same cluster and catalog.
     let mut memo = Memo::default();
-    if let Some(decision) = multi_node(&candidates, spot_to_spot, &without, &mut memo) {
-        outcome.decision = Some(decision);
-        return outcome;
-    }
+    let multi = multi_node(&candidates, spot_to_spot, &without, &mut memo);
+    let taken: HashSet<&str> = multi.iter().flat_map(|d| &d.candidates).map(|c| c.claim.as_str()).collect();
     let mut singles: Vec<Decision> = Vec::new();
-    for candidate in &candidates {
+    for candidate in candidates.iter().filter(|c| !taken.contains(c.claim.as_str())) {
         match evaluate(std::slice::from_ref(candidate), MAX_SPLIT, spot_to_spot, &without, &mut memo) {
             Ok(decision) => {
                 singles.push(decision);
@@ -144,33 +144,39 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
             }
             // Told while no decision is found: the candidates after the first that works were
             // not asked about before batching, and are not kept for their refusal.
-            Err(refusal) if singles.is_empty() => outcome.refused.push((candidate.claim.clone(), refusal)),
+            Err(refusal) if multi.is_none() && singles.is_empty() => {
+                outcome.refused.push((candidate.claim.clone(), refusal))
+            }
             Err(_) => {}
         }
     }
-    outcome.decision = together(singles, spot_to_spot, &without, &mut memo);
+    // The single-node decisions together, then with the multi-node one: a scale-down often offers
+    // both, a few cheap nodes merged for cents and large nodes split for dollars, and taken in
+    // turn they cost a round each (the 15 s re-check and the command), together one.
+    let singles = together(singles, spot_to_spot, &without, &mut memo);
+    outcome.decision = together(multi.into_iter().chain(singles).collect(), spot_to_spot, &without, &mut memo);
     outcome
 }
 
-/// The single-node decisions as one, when the cluster without all their candidates fits their
-/// pods on no more new nodes than they would launch one by one, saving at least what the first
-/// alone does; else the first alone.
+/// The decisions as one, when the cluster without all their candidates fits their pods on no
+/// more new nodes than they launch apart, saving at least what the best of them does alone;
+/// else the one that saves the most.
 fn together(
-    singles: Vec<Decision>,
+    mut parts: Vec<Decision>,
     spot_to_spot: bool,
     without: &impl Fn(&HashSet<&str>) -> Input,
     memo: &mut Memo,
 ) -> Option<Decision> {
-    let first = singles.first()?;
-    if singles.len() == 1 {
-        return singles.into_iter().next();
+    let best = (0..parts.len()).max_by(|&a, &b| parts[a].savings.total_cmp(&parts[b].savings).then(b.cmp(&a)))?;
+    if parts.len() > 1 {
+        let candidates: Vec<&Candidate> = parts.iter().flat_map(|d| &d.candidates).collect();
+        let launched: usize = parts.iter().map(|d| d.launches()).sum();
+        match evaluate(&candidates, launched.max(1), spot_to_spot, without, memo) {
+            Ok(together) if together.savings >= parts[best].savings => return Some(together),
+            _ => {}
+        }
     }
-    let candidates: Vec<&Candidate> = singles.iter().flat_map(|d| &d.candidates).collect();
-    let launched: usize = singles.iter().map(|d| d.launches()).sum();
-    match evaluate(&candidates, launched.max(1), spot_to_spot, without, memo) {
-        Ok(together) if together.savings >= first.savings => Some(together),
-        _ => singles.into_iter().next(),
-    }
+    Some(parts.swap_remove(best))
 }
 
 /// The largest run of the first candidates (two or more) that can go together: all of them when

@@ -141,8 +141,8 @@ fn a_large_node_is_replaced_by_a_cheaper_one_that_fits_its_pods() {
 fn a_replacement_is_never_a_type_that_is_poor_value_for_the_pods() {
     // Four full m9.4xlarge nodes, each with 12 pods of 500m. The pods of three fit one
     // x9.6xlarge, cheaper than the three together but 20% dearer per vCPU than the m9 family.
-    // Right-sizing replaces two nodes with one m9.4xlarge instead, and the next pass the other
-    // two: four nodes become two m9.4xlarge ($1.60), where the x9 would have left $2.24.
+    // Right-sizing replaces two nodes with one m9.4xlarge instead, and the other two alike in the
+    // same decision: four nodes become two m9.4xlarge ($1.60), where the x9 would have left $2.24.
     let types = crate::scheduling::solver::sizing_tests::catalog(&[
         ("m9.2xlarge", 8, 32, 0.40),
         ("m9.4xlarge", 16, 64, 0.80),
@@ -150,11 +150,17 @@ fn a_replacement_is_never_a_type_that_is_poor_value_for_the_pods() {
     ]);
     let full = |name| TestNode { free: ("0", "0"), ..node(name, "m9.4xlarge", ("0", "0"), 12) };
     let (candidates, without) = cluster_of(&[full("a"), full("b"), full("c"), full("d")], "on-demand", types);
+    // The two-node merge alone, as Karpenter would take it.
+    let merge = evaluate(&[&candidates[0], &candidates[1]], 1, false, &without, &mut Memo::default()).expect("merge");
+    assert_eq!(only_replacement(&merge).instance_types, ["m9.4xlarge"]);
+    assert!((merge.savings - 0.80).abs() < 1e-9, "{merge:?}");
+
     let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
-    let replacement = only_replacement(&decision);
-    assert_eq!(decision.candidates.len(), 2, "{decision:?}");
-    assert_eq!(replacement.instance_types, ["m9.4xlarge"]);
-    assert!((decision.savings - 0.80).abs() < 1e-9, "{decision:?}");
+    assert_eq!(decision.candidates.len(), 4, "{decision:?}");
+    let Action::Replace(replacements) = &decision.action else { panic!("{decision:?}") };
+    assert_eq!(replacements.len(), 2, "{decision:?}");
+    assert!(replacements.iter().all(|r| r.instance_types == ["m9.4xlarge"]), "{replacements:?}");
+    assert!((decision.savings - 1.60).abs() < 1e-9, "{decision:?}");
 }
 
 #[test]
@@ -276,6 +282,33 @@ fn a_node_whose_pods_keep_apart_is_split_into_cheaper_nodes() {
     let one = [&candidates[0]];
     assert_eq!(evaluate(&one, 1, false, &without, &mut Memo::default()), Err(Refusal::NeedsSeveralNodes(2)));
     assert!(evaluate(&one, decision.launches(), false, &without, &mut Memo::default()).is_ok());
+}
+
+#[test]
+fn a_multi_node_decision_and_a_single_node_one_go_together() {
+    // Two m5.large holding a small pod each merge onto one node, saving cents; the m5.2xlarge
+    // left holding two pods that keep apart splits into two small nodes, saving more. Karpenter
+    // would act on the merge and ask about the split a round later; both go in one decision.
+    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
+    let apart = TestNode {
+        pods: (0..2).map(|i| pod_with(&format!("big-{i}"), "500m", "1Gi", anti)).collect(),
+        ..node("big", "m5.2xlarge", ("7", "29Gi"), 0)
+    };
+    let nodes = [node("a", "m5.large", ("1", "5Gi"), 1), node("b", "m5.large", ("1", "5Gi"), 1), apart];
+    let (candidates, without) = cluster(&nodes, "on-demand");
+    let merge = evaluate(&[&candidates[0], &candidates[1]], 1, false, &without, &mut Memo::default()).expect("merge");
+    let split = evaluate(&[&candidates[2]], MAX_SPLIT, false, &without, &mut Memo::default()).expect("split");
+    assert!(split.savings > merge.savings, "{split:?} {merge:?}");
+
+    let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    let mut nodes: Vec<&str> = decision.candidates.iter().map(|c| c.node.as_str()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["a", "b", "big"], "{decision:?}");
+    assert!(decision.savings >= split.savings, "{decision:?}");
+    assert!(decision.launches() <= merge.launches() + split.launches(), "{decision:?}");
+    // The re-check asks the same of it: as many new nodes as decided, no more.
+    let all: Vec<&Candidate> = candidates.iter().collect();
+    assert!(evaluate(&all, decision.launches(), false, &without, &mut Memo::default()).is_ok());
 }
 
 /// The price of the dearest instance type a replacement may launch as, among those `input`
