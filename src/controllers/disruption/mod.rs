@@ -2,8 +2,9 @@
 //! seconds one pass looks at every pool, in Karpenter's order: empty nodes first (all of them a
 //! budget allows, at once), then the nodes an open NodePool schedule's limits have no room for
 //! ([`scheduled`], one pool per pass), then one drifted node (replaced by what its pods need), then one
-//! consolidation (several underutilized nodes onto one node or none, else single nodes each
-//! deleted or replaced by cheaper nodes, several together), within the pools' budgets
+//! consolidation (several underutilized nodes onto one node or none, and single nodes each
+//! deleted or replaced by cheaper nodes, all together when the cluster fits their pods), within
+//! the pools' budgets
 //! and never for a node, NodeClaim or pod annotated do-not-disrupt or a pod whose
 //! PodDisruptionBudget allows no eviction. (Expiry is the NodeClaim controller's: it is not
 //! voluntary.)
