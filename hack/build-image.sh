@@ -41,14 +41,22 @@ revision="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 archive="${STOKER_IMAGE_ARCHIVE:-$REPO_ROOT/dist/stoker-image.oci.tar}"
 base="$(sed -n 's/^FROM \([^ ]*\).*/\1/p' "$REPO_ROOT/Dockerfile")"
 
-# The daemon's state is this build's alone, and goes with it.
+# The daemon's state is this build's alone, and goes with it. The daemon, stopped, exits non-zero:
+# that must not end the cleanup (errexit holds in traps) nor become the script's status.
 work="$(mktemp -d "${TMPDIR:-/tmp}/stoker-image.XXXXXX")"
 socket="unix://$work/buildkitd.sock"
 mkdir -p "$LOGS"
 buildkitd --root "$work/state" --addr "$socket" --oci-worker-snapshotter=native \
   --containerd-worker=false >"$LOGS/buildkitd.log" 2>&1 &
 daemon=$!
-trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$work"' EXIT
+stop_daemon() {
+  local status=$?
+  kill "$daemon" 2>/dev/null || true
+  wait "$daemon" 2>/dev/null || true
+  rm -rf "$work"
+  exit "$status"
+}
+trap stop_daemon EXIT
 wait_for "BuildKit's daemon" 30 buildctl --addr "$socket" debug workers
 
 platforms=linux/amd64,linux/arm64

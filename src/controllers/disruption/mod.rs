@@ -99,10 +99,9 @@ struct Memory {
     told: HashMap<String, String>,
 }
 
-/// Runs passes until the term ends. `spot_to_spot` is the `SpotToSpotConsolidation` gate.
-/// Runs the disruption loop. A consolidation decision waits `validation_delay` before it is
-/// checked again and carried out: pods that were on their way when it was made have arrived by
-/// then.
+/// Runs the disruption loop, a pass every 5 s. `spot_to_spot` is the `SpotToSpotConsolidation`
+/// gate. A consolidation decision waits `validation_delay` before it is checked again and carried
+/// out: pods that were on their way when it was made have arrived by then.
 pub async fn run<P: Provider>(ctx: Arc<Shared<P>>, spot_to_spot: bool, validation_delay: Duration) {
     let mut memory = Memory::default();
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
