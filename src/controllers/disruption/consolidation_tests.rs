@@ -26,6 +26,16 @@ fn node(name: &'static str, instance_type: &'static str, free: (&'static str, &'
     TestNode { name, instance_type, capacity_type: "on-demand", free, pods }
 }
 
+/// An m5.2xlarge holding `pods` pods that keep off each other's hosts (required anti-affinity
+/// on the hostname): no two of them can share a replacement.
+fn kept_apart(name: &'static str, pods: usize) -> TestNode {
+    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
+    TestNode {
+        pods: (0..pods).map(|i| pod_with(&format!("{name}-{i}"), "500m", "1Gi", anti)).collect(),
+        ..node(name, "m5.2xlarge", ("7", "29Gi"), 0)
+    }
+}
+
 fn resources(cpu: &str, memory: &str) -> Resources {
     let room = [("cpu", cpu), ("memory", memory), ("pods", "110")];
     let quantities: std::collections::BTreeMap<_, _> = room
@@ -235,12 +245,7 @@ fn single_nodes_each_with_a_cheaper_replacement_go_together() {
     // Three m5.2xlarge nodes, each holding one pod that keeps off the others' hosts: no two
     // share a replacement (multi-node consolidation launches one), but each alone is replaced
     // by a c5.large. The three go in one decision instead of three, 15 s re-check apart.
-    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
-    let spread = |name: &'static str| TestNode {
-        pods: vec![pod_with(&format!("{name}-0"), "500m", "1Gi", anti)],
-        ..node(name, "m5.2xlarge", ("7", "29Gi"), 0)
-    };
-    let (candidates, without) = cluster(&[spread("a"), spread("b"), spread("c")], "on-demand");
+    let (candidates, without) = cluster(&[kept_apart("a", 1), kept_apart("b", 1), kept_apart("c", 1)], "on-demand");
     let all: Vec<&Candidate> = candidates.iter().collect();
     let one_new = evaluate(&all, 1, false, &without, &mut Memo::default());
     assert_eq!(one_new, Err(Refusal::NeedsSeveralNodes(3)));
@@ -266,11 +271,7 @@ fn single_nodes_each_with_a_cheaper_replacement_go_together() {
 fn a_node_whose_pods_keep_apart_is_split_into_cheaper_nodes() {
     // An m5.2xlarge left holding two pods that keep off each other's host: two c5.large cost
     // less than it does. Karpenter keeps such a node ("would need 2 new nodes").
-    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
-    let apart = TestNode {
-        pods: (0..2).map(|i| pod_with(&format!("big-{i}"), "500m", "1Gi", anti)).collect(),
-        ..node("big", "m5.2xlarge", ("7", "29Gi"), 0)
-    };
+    let apart = kept_apart("big", 2);
     let (candidates, without) = cluster(&[apart], "on-demand");
     let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
     let Action::Replace(replacements) = &decision.action else { panic!("{decision:?}") };
@@ -289,11 +290,7 @@ fn a_multi_node_decision_and_a_single_node_one_go_together() {
     // Two m5.large holding a small pod each merge onto one node, saving cents; the m5.2xlarge
     // left holding two pods that keep apart splits into two small nodes, saving more. Karpenter
     // would act on the merge and ask about the split a round later; both go in one decision.
-    let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
-    let apart = TestNode {
-        pods: (0..2).map(|i| pod_with(&format!("big-{i}"), "500m", "1Gi", anti)).collect(),
-        ..node("big", "m5.2xlarge", ("7", "29Gi"), 0)
-    };
+    let apart = kept_apart("big", 2);
     let nodes = [node("a", "m5.large", ("1", "5Gi"), 1), node("b", "m5.large", ("1", "5Gi"), 1), apart];
     let (candidates, without) = cluster(&nodes, "on-demand");
     let merge = evaluate(&[&candidates[0], &candidates[1]], 1, false, &without, &mut Memo::default()).expect("merge");
