@@ -1,7 +1,8 @@
 //! The cluster turned into the solver's input: the provisionable pods and CapacityBuffers'
 //! virtual pods; registered nodes and
-//! in-flight NodeClaims as existing capacity, with what their pods hold; the NodePools with their
-//! daemonset overhead and remaining limits. Pure, over a [`Snapshot`] of the state.
+//! in-flight NodeClaims as existing capacity, with what their pods hold (nodes on their way out
+//! are neither room nor topology domains); the NodePools with their daemonset overhead and
+//! remaining limits. Pure, over a [`Snapshot`] of the state.
 //!
 //! The same input answers "the cluster without these nodes" (what consolidation asks): the nodes
 //! named are left out, and the pods a drain would move from them are pods to place.
@@ -116,13 +117,24 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
     // unregistered taint with no NodeClaim naming it is nobody's to finish registering: no room.
     let claimed: HashSet<&str> =
         state.claims.iter().filter_map(|c| c.status.as_ref()?.provider_id.as_deref()).collect();
+    // A node on its way out (its Node or its NodeClaim being deleted: emptiness, a consolidation,
+    // expiry) is gone in seconds, so it is neither room nor a topology domain. Counting its room
+    // let a consolidation decision move pods onto empty nodes emptiness was deleting at the same
+    // time (the pods went pending, and the provisioner launched for them), and let a batch place
+    // pending pods on a node about to go. Karpenter's provisioner leaves such nodes out too.
+    let going: HashSet<&str> = state
+        .claims
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_some())
+        .filter_map(|c| c.status.as_ref()?.provider_id.as_deref())
+        .collect();
     let mut registered_ids: HashSet<&str> = HashSet::new();
     for node in state.nodes {
-        if node.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
         let spec = node.spec.as_ref();
         let id = spec.and_then(|s| s.provider_id.as_deref());
+        if node.metadata.deletion_timestamp.is_some() || id.is_some_and(|id| going.contains(id)) {
+            continue;
+        }
         if let Some(id) = id {
             registered_ids.insert(id);
         }

@@ -355,3 +355,57 @@ fn without_a_node_its_room_goes_and_the_pods_a_drain_evicts_are_placed_first() {
     let staying: Vec<&str> = without.scheduled.iter().map(|s| &*s.node).collect();
     assert_eq!(staying, ["node-2"]);
 }
+
+#[test]
+fn a_node_on_its_way_out_is_no_room_for_pending_pods() {
+    let types = catalog();
+    let pools = [pool("")];
+    let node = |name: &str| -> Arc<Node> {
+        Arc::new(
+            serde_saphyr::from_str(&format!(
+                "metadata: {{name: {name}, labels: {{stoker.dev/nodepool: general, team: web, karpenter.sh/capacity-type: on-demand, kubernetes.io/arch: amd64, kubernetes.io/os: linux, kubernetes.io/hostname: {name}}}}}\nspec: {{providerID: 'aws:///us-east-1a/{name}'}}\nstatus: {{allocatable: {{cpu: '4', memory: 16Gi, pods: '58'}}}}"
+            ))
+            .expect("a Node"),
+        )
+    };
+    let claim = |name: &str, deleting: bool| -> Arc<NodeClaim> {
+        let deletion = if deleting { ", deletionTimestamp: '2026-12-05T07:00:00Z', finalizers: [f]" } else { "" };
+        Arc::new(
+            serde_saphyr::from_str(&format!(
+                "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {{name: {name}, labels: {{stoker.dev/nodepool: general}}{deletion}}}\nspec: {{nodeClassRef: {{group: stoker.dev, kind: EC2NodeClass, name: default}}, resources: {{requests: {{cpu: '1'}}}}}}\nstatus: {{providerID: 'aws:///us-east-1a/{name}', nodeName: {name}}}"
+            ))
+            .expect("a NodeClaim"),
+        )
+    };
+    // One replica per host: the pending one fits only a node holding none.
+    let spread = |name: &str, node: Option<&str>| -> Arc<CachedPod> {
+        let status = if node.is_some() { "status: {phase: Running}" } else { PENDING };
+        let yaml = format!(
+            "metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\nspec:\n  topologySpreadConstraints: [{{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}}}]\n  containers: [{{name: c, resources: {{requests: {{cpu: '1', memory: 1Gi}}}}}}]\n{status}"
+        );
+        let mut pod: CachedPod = serde_saphyr::from_str::<Pod>(&yaml).expect("a Pod").into();
+        pod.node_name = node.map(Into::into);
+        Arc::new(pod)
+    };
+    let nodes = [node("node-1"), node("node-2"), node("node-3")];
+    let pods = [spread("a", Some("node-1")), spread("b", Some("node-2")), spread("c", None)];
+    let index = PodIndex::of(&pods);
+
+    // node-3 stays and holds no replica: the pending one goes there.
+    let claims = [claim("node-1", false), claim("node-2", false), claim("node-3", false)];
+    let state = Snapshot { nodes: &nodes, claims: &claims, ..cluster(&index, &pools, &types) };
+    let plan = planned(&state);
+    assert_eq!(plan.existing, [("default/c".to_owned(), "node-3".to_owned())]);
+    assert!(plan.new_claims.is_empty());
+
+    // node-3's NodeClaim is being deleted (emptiness chose it, say): it is gone in seconds, so
+    // neither the provisioner nor a consolidation decision may count on its room.
+    let claims = [claim("node-1", false), claim("node-2", false), claim("node-3", true)];
+    let state = Snapshot { nodes: &nodes, claims: &claims, ..cluster(&index, &pools, &types) };
+    let whole = WholeInput::of(solver_input(&state).input);
+    let names: Vec<&str> = whole.input.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["node-1", "node-2"]);
+    let plan = planned(&state);
+    assert!(plan.existing.is_empty(), "{:?}", plan.existing);
+    assert_eq!(plan.new_claims.len(), 1);
+}
