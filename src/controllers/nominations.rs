@@ -1,6 +1,7 @@
-//! The nodes the provisioner's simulations placed pending pods on, and until when. Those pods
-//! are on their way there (kube-scheduler binds them when it gets to them, after its back-off),
-//! so emptiness leaves such a node alone meanwhile: in a burst of hundreds of pods a node can
+//! The nodes the provisioner's simulations placed pending pods on, and those a disruption's plan
+//! moves its candidates' pods onto, and until when. Those pods are on their way there
+//! (kube-scheduler binds them when it gets to them, after its back-off, or once a drain evicts
+//! them), so emptiness leaves such a node alone meanwhile: in a burst of hundreds of pods a node can
 //! stay empty past `consolidateAfter` while its pods wait their turn, and removing it only
 //! launches another for them. Karpenter nominates nodes the same way, for twice its batch's
 //! longest wait. In memory: after a restart the first batch nominates again.
@@ -28,13 +29,18 @@ impl Nominations {
     pub fn record(&self, input: &Input, plan: &Plan, now: DateTime<Utc>) {
         let virtual_pods: HashSet<&str> =
             input.pods.iter().filter(|pod| pod.placeholder).map(|pod| pod.key.as_str()).collect();
-        let until = now + WINDOW;
+        let real = plan.existing.iter().filter(|(pod, _)| !virtual_pods.contains(pod.as_str()));
+        self.hold(real.map(|(_, node)| node.clone()), now, now + WINDOW);
+    }
+
+    /// Nominates `nodes` until `until` (a longer nomination already held stands): the nodes a
+    /// disruption's plan moves its candidates' pods onto, while the drain evicts them.
+    pub fn hold(&self, nodes: impl IntoIterator<Item = String>, now: DateTime<Utc>, until: DateTime<Utc>) {
         let mut nominated = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         nominated.retain(|_, until| *until > now);
-        for (pod, node) in &plan.existing {
-            if !virtual_pods.contains(pod.as_str()) {
-                nominated.insert(node.clone(), until);
-            }
+        for node in nodes {
+            let held = nominated.entry(node).or_insert(until);
+            *held = (*held).max(until);
         }
     }
 
@@ -72,5 +78,19 @@ mod tests {
         nominations.record(&input, &placed(&[("default/web-0", "a")]), start + TimeDelta::seconds(15));
         assert!(nominations.at(start + TimeDelta::seconds(30)).contains("a"));
         assert!(nominations.at(start + TimeDelta::seconds(36)).is_empty(), "the window has passed");
+    }
+
+    #[test]
+    fn a_disruptions_hold_outlasts_the_batches_window() {
+        let nominations = Nominations::default();
+        let start = Utc::now();
+        nominations.hold(["a".to_owned(), "b".to_owned()], start, start + TimeDelta::seconds(60));
+        let input = Input { pods: vec![Arc::new(pod_with("web-0", "1", "1Gi", ""))], ..Default::default() };
+        let plan = Plan { existing: vec![("default/web-0".to_owned(), "a".to_owned())], ..Default::default() };
+        // A batch placing a pod on "a" does not cut its hold short.
+        nominations.record(&input, &plan, start + TimeDelta::seconds(5));
+        let later = start + TimeDelta::seconds(40);
+        assert_eq!(nominations.at(later), HashSet::from(["a".to_owned(), "b".to_owned()]));
+        assert!(nominations.at(start + TimeDelta::seconds(61)).is_empty());
     }
 }

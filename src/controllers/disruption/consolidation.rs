@@ -61,6 +61,8 @@ pub struct Decision {
     pub action: Action,
     /// Dollars per hour saved (the candidates' price less the replacement's cheapest offering).
     pub savings: f64,
+    /// The existing nodes the candidates' pods are to move onto.
+    pub destinations: Vec<String>,
 }
 
 impl Decision {
@@ -228,9 +230,10 @@ pub fn evaluate(
         return Err(Refusal::PodsFitNowhere(format!("{pod}: {reason}")));
     }
     let owned = candidates.iter().map(|c| (*c).clone()).collect();
+    let destinations = plan.receiving_nodes();
     let new_claims = plan.new_claims;
     match new_claims.len() {
-        0 => return Ok(Decision { candidates: owned, action: Action::Delete, savings: price }),
+        0 => return Ok(Decision { candidates: owned, action: Action::Delete, savings: price, destinations }),
         n if n > most_new => return Err(Refusal::NeedsSeveralNodes(n)),
         _ => {}
     }
@@ -258,7 +261,7 @@ pub fn evaluate(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let savings = price - replacements.iter().map(|r| r.price).sum::<f64>();
-    Ok(Decision { candidates: owned, action: Action::Replace(replacements), savings })
+    Ok(Decision { candidates: owned, action: Action::Replace(replacements), savings, destinations })
 }
 
 /// The instance types a new claim may launch with the price of each one's cheapest offering it

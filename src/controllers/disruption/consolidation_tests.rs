@@ -133,6 +133,7 @@ fn a_node_whose_pods_fit_elsewhere_is_deleted() {
     assert_eq!(decision.action, Action::Delete);
     assert_eq!(decision.candidates[0].node, "a");
     assert!((decision.savings - 0.192).abs() < 1e-9);
+    assert_eq!(decision.destinations, ["b"], "where its pod goes, for emptiness to leave alone");
 }
 
 #[test]
@@ -140,6 +141,7 @@ fn a_large_node_is_replaced_by_a_cheaper_one_that_fits_its_pods() {
     // Two small pods on an m5.2xlarge and nowhere else to go: a c5.large or m5.large will do.
     let (candidates, without) = cluster(&[node("big", "m5.2xlarge", ("7", "29Gi"), 2)], "on-demand");
     let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    assert!(decision.destinations.is_empty(), "its pods go to the replacement only");
     let replacement = only_replacement(&decision);
     assert_eq!(replacement.instance_types[0], "c5.large", "the cheapest type that fits 1 CPU and 2 GiB");
     assert!(replacement.price < 0.384);

@@ -44,6 +44,10 @@ pub const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(600);
 /// failed is never shown, and the next pass goes on without it.
 const CACHE_LAG: Duration = Duration::from_secs(10);
 
+/// How long the nodes a command moves pods onto stay nominated once its candidates are deleted:
+/// long enough for a drain of many nodes to evict every pod and kube-scheduler to bind them.
+const DESTINATION_HOLD: TimeDelta = TimeDelta::seconds(60);
+
 /// A disruption taint older than this on a node whose NodeClaim is not being deleted is left
 /// over from a decision that did not finish.
 pub const STALE_TAINT: TimeDelta = TimeDelta::minutes(2);
@@ -61,6 +65,9 @@ pub struct Command {
     pub why: String,
     /// Dollars per hour saved (consolidation), 0 otherwise.
     pub savings: f64,
+    /// The existing nodes the candidates' pods are to move onto: nominated once the candidates
+    /// go, so emptiness does not remove one the drain's pods have not reached yet.
+    pub destinations: Vec<String>,
 }
 
 impl Command {
@@ -76,7 +83,14 @@ impl Command {
                 (planned, format!("replaced by {by} (${:.4}/h saved)", decision.savings))
             }
         };
-        Self { candidates: decision.candidates, replacements, reason: "Underutilized", why, savings: decision.savings }
+        Self {
+            candidates: decision.candidates,
+            replacements,
+            reason: "Underutilized",
+            why,
+            savings: decision.savings,
+            destinations: decision.destinations,
+        }
     }
 }
 
@@ -120,6 +134,8 @@ pub async fn execute<P>(ctx: &Shared<P>, command: &Command, pools: &[Arc<NodePoo
             warn!(%error, nodeclaim = %candidate.claim, "cannot delete disrupted NodeClaim");
         }
     }
+    let now = Utc::now();
+    ctx.nominations.hold(command.destinations.iter().cloned(), now, now + DESTINATION_HOLD);
     until_seen_going(ctx, &command.candidates).await;
     Ok(true)
 }

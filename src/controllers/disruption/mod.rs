@@ -248,10 +248,10 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
             if blocker.is_some() || allowed(pool, claims, DisruptionReason::Drifted, now) == 0 {
                 continue;
             }
-            let replacements = if pool.spec.replicas.is_some() {
+            let (replacements, destinations) = if pool.spec.replicas.is_some() {
                 // A static pool's node is replaced by one of the same template, its pods or not.
                 match static_pools::planned_claim(pool, instance_types, daemonsets) {
-                    Ok(replacement) => vec![replacement],
+                    Ok(replacement) => (vec![replacement], Vec::new()),
                     Err(problem) => {
                         warn!(nodeclaim = %candidate.claim, %problem, "no replacement for a drifted static node");
                         continue;
@@ -262,14 +262,22 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
                 if !plan.unschedulable.is_empty() {
                     continue;
                 }
-                plan.new_claims
+                let destinations = plan.receiving_nodes();
+                (plan.new_claims, destinations)
             };
             let drift = drifts.get(&candidate.claim).map(ToString::to_string).unwrap_or_default();
             let why = match replacements.len() {
                 0 => format!("drifted ({drift}); its pods fit on other nodes"),
                 n => format!("drifted ({drift}); replaced by {n} new node(s)"),
             };
-            command = Some(Command { candidates: vec![candidate], replacements, reason: "Drifted", why, savings: 0.0 });
+            command = Some(Command {
+                candidates: vec![candidate],
+                replacements,
+                reason: "Drifted",
+                why,
+                savings: 0.0,
+                destinations,
+            });
             break;
         }
         (marks, command)
@@ -345,7 +353,15 @@ async fn remove_scheduled<P>(
                 over.join(", "),
                 plan.unschedulable.len()
             );
-            Command { candidates: chosen, replacements: plan.new_claims, reason: "Scheduled", why, savings: 0.0 }
+            let destinations = plan.receiving_nodes();
+            Command {
+                candidates: chosen,
+                replacements: plan.new_claims,
+                reason: "Scheduled",
+                why,
+                savings: 0.0,
+                destinations,
+            }
         })
     };
     match command {
@@ -611,10 +627,10 @@ fn eligible(
     (eligible, blocked)
 }
 
-/// The solver's input for "the cluster without these nodes", with the nodes already going
-/// (their NodeClaim or Node being deleted) always left out too: their pods are moving as well
-/// and are placed with the candidates' (Karpenter's simulation does the same), so a decision
-/// made while a drain is under way does not count on room those pods are about to take.
+/// The solver's input for "the cluster without these nodes". The nodes already going (their
+/// NodeClaim or Node being deleted) are never in it, and their pods are moving as well: they are
+/// placed with the candidates' (Karpenter's simulation does the same), so a decision made while
+/// a drain is under way does not count on room those pods are about to take.
 struct Simulation<'a> {
     snapshot: &'a Snapshot<'a>,
     /// Built on the first question: a pass with no candidate asks none.

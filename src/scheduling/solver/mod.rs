@@ -147,6 +147,14 @@ pub struct Plan {
     pub unschedulable: Vec<(String, String)>,
 }
 
+impl Plan {
+    /// The existing nodes it puts pods on, each once, in name order.
+    pub fn receiving_nodes(&self) -> Vec<String> {
+        let nodes: BTreeSet<&String> = self.existing.iter().map(|(_, node)| node).collect();
+        nodes.into_iter().cloned().collect()
+    }
+}
+
 struct Solver<'a> {
     input: &'a Input,
     dims: Dims,
