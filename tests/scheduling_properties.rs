@@ -225,7 +225,7 @@ fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
                 instance.offerings.iter().filter(|o| o.available && offering_allowed(o, &claim.requirements)).collect();
             prop_assert!(!offerings.is_empty(), "{} has no offering the claim allows", name);
             for offering in offerings {
-                let mut node = instance.labels.clone();
+                let mut node = (*instance.labels).clone();
                 node.insert(labels::ZONE.into(), offering.zone.clone());
                 node.insert(labels::CAPACITY_TYPE.into(), offering.capacity_type.clone());
                 if let Some(reservation) = &offering.reservation_id {
@@ -309,7 +309,7 @@ fn reachable_zones(input: &Input, pod: &PodInfo) -> BTreeSet<String> {
                 continue;
             }
             for offering in instance.offerings.iter().filter(|o| o.available) {
-                let mut node = instance.labels.clone();
+                let mut node = (*instance.labels).clone();
                 node.insert(labels::ZONE.into(), offering.zone.clone());
                 node.insert(labels::CAPACITY_TYPE.into(), offering.capacity_type.clone());
                 node.insert(labels::NODEPOOL.into(), pool.name.clone());

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)] // the benchmark reads and writes; the round-trip test uses every part
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::api::resource::Quantity};
 use serde::{Deserialize, Serialize};
@@ -68,13 +68,14 @@ pub fn import(exported: Vec<ExportedType>) -> Result<Vec<InstanceType>, String> 
     exported
         .into_iter()
         .map(|e| {
-            let requirements = Requirements::from_api(&e.requirements);
-            let labels = e
+            let requirements = Arc::new(Requirements::from_api(&e.requirements));
+            let labels: Arc<BTreeMap<String, String>> = e
                 .requirements
                 .iter()
                 .filter(|r| r.operator == Operator::In && r.values.len() == 1)
                 .map(|r| (r.key.clone(), r.values[0].clone()))
-                .collect();
+                .collect::<BTreeMap<_, _>>()
+                .into();
             let resources = |list: &BTreeMap<String, Quantity>| {
                 Resources::from_quantities(list).map_err(|error| format!("instance type {}: {error}", e.name))
             };

@@ -49,15 +49,7 @@ pub fn instance_types(count: usize) -> Vec<InstanceType> {
                 (labels::OS.to_string(), "linux".to_string()),
             ]
             .into();
-            InstanceType {
-                requirements: Requirements::from_labels(&labels),
-                name,
-                labels,
-                allocatable: capacity.clone(),
-                capacity,
-                offerings,
-                exotic: false,
-            }
+            InstanceType::new(name, labels, capacity.clone(), capacity, offerings)
         })
         .collect()
 }

@@ -2,7 +2,10 @@
 //! allocatable resources and offerings (zone × capacity type, with price and availability). Cloud-neutral: a provider computes each type's
 //! allocatable by its own rules (the AWS provider's are in `cloudprovider::aws::allocatable`).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use super::{
     requirements::{Requirement, Requirements},
@@ -31,9 +34,11 @@ pub struct Offering {
 pub struct InstanceType {
     pub name: String,
     /// The labels a node of this type carries (instance type, arch, os, family, size, ...).
-    pub labels: BTreeMap<String, String>,
+    /// Shared, with the requirements, between the priced lists built from one catalog: a list
+    /// priced again after a capacity error costs its offerings, not another copy of these.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// The same labels as requirements, for intersection with NodePool and pod requirements.
-    pub requirements: Requirements,
+    pub requirements: Arc<Requirements>,
     pub capacity: Resources,
     pub allocatable: Resources,
     pub offerings: Vec<Offering>,
@@ -54,12 +59,21 @@ impl InstanceType {
     ) -> Self {
         Self {
             name,
-            requirements: Requirements::from_labels(&labels),
-            labels,
+            requirements: Arc::new(Requirements::from_labels(&labels)),
+            labels: Arc::new(labels),
             capacity,
             allocatable,
             offerings,
             exotic: false,
+        }
+    }
+
+    /// Takes `other`'s labels and requirements when they are equal to this type's, so the two
+    /// hold one copy.
+    fn share_facts_with(&mut self, other: &InstanceType) {
+        if self.labels == other.labels && self.requirements == other.requirements {
+            self.labels = other.labels.clone();
+            self.requirements = other.requirements.clone();
         }
     }
 
@@ -75,6 +89,17 @@ impl InstanceType {
 /// The label keys an offering answers rather than its instance type.
 pub const OFFERING_KEYS: [&str; 4] =
     [labels::ZONE, labels::ZONE_ID, labels::CAPACITY_TYPE, labels::CAPACITY_RESERVATION_ID];
+
+/// Makes each of `types` share its labels and requirements with the type of the same name in
+/// `previous` (an earlier pricing of the same catalog) where they are equal.
+pub fn share_facts(types: &mut [InstanceType], previous: &[InstanceType]) {
+    let by_name: HashMap<&str, &InstanceType> = previous.iter().map(|t| (t.name.as_str(), t)).collect();
+    for instance in types {
+        if let Some(earlier) = by_name.get(instance.name.as_str()) {
+            instance.share_facts_with(earlier);
+        }
+    }
+}
 
 /// Whether the requirements allow an offering's zone (by name and by ID), capacity type and
 /// capacity reservation (absent for offerings outside one).

@@ -347,7 +347,8 @@ mod tests {
         // Karpenter's fake types carry labels stoker does not know (`size`); only a pool that
         // asks for another value of one excludes the type.
         let mut small = priced("fake-it-0", 1000, 2, vec![offering(0.3)]);
-        small.requirements.add("size", crate::scheduling::requirements::Requirement::one_of(["small"]));
+        std::sync::Arc::make_mut(&mut small.requirements)
+            .add("size", crate::scheduling::requirements::Requirement::one_of(["small"]));
         let types = [small];
         let pool = |requirements: crate::scheduling::requirements::Requirements| NodePoolTemplate {
             name: "default".into(),

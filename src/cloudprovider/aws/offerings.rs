@@ -30,7 +30,11 @@ use super::{
 use crate::{
     apis::ec2nodeclass::{EC2NodeClassStatus, ResolvedCapacityReservation},
     cloudprovider::CloudError,
-    scheduling::{catalog::InstanceType, overlays, overlays::Overlay},
+    scheduling::{
+        catalog::{InstanceType, share_facts},
+        overlays,
+        overlays::Overlay,
+    },
 };
 
 /// After a failed catalog refresh, how long the last good catalog serves before the next try.
@@ -198,6 +202,7 @@ impl Offerings {
     /// Prices the catalog for a shape and caches the result under `generation`.
     fn price(&self, catalog: &Catalog, shape: Shape, generation: u64) -> Arc<[InstanceType]> {
         let now = Instant::now();
+        let previous = lock(&self.priced).get(&shape.key()).map(|priced| priced.types.clone());
         let (types, valid_until) = {
             let prices = lock(&self.prices);
             let unavailable = lock(&self.unavailable);
@@ -206,6 +211,11 @@ impl Offerings {
             overlays::apply(&mut types, &lock(&self.overlays));
             // After the overlays: a reservation is paid for whatever prices they set.
             add_reserved_offerings(&mut types, &shape.reservations, &lock(&self.reservations));
+            // Capacity errors price the list again within milliseconds of each other while the
+            // lists before are still in use: what did not change is held once.
+            if let Some(previous) = &previous {
+                share_facts(&mut types, previous);
+            }
             (Arc::<[InstanceType]>::from(types), unavailable.next_expiry(now))
         };
         let priced = Priced { shape, types: types.clone(), generation, valid_until };
@@ -252,5 +262,42 @@ impl Offerings {
                 exhausted: unavailable.subnet_unavailable(&subnet.id, now),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> Shape {
+        Shape {
+            zones: [("us-east-1a", "use1-az1"), ("us-east-1b", "use1-az2")]
+                .map(|(zone, id)| (zone.to_owned(), id.to_owned()))
+                .into(),
+            arches: ["amd64".to_owned()].into(),
+            node: NodeSettings::default(),
+            reservations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_list_priced_again_after_a_capacity_error_shares_what_did_not_change() {
+        let offerings = Offerings::new("us-east-1", Duration::from_secs(300), Duration::from_secs(180));
+        let catalog = Catalog::snapshot();
+        let first = offerings.price(&catalog, shape(), 1);
+        offerings.mark_unavailable(|marks, now| marks.mark_offering("m5.large", "us-east-1a", "on-demand", now));
+        let second = offerings.price(&catalog, shape(), 2);
+        assert!(first.len() > 100 && first.len() == second.len());
+        for (before, after) in first.iter().zip(second.iter()) {
+            assert_eq!(before.name, after.name);
+            assert!(Arc::ptr_eq(&before.labels, &after.labels), "{}: labels copied", after.name);
+            assert!(Arc::ptr_eq(&before.requirements, &after.requirements), "{}: requirements copied", after.name);
+        }
+        let available = |types: &[InstanceType]| {
+            let m5 = types.iter().find(|t| t.name == "m5.large").expect("m5.large");
+            let offering = m5.offerings.iter().find(|o| o.zone == "us-east-1a" && o.capacity_type == "on-demand");
+            offering.expect("its on-demand offering in us-east-1a").available
+        };
+        assert!(available(&first) && !available(&second), "only the new list knows the capacity error");
     }
 }

@@ -76,7 +76,7 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
     let launched_type =
         ctx.provider.instance_types(&class).await?.iter().find(|t| t.name == instance.instance_type).cloned();
     let mut instance_labels: BTreeMap<String, String> =
-        launched_type.as_ref().map(|t| t.labels.clone()).unwrap_or_default();
+        launched_type.as_ref().map(|t| (*t.labels).clone()).unwrap_or_default();
     instance_labels.insert(labels::ZONE.into(), instance.zone.clone());
     let zone_id =
         launched_type.iter().flat_map(|t| &t.offerings).find(|o| o.zone == instance.zone && !o.zone_id.is_empty());
