@@ -15,5 +15,5 @@ pub fn instance_types() -> Vec<InstanceType> {
     let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(|zone| (zone.to_owned(), String::new())).into();
     let arches = ["amd64", "arm64"].map(String::from).into();
     let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
-    catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), &Default::default())
+    catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), &Default::default()).collect()
 }

@@ -222,7 +222,7 @@ pub fn instance_types_by_class<'a>(
             ));
         }
         let node = class.map(node_settings).unwrap_or_default();
-        let mut types = catalog.instance_types(&zones, &arches, prices, &unavailable, now, &node);
+        let mut types: Vec<_> = catalog.instance_types(&zones, &arches, prices, &unavailable, now, &node).collect();
         overlays::apply(&mut types, &overlays);
         types_by_class.insert(class_name.clone(), types.into());
     }

@@ -2,10 +2,7 @@
 //! allocatable resources and offerings (zone × capacity type, with price and availability). Cloud-neutral: a provider computes each type's
 //! allocatable by its own rules (the AWS provider's are in `cloudprovider::aws::allocatable`).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::{
     requirements::{Requirement, Requirements},
@@ -69,8 +66,8 @@ impl InstanceType {
     }
 
     /// Takes `other`'s labels and requirements when they are equal to this type's, so the two
-    /// hold one copy.
-    fn share_facts_with(&mut self, other: &InstanceType) {
+    /// hold one copy (a list priced again takes them from the list before).
+    pub fn share_facts_with(&mut self, other: &InstanceType) {
         if self.labels == other.labels && self.requirements == other.requirements {
             self.labels = other.labels.clone();
             self.requirements = other.requirements.clone();
@@ -89,17 +86,6 @@ impl InstanceType {
 /// The label keys an offering answers rather than its instance type.
 pub const OFFERING_KEYS: [&str; 4] =
     [labels::ZONE, labels::ZONE_ID, labels::CAPACITY_TYPE, labels::CAPACITY_RESERVATION_ID];
-
-/// Makes each of `types` share its labels and requirements with the type of the same name in
-/// `previous` (an earlier pricing of the same catalog) where they are equal.
-pub fn share_facts(types: &mut [InstanceType], previous: &[InstanceType]) {
-    let by_name: HashMap<&str, &InstanceType> = previous.iter().map(|t| (t.name.as_str(), t)).collect();
-    for instance in types {
-        if let Some(earlier) = by_name.get(instance.name.as_str()) {
-            instance.share_facts_with(earlier);
-        }
-    }
-}
 
 /// Whether the requirements allow an offering's zone (by name and by ID), capacity type and
 /// capacity reservation (absent for offerings outside one).

@@ -23,7 +23,8 @@ fn catalog() -> BTreeMap<String, Arc<[InstanceType]>> {
     let zones = ["us-east-1a", "us-east-1b", "us-east-1c"].map(|zone| (zone.to_owned(), String::new())).into();
     let arches = ["amd64".to_owned()].into();
     let unavailable = UnavailableOfferings::new(std::time::Duration::ZERO);
-    let types = catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), &Default::default());
+    let types: Vec<_> =
+        catalog.instance_types(&zones, &arches, &prices, &unavailable, Instant::now(), &Default::default()).collect();
     BTreeMap::from([("default".to_owned(), types.into())])
 }
 

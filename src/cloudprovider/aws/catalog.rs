@@ -37,6 +37,7 @@ impl Catalog {
     /// architectures (its AMIs).
     /// Spot offerings priced above on-demand are dropped; offerings in the unavailable cache
     /// are kept but marked unavailable, so the simulation can say why nothing fits.
+    /// Built one at a time, so a caller can share what an earlier list holds before the next.
     pub fn instance_types(
         &self,
         zones: &BTreeMap<String, String>,
@@ -45,39 +46,35 @@ impl Catalog {
         unavailable: &UnavailableOfferings,
         now: std::time::Instant,
         node: &NodeSettings,
-    ) -> Vec<InstanceType> {
-        self.types
-            .iter()
-            .filter(|facts| arches.contains(&facts.arch))
-            .filter_map(|facts| {
-                let offered = self.zones.get(&facts.name)?;
-                let on_demand = prices.on_demand(facts);
-                let offerings: Vec<Offering> = offered
-                    .iter()
-                    .filter_map(|zone| Some((zone, zones.get(zone)?)))
-                    .flat_map(|(zone, zone_id)| {
-                        let spot = prices.spot(facts, zone).filter(|spot| *spot <= on_demand);
-                        [(labels::CAPACITY_TYPE_ON_DEMAND, Some(on_demand)), (labels::CAPACITY_TYPE_SPOT, spot)]
-                            .into_iter()
-                            .filter_map(move |(capacity_type, price)| Some((zone, zone_id, capacity_type, price?)))
-                    })
-                    .map(|(zone, zone_id, capacity_type, price)| Offering {
-                        zone: zone.clone(),
-                        zone_id: zone_id.clone(),
-                        capacity_type: capacity_type.to_owned(),
-                        price,
-                        available: !unavailable.is_unavailable(&facts.name, zone, capacity_type, now),
-                        reservation_id: None,
-                    })
-                    .collect();
-                if offerings.is_empty() {
-                    return None;
-                }
-                // A type whose kubelet settings do not parse is skipped, not fatal: the node
-                // class's status reports the bad quantity.
-                allocatable::instance_type(facts, offerings, node).ok()
-            })
-            .collect()
+    ) -> impl Iterator<Item = InstanceType> {
+        self.types.iter().filter(|facts| arches.contains(&facts.arch)).filter_map(move |facts| {
+            let offered = self.zones.get(&facts.name)?;
+            let on_demand = prices.on_demand(facts);
+            let offerings: Vec<Offering> = offered
+                .iter()
+                .filter_map(|zone| Some((zone, zones.get(zone)?)))
+                .flat_map(|(zone, zone_id)| {
+                    let spot = prices.spot(facts, zone).filter(|spot| *spot <= on_demand);
+                    [(labels::CAPACITY_TYPE_ON_DEMAND, Some(on_demand)), (labels::CAPACITY_TYPE_SPOT, spot)]
+                        .into_iter()
+                        .filter_map(move |(capacity_type, price)| Some((zone, zone_id, capacity_type, price?)))
+                })
+                .map(|(zone, zone_id, capacity_type, price)| Offering {
+                    zone: zone.clone(),
+                    zone_id: zone_id.clone(),
+                    capacity_type: capacity_type.to_owned(),
+                    price,
+                    available: !unavailable.is_unavailable(&facts.name, zone, capacity_type, now),
+                    reservation_id: None,
+                })
+                .collect();
+            if offerings.is_empty() {
+                return None;
+            }
+            // A type whose kubelet settings do not parse is skipped, not fatal: the node
+            // class's status reports the bad quantity.
+            allocatable::instance_type(facts, offerings, node).ok()
+        })
     }
 }
 
@@ -300,14 +297,10 @@ mod tests {
         let now = Instant::now();
         let mut unavailable = UnavailableOfferings::new(Duration::from_secs(180));
         unavailable.mark_offering("m5.large", "us-east-1a", "spot", now);
-        let types = catalog.instance_types(
-            &BTreeMap::from([("us-east-1a".to_owned(), "use1-az6".to_owned())]),
-            &set(&["amd64"]),
-            &prices,
-            &unavailable,
-            now,
-            &NodeSettings::default(),
-        );
+        let zones = BTreeMap::from([("us-east-1a".to_owned(), "use1-az6".to_owned())]);
+        let node = NodeSettings::default();
+        let types: Vec<InstanceType> =
+            catalog.instance_types(&zones, &set(&["amd64"]), &prices, &unavailable, now, &node).collect();
         assert!(types.iter().all(|t| t.labels[labels::ARCH] == "amd64"));
         assert!(
             types.iter().all(|t| t

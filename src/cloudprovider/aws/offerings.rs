@@ -30,11 +30,7 @@ use super::{
 use crate::{
     apis::ec2nodeclass::{EC2NodeClassStatus, ResolvedCapacityReservation},
     cloudprovider::CloudError,
-    scheduling::{
-        catalog::{InstanceType, share_facts},
-        overlays,
-        overlays::Overlay,
-    },
+    scheduling::{catalog::InstanceType, overlays, overlays::Overlay},
 };
 
 /// After a failed catalog refresh, how long the last good catalog serves before the next try.
@@ -202,20 +198,27 @@ impl Offerings {
     /// Prices the catalog for a shape and caches the result under `generation`.
     fn price(&self, catalog: &Catalog, shape: Shape, generation: u64) -> Arc<[InstanceType]> {
         let now = Instant::now();
+        // Capacity errors price the list again within milliseconds of each other while the lists
+        // before are still in use: each type takes what did not change from the list before as
+        // it is built, so only its offerings are new.
         let previous = lock(&self.priced).get(&shape.key()).map(|priced| priced.types.clone());
+        let earlier: HashMap<&str, &InstanceType> =
+            previous.iter().flat_map(|types| types.iter()).map(|t| (t.name.as_str(), t)).collect();
         let (types, valid_until) = {
             let prices = lock(&self.prices);
             let unavailable = lock(&self.unavailable);
-            let mut types =
-                catalog.instance_types(&shape.zones, &shape.arches, &prices, &unavailable, now, &shape.node);
+            let mut types: Vec<InstanceType> = catalog
+                .instance_types(&shape.zones, &shape.arches, &prices, &unavailable, now, &shape.node)
+                .map(|mut instance| {
+                    if let Some(earlier) = earlier.get(instance.name.as_str()) {
+                        instance.share_facts_with(earlier);
+                    }
+                    instance
+                })
+                .collect();
             overlays::apply(&mut types, &lock(&self.overlays));
             // After the overlays: a reservation is paid for whatever prices they set.
             add_reserved_offerings(&mut types, &shape.reservations, &lock(&self.reservations));
-            // Capacity errors price the list again within milliseconds of each other while the
-            // lists before are still in use: what did not change is held once.
-            if let Some(previous) = &previous {
-                share_facts(&mut types, previous);
-            }
             (Arc::<[InstanceType]>::from(types), unavailable.next_expiry(now))
         };
         let priced = Priced { shape, types: types.clone(), generation, valid_until };
