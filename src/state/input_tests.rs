@@ -301,18 +301,21 @@ fn the_scheduling_wait_runs_from_creation_to_binding() {
     assert_eq!(scheduling_wait(&pending("b", "1")), None);
 }
 
+/// A registered node of pool `general` in us-east-1a, 4 CPU and 16 GiB, whose provider ID ends
+/// in its name.
+fn node(name: &str) -> Arc<Node> {
+    Arc::new(
+        serde_saphyr::from_str(&format!(
+            "metadata: {{name: {name}, labels: {{stoker.dev/nodepool: general, team: web, karpenter.sh/capacity-type: on-demand, kubernetes.io/arch: amd64, kubernetes.io/os: linux, kubernetes.io/hostname: {name}}}}}\nspec: {{providerID: 'aws:///us-east-1a/{name}'}}\nstatus: {{allocatable: {{cpu: '4', memory: 16Gi, pods: '58'}}}}"
+        ))
+        .expect("a Node"),
+    )
+}
+
 #[test]
 fn without_a_node_its_room_goes_and_the_pods_a_drain_evicts_are_placed_first() {
     let types = catalog();
     let pools = [pool("")];
-    let node = |name: &str| -> Arc<Node> {
-        Arc::new(
-            serde_saphyr::from_str(&format!(
-                "metadata: {{name: {name}, labels: {{stoker.dev/nodepool: general, kubernetes.io/arch: amd64}}}}\nspec: {{providerID: 'aws:///us-east-1a/{name}'}}\nstatus: {{allocatable: {{cpu: '4', memory: 16Gi, pods: '58'}}}}"
-            ))
-            .expect("a Node"),
-        )
-    };
     let nodes = [node("node-1"), node("node-2")];
     let bound = |name: &str, node: &str, daemon: bool| {
         let mut pod = (*pod(name, "1", "status: {phase: Running}")).clone();
@@ -361,14 +364,6 @@ fn without_a_node_its_room_goes_and_the_pods_a_drain_evicts_are_placed_first() {
 fn a_node_on_its_way_out_is_no_room_for_pending_pods() {
     let types = catalog();
     let pools = [pool("")];
-    let node = |name: &str| -> Arc<Node> {
-        Arc::new(
-            serde_saphyr::from_str(&format!(
-                "metadata: {{name: {name}, labels: {{stoker.dev/nodepool: general, team: web, karpenter.sh/capacity-type: on-demand, kubernetes.io/arch: amd64, kubernetes.io/os: linux, kubernetes.io/hostname: {name}}}}}\nspec: {{providerID: 'aws:///us-east-1a/{name}'}}\nstatus: {{allocatable: {{cpu: '4', memory: 16Gi, pods: '58'}}}}"
-            ))
-            .expect("a Node"),
-        )
-    };
     let claim = |name: &str, deleting: bool| -> Arc<NodeClaim> {
         let deletion = if deleting { ", deletionTimestamp: '2026-12-05T07:00:00Z', finalizers: [f]" } else { "" };
         Arc::new(
