@@ -187,12 +187,16 @@ fetch_karpenter_module() {
 
 # start_stoker [DELAY]: stoker's CRDs, the example EC2NodeClass, the controller ($stoker, from
 # bench_environment) and the node simulator (nodes register DELAY after launch, default 1s);
-# returns once the EC2NodeClass is Ready.
+# returns once the EC2NodeClass is Ready. STOKER_WRAPPER runs the controller under a profiler, e.g.
+# STOKER_WRAPPER="heaptrack -o /tmp/stoker" with STOKER_CARGO_FLAGS=--no-default-features, so
+# heaptrack sees the system allocator (the RSS figures are then the profiler's).
 start_stoker() {
   "$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
   kubectl wait --for condition=Established --timeout 60s crd/nodeclaims.stoker.dev >/dev/null
   kubectl apply -f "$REPO_ROOT/examples/ec2nodeclass.yaml" >/dev/null
-  start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 "$stoker" controller
+  # shellcheck disable=SC2086
+  start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 \
+    ${STOKER_WRAPPER:-} "$stoker" controller
   start node-simulator "$stoker" node-simulator --delay "${1:-1s}"
   wait_for "the EC2NodeClass" 120 bash -c \
     "kubectl get ec2nodeclass default -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"

@@ -9,6 +9,8 @@ for name in stoker karpenter node-simulator moto kwok kube-scheduler kube-contro
   [[ -f $file ]] || continue
   pid=$(cat "$file")
   if kill -0 "$pid" 2>/dev/null; then
+    # A wrapper's children first (STOKER_WRAPPER's profiler runs the controller as its child).
+    pkill -P "$pid" 2>/dev/null || true
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
