@@ -7,9 +7,30 @@
 //! with whether the label must, may or must not be present. Every operator of the API maps onto
 //! this one shape, so intersection is a single rule instead of a table of operator pairs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use itertools::{EitherOrBoth, Itertools};
+use smallvec::SmallVec;
 
 use crate::apis::{NodeSelectorRequirementWithMinValues, Operator};
+
+/// A requirement's values, sorted and without repeats. Most requirements hold one value (each
+/// label of each of the catalog's instance types, a zone, a capacity type), which is kept inline:
+/// a `BTreeSet` allocated a whole tree node for it, about a third of the catalog's memory.
+type Values = SmallVec<[String; 1]>;
+
+fn sorted_values(values: impl IntoIterator<Item = String>) -> Values {
+    let mut values: Values = values.into_iter().collect();
+    values.sort_unstable();
+    values.dedup();
+    values
+}
+
+/// The values of two sorted lists that `keep` chooses, still sorted: union, intersection and
+/// difference are each one choice over the merged pair.
+fn merge_values(a: &Values, b: &Values, keep: impl Fn(&EitherOrBoth<&String, &String>) -> bool) -> Values {
+    a.iter().merge_join_by(b.iter(), |x, y| x.cmp(y)).filter(keep).map(|both| both.reduce(|x, _| x).clone()).collect()
+}
 
 /// Whether a label must be present on the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,7 +49,7 @@ pub struct Requirement {
     presence: Presence,
     /// When true, any value except `values`; when false, only `values`.
     complement: bool,
-    values: BTreeSet<String>,
+    values: Values,
     /// Values must be integers greater than this.
     greater_than: Option<i64>,
     /// Values must be integers less than this.
@@ -43,7 +64,7 @@ impl Requirement {
         Self {
             presence: Presence::Optional,
             complement: true,
-            values: BTreeSet::new(),
+            values: Values::new(),
             greater_than: None,
             less_than: None,
             min_values: None,
@@ -55,14 +76,14 @@ impl Requirement {
         Self {
             presence: Presence::Required,
             complement: false,
-            values: values.into_iter().map(Into::into).collect(),
+            values: sorted_values(values.into_iter().map(Into::into)),
             ..Self::any()
         }
     }
 
     /// Any value but these, or no label (`NotIn`).
     pub fn none_of<I: IntoIterator<Item = S>, S: Into<String>>(values: I) -> Self {
-        Self { values: values.into_iter().map(Into::into).collect(), ..Self::any() }
+        Self { values: sorted_values(values.into_iter().map(Into::into)), ..Self::any() }
     }
 
     /// Any value, but the label must be present (`Exists`).
@@ -118,8 +139,13 @@ impl Requirement {
     }
 
     /// The finite set of allowed values, when the requirement is one (`In`, possibly narrowed).
-    pub fn finite_values(&self) -> Option<&BTreeSet<String>> {
-        (!self.complement && self.presence == Presence::Required).then_some(&self.values)
+    /// Sorted, without repeats.
+    pub fn finite_values(&self) -> Option<&[String]> {
+        (!self.complement && self.presence == Presence::Required).then_some(self.values.as_slice())
+    }
+
+    fn contains(&self, value: &str) -> bool {
+        self.values.binary_search_by(|v| v.as_str().cmp(value)).is_ok()
     }
 
     fn within_bounds(&self, value: &str) -> bool {
@@ -136,7 +162,7 @@ impl Requirement {
         match value {
             None => self.presence != Presence::Required,
             Some(_) if self.presence == Presence::Forbidden => false,
-            Some(value) => self.complement != self.values.contains(value) && self.within_bounds(value),
+            Some(value) => self.complement != self.contains(value) && self.within_bounds(value),
         }
     }
 
@@ -157,10 +183,10 @@ impl Requirement {
             (a, b) => a.or(b),
         };
         let (complement, values) = match (self.complement, other.complement) {
-            (true, true) => (true, self.values.union(&other.values).cloned().collect()),
-            (true, false) => (false, other.values.difference(&self.values).cloned().collect()),
-            (false, true) => (false, self.values.difference(&other.values).cloned().collect()),
-            (false, false) => (false, self.values.intersection(&other.values).cloned().collect()),
+            (true, true) => (true, merge_values(&self.values, &other.values, |_| true)),
+            (true, false) => (false, merge_values(&other.values, &self.values, |e| e.is_left())),
+            (false, true) => (false, merge_values(&self.values, &other.values, |e| e.is_left())),
+            (false, false) => (false, merge_values(&self.values, &other.values, |e| e.is_both())),
         };
         let mut result = Self {
             presence,
@@ -177,8 +203,7 @@ impl Requirement {
             result.greater_than = None;
             result.less_than = None;
         } else if !result.complement {
-            let filtered: BTreeSet<String> =
-                result.values.iter().filter(|v| result.within_bounds(v)).cloned().collect();
+            let filtered: Values = result.values.iter().filter(|v| result.within_bounds(v)).cloned().collect();
             result.values = filtered;
             result.greater_than = None;
             result.less_than = None;
@@ -194,7 +219,7 @@ impl Requirement {
             Presence::Required => match (self.greater_than, self.less_than) {
                 // Few integers between the bounds: unsatisfiable if every one is excluded.
                 (Some(low), Some(high)) if high.saturating_sub(low).saturating_sub(1) <= self.values.len() as i64 => {
-                    (low.saturating_add(1)..high).all(|n| self.values.contains(&n.to_string()))
+                    (low.saturating_add(1)..high).all(|n| self.contains(&n.to_string()))
                 }
                 _ => false,
             },
@@ -357,6 +382,20 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn values_are_kept_sorted_and_once_through_every_set_operation() {
+        let finite = |r: &Requirement| r.finite_values().map(<[String]>::to_vec);
+        let abc = Requirement::one_of(["c", "a", "b", "a"]);
+        assert_eq!(finite(&abc), Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]));
+        let narrowed = abc.intersect(&Requirement::one_of(["d", "c", "a"]));
+        assert_eq!(finite(&narrowed), Some(vec!["a".to_owned(), "c".to_owned()]));
+        let without_b = Requirement::none_of(["b", "z"]).intersect(&abc);
+        assert_eq!(finite(&without_b), Some(vec!["a".to_owned(), "c".to_owned()]));
+        let neither = Requirement::none_of(["c", "a"]).intersect(&Requirement::none_of(["b", "a"]));
+        assert_eq!(neither.to_api("k")[0].values, ["a", "b", "c"]);
+        assert!(neither.admits(Some("d")) && !neither.admits(Some("b")));
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl Solver<'_> {
             }
             match set.get(key).and_then(Requirement::finite_values) {
                 Some(values) if values.len() == 1 => Domain::Fixed(values.iter().next().cloned().unwrap_or_default()),
-                Some(values) => Domain::Open(values.clone()),
+                Some(values) => Domain::Open(values.iter().cloned().collect()),
                 None => Domain::Open(
                     groups
                         .iter()

@@ -379,7 +379,7 @@ fn the_ignore_policy_plans_without_preferences() {
     ignoring.policies.preferences = PreferencePolicy::Ignore;
     let plan = solve(&ignoring);
     assert_eq!(plan.new_claims.len(), 1);
-    let zones = plan.new_claims[0].requirements.get(labels::ZONE).and_then(Requirement::finite_values).cloned();
+    let zones = plan.new_claims[0].requirements.get(labels::ZONE).and_then(Requirement::finite_values);
     assert!(zones.as_ref().is_none_or(|z| z.len() == 3), "any zone: {zones:?}");
 }
 
