@@ -138,7 +138,7 @@ impl Solver<'_> {
                 return Domain::Fixed(hostname.clone());
             }
             match set.get(key).and_then(Requirement::finite_values) {
-                Some(values) if values.len() == 1 => Domain::Fixed(values.iter().next().cloned().unwrap_or_default()),
+                Some([value]) => Domain::Fixed(value.clone()),
                 Some(values) => Domain::Open(values.iter().cloned().collect()),
                 None => Domain::Open(
                     groups
@@ -159,5 +159,8 @@ impl Solver<'_> {
 }
 
 pub(super) fn single_value(requirement: &Requirement) -> Option<String> {
-    requirement.finite_values().filter(|v| v.len() == 1).and_then(|v| v.iter().next().cloned())
+    match requirement.finite_values() {
+        Some([value]) => Some(value.clone()),
+        _ => None,
+    }
 }
