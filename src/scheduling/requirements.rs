@@ -32,6 +32,17 @@ fn merge_values(a: &Values, b: &Values, keep: impl Fn(&EitherOrBoth<&String, &St
     a.iter().merge_join_by(b.iter(), |x, y| x.cmp(y)).filter(keep).map(|both| both.reduce(|x, _| x).clone()).collect()
 }
 
+/// Whether `value` is an integer within the bounds (`greater_than` < value < `less_than`); any
+/// value is, when there are none.
+fn within_bounds(value: &str, greater_than: Option<i64>, less_than: Option<i64>) -> bool {
+    if greater_than.is_none() && less_than.is_none() {
+        return true;
+    }
+    value
+        .parse::<i64>()
+        .is_ok_and(|n| greater_than.is_none_or(|bound| n > bound) && less_than.is_none_or(|bound| n < bound))
+}
+
 /// Whether a label must be present on the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Presence {
@@ -148,21 +159,14 @@ impl Requirement {
         self.values.binary_search_by(|v| v.as_str().cmp(value)).is_ok()
     }
 
-    fn within_bounds(&self, value: &str) -> bool {
-        if self.greater_than.is_none() && self.less_than.is_none() {
-            return true;
-        }
-        value.parse::<i64>().is_ok_and(|n| {
-            self.greater_than.is_none_or(|bound| n > bound) && self.less_than.is_none_or(|bound| n < bound)
-        })
-    }
-
     /// Whether a node whose label has this value (None: no such label) satisfies the requirement.
     pub fn admits(&self, value: Option<&str>) -> bool {
         match value {
             None => self.presence != Presence::Required,
             Some(_) if self.presence == Presence::Forbidden => false,
-            Some(value) => self.complement != self.contains(value) && self.within_bounds(value),
+            Some(value) => {
+                self.complement != self.contains(value) && within_bounds(value, self.greater_than, self.less_than)
+            }
         }
     }
 
@@ -203,10 +207,9 @@ impl Requirement {
             result.greater_than = None;
             result.less_than = None;
         } else if !result.complement {
-            let filtered: Values = result.values.iter().filter(|v| result.within_bounds(v)).cloned().collect();
-            result.values = filtered;
-            result.greater_than = None;
-            result.less_than = None;
+            // The bounds are folded into the listed values, which are all that remain possible.
+            let (greater_than, less_than) = (result.greater_than.take(), result.less_than.take());
+            result.values.retain(|value| within_bounds(value, greater_than, less_than));
         }
         result
     }
