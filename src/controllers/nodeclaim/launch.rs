@@ -1,6 +1,7 @@
 //! Launch: the claim's node class from the cache (or the apiserver, for a class just created),
-//! one call to the cloud provider, then the instance's labels on the claim and its type's
-//! capacity in status. A capacity error deletes the claim so its pods are planned again without
+//! one call to the cloud provider (none for a claim this term launched moments ago: see
+//! [`super::launched`]), then the instance's labels on the claim and its type's capacity in
+//! status. A capacity error deletes the claim so its pods are planned again without
 //! the offerings that failed; any other error stays on the claim as `Launched=False`.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -11,9 +12,9 @@ use kube::{
     runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::{Context, apply_status, claims, mark};
+use super::{Context, apply_status, claims, launched::Known, mark};
 use crate::apis::condition;
 use crate::controllers::Provider;
 use crate::{
@@ -29,6 +30,11 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
     if let Some(wait) = ctx.backoff.wait(&uid) {
         return Ok(Action::requeue(wait));
     }
+    let known = ctx.launches.recall(&uid);
+    if known == Some(Known::Recorded) {
+        debug!("launched and written moments ago; waiting for the cache to show it");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     info!("launching");
     let reference = claim.object_ref(&());
     let class_name = &claim.spec.node_class_ref.name;
@@ -37,8 +43,14 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
         // Not in the cache yet (just created): ask the apiserver.
         None => Arc::new(Api::<EC2NodeClass>::all(ctx.client.clone()).get(class_name).await?),
     };
-    let prior = ctx.new_claims.take(claim).await;
-    let instance = match ctx.provider.create(claim, &class, prior, ctx.new_claims.followers()).await {
+    let launched = match known {
+        Some(Known::Launched(instance)) => Ok(*instance),
+        _ => {
+            let prior = ctx.new_claims.take(claim).await;
+            ctx.provider.create(claim, &class, prior, ctx.new_claims.followers()).await
+        }
+    };
+    let instance = match launched {
         Ok(instance) => instance,
         Err(error @ (CloudError::InsufficientCapacity { .. } | CloudError::NoCompatibleOfferings(_))) => {
             // The next batch plans again without what failed (the unavailable cache knows).
@@ -72,6 +84,7 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
         }
     };
     ctx.backoff.forget(&uid);
+    ctx.launches.launched(&uid, &instance);
     // The launched type's labels, capacity and allocatable, from the catalog.
     let launched_type =
         ctx.provider.instance_types(&class).await?.iter().find(|t| t.name == instance.instance_type).cloned();
@@ -105,6 +118,7 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
         mark(status, claim, &[condition::LAUNCHED]);
     })
     .await?;
+    ctx.launches.recorded(&uid);
     let note = format!(
         "Launched {} {} in {} ({})",
         instance.capacity_type, instance.instance_type, instance.zone, instance.id

@@ -10,6 +10,7 @@
 mod backoff;
 mod handoff;
 mod launch;
+mod launched;
 pub mod lifecycle;
 mod registration;
 mod termination;
@@ -46,17 +47,25 @@ use crate::{
 pub const FINALIZER: &str = "stoker.dev/termination";
 
 /// The NodeClaim controller's context: what all controllers share, the hand-off from this
-/// term's provisioner, the term's failed launches, and how long a node may stay unhealthy.
+/// term's provisioner, the term's failed and recent launches, and how long a node may stay
+/// unhealthy.
 pub struct Context<P> {
     pub shared: Arc<Shared<P>>,
     pub new_claims: NewClaims,
     pub backoff: backoff::LaunchBackoff,
+    pub launches: launched::Launches,
     pub repair_after: chrono::TimeDelta,
 }
 
 impl<P> Context<P> {
     pub fn new(shared: Arc<Shared<P>>, new_claims: NewClaims, repair_after: chrono::TimeDelta) -> Self {
-        Self { shared, new_claims, backoff: backoff::LaunchBackoff::default(), repair_after }
+        Self {
+            shared,
+            new_claims,
+            backoff: backoff::LaunchBackoff::default(),
+            launches: launched::Launches::default(),
+            repair_after,
+        }
     }
 
     /// Whether few enough of the claim's pool are due for repair that repairing helps: at most
