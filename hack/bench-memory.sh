@@ -9,11 +9,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 nodes="${1:-1000}" pods="${2:-10000}" burst="${3:-500}"
 bench_environment
 
-"$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
-kubectl wait --for condition=Established --timeout 60s crd/nodeclaims.stoker.dev >/dev/null
-kubectl apply -f "$REPO_ROOT/examples/ec2nodeclass.yaml" -f "$REPO_ROOT/examples/nodepool-spot.yaml" \
-  -f "$REPO_ROOT/examples/nodepool-on-demand.yaml" >/dev/null
-
 # Objects go in as Lists of 500, so the apiserver, not kubectl start-ups, sets the pace.
 generate() {
   python3 - "$@" <<'PY'
@@ -48,13 +43,9 @@ log "creating $pods pods bound to them"
 per_node=$(((pods + nodes - 1) / nodes))
 generate pod "$pods" "$per_node" | while read -r list; do kubectl create -f - <<<"$list" >/dev/null; done
 
-# STOKER_WRAPPER runs the controller under a profiler, e.g. STOKER_WRAPPER="heaptrack -o /tmp/stoker"
-# with STOKER_CARGO_FLAGS=--no-default-features, so heaptrack sees the system allocator (the RSS
-# figures are then the profiler's).
-# shellcheck disable=SC2086
-start stoker env LOG_FORMAT=json LEADER_ELECT=false METRICS_ADDRESS=127.0.0.1:0 HEALTH_ADDRESS=127.0.0.1:0 \
-  ${STOKER_WRAPPER:-} "$stoker" controller
-start node-simulator "$stoker" node-simulator --delay 1s
+# The controller (STOKER_WRAPPER runs it under a profiler: see start_stoker) and its NodePools.
+start_stoker
+kubectl apply -f "$REPO_ROOT/examples/nodepool-spot.yaml" -f "$REPO_ROOT/examples/nodepool-on-demand.yaml" >/dev/null
 wait_for "stoker's caches" 300 grep -q '"caches synced"' "$LOGS/stoker.log"
 rss() { awk "/$1/ {print int(\$2 / 1024)}" "/proc/$(cat "$PIDS/stoker.pid")/status"; }
 synced_rss=$(rss VmRSS)
