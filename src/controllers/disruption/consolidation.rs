@@ -6,16 +6,17 @@
 //! Nodes whose pods all fit on the rest of the cluster are deleted; when they need one new node
 //! and it costs less than they do together, they are replaced by it. Each pass asks, as Karpenter
 //! does, about several nodes at once (the largest run of the cheapest-to-disrupt candidates that
-//! one replacement or none can absorb, found by bisection) and about single nodes. Three
+//! one replacement or none can absorb, found by bisection) and about single nodes. Four
 //! departures from Karpenter, for the nodes a scale-down leaves holding a few pods that keep
 //! apart (spread or anti-affine by hostname): one node may be replaced by up to [`MAX_SPLIT`] new
 //! nodes that cost less together (Karpenter keeps a node whose pods need two); where several
 //! single nodes can each go on their own, up to [`MAX_SINGLE_NODE_BATCH`] of them go in one
 //! decision when the cluster without all of them still fits their pods for less, on no more new
 //! nodes than they would launch one by one (Karpenter takes the first and asks again after its
-//! 15 s re-check: one decision every 17 s); and the multi-node decision and the single-node ones
-//! go together on the same terms, else whichever saves more (Karpenter acts on the multi-node
-//! one when there is one, however little it saves).
+//! 15 s re-check: one decision every 17 s); those are the single nodes that save the most, not
+//! the first that save anything in disruption-cost order (Karpenter's order); and the multi-node
+//! decision and the single-node ones go together on the same terms, else whichever saves more
+//! (Karpenter acts on the multi-node one when there is one, however little it saves).
 
 use std::{collections::HashSet, fmt};
 
@@ -135,17 +136,29 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
     let mut memo = Memo::default();
     let multi = multi_node(&candidates, spot_to_spot, &without, &mut memo);
     let taken: HashSet<&str> = multi.iter().flat_map(|d| &d.candidates).map(|c| c.claim.as_str()).collect();
+    // The single nodes that save the most, asked about dearest first: a node saves at most its
+    // price, so once the batch is full and the next node costs no more than the batch's least
+    // saving, no node after it can displace any (equal prices keep disruption-cost order). Asked
+    // in disruption-cost order, the small nodes a scale-down leaves filled the batch with cents,
+    // and the large ones that save dollars waited a round each.
+    let mut dearest_first: Vec<&Candidate> =
+        candidates.iter().copied().filter(|c| !taken.contains(c.claim.as_str())).collect();
+    dearest_first.sort_by(|a, b| price_or_least(b).total_cmp(&price_or_least(a)));
     let mut singles: Vec<Decision> = Vec::new();
-    for candidate in candidates.iter().filter(|c| !taken.contains(c.claim.as_str())) {
-        match evaluate(std::slice::from_ref(candidate), MAX_SPLIT, spot_to_spot, &without, &mut memo) {
+    for candidate in dearest_first {
+        let least_kept = singles.last().filter(|_| singles.len() == MAX_SINGLE_NODE_BATCH).map(|d| d.savings);
+        if least_kept.is_some_and(|least| price_or_least(candidate) <= least) {
+            break;
+        }
+        match evaluate(std::slice::from_ref(&candidate), MAX_SPLIT, spot_to_spot, &without, &mut memo) {
             Ok(decision) => {
-                singles.push(decision);
-                if singles.len() == MAX_SINGLE_NODE_BATCH {
-                    break;
-                }
+                // Kept by saving, most first; among equals, the one asked about first.
+                let at = singles.partition_point(|d| d.savings >= decision.savings);
+                singles.insert(at, decision);
+                singles.truncate(MAX_SINGLE_NODE_BATCH);
             }
-            // Told while no decision is found: the candidates after the first that works were
-            // not asked about before batching, and are not kept for their refusal.
+            // Told only while nothing is decided: a pass that decides leaves the telling to the
+            // passes after it, when its own candidates are gone.
             Err(refusal) if multi.is_none() && singles.is_empty() => {
                 outcome.refused.push((candidate.claim.clone(), refusal))
             }
@@ -158,6 +171,11 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
     let singles = together(singles, spot_to_spot, &without, &mut memo);
     outcome.decision = together(multi.into_iter().chain(singles).collect(), spot_to_spot, &without, &mut memo);
     outcome
+}
+
+/// A candidate's price for ordering; one the catalog does not price goes last (it is refused).
+fn price_or_least(candidate: &Candidate) -> f64 {
+    candidate.price.unwrap_or(f64::NEG_INFINITY)
 }
 
 /// The decisions as one, when the cluster without all their candidates fits their pods on no

@@ -310,6 +310,29 @@ fn a_multi_node_decision_and_a_single_node_one_go_together() {
     assert!(evaluate(&all, decision.launches(), false, &without, &mut Memo::default()).is_ok());
 }
 
+#[test]
+fn the_single_nodes_that_save_most_go_first_whatever_their_disruption_cost() {
+    // Ten m5.xlarge nodes, cheapest to disrupt, each saving $0.107 as a c5.large; then an
+    // m5.2xlarge whose two pods split onto two c5.large, saving $0.214. Every pod keeps off the
+    // others' hosts, so no two nodes merge. Asked in disruption-cost order, the ten small nodes
+    // fill the batch and the large one waits for a later round.
+    let small =
+        |name: &'static str| TestNode { instance_type: "m5.xlarge", free: ("3", "13Gi"), ..kept_apart(name, 1) };
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    let mut nodes: Vec<TestNode> = names.into_iter().map(small).collect();
+    nodes.push(kept_apart("big", 2));
+    let (candidates, without) = cluster(&nodes, "on-demand");
+    assert_eq!(candidates.len(), MAX_SINGLE_NODE_BATCH + 1);
+
+    let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    let taken: Vec<&str> = decision.candidates.iter().map(|c| c.node.as_str()).collect();
+    // The largest saving, and the small nodes first in disruption-cost order.
+    assert_eq!(taken, ["big", "a", "b", "c", "d", "e", "f", "g", "h", "i"]);
+    let small_saving = 0.192 - 0.085;
+    let big_saving = 0.384 - 2.0 * 0.085;
+    assert!((decision.savings - (9.0 * small_saving + big_saving)).abs() < 1e-9, "{decision:?}");
+}
+
 /// The price of the dearest instance type a replacement may launch as, among those `input`
 /// offers it.
 fn dearest_offering(replacement: &NewNodeClaim, input: &Input) -> f64 {

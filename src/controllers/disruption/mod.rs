@@ -176,10 +176,12 @@ async fn pass<P: Provider>(
     tell_kept(ctx, memory, kept).await;
     mark_consolidatable(ctx, &memory.consolidatable).await?;
     let Some(decision) = decision else { return Ok(()) };
+    let nodeclaims: Vec<&str> = decision.candidates.iter().map(|c| c.claim.as_str()).collect();
     info!(
         action = decision.kind(),
         nodes = decision.candidates.len(),
         savings = decision.savings,
+        ?nodeclaims,
         "consolidation decided; checking again before acting"
     );
     tokio::time::sleep(validation_delay).await;
@@ -525,6 +527,7 @@ fn decide<P>(
             decide_consolidation(cluster, snapshot, now, spot_to_spot, quiet)
         });
     let considered = quiet.len().saturating_sub(kept.len());
+    debug!(quiet = quiet.len(), kept = kept.len(), decided = decision.is_some(), "consolidation asked");
     let labels = ReasonLabels { reason: "Underutilized".into() };
     ctx.metrics.disruption_candidates.get_or_create(&labels).set(considered as i64);
     memory.consolidatable = quiet;
@@ -661,6 +664,7 @@ async fn tell_kept<P>(ctx: &Shared<P>, memory: &mut Memory, kept: Vec<(String, S
             continue;
         }
         let Some(object) = ctx.state.nodes.get(&kube::runtime::reflector::ObjectRef::new(&node)) else { continue };
+        debug!(%node, %why, "not consolidating");
         let note = format!("Not consolidating: {why}");
         publish(&ctx.recorder, &object.object_ref(&()), EventType::Normal, "Unconsolidatable", note).await;
         memory.told.insert(node, why);
