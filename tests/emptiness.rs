@@ -1,6 +1,7 @@
 //! Emptiness and nominations end to end on the local control plane and the AWS emulator: a node
 //! the provisioner counts on for a pending pod is not removed as empty while the pod waits for
-//! it, however long past `consolidateAfter`, and goes once nothing waits for it any more.
+//! it, however long past `consolidateAfter`, and goes once nothing waits for it any more; the pod
+//! is told once (a `Nominated` Event) which node it should schedule on.
 //!
 //! The waiting pod names a scheduler that does not run, so kube-scheduler never binds it and it
 //! stays pending as long as the test needs; its `Unschedulable` condition is set by the test, as a
@@ -11,7 +12,7 @@ mod support;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod, events::v1::Event};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -64,7 +65,7 @@ async fn a_node_a_pending_pod_is_nominated_to_outlives_consolidate_after_then_go
         }
     }))
     .expect("a pod");
-    pods.create(&PostParams::default(), &waiting).await.expect("create the waiting pod");
+    let waiting = pods.create(&PostParams::default(), &waiting).await.expect("create the waiting pod");
     let failed_try = json!({"status": {"conditions": [{
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
         "message": "waiting for its turn", "lastTransitionTime": chrono::Utc::now().to_rfc3339()
@@ -90,6 +91,24 @@ async fn a_node_a_pending_pod_is_nominated_to_outlives_consolidate_after_then_go
         let now = claim_names(&client).await;
         assert_eq!(now, (node_claims.clone(), false), "the nominated empty node is kept, nothing launched");
     }
+
+    // Told where it should schedule, once, though every batch placed it there again.
+    let claim = node_claims.first().expect("the node's claim");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let told: Vec<Event> = events
+        .list(&Default::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("Nominated")
+                && e.regarding.as_ref().and_then(|r| r.uid.as_ref()) == waiting.uid().as_ref()
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "one Nominated Event: {told:?}");
+    assert_eq!(told[0].note.as_deref(), Some(format!("Pod should schedule on: nodeclaim/{claim}").as_str()));
+    assert!(told[0].series.is_none(), "told once, not every batch: {:?}", told[0].series);
 
     // Nothing waits for it any more: it goes (nomination lapsed, then consolidateAfter).
     pods.delete("waiting", &DeleteParams::default()).await.expect("delete the waiting pod");

@@ -21,7 +21,7 @@ use crate::apis::{condition, time::utc};
 use crate::controllers::Provider;
 use crate::{
     apis::NodeClaim,
-    cloudprovider::Instance,
+    cloudprovider::{CloudError, Instance},
     controllers::{Shared, isolation::isolate},
 };
 
@@ -112,8 +112,11 @@ async fn collect<P: Provider>(ctx: &Shared<P>) {
             Ok(claimed) => {
                 for instance in suspects.into_iter().filter(|i| !claimed.contains(&i.provider_id)) {
                     info!(instance = %instance.id, nodeclaim = ?instance.nodeclaim(), "terminating an instance no NodeClaim names");
-                    if let Err(error) = ctx.provider.delete(&instance.provider_id).await {
-                        warn!(%error, instance = %instance.id, "cannot terminate orphaned instance");
+                    match ctx.provider.delete(&instance.provider_id).await {
+                        // Terminated in between, by the deletion of the claim that had it: the
+                        // list was taken before the claim went.
+                        Ok(()) | Err(CloudError::NotFound(_)) => {}
+                        Err(error) => warn!(%error, instance = %instance.id, "cannot terminate orphaned instance"),
                     }
                 }
             }

@@ -27,10 +27,7 @@ impl Nominations {
     /// Nominates, until `now` + [`WINDOW`], every node `plan` placed a real pod of `input` on
     /// (a CapacityBuffer's virtual pods hold their room by other means).
     pub fn record(&self, input: &Input, plan: &Plan, now: DateTime<Utc>) {
-        let virtual_pods: HashSet<&str> =
-            input.pods.iter().filter(|pod| pod.placeholder).map(|pod| pod.key.as_str()).collect();
-        let real = plan.existing.iter().filter(|(pod, _)| !virtual_pods.contains(pod.as_str()));
-        self.hold(real.map(|(_, node)| node.clone()), now, now + WINDOW);
+        self.hold(plan.real_placements(input).map(|(_, node)| node.clone()), now, now + WINDOW);
     }
 
     /// Nominates `nodes` until `until` (a longer nomination already held stands): the nodes a

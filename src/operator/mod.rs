@@ -125,6 +125,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             batch_idle: settings.batch_idle_duration.as_std(),
             batch_max: settings.batch_max_duration.as_std(),
             waiting: Default::default(),
+            told: Default::default(),
         });
         // Subscribed before the controllers start, so no preemption of this term is missed.
         let preemptions = shared.preemptions.subscribe();

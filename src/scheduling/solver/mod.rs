@@ -25,7 +25,7 @@ pub use policies::{MinValuesPolicy, Policies, PreferencePolicy};
 pub use sizing::{Sizing, VALUE_SLACK};
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     rc::Rc,
     sync::Arc,
 };
@@ -152,6 +152,14 @@ impl Plan {
     pub fn receiving_nodes(&self) -> Vec<String> {
         let nodes: BTreeSet<&String> = self.existing.iter().map(|(_, node)| node).collect();
         nodes.into_iter().cloned().collect()
+    }
+
+    /// Its (pod, node) placements on existing or in-flight capacity of real pods, without a
+    /// CapacityBuffer's virtual ones.
+    pub fn real_placements<'a>(&'a self, input: &'a Input) -> impl Iterator<Item = &'a (String, String)> {
+        let virtual_pods: HashSet<&str> =
+            input.pods.iter().filter(|pod| pod.placeholder).map(|pod| pod.key.as_str()).collect();
+        self.existing.iter().filter(move |(pod, _)| !virtual_pods.contains(pod.as_str()))
     }
 }
 
