@@ -12,7 +12,7 @@ mod support;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod, events::v1::Event};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -94,18 +94,7 @@ async fn a_node_a_pending_pod_is_nominated_to_outlives_consolidate_after_then_go
 
     // Told where it should schedule, once, though every batch placed it there again.
     let claim = node_claims.first().expect("the node's claim");
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let told: Vec<Event> = events
-        .list(&Default::default())
-        .await
-        .expect("list Events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some("Nominated")
-                && e.regarding.as_ref().and_then(|r| r.uid.as_ref()) == waiting.uid().as_ref()
-        })
-        .collect();
+    let told = support::events(&client, "Nominated", |r| r.uid.is_some() && r.uid == waiting.uid()).await;
     assert_eq!(told.len(), 1, "one Nominated Event: {told:?}");
     assert_eq!(told[0].note.as_deref(), Some(format!("Pod should schedule on: nodeclaim/{claim}").as_str()));
     assert!(told[0].series.is_none(), "told once, not every batch: {:?}", told[0].series);

@@ -6,11 +6,8 @@ mod support;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams},
-};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{Api, Client, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use stoker::{
     apis::NodeClaim,
@@ -78,17 +75,7 @@ async fn nodes_past_their_expire_after_are_replaced() {
     .await;
     assert!(replaced.is_some(), "the expired nodes were replaced and the pods run again");
 
-    let events: Api<Event> = Api::all(client.clone());
-    let expired: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("Expired"))
-        .filter_map(|e| e.regarding?.name)
-        .filter(|name| first.contains(name))
-        .collect();
+    let expired = support::events(&client, "Expired", |r| r.name.as_ref().is_some_and(|n| first.contains(n))).await;
     assert!(!expired.is_empty(), "the expired claims say why");
     let terminated = support::wait_until(Duration::from_secs(60), || async {
         let live: BTreeSet<String> = provider.list().await.ok()?.into_iter().map(|i| i.provider_id).collect();

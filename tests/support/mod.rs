@@ -127,19 +127,27 @@ pub fn without(mut object: Value, pointer: &str) -> Value {
     object
 }
 
+/// The Events with `reason` about objects `regarding` accepts.
+pub async fn events(
+    client: &Client,
+    reason: &str,
+    regarding: impl Fn(&k8s_openapi::api::core::v1::ObjectReference) -> bool,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let list = events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+    list.into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().is_some_and(&regarding))
+        .collect()
+}
+
 /// Notes of the Events with `reason` about objects `regarding` accepts.
 pub async fn event_notes(
     client: &Client,
     reason: &str,
     regarding: impl Fn(&k8s_openapi::api::core::v1::ObjectReference) -> bool,
 ) -> Vec<String> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-    let list = events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
-    list.into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter(|e| e.regarding.as_ref().is_some_and(&regarding))
-        .filter_map(|e| e.note)
-        .collect()
+    events(client, reason, regarding).await.into_iter().filter_map(|e| e.note).collect()
 }
 
 /// The repository's examples, file name and documents. Paths in tests are relative to the package
