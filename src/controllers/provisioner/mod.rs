@@ -10,7 +10,7 @@ pub mod snapshot;
 pub mod told;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -30,7 +30,7 @@ use tracing::{debug, info, instrument, warn};
 
 use self::{
     snapshot::{nodeclaim_for, nodeclaim_template},
-    told::Told,
+    told::{Places, Told},
 };
 use crate::controllers::Provider;
 use crate::{
@@ -260,27 +260,12 @@ impl<P: Provider> Provisioner<P> {
         // Built after the POSTs: the Events need it, the launches should not wait for it.
         let by_key: BTreeMap<String, &Arc<CachedPod>> =
             pods.iter().map(|p| (format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), p)).collect();
-        // Where each pod should schedule: its new NodeClaim, or the NodeClaim (in flight or
-        // registered) or other node with room for it. Named by the claim whether or not its node
-        // is up, so a pod waiting through the registration is not told again for it.
+        // Where each pod should schedule: its new NodeClaim, or the node with room for it.
         let on_new = nominated.iter().flat_map(|(name, planned)| {
             planned.pods.iter().map(move |pod| (pod.as_str(), format!("nodeclaim/{name}")))
         });
-        let claim_of: HashMap<&str, String> = claims
-            .iter()
-            .filter_map(|claim| Some((claim.status.as_ref()?.node_name.as_deref()?, claim.name_any())))
-            .collect();
-        let registered: HashSet<&str> =
-            prepared.input.nodes.iter().filter(|node| node.registered).map(|node| node.name.as_str()).collect();
-        let on_existing = plan.real_placements(&prepared.input).map(|(pod, node)| {
-            let place = match claim_of.get(node.as_str()) {
-                Some(claim) => format!("nodeclaim/{claim}"),
-                None if registered.contains(node.as_str()) => format!("node/{node}"),
-                // In flight: the solver names it by its claim.
-                None => format!("nodeclaim/{node}"),
-            };
-            (pod.as_str(), place)
-        });
+        let places = Places::of(&claims, &prepared.input);
+        let on_existing = plan.real_placements(&prepared.input).map(|(pod, node)| (pod.as_str(), places.of_node(node)));
         let mut by_place: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (pod, place) in self.told.untold(on_new.chain(on_existing), std::time::Instant::now()) {
             by_place.entry(place).or_default().push(pod.to_owned());

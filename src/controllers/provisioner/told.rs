@@ -6,10 +6,14 @@
 //! restart a waiting pod is told once more.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
+
+use kube::ResourceExt;
+
+use crate::{apis::NodeClaim, scheduling::solver::Input};
 
 /// How long a pod is not told the same place again.
 pub const RETELL_AFTER: Duration = Duration::from_secs(120);
@@ -41,9 +45,72 @@ impl Told {
     }
 }
 
+/// How a node the simulation placed pods on is named to them: by its NodeClaim whether or not
+/// the claim's node is up (so a pod waiting through the registration is not told again for it),
+/// else as a node (one stoker did not launch).
+pub struct Places<'a> {
+    /// Node name → the name of the claim that launched it.
+    claim_of: HashMap<&'a str, String>,
+    registered: HashSet<&'a str>,
+}
+
+impl<'a> Places<'a> {
+    pub fn of(claims: &'a [std::sync::Arc<NodeClaim>], input: &'a Input) -> Self {
+        let claim_of = claims
+            .iter()
+            .filter_map(|claim| Some((claim.status.as_ref()?.node_name.as_deref()?, claim.name_any())))
+            .collect();
+        let registered = input.nodes.iter().filter(|node| node.registered).map(|node| node.name.as_str()).collect();
+        Self { claim_of, registered }
+    }
+
+    /// `nodeclaim/NAME` or `node/NAME` for a node of the simulation's input (an in-flight claim
+    /// is in it under its own name).
+    pub fn of_node(&self, node: &str) -> String {
+        match self.claim_of.get(node) {
+            Some(claim) => format!("nodeclaim/{claim}"),
+            None if self.registered.contains(node) => format!("node/{node}"),
+            None => format!("nodeclaim/{node}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::scheduling::solver::ExistingNode;
+
+    #[test]
+    fn a_node_is_named_by_its_claim_whether_up_or_in_flight_else_as_a_node() {
+        let claim: NodeClaim = serde_json::from_value(serde_json::json!({
+            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodeClaim",
+            "metadata": {"name": "pool-abcde"},
+            "spec": {"nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "default"}, "requirements": []},
+            "status": {"nodeName": "i-0123"}
+        }))
+        .expect("a claim");
+        let node = |name: &str, registered: bool| {
+            Arc::new(ExistingNode {
+                name: name.into(),
+                requirements: Arc::default(),
+                registered,
+                taints: vec![],
+                free: Default::default(),
+                host_ports: vec![],
+            })
+        };
+        let input = Input {
+            nodes: vec![node("i-0123", true), node("other-node", true), node("pool-fghij", false)],
+            ..Default::default()
+        };
+        let claims = [Arc::new(claim)];
+        let places = Places::of(&claims, &input);
+        assert_eq!(places.of_node("i-0123"), "nodeclaim/pool-abcde", "a claim's registered node");
+        assert_eq!(places.of_node("pool-fghij"), "nodeclaim/pool-fghij", "an in-flight claim");
+        assert_eq!(places.of_node("other-node"), "node/other-node", "a node stoker did not launch");
+    }
 
     #[test]
     fn a_pod_hears_a_place_once_until_it_changes_or_the_window_passes() {
