@@ -10,13 +10,14 @@
 //! departures from Karpenter, for the nodes a scale-down leaves holding a few pods that keep
 //! apart (spread or anti-affine by hostname): one node may be replaced by up to [`MAX_SPLIT`] new
 //! nodes that cost less together (Karpenter keeps a node whose pods need two); where several
-//! single nodes can each go on their own, up to [`MAX_SINGLE_NODE_BATCH`] of them go in one
-//! decision when the cluster without all of them still fits their pods for less, on no more new
-//! nodes than they would launch one by one (Karpenter takes the first and asks again after its
-//! 15 s re-check: one decision every 17 s); those are the single nodes that save the most, not
-//! the first that save anything in disruption-cost order (Karpenter's order); and the multi-node
-//! decision and the single-node ones go together on the same terms, else whichever saves more
-//! (Karpenter acts on the multi-node one when there is one, however little it saves).
+//! single nodes can each go on their own, they go in one decision (up to [`MAX_NODES`] of them)
+//! when the cluster without all of them still fits their pods for less, on no more new nodes
+//! than they would launch one by one, else as many of those that save the most as can
+//! (Karpenter takes the first and asks again after its 15 s re-check: one decision every 17 s);
+//! those are the single nodes that save the most, not the first that save anything in
+//! disruption-cost order (Karpenter's order); and the multi-node decision and the single-node
+//! ones go together on the same terms, else whichever saves more (Karpenter acts on the
+//! multi-node one when there is one, however little it saves).
 
 use std::{collections::HashSet, fmt};
 
@@ -29,16 +30,12 @@ use crate::{
     },
 };
 
-/// At most this many nodes go in one multi-node decision (Karpenter's bound too), so one
-/// decision's solver runs stay small.
-pub const MAX_MULTI_NODE: usize = 100;
+/// At most this many nodes go in a multi-node run (Karpenter's bound too), and at most this many
+/// single nodes in a batch, so one decision's solver runs stay small; budgets bound it further.
+pub const MAX_NODES: usize = 100;
 
 /// A single node's pods may move to at most this many new nodes.
 pub const MAX_SPLIT: usize = 10;
-
-/// At most this many single-node decisions go together, so one decision's replacements and
-/// drains stay a small part of a large pool even where its budget allows more.
-pub const MAX_SINGLE_NODE_BATCH: usize = 10;
 
 /// Spot-to-spot replacement needs at least this many cheaper spot types to choose from, and
 /// launches with at most this many: the flexibility that keeps a replacement from being the next
@@ -146,7 +143,7 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
     dearest_first.sort_by(|a, b| price_or_least(b).total_cmp(&price_or_least(a)));
     let mut singles: Vec<Decision> = Vec::new();
     for candidate in dearest_first {
-        let least_kept = singles.last().filter(|_| singles.len() == MAX_SINGLE_NODE_BATCH).map(|d| d.savings);
+        let least_kept = singles.last().filter(|_| singles.len() == MAX_NODES).map(|d| d.savings);
         if least_kept.is_some_and(|least| price_or_least(candidate) <= least) {
             break;
         }
@@ -155,7 +152,7 @@ pub fn consolidate(candidates: &[Candidate], spot_to_spot: bool, without: impl F
                 // Kept by saving, most first; among equals, the one asked about first.
                 let at = singles.partition_point(|d| d.savings >= decision.savings);
                 singles.insert(at, decision);
-                singles.truncate(MAX_SINGLE_NODE_BATCH);
+                singles.truncate(MAX_NODES);
             }
             // Told only while nothing is decided: a pass that decides leaves the telling to the
             // passes after it, when its own candidates are gone.
@@ -178,25 +175,50 @@ fn price_or_least(candidate: &Candidate) -> f64 {
     candidate.price.unwrap_or(f64::NEG_INFINITY)
 }
 
-/// The decisions as one, when the cluster without all their candidates fits their pods on no
-/// more new nodes than they launch apart, saving at least what the best of them does alone;
-/// else the one that saves the most.
+/// The most of the decisions that save the most that go as one: the cluster without all their
+/// candidates fits their pods on no more new nodes than they launch apart, saving at least what
+/// the best of them does alone. All of them when they can, else the longest run of the best
+/// found by bisection (a run that cannot go rarely becomes one that can by growing); at worst
+/// the best alone.
 fn together(
     mut parts: Vec<Decision>,
     spot_to_spot: bool,
     without: &impl Fn(&HashSet<&str>) -> Input,
     memo: &mut Memo,
 ) -> Option<Decision> {
-    let best = (0..parts.len()).max_by(|&a, &b| parts[a].savings.total_cmp(&parts[b].savings).then(b.cmp(&a)))?;
-    if parts.len() > 1 {
-        let candidates: Vec<&Candidate> = parts.iter().flat_map(|d| &d.candidates).collect();
-        let launched: usize = parts.iter().map(|d| d.launches()).sum();
-        match evaluate(&candidates, launched.max(1), spot_to_spot, without, memo) {
-            Ok(together) if together.savings >= parts[best].savings => return Some(together),
-            _ => {}
+    // Saving most first; among equals, the order given.
+    parts.sort_by(|a, b| b.savings.total_cmp(&a.savings));
+    let best = parts.first()?.savings;
+    let joined = |run: &[Decision], memo: &mut Memo| {
+        let candidates: Vec<&Candidate> = run.iter().flat_map(|d| &d.candidates).collect();
+        let launched: usize = run.iter().map(|d| d.launches()).sum();
+        evaluate(&candidates, launched.max(1), spot_to_spot, without, memo).ok().filter(|d| d.savings >= best)
+    };
+    longest_run(parts.len(), |n| joined(&parts[..n], memo)).or_else(|| parts.into_iter().next())
+}
+
+/// The longest run, of two to `all`, that `ask` (given its length) says yes to: all of them when
+/// it does, else found by bisection.
+fn longest_run<T>(all: usize, mut ask: impl FnMut(usize) -> Option<T>) -> Option<T> {
+    if all < 2 {
+        return None;
+    }
+    if let Some(answer) = ask(all) {
+        return Some(answer);
+    }
+    let (mut low, mut high) = (2, all - 1);
+    let mut longest = None;
+    while low <= high {
+        let middle = (low + high) / 2;
+        match ask(middle) {
+            Some(answer) => {
+                longest = Some(answer);
+                low = middle + 1;
+            }
+            None => high = middle - 1,
         }
     }
-    Some(parts.swap_remove(best))
+    longest
 }
 
 /// The largest run of the first candidates (two or more) that can go together: all of them when
@@ -210,26 +232,8 @@ fn multi_node(
     without: &impl Fn(&HashSet<&str>) -> Input,
     memo: &mut Memo,
 ) -> Option<Decision> {
-    let all = candidates.len().min(MAX_MULTI_NODE);
-    if all < 2 {
-        return None;
-    }
-    if let Ok(decision) = evaluate(&candidates[..all], 1, spot_to_spot, without, memo) {
-        return Some(decision);
-    }
-    let (mut low, mut high) = (2, all - 1);
-    let mut best = None;
-    while low <= high {
-        let middle = (low + high) / 2;
-        match evaluate(&candidates[..middle], 1, spot_to_spot, without, memo) {
-            Ok(decision) => {
-                best = Some(decision);
-                low = middle + 1;
-            }
-            Err(_) => high = middle - 1,
-        }
-    }
-    best
+    let all = candidates.len().min(MAX_NODES);
+    longest_run(all, |n| evaluate(&candidates[..n], 1, spot_to_spot, without, memo).ok())
 }
 
 /// Whether these candidates can go together, launching at most `most_new` nodes, and how.

@@ -312,25 +312,59 @@ fn a_multi_node_decision_and_a_single_node_one_go_together() {
 
 #[test]
 fn the_single_nodes_that_save_most_go_first_whatever_their_disruption_cost() {
-    // Ten m5.xlarge nodes, cheapest to disrupt, each saving $0.107 as a c5.large; then an
-    // m5.2xlarge whose two pods split onto two c5.large, saving $0.214. Every pod keeps off the
-    // others' hosts, so no two nodes merge. Asked in disruption-cost order, the ten small nodes
-    // fill the batch and the large one waits for a later round.
+    // A batch's worth of m5.xlarge nodes, cheapest to disrupt, each saving $0.107 as a c5.large;
+    // then an m5.2xlarge whose two pods split onto two c5.large, saving $0.214. Every pod keeps
+    // off the others' hosts, so no two nodes merge. Asked in disruption-cost order, the small
+    // nodes fill the batch and the large one waits for a later round.
     let small =
         |name: &'static str| TestNode { instance_type: "m5.xlarge", free: ("3", "13Gi"), ..kept_apart(name, 1) };
-    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
-    let mut nodes: Vec<TestNode> = names.into_iter().map(small).collect();
+    let mut nodes: Vec<TestNode> = (0..MAX_NODES).map(|i| small(numbered("small", i))).collect();
     nodes.push(kept_apart("big", 2));
     let (candidates, without) = cluster(&nodes, "on-demand");
-    assert_eq!(candidates.len(), MAX_SINGLE_NODE_BATCH + 1);
 
     let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
     let taken: Vec<&str> = decision.candidates.iter().map(|c| c.node.as_str()).collect();
     // The largest saving, and the small nodes first in disruption-cost order.
-    assert_eq!(taken, ["big", "a", "b", "c", "d", "e", "f", "g", "h", "i"]);
+    let expected: Vec<&str> = std::iter::once("big").chain((0..MAX_NODES - 1).map(|i| numbered("small", i))).collect();
+    assert_eq!(taken, expected);
     let small_saving = 0.192 - 0.085;
     let big_saving = 0.384 - 2.0 * 0.085;
-    assert!((decision.savings - (9.0 * small_saving + big_saving)).abs() < 1e-9, "{decision:?}");
+    let saved = (MAX_NODES - 1) as f64 * small_saving + big_saving;
+    assert!((decision.savings - saved).abs() < 1e-9, "{decision:?}");
+}
+
+#[test]
+fn when_the_single_nodes_cannot_all_go_together_those_that_save_most_do() {
+    // Spot nodes without the spot-to-spot gate, so nothing can replace them. "a" and "b" each
+    // hold a small pod that fits on "d1" or "d2"; "c" holds a pod only "a" has room for. Each
+    // goes alone, and so do "a" and "b" together, but not all three: "c"'s pod would have
+    // nowhere to go. No run of the cheapest to disrupt ("c" first) goes either.
+    let spot = |node: TestNode| TestNode { capacity_type: "spot", ..node };
+    let mut c = spot(node("c", "m5.large", ("0", "0"), 0));
+    c.pods = vec![pod_with("c-0", "1500m", "1Gi", "")];
+    let nodes = [
+        c,
+        spot(node("a", "m5.2xlarge", ("2", "8Gi"), 1)),
+        spot(node("b", "m5.xlarge", ("0", "0"), 1)),
+        node("d1", "m5.large", ("600m", "2Gi"), 0),
+        node("d2", "m5.large", ("600m", "2Gi"), 0),
+    ];
+    let (candidates, without) = cluster(&nodes, "spot");
+    let all: Vec<&Candidate> = candidates.iter().take(3).collect();
+    assert_eq!(evaluate(&all, 1, false, &without, &mut Memo::default()), Err(Refusal::SpotToSpotOff));
+    assert_eq!(evaluate(&all[..2], 1, false, &without, &mut Memo::default()), Err(Refusal::SpotToSpotOff));
+
+    let decision = consolidate(&candidates, false, &without).decision.expect("a decision");
+    let mut taken: Vec<&str> = decision.candidates.iter().map(|c| c.node.as_str()).collect();
+    taken.sort();
+    assert_eq!(taken, ["a", "b"], "{decision:?}");
+    assert_eq!(decision.action, Action::Delete);
+    assert!((decision.savings - 0.3 * (0.384 + 0.192)).abs() < 1e-9, "{decision:?}");
+}
+
+/// A node name with a number, for clusters built in a loop.
+fn numbered(prefix: &str, i: usize) -> &'static str {
+    Box::leak(format!("{prefix}-{i:03}").into_boxed_str())
 }
 
 /// The price of the dearest instance type a replacement may launch as, among those `input`
