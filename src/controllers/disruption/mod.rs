@@ -394,8 +394,8 @@ async fn set_claim_condition(
 }
 
 /// Brings each NodeClaim's `Consolidatable` condition in line with the last decision: true while
-/// its pods have not changed for its pool's `consolidateAfter`.
-/// Several at a time: a scale-in makes hundreds of claims quiet in one pass.
+/// its pods have not changed for its pool's `consolidateAfter`. Several at a time: a scale-in
+/// makes hundreds of claims quiet in one pass.
 async fn mark_consolidatable<P>(ctx: &Shared<P>, consolidatable: &HashSet<String>) -> Result<()> {
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     let changed = ctx.state.claims.state().into_iter().filter_map(|claim| {
