@@ -97,15 +97,18 @@ async fn a_real_pod_preempts_warm_capacity_and_the_pool_refills() {
     assert_eq!(nodes.get(&node).await.expect("node").labels()["stoker.dev/nodepool"], "warm");
 
     // The preempted pause pod pulls a second node in; the pool is whole again and counts it.
+    // The count can land before the Deployment's status drops to one ready replica (two writers,
+    // no order between them), so "two ready" alone may still be the status from before the
+    // preemption: the second NodeClaim is what says the pool refilled.
     let refilled = support::wait_until(Duration::from_secs(120), || async {
         let pools: Api<WarmPool> = Api::namespaced(client.clone(), "default");
         let status = pools.get("warm").await.ok()?.status?;
-        (status.ready_replicas == Some(2) && status.preemptions.unwrap_or(0) >= 1).then_some(status)
+        let whole = status.ready_replicas == Some(2) && status.preemptions.unwrap_or(0) >= 1;
+        (whole && warm_claims().await == 2).then_some(status)
     })
     .await
-    .expect("pause pods ready again and the preemption counted");
+    .expect("replacement capacity for the preempted pause pod, pause pods ready again and the preemption counted");
     assert!(refilled.last_preemption_time.is_some());
-    assert_eq!(warm_claims().await, 2, "replacement capacity for the preempted pause pod");
 
     // Without warm capacity the same pod waits for a node to be launched and registered.
     let cold = time_to_running(&client, real_pod("real-cold", "cold")).await;
