@@ -13,7 +13,6 @@ use stoker::cli::exit;
 fn stoker(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stoker"))
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -67,7 +66,7 @@ fn standard_input_and_lists_are_read_like_files() {
 
     let examples: String = ["nodepool-spot.yaml", "ec2nodeclass.yaml", "inflate.yaml"]
         .iter()
-        .map(|f| std::fs::read_to_string(format!("{}/examples/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap())
+        .map(|f| std::fs::read_to_string(format!("examples/{f}")).unwrap())
         .collect::<Vec<_>>()
         .join("\n---\n");
     let plan = stoker(&["plan", "-f", "-", "-o", "json"], Some(&examples));
@@ -107,8 +106,8 @@ fn exit_codes_say_what_went_wrong() {
     let bad_role = stoker(&["iam-policy", "--cluster-name", "c", "--node-role-arn", "role/x"], None);
     assert_eq!(code(&bad_role), i32::from(exit::USAGE), "{}", stderr(&bad_role));
     let huge = "apiVersion: v1\nkind: Pod\nmetadata: {name: huge, namespace: shop}\nspec: {containers: [{name: c, image: i, resources: {requests: {cpu: '5000'}}}]}\n";
-    let pools = std::fs::read_to_string(format!("{}/examples/nodepool-spot.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let class = std::fs::read_to_string(format!("{}/examples/ec2nodeclass.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let pools = std::fs::read_to_string("examples/nodepool-spot.yaml").unwrap();
+    let class = std::fs::read_to_string("examples/ec2nodeclass.yaml").unwrap();
     let plan = stoker(&["plan", "-f", "-"], Some(&format!("{pools}\n---\n{class}\n---\n{huge}")));
     assert_eq!(code(&plan), i32::from(exit::UNSCHEDULABLE), "{}{}", stdout(&plan), stderr(&plan));
 }
