@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -55,7 +55,8 @@ pub struct Places<'a> {
 }
 
 impl<'a> Places<'a> {
-    pub fn of(claims: &'a [std::sync::Arc<NodeClaim>], input: &'a Input) -> Self {
+    /// The places of a batch: the cluster's claims and the simulation's input (which nodes are up).
+    pub fn of(claims: &'a [Arc<NodeClaim>], input: &'a Input) -> Self {
         let claim_of = claims
             .iter()
             .filter_map(|claim| Some((claim.status.as_ref()?.node_name.as_deref()?, claim.name_any())))
@@ -77,8 +78,6 @@ impl<'a> Places<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::scheduling::solver::ExistingNode;
 
