@@ -124,8 +124,20 @@ cost_now() { # TOOL: the pools' $/h now, quietly
 }
 
 # plan_from_scratch SCENARIO "NAME=REPLICAS ..." [spot]: the $/h of `stoker plan` for the
-# scenario's Deployments at their scaled-in replicas, over the same NodePools.
+# scenario's Deployments at their scaled-in replicas, over the same NodePools held to the zones
+# the race's instance types are offered in (offline, `stoker plan` takes every zone of its
+# catalog, six in us-east-1 where the emulator's subnets are in three: pods spread over zones
+# would be planned over six).
 plan_from_scratch() {
+  local zones
+  zones=$(python3 - "$results/instance-types.json" <<'PY'
+import json, sys
+zones = {zone for kind in json.load(open(sys.argv[1])) for offering in kind["offerings"]
+         for requirement in offering["Requirements"] if requirement["key"] == "topology.kubernetes.io/zone"
+         for zone in requirement["values"]}
+print(", ".join(sorted(zones)))
+PY
+  )
   python3 - "$results/$1-deployments.yaml" "$2" >"$results/$1-scaled-in.yaml" <<'PY'
 import re, sys
 replicas = dict(change.split("=") for change in sys.argv[2].split())
@@ -135,7 +147,8 @@ for document in documents:
     print("---\n" + re.sub(r"^  replicas: \d+", f"  replicas: {replicas[name]}", document.strip("-\n"), flags=re.M))
 PY
   "$stoker" plan -o json -f "$REPO_ROOT/examples/ec2nodeclass.yaml" -f "$results/$1-scaled-in.yaml" \
-    -f <(perf_nodepool stoker "$delay" "${3:-}") |
+    -f <(perf_nodepool stoker "$delay" "${3:-}" |
+      sed "s|values: \[amd64\]}\]|values: [amd64]}, {key: topology.kubernetes.io/zone, operator: In, values: [$zones]}]|") |
     python3 -c 'import json, sys; print("%.3f" % json.load(sys.stdin)["totals"]["pricePerHour"])'
 }
 
