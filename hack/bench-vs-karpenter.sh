@@ -147,8 +147,7 @@ for document in documents:
     print("---\n" + re.sub(r"^  replicas: \d+", f"  replicas: {replicas[name]}", document.strip("-\n"), flags=re.M))
 PY
   "$stoker" plan -o json -f "$REPO_ROOT/examples/ec2nodeclass.yaml" -f "$results/$1-scaled-in.yaml" \
-    -f <(perf_nodepool stoker "$delay" "${3:-}" |
-      sed "s|values: \[amd64\]}\]|values: [amd64]}, {key: topology.kubernetes.io/zone, operator: In, values: [$zones]}]|") |
+    -f <(perf_nodepool stoker "$delay" "${3:-}" "$zones") |
     python3 -c 'import json, sys; print("%.3f" % json.load(sys.stdin)["totals"]["pricePerHour"])'
 }
 

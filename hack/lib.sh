@@ -205,12 +205,15 @@ start_stoker() {
 # cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (getconf CLK_TCK).
 cpu_ticks() { awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
 
-# perf_nodepool TOOL [DELAY] [spot]: the NodePool of Karpenter's performance suite (`perf`:
+# perf_nodepool TOOL [DELAY] [spot] [ZONES]: the NodePool of Karpenter's performance suite (`perf`:
 # on-demand, amd64; WhenEmptyOrUnderutilized, consolidateAfter 30s, budget 100%) for stoker, or for
 # karpenter with its KWOKNodeClass (nodes register DELAY after launch, default 1s). With `spot`, a
-# second pool `perf-spot` alike but for spot capacity, weighted above it (weight 10).
+# second pool `perf-spot` alike but for spot capacity, weighted above it (weight 10). ZONES
+# ("a, b"), when given, holds the pools to those zones.
 perf_nodepool() {
-  local tool=$1 delay=${2:-1s} with_spot=${3:-}
+  local tool=$1 delay=${2:-1s} with_spot=${3:-} zones=${4:-}
+  local in_zones=""
+  [[ -n $zones ]] && in_zones=", {key: topology.kubernetes.io/zone, operator: In, values: [$zones]}"
   local disruption='{consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 30s, budgets: [{nodes: "100%"}]}'
   local group=stoker.dev kind=EC2NodeClass
   if [[ $tool == karpenter ]]; then
@@ -235,7 +238,7 @@ spec:
   template:
     spec:
       nodeClassRef: {group: $group, kind: $kind, name: default}
-      requirements: [{key: karpenter.sh/capacity-type, operator: In, values: [$2]}, {key: kubernetes.io/arch, operator: In, values: [amd64]}]
+      requirements: [{key: karpenter.sh/capacity-type, operator: In, values: [$2]}, {key: kubernetes.io/arch, operator: In, values: [amd64]}$in_zones]
   disruption: $disruption
 YAML
   }
