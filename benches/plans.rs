@@ -5,8 +5,8 @@
 //! Mixes: Karpenter's e2e performance scenarios "basic" (500 pods of 900m/3100Mi and 500 of
 //! 3500m/28Gi), "wide deployments" (30 deployments, zone spread on all, hostname anti-affinity on
 //! three and hostname spread on three more) and "hostname spreading" (basic with the small pods
-//! spread over hostnames); the diverse six-group mix of the scheduling benchmark; a CPU-heavy and
-//! a memory-heavy mix. NodePools: on-demand amd64 with no other requirement; the same limited to
+//! spread over hostnames); the diverse six-group mix of the scheduling benchmark; a CPU-heavy mix,
+//! alone and with each Deployment spread over zones; a memory-heavy mix. NodePools: on-demand amd64 with no other requirement; the same limited to
 //! the c, m and r categories; and a spot pool (weight 100) over an on-demand one (weight 0), with
 //! spot priced 30–70% of on-demand per type (a fixed pseudo-random discount, as live prices vary).
 
@@ -114,11 +114,16 @@ fn wide() -> Vec<Arc<PodInfo>> {
     pods_of(&deployments)
 }
 
-fn cpu_heavy() -> Vec<Arc<PodInfo>> {
+/// `zonal`: each Deployment also spread over zones, as production Deployments usually are.
+fn cpu_heavy(zonal: bool) -> Vec<Arc<PodInfo>> {
+    let spec = |app: &str| match zonal {
+        true => json!({"topologySpreadConstraints": [spread(labels::ZONE, app)]}),
+        false => json!({}),
+    };
     pods_of(&[
-        deployment("encode", 400, "2", "1Gi", json!({})),
-        deployment("compute", 400, "4", "2Gi", json!({})),
-        deployment("batch", 200, "1500m", "512Mi", json!({})),
+        deployment("encode", 400, "2", "1Gi", spec("encode")),
+        deployment("compute", 400, "4", "2Gi", spec("compute")),
+        deployment("batch", 200, "1500m", "512Mi", spec("batch")),
     ])
 }
 
@@ -192,7 +197,7 @@ fn plans(c: &mut Criterion) {
     let catalog = real_catalog::instance_types();
     let spot_catalog: Arc<[InstanceType]> = with_spot_discounts(&catalog).into();
     let catalog: Arc<[InstanceType]> = catalog.into();
-    let mixes: [(&str, Vec<Arc<PodInfo>>); 6] = [
+    let mixes: [(&str, Vec<Arc<PodInfo>>); 7] = [
         ("basic", basic(json!({}))),
         ("wide-deployments", wide()),
         (
@@ -200,7 +205,8 @@ fn plans(c: &mut Criterion) {
             basic(json!({"topologySpreadConstraints": [spread(labels::HOSTNAME, "small-resource-app")]})),
         ),
         ("diverse", diverse()),
-        ("cpu-heavy", cpu_heavy()),
+        ("cpu-heavy", cpu_heavy(false)),
+        ("cpu-heavy-zonal", cpu_heavy(true)),
         ("memory-heavy", memory_heavy()),
     ];
     let mut group = c.benchmark_group("plans");

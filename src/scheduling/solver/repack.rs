@@ -5,9 +5,10 @@
 //! alone with the claim's requirements; when those claims together cost at least
 //! [`REPACK_SAVING`] less, they replace it.
 //!
-//! Only claims whose pods take no part in topology are re-packed: their pods have no terms of
-//! their own and no term selects them, so moving them to other new nodes with the same
-//! requirements cannot change any count a decision relied on. Claims of a pool with limits keep
+//! A claim's pods are re-packed only when moving them to other new nodes with the same
+//! requirements cannot change any count a decision relied on: every topology term they carry,
+//! prefer or are counted by is over a key the claim's requirements fix to one value (the zone a
+//! zone spread narrowed it to), never over the hostname. Claims of a pool with limits keep
 //! their packing (the limits were charged with the claim's largest type). Pods of one kind are
 //! interchangeable, so a split is computed once per composition (pool, requirements, pods per
 //! kind) and reused for every claim that has it.
@@ -17,7 +18,8 @@ use std::{
     rc::Rc,
 };
 
-use super::{Input, NewNodeClaim, NodePoolTemplate, Solver, interner::ReqId};
+use super::{Input, NewNodeClaim, NodePoolTemplate, Solver, domains::single_value, interner::ReqId};
+use crate::{apis::labels, scheduling::pod::Preference};
 
 /// How much cheaper the claims of a split must be, together, than the claim they replace: more
 /// nodes cost more launches and scatter the room future pods could use.
@@ -72,10 +74,23 @@ impl Solver<'_> {
         if kinds.len() < 2 {
             return None;
         }
-        let pods = self.claims[claim].pods.clone();
-        for pod in pods {
-            let info = &self.input.pods[pod];
-            if !info.topology.is_empty() || !self.topology.memberships(&info.namespace, &info.labels).is_empty() {
+        // Pods of one kind carry and are counted by the same terms: one pod per kind answers.
+        let requirements = self.interner.get(open.requirements);
+        for pods in kinds.values() {
+            let info = &self.input.pods[pods[0]];
+            let members = self.topology.memberships(&info.namespace, &info.labels);
+            let preferred = info.preferences.iter().filter_map(|preference| match preference {
+                Preference::Topology(term) => Some(term),
+                Preference::Requirements(_) => None,
+            });
+            let mut keys = info
+                .topology
+                .iter()
+                .chain(preferred)
+                .map(|term| term.key.as_str())
+                .chain(members.iter().map(|id| self.topology.group(*id).term.key.as_str()));
+            let fixed = |key: &str| key != labels::HOSTNAME && requirements.get(key).and_then(single_value).is_some();
+            if !keys.all(fixed) {
                 return None;
             }
         }

@@ -170,11 +170,30 @@ fn a_claim_that_mixed_kinds_into_a_dear_size_is_split() {
 }
 
 #[test]
-fn pods_in_topology_are_never_moved_by_a_split() {
+fn pods_spread_over_zones_are_split_within_the_claims_zone() {
+    // Every pod is counted by the spread (all are `app: web`); the claim was narrowed to the
+    // zone it chose, and the split's claims keep that requirement, so no zone's count moves.
     let spread = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}\n";
     let plan = solve(&input(compute_and_memory(), compute_pod_and_memory_pods(spread), &[]));
     assert!(plan.unschedulable.is_empty());
+    let mut split: Vec<(&str, usize)> =
+        plan.new_claims.iter().map(|c| (c.instance_types[0].as_str(), c.pods.len())).collect();
+    split.sort();
+    assert_eq!(split, [("c9.2xlarge", 1), ("r9.xlarge", 4)], "{:?}", plan.new_claims);
+    for claim in &plan.new_claims {
+        assert_eq!(claim.requirements.get(labels::ZONE).and_then(domains::single_value).as_deref(), Some("a"));
+    }
+}
+
+#[test]
+fn pods_in_hostname_terms_are_never_moved_by_a_split() {
+    // The memory pods must share a node with a web pod: splitting them from the compute pod
+    // would break that, however much it saved.
+    let affinity = "  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
+    let plan = solve(&input(compute_and_memory(), compute_pod_and_memory_pods(affinity), &[]));
+    assert!(plan.unschedulable.is_empty());
     assert_eq!(plan.new_claims.len(), 1, "{:?}", plan.new_claims);
+    assert!((plan.new_claims[0].price - 0.68).abs() < 1e-9, "{:?}", plan.new_claims);
 }
 
 #[test]
