@@ -6,9 +6,10 @@
 //! 3500m/28Gi), "wide deployments" (30 deployments, zone spread on all, hostname anti-affinity on
 //! three and hostname spread on three more) and "hostname spreading" (basic with the small pods
 //! spread over hostnames); the diverse six-group mix of the scheduling benchmark; a CPU-heavy mix,
-//! alone and with each Deployment spread over zones; a memory-heavy mix. NodePools: on-demand amd64 with no other requirement; the same limited to
-//! the c, m and r categories; and a spot pool (weight 100) over an on-demand one (weight 0), with
-//! spot priced 30–70% of on-demand per type (a fixed pseudo-random discount, as live prices vary).
+//! alone and with each Deployment spread over zones; a memory-heavy mix. NodePools: on-demand
+//! amd64 with no other requirement; the same limited to the c, m and r categories; and a spot
+//! pool (weight 100) over an on-demand one (weight 0), with spot priced 30–70% of on-demand per
+//! type (a fixed pseudo-random discount, as live prices vary).
 
 #[path = "support/karpenter_shape.rs"]
 mod karpenter_shape;
