@@ -425,7 +425,16 @@ impl PodShape {
     /// Whether it has a topology term (spread, pod affinity or anti-affinity), required or
     /// preferred: without any such pod, where other pods run changes no decision.
     pub fn takes_part_in_topology(&self) -> bool {
-        !self.topology.is_empty() || self.preferences.iter().any(|p| matches!(p, Preference::Topology(_)))
+        self.topology_terms().next().is_some()
+    }
+
+    /// Its topology terms: the required ones, then those of its preferences.
+    pub fn topology_terms(&self) -> impl Iterator<Item = &TopologyTerm> {
+        let preferred = self.preferences.iter().filter_map(|preference| match preference {
+            Preference::Topology(term) => Some(term),
+            Preference::Requirements(_) => None,
+        });
+        self.topology.iter().chain(preferred)
     }
 
     /// The first taint that keeps this pod off a node. PreferNoSchedule taints count until the

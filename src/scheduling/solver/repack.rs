@@ -19,7 +19,7 @@ use std::{
 };
 
 use super::{Input, NewNodeClaim, NodePoolTemplate, Solver, domains::single_value, interner::ReqId};
-use crate::{apis::labels, scheduling::pod::Preference};
+use crate::apis::labels;
 
 /// How much cheaper the claims of a split must be, together, than the claim they replace: more
 /// nodes cost more launches and scatter the room future pods could use.
@@ -79,14 +79,8 @@ impl Solver<'_> {
         for pods in kinds.values() {
             let info = &self.input.pods[pods[0]];
             let members = self.topology.memberships(&info.namespace, &info.labels);
-            let preferred = info.preferences.iter().filter_map(|preference| match preference {
-                Preference::Topology(term) => Some(term),
-                Preference::Requirements(_) => None,
-            });
             let mut keys = info
-                .topology
-                .iter()
-                .chain(preferred)
+                .topology_terms()
                 .map(|term| term.key.as_str())
                 .chain(members.iter().map(|id| self.topology.group(*id).term.key.as_str()));
             let fixed = |key: &str| key != labels::HOSTNAME && requirements.get(key).and_then(single_value).is_some();
