@@ -113,6 +113,8 @@ struct PodSpec {
     arch: Option<&'static str>,
     tolerates: bool,
     spread: bool,
+    /// Hostname anti-affinity to its own group: one pod of the group per node.
+    one_per_node: bool,
     replicas: usize,
 }
 
@@ -125,6 +127,7 @@ fn pods_strategy() -> impl Strategy<Value = Vec<PodSpec>> {
             prop::option::weighted(0.2, prop::sample::select(vec!["amd64", "arm64"])),
             prop::bool::weighted(0.3),
             prop::bool::weighted(0.3),
+            prop::bool::weighted(0.2),
             1usize..6,
         ),
         1..6,
@@ -132,13 +135,14 @@ fn pods_strategy() -> impl Strategy<Value = Vec<PodSpec>> {
     .prop_map(|specs| {
         specs
             .into_iter()
-            .map(|(millicpu, mebibytes, zone, arch, tolerates, spread, replicas)| PodSpec {
+            .map(|(millicpu, mebibytes, zone, arch, tolerates, spread, one_per_node, replicas)| PodSpec {
                 millicpu,
                 mebibytes,
                 zone,
                 arch,
                 tolerates,
                 spread,
+                one_per_node,
                 replicas,
             })
             .collect()
@@ -192,6 +196,10 @@ fn build(catalog: Vec<InstanceType>, pools: &[PoolSpec], pods: &[PodSpec]) -> In
             if spec.spread {
                 pod_spec["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": labels::ZONE,
                     "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"group": group.to_string()}}}]);
+            }
+            if spec.one_per_node {
+                pod_spec["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": labels::HOSTNAME, "labelSelector": {"matchLabels": {"group": group.to_string()}}}]}});
             }
             let pod: Pod = serde_json::from_value(json!({
                 "metadata": {"name": format!("g{group}-r{replica}"), "namespace": "default", "labels": {"group": group.to_string()}},
@@ -260,6 +268,19 @@ fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
             );
         }
     }
+    // One pod per node for groups with hostname anti-affinity, before and after re-packing.
+    for claim in &plan.new_claims {
+        let mut one_per_node = BTreeSet::new();
+        for pod in claim.pods.iter().map(|key| pods[key.as_str()]) {
+            if pod.topology.iter().any(|term| term.key == labels::HOSTNAME) {
+                prop_assert!(
+                    one_per_node.insert(&pod.labels["group"]),
+                    "two of group {} on one node",
+                    pod.labels["group"]
+                );
+            }
+        }
+    }
     // Zone spread (DoNotSchedule, maxSkew 1) among the zones a group uses.
     let mut per_group_zone: BTreeMap<(String, String), i64> = BTreeMap::new();
     for claim in &plan.new_claims {
@@ -271,7 +292,7 @@ fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
             .map(|v| v.iter().next().unwrap().clone());
         for key in &claim.pods {
             let pod = pods[key.as_str()];
-            if !pod.topology.is_empty() {
+            if pod.topology.iter().any(|term| term.key == labels::ZONE) {
                 let zone = zone.clone();
                 prop_assert!(zone.is_some(), "spread pod {} on a node without a single zone", key);
                 *per_group_zone.entry((pod.labels["group"].clone(), zone.unwrap())).or_default() += 1;
