@@ -19,7 +19,8 @@
 //! picture before [`executor`] carries it out; when it no longer holds, the log says why. No
 //! consolidation is decided while a drain begun less than 30 s ago is still evicting
 //! ([`candidates::drain_settling`]): its pods land within seconds, and a picture taken before
-//! they do is stale by the re-check. Nothing is disrupted while a pod created in the last 10
+//! they do is stale by the re-check. A consolidation pass that decided nothing is not asked
+//! again while nothing it reads has changed, for at most five minutes ([`settled`]). Nothing is disrupted while a pod created in the last 10
 //! minutes waits for kube-scheduler's first try ([`UNTRIED_POD_HOLD`]): during a scale-out the
 //! scheduler's queue can hold hundreds of pods for minutes, and until it tries one nobody knows
 //! where it goes, so the nodes launched for it look empty or underused. How
@@ -33,6 +34,7 @@ pub mod drift;
 pub mod emptiness;
 pub mod executor;
 pub mod scheduled;
+pub mod settled;
 
 use std::{
     cell::{LazyCell, OnceCell},
@@ -55,6 +57,7 @@ use self::{
     emptiness::{EmptyNode, empty_nodes},
     executor::{Command, execute, set_disruption_taint, stale_taints},
     scheduled::{choose, excess, node_counts},
+    settled::Settled,
 };
 use crate::{
     apis::{NodeClaim, NodePool, condition, labels, nodepool::DisruptionReason},
@@ -97,6 +100,8 @@ struct Memory {
     consolidatable: HashSet<String>,
     /// The last reason told for not disrupting each node, so it is told once per change.
     told: HashMap<String, String>,
+    /// The last consolidation pass, when it decided nothing.
+    settled: Option<Settled>,
 }
 
 /// Runs the disruption loop, a pass every 5 s. `spot_to_spot` is the `SpotToSpotConsolidation`
@@ -535,12 +540,23 @@ fn decide<P>(
 ) -> (Option<Decision>, Vec<(String, String)>) {
     let claims: HashSet<String> = ctx.state.claims.state().iter().map(|c| c.name_any()).collect();
     memory.unchanged.retain(|claim, _| claims.contains(claim));
-    let ((decision, kept), quiet) =
+    // Taken before the picture the question reads: an event in between makes the next pass ask.
+    let cluster_digest = settled::cluster_digest(&ctx.state, pools, instance_types);
+    let last = memory.settled.take();
+    let ((decision, kept, settled, asked), quiet) =
         ask(ctx, &mut memory.unchanged, pools, instance_types, |cluster, snapshot, now, quiet| {
-            decide_consolidation(cluster, snapshot, now, spot_to_spot, quiet)
+            let (eligible, blocked) = eligible(cluster, snapshot, now, quiet, |_| true);
+            let digest = settled::with_candidates(cluster_digest, &eligible, &blocked);
+            if let Some(last) = last.filter(|last| last.holds(digest, now)) {
+                return (None, last.kept.clone(), Some(last), false);
+            }
+            let (decision, kept) = consolidate_eligible(cluster, snapshot, eligible, blocked, spot_to_spot);
+            let settled = decision.is_none().then(|| Settled { digest, at: now, kept: kept.clone() });
+            (decision, kept, settled, true)
         });
+    memory.settled = settled;
     let considered = quiet.len().saturating_sub(kept.len());
-    debug!(quiet = quiet.len(), kept = kept.len(), decided = decision.is_some(), "consolidation asked");
+    debug!(quiet = quiet.len(), kept = kept.len(), decided = decision.is_some(), asked, "consolidation asked");
     let labels = ReasonLabels { reason: "Underutilized".into() };
     ctx.metrics.disruption_candidates.get_or_create(&labels).set(considered as i64);
     memory.consolidatable = quiet;
@@ -573,6 +589,18 @@ pub fn decide_consolidation(
     quiet: impl FnMut(&NodeClaim, &NodePool) -> bool,
 ) -> (Option<Decision>, Vec<(String, String)>) {
     let (eligible, blocked) = eligible(cluster, snapshot, now, quiet, |_| true);
+    consolidate_eligible(cluster, snapshot, eligible, blocked, spot_to_spot)
+}
+
+/// [`decide_consolidation`] once the candidates are found: the decision over those that may go,
+/// and why each kept one is kept (the blocked, then those the decision refused). Pure.
+fn consolidate_eligible(
+    cluster: &Cluster,
+    snapshot: &Snapshot,
+    eligible: Vec<Candidate>,
+    blocked: Vec<(Candidate, String)>,
+    spot_to_spot: bool,
+) -> (Option<Decision>, Vec<(String, String)>) {
     let simulation = Simulation::of(cluster, snapshot);
     let outcome = consolidate(&eligible, spot_to_spot, |gone| simulation.without(gone));
     let refusals = outcome
