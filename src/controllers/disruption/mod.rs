@@ -20,12 +20,12 @@
 //! consolidation is decided while a drain begun less than 30 s ago is still evicting
 //! ([`candidates::drain_settling`]): its pods land within seconds, and a picture taken before
 //! they do is stale by the re-check. A consolidation pass that decided nothing is not asked
-//! again while nothing it reads has changed, for at most five minutes ([`settled`]). Nothing is disrupted while a pod created in the last 10
-//! minutes waits for kube-scheduler's first try ([`UNTRIED_POD_HOLD`]): during a scale-out the
-//! scheduler's queue can hold hundreds of pods for minutes, and until it tries one nobody knows
-//! where it goes, so the nodes launched for it look empty or underused. How
-//! long a node's pods have been unchanged is remembered in memory; after a restart the clock
-//! starts again, which only delays a removal.
+//! again while nothing it reads has changed, for at most five minutes ([`settled`]). Nothing is
+//! disrupted while a pod created in the last 10 minutes waits for kube-scheduler's first try
+//! ([`UNTRIED_POD_HOLD`]): during a scale-out the scheduler's queue can hold hundreds of pods
+//! for minutes, and until it tries one nobody knows where it goes, so the nodes launched for it
+//! look empty or underused. How long a node's pods have been unchanged is remembered in memory;
+//! after a restart the clock starts again, which only delays a removal.
 
 pub mod budgets;
 pub mod candidates;
@@ -523,10 +523,16 @@ fn ask<P, R>(
     };
     let cluster = Cluster { nodes: &joined, pools, pods: &by_node, budgets: &gathered.budgets, instance_types };
     let snapshot = gathered.snapshot(&index, &facts, pools, instance_types, ctx.policies);
-    let started = std::time::Instant::now();
     let answer = question(&cluster, &snapshot, now, &mut quiet);
-    ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
     (answer, quiet_claims)
+}
+
+/// `question`'s answer, its time observed as a consolidation question's.
+fn timed<P, R>(ctx: &Shared<P>, question: impl FnOnce() -> R) -> R {
+    let started = std::time::Instant::now();
+    let answer = question();
+    ctx.metrics.consolidation_duration.observe(started.elapsed().as_secs_f64());
+    answer
 }
 
 /// One consolidation decision on the state as it is now, and why each candidate kept is kept
@@ -550,7 +556,8 @@ fn decide<P>(
             if let Some(last) = last.filter(|last| last.holds(digest, now)) {
                 return (None, last.kept.clone(), Some(last), false);
             }
-            let (decision, kept) = consolidate_eligible(cluster, snapshot, eligible, blocked, spot_to_spot);
+            let (decision, kept) =
+                timed(ctx, || consolidate_eligible(cluster, snapshot, eligible, blocked, spot_to_spot));
             let settled = decision.is_none().then(|| Settled { digest, at: now, kept: kept.clone() });
             (decision, kept, settled, true)
         });
@@ -573,7 +580,7 @@ fn confirm<P>(
     decision: &Decision,
 ) -> Result<Decision, String> {
     let (answer, _) = ask(ctx, &mut memory.unchanged, pools, instance_types, |cluster, snapshot, now, quiet| {
-        confirm_consolidation(cluster, snapshot, now, spot_to_spot, quiet, decision)
+        timed(ctx, || confirm_consolidation(cluster, snapshot, now, spot_to_spot, quiet, decision))
     });
     answer
 }
