@@ -25,7 +25,7 @@ use stoker::{
         nodepool::{Budget, ConsolidationPolicy},
     },
     controllers::disruption::{candidates::Cluster, decide_consolidation},
-    scheduling::{catalog::InstanceType, solver::solve},
+    scheduling::{catalog::InstanceType, shapes::Shapes, solver::solve},
     state::{
         cache::CachedPod,
         facts::NodeFactsIndex,
@@ -69,22 +69,34 @@ fn node(index: usize) -> Arc<Node> {
     )
 }
 
-/// A pod of `app` requesting `(cpu, memory)`, bound to `node` or pending (unschedulable).
-fn pod(index: usize, app: usize, node: Option<String>, (cpu, memory): (&str, &str)) -> Arc<CachedPod> {
+/// A pod of `app` requesting `(cpu, memory)`, bound to `node` or pending (unschedulable), its
+/// app spread over zones when `zonal`; its shape shared through `shapes`, as the pod cache does.
+fn pod(
+    index: usize,
+    app: usize,
+    node: Option<String>,
+    (cpu, memory): (&str, &str),
+    zonal: bool,
+    shapes: &mut Shapes,
+) -> Arc<CachedPod> {
     let status = match &node {
         Some(_) => json!({"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]}),
         None => json!({"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}),
     };
-    Arc::new(CachedPod::from(
+    Arc::new(CachedPod::new(
         serde_json::from_value::<Pod>(json!({
             "metadata": {"name": format!("pod-{index:05}"), "namespace": "default", "uid": format!("uid-{index}"),
                          "resourceVersion": "1", "labels": {"app": format!("app-{app}")}},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
-                     "resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
+                     "resources": {"requests": {"cpu": cpu, "memory": memory}}}],
+                     "topologySpreadConstraints": if zonal { json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": format!("app-{app}")}}}]) }
+                        else { json!(null) }},
             "status": status
         }))
         .expect("a Pod"),
+        shapes,
     ))
 }
 
@@ -98,11 +110,14 @@ fn cluster(
     bound: usize,
     pending: usize,
     requests: (&str, &str),
+    zonal: bool,
 ) -> (Vec<Arc<Node>>, Vec<Arc<CachedPod>>) {
     let node_list: Vec<Arc<Node>> = (0..nodes).map(node).collect();
-    let mut pods: Vec<Arc<CachedPod>> =
-        (0..bound).map(|i| pod(i, i % 50, Some(format!("node-{:04}", i % nodes)), requests)).collect();
-    pods.extend((bound..bound + pending).map(|i| pod(i, 999, None, SMALL)));
+    let mut shapes = Shapes::default();
+    let mut pods: Vec<Arc<CachedPod>> = (0..bound)
+        .map(|i| pod(i, i % 50, Some(format!("node-{:04}", i % nodes)), requests, zonal, &mut shapes))
+        .collect();
+    pods.extend((bound..bound + pending).map(|i| pod(i, 999, None, SMALL, false, &mut shapes)));
     (node_list, pods)
 }
 
@@ -112,7 +127,7 @@ fn batch(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch");
     group.sample_size(20);
     for (nodes, bound, pending) in [(10, 1_000, 1_000), (1_000, 10_000, 500)] {
-        let (node_list, pods) = cluster(nodes, bound, pending, SMALL);
+        let (node_list, pods) = cluster(nodes, bound, pending, SMALL, false);
         // The controller keeps the index as pod events arrive; built here once, outside the
         // timing, and reported for scale.
         let indexed = Instant::now();
@@ -189,14 +204,16 @@ fn consolidation(c: &mut Criterion) {
     group.sample_size(10);
     // Underutilized: 10,000 small pods, so nodes go together or one replaces many. Full: ten pods
     // of 1.5 CPU and 6 GiB fill each node and spot-to-spot is off, so every multi-node attempt
-    // and then every node alone is tried and refused (the single-node worst case).
+    // and then every node alone is tried and refused (the single-node worst case); full-zonal is
+    // the same with every app spread over zones, so each question counts the bound pods.
     for (nodes, requests, spot_to_spot, shape) in [
         (100, SMALL, true, "underutilized"),
         (1_000, SMALL, true, "underutilized"),
         (1_000, ("1500m", "6Gi"), false, "full"),
+        (1_000, ("1500m", "6Gi"), false, "full-zonal"),
     ] {
         // Untainted nodes: any of them can take the others' pods.
-        let (node_list, pods) = cluster(nodes, 10_000, 0, requests);
+        let (node_list, pods) = cluster(nodes, 10_000, 0, requests, shape == "full-zonal");
         let node_list: Vec<Arc<Node>> = node_list
             .into_iter()
             .map(|node| {
