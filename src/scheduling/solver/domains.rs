@@ -1,10 +1,10 @@
 //! Topology for a target: the domains a key can take, and the checks of spread and (anti-)affinity
 //! terms that choose one.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, rc::Rc};
 
 use super::{
-    Input, Solver,
+    Input, Memo, Solver,
     interner::ReqId,
     placement::{Attempt, ChosenDomains, Refusal},
 };
@@ -21,21 +21,37 @@ use crate::{
 impl Solver<'_> {
     /// Domains a term's key can take, from existing nodes and from the pools' instance-type
     /// offerings and labels: of the nodes and pools its node filter lets count, the values the
-    /// filter's affinity admits.
-    pub(super) fn known_domains(input: &Input, term: &TopologyTerm) -> BTreeSet<String> {
-        let (key, filter) = (term.key.as_str(), &term.filter);
-        let mut domains = BTreeSet::new();
+    /// filter's affinity admits. The pools' part scans the whole catalog, so it is kept in the
+    /// memo: consolidation asks a thousand questions of the same pools, each a new solver run
+    /// with the same terms (zone spreads made that scan most of a pass).
+    fn known_domains(input: &Input, term: &TopologyTerm, memo: &mut Memo, pools: u64) -> BTreeSet<String> {
+        let mut domains = match term.key.as_str() {
+            labels::HOSTNAME => BTreeSet::new(),
+            _ => {
+                let key = (pools, term.key.clone(), term.filter.clone());
+                let offered = memo.pool_domains.entry(key).or_insert_with(|| Rc::new(Self::pool_domains(input, term)));
+                BTreeSet::clone(offered)
+            }
+        };
         for node in &input.nodes {
-            if !filter.passes(&node.requirements, node.registered, &node.taints) {
+            if !term.filter.passes(&node.requirements, node.registered, &node.taints) {
                 continue;
             }
-            if let Some(values) = node.requirements.get(key).and_then(Requirement::finite_values) {
-                domains.extend(values.iter().cloned());
+            let values = node.requirements.get(&term.key).and_then(Requirement::finite_values).unwrap_or_default();
+            for value in values {
+                if !domains.contains(value) {
+                    domains.insert(value.clone());
+                }
             }
         }
-        if key == labels::HOSTNAME {
-            return domains;
-        }
+        domains
+    }
+
+    /// The domains of a term's key (not the hostname) that the pools its filter lets count can
+    /// launch into.
+    fn pool_domains(input: &Input, term: &TopologyTerm) -> BTreeSet<String> {
+        let (key, filter) = (term.key.as_str(), &term.filter);
+        let mut domains = BTreeSet::new();
         for pool in &input.pools {
             if !filter.passes(&pool.requirements, false, &pool.taints) {
                 continue;
@@ -60,7 +76,11 @@ impl Solver<'_> {
                     labels::CAPACITY_TYPE => Some(o.capacity_type.as_str()),
                     _ => instance.labels.get(key).map(String::as_str),
                 });
-                domains.extend(values.flatten().filter(|v| allowed(v)).map(str::to_owned));
+                for value in values.flatten() {
+                    if !domains.contains(value) && allowed(value) {
+                        domains.insert(value.to_owned());
+                    }
+                }
             }
             if let Some(values) = pool.requirements.get(key).and_then(Requirement::finite_values) {
                 domains.extend(values.iter().cloned());
@@ -70,8 +90,8 @@ impl Solver<'_> {
     }
 
     pub(super) fn group_of(&mut self, term: &TopologyTerm) -> GroupId {
-        let input = self.input;
-        self.topology.group_of(term, |term| Self::known_domains(input, term))
+        let (input, memo, pools) = (self.input, &mut self.memo, self.pools_digest);
+        self.topology.group_of(term, |term| Self::known_domains(input, term, memo, pools))
     }
 
     /// Checks the topology terms for a target whose domain on each key is `domain_of(key)`;

@@ -1,13 +1,19 @@
 //! What solver runs over the same catalog share. Consolidation asks the solver one question per
 //! candidate (the cluster without that node), and every run would otherwise scan the whole
 //! catalog again for the same answers: the instance types a requirement set allows, each type's
-//! cheapest offering under a zone and capacity-type requirement, and the catalog as resource
-//! vectors. A [`Memo`] keeps those across runs; handed another catalog, it starts afresh.
+//! cheapest offering under a zone and capacity-type requirement, the catalog as resource
+//! vectors, and the domains the pools can launch into for each topology term. A [`Memo`] keeps
+//! those across runs; handed another catalog, it starts afresh.
 
-use std::{collections::HashMap, rc::Rc, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+    rc::Rc,
+    sync::Arc,
+};
 
-use super::{sizing::OfferingKey, vectors::Dims};
-use crate::scheduling::{bitset::BitSet, catalog::InstanceType, requirements::Requirements};
+use super::{NodePoolTemplate, sizing::OfferingKey, vectors::Dims};
+use crate::scheduling::{bitset::BitSet, catalog::InstanceType, pod::NodeFilter, requirements::Requirements};
 
 /// Answers about one catalog, kept across solver runs (see [`super::solve_with`]).
 #[derive(Default)]
@@ -18,6 +24,22 @@ pub struct Memo {
     pub(super) type_sets: HashMap<Requirements, BitSet>,
     pub(super) prices: HashMap<OfferingKey, Rc<[f64]>>,
     vectors: Option<CatalogVectors>,
+    /// Per pools (their [`pools_digest`]), topology key and node filter: the domains the pools
+    /// can launch into.
+    pub(super) pool_domains: HashMap<(u64, String, NodeFilter), Rc<BTreeSet<String>>>,
+}
+
+/// What decides the domains pools can launch into: each pool's requirements, taints and types.
+pub(super) fn pools_digest(pools: &[NodePoolTemplate]) -> u64 {
+    let mut digest = DefaultHasher::new();
+    for pool in pools {
+        pool.requirements.hash(&mut digest);
+        pool.instance_types.hash(&mut digest);
+        for taint in &pool.taints {
+            (&taint.key, &taint.value, &taint.effect).hash(&mut digest);
+        }
+    }
+    digest.finish()
 }
 
 /// Each type's allocatable and capacity as vectors over `dims`.

@@ -44,7 +44,7 @@ use self::{
 use super::{
     bitset::BitSet,
     catalog::InstanceType,
-    pod::{HostPort, NamespaceLabels, PREFER_NO_SCHEDULE, PodInfo, Preference, TopologyKind},
+    pod::{HostPort, NamespaceLabels, PREFER_NO_SCHEDULE, PodInfo, PodShape, Preference, TopologyKind},
     requirements::Requirements,
     resources::{CPU, MEMORY, Resources},
     topology::{GroupId, Topology},
@@ -187,6 +187,8 @@ struct Solver<'a> {
     sizing: sizing::SizingCache,
     /// Answers about the catalog, kept across runs.
     memo: Memo,
+    /// The pools as the memo's pool domains know them (see [`memo::pools_digest`]).
+    pools_digest: u64,
     /// The catalog's types that are not exotic.
     ordinary_types: BitSet,
     /// Whether a pool or node has a PreferNoSchedule taint, so tolerating them is a relaxation.
@@ -295,6 +297,7 @@ impl<'a> Solver<'a> {
             affinity_pending: HashMap::new(),
             sizing: sizing::SizingCache::default(),
             memo,
+            pools_digest: memo::pools_digest(&input.pools),
             ordinary_types: {
                 let mut ordinary = BitSet::empty(type_count);
                 input
@@ -336,19 +339,35 @@ impl<'a> Solver<'a> {
                 }
             }
         }
-        let owned_by_scheduled: Vec<Vec<GroupId>> =
-            input.scheduled.iter().map(|s| s.pod.topology.iter().map(|t| self.group_of(t)).collect()).collect();
+        // Replicas share one shape (the pod cache keeps it once): a shape's groups and memberships
+        // are looked up once, not once per bound pod (hashing every pod's terms and labels was
+        // most of a consolidation question on a zone-spread cluster).
+        let mut owned_by_shape: HashMap<*const PodShape, Rc<[GroupId]>> = HashMap::new();
+        let owned_by_scheduled: Vec<Rc<[GroupId]>> = input
+            .scheduled
+            .iter()
+            .map(|s| {
+                let shape = Arc::as_ptr(&s.pod.shape);
+                owned_by_shape
+                    .entry(shape)
+                    .or_insert_with(|| s.pod.topology.iter().map(|t| self.group_of(t)).collect())
+                    .clone()
+            })
+            .collect();
         // Without a single term, bound pods change nothing (the common case on a big cluster).
         let scheduled = if self.topology.is_unused() { &[][..] } else { &input.scheduled[..] };
         let nodes_by_name: HashMap<&str, &ExistingNode> = match scheduled.is_empty() {
             true => HashMap::new(),
             false => input.nodes.iter().map(|n| (n.name.as_str(), &**n)).collect(),
         };
+        let mut members_by_shape: HashMap<*const PodShape, Vec<GroupId>> = HashMap::new();
         for (ScheduledPod { pod, node }, owned) in scheduled.iter().zip(&owned_by_scheduled) {
-            let members = self.topology.memberships(&pod.namespace, &pod.labels);
+            let members = members_by_shape
+                .entry(Arc::as_ptr(&pod.shape))
+                .or_insert_with(|| self.topology.memberships(&pod.namespace, &pod.labels));
             let node = nodes_by_name.get(&**node).copied();
             self.topology.record(
-                &members,
+                members,
                 owned,
                 |key| match node {
                     Some(node) if key == labels::HOSTNAME => Some(node.name.clone()),
