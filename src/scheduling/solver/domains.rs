@@ -1,7 +1,10 @@
 //! Topology for a target: the domains a key can take, and the checks of spread and (anti-)affinity
 //! terms that choose one.
 
-use std::{collections::BTreeSet, rc::Rc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    rc::Rc,
+};
 
 use super::{
     Input, Memo, Solver,
@@ -12,27 +15,47 @@ use crate::{
     apis::labels,
     scheduling::{
         catalog::is_well_known,
-        pod::TopologyTerm,
+        pod::{NodeFilter, TopologyTerm},
         requirements::{Requirement, Requirements},
         topology::{Domain, GroupId},
     },
 };
 
+/// Where a term's domains are looked up: the memo's pools' part (for pools with this digest) and
+/// this run's nodes' part.
+struct KnownDomains<'a> {
+    memo: &'a mut Memo,
+    pools: u64,
+    on_nodes: &'a mut HashMap<(String, NodeFilter), BTreeSet<String>>,
+}
+
 impl Solver<'_> {
     /// Domains a term's key can take, from existing nodes and from the pools' instance-type
     /// offerings and labels: of the nodes and pools its node filter lets count, the values the
-    /// filter's affinity admits. The pools' part scans the whole catalog, so it is kept in the
-    /// memo: consolidation asks a thousand questions of the same pools, each a new solver run
-    /// with the same terms (zone spreads made that scan most of a pass).
-    fn known_domains(input: &Input, term: &TopologyTerm, memo: &mut Memo, pools: u64) -> BTreeSet<String> {
+    /// filter's affinity admits. Both parts depend on the key and filter only, which most terms
+    /// share (every Deployment's zone spread): the nodes' part is found once per run, and the
+    /// pools' part, a scan of the whole catalog, is kept in the memo, since consolidation asks a
+    /// thousand questions of the same pools, each a new solver run with the same terms (zone
+    /// spreads made those scans most of a pass).
+    fn known_domains(input: &Input, term: &TopologyTerm, known: KnownDomains) -> BTreeSet<String> {
+        let KnownDomains { memo, pools, on_nodes } = known;
+        let by_filter = (term.key.clone(), term.filter.clone());
         let mut domains = match term.key.as_str() {
             labels::HOSTNAME => BTreeSet::new(),
             _ => {
-                let key = (pools, term.key.clone(), term.filter.clone());
+                let key = (pools, by_filter.0.clone(), by_filter.1.clone());
                 let offered = memo.pool_domains.entry(key).or_insert_with(|| Rc::new(Self::pool_domains(input, term)));
                 BTreeSet::clone(offered)
             }
         };
+        let on_nodes = on_nodes.entry(by_filter).or_insert_with(|| Self::node_domains(input, term));
+        domains.extend(on_nodes.iter().cloned());
+        domains
+    }
+
+    /// The domains of a term's key on the existing nodes its filter lets count.
+    fn node_domains(input: &Input, term: &TopologyTerm) -> BTreeSet<String> {
+        let mut domains = BTreeSet::new();
         for node in &input.nodes {
             if !term.filter.passes(&node.requirements, node.registered, &node.taints) {
                 continue;
@@ -90,8 +113,9 @@ impl Solver<'_> {
     }
 
     pub(super) fn group_of(&mut self, term: &TopologyTerm) -> GroupId {
-        let (input, memo, pools) = (self.input, &mut self.memo, self.pools_digest);
-        self.topology.group_of(term, |term| Self::known_domains(input, term, memo, pools))
+        let input = self.input;
+        let known = KnownDomains { memo: &mut self.memo, pools: self.pools_digest, on_nodes: &mut self.node_domains };
+        self.topology.group_of(term, |term| Self::known_domains(input, term, known))
     }
 
     /// Checks the topology terms for a target whose domain on each key is `domain_of(key)`;

@@ -44,7 +44,7 @@ use self::{
 use super::{
     bitset::BitSet,
     catalog::InstanceType,
-    pod::{HostPort, NamespaceLabels, PREFER_NO_SCHEDULE, PodInfo, PodShape, Preference, TopologyKind},
+    pod::{HostPort, NamespaceLabels, NodeFilter, PREFER_NO_SCHEDULE, PodInfo, PodShape, Preference, TopologyKind},
     requirements::Requirements,
     resources::{CPU, MEMORY, Resources},
     topology::{GroupId, Topology},
@@ -189,6 +189,8 @@ struct Solver<'a> {
     memo: Memo,
     /// The pools as the memo's pool domains know them (see [`memo::pools_digest`]).
     pools_digest: u64,
+    /// Per topology key and node filter, the domains on the existing nodes.
+    node_domains: HashMap<(String, NodeFilter), BTreeSet<String>>,
     /// The catalog's types that are not exotic.
     ordinary_types: BitSet,
     /// Whether a pool or node has a PreferNoSchedule taint, so tolerating them is a relaxation.
@@ -298,6 +300,7 @@ impl<'a> Solver<'a> {
             sizing: sizing::SizingCache::default(),
             memo,
             pools_digest: memo::pools_digest(&input.pools),
+            node_domains: HashMap::new(),
             ordinary_types: {
                 let mut ordinary = BitSet::empty(type_count);
                 input
