@@ -145,6 +145,7 @@ fn batch(c: &mut Criterion) {
             policies: Default::default(),
             namespaces: Default::default(),
             volumes: &Default::default(),
+            expected_pods: &[],
             virtual_pods: &[],
         };
         // One timed run outside criterion, for the figures at a glance.
@@ -243,6 +244,7 @@ fn consolidation(c: &mut Criterion) {
             policies: Default::default(),
             namespaces: Default::default(),
             volumes: &Default::default(),
+            expected_pods: &[],
             virtual_pods: &[],
         };
         let now = chrono::Utc::now();

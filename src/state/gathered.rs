@@ -107,6 +107,7 @@ impl Gathered {
             policies,
             namespaces: self.namespaces.clone(),
             volumes: &self.volumes,
+            expected_pods: &[],
             virtual_pods: &self.virtual_pods,
         }
     }

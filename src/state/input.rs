@@ -52,6 +52,8 @@ pub struct Snapshot<'a> {
     pub namespaces: Arc<NamespaceLabels>,
     /// What pods' volumes require of their node.
     pub volumes: &'a VolumeTopology,
+    /// Pods ReplicaSets are still to create, planned for with the pending ones.
+    pub expected_pods: &'a [Arc<PodInfo>],
     /// CapacityBuffers' virtual pods: placed after the real pods, never bound.
     pub virtual_pods: &'a [Arc<PodInfo>],
 }
@@ -95,6 +97,7 @@ pub fn solver_input(state: &Snapshot) -> Prepared {
             }
         }
     }
+    input.pods.extend(state.expected_pods.iter().cloned());
     input.pods.extend(state.virtual_pods.iter().cloned());
     let volume_room = VolumeRoom::of(state, &input);
 

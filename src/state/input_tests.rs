@@ -70,6 +70,7 @@ fn cluster<'a>(
         policies: Default::default(),
         namespaces: Default::default(),
         volumes: &NO_VOLUMES,
+        expected_pods: &[],
         virtual_pods: &[],
     }
 }

@@ -5,7 +5,8 @@
 //!   of them a drain would evict;
 //! - the bound pods with their parsed constraints, for topology counts;
 //! - the provisionable pods;
-//! - when each pod kube-scheduler has not tried yet was created.
+//! - when each pod kube-scheduler has not tried yet was created;
+//! - per controlling owner (a ReplicaSet, say), how many of its live pods the scheduler has tried.
 //!
 //! Each pod's contribution is remembered by its key (`namespace/name`), so a change replaces it
 //! and a deletion takes it back. A re-list builds a new index and swaps it in when complete, as
@@ -76,6 +77,17 @@ pub fn evictable(metadata: &ObjectMeta, phase: Option<&str>) -> bool {
     !daemon_pod(metadata) && !mirror && !finished && metadata.deletion_timestamp.is_none()
 }
 
+/// The UID of the pod's controlling owner, if the pod is live (not terminating, not finished:
+/// what a ReplicaSet counts towards its replicas) and a scheduler has tried it.
+fn tried_controller(pod: &CachedPod) -> Option<&str> {
+    let finished = matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed"));
+    if pod.metadata.deletion_timestamp.is_some() || finished || awaits_scheduler(pod) {
+        return None;
+    }
+    let owners = pod.metadata.owner_references.iter().flatten();
+    owners.filter(|owner| owner.controller == Some(true)).map(|owner| owner.uid.as_str()).next()
+}
+
 /// Whether a DaemonSet owns the pod: it goes with its node, and its node is never launched for it.
 fn daemon_pod(metadata: &ObjectMeta) -> bool {
     metadata.owner_references.iter().flatten().any(|owner| owner.kind == "DaemonSet")
@@ -127,6 +139,9 @@ pub struct PodIndex {
     provisionable: BTreeMap<String, Arc<CachedPod>>,
     /// Pods awaiting the scheduler (see [`awaits_scheduler`]): when each was created.
     untried: HashMap<String, DateTime<Utc>>,
+    /// Live, tried pods' controlling owners by pod key, and how many such pods each owner has.
+    controllers: HashMap<String, Arc<str>>,
+    tried_owned: HashMap<Arc<str>, usize>,
     /// The last stamp given to a node's [`NodeUse::changed`].
     stamp: u64,
     /// The index a re-list is building, swapped in when it completes.
@@ -200,6 +215,12 @@ impl PodIndex {
         self.untried.values().filter(|created| **created >= since).count()
     }
 
+    /// How many of the live pods (not terminating, not finished) the owner with this UID
+    /// controls a scheduler has tried: bound, nominated or found no room for.
+    pub fn tried_pods_of(&self, owner_uid: &str) -> usize {
+        self.tried_owned.get(owner_uid).copied().unwrap_or(0)
+    }
+
     /// Whether a drain of its node would evict the pod with this key (see [`evictable`]).
     pub fn evictable(&self, key: &str) -> bool {
         self.contributions.get(key).is_some_and(|c| c.evictable)
@@ -234,6 +255,14 @@ impl PodIndex {
 
     fn apply_contribution(&mut self, key: String, pod: Arc<CachedPod>) {
         self.remove(&key);
+        if let Some(owner) = tried_controller(&pod) {
+            let owner: Arc<str> = match self.tried_owned.get_key_value(owner) {
+                Some((shared, _)) => shared.clone(),
+                None => owner.into(),
+            };
+            *self.tried_owned.entry(owner.clone()).or_default() += 1;
+            self.controllers.insert(key.clone(), owner);
+        }
         if is_provisionable(&pod) {
             self.provisionable.insert(key, pod);
             return;
@@ -280,6 +309,14 @@ impl PodIndex {
     fn remove(&mut self, key: &str) {
         self.provisionable.remove(key);
         self.untried.remove(key);
+        if let Some(owner) = self.controllers.remove(key)
+            && let Some(tried) = self.tried_owned.get_mut(&owner)
+        {
+            *tried -= 1;
+            if *tried == 0 {
+                self.tried_owned.remove(&owner);
+            }
+        }
         let Some(contribution) = self.contributions.remove(key) else { return };
         if let Some(nominated) = contribution.nominated {
             if let Some(used) = self.nodes.get_mut(&nominated) {
@@ -324,7 +361,10 @@ fn key(pod: &CachedPod) -> String {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::{
+        api::core::v1::Pod,
+        apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
+    };
     use proptest::prelude::*;
 
     use super::*;
@@ -358,6 +398,20 @@ mod tests {
         Arc::new(CachedPod::from(pod))
     }
 
+    /// `pod`, controlled by the ReplicaSet with UID `uid`.
+    fn owned_by(pod: &CachedPod, uid: &str) -> Arc<CachedPod> {
+        let mut pod = pod.clone();
+        pod.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: uid.into(),
+            uid: uid.into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        }]);
+        Arc::new(pod)
+    }
+
     /// The index a fresh build from `pods` gives, compared field by field with `index`.
     fn assert_same(index: &PodIndex, pods: &[Arc<CachedPod>]) {
         let fresh = PodIndex::of(pods);
@@ -383,6 +437,9 @@ mod tests {
             keys
         };
         assert_eq!(scheduled(index), scheduled(&fresh));
+        for owner in ["rs-0", "rs-1"] {
+            assert_eq!(index.tried_pods_of(owner), fresh.tried_pods_of(owner), "{owner}'s tried pods");
+        }
         let provisionable = |i: &PodIndex| i.provisionable().map(|p| p.name_any()).collect::<Vec<_>>();
         assert_eq!(provisionable(index), provisionable(&fresh));
     }
@@ -456,6 +513,36 @@ mod tests {
     }
 
     #[test]
+    fn an_owner_counts_its_tried_pods_until_they_terminate_finish_or_go() {
+        let mut index = PodIndex::default();
+        let pending = owned_by(&pod("a", None, 100, None, "Pending"), "rs");
+        handle(&mut index, watcher::Event::Apply((*pending).clone()));
+        handle(
+            &mut index,
+            watcher::Event::Apply((*owned_by(&pod("b", Some("n1"), 100, None, "Running"), "rs")).clone()),
+        );
+        handle(
+            &mut index,
+            watcher::Event::Apply((*owned_by(&pod("c", Some("n1"), 100, None, "Failed"), "rs")).clone()),
+        );
+        handle(&mut index, watcher::Event::Apply((*pod("d", Some("n1"), 100, None, "Running")).clone()));
+        let mut untried = (*owned_by(&pod("e", None, 100, None, "Pending"), "rs")).clone();
+        untried.conditions.clear();
+        handle(&mut index, watcher::Event::Apply(untried));
+        assert_eq!(index.tried_pods_of("rs"), 2, "pending and running; not failed, untried nor unowned");
+        let mut going = (*pending).clone();
+        going.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        handle(&mut index, watcher::Event::Apply(going));
+        assert_eq!(index.tried_pods_of("rs"), 1, "a terminating pod is replaced");
+        handle(
+            &mut index,
+            watcher::Event::Delete((*owned_by(&pod("b", Some("n1"), 100, None, "Running"), "rs")).clone()),
+        );
+        assert_eq!(index.tried_pods_of("rs"), 0);
+        assert_eq!(index.tried_pods_of("another"), 0);
+    }
+
+    #[test]
     fn a_node_is_stamped_when_a_pod_comes_or_goes_not_when_one_changes_in_place() {
         let mut index = PodIndex::default();
         let stamp = |index: &PodIndex| index.node("n1").map(|u| u.changed);
@@ -486,16 +573,20 @@ mod tests {
         /// After any sequence of changes, the index equals one built from the final pods.
         #[test]
         fn incremental_updates_equal_a_fresh_build(
-            changes in proptest::collection::vec((0usize..6, proptest::option::of(0usize..3), proptest::option::of(0usize..3), 1u32..500, proptest::option::of(8000i32..8003), 0usize..3, any::<bool>()), 1..60)
+            changes in proptest::collection::vec((0usize..6, proptest::option::of(0usize..3), proptest::option::of(0usize..3), 1u32..500, proptest::option::of(8000i32..8003), 0usize..3, any::<bool>(), proptest::option::of(0usize..2)), 1..60)
         ) {
             let mut index = PodIndex::default();
             let mut live: BTreeMap<String, Arc<CachedPod>> = BTreeMap::new();
-            for (which, node, nominated, cpu, port, phase, delete) in changes {
+            for (which, node, nominated, cpu, port, phase, delete, owner) in changes {
                 let name = format!("p{which}");
                 let node = node.map(|n| format!("n{n}"));
                 let nominated = nominated.map(|n| format!("n{n}"));
                 let phase = ["Pending", "Running", "Failed"][phase];
                 let pod = nominated_pod(&name, node.as_deref(), nominated.as_deref(), cpu, port, phase);
+                let pod = match owner {
+                    Some(owner) => owned_by(&pod, &format!("rs-{owner}")),
+                    None => pod,
+                };
                 if delete {
                     handle(&mut index, watcher::Event::Delete((*pod).clone()));
                     live.remove(&name);

@@ -3,9 +3,11 @@
 //! be launched for them).
 //!
 //! A batch opens at the first provisionable pod and closes after `idle` without a new one or
-//! `max` in all, so a burst of a thousand pods makes one decision. Pods covered by in-flight
+//! `max` in all, so a burst of a thousand pods makes one decision. It plans too for the pods the
+//! pending pods' ReplicaSets are still to create ([`expected`]). Pods covered by in-flight
 //! NodeClaims are placed on them by the simulation and cause no second launch.
 
+pub mod expected;
 pub mod snapshot;
 pub mod told;
 
@@ -16,7 +18,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{DaemonSet, ReplicaSet};
 use kube::{
     Api, Resource, ResourceExt,
     api::PostParams,
@@ -29,6 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 
 use self::{
+    expected::{Creator, creators, expected_pods},
     snapshot::{nodeclaim_for, nodeclaim_template},
     told::{Places, Told},
 };
@@ -172,8 +175,29 @@ impl<P: Provider> Provisioner<P> {
         futures::future::join_all(preparations).await;
     }
 
+    /// The ReplicaSets controlling pending pods, read now (a failed read leaves one out): their
+    /// replicas the scheduler has still to try are planned for with the pending pods.
+    async fn creators_of_pending(&self) -> HashMap<Creator, ReplicaSet> {
+        let pending: Vec<Arc<CachedPod>> = self.state.pod_index().provisionable().cloned().collect();
+        futures::stream::iter(creators(&pending))
+            .map(|creator| async move {
+                let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &creator.namespace);
+                match api.get_opt(&creator.name).await {
+                    Ok(set) => set.map(|set| (creator, set)),
+                    Err(error) => {
+                        debug!(replicaset = %creator.name, namespace = %creator.namespace, %error, "not read");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(16)
+            .filter_map(std::future::ready)
+            .collect()
+            .await
+    }
+
     /// One decision: snapshot, simulate, create NodeClaims, tell the pods and CapacityBuffers.
-    #[instrument(skip_all, fields(pods, new_claims, unschedulable, snapshot_ms, solve_ms))]
+    #[instrument(skip_all, fields(pods, expected, new_claims, unschedulable, snapshot_ms, solve_ms))]
     pub async fn provision(&self) -> Result<()> {
         let virtual_pods = self.state.virtual_pods();
         let real = self.state.pod_index().any_provisionable();
@@ -190,10 +214,12 @@ impl<P: Provider> Provisioner<P> {
         let daemonsets: Vec<DaemonSet> = self.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
         let (nodes, claims) = (self.state.nodes.state(), self.state.claims.state());
         let (namespaces, volumes) = (Arc::new(self.state.namespace_labels()), self.state.volume_topology());
+        let replica_sets = self.creators_of_pending().await;
         // The pod index stays locked only while the input is built (no await in between).
-        let (prepared, pods) = {
+        let (prepared, pods, expected) = {
             let (index, facts) = (self.state.pod_index(), self.state.node_facts());
             let pods: Vec<Arc<CachedPod>> = index.provisionable().cloned().collect();
+            let expected = expected_pods(&pods, &replica_sets, |uid| index.tried_pods_of(uid));
             let snapshot = Snapshot {
                 pods: &index,
                 nodes: &nodes,
@@ -205,9 +231,10 @@ impl<P: Provider> Provisioner<P> {
                 policies: self.shared.policies,
                 namespaces,
                 volumes: &volumes,
+                expected_pods: &expected,
                 virtual_pods: &virtual_pods,
             };
-            (solver_input(&snapshot), pods)
+            (solver_input(&snapshot), pods, expected.len())
         };
         self.waiting.track(pods.iter());
         for reason in &prepared.skipped {
@@ -218,11 +245,12 @@ impl<P: Provider> Provisioner<P> {
         let span = tracing::Span::current();
         span.record("snapshot_ms", (started - closed).as_secs_f64() * 1000.0);
         span.record("pods", prepared.input.pods.len());
+        span.record("expected", expected);
         span.record("new_claims", plan.new_claims.len());
         span.record("unschedulable", plan.unschedulable.len());
         span.record("solve_ms", started.elapsed().as_secs_f64() * 1000.0);
         self.metrics.scheduling_duration.observe(started.elapsed().as_secs_f64());
-        self.metrics.pods_pending.set(prepared.input.pods.iter().filter(|p| !p.placeholder).count() as i64);
+        self.metrics.pods_pending.set(pods.len() as i64);
         self.buffer_outcomes.record(&prepared.input, &plan);
         self.nominations.record(&prepared.input, &plan, chrono::Utc::now());
 
@@ -267,7 +295,9 @@ impl<P: Provider> Provisioner<P> {
         let places = Places::of(&claims, &prepared.input);
         let on_existing = plan.real_placements(&prepared.input).map(|(pod, node)| (pod.as_str(), places.of_node(node)));
         let mut by_place: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (pod, place) in self.told.untold(on_new.chain(on_existing), std::time::Instant::now()) {
+        // Expected pods are no Pods yet: nobody to tell.
+        let real = on_new.chain(on_existing).filter(|(pod, _)| by_key.contains_key(*pod));
+        for (pod, place) in self.told.untold(real, std::time::Instant::now()) {
             by_place.entry(place).or_default().push(pod.to_owned());
         }
         for (place, pods) in by_place {
