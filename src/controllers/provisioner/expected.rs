@@ -97,7 +97,14 @@ pub fn expected_pods(
 
 /// An expected pod's key: `namespace/<replicaset>:expected:<n>`, which no Pod's name can be.
 fn expected_key(creator: &Creator, replica: usize) -> String {
-    format!("{}/{}:expected:{replica}", creator.namespace, creator.name)
+    format!("{}/{}{EXPECTED}{replica}", creator.namespace, creator.name)
+}
+
+const EXPECTED: &str = ":expected:";
+
+/// Whether a planned pod's key is an expected pod's.
+pub fn is_expected(key: &str) -> bool {
+    key.split_once('/').is_some_and(|(_, name)| name.contains(EXPECTED))
 }
 
 #[cfg(test)]
@@ -141,6 +148,8 @@ mod tests {
         let keys: BTreeSet<&str> = expected.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys.len(), 7, "keys are distinct");
         assert!(keys.contains("shop/web:expected:0"));
+        assert!(keys.iter().all(|key| is_expected(key)));
+        assert!(!is_expected("shop/web-7d9c5") && !is_expected("shop/capacitybuffer:web:0"));
         assert_eq!(creators(&pods).len(), 1);
     }
 

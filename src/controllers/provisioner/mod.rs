@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 
 use self::{
-    expected::{Creator, creators, expected_pods},
+    expected::{Creator, creators, expected_pods, is_expected},
     snapshot::{nodeclaim_for, nodeclaim_template},
     told::{Places, Told},
 };
@@ -342,6 +342,7 @@ fn planned_note(input: &Input, plan: &Plan, nodepool: &str) -> Option<String> {
         return None;
     }
     let pods: usize = claims.iter().map(|claim| claim.pods.len()).sum();
+    let expected = claims.iter().flat_map(|claim| &claim.pods).filter(|pod| is_expected(pod)).count();
     let price: f64 = claims.iter().map(|claim| claim.price).sum();
     let bound = nodepool_lower_bound(input, plan, nodepool);
     let ratio = if bound > 0.0 { format!("{:.2}", price / bound) } else { "n/a".to_owned() };
@@ -349,6 +350,9 @@ fn planned_note(input: &Input, plan: &Plan, nodepool: &str) -> Option<String> {
         "Planned {} NodeClaim(s) for {pods} pod(s) at ${price:.4}/hour, {ratio}x the lower bound ${bound:.4}/hour",
         claims.len()
     );
+    if expected > 0 {
+        note.push_str(&format!("; {expected} of the pods: replicas the scheduler has not tried yet"));
+    }
     for sizing in [Sizing::AnySize, Sizing::Exotic] {
         let count = claims.iter().filter(|claim| claim.sizing == sizing).count();
         if count > 0 {
