@@ -52,7 +52,8 @@ pub struct Snapshot<'a> {
     pub namespaces: Arc<NamespaceLabels>,
     /// What pods' volumes require of their node.
     pub volumes: &'a VolumeTopology,
-    /// Pods ReplicaSets are still to create, planned for with the pending ones.
+    /// Copies of the replicas pending pods' ReplicaSets have not had tried yet, planned for with
+    /// the pending pods.
     pub expected_pods: &'a [Arc<PodInfo>],
     /// CapacityBuffers' virtual pods: placed after the real pods, never bound.
     pub virtual_pods: &'a [Arc<PodInfo>],

@@ -3,8 +3,8 @@
 //! be launched for them).
 //!
 //! A batch opens at the first provisionable pod and closes after `idle` without a new one or
-//! `max` in all, so a burst of a thousand pods makes one decision. It plans too for the pods the
-//! pending pods' ReplicaSets are still to create ([`expected`]). Pods covered by in-flight
+//! `max` in all, so a burst of a thousand pods makes one decision. It plans too for the replicas
+//! the pending pods' ReplicaSets have not had tried yet ([`expected`]). Pods covered by in-flight
 //! NodeClaims are placed on them by the simulation and cause no second launch.
 
 pub mod expected;
