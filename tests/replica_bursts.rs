@@ -44,12 +44,6 @@ fn pods_for(name: &str, namespace: &str, replicas: i32, pool: &str) -> serde_jso
     manifest
 }
 
-async fn running_in(client: &Client, namespace: &str, app: &str) -> usize {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
-    let listed = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.expect("pods").items;
-    listed.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count()
-}
-
 #[tokio::test]
 #[ignore = "needs the local environment: run hack/test.sh"]
 async fn a_burst_is_planned_whole_by_its_first_batch() {
@@ -107,7 +101,7 @@ async fn a_burst_is_planned_whole_by_its_first_batch() {
     .expect("the quota counted");
     apply(&client, pods_for("held", "bursts-quota", 40, "held")).await;
     let five_running = support::wait_until(Duration::from_secs(180), || async {
-        (running_in(&client, "bursts-quota", "held").await == 5).then_some(())
+        (support::running_in(&client, "bursts-quota", "held").await == 5).then_some(())
     })
     .await;
     let notes = planned_notes(&client, "held").await;

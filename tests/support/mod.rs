@@ -291,13 +291,23 @@ pub fn deployment(name: &str, replicas: i32, cpu: &str, node_selector: Value) ->
 
 /// The pods of a Deployment made by [`deployment`].
 pub async fn pods_of(client: &Client, app: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    pods_in(client, "default", app).await
+}
+
+/// The pods labelled `app` in `namespace`.
+pub async fn pods_in(client: &Client, namespace: &str, app: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
     pods.list(&kube::api::ListParams::default().labels(&format!("app={app}"))).await.expect("list pods").items
 }
 
-/// How many of those pods run.
+/// How many of a Deployment's pods run.
 pub async fn running(client: &Client, app: &str) -> usize {
-    pods_of(client, app)
+    running_in(client, "default", app).await
+}
+
+/// How many of the pods labelled `app` in `namespace` run.
+pub async fn running_in(client: &Client, namespace: &str, app: &str) -> usize {
+    pods_in(client, namespace, app)
         .await
         .iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
