@@ -9,11 +9,8 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::ResourceQuota, events::v1::Event};
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams},
-};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::ResourceQuota};
+use kube::{Api, Client, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use support::{apply, claims_of, running};
 
@@ -21,14 +18,7 @@ use support::{apply, claims_of, running};
 async fn planned_notes(client: &Client, pool: &str) -> Vec<String> {
     let pools: Api<stoker::apis::NodePool> = Api::all(client.clone());
     let uid = pools.get(pool).await.expect("the pool").uid();
-    let events: Api<Event> = Api::all(client.clone());
-    let listed = events.list(&ListParams::default()).await.expect("events").items;
-    listed
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("Planned"))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid)
-        .filter_map(|e| e.note)
-        .collect()
+    support::event_notes(client, "Planned", |regarding| regarding.uid == uid).await
 }
 
 /// How many pods a `Planned` note planned for ("Planned 4 NodeClaim(s) for 120 pod(s) at …").
