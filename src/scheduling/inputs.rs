@@ -144,7 +144,7 @@ pub fn daemon_overhead(
 
 /// The pod a controller creates from a template: the owner's namespace, the template's labels
 /// and spec, named `<owner>-<index>`.
-fn pod_from_template(owner: &ObjectMeta, template: &PodTemplateSpec, index: usize) -> Pod {
+pub fn pod_from_template(owner: &ObjectMeta, template: &PodTemplateSpec, index: usize) -> Pod {
     let mut metadata = template.metadata.clone().unwrap_or_default();
     metadata.name = Some(format!("{}-{index}", owner.name.as_deref().unwrap_or("pod")));
     metadata.namespace = owner.namespace.clone().or(metadata.namespace);

@@ -7,7 +7,8 @@
 //! parsed once, its shape shared with the other replicas of its template. Nodes stay Nodes, without their image lists and node info;
 //! Namespaces keep only their names and labels, volume claims, volumes and storage classes only
 //! what places a pod (see [`volumes`](super::volumes)), workloads and PodTemplates only the
-//! replicas and pod template a CapacityBuffer reads; no cached object keeps its
+//! replicas and pod template a CapacityBuffer reads, ReplicaSets for the provisioner only what
+//! says how many replicas are still to come and what they look like; no cached object keeps its
 //! server-side-apply bookkeeping.
 //!
 //! Nothing written back to the API server is built from a cached object's dropped parts: the
@@ -18,7 +19,10 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec, StatefulSet, StatefulSetSpec},
+    apps::v1::{
+        Deployment, DeploymentSpec, ReplicaSet, ReplicaSetCondition, ReplicaSetSpec, ReplicaSetStatus, StatefulSet,
+        StatefulSetSpec,
+    },
     core::v1::{
         Namespace, Node, NodeStatus, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
         PersistentVolumeSpec, Pod, PodCondition, PodTemplate, PodTemplateSpec,
@@ -222,6 +226,35 @@ pub fn replica_set(set: ReplicaSet) -> ReplicaSet {
         ..ReplicaSetSpec::default()
     };
     ReplicaSet { metadata: identity(set.metadata), spec, status: None }
+}
+
+/// A ReplicaSet as the provisioner keeps it for the replicas still to come
+/// (see [`expected`](crate::controllers::provisioner::expected)): its identity and deletion, its
+/// replicas, how many pods it has ([`ReplicaSetStatus::replicas`]) and whether it fails to create
+/// them (`ReplicaFailure`), and its pod template only while it has fewer pods than replicas, the
+/// only time a batch reads it (a cluster's ReplicaSets are mostly old revisions scaled to zero or
+/// steady ones).
+pub fn replica_set_growth(set: ReplicaSet) -> ReplicaSet {
+    let replicas = set.spec.replicas;
+    let status = set.status.map(|status| ReplicaSetStatus {
+        replicas: status.replicas,
+        conditions: status.conditions.map(|conditions| {
+            conditions
+                .into_iter()
+                .filter(|c| c.type_.as_deref() == Some("ReplicaFailure"))
+                .map(|c| ReplicaSetCondition { message: None, ..c })
+                .collect()
+        }),
+        ..ReplicaSetStatus::default()
+    });
+    let short = status.as_ref().map_or(0, |status| status.replicas) < replicas.unwrap_or(1);
+    let spec = ReplicaSetSpec {
+        replicas,
+        template: set.spec.template.filter(|_| short).map(pod_template_spec),
+        ..ReplicaSetSpec::default()
+    };
+    let deletion_timestamp = set.metadata.deletion_timestamp.clone();
+    ReplicaSet { metadata: ObjectMeta { deletion_timestamp, ..identity(set.metadata) }, spec, status }
 }
 
 /// A PodTemplate as the cache keeps it for CapacityBuffers: its generation and template.
@@ -496,6 +529,70 @@ status:
         assert_eq!((&status.capacity, &status.allocatable), (&before.capacity, &before.allocatable));
         assert_eq!(status.conditions, before.conditions);
         assert!(status.images.is_none() && status.node_info.is_none());
+    }
+
+    /// ReplicaSets as an API server returns them: the trimmed form expects the same replicas as
+    /// the whole one, and keeps its template only while the set is short of its replicas.
+    #[test]
+    fn a_trimmed_replica_set_expects_what_the_whole_one_does() {
+        use std::sync::Arc;
+
+        use k8s_openapi::api::apps::v1::ReplicaSet;
+
+        use super::replica_set_growth;
+        use crate::controllers::provisioner::expected::expected_pods;
+        let set = |replicas: i32, status: &str| -> ReplicaSet {
+            serde_saphyr::from_str(&format!(
+                r#"
+metadata:
+  name: api-7d9c5
+  namespace: shop
+  uid: u1
+  resourceVersion: "9"
+  annotations: {{deployment.kubernetes.io/revision: "3"}}
+  managedFields: [{{manager: kube-controller-manager, operation: Update}}]
+  ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: api, uid: d1, controller: true}}]
+spec:
+  replicas: {replicas}
+  minReadySeconds: 5
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}, annotations: {{kubectl.kubernetes.io/restartedAt: "now"}}}}
+    spec:
+      nodeSelector: {{topology.kubernetes.io/zone: us-east-1a}}
+      containers: [{{name: c, image: i, resources: {{requests: {{cpu: 1500m, memory: 3Gi}}}}}}]
+{status}"#
+            ))
+            .unwrap()
+        };
+        let failing = "status: {replicas: 2, conditions: [{type: ReplicaFailure, status: 'True', reason: FailedCreate, message: 'exceeded quota'}]}";
+        let cases = [
+            ("never synced", set(8, ""), vec![0]),
+            ("short", set(8, "status: {replicas: 3, readyReplicas: 1, observedGeneration: 2}"), vec![0, 3]),
+            ("steady", set(8, "status: {replicas: 8, readyReplicas: 8}"), vec![8]),
+            ("failing", set(8, failing), vec![0, 2]),
+            ("scaled to zero", set(0, "status: {replicas: 0}"), vec![0]),
+        ];
+        let planned = |set: ReplicaSet, tried: usize| -> Vec<(String, crate::scheduling::resources::Resources)> {
+            let expected = expected_pods(&[], &[Arc::new(set)], |_| tried);
+            expected.iter().map(|pod| (pod.key.clone(), pod.requests.clone())).collect()
+        };
+        // `tried` up to the pods the set has: a steady set's pods all exist, and the ones
+        // kube-scheduler has not tried yet are planned only once one is pending (as a copy of it).
+        for (case, whole, tried) in cases {
+            let trimmed = replica_set_growth(whole.clone());
+            assert!(trimmed.metadata.managed_fields.is_none() && trimmed.metadata.annotations.is_none(), "{case}");
+            for tried in tried {
+                assert_eq!(planned(trimmed.clone(), tried), planned(whole.clone(), tried), "{case}, {tried} tried");
+            }
+            let short = matches!(case, "never synced" | "short" | "failing");
+            assert_eq!(trimmed.spec.template.is_some(), short, "{case}: the template only while short");
+        }
+        assert_eq!(planned(replica_set_growth(set(8, "status: {replicas: 3}")), 3).len(), 5, "the control case");
+        let trimmed = replica_set_growth(set(8, failing));
+        let conditions = trimmed.status.and_then(|status| status.conditions).unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert!(conditions[0].message.is_none(), "no message kept");
     }
 
     /// Claims, volumes and classes as an API server returns them (status, access modes,

@@ -1,6 +1,6 @@
 //! The cluster as the controllers read it: one reflector cache per kind (pods, nodes, NodeClaims,
-//! NodePools, EC2NodeClasses, DaemonSets, PodDisruptionBudgets, Namespaces, and the claims,
-//! volumes and storage classes that place pods with volumes), kept by every replica so a new leader acts on warm
+//! NodePools, EC2NodeClasses, DaemonSets, PodDisruptionBudgets, Namespaces, ReplicaSets, and the
+//! claims, volumes and storage classes that place pods with volumes), kept by every replica so a new leader acts on warm
 //! caches, and read by every controller of the leader.
 //!
 //! What each cache keeps is decided in [`cache`] (a compact pod, a trimmed node, no
@@ -32,7 +32,7 @@ use std::{
 
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
-    apps::v1::DaemonSet,
+    apps::v1::{DaemonSet, ReplicaSet},
     core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim},
     policy::v1::PodDisruptionBudget,
     storage::v1::StorageClass,
@@ -82,6 +82,9 @@ pub struct ClusterState {
     pub volume_claims: Store<PersistentVolumeClaim>,
     pub volumes: Store<PersistentVolume>,
     pub storage_classes: Store<StorageClass>,
+    /// ReplicaSets, only what says how many of their replicas are still to come and what they
+    /// look like ([`cache::replica_set_growth`]): the provisioner plans for those.
+    pub replica_sets: Store<ReplicaSet>,
     /// The pods, indexed as their events arrive.
     index: Arc<RwLock<PodIndex>>,
     /// The nodes' parsed facts, kept as their events arrive.
@@ -123,6 +126,7 @@ impl ClusterState {
             volume_claims: reflect(client, cache::volume_claim, |_: &_, _: &_| {}),
             volumes: reflect(client, cache::volume, |_: &_, _: &_| {}),
             storage_classes: reflect(client, cache::storage_class, |_: &_, _: &_| {}),
+            replica_sets: reflect(client, cache::replica_set_growth, |_: &_, _: &_| {}),
             index,
             facts,
             buffers: buffers_served.then(|| BufferSources {
@@ -181,6 +185,7 @@ impl ClusterState {
             self.volume_claims.wait_until_ready().boxed(),
             self.volumes.wait_until_ready().boxed(),
             self.storage_classes.wait_until_ready().boxed(),
+            self.replica_sets.wait_until_ready().boxed(),
         ] {
             ready.await?;
         }

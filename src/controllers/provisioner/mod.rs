@@ -4,7 +4,7 @@
 //!
 //! A batch opens at the first provisionable pod and closes after `idle` without a new one or
 //! `max` in all, so a burst of a thousand pods makes one decision. It plans too for the replicas
-//! the pending pods' ReplicaSets have not had tried yet ([`expected`]). Pods covered by in-flight
+//! ReplicaSets have not had tried yet ([`expected`]). Pods covered by in-flight
 //! NodeClaims are placed on them by the simulation and cause no second launch.
 
 pub mod expected;
@@ -18,7 +18,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, ReplicaSet};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::{
     Api, Resource, ResourceExt,
     api::PostParams,
@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 
 use self::{
-    expected::{Creator, creators, expected_pods, is_expected},
+    expected::{expected_pods, is_expected},
     snapshot::{nodeclaim_for, nodeclaim_template},
     told::{Places, Told},
 };
@@ -175,27 +175,6 @@ impl<P: Provider> Provisioner<P> {
         futures::future::join_all(preparations).await;
     }
 
-    /// The ReplicaSets controlling pending pods, read now (a failed read leaves one out): their
-    /// replicas the scheduler has still to try are planned for with the pending pods.
-    async fn creators_of_pending(&self) -> HashMap<Creator, ReplicaSet> {
-        let pending: Vec<Arc<CachedPod>> = self.state.pod_index().provisionable().cloned().collect();
-        futures::stream::iter(creators(&pending))
-            .map(|creator| async move {
-                let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &creator.namespace);
-                match api.get_opt(&creator.name).await {
-                    Ok(set) => set.map(|set| (creator, set)),
-                    Err(error) => {
-                        debug!(replicaset = %creator.name, namespace = %creator.namespace, %error, "not read");
-                        None
-                    }
-                }
-            })
-            .buffer_unordered(16)
-            .filter_map(std::future::ready)
-            .collect()
-            .await
-    }
-
     /// One decision: snapshot, simulate, create NodeClaims, tell the pods and CapacityBuffers.
     #[instrument(skip_all, fields(pods, expected, new_claims, unschedulable, snapshot_ms, solve_ms))]
     pub async fn provision(&self) -> Result<()> {
@@ -214,7 +193,7 @@ impl<P: Provider> Provisioner<P> {
         let daemonsets: Vec<DaemonSet> = self.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
         let (nodes, claims) = (self.state.nodes.state(), self.state.claims.state());
         let (namespaces, volumes) = (Arc::new(self.state.namespace_labels()), self.state.volume_topology());
-        let replica_sets = self.creators_of_pending().await;
+        let replica_sets = self.state.replica_sets.state();
         // The pod index stays locked only while the input is built (no await in between).
         let (prepared, pods, expected) = {
             let (index, facts) = (self.state.pod_index(), self.state.node_facts());
