@@ -121,6 +121,11 @@ pub fn is_expected(key: &str) -> bool {
     key.split_once('/').is_some_and(|(_, name)| name.contains(EXPECTED))
 }
 
+/// How many of these planned pods' keys are expected pods'.
+pub fn count_expected<'a>(keys: impl IntoIterator<Item = &'a String>) -> usize {
+    keys.into_iter().filter(|key| is_expected(key)).count()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -173,6 +178,7 @@ mod tests {
         assert_eq!(keys.len(), 7, "keys are distinct");
         assert!(keys.contains("shop/web:expected:0"));
         assert!(keys.iter().all(|key| is_expected(key)));
+        assert_eq!(count_expected(&["shop/web-7d9c5".to_owned(), expected[0].key.clone()]), 1);
         assert!(!is_expected("shop/web-7d9c5") && !is_expected("shop/capacitybuffer:web:0"));
     }
 

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 
 use self::{
-    expected::{expected_pods, is_expected},
+    expected::{count_expected, expected_pods},
     snapshot::{nodeclaim_for, nodeclaim_template},
     told::{Places, Told},
 };
@@ -260,7 +260,10 @@ impl<P: Provider> Provisioner<P> {
             };
             let name = created.name_any();
             self.metrics.nodeclaims_created.get_or_create(&NodePoolLabels { nodepool: planned.nodepool.clone() }).inc();
-            info!(nodeclaim = %name, nodepool = %planned.nodepool, pods = planned.pods.len(),
+            // How many of its pods are expected shows whether a later batch launched for pods
+            // that exist or for replicas to come.
+            let expected = count_expected(&planned.pods);
+            info!(nodeclaim = %name, nodepool = %planned.nodepool, pods = planned.pods.len(), expected,
                   instance_types = planned.instance_types.len(), price = planned.price, "created NodeClaim");
             nominated.push((name, planned));
         }
@@ -321,7 +324,7 @@ fn planned_note(input: &Input, plan: &Plan, nodepool: &str) -> Option<String> {
         return None;
     }
     let pods: usize = claims.iter().map(|claim| claim.pods.len()).sum();
-    let expected = claims.iter().flat_map(|claim| &claim.pods).filter(|pod| is_expected(pod)).count();
+    let expected = count_expected(claims.iter().flat_map(|claim| &claim.pods));
     let price: f64 = claims.iter().map(|claim| claim.price).sum();
     let bound = nodepool_lower_bound(input, plan, nodepool);
     let ratio = if bound > 0.0 { format!("{:.2}", price / bound) } else { "n/a".to_owned() };
