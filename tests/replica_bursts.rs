@@ -61,8 +61,8 @@ async fn a_burst_is_planned_whole_by_its_first_batch() {
 
     // 120 pods of 250m in eight Deployments: four c5.2xlarge (31 such pods each), all planned by
     // the first batch. kube-controller-manager syncs five ReplicaSets at a time, sharing its 20
-    // requests a second, so the last three have no pod for some 4 s: the first batch (closed
-    // within 1 s) plans for theirs from their templates.
+    // requests a second, so some have no pod yet when the first batch closes (within 1 s): it
+    // plans for theirs from their templates (without them: 90 pods, then 27 in a second plan).
     let bursts: Vec<String> = (1..=8).map(|n| format!("burst-{n}")).collect();
     for name in &bursts {
         apply(&client, pods_for(name, "default", 15, "bursts")).await;
