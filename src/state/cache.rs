@@ -218,16 +218,6 @@ pub fn stateful_set(set: StatefulSet) -> StatefulSet {
     StatefulSet { metadata: identity(set.metadata), spec, status: None }
 }
 
-/// A ReplicaSet as the cache keeps it for CapacityBuffers: its replicas and pod template.
-pub fn replica_set(set: ReplicaSet) -> ReplicaSet {
-    let spec = ReplicaSetSpec {
-        replicas: set.spec.replicas,
-        template: set.spec.template.map(pod_template_spec),
-        ..ReplicaSetSpec::default()
-    };
-    ReplicaSet { metadata: identity(set.metadata), spec, status: None }
-}
-
 /// A ReplicaSet as the provisioner keeps it for the replicas still to come
 /// (see [`expected`](crate::controllers::provisioner::expected)): its identity and deletion, its
 /// replicas, how many pods it has ([`ReplicaSetStatus::replicas`]) and whether it fails to create
@@ -235,6 +225,17 @@ pub fn replica_set(set: ReplicaSet) -> ReplicaSet {
 /// only time a batch reads it (a cluster's ReplicaSets are mostly old revisions scaled to zero or
 /// steady ones).
 pub fn replica_set_growth(set: ReplicaSet) -> ReplicaSet {
+    replica_set_kept(set, false)
+}
+
+/// A ReplicaSet as the cache keeps it where CapacityBuffers are served: as
+/// [`replica_set_growth`], with its pod template always (a buffer may name a steady ReplicaSet),
+/// so that one watch serves the buffers and the provisioner.
+pub fn replica_set_with_template(set: ReplicaSet) -> ReplicaSet {
+    replica_set_kept(set, true)
+}
+
+fn replica_set_kept(set: ReplicaSet, every_template: bool) -> ReplicaSet {
     let replicas = set.spec.replicas;
     let status = set.status.map(|status| ReplicaSetStatus {
         replicas: status.replicas,
@@ -250,7 +251,7 @@ pub fn replica_set_growth(set: ReplicaSet) -> ReplicaSet {
     let short = status.as_ref().map_or(0, |status| status.replicas) < replicas.unwrap_or(1);
     let spec = ReplicaSetSpec {
         replicas,
-        template: set.spec.template.filter(|_| short).map(pod_template_spec),
+        template: set.spec.template.filter(|_| short || every_template).map(pod_template_spec),
         ..ReplicaSetSpec::default()
     };
     let deletion_timestamp = set.metadata.deletion_timestamp.clone();
@@ -539,7 +540,7 @@ status:
 
         use k8s_openapi::api::apps::v1::ReplicaSet;
 
-        use super::replica_set_growth;
+        use super::{replica_set_growth, replica_set_with_template};
         use crate::controllers::provisioner::expected::expected_pods;
         let set = |replicas: i32, status: &str| -> ReplicaSet {
             serde_saphyr::from_str(&format!(
@@ -569,7 +570,7 @@ spec:
         let cases = [
             ("never synced", set(8, ""), vec![0]),
             ("short", set(8, "status: {replicas: 3, readyReplicas: 1, observedGeneration: 2}"), vec![0, 3]),
-            ("steady", set(8, "status: {replicas: 8, readyReplicas: 8}"), vec![8]),
+            ("steady", set(8, "status: {replicas: 8, readyReplicas: 8}"), vec![5, 8]),
             ("failing", set(8, failing), vec![0, 2]),
             ("scaled to zero", set(0, "status: {replicas: 0}"), vec![0]),
         ];
@@ -579,14 +580,18 @@ spec:
         };
         // `tried` up to the pods the set has: a steady set's pods all exist, and the ones
         // kube-scheduler has not tried yet are planned only once one is pending (as a copy of it).
+        // Where buffers are served the one cache keeps every template, and expects the same.
         for (case, whole, tried) in cases {
             let trimmed = replica_set_growth(whole.clone());
+            let with_template = replica_set_with_template(whole.clone());
             assert!(trimmed.metadata.managed_fields.is_none() && trimmed.metadata.annotations.is_none(), "{case}");
             for tried in tried {
                 assert_eq!(planned(trimmed.clone(), tried), planned(whole.clone(), tried), "{case}, {tried} tried");
+                assert_eq!(planned(with_template.clone(), tried), planned(whole.clone(), tried), "{case}, {tried}");
             }
             let short = matches!(case, "never synced" | "short" | "failing");
             assert_eq!(trimmed.spec.template.is_some(), short, "{case}: the template only while short");
+            assert!(with_template.spec.template.is_some(), "{case}: the buffers' cache keeps every template");
         }
         assert_eq!(planned(replica_set_growth(set(8, "status: {replicas: 3}")), 3).len(), 5, "the control case");
         let trimmed = replica_set_growth(set(8, failing));

@@ -83,7 +83,8 @@ pub struct ClusterState {
     pub volumes: Store<PersistentVolume>,
     pub storage_classes: Store<StorageClass>,
     /// ReplicaSets, only what says how many of their replicas are still to come and what they
-    /// look like ([`cache::replica_set_growth`]): the provisioner plans for those.
+    /// look like ([`cache::replica_set_growth`]): the provisioner plans for those. The same
+    /// store as the buffers' where those are served (then with every template).
     pub replica_sets: Store<ReplicaSet>,
     /// The pods, indexed as their events arrive.
     index: Arc<RwLock<PodIndex>>,
@@ -109,6 +110,10 @@ impl ClusterState {
                 on_pod(pod);
             }
         });
+        // One ReplicaSet watch: where buffers are served, they read every template.
+        let keep_replica_set =
+            if buffers_served { cache::replica_set_with_template } else { cache::replica_set_growth };
+        let replica_sets = reflect(client, keep_replica_set, |_: &_, _: &_| {});
         let facts = Arc::new(RwLock::new(NodeFactsIndex::default()));
         let fact_writes = facts.clone();
         let nodes = reflect(client, cached_node, move |event, _: &_| {
@@ -126,7 +131,7 @@ impl ClusterState {
             volume_claims: reflect(client, cache::volume_claim, |_: &_, _: &_| {}),
             volumes: reflect(client, cache::volume, |_: &_, _: &_| {}),
             storage_classes: reflect(client, cache::storage_class, |_: &_, _: &_| {}),
-            replica_sets: reflect(client, cache::replica_set_growth, |_: &_, _: &_| {}),
+            replica_sets: replica_sets.clone(),
             index,
             facts,
             buffers: buffers_served.then(|| BufferSources {
@@ -134,7 +139,7 @@ impl ClusterState {
                 pod_templates: reflect(client, cache::pod_template, |_: &_, _: &_| {}),
                 deployments: reflect(client, cache::deployment, |_: &_, _: &_| {}),
                 stateful_sets: reflect(client, cache::stateful_set, |_: &_, _: &_| {}),
-                replica_sets: reflect(client, cache::replica_set, |_: &_, _: &_| {}),
+                replica_sets,
             }),
         }
     }
@@ -195,7 +200,6 @@ impl ClusterState {
                 sources.pod_templates.wait_until_ready().boxed(),
                 sources.deployments.wait_until_ready().boxed(),
                 sources.stateful_sets.wait_until_ready().boxed(),
-                sources.replica_sets.wait_until_ready().boxed(),
             ] {
                 ready.await?;
             }

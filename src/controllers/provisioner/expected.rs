@@ -56,9 +56,14 @@ fn untried(set: &ReplicaSet, tried: usize) -> usize {
     replicas.saturating_sub(tried)
 }
 
-/// What `set`'s pods look like when it has no pending pod to copy: its template, if kept and if
-/// kube-scheduler places its pods.
+/// What `set`'s pods look like when it has no pending pod to copy: its template, while it has
+/// fewer pods than replicas (once every pod exists, its untried ones are planned when pending, as
+/// copies of themselves) and if kube-scheduler places its pods.
 fn from_template(set: &ReplicaSet) -> Option<PodInfo> {
+    let pods = set.status.as_ref().map_or(0, |status| status.replicas);
+    if pods >= set.spec.replicas.unwrap_or(1) {
+        return None;
+    }
     let template = set.spec.template.as_ref()?;
     let scheduler = template.spec.as_ref()?.scheduler_name.as_deref();
     if !matches!(scheduler, None | Some("default-scheduler")) {
@@ -202,6 +207,10 @@ mod tests {
         let named = with_template("api", "u1", 6, "\n      schedulerName: default-scheduler");
         assert_eq!(expected_pods(&[], &[named], |_| 0).len(), 6);
         assert!(expected_pods(&[], &[replica_set("api", "u1", 6, "")], |_| 0).is_empty(), "no template kept");
+        // The buffers' cache keeps every template; a set with all its pods is not read from it.
+        let mut steady = (*with_template("api", "u1", 6, "")).clone();
+        steady.status = Some(k8s_openapi::api::apps::v1::ReplicaSetStatus { replicas: 6, ..Default::default() });
+        assert!(expected_pods(&[], &[Arc::new(steady)], |_| 2).is_empty(), "its untried pods exist");
         let with_claim = "\n      volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]";
         assert!(expected_pods(&[], &[with_template("api", "u1", 6, with_claim)], |_| 0).is_empty());
     }
