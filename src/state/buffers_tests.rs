@@ -100,3 +100,43 @@ fn what_cannot_be_resolved_says_why() {
     );
     assert!(matches!(bad_limit, Err(Unresolved::Limits(_))), "{bad_limit:?}");
 }
+
+#[test]
+fn a_steady_replica_set_resolves_from_the_one_replica_set_watch() {
+    use kube::runtime::{reflector, watcher};
+
+    fn store<K>(objects: Vec<K>) -> Store<K>
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        store
+    }
+    // Every pod exists: the provisioner's own trimming would drop the template here.
+    let set: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "checkout-7d9c5", "namespace": "shop", "uid": "u1"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "checkout"}}, "template": template("1500m")},
+        "status": {"replicas": 4}
+    }))
+    .expect("a ReplicaSet");
+    let sources = BufferSources {
+        buffers: store(vec![]),
+        pod_templates: store(vec![]),
+        deployments: store(vec![]),
+        stateful_sets: store(vec![]),
+        replica_sets: store(vec![crate::state::cache::replica_set_with_template(set)]),
+    };
+    let reference = ScalableRef { api_group: "apps".into(), kind: "ReplicaSet".into(), name: "checkout-7d9c5".into() };
+    let referenced = sources.referenced_by("shop", None, Some(&reference)).expect("found");
+    assert_eq!(referenced.workload_replicas, Some(4));
+    let resolved = resolve(&buffer(json!({"scalableRef": reference, "percentage": 50})), Ok(referenced));
+    let resolved = resolved.expect("resolved");
+    assert_eq!(resolved.replicas, 2);
+    assert_eq!(resolved.chunk.requests.get(CPU), 1500, "the template's requests");
+}
