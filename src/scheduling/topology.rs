@@ -105,11 +105,13 @@ impl Topology {
 
     /// Records a pod placed in `domain_of(key)` for every key: as a member of `members` whose
     /// filter the pod's node `passes`, and as the owner of the anti-affinity groups in `owned`.
-    pub fn record(
+    /// A domain is copied only the first time a group sees it: a consolidation question records
+    /// every bound pod of the cluster.
+    pub fn record<'d>(
         &mut self,
         members: &[GroupId],
         owned: &[GroupId],
-        domain_of: impl Fn(&str) -> Option<String>,
+        domain_of: impl Fn(&str) -> Option<&'d str>,
         passes: impl Fn(&NodeFilter) -> bool,
     ) {
         for id in members {
@@ -119,10 +121,10 @@ impl Topology {
             }
             if let Some(domain) = domain_of(&group.term.key) {
                 // Hostnames are not kept as domains: the hostname minimum is always 0.
-                if group.term.key != labels::HOSTNAME {
-                    group.domains.insert(domain.clone());
+                if group.term.key != labels::HOSTNAME && !group.domains.contains(domain) {
+                    group.domains.insert(domain.to_owned());
                 }
-                *group.members.entry(domain).or_default() += 1;
+                count_in(&mut group.members, domain);
             }
         }
         for id in owned {
@@ -130,7 +132,7 @@ impl Topology {
             if group.term.kind == TopologyKind::AntiAffinity
                 && let Some(domain) = domain_of(&group.term.key)
             {
-                *group.owners.entry(domain).or_default() += 1;
+                count_in(&mut group.owners, domain);
             }
         }
     }
@@ -201,6 +203,16 @@ impl Topology {
     }
 }
 
+/// One more pod in `domain`.
+fn count_in(counts: &mut HashMap<String, u32>, domain: &str) {
+    match counts.get_mut(domain) {
+        Some(count) => *count += 1,
+        None => {
+            counts.insert(domain.to_owned(), 1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,7 +235,7 @@ mod tests {
     }
 
     fn place(topology: &mut Topology, id: GroupId, zone: &str) {
-        topology.record(&[id], &[id], |_| Some(zone.to_owned()), |_| true);
+        topology.record(&[id], &[id], |_| Some(zone), |_| true);
     }
 
     fn allowed(topology: &Topology, id: GroupId, self_member: bool, as_owner: bool) -> BTreeSet<String> {
@@ -248,8 +260,8 @@ mod tests {
         place(&mut narrowed, reachable, "a");
         place(&mut narrowed, reachable, "b");
         assert_eq!(narrowed.minimum(reachable), 1);
-        narrowed.record(&[reachable], &[], |_| Some("a".to_owned()), |_| false);
-        narrowed.record(&[reachable], &[], |_| Some("c".to_owned()), |_| false);
+        narrowed.record(&[reachable], &[], |_| Some("a"), |_| false);
+        narrowed.record(&[reachable], &[], |_| Some("c"), |_| false);
         assert_eq!(narrowed.minimum(reachable), 1);
         assert!(narrowed.admits(reachable, true, true, "a", 1));
         place(&mut topology, id, "b");

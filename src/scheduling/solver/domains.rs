@@ -202,9 +202,10 @@ impl Solver<'_> {
     }
 }
 
-pub(super) fn single_value(requirement: &Requirement) -> Option<String> {
+/// The one value a requirement allows, if it allows exactly one.
+pub(super) fn single_value(requirement: &Requirement) -> Option<&str> {
     match requirement.finite_values() {
-        Some([value]) => Some(value.clone()),
+        Some([value]) => Some(value),
         _ => None,
     }
 }

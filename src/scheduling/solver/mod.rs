@@ -373,7 +373,7 @@ impl<'a> Solver<'a> {
                 members,
                 owned,
                 |key| match node {
-                    Some(node) if key == labels::HOSTNAME => Some(node.name.clone()),
+                    Some(node) if key == labels::HOSTNAME => Some(node.name.as_str()),
                     Some(node) => node.requirements.get(key).and_then(single_value),
                     None => None,
                 },

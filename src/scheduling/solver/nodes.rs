@@ -58,7 +58,7 @@ impl Solver<'_> {
                 return Domain::Fixed(existing.name.clone());
             }
             match existing.requirements.get(key).and_then(single_value) {
-                Some(value) => Domain::Fixed(value),
+                Some(value) => Domain::Fixed(value.to_owned()),
                 None => Domain::Open(BTreeSet::new()),
             }
         })?;

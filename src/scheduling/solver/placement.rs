@@ -271,8 +271,8 @@ impl Solver<'_> {
             &attempt.members,
             &attempt.owned,
             |key| match hostname {
-                Some(hostname) if key == labels::HOSTNAME => Some(hostname.to_owned()),
-                _ => domains.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone()),
+                Some(hostname) if key == labels::HOSTNAME => Some(hostname),
+                _ => domains.iter().find(|(k, _)| k == key).map(|(_, d)| d.as_str()),
             },
             |filter| filter.passes(requirements, node.registered, node.taints),
         );

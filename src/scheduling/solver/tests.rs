@@ -97,7 +97,7 @@ fn pods(count: usize, cpu: &str, memory: &str, spec_extra: &str) -> Vec<PodInfo>
 }
 
 fn zone_of(claim: &NewNodeClaim) -> String {
-    claim.requirements.get(labels::ZONE).and_then(single_value).expect("a single zone")
+    claim.requirements.get(labels::ZONE).and_then(single_value).expect("a single zone").to_owned()
 }
 
 #[test]
