@@ -218,6 +218,13 @@ pub fn stateful_set(set: StatefulSet) -> StatefulSet {
     StatefulSet { metadata: identity(set.metadata), spec, status: None }
 }
 
+/// Whether `set` has fewer pods than replicas: the only time a batch reads its template (once
+/// every pod exists, its untried ones are planned when pending, as copies of themselves).
+pub fn short_of_pods(set: &ReplicaSet) -> bool {
+    // The apps controllers' default is one replica.
+    set.status.as_ref().map_or(0, |status| status.replicas) < set.spec.replicas.unwrap_or(1)
+}
+
 /// A ReplicaSet as the provisioner keeps it for the replicas still to come
 /// (see [`expected`](crate::controllers::provisioner::expected)): its identity and deletion, its
 /// replicas, how many pods it has ([`ReplicaSetStatus::replicas`]) and whether it fails to create
@@ -236,6 +243,7 @@ pub fn replica_set_with_template(set: ReplicaSet) -> ReplicaSet {
 }
 
 fn replica_set_kept(set: ReplicaSet, every_template: bool) -> ReplicaSet {
+    let keep_template = every_template || short_of_pods(&set);
     let replicas = set.spec.replicas;
     let status = set.status.map(|status| ReplicaSetStatus {
         replicas: status.replicas,
@@ -248,10 +256,9 @@ fn replica_set_kept(set: ReplicaSet, every_template: bool) -> ReplicaSet {
         }),
         ..ReplicaSetStatus::default()
     });
-    let short = status.as_ref().map_or(0, |status| status.replicas) < replicas.unwrap_or(1);
     let spec = ReplicaSetSpec {
         replicas,
-        template: set.spec.template.filter(|_| short || every_template).map(pod_template_spec),
+        template: set.spec.template.filter(|_| keep_template).map(pod_template_spec),
         ..ReplicaSetSpec::default()
     };
     let deletion_timestamp = set.metadata.deletion_timestamp.clone();

@@ -30,7 +30,7 @@ use kube::ResourceExt;
 
 use crate::{
     scheduling::{inputs::pod_from_template, pod::PodInfo},
-    state::cache::CachedPod,
+    state::cache::{CachedPod, short_of_pods},
 };
 
 /// The most expected pods one batch plans for: the solver's time grows with its pods.
@@ -56,12 +56,10 @@ fn untried(set: &ReplicaSet, tried: usize) -> usize {
     replicas.saturating_sub(tried)
 }
 
-/// What `set`'s pods look like when it has no pending pod to copy: its template, while it has
-/// fewer pods than replicas (once every pod exists, its untried ones are planned when pending, as
-/// copies of themselves) and if kube-scheduler places its pods.
+/// What `set`'s pods look like when it has no pending pod to copy: its template, while it is
+/// [short of pods](short_of_pods) and if kube-scheduler places its pods.
 fn from_template(set: &ReplicaSet) -> Option<PodInfo> {
-    let pods = set.status.as_ref().map_or(0, |status| status.replicas);
-    if pods >= set.spec.replicas.unwrap_or(1) {
+    if !short_of_pods(set) {
         return None;
     }
     let template = set.spec.template.as_ref()?;
