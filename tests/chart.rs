@@ -400,6 +400,8 @@ const CONTROLLER_CALLS: &[(&str, &str, &str, &str, bool)] = &[
     ("", "podtemplates", "", "watch", false),
     ("apps", "statefulsets", "", "watch", false),
     ("apps", "replicasets", "", "watch", false),
+    ("batch", "jobs", "", "list", false),
+    ("batch", "jobs", "", "watch", false),
     ("policy", "poddisruptionbudgets", "", "watch", false),
     ("events.k8s.io", "events", "", "create", true),
     ("events.k8s.io", "events", "", "patch", true),
@@ -418,6 +420,7 @@ const FORBIDDEN: &[(&str, &str, &str, &str, bool)] = &[
     ("stoker.dev", "nodepools", "", "delete", false),
     ("stoker.dev", "nodeoverlays", "", "patch", false),
     ("apps", "statefulsets", "", "patch", true),
+    ("batch", "jobs", "", "create", true),
     ("rbac.authorization.k8s.io", "clusterroles", "", "create", false),
     ("coordination.k8s.io", "leases", "", "patch", false),
 ];

@@ -2,15 +2,15 @@
 //! new Deployments' 120 pods at its API client's rate (about 6 s), batches close far sooner (0.5 s
 //! idle, 1 s at most), and still the first batch plans for every replica, the ones not created
 //! yet included (of ReplicaSets without a pod yet too): one `Planned` Event for all 120 pods, and
-//! every pod runs on those NodeClaims. A
-//! ReplicaSet a ResourceQuota holds back gets nodes for the pods that exist, not for its
-//! replicas.
+//! every pod runs on those NodeClaims. A Job's 90 parallel pods, which its controller creates in
+//! doubling batches at the same rate, are planned by one batch too. A ReplicaSet a ResourceQuota
+//! holds back gets nodes for the pods that exist, not for its replicas.
 
 mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::ResourceQuota};
+use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job, core::v1::ResourceQuota};
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use support::{apply, claims_of, running};
@@ -47,7 +47,7 @@ async fn a_burst_is_planned_whole_by_its_first_batch() {
     support::start_stoker_with(&client, "bursts", settings).await;
     let when_empty = json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"});
     let pools: Api<stoker::apis::NodePool> = Api::all(client.clone());
-    for pool in ["bursts", "held"] {
+    for pool in ["bursts", "held", "jobs"] {
         apply(&client, support::on_demand_pool(pool, "bursts", "c5.2xlarge", when_empty.clone())).await;
         // Ready once the controllers lead and the class is resolved: the burst must not pile up
         // before the provisioner runs.
@@ -81,8 +81,35 @@ async fn a_burst_is_planned_whole_by_its_first_batch() {
     assert!(all_running.is_some(), "120 pods running; plans: {notes:?}; {} claims", claims.len());
     assert_eq!(notes.len(), 1, "one batch planned every NodeClaim: {notes:?}");
     assert_eq!(planned_pods(&notes[0]), 120, "for every replica, those not created yet too: {notes:?}");
-    assert!(notes[0].contains("of the pods: replicas the scheduler has not tried yet"), "{notes:?}");
+    assert!(notes[0].contains("of the pods: ReplicaSets' and Jobs' pods the scheduler has not tried yet"), "{notes:?}");
     assert_eq!(claims.len(), 4, "no claim beyond the first plan's");
+
+    // A Job of 90 parallel pods of 250m: three c5.2xlarge, planned by the first batch though its
+    // controller creates the pods over seconds (1, 2, 4, … at a time). kwok completes a Job's
+    // pods once they run, so the Job's success is the measure.
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "crunch", "namespace": "default"},
+        "spec": {"parallelism": 90, "completions": 90, "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "nodeSelector": {"stoker.dev/nodepool": "jobs"},
+                "containers": [{"name": "work", "image": "registry.k8s.io/pause:3.10",
+                                "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]
+            }
+        }}
+    });
+    apply(&client, job).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let succeeded = support::wait_until(Duration::from_secs(240), || async {
+        let succeeded = jobs.get("crunch").await.ok()?.status?.succeeded?;
+        (succeeded == 90).then_some(())
+    })
+    .await;
+    let notes = planned_notes(&client, "jobs").await;
+    assert!(succeeded.is_some(), "the Job's 90 pods succeeded; plans: {notes:?}");
+    assert_eq!(notes.len(), 1, "one batch planned every NodeClaim: {notes:?}");
+    assert_eq!(planned_pods(&notes[0]), 90, "for every pod, those not created yet too: {notes:?}");
+    assert!(notes[0].starts_with("Planned 3 NodeClaim(s)"), "{notes:?}");
 
     // A quota lets 5 of 40 replicas exist: nodes for those 5 only (one claim, where the 40 would
     // need two).
@@ -117,15 +144,19 @@ async fn a_burst_is_planned_whole_by_its_first_batch() {
     for name in &bursts {
         deployments.delete(name, &DeleteParams::default()).await.expect("delete the burst");
     }
+    jobs.delete("crunch", &DeleteParams::background()).await.expect("delete the Job");
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces.delete("bursts-quota", &DeleteParams::default()).await.expect("delete the quota's namespace");
     let gone = support::wait_until(Duration::from_secs(180), || async {
-        let left = claims_of(&client, "bursts").await.len() + claims_of(&client, "held").await.len();
+        let mut left = 0;
+        for pool in ["bursts", "held", "jobs"] {
+            left += claims_of(&client, pool).await.len();
+        }
         (left == 0).then_some(())
     })
     .await;
     assert!(gone.is_some(), "empty nodes removed");
-    for pool in ["bursts", "held"] {
+    for pool in ["bursts", "held", "jobs"] {
         assert!(support::instances_match_claims(&client, pool, Duration::from_secs(60)).await, "no instance leaked");
     }
 }

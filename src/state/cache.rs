@@ -7,9 +7,9 @@
 //! parsed once, its shape shared with the other replicas of its template. Nodes stay Nodes, without their image lists and node info;
 //! Namespaces keep only their names and labels, volume claims, volumes and storage classes only
 //! what places a pod (see [`volumes`](super::volumes)), workloads and PodTemplates only the
-//! replicas and pod template a CapacityBuffer reads, ReplicaSets for the provisioner only what
-//! says how many replicas are still to come and what they look like; no cached object keeps its
-//! server-side-apply bookkeeping.
+//! replicas and pod template a CapacityBuffer reads, ReplicaSets and Jobs for the provisioner only
+//! what says how many of their pods are still to come and what they look like; no cached object
+//! keeps its server-side-apply bookkeeping.
 //!
 //! Nothing written back to the API server is built from a cached object's dropped parts: the
 //! controllers patch only labels, taints and finalizers of Nodes and NodeClaims, and read pods.
@@ -23,6 +23,7 @@ use k8s_openapi::api::{
         Deployment, DeploymentSpec, ReplicaSet, ReplicaSetCondition, ReplicaSetSpec, ReplicaSetStatus, StatefulSet,
         StatefulSetSpec,
     },
+    batch::v1::{Job, JobCondition, JobSpec, JobStatus},
     core::v1::{
         Namespace, Node, NodeStatus, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
         PersistentVolumeSpec, Pod, PodCondition, PodTemplate, PodTemplateSpec,
@@ -263,6 +264,72 @@ fn replica_set_kept(set: ReplicaSet, every_template: bool) -> ReplicaSet {
     };
     let deletion_timestamp = set.metadata.deletion_timestamp.clone();
     ReplicaSet { metadata: ObjectMeta { deletion_timestamp, ..identity(set.metadata) }, spec, status }
+}
+
+/// The Job conditions after which its controller creates no pod: it has finished, or is
+/// finishing (its remaining pods are being removed).
+const JOB_FINISHING: [&str; 4] = ["Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"];
+
+/// How many pods `job` wants running, as the Job controller counts them: none while it is
+/// suspended, finishing, being deleted or left to another controller (`managedBy`, as Kueue's
+/// MultiKueue does); else its parallelism (default 1), no more than the completions it still
+/// lacks; a Job without completions (a work queue) starts no pod once one has succeeded.
+pub fn job_wants_running(job: &Job) -> usize {
+    let Some(spec) = &job.spec else { return 0 };
+    let status = job.status.as_ref();
+    let finishing = status.and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {
+        conditions.iter().any(|c| c.status == "True" && JOB_FINISHING.contains(&c.type_.as_str()))
+    });
+    let managed_elsewhere = spec.managed_by.as_deref().is_some_and(|by| by != "kubernetes.io/job-controller");
+    if finishing || managed_elsewhere || spec.suspend == Some(true) || job.metadata.deletion_timestamp.is_some() {
+        return 0;
+    }
+    let parallelism = i64::from(spec.parallelism.unwrap_or(1));
+    let succeeded = i64::from(status.and_then(|s| s.succeeded).unwrap_or(0));
+    let wanted = match spec.completions {
+        Some(completions) => (i64::from(completions) - succeeded).min(parallelism),
+        None if succeeded > 0 => 0,
+        None => parallelism,
+    };
+    usize::try_from(wanted).unwrap_or(0)
+}
+
+/// Whether `job` has fewer live pods than it wants running: the only time a batch reads its
+/// template, as [`short_of_pods`] for a ReplicaSet.
+pub fn job_short_of_pods(job: &Job) -> bool {
+    let active = job.status.as_ref().and_then(|s| s.active).unwrap_or(0);
+    usize::try_from(active).unwrap_or(0) < job_wants_running(job)
+}
+
+/// A Job as the provisioner keeps it for the pods still to come (see
+/// [`expected`](crate::controllers::provisioner::expected)): what [`job_wants_running`] reads
+/// (identity and deletion, parallelism, completions, suspension, `managedBy`, succeeded pods and
+/// the finishing conditions without their messages), its live pods, and its pod template only
+/// while it is short of pods (a cluster's Jobs are mostly finished ones a CronJob keeps).
+pub fn job_growth(job: Job) -> Job {
+    let keep_template = job_short_of_pods(&job);
+    let spec = job.spec.map(|spec| JobSpec {
+        parallelism: spec.parallelism,
+        completions: spec.completions,
+        suspend: spec.suspend,
+        managed_by: spec.managed_by,
+        template: if keep_template { pod_template_spec(spec.template) } else { PodTemplateSpec::default() },
+        ..JobSpec::default()
+    });
+    let status = job.status.map(|status| JobStatus {
+        active: status.active,
+        succeeded: status.succeeded,
+        conditions: status.conditions.map(|conditions| {
+            conditions
+                .into_iter()
+                .filter(|c| JOB_FINISHING.contains(&c.type_.as_str()))
+                .map(|c| JobCondition { type_: c.type_, status: c.status, ..JobCondition::default() })
+                .collect()
+        }),
+        ..JobStatus::default()
+    });
+    let deletion_timestamp = job.metadata.deletion_timestamp.clone();
+    Job { metadata: ObjectMeta { deletion_timestamp, ..identity(job.metadata) }, spec, status }
 }
 
 /// A PodTemplate as the cache keeps it for CapacityBuffers: its generation and template.
@@ -582,7 +649,7 @@ spec:
             ("scaled to zero", set(0, "status: {replicas: 0}"), vec![0]),
         ];
         let planned = |set: ReplicaSet, tried: usize| -> Vec<(String, crate::scheduling::resources::Resources)> {
-            let expected = expected_pods(&[], &[Arc::new(set)], |_| tried);
+            let expected = expected_pods(&[], &[Arc::new(set)], &[], |_| tried);
             expected.iter().map(|pod| (pod.key.clone(), pod.requests.clone())).collect()
         };
         // `tried` up to the pods the set has: a steady set's pods all exist, and the ones
@@ -605,6 +672,93 @@ spec:
         let conditions = trimmed.status.and_then(|status| status.conditions).unwrap();
         assert_eq!(conditions.len(), 1);
         assert!(conditions[0].message.is_none(), "no message kept");
+    }
+
+    /// Jobs as an API server returns them: the trimmed form expects the same pods as the whole
+    /// one, and keeps its template only while the Job is short of pods.
+    #[test]
+    fn a_trimmed_job_expects_what_the_whole_one_does() {
+        use std::sync::Arc;
+
+        use k8s_openapi::api::batch::v1::Job;
+
+        use super::{job_growth, job_short_of_pods};
+        use crate::controllers::provisioner::expected::expected_pods;
+        let job = |spec: &[&str], status: &str| -> Job {
+            let spec = spec.join("\n  ");
+            serde_saphyr::from_str(&format!(
+                r#"
+metadata:
+  name: train-28931
+  namespace: ml
+  uid: j1
+  resourceVersion: "12"
+  labels: {{batch.kubernetes.io/job-name: train-28931}}
+  managedFields: [{{manager: kube-controller-manager, operation: Update}}]
+  ownerReferences: [{{apiVersion: batch/v1, kind: CronJob, name: train, uid: c1, controller: true}}]
+spec:
+  {spec}
+  backoffLimit: 6
+  completionMode: NonIndexed
+  selector: {{matchLabels: {{batch.kubernetes.io/controller-uid: j1}}}}
+  template:
+    metadata: {{labels: {{app: train}}, annotations: {{sidecar: "no"}}}}
+    spec:
+      restartPolicy: Never
+      nodeSelector: {{karpenter.sh/capacity-type: spot}}
+      containers: [{{name: c, image: i, resources: {{requests: {{cpu: '4', memory: 16Gi}}}}}}]
+{status}"#
+            ))
+            .unwrap()
+        };
+        let finished = "status: {succeeded: 20, conditions: [{type: SuccessCriteriaMet, status: 'True', reason: CompletionsReached, message: 'Reached expected number of succeeded pods'}, {type: Complete, status: 'True'}]}";
+        let cases = [
+            ("never synced", job(&["parallelism: 8", "completions: 20"], ""), vec![0], true),
+            (
+                "short",
+                job(
+                    &["parallelism: 8", "completions: 20"],
+                    "status: {active: 3, ready: 1, startTime: '2026-12-06T10:00:00Z'}",
+                ),
+                vec![0, 3],
+                true,
+            ),
+            (
+                "running",
+                job(&["parallelism: 8", "completions: 20"], "status: {active: 8, succeeded: 4, ready: 8}"),
+                vec![5, 8],
+                false,
+            ),
+            (
+                "near its end",
+                job(&["parallelism: 8", "completions: 20"], "status: {active: 2, succeeded: 17}"),
+                vec![0, 2],
+                true,
+            ),
+            ("finished", job(&["parallelism: 8", "completions: 20"], finished), vec![0], false),
+            ("suspended", job(&["parallelism: 8", "completions: 20", "suspend: true"], ""), vec![0], false),
+            ("a work queue", job(&["parallelism: 8"], "status: {active: 8, succeeded: 1}"), vec![0, 8], false),
+        ];
+        let planned = |job: Job, tried: usize| -> Vec<(String, crate::scheduling::resources::Resources)> {
+            let expected = expected_pods(&[], &[], &[Arc::new(job)], |_| tried);
+            expected.iter().map(|pod| (pod.key.clone(), pod.requests.clone())).collect()
+        };
+        for (case, whole, tried, short) in cases {
+            let trimmed = job_growth(whole.clone());
+            assert!(trimmed.metadata.managed_fields.is_none() && trimmed.metadata.labels.is_none(), "{case}");
+            for tried in tried {
+                assert_eq!(planned(trimmed.clone(), tried), planned(whole.clone(), tried), "{case}, {tried} tried");
+            }
+            assert_eq!(job_short_of_pods(&whole), short, "{case}");
+            let template = trimmed.spec.as_ref().map(|spec| spec.template.clone()).unwrap_or_default();
+            assert_eq!(template.spec.is_some(), short, "{case}: the template only while short");
+        }
+        let short = job(&["parallelism: 8", "completions: 20"], "status: {active: 3}");
+        assert_eq!(planned(job_growth(short), 3).len(), 5, "the control case");
+        let kept = job_growth(job(&["parallelism: 8", "completions: 20"], finished));
+        let conditions = kept.status.and_then(|status| status.conditions).unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert!(conditions.iter().all(|c| c.message.is_none() && c.reason.is_none()), "no message kept");
     }
 
     /// Claims, volumes and classes as an API server returns them (status, access modes,

@@ -33,6 +33,7 @@ use std::{
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, ReplicaSet},
+    batch::v1::Job,
     core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim},
     policy::v1::PodDisruptionBudget,
     storage::v1::StorageClass,
@@ -86,6 +87,9 @@ pub struct ClusterState {
     /// look like ([`cache::replica_set_growth`]): the provisioner plans for those. The same
     /// store as the buffers' where those are served (then with every template).
     pub replica_sets: Store<ReplicaSet>,
+    /// Jobs, only what says how many of their pods are still to come and what they look like
+    /// ([`cache::job_growth`]): the provisioner plans for those too.
+    pub jobs: Store<Job>,
     /// The pods, indexed as their events arrive.
     index: Arc<RwLock<PodIndex>>,
     /// The nodes' parsed facts, kept as their events arrive.
@@ -132,6 +136,7 @@ impl ClusterState {
             volumes: reflect(client, cache::volume, |_: &_, _: &_| {}),
             storage_classes: reflect(client, cache::storage_class, |_: &_, _: &_| {}),
             replica_sets: replica_sets.clone(),
+            jobs: reflect(client, cache::job_growth, |_: &_, _: &_| {}),
             index,
             facts,
             buffers: buffers_served.then(|| BufferSources {
@@ -191,6 +196,7 @@ impl ClusterState {
             self.volumes.wait_until_ready().boxed(),
             self.storage_classes.wait_until_ready().boxed(),
             self.replica_sets.wait_until_ready().boxed(),
+            self.jobs.wait_until_ready().boxed(),
         ] {
             ready.await?;
         }
