@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Measures a burst on the local control plane: a Deployment of N pods (default 1,000, 100m each)
-# against the example NodePools, with `stoker controller` (optimized build) and the node
+# Measures a burst on the local control plane: a Deployment of N pods (default 1,000, 100m each),
+# or with `job` a Job of N parallel pods (each runs for 10 minutes, as kwok's pod-complete stage
+# reads from its annotations), against the example NodePools, with `stoker controller` (optimized build) and the node
 # simulator running. Prints, from the controller's JSON log: time from each batch close to its
 # first CreateFleet call (p50/p99, and per batch its steps: snapshot, simulation, NodeClaim POST,
 # watch delivery to the NodeClaim controller, its reconcile until CreateFleet), time from the
 # Deployment's creation to the first NodeClaim,
-# the number of CreateFleet calls and NodeClaims, time until every pod runs, and the controller's
-# peak RSS. Figures go in docs/performance.md.
+# the number of CreateFleet calls and NodeClaims (with their price), the pods each batch planned,
+# time until every pod runs, and the controller's peak RSS.
+# Figures go in docs/performance.md. Usage: hack/bench-provisioning.sh [N] [deployment|job].
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 pods="${1:-1000}"
+kind="${2:-deployment}"
+[[ $kind =~ ^(deployment|job)$ ]] || die "unknown kind $kind (deployment, job)"
 bench_environment
 
 "$stoker" crds | kubectl apply --server-side --field-manager stoker -f - >/dev/null
@@ -31,10 +35,28 @@ every_cpu_ticks() {
   return 0
 }
 
-log "creating a Deployment of $pods pods"
+log "creating a $kind of $pods pods"
 every_cpu_ticks >"$LOGS/cpu-before.txt"
 created=$(date +%s.%N)
-create_burst "$pods"
+if [[ $kind == job ]]; then
+  kubectl apply -f - >/dev/null <<EOF2
+apiVersion: batch/v1
+kind: Job
+metadata: {name: burst, namespace: default}
+spec:
+  parallelism: $pods
+  completions: $pods
+  template:
+    metadata:
+      labels: {app: burst}
+      annotations: {pod-complete.stage.kwok.x-k8s.io/delay: 10m, pod-complete.stage.kwok.x-k8s.io/jitter-delay: 10m}
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: registry.k8s.io/pause:3.10, resources: {requests: {cpu: 100m, memory: 128Mi}}}]
+EOF2
+else
+  create_burst "$pods"
+fi
 wait_burst_running "$pods"
 all_running=$(date +%s.%N)
 every_cpu_ticks >"$LOGS/cpu-after.txt"
@@ -44,11 +66,11 @@ kubectl get --raw /metrics | grep '^apiserver_request_duration_seconds_bucket{.*
   >"$LOGS/nodeclaim-post-buckets.txt" || true
 
 python3 - "$LOGS/stoker.log" "$created" "$all_running" "$rss_kib" "$pods" "$LOGS/nodeclaim-post-buckets.txt" \
-  "$LOGS/cpu-before.txt" "$LOGS/cpu-after.txt" "$(getconf CLK_TCK)" <<'PY'
+  "$LOGS/cpu-before.txt" "$LOGS/cpu-after.txt" "$(getconf CLK_TCK)" "$kind" <<'PY'
 import json, sys
 from datetime import datetime
 log, created, all_running, rss_kib, pods = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-post_buckets, cpu_before, cpu_after, ticks_per_second = sys.argv[6], sys.argv[7], sys.argv[8], int(sys.argv[9])
+post_buckets, cpu_before, cpu_after, ticks_per_second, kind = sys.argv[6], sys.argv[7], sys.argv[8], int(sys.argv[9]), sys.argv[10]
 def at(line):
     return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
 events = []
@@ -104,10 +126,14 @@ for raw in open(post_buckets):
     buckets[le] = buckets.get(le, 0) + float(raw.rsplit(" ", 1)[1])
 shown = [le for le in ("0.005", "0.025", "0.05", "0.1", "+Inf") if le in buckets]
 print("  NodeClaim POSTs as the apiserver timed them: " + ", ".join(f"{int(buckets[le])} within {le} s" for le in shown))
-print(f"Deployment created -> first NodeClaim  {(min(claims) - created):.2f} s" if claims else "no NodeClaim created")
-print(f"NodeClaims created                     {len(claims)}")
+print(f"{kind} created -> first NodeClaim  {(min(claims) - created):.2f} s" if claims else "no NodeClaim created")
+price = sum(float(e.get("price", 0)) for e in created_claims)
+print(f"NodeClaims created                     {len(claims)}, ${price:.4f}/h at their cheapest offerings")
+# The pods each launching batch planned (its NodeClaims' pods, expected ones included).
+planned = [sum(int(e.get("pods", 0)) for e in created_claims if close <= at(e) < nxt) for close, nxt in launching]
+print(f"pods planned per launching batch       {' '.join(map(str, planned))}")
 print(f"CreateFleet calls                      {len(fleets)} for {sum(int(e.get('count', 1)) for e in fleet_calls)} instances")
-print(f"Deployment created -> all pods Running {all_running - created:.1f} s")
+print(f"{kind} created -> all pods Running {all_running - created:.1f} s")
 # What each process of the local environment spent on the burst: on 2 cores it is what the
 # apiserver's latency, and so the NodeClaim POST, depends on.
 def ticks(path):

@@ -15,7 +15,7 @@ STOKER_CACHE="${STOKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stoker}"
 STOKER_STATE="${STOKER_STATE:-$REPO_ROOT/.local}"
 K8S_BIN="$STOKER_CACHE/kubernetes-$KUBERNETES_VERSION"
 ETCD_BIN="$STOKER_CACHE/etcd-$ETCD_VERSION"
-KWOK_BIN="$STOKER_CACHE/kwok-$KWOK_VERSION"
+KWOK_BIN="$STOKER_CACHE/kwok-$KWOK_VERSION-stages-$KWOK_STAGES_REVISION"
 HELM_BIN="$STOKER_CACHE/helm-$HELM_VERSION"
 MOTO_VENV="$STOKER_CACHE/moto-$MOTO_VERSION"
 PRICE_LIST_RECORDINGS="$STOKER_CACHE/price-list-recordings-$PRICE_LIST_RECORDINGS_VERSION"
@@ -120,7 +120,8 @@ with_heartbeat() {
 
 # bench_environment: start a local environment of its own (state .local/bench, its own ports)
 # that stops on exit, build stoker (STOKER_PROFILE=release, bench or dist for an optimized build;
-# default the debug build the tests share) and set $stoker to the binary. For the hack/bench-*.sh
+# default the debug build the tests share) and set $stoker to the binary; STOKER_BIN names a
+# binary to run instead (an earlier commit's, for a before and after). For the hack/bench-*.sh
 # scripts.
 bench_environment() {
   export STOKER_STATE="$REPO_ROOT/.local/bench"
@@ -132,6 +133,11 @@ bench_environment() {
   "$HACK_DIR/local-up.sh"
   # shellcheck disable=SC1091
   source "$STOKER_STATE/env"
+  if [[ -n ${STOKER_BIN:-} ]]; then
+    stoker=$STOKER_BIN
+    log "running $stoker ($("$stoker" --version))"
+    return 0
+  fi
   local profile="${STOKER_PROFILE:-dev}"
   log "building stoker ($profile profile)"
   # STOKER_CARGO_FLAGS adds cargo flags, e.g. --no-default-features for the system allocator.
