@@ -23,7 +23,7 @@ use k8s_openapi::api::{
         Deployment, DeploymentSpec, ReplicaSet, ReplicaSetCondition, ReplicaSetSpec, ReplicaSetStatus, StatefulSet,
         StatefulSetSpec,
     },
-    batch::v1::{Job, JobCondition, JobSpec, JobStatus},
+    batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods},
     core::v1::{
         Namespace, Node, NodeStatus, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
         PersistentVolumeSpec, Pod, PodCondition, PodTemplate, PodTemplateSpec,
@@ -273,7 +273,10 @@ const JOB_FINISHING: [&str; 4] = ["Complete", "Failed", "FailureTarget", "Succes
 /// How many pods `job` wants running, as the Job controller counts them: none while it is
 /// suspended, finishing, being deleted or left to another controller (`managedBy`, as Kueue's
 /// MultiKueue does); else its parallelism (default 1), no more than the completions it still
-/// lacks; a Job without completions (a work queue) starts no pod once one has succeeded.
+/// lacks (its succeeded pods counted as the controller does, those its status has yet to count
+/// included; an Indexed Job's failed indexes are never retried); a Job without completions (a
+/// work queue) starts no pod once one has succeeded. A Job that replaces only failed pods
+/// (`podReplacementPolicy: Failed`) waits for its terminating ones.
 pub fn job_wants_running(job: &Job) -> usize {
     let Some(spec) = &job.spec else { return 0 };
     let status = job.status.as_ref();
@@ -285,13 +288,33 @@ pub fn job_wants_running(job: &Job) -> usize {
         return 0;
     }
     let parallelism = i64::from(spec.parallelism.unwrap_or(1));
-    let succeeded = i64::from(status.and_then(|s| s.succeeded).unwrap_or(0));
+    let uncounted = status.and_then(|s| s.uncounted_terminated_pods.as_ref()).and_then(|u| u.succeeded.as_ref());
+    let succeeded = i64::from(status.and_then(|s| s.succeeded).unwrap_or(0))
+        .saturating_add(i64::try_from(uncounted.map_or(0, Vec::len)).unwrap_or(i64::MAX));
+    let failed_indexes = status.and_then(|s| s.failed_indexes.as_deref()).map_or(0, index_count);
     let wanted = match spec.completions {
-        Some(completions) => (i64::from(completions) - succeeded).min(parallelism),
+        Some(completions) => {
+            i64::from(completions).saturating_sub(succeeded).saturating_sub(failed_indexes).min(parallelism)
+        }
         None if succeeded > 0 => 0,
         None => parallelism,
     };
-    usize::try_from(wanted).unwrap_or(0)
+    let terminating = match spec.pod_replacement_policy.as_deref() {
+        Some("Failed") => i64::from(status.and_then(|s| s.terminating).unwrap_or(0)),
+        _ => 0,
+    };
+    usize::try_from(wanted.saturating_sub(terminating)).unwrap_or(0)
+}
+
+/// How many indexes a Job status's index list holds (`1,3-5,7`: five); a part it cannot read
+/// counts none.
+fn index_count(list: &str) -> i64 {
+    let count = |part: &str| -> Option<i64> {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let (first, last) = (first.trim().parse::<i64>().ok()?, last.trim().parse::<i64>().ok()?);
+        (last >= first).then(|| last - first + 1)
+    };
+    list.split(',').filter(|part| !part.is_empty()).map(|part| count(part).unwrap_or(0)).fold(0, i64::saturating_add)
 }
 
 /// Whether `job` has fewer live pods than it wants running: the only time a batch reads its
@@ -303,9 +326,10 @@ pub fn job_short_of_pods(job: &Job) -> bool {
 
 /// A Job as the provisioner keeps it for the pods still to come (see
 /// [`expected`](crate::controllers::provisioner::expected)): what [`job_wants_running`] reads
-/// (identity and deletion, parallelism, completions, suspension, `managedBy`, succeeded pods and
-/// the finishing conditions without their messages), its live pods, and its pod template only
-/// while it is short of pods (a cluster's Jobs are mostly finished ones a CronJob keeps).
+/// (identity and deletion, parallelism, completions, suspension, `managedBy`, the replacement
+/// policy, succeeded pods counted and not, failed indexes, terminating pods and the finishing
+/// conditions without their messages), its live pods, and its pod template only while it is
+/// short of pods (a cluster's Jobs are mostly finished ones a CronJob keeps).
 pub fn job_growth(job: Job) -> Job {
     let keep_template = job_short_of_pods(&job);
     let spec = job.spec.map(|spec| JobSpec {
@@ -313,12 +337,18 @@ pub fn job_growth(job: Job) -> Job {
         completions: spec.completions,
         suspend: spec.suspend,
         managed_by: spec.managed_by,
+        pod_replacement_policy: spec.pod_replacement_policy,
         template: if keep_template { pod_template_spec(spec.template) } else { PodTemplateSpec::default() },
         ..JobSpec::default()
     });
     let status = job.status.map(|status| JobStatus {
         active: status.active,
         succeeded: status.succeeded,
+        terminating: status.terminating,
+        failed_indexes: status.failed_indexes,
+        uncounted_terminated_pods: status
+            .uncounted_terminated_pods
+            .map(|uncounted| UncountedTerminatedPods { succeeded: uncounted.succeeded, failed: None }),
         conditions: status.conditions.map(|conditions| {
             conditions
                 .into_iter()
@@ -738,6 +768,15 @@ spec:
             ("finished", job(&["parallelism: 8", "completions: 20"], finished), vec![0], false),
             ("suspended", job(&["parallelism: 8", "completions: 20", "suspend: true"], ""), vec![0], false),
             ("a work queue", job(&["parallelism: 8"], "status: {active: 8, succeeded: 1}"), vec![0, 8], false),
+            (
+                "failed indexes, uncounted, terminating",
+                job(
+                    &["parallelism: 8", "completions: 20", "backoffLimitPerIndex: 1", "podReplacementPolicy: Failed"],
+                    "status: {active: 2, succeeded: 8, terminating: 1, failedIndexes: '3,9-11', completedIndexes: '0-2,4-8', uncountedTerminatedPods: {succeeded: [p1, p2], failed: [p3]}}",
+                ),
+                vec![0, 2],
+                true,
+            ),
         ];
         let planned = |job: Job, tried: usize| -> Vec<(String, crate::scheduling::resources::Resources)> {
             let expected = expected_pods(&[], &[], &[Arc::new(job)], |_| tried);

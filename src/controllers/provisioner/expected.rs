@@ -309,6 +309,17 @@ mod tests {
             assert_eq!(count(&spec, status, 0), 0, "{why}");
         }
         assert_eq!(count(&["parallelism: 4"], "conditions: [{type: Complete, status: 'False'}]", 0), 4, "control");
+        // Counted as the Job controller counts: succeeded pods its status has yet to count, an
+        // Indexed Job's failed indexes (never retried), terminating pods a Job that replaces only
+        // failed ones waits for.
+        let uncounted = "succeeded: 6, uncountedTerminatedPods: {succeeded: [a, b], failed: [c]}";
+        assert_eq!(count(&["parallelism: 10", "completions: 10"], uncounted, 0), 2, "8 succeeded");
+        let indexed = ["parallelism: 10", "completions: 10", "completionMode: Indexed", "backoffLimitPerIndex: 0"];
+        assert_eq!(count(&indexed, "succeeded: 2, failedIndexes: '1,3-5'", 0), 4, "4 failed indexes");
+        assert_eq!(count(&indexed, "succeeded: 2, failedIndexes: 'x,9-8,7'", 0), 7, "only what reads counts");
+        let replacing = ["parallelism: 5", "podReplacementPolicy: Failed"];
+        assert_eq!(count(&replacing, "terminating: 3", 0), 2, "waits for its terminating pods");
+        assert_eq!(count(&["parallelism: 5"], "terminating: 3", 0), 5, "replaces terminating pods at once");
         assert_eq!(count(&["parallelism: 4"], "active: 4", 4), 0, "every pod tried");
 
         // A pending pod of the Job is copied rather than its template; a ReplicaSet of the same
