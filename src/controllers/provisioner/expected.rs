@@ -334,8 +334,8 @@ mod tests {
         );
         let copied = both.iter().find(|p| p.key.contains(":job:")).expect("the Job's pod");
         assert_eq!(copied.requests.get("cpu"), 500, "the pending pod's requests");
-        let without_owner = owned_pod("train-x", "batch/v1, kind: CronJob", "train", "j1", "");
-        let templated = expected_pods(&[without_owner], &[], &jobs, |_| 1);
+        let cron_job_pod = owned_pod("train-x", "batch/v1, kind: CronJob", "train", "j1", "");
+        let templated = expected_pods(&[cron_job_pod], &[], &jobs, |_| 1);
         assert_eq!(templated[0].requests.get("cpu"), 1000, "only a Job's or ReplicaSet's pod stands for its pods");
     }
 }
