@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Measures a burst on the local control plane: a Deployment of N pods (default 1,000, 100m each),
 # or with `job` a Job of N parallel pods (each runs for 10 minutes, as kwok's pod-complete stage
-# reads from its annotations), against the example NodePools, with `stoker controller` (optimized build) and the node
-# simulator running. Prints, from the controller's JSON log: time from each batch close to its
-# first CreateFleet call (p50/p99, and per batch its steps: snapshot, simulation, NodeClaim POST,
-# watch delivery to the NodeClaim controller, its reconcile until CreateFleet), time from the
-# Deployment's creation to the first NodeClaim,
-# the number of CreateFleet calls and NodeClaims (with their price), the pods each batch planned,
-# time until every pod runs, and the controller's peak RSS.
-# Figures go in docs/performance.md. Usage: hack/bench-provisioning.sh [N] [deployment|job].
+# reads from its annotations), against the example NodePools, with `stoker controller` (optimized
+# build) and the node simulator running. Prints, from the controller's JSON log: time from each
+# batch close to its first CreateFleet call (p50/p99, and per batch its steps: snapshot,
+# simulation, NodeClaim POST, watch delivery to the NodeClaim controller, its reconcile until
+# CreateFleet), time from the workload's creation to the first NodeClaim, the number of
+# CreateFleet calls and NodeClaims (with their price), the pods each batch planned, time until
+# every pod runs, and the controller's peak RSS. Figures go in docs/performance.md.
+# Usage: hack/bench-provisioning.sh [N] [deployment|job].
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 pods="${1:-1000}"
