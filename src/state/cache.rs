@@ -312,7 +312,7 @@ fn index_count(list: &str) -> i64 {
     let count = |part: &str| -> Option<i64> {
         let (first, last) = part.split_once('-').unwrap_or((part, part));
         let (first, last) = (first.trim().parse::<i64>().ok()?, last.trim().parse::<i64>().ok()?);
-        (last >= first).then(|| last - first + 1)
+        (last >= first).then(|| (last - first).saturating_add(1))
     };
     list.split(',').filter(|part| !part.is_empty()).map(|part| count(part).unwrap_or(0)).fold(0, i64::saturating_add)
 }

@@ -317,6 +317,8 @@ mod tests {
         let indexed = ["parallelism: 10", "completions: 10", "completionMode: Indexed", "backoffLimitPerIndex: 0"];
         assert_eq!(count(&indexed, "succeeded: 2, failedIndexes: '1,3-5'", 0), 4, "4 failed indexes");
         assert_eq!(count(&indexed, "succeeded: 2, failedIndexes: 'x,9-8,7'", 0), 7, "only what reads counts");
+        let huge = "succeeded: 2, failedIndexes: '0-9223372036854775807,5'";
+        assert_eq!(count(&indexed, huge, 0), 0, "a range to the last i64 neither overflows nor panics");
         let replacing = ["parallelism: 5", "podReplacementPolicy: Failed"];
         assert_eq!(count(&replacing, "terminating: 3", 0), 2, "waits for its terminating pods");
         assert_eq!(count(&["parallelism: 5"], "terminating: 3", 0), 5, "replaces terminating pods at once");
