@@ -17,8 +17,8 @@ use stoker::{
         requirements::{Requirement, Requirements},
         resources::Resources,
         solver::{
-            ExistingNode, Input, Memo, MinValuesPolicy, NODES, NodePoolTemplate, Plan, Policies, PreferencePolicy,
-            solve, solve_without_repack,
+            BoundTally, CountedBound, ExistingNode, Input, Memo, MinValuesPolicy, NODES, NodePoolTemplate, Plan,
+            Policies, PreferencePolicy, ScheduledPod, solve, solve_without_repack,
         },
     },
 };
@@ -115,6 +115,8 @@ struct PodSpec {
     spread: bool,
     /// Hostname anti-affinity to its own group: one pod of the group per node.
     one_per_node: bool,
+    /// Hostname anti-affinity to the group before it: no node holds pods of both.
+    avoids_previous: bool,
     replicas: usize,
 }
 
@@ -128,6 +130,7 @@ fn pods_strategy() -> impl Strategy<Value = Vec<PodSpec>> {
             prop::bool::weighted(0.3),
             prop::bool::weighted(0.3),
             prop::bool::weighted(0.2),
+            prop::bool::weighted(0.2),
             1usize..6,
         ),
         1..6,
@@ -135,15 +138,8 @@ fn pods_strategy() -> impl Strategy<Value = Vec<PodSpec>> {
     .prop_map(|specs| {
         specs
             .into_iter()
-            .map(|(millicpu, mebibytes, zone, arch, tolerates, spread, one_per_node, replicas)| PodSpec {
-                millicpu,
-                mebibytes,
-                zone,
-                arch,
-                tolerates,
-                spread,
-                one_per_node,
-                replicas,
+            .map(|(millicpu, mebibytes, zone, arch, tolerates, spread, one_per_node, avoids_previous, replicas)| {
+                PodSpec { millicpu, mebibytes, zone, arch, tolerates, spread, one_per_node, avoids_previous, replicas }
             })
             .collect()
     })
@@ -197,9 +193,17 @@ fn build(catalog: Vec<InstanceType>, pools: &[PoolSpec], pods: &[PodSpec]) -> In
                 pod_spec["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": labels::ZONE,
                     "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"group": group.to_string()}}}]);
             }
+            let apart_from = |group: usize| json!({"topologyKey": labels::HOSTNAME, "labelSelector": {"matchLabels": {"group": group.to_string()}}});
+            let mut apart = Vec::new();
             if spec.one_per_node {
-                pod_spec["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                    {"topologyKey": labels::HOSTNAME, "labelSelector": {"matchLabels": {"group": group.to_string()}}}]}});
+                apart.push(apart_from(group));
+            }
+            if spec.avoids_previous && group > 0 {
+                apart.push(apart_from(group - 1));
+            }
+            if !apart.is_empty() {
+                pod_spec["affinity"] =
+                    json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": apart}});
             }
             let pod: Pod = serde_json::from_value(json!({
                 "metadata": {"name": format!("g{group}-r{replica}"), "namespace": "default", "labels": {"group": group.to_string()}},
@@ -268,16 +272,16 @@ fn check_invariants(input: &Input, plan: &Plan) -> Result<(), TestCaseError> {
             );
         }
     }
-    // One pod per node for groups with hostname anti-affinity, before and after re-packing.
+    // Hostname anti-affinity: no new node holds a pod and another its terms keep apart (one per
+    // node for a group apart from itself), before and after re-packing.
     for claim in &plan.new_claims {
-        let mut one_per_node = BTreeSet::new();
-        for pod in claim.pods.iter().map(|key| pods[key.as_str()]) {
-            if pod.topology.iter().any(|term| term.key == labels::HOSTNAME) {
-                prop_assert!(
-                    one_per_node.insert(&pod.labels["group"]),
-                    "two of group {} on one node",
-                    pod.labels["group"]
-                );
+        let on_node: Vec<&PodInfo> = claim.pods.iter().map(|key| pods[key.as_str()]).collect();
+        for pod in &on_node {
+            for term in pod.topology.iter().filter(|term| term.key == labels::HOSTNAME) {
+                let apart = on_node.iter().find(|other| {
+                    other.key != pod.key && term.counts(&other.namespace, &other.labels, &input.namespaces)
+                });
+                prop_assert!(apart.is_none(), "{} shares a node with {:?}", pod.key, apart.map(|p| &p.key));
             }
         }
     }
@@ -424,6 +428,55 @@ proptest! {
             let (packed, split) = (first_fit(input), solve(input));
             prop_assert_eq!(placed(&packed), placed(&split));
             prop_assert!(cost(&split) <= cost(&packed) + 1e-9, "{} > {}", cost(&split), cost(&packed));
+        }
+    }
+
+    /// Consolidation asks its questions with the bound pods' topology counts taken from a tally
+    /// of the whole cluster less the nodes a question leaves out: each must give the plan that
+    /// counting the pods left gives.
+    #[test]
+    fn a_question_counted_from_the_tally_gives_the_plan_of_the_pods_left(
+        catalog in catalog_strategy(),
+        pools in pools_strategy(),
+        pods in pods_strategy(),
+        nodes in nodes_strategy(),
+        placement in prop::collection::vec(0usize..5, 16),
+        gone in 0u8..16,
+    ) {
+        let built = build(catalog, &pools, &pods);
+        // Each pod bound to a node or (placement past the last node) pending.
+        let node_of = |i: usize| nodes.get(placement[i % placement.len()]);
+        let mut whole = Input { nodes: nodes.clone(), pods: vec![], ..built.clone() };
+        for (i, pod) in built.pods.iter().enumerate() {
+            match node_of(i) {
+                Some(node) => whole.scheduled.push(ScheduledPod { pod: pod.clone(), node: node.name.as_str().into() }),
+                None => whole.pods.push(pod.clone()),
+            }
+        }
+        let is_gone = |node: &str| nodes.iter().position(|n| n.name == node).is_some_and(|i| gone & (1 << i) != 0);
+        let (moving, staying): (Vec<ScheduledPod>, Vec<ScheduledPod>) =
+            whole.scheduled.iter().cloned().partition(|s| is_gone(&s.node));
+        let question = Input {
+            pods: moving.into_iter().map(|s| s.pod).chain(whole.pods.iter().cloned()).collect(),
+            nodes: whole.nodes.iter().filter(|n| !is_gone(&n.name)).cloned().collect(),
+            scheduled: staying,
+            ..whole.clone()
+        };
+        let gone: Vec<String> = nodes.iter().map(|n| n.name.clone()).filter(|n| is_gone(n)).collect();
+        // A tally of the whole input covers every term a question holds; one of its bound pods
+        // alone misses the terms only pending pods hold, and the run counts from its pods instead.
+        let bound_only = Input { pods: vec![], ..whole.clone() };
+        for tally in [BoundTally::of(&whole), BoundTally::of(&bound_only)] {
+            let counted = Input {
+                scheduled: vec![],
+                counted: Some(CountedBound { whole: Arc::new(tally), gone: gone.clone() }),
+                ..question.clone()
+            };
+            prop_assert_eq!(
+                solve_without_repack(&question, &mut Memo::default()),
+                solve_without_repack(&counted, &mut Memo::default())
+            );
+            prop_assert_eq!(solve(&question), solve(&counted));
         }
     }
 

@@ -27,6 +27,13 @@ pub struct Group {
     pub domains: BTreeSet<String>,
 }
 
+/// How a pod counts in a group: matched by its selector, or carrying the (anti-affinity) term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Member,
+    Owner,
+}
+
 /// Where a target node stands on a topology key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Domain {
@@ -114,6 +121,19 @@ impl Topology {
         domain_of: impl Fn(&str) -> Option<&'d str>,
         passes: impl Fn(&NodeFilter) -> bool,
     ) {
+        self.record_noting(members, owned, domain_of, passes, |_, _, _| {});
+    }
+
+    /// [`record`](Self::record), telling `noted` each group, domain and role the pod was counted
+    /// in (what a tally of bound pods keeps per node).
+    pub fn record_noting<'d>(
+        &mut self,
+        members: &[GroupId],
+        owned: &[GroupId],
+        domain_of: impl Fn(&str) -> Option<&'d str>,
+        passes: impl Fn(&NodeFilter) -> bool,
+        mut noted: impl FnMut(GroupId, &'d str, Role),
+    ) {
         for id in members {
             let group = &mut self.groups[*id];
             if !passes(&group.term.filter) {
@@ -125,6 +145,7 @@ impl Topology {
                     group.domains.insert(domain.to_owned());
                 }
                 count_in(&mut group.members, domain);
+                noted(*id, domain, Role::Member);
             }
         }
         for id in owned {
@@ -133,6 +154,38 @@ impl Topology {
                 && let Some(domain) = domain_of(&group.term.key)
             {
                 count_in(&mut group.owners, domain);
+                noted(*id, domain, Role::Owner);
+            }
+        }
+    }
+
+    /// How many groups there are; their ids are `0..group_count`.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The group of a term, if it has one.
+    pub fn id_of(&self, term: &TopologyTerm) -> Option<GroupId> {
+        self.index.get(term).copied()
+    }
+
+    /// Sets group `id`'s counts to `source`'s less `less` (domain, role, pods): a group of another
+    /// topology, over the same term, that counted more pods. Counts that reach 0 go, as if never
+    /// counted (an empty group admits what a group with zero counts would not).
+    pub fn count_from(&mut self, id: GroupId, source: &Group, less: &[(&str, Role, u32)]) {
+        let group = &mut self.groups[id];
+        group.members.clone_from(&source.members);
+        group.owners.clone_from(&source.owners);
+        for (domain, role, pods) in less {
+            let counts = match role {
+                Role::Member => &mut group.members,
+                Role::Owner => &mut group.owners,
+            };
+            if let Some(count) = counts.get_mut(*domain) {
+                *count = count.saturating_sub(*pods);
+                if *count == 0 {
+                    counts.remove(*domain);
+                }
             }
         }
     }

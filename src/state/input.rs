@@ -31,7 +31,7 @@ use crate::{
         pod::{NamespaceLabels, PodInfo},
         requirements::Requirements,
         resources::Resources,
-        solver::{ExistingNode, Input, Policies, ScheduledPod},
+        solver::{BoundTally, CountedBound, ExistingNode, Input, Policies, ScheduledPod},
     },
 };
 
@@ -217,9 +217,9 @@ pub struct WholeInput {
     pub input: Input,
     /// Positions in `input.scheduled` of the pods bound to each node.
     bound: HashMap<Arc<str>, Vec<usize>>,
-    /// Whether any pod takes part in topology; when none does, bound pods change no decision
-    /// and are left out of the answers.
-    topology: bool,
+    /// The bound pods counted into topology once for every answer, when any pod takes part in
+    /// topology; when none does, bound pods change no decision and are left out of the answers.
+    tally: Option<Arc<BoundTally>>,
 }
 
 impl WholeInput {
@@ -230,7 +230,8 @@ impl WholeInput {
         }
         let topology =
             input.pods.iter().chain(input.scheduled.iter().map(|s| &s.pod)).any(|p| p.takes_part_in_topology());
-        Self { input, bound, topology }
+        let tally = topology.then(|| Arc::new(BoundTally::of(&input)));
+        Self { input, bound, tally }
     }
 
     /// The input without the nodes in `gone`; `pods` says which of their pods a drain evicts.
@@ -260,18 +261,19 @@ impl WholeInput {
         if with_provisionable {
             moving.extend(whole.pods.iter().cloned());
         }
-        let staying = match self.topology {
-            true => whole.scheduled.iter().filter(|s| !gone.contains(&*s.node)).cloned().collect(),
-            false => Vec::new(),
-        };
         Input {
             pods: moving,
             nodes: whole.nodes.iter().filter(|node| !gone.contains(node.name.as_str())).cloned().collect(),
-            scheduled: staying,
+            // Bound pods count only through the tally (see `CountedBound`).
+            scheduled: Vec::new(),
             pools: whole.pools.clone(),
             instance_types: whole.instance_types.clone(),
             policies: whole.policies,
             namespaces: whole.namespaces.clone(),
+            counted: self.tally.as_ref().map(|tally| CountedBound {
+                whole: tally.clone(),
+                gone: gone.iter().map(|node| (*node).to_owned()).collect(),
+            }),
         }
     }
 }

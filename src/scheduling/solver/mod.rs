@@ -8,6 +8,7 @@
 //! refused one of them for a reason that cannot change (requirements, taints, ports, room,
 //! anti-affinity) is not asked again for the next.
 
+mod bound;
 mod claims;
 mod domains;
 mod interner;
@@ -20,6 +21,7 @@ mod signature;
 mod sizing;
 mod vectors;
 
+pub use bound::{BoundTally, CountedBound};
 pub use memo::Memo;
 pub use policies::{MinValuesPolicy, Policies, PreferencePolicy};
 pub use sizing::{Sizing, VALUE_SLACK};
@@ -34,7 +36,6 @@ use k8s_openapi::api::core::v1::Taint;
 
 use self::{
     claims::OpenClaim,
-    domains::single_value,
     interner::{Interner, ReqId},
     nodes::NodeState,
     placement::{Attempt, Target},
@@ -44,7 +45,7 @@ use self::{
 use super::{
     bitset::BitSet,
     catalog::InstanceType,
-    pod::{HostPort, NamespaceLabels, NodeFilter, PREFER_NO_SCHEDULE, PodInfo, PodShape, Preference, TopologyKind},
+    pod::{HostPort, NamespaceLabels, NodeFilter, PREFER_NO_SCHEDULE, PodInfo, Preference, TopologyKind},
     requirements::Requirements,
     resources::{CPU, MEMORY, Resources},
     topology::{GroupId, Topology},
@@ -105,6 +106,7 @@ pub struct Input {
     pub pods: Vec<Arc<PodInfo>>,
     /// Shared with the input for the whole cluster when this one leaves nodes out.
     pub nodes: Vec<Arc<ExistingNode>>,
+    /// The pods bound to nodes, for topology (none when `counted` counts them).
     pub scheduled: Vec<ScheduledPod>,
     pub pools: Vec<NodePoolTemplate>,
     /// Shared with the cloud provider's priced-types cache when there is one node class, so a
@@ -113,6 +115,10 @@ pub struct Input {
     pub policies: Policies,
     /// Namespace labels, for pod (anti-)affinity terms with a `namespaceSelector`.
     pub namespaces: Arc<NamespaceLabels>,
+    /// The bound pods already counted into topology terms, for consolidation's many questions of
+    /// one cluster (the input for the cluster without some nodes): `scheduled` is then left
+    /// empty. `None` counts `scheduled` in the run.
+    pub counted: Option<CountedBound>,
 }
 
 /// A node to launch.
@@ -342,44 +348,7 @@ impl<'a> Solver<'a> {
                 }
             }
         }
-        // Replicas share one shape (the pod cache keeps it once): a shape's groups and memberships
-        // are looked up once, not once per bound pod (hashing every pod's terms and labels was
-        // most of a consolidation question on a zone-spread cluster).
-        let mut owned_by_shape: HashMap<*const PodShape, Rc<[GroupId]>> = HashMap::new();
-        let owned_by_scheduled: Vec<Rc<[GroupId]>> = input
-            .scheduled
-            .iter()
-            .map(|s| {
-                let shape = Arc::as_ptr(&s.pod.shape);
-                owned_by_shape
-                    .entry(shape)
-                    .or_insert_with(|| s.pod.topology.iter().map(|t| self.group_of(t)).collect())
-                    .clone()
-            })
-            .collect();
-        // Without a single term, bound pods change nothing (the common case on a big cluster).
-        let scheduled = if self.topology.is_unused() { &[][..] } else { &input.scheduled[..] };
-        let nodes_by_name: HashMap<&str, &ExistingNode> = match scheduled.is_empty() {
-            true => HashMap::new(),
-            false => input.nodes.iter().map(|n| (n.name.as_str(), &**n)).collect(),
-        };
-        let mut members_by_shape: HashMap<*const PodShape, Vec<GroupId>> = HashMap::new();
-        for (ScheduledPod { pod, node }, owned) in scheduled.iter().zip(&owned_by_scheduled) {
-            let members = members_by_shape
-                .entry(Arc::as_ptr(&pod.shape))
-                .or_insert_with(|| self.topology.memberships(&pod.namespace, &pod.labels));
-            let node = nodes_by_name.get(&**node).copied();
-            self.topology.record(
-                members,
-                owned,
-                |key| match node {
-                    Some(node) if key == labels::HOSTNAME => Some(node.name.as_str()),
-                    Some(node) => node.requirements.get(key).and_then(single_value),
-                    None => None,
-                },
-                |filter| node.is_some_and(|node| filter.passes(&node.requirements, node.registered, &node.taints)),
-            );
-        }
+        self.count_bound_pods();
 
         // Real pods before placeholders, each largest first; replicas with one signature stay
         // together.

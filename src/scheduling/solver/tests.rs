@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::*;
+use super::{domains::single_value, *};
 use crate::{
     cloudprovider::aws::allocatable::{self, InstanceFacts},
     scheduling::{catalog::Offering, requirements::Requirement},
