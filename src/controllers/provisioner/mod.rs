@@ -278,7 +278,10 @@ impl<P: Provider> Provisioner<P> {
         let on_existing = plan.real_placements(&prepared.input).map(|(pod, node)| (pod.as_str(), places.of_node(node)));
         let mut by_place: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // Expected pods are no Pods yet: nobody to tell.
-        let real = on_new.chain(on_existing).filter(|(pod, _)| by_key.contains_key(*pod));
+        let real = on_new.chain(on_existing).filter_map(|(pod, place)| {
+            let uid = by_key.get(pod)?.metadata.uid.as_deref().unwrap_or_default();
+            Some((pod, uid, place))
+        });
         for (pod, place) in self.told.untold(real, std::time::Instant::now()) {
             by_place.entry(place).or_default().push(pod.to_owned());
         }
