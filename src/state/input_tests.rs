@@ -350,7 +350,8 @@ fn without_a_node_its_room_goes_and_the_pods_a_drain_evicts_are_placed_first() {
     assert_eq!(keys, ["default/busy"], "only what the drain evicts: the pending pod is the provisioner's");
     assert_eq!(evicted.nodes.len(), 1);
 
-    // With a spread term in play, the pods that stay count where they are.
+    // With a spread term in play, the pods that stay count where they are: through the tally of
+    // the whole cluster, less the node gone.
     let spread = "  topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}]\n";
     let spreading = pod("spreading", "1", &format!("{spread}{PENDING}"));
     let pods = [pods[0].clone(), pods[1].clone(), pods[2].clone(), spreading];
