@@ -87,7 +87,8 @@ build_kwok() {
   mkdir -p "$out.tmp/stages"
   # The stages that make kwok act like a kubelet: nodes become Ready and renew their Lease, pods
   # become Ready and go away when deleted, and a Job's pods finish: after the delay their
-  # pod-complete.stage.kwok.x-k8s.io/delay annotation gives (a Go duration; 1–5 s without one), so a benchmark's Job can keep its nodes busy as real work would.
+  # pod-complete.stage.kwok.x-k8s.io/delay annotation gives (a Go duration; 1–5 s without one),
+  # so a benchmark's Job can keep its nodes busy as real work would.
   for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
                pod/fast/pod-ready pod/general/pod-complete pod/fast/pod-delete; do
     local file="$src/kustomize/stage/$stage.yaml"
