@@ -162,23 +162,12 @@ async fn chaos_soak_loses_nothing() {
     class["metadata"]["name"] = json!(POOL);
     apply(&client, class).await;
     let types = ["c6a.xlarge", "c6a.2xlarge", "m6a.xlarge", "m6a.2xlarge"];
-    apply(
-        &client,
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool", "metadata": {"name": POOL},
-            "spec": {
-                "template": {"spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": POOL},
-                    "requirements": [
-                        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": types},
-                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]}
-                    ]
-                }},
-                "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "10s"}
-            }
-        }),
-    )
-    .await;
+    let requirements = json!([
+        support::one_of("node.kubernetes.io/instance-type", &types),
+        support::one_of("karpenter.sh/capacity-type", &["spot", "on-demand"])
+    ]);
+    let disruption = json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": "10s"});
+    apply(&client, support::nodepool(POOL, POOL, requirements, disruption)).await;
     let selector = json!({"stoker.dev/nodepool": POOL});
     apply(&client, support::deployment("chaos-steady", STEADY, "250m", selector.clone())).await;
     apply(

@@ -79,25 +79,13 @@ async fn underutilized_nodes_are_kept_while_blocked_then_consolidated_into_a_che
         ..support::settings()
     };
     let metrics = support::start_stoker_with(&client, POOL, settings).await;
-    apply(
-        &client,
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-            "metadata": {"name": POOL},
-            "spec": {
-                "template": {"spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": POOL},
-                    "requirements": [
-                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-                        {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
-                        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
-                    ]
-                }},
-                "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5s"}
-            }
-        }),
-    )
-    .await;
+    let requirements = json!([
+        support::one_of("karpenter.sh/capacity-type", &["on-demand"]),
+        support::one_of("karpenter.k8s.aws/instance-category", &["c", "m"]),
+        support::one_of("kubernetes.io/arch", &["amd64"])
+    ]);
+    let disruption = json!({"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5s"});
+    apply(&client, support::nodepool(POOL, POOL, requirements, disruption)).await;
 
     // Three nodes, one at a time: each pod of 3500m fills a 4-vCPU node.
     apply(&client, support::deployment("spread", 1, "3500m", json!({"stoker.dev/nodepool": POOL}))).await;

@@ -78,20 +78,9 @@ async fn a_new_ami_rolls_the_nodes_one_budget_at_a_time_and_a_template_change_dr
     apply(&client, class).await;
     assert!(class_resolves(&client, &first_image).await, "the class selects the image by name");
     let pool = |team: &str| {
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-            "metadata": {"name": POOL},
-            "spec": {
-                "template": {
-                    "metadata": {"labels": {"team": team}},
-                    "spec": {
-                        "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": POOL},
-                        "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}]
-                    }
-                },
-                "disruption": {"consolidateAfter": "Never"}
-            }
-        })
+        let requirements = json!([support::one_of("karpenter.sh/capacity-type", &["on-demand"])]);
+        let pool = support::nodepool(POOL, POOL, requirements, json!({"consolidateAfter": "Never"}));
+        support::with(pool, "/spec/template/metadata/labels", json!({"team": team}))
     };
     apply(&client, pool("a")).await;
     // One pod per node (required anti-affinity): three nodes.

@@ -29,22 +29,9 @@ async fn claims(client: &Client) -> Vec<NodeClaim> {
 async fn nodes_past_their_expire_after_are_replaced() {
     let client = support::client().await;
     support::start_stoker(&client, POOL).await;
-    apply(
-        &client,
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-            "metadata": {"name": POOL},
-            "spec": {
-                "template": {"spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": POOL},
-                    "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}],
-                    "expireAfter": "45s"
-                }},
-                "disruption": {"consolidateAfter": "Never"}
-            }
-        }),
-    )
-    .await;
+    let requirements = json!([support::one_of("karpenter.sh/capacity-type", &["on-demand"])]);
+    let pool = support::nodepool(POOL, POOL, requirements, json!({"consolidateAfter": "Never"}));
+    apply(&client, support::with(pool, "/spec/template/spec/expireAfter", json!("45s"))).await;
     apply(&client, support::deployment("aging", 2, "500m", json!({"stoker.dev/nodepool": POOL}))).await;
     let first = support::wait_until(Duration::from_secs(120), || async {
         let names: BTreeSet<String> = claims(&client).await.iter().map(|c| c.name_any()).collect();

@@ -169,21 +169,9 @@ async fn hostile_objects_are_refused_or_reported_while_provisioning_goes_on() {
     let mut class = support::example("ec2nodeclass.yaml");
     class["metadata"]["name"] = json!("hostile");
     apply(&client, class).await;
-    apply(
-        &client,
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-            "metadata": {"name": "hostile"},
-            "spec": {
-                "template": {"spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "hostile"},
-                    "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["c6a.2xlarge"]}]
-                }},
-                "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"}
-            }
-        }),
-    )
-    .await;
+    let requirements = json!([support::one_of("node.kubernetes.io/instance-type", &["c6a.2xlarge"])]);
+    let disruption = json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"});
+    apply(&client, support::nodepool("hostile", "hostile", requirements, disruption)).await;
     apply(
         &client,
         json!({

@@ -93,21 +93,8 @@ async fn interruptions_drain_and_replace_nodes_and_garbage_changes_nothing() {
     let queue = Queue { url: created.queue_url().expect("a queue URL").to_owned(), sqs };
     let settings = stoker::operator::Settings { interruption_queue: Some(QUEUE.into()), ..support::settings() };
     let metrics = support::start_stoker_with(&client, POOL, settings).await;
-    apply(
-        &client,
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-            "metadata": {"name": POOL},
-            "spec": {
-                "template": {"spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": POOL},
-                    "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}]
-                }},
-                "disruption": {"consolidateAfter": "Never"}
-            }
-        }),
-    )
-    .await;
+    let requirements = json!([support::one_of("karpenter.sh/capacity-type", &["spot"])]);
+    apply(&client, support::nodepool(POOL, POOL, requirements, json!({"consolidateAfter": "Never"}))).await;
     apply(&client, support::deployment("interrupted", 2, "500m", json!({"stoker.dev/nodepool": POOL}))).await;
     let first = support::wait_until(Duration::from_secs(120), || async {
         let now = claims(&client).await;

@@ -60,21 +60,9 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     let mut class = support::example("ec2nodeclass.yaml");
     class["metadata"]["name"] = json!("le");
     apply(&client, class).await;
-    apply(
-        &client,
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-            "metadata": {"name": "le"},
-            "spec": {
-                "template": {"spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "le"},
-                    "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["c6a.2xlarge"]}]
-                }},
-                "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"}
-            }
-        }),
-    )
-    .await;
+    let requirements = json!([support::one_of("node.kubernetes.io/instance-type", &["c6a.2xlarge"])]);
+    let disruption = json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"});
+    apply(&client, support::nodepool("le", "le", requirements, disruption)).await;
     apply(&client, support::deployment("le-burst", 6, "1", json!({"stoker.dev/nodepool": "le"}))).await;
     let ran = support::wait_until(Duration::from_secs(120), || async {
         (running(&client, "le-burst").await == 6).then_some(())

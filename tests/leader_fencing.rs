@@ -56,21 +56,9 @@ async fn a_leader_cut_off_from_the_apiserver_stops_writing_within_the_lease() {
     let mut class = support::example("ec2nodeclass.yaml");
     class["metadata"]["name"] = json!("fence");
     apply(&client, class).await;
-    apply(
-        &client,
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-            "metadata": {"name": "fence"},
-            "spec": {
-                "template": {"spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "fence"},
-                    "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["c6a.2xlarge"]}]
-                }},
-                "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"}
-            }
-        }),
-    )
-    .await;
+    let requirements = json!([support::one_of("node.kubernetes.io/instance-type", &["c6a.2xlarge"])]);
+    let disruption = json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"});
+    apply(&client, support::nodepool("fence", "fence", requirements, disruption)).await;
     apply(&client, support::deployment("fence-burst", 4, "1", json!({"stoker.dev/nodepool": "fence"}))).await;
     let ran =
         wait_until(Duration::from_secs(120), || async { (running(&client, "fence-burst").await == 4).then_some(()) })

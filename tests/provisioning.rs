@@ -61,27 +61,15 @@ async fn e2e_claims(client: &Client) -> Vec<NodeClaim> {
 async fn pending_pods_become_nodes_and_go_away_with_their_deployment() {
     let client = support::client().await;
     let metrics = support::start_stoker(&client, "e2e").await;
-    apply(
-        &client,
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-            "metadata": {"name": "e2e"},
-            "spec": {
-                "weight": 10,
-                "template": {"spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "e2e"},
-                    "requirements": [
-                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]},
-                        {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m"]},
-                        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
-                    ],
-                    "startupTaints": [{"key": "e2e.stoker.dev/agent-not-ready", "effect": "NoSchedule"}]
-                }},
-                "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"}
-            }
-        }),
-    )
-    .await;
+    let requirements = json!([
+        support::one_of("karpenter.sh/capacity-type", &["spot", "on-demand"]),
+        support::one_of("karpenter.k8s.aws/instance-category", &["c", "m"]),
+        support::one_of("kubernetes.io/arch", &["amd64"])
+    ]);
+    let disruption = json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"});
+    let pool = support::with(support::nodepool("e2e", "e2e", requirements, disruption), "/spec/weight", json!(10));
+    let startup_taints = json!([{"key": "e2e.stoker.dev/agent-not-ready", "effect": "NoSchedule"}]);
+    apply(&client, support::with(pool, "/spec/template/spec/startupTaints", startup_taints)).await;
 
     // The startup taint is someone else's to remove (a CNI agent on EKS); this task plays it.
     let agent = client.clone();

@@ -31,24 +31,13 @@ use support::{
 };
 
 fn pool(name: &str, weight: i32, capacity_type: &str, types: &[&str], extra: serde_json::Value) -> serde_json::Value {
-    let mut pool = json!({
-        "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-        "metadata": {"name": name},
-        "spec": {
-            "weight": weight,
-            "template": {
-                "metadata": {"labels": {"edge": "yes"}},
-                "spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "edge"},
-                    "requirements": [
-                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": [capacity_type]},
-                        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": types}
-                    ]
-                }
-            },
-            "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"}
-        }
-    });
+    let requirements = json!([
+        support::one_of("karpenter.sh/capacity-type", &[capacity_type]),
+        support::one_of("node.kubernetes.io/instance-type", types)
+    ]);
+    let disruption = json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"});
+    let pool = support::with(support::nodepool(name, "edge", requirements, disruption), "/spec/weight", json!(weight));
+    let mut pool = support::with(pool, "/spec/template/metadata/labels", json!({"edge": "yes"}));
     if let (Some(spec), Some(extra)) = (pool["spec"].as_object_mut(), extra.as_object()) {
         spec.extend(extra.clone());
     }

@@ -43,21 +43,8 @@ async fn a_node_not_ready_past_the_threshold_is_replaced() {
     let settings =
         stoker::operator::Settings { node_repair_after: "20s".parse().expect("duration"), ..support::settings() };
     support::start_stoker_with(&client, POOL, settings).await;
-    apply(
-        &client,
-        json!({
-            "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-            "metadata": {"name": POOL},
-            "spec": {
-                "template": {"spec": {
-                    "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": POOL},
-                    "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}]
-                }},
-                "disruption": {"consolidateAfter": "Never"}
-            }
-        }),
-    )
-    .await;
+    let requirements = json!([support::one_of("karpenter.sh/capacity-type", &["on-demand"])]);
+    apply(&client, support::nodepool(POOL, POOL, requirements, json!({"consolidateAfter": "Never"}))).await;
     apply(&client, support::deployment("fragile", 1, "500m", json!({"stoker.dev/nodepool": POOL}))).await;
     let broken = support::wait_until(Duration::from_secs(120), || async {
         (running(&client, "fragile").await == 1).then_some(())?;

@@ -19,22 +19,14 @@ use support::{apply, claims_of, running, wait_until};
 const POOL: &str = "static";
 
 fn static_pool(replicas: i64) -> Value {
-    json!({
-        "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-        "metadata": {"name": POOL},
-        "spec": {
-            "replicas": replicas,
-            "limits": {"nodes": 3},
-            "template": {"spec": {
-                "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": POOL},
-                "requirements": [
-                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large", "m5.xlarge"]},
-                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
-                ]
-            }},
-            "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5s"}
-        }
-    })
+    let requirements = json!([
+        support::one_of("node.kubernetes.io/instance-type", &["m5.large", "m5.xlarge"]),
+        support::one_of("karpenter.sh/capacity-type", &["on-demand"])
+    ]);
+    let disruption = json!({"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5s"});
+    let pool =
+        support::with(support::nodepool(POOL, POOL, requirements, disruption), "/spec/replicas", json!(replicas));
+    support::with(pool, "/spec/limits", json!({"nodes": 3}))
 }
 
 /// The names of the pool's claims with a registered node, once there are `count` of them and

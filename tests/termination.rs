@@ -24,21 +24,12 @@ use stoker::apis::NodeClaim;
 use support::{apply, wait_until};
 
 fn pool(name: &str, grace: Option<&str>) -> Value {
-    let mut pool = json!({
-        "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
-        "metadata": {"name": name},
-        "spec": {
-            "template": {"spec": {
-                "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": "term"},
-                "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["c6a.xlarge"]}]
-            }},
-            "disruption": {"consolidateAfter": "Never"}
-        }
-    });
-    if let Some(grace) = grace {
-        pool["spec"]["template"]["spec"]["terminationGracePeriod"] = json!(grace);
+    let requirements = json!([support::one_of("node.kubernetes.io/instance-type", &["c6a.xlarge"])]);
+    let pool = support::nodepool(name, "term", requirements, json!({"consolidateAfter": "Never"}));
+    match grace {
+        Some(grace) => support::with(pool, "/spec/template/spec/terminationGracePeriod", json!(grace)),
+        None => pool,
     }
-    pool
 }
 
 async fn claims_of(client: &Client, pool: &str) -> Vec<NodeClaim> {

@@ -233,36 +233,13 @@ mod tests {
 
     #[test]
     fn a_simulated_node_looks_like_a_kubelet_registered_one() {
-        let facts = InstanceFacts {
-            name: "m5.large".into(),
-            vcpus: 2,
-            memory_mib: 8192,
-            arch: "amd64".into(),
-            gpus: 0,
-            max_network_interfaces: 3,
-            ipv4_per_interface: 10,
-            ..Default::default()
-        };
         let instance_type = allocatable::instance_type(
-            &facts,
+            &InstanceFacts::m5_large(),
             Vec::new(),
             &crate::cloudprovider::aws::allocatable::NodeSettings::default(),
         )
         .expect("valid");
-        let instance = Instance {
-            id: "i-0abc".into(),
-            provider_id: "aws:///us-east-1a/i-0abc".into(),
-            instance_type: "m5.large".into(),
-            zone: "us-east-1a".into(),
-            capacity_type: "spot".into(),
-            capacity_reservation: None,
-            image_id: "ami-1".into(),
-            subnet_id: String::new(),
-            security_group_ids: Vec::new(),
-            state: "running".into(),
-            launch_time: None,
-            tags: BTreeMap::new(),
-        };
+        let instance = Instance::example("i-0abc");
         let claim: NodeClaim = serde_saphyr::from_str(
             "apiVersion: stoker.dev/v1alpha1\nkind: NodeClaim\nmetadata: {name: spot-x, labels: {stoker.dev/nodepool: spot, stoker.dev/nodeclaim: spot-x, team: web}}\nspec:\n  nodeClassRef: {group: stoker.dev, kind: EC2NodeClass, name: default}\n  startupTaints: [{key: cni, effect: NoSchedule}]",
         )

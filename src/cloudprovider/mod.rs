@@ -50,6 +50,25 @@ impl Instance {
     pub fn nodeclaim(&self) -> Option<&str> {
         self.tags.get(crate::apis::labels::EC2_NODECLAIM_TAG).map(String::as_str)
     }
+
+    /// A running, untagged m5.large spot instance in us-east-1a: what tests change the rest from.
+    #[cfg(test)]
+    pub(crate) fn example(id: &str) -> Self {
+        Instance {
+            id: id.into(),
+            provider_id: format!("aws:///us-east-1a/{id}"),
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: "spot".into(),
+            capacity_reservation: None,
+            image_id: "ami-1".into(),
+            subnet_id: String::new(),
+            security_group_ids: Vec::new(),
+            state: "running".into(),
+            launch_time: None,
+            tags: BTreeMap::new(),
+        }
+    }
 }
 
 /// What can go wrong in the cloud. `reason` is the stable word written to NodeClaim conditions.

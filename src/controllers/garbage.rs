@@ -162,18 +162,11 @@ mod tests {
 
     fn instance(id: &str, claim: &str, minutes_ago: i64) -> Instance {
         Instance {
-            id: id.into(),
             provider_id: format!("aws:///a/{id}"),
-            instance_type: "m5.large".into(),
             zone: "a".into(),
-            capacity_type: "spot".into(),
-            capacity_reservation: None,
-            image_id: "ami-1".into(),
-            subnet_id: String::new(),
-            security_group_ids: Vec::new(),
-            state: "running".into(),
             launch_time: Some(Utc::now() - chrono::TimeDelta::minutes(minutes_ago)),
             tags: BTreeMap::from([(labels::EC2_NODECLAIM_TAG.to_owned(), claim.to_owned())]),
+            ..Instance::example(id)
         }
     }
 

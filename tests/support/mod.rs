@@ -250,22 +250,34 @@ pub fn cluster_info() -> stoker::cloudprovider::aws::ClusterInfo {
     }
 }
 
-/// A NodePool of one on-demand instance type of EC2NodeClass `class`, with `disruption`.
-pub fn on_demand_pool(name: &str, class: &str, instance_type: &str, disruption: Value) -> Value {
+/// A NodePool of EC2NodeClass `class` whose nodes meet `requirements` (a JSON array), with
+/// `disruption`; a test adds what else it needs with [`with`].
+pub fn nodepool(name: &str, class: &str, requirements: Value, disruption: Value) -> Value {
     serde_json::json!({
         "apiVersion": "stoker.dev/v1alpha1", "kind": "NodePool",
         "metadata": {"name": name},
         "spec": {
             "template": {"spec": {
                 "nodeClassRef": {"group": "stoker.dev", "kind": "EC2NodeClass", "name": class},
-                "requirements": [
-                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [instance_type]},
-                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
-                ]
+                "requirements": requirements
             }},
             "disruption": disruption
         }
     })
+}
+
+/// A requirement that `key` takes one of `values`.
+pub fn one_of(key: &str, values: &[&str]) -> Value {
+    serde_json::json!({"key": key, "operator": "In", "values": values})
+}
+
+/// A NodePool of one on-demand instance type of EC2NodeClass `class`, with `disruption`.
+pub fn on_demand_pool(name: &str, class: &str, instance_type: &str, disruption: Value) -> Value {
+    let requirements = serde_json::json!([
+        one_of("node.kubernetes.io/instance-type", &[instance_type]),
+        one_of("karpenter.sh/capacity-type", &["on-demand"])
+    ]);
+    nodepool(name, class, requirements, disruption)
 }
 
 /// A Deployment of pause containers in `default`, each requesting `cpu` and 256Mi.

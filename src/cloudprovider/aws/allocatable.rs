@@ -245,12 +245,29 @@ pub fn eviction_threshold(ephemeral_storage: i64) -> Resources {
 }
 
 #[cfg(test)]
+impl InstanceFacts {
+    /// The facts of an m5.large: what tests change the rest from.
+    pub(crate) fn m5_large() -> Self {
+        InstanceFacts {
+            name: "m5.large".into(),
+            vcpus: 2,
+            memory_mib: 8192,
+            arch: "amd64".into(),
+            gpus: 0,
+            max_network_interfaces: 3,
+            ipv4_per_interface: 10,
+            ..InstanceFacts::default()
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bare_metal_high_memory_and_accelerated_types_are_exotic() {
-        let named = |name: &str, gpus: i64| InstanceFacts { name: name.into(), gpus, ..m5_large() };
+        let named = |name: &str, gpus: i64| InstanceFacts { name: name.into(), gpus, ..InstanceFacts::m5_large() };
         for name in [
             "c5.metal",
             "m7i.metal-24xl",
@@ -272,19 +289,6 @@ mod tests {
         }
     }
 
-    fn m5_large() -> InstanceFacts {
-        InstanceFacts {
-            name: "m5.large".into(),
-            vcpus: 2,
-            memory_mib: 8192,
-            arch: "amd64".into(),
-            gpus: 0,
-            max_network_interfaces: 3,
-            ipv4_per_interface: 10,
-            ..InstanceFacts::default()
-        }
-    }
-
     #[test]
     fn devices_and_processors_give_karpenters_labels_and_resources() {
         let g5 = InstanceFacts {
@@ -300,7 +304,7 @@ mod tests {
             local_nvme_gib: 250,
             ebs_bandwidth_mbps: 3500,
             network_bandwidth_mbps: 2500,
-            ..m5_large()
+            ..InstanceFacts::m5_large()
         };
         let labels = instance_labels(&g5);
         for (key, value) in [
@@ -327,7 +331,7 @@ mod tests {
             accelerator_name: "Trainium".into(),
             accelerators: 16,
             efa_interfaces: 8,
-            ..m5_large()
+            ..InstanceFacts::m5_large()
         };
         let labels = instance_labels(&trn);
         assert_eq!(labels.get(labels::INSTANCE_ACCELERATOR_NAME).map(String::as_str), Some("trainium"));
@@ -336,8 +340,12 @@ mod tests {
         let trn = instance_type(&trn, vec![], &NodeSettings::default()).expect("valid");
         assert_eq!((trn.capacity.get(labels::NEURON), trn.capacity.get(labels::EFA)), (16, 8));
         assert_eq!(trn.capacity.get(labels::NVIDIA_GPU), 0);
-        let amd =
-            InstanceFacts { gpus: 4, gpu_manufacturer: "AMD".into(), gpu_name: "Radeon Pro V520".into(), ..m5_large() };
+        let amd = InstanceFacts {
+            gpus: 4,
+            gpu_manufacturer: "AMD".into(),
+            gpu_name: "Radeon Pro V520".into(),
+            ..InstanceFacts::m5_large()
+        };
         assert_eq!(instance_labels(&amd).get(labels::INSTANCE_GPU_NAME).map(String::as_str), Some("radeon-pro-v520"));
         assert_eq!(
             instance_type(&amd, vec![], &NodeSettings::default()).expect("valid").capacity.get(labels::AMD_GPU),
@@ -348,12 +356,13 @@ mod tests {
     #[test]
     fn eks_max_pods_from_enis() {
         // The values in EKS's eni-max-pods.txt.
-        assert_eq!(max_pods(&m5_large(), None), 29);
-        let m5_4xlarge = InstanceFacts { vcpus: 16, max_network_interfaces: 8, ipv4_per_interface: 30, ..m5_large() };
+        assert_eq!(max_pods(&InstanceFacts::m5_large(), None), 29);
+        let m5_4xlarge =
+            InstanceFacts { vcpus: 16, max_network_interfaces: 8, ipv4_per_interface: 30, ..InstanceFacts::m5_large() };
         assert_eq!(max_pods(&m5_4xlarge, None), 234);
         let capped = KubeletConfiguration { max_pods: Some(110), pods_per_core: Some(10), ..Default::default() };
         assert_eq!(max_pods(&m5_4xlarge, Some(&capped)), 110);
-        assert_eq!(max_pods(&m5_large(), Some(&capped)), 20);
+        assert_eq!(max_pods(&InstanceFacts::m5_large(), Some(&capped)), 20);
     }
 
     #[test]
@@ -368,7 +377,7 @@ mod tests {
 
     #[test]
     fn allocatable_of_an_m5_large() {
-        let instance = instance_type(&m5_large(), vec![], &NodeSettings::default()).unwrap();
+        let instance = instance_type(&InstanceFacts::m5_large(), vec![], &NodeSettings::default()).unwrap();
         assert_eq!(instance.allocatable.get(CPU), 1930);
         // 8192 MiB less 7.5% (615 MiB), kube-reserved 574 MiB and eviction 100 MiB.
         assert_eq!(instance.allocatable.get(MEMORY), (8192 - 615 - 574 - 100) * MIB);
@@ -382,7 +391,7 @@ mod tests {
     #[test]
     fn pods_attach_every_ebs_volume_but_the_root() {
         let limit = |max_ebs_attachments| {
-            let facts = InstanceFacts { max_ebs_attachments, ..m5_large() };
+            let facts = InstanceFacts { max_ebs_attachments, ..InstanceFacts::m5_large() };
             instance_type(&facts, vec![], &NodeSettings::default()).unwrap().allocatable.get(labels::EBS_VOLUMES)
         };
         assert_eq!(limit(27), 26, "shared with the primary interface, as EC2 reports for an m5.large");
@@ -399,14 +408,18 @@ mod tests {
             ),
             ..Default::default()
         };
-        let instance =
-            instance_type(&m5_large(), vec![], &NodeSettings { kubelet: Some(kubelet), ..Default::default() }).unwrap();
+        let instance = instance_type(
+            &InstanceFacts::m5_large(),
+            vec![],
+            &NodeSettings { kubelet: Some(kubelet), ..Default::default() },
+        )
+        .unwrap();
         assert_eq!(instance.allocatable.get(CPU), 1500);
     }
 
     #[test]
     fn ephemeral_storage_is_the_root_volume_or_the_raid0_array() {
-        let with_disks = InstanceFacts { local_nvme_gib: 474, ..m5_large() };
+        let with_disks = InstanceFacts { local_nvme_gib: 474, ..InstanceFacts::m5_large() };
         let storage = |node: &NodeSettings, facts: &InstanceFacts| {
             let instance = instance_type(facts, vec![], node).unwrap();
             (instance.capacity.get(EPHEMERAL_STORAGE) / GIB, instance.allocatable.get(EPHEMERAL_STORAGE))
@@ -417,6 +430,6 @@ mod tests {
         assert_eq!(storage(&root, &with_disks), (100, 100 * GIB - GIB - 10 * GIB));
         let raid0 = NodeSettings { instance_store_raid0: true, ..root };
         assert_eq!(storage(&raid0, &with_disks).0, 474);
-        assert_eq!(storage(&raid0, &m5_large()).0, 100, "no disks: the root volume");
+        assert_eq!(storage(&raid0, &InstanceFacts::m5_large()).0, 100, "no disks: the root volume");
     }
 }

@@ -416,18 +416,10 @@ mod tests {
 
     fn instance(id: &str, tags: &[(&str, &str)], state: &str) -> Instance {
         Instance {
-            id: id.into(),
-            provider_id: format!("aws:///us-east-1a/{id}"),
-            instance_type: "m5.large".into(),
-            zone: "us-east-1a".into(),
-            capacity_type: "spot".into(),
-            capacity_reservation: None,
-            image_id: "ami-1".into(),
             subnet_id: "subnet-a".into(),
-            security_group_ids: Vec::new(),
             state: state.into(),
-            launch_time: None,
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Instance::example(id)
         }
     }
 

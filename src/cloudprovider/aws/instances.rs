@@ -161,18 +161,10 @@ mod tests {
 
     fn instance(tags: &[(&str, &str)]) -> Instance {
         Instance {
-            id: "i-1".into(),
             provider_id: "aws:///a/i-1".into(),
-            instance_type: "m5.large".into(),
             zone: "a".into(),
-            capacity_type: "spot".into(),
-            capacity_reservation: None,
-            image_id: "ami-1".into(),
-            subnet_id: String::new(),
-            security_group_ids: Vec::new(),
-            state: "running".into(),
-            launch_time: None,
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Instance::example("i-1")
         }
     }
 

@@ -78,20 +78,7 @@ mod tests {
     use super::*;
 
     fn instance(id: &str) -> Instance {
-        Instance {
-            id: id.into(),
-            provider_id: format!("aws:///us-east-1a/{id}"),
-            instance_type: "m5.large".into(),
-            zone: "us-east-1a".into(),
-            capacity_type: "on-demand".into(),
-            capacity_reservation: None,
-            image_id: "ami-1".into(),
-            subnet_id: String::new(),
-            security_group_ids: Vec::new(),
-            state: "pending".into(),
-            launch_time: None,
-            tags: Default::default(),
-        }
+        Instance { capacity_type: "on-demand".into(), state: "pending".into(), ..Instance::example(id) }
     }
 
     #[test]
