@@ -261,7 +261,7 @@ pub fn evaluate(
     }
     // Each replacement may cost up to its share of what the candidates do (in proportion to the
     // cheapest it can be), so whichever offerings launch, together they cost less.
-    let offered: Vec<Vec<(String, f64)>> = new_claims.iter().map(|claim| offered(claim, &input)).collect();
+    let offered: Vec<Vec<(String, f64)>> = new_claims.iter().map(|claim| offered(claim, &input, memo)).collect();
     let cheapest = |offered: &[(String, f64)]| offered.first().map_or(f64::INFINITY, |(_, price)| *price);
     let least: f64 = offered.iter().map(|o| cheapest(o)).sum();
     if least >= price {
@@ -288,13 +288,12 @@ pub fn evaluate(
 
 /// The instance types a new claim may launch with the price of each one's cheapest offering it
 /// admits, cheapest first.
-fn offered(claim: &NewNodeClaim, input: &Input) -> Vec<(String, f64)> {
+fn offered(claim: &NewNodeClaim, input: &Input, memo: &mut Memo) -> Vec<(String, f64)> {
     let mut offered: Vec<(String, f64)> = claim
         .instance_types
         .iter()
         .filter_map(|name| {
-            let offering =
-                input.instance_types.iter().find(|t| &t.name == name)?.cheapest_offering(&claim.requirements)?;
+            let offering = memo.instance_type(&input.instance_types, name)?.cheapest_offering(&claim.requirements)?;
             Some((name.clone(), offering.price))
         })
         .collect();

@@ -370,5 +370,5 @@ fn numbered(prefix: &str, i: usize) -> &'static str {
 /// The price of the dearest instance type a replacement may launch as, among those `input`
 /// offers it.
 fn dearest_offering(replacement: &NewNodeClaim, input: &Input) -> f64 {
-    offered(replacement, input).last().map_or(0.0, |(_, price)| *price)
+    offered(replacement, input, &mut Memo::default()).last().map_or(0.0, |(_, price)| *price)
 }

@@ -581,6 +581,26 @@ fn a_memo_kept_across_runs_changes_no_decision() {
 }
 
 #[test]
+fn the_memo_finds_a_type_by_name_as_a_scan_would_and_forgets_it_with_its_catalog() {
+    let first: Arc<[InstanceType]> = catalog().into();
+    // Two node classes' types side by side repeat names: the first of a name is the one found
+    // (the first class's here, in another order and dearer).
+    let mut doubled = catalog();
+    doubled.reverse();
+    doubled.iter_mut().flat_map(|t| &mut t.offerings).for_each(|o| o.price *= 2.0);
+    doubled.extend(catalog());
+    let doubled: Arc<[InstanceType]> = doubled.into();
+    let mut memo = Memo::default();
+    for types in [&first, &doubled, &first] {
+        for wanted in types.iter().rev() {
+            let scanned = types.iter().find(|t| t.name == wanted.name);
+            assert_eq!(memo.instance_type(types, &wanted.name), scanned, "{}", wanted.name);
+        }
+        assert_eq!(memo.instance_type(types, "no.such-type"), None);
+    }
+}
+
+#[test]
 fn the_first_pod_of_a_hostname_affinity_group_finds_room_for_the_whole_group() {
     let together = "  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}\n";
     // Two larger plain pods open a node first; the group (4 × 1.5 CPU) must not start there,
