@@ -7,19 +7,23 @@
 //! whose apps spread over zones the counting was nearly all of a question (3.5 ms of 10,000 bound
 //! pods). So a question may come with a [`BoundTally`]: every term of the whole cluster with its
 //! bound pods counted once, and what each node's pods added, which the run takes less the nodes
-//! the question leaves out.
+//! the question leaves out. The same goes for the domains of each term's key on the nodes
+//! (zones, mostly), which a question would otherwise find again over every node.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     rc::Rc,
     sync::Arc,
 };
 
-use super::{ExistingNode, Input, ScheduledPod, Solver, domains::single_value};
+use super::{
+    ExistingNode, Input, ScheduledPod, Solver,
+    domains::{node_values, single_value},
+};
 use crate::{
     apis::labels,
     scheduling::{
-        pod::{PodShape, Preference, TopologyTerm},
+        pod::{NodeFilter, PodShape, Preference, TopologyTerm},
         topology::{GroupId, Role, Topology},
     },
 };
@@ -34,6 +38,11 @@ pub struct BoundTally {
     topology: Topology,
     /// Per node name, what its pods added.
     nodes: HashMap<Arc<str>, NodeShare>,
+    /// Per key (but the hostname, a domain per node) and node filter of the tally's terms: how
+    /// many of the nodes the filter lets count hold each value.
+    node_domains: HashMap<(String, NodeFilter), BTreeMap<String, u32>>,
+    /// The nodes by name, for what the nodes a question leaves out held.
+    node_by_name: HashMap<String, Arc<ExistingNode>>,
 }
 
 /// What one node's bound pods added to a tally: per group and role, the node's domain on the
@@ -46,10 +55,26 @@ type NodeShare = HashMap<(GroupId, Role), (String, u32)>;
 #[derive(Debug, Clone)]
 pub struct CountedBound {
     pub whole: Arc<BoundTally>,
+    /// The names of the nodes left out, each once.
     pub gone: Vec<String>,
 }
 
 impl CountedBound {
+    /// The domains of a term's key on the tally's nodes less the nodes gone that its node filter
+    /// lets count (what a run finds over the question's nodes); `None` when the tally did not
+    /// count them (the hostname, or a term it does not hold).
+    pub(super) fn node_domains(&self, term: &TopologyTerm) -> Option<BTreeSet<String>> {
+        let counts = self.whole.node_domains.get(&(term.key.clone(), term.filter.clone()))?;
+        let mut gone: HashMap<&str, u32> = HashMap::new();
+        for node in self.gone.iter().filter_map(|name| self.whole.node_by_name.get(name)) {
+            for value in node_values(node, term) {
+                *gone.entry(value.as_str()).or_default() += 1;
+            }
+        }
+        let staying = counts.iter().filter(|(value, held)| **held > gone.get(value.as_str()).copied().unwrap_or(0));
+        Some(staying.map(|(value, _)| value.clone()).collect())
+    }
+
     /// The tally's bound pods less those on the nodes gone.
     fn staying(&self) -> Vec<ScheduledPod> {
         let gone: HashSet<&str> = self.gone.iter().map(String::as_str).collect();
@@ -80,7 +105,21 @@ impl BoundTally {
             let share = nodes.entry(node.clone()).or_default();
             share.entry((id, role)).or_insert_with(|| (domain.to_owned(), 0)).1 += 1;
         });
-        Self { scheduled: input.scheduled.clone(), topology, nodes }
+        let mut node_domains: HashMap<(String, NodeFilter), BTreeMap<String, u32>> = HashMap::new();
+        for id in 0..topology.group_count() {
+            let term = &topology.group(id).term;
+            let key = (term.key.clone(), term.filter.clone());
+            if term.key == labels::HOSTNAME || node_domains.contains_key(&key) {
+                continue;
+            }
+            let mut counts = BTreeMap::new();
+            for value in input.nodes.iter().flat_map(|node| node_values(node, term)) {
+                *counts.entry(value.clone()).or_default() += 1;
+            }
+            node_domains.insert(key, counts);
+        }
+        let node_by_name = input.nodes.iter().map(|node| (node.name.clone(), node.clone())).collect();
+        Self { scheduled: input.scheduled.clone(), topology, nodes, node_domains, node_by_name }
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    Input, Memo, Solver,
+    ExistingNode, Input, Memo, Solver,
     interner::ReqId,
     placement::{Attempt, ChosenDomains, Refusal},
 };
@@ -53,18 +53,16 @@ impl Solver<'_> {
         domains
     }
 
-    /// The domains of a term's key on the existing nodes its filter lets count.
+    /// The domains of a term's key on the existing nodes its filter lets count: from the tally
+    /// of a consolidation question when it counted them, else found over the nodes.
     fn node_domains(input: &Input, term: &TopologyTerm) -> BTreeSet<String> {
+        if let Some(domains) = input.counted.as_ref().and_then(|counted| counted.node_domains(term)) {
+            return domains;
+        }
         let mut domains = BTreeSet::new();
-        for node in &input.nodes {
-            if !term.filter.passes(&node.requirements, node.registered, &node.taints) {
-                continue;
-            }
-            let values = node.requirements.get(&term.key).and_then(Requirement::finite_values).unwrap_or_default();
-            for value in values {
-                if !domains.contains(value) {
-                    domains.insert(value.clone());
-                }
+        for value in input.nodes.iter().flat_map(|node| node_values(node, term)) {
+            if !domains.contains(value) {
+                domains.insert(value.clone());
             }
         }
         domains
@@ -200,6 +198,14 @@ impl Solver<'_> {
         };
         Ok((narrowed, domains))
     }
+}
+
+/// The values of a term's key on a node, when the term's node filter lets the node count.
+pub(super) fn node_values<'n>(node: &'n ExistingNode, term: &TopologyTerm) -> &'n [String] {
+    if !term.filter.passes(&node.requirements, node.registered, &node.taints) {
+        return &[];
+    }
+    node.requirements.get(&term.key).and_then(Requirement::finite_values).unwrap_or_default()
 }
 
 /// The one value a requirement allows, if it allows exactly one.

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::{domains::single_value, *};
 use crate::{
     cloudprovider::aws::allocatable::{self, InstanceFacts},
-    scheduling::{catalog::Offering, requirements::Requirement},
+    scheduling::{catalog::Offering, pod::TopologyTerm, requirements::Requirement},
 };
 
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
@@ -494,6 +494,47 @@ fn at_most_sixty_instance_types_per_claim() {
     assert_eq!(claim.instance_types.len(), MAX_INSTANCE_TYPES);
     assert_eq!(claim.instance_types[0], "t0.large");
     assert_eq!(claim.requirements.get(labels::INSTANCE_TYPE).and_then(Requirement::finite_values).unwrap().len(), 60);
+}
+
+#[test]
+fn a_question_takes_the_nodes_domains_from_the_tally_less_the_nodes_gone() {
+    let spread = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, nodeTaintsPolicy: Honor, labelSelector: {matchLabels: {app: web}}}\n";
+    let mut input = input(vec![pool("on-demand", 0, "on-demand")], pods(1, "100m", "128Mi", spread));
+    let node = |name: &str, zones: &[&str], tainted: bool| {
+        let mut requirements = Requirements::new();
+        requirements.add(labels::ZONE, Requirement::one_of(zones.iter().copied()));
+        let taints = if tainted {
+            vec![Taint { key: "dedicated".into(), value: None, effect: "NoSchedule".into(), time_added: None }]
+        } else {
+            vec![]
+        };
+        Arc::new(ExistingNode { requirements: Arc::new(requirements), taints, ..(*roomy_node(name)).clone() })
+    };
+    // Two nodes in z1; one in z2 the spread does not count (its taint is not tolerated, and the
+    // term honours taints); one in flight that may still land in z2 or z3.
+    input.nodes = vec![
+        node("a", &["z1"], false),
+        node("b", &["z1"], false),
+        node("c", &["z2"], true),
+        Arc::new(ExistingNode { registered: false, ..(*node("d", &["z2", "z3"], false)).clone() }),
+    ];
+    let spread_term = input.pods[0].topology[0].clone();
+    let tally = Arc::new(BoundTally::of(&input));
+    for gone in 0..1u32 << input.nodes.len() {
+        let is_gone = |i: usize| gone & (1 << i) != 0;
+        let gone: Vec<String> =
+            input.nodes.iter().enumerate().filter(|(i, _)| is_gone(*i)).map(|(_, n)| n.name.clone()).collect();
+        let staying = input.nodes.iter().filter(|n| !gone.contains(&n.name));
+        let found: BTreeSet<String> = staying.flat_map(|n| domains::node_values(n, &spread_term)).cloned().collect();
+        let counted = CountedBound { whole: tally.clone(), gone: gone.clone() };
+        assert_eq!(counted.node_domains(&spread_term), Some(found), "without {gone:?}");
+    }
+    // The hostname has a domain per node: found over the nodes, as is a term the tally lacks.
+    let counted = CountedBound { whole: tally, gone: vec![] };
+    let by_hostname = TopologyTerm { key: labels::HOSTNAME.into(), ..spread_term.clone() };
+    let by_rack = TopologyTerm { key: "rack".into(), ..spread_term };
+    assert_eq!(counted.node_domains(&by_hostname), None);
+    assert_eq!(counted.node_domains(&by_rack), None);
 }
 
 /// A registered node without labels or taints, with 4 CPU, 8 GiB and 10 pods free.
