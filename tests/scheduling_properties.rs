@@ -82,6 +82,8 @@ fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
 #[derive(Debug, Clone)]
 struct PoolSpec {
     capacity_type: Option<&'static str>,
+    /// A pool kept to one zone, so the nodes' zones are domains no pool offers.
+    zone: Option<&'static str>,
     weight: i32,
     tainted: bool,
     node_limit: Option<i64>,
@@ -91,6 +93,7 @@ fn pools_strategy() -> impl Strategy<Value = Vec<PoolSpec>> {
     prop::collection::vec(
         (
             prop::option::of(prop::sample::select(vec!["spot", "on-demand", "reserved"])),
+            prop::option::weighted(0.3, prop::sample::select(ZONES.to_vec())),
             0i32..3,
             prop::bool::weighted(0.3),
             prop::option::of(1i64..6),
@@ -100,7 +103,13 @@ fn pools_strategy() -> impl Strategy<Value = Vec<PoolSpec>> {
     .prop_map(|pools| {
         pools
             .into_iter()
-            .map(|(capacity_type, weight, tainted, node_limit)| PoolSpec { capacity_type, weight, tainted, node_limit })
+            .map(|(capacity_type, zone, weight, tainted, node_limit)| PoolSpec {
+                capacity_type,
+                zone,
+                weight,
+                tainted,
+                node_limit,
+            })
             .collect()
     })
 }
@@ -159,6 +168,9 @@ fn build(catalog: Vec<InstanceType>, pools: &[PoolSpec], pods: &[PodSpec]) -> In
             requirements.add(labels::NODEPOOL, Requirement::one_of([name.clone()]));
             if let Some(capacity_type) = spec.capacity_type {
                 requirements.add(labels::CAPACITY_TYPE, Requirement::one_of([capacity_type]));
+            }
+            if let Some(zone) = spec.zone {
+                requirements.add(labels::ZONE, Requirement::one_of([zone]));
             }
             NodePoolTemplate {
                 name,
