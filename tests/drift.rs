@@ -1,13 +1,15 @@
 //! Drift end to end. A newer AMI registered in the emulator, found by the EC2NodeClass's name
 //! selector, drifts every node of the class (condition `Drifted` on its claim); they are replaced
 //! one at a time, as the default budget of 10% allows, replacement first, with no pod lost and no
-//! instance leaked. Then a NodePool template label changes, and every node drifts again.
+//! instance leaked. A capacity reservation added to the class drifts nothing and takes a new
+//! node; deselected, it drifts that node alone. Then a NodePool template label changes, and
+//! every node drifts again.
 
 mod support;
 
 use std::{
     cell::{Cell, RefCell},
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     time::Duration,
 };
 
@@ -133,9 +135,61 @@ async fn a_new_ami_rolls_the_nodes_one_budget_at_a_time_and_a_template_change_dr
     // No instance leaked: the pool's instances are exactly its claims'.
     assert!(support::instances_match_claims(&client, POOL, Duration::from_secs(90)).await, "no instance leaked");
 
+    // A capacity reservation joins the class: its terms are not hashed, so no node drifts, and a
+    // fourth pod gets a node in it. Then the class stops selecting it: that node alone drifts
+    // and is replaced by an on-demand one.
+    let team = format!("drift-{}", std::process::id());
+    let reservation: &str = &support::capacity_reservation(&ec2, &team).await;
+    let select = |team: &str| json!({"spec": {"capacityReservationSelectorTerms": [{"tags": {"team": team}}]}});
+    classes.patch(POOL, &PatchParams::default(), &Patch::Merge(&select(&team))).await.expect("select it");
+    let selected = support::wait_until(Duration::from_secs(60), || async {
+        let status = classes.get(POOL).await.ok()?.status?;
+        status.capacity_reservations.iter().any(|r| r.id == reservation).then_some(())
+    })
+    .await;
+    assert!(selected.is_some(), "the class resolves the reservation");
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let either = json!({"spec": {"template": {"spec": {"requirements": [
+        support::one_of("karpenter.sh/capacity-type", &["reserved", "on-demand"])]}}}});
+    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&either)).await.expect("allow reserved");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let scale = json!({"spec": {"replicas": 4}});
+    deployments.patch("rolling", &PatchParams::default(), &Patch::Merge(&scale)).await.expect("a fourth pod");
+    let reserved_claim = support::wait_until(Duration::from_secs(120), || async {
+        let now = claims(&client).await;
+        let reserved = now
+            .iter()
+            .find(|c| c.labels().get(labels::CAPACITY_RESERVATION_ID).map(String::as_str) == Some(reservation))?;
+        (running(&client, "rolling").await == 4).then(|| reserved.name_any())
+    })
+    .await
+    .expect("the fourth pod runs on a node in the reservation");
+    let others = || async {
+        let now = claims(&client).await.into_iter().filter(|c| c.name_any() != reserved_claim);
+        now.map(|c| (c.name_any(), drift_reason(&c).map(str::to_owned))).collect::<BTreeMap<_, _>>()
+    };
+    let kept = others().await;
+    assert_eq!(kept.len(), 3, "the three nodes of before stay, none drifted: {kept:?}");
+    assert!(kept.values().all(Option::is_none), "a new reservation term drifts nothing: {kept:?}");
+    classes.patch(POOL, &PatchParams::default(), &Patch::Merge(&select("nobody"))).await.expect("deselect it");
+    let reason: RefCell<Option<String>> = RefCell::new(None);
+    let replaced = support::wait_until(Duration::from_secs(180), || async {
+        if let Some(claim) = claims(&client).await.iter().find(|c| c.name_any() == reserved_claim) {
+            if let Some(why) = drift_reason(claim) {
+                *reason.borrow_mut() = Some(why.to_owned());
+            }
+            return None;
+        }
+        (running(&client, "rolling").await == 4).then_some(())
+    })
+    .await;
+    assert!(replaced.is_some(), "the node of the deselected reservation is replaced");
+    assert_eq!(reason.borrow().as_deref(), Some("CapacityReservationDrifted"));
+    let after = others().await;
+    assert!(kept.keys().all(|name| after.get(name) == Some(&None)), "no other node drifted: {after:?}");
+
     // The template's labels change: every node drifts, and the first replacement carries the
     // new label.
-    let pools: Api<NodePool> = Api::all(client.clone());
     let rolled: BTreeSet<String> = claims(&client).await.iter().map(|c| c.name_any()).collect();
     let patch = json!({"spec": {"template": {"metadata": {"labels": {"team": "b"}}}}});
     pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("new label");
@@ -151,7 +205,6 @@ async fn a_new_ami_rolls_the_nodes_one_budget_at_a_time_and_a_template_change_dr
     .await;
     assert!(relabelled.is_some(), "every node drifted by the template, and a replacement with the new label");
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     deployments.delete("rolling", &DeleteParams::default()).await.expect("delete deployment");
     pools.delete(POOL, &DeleteParams::default()).await.expect("delete the pool");
     let gone =

@@ -2,8 +2,8 @@
 //! through the fault-injecting proxy): weighted pools fall back from spot to on-demand on capacity
 //! errors; limits stop launches with an Event; pods nobody can host get an Event and launch
 //! nothing; a GPU pod gets a GPU type booted from the NVIDIA image; a NodeOverlay's price flips
-//! the type launched; a capacity reservation is used first while it has room; a
-//! PodDisruptionBudget blocks
+//! the type launched; a capacity reservation is used first while it has room, and its node is
+//! relabelled on-demand when it ends; a PodDisruptionBudget blocks
 //! a drain until relaxed; a controller killed in the middle of a burst and restarted leaves every
 //! pod Running with no duplicated or leaked instance.
 
@@ -270,22 +270,7 @@ async fn the_controllers_edges_end_to_end() {
     let ec2 = aws_sdk_ec2::Client::new(&aws_config(None).await);
     // A tag of this run's own, so no other reservation in the emulator can match.
     let team = format!("edge-{}", std::process::id());
-    let tags = aws_sdk_ec2::types::TagSpecification::builder()
-        .resource_type(aws_sdk_ec2::types::ResourceType::CapacityReservation)
-        .tags(aws_sdk_ec2::types::Tag::builder().key("team").value(&team).build())
-        .build();
-    let reservation = ec2
-        .create_capacity_reservation()
-        .instance_type("m5.large")
-        .instance_platform(aws_sdk_ec2::types::CapacityReservationInstancePlatform::LinuxUnix)
-        .availability_zone("us-east-1a")
-        .instance_count(1)
-        .instance_match_criteria(aws_sdk_ec2::types::InstanceMatchCriteria::Targeted)
-        .tag_specifications(tags)
-        .send()
-        .await
-        .expect("a capacity reservation in the emulator");
-    let reservation_id = reservation.capacity_reservation().and_then(|r| r.capacity_reservation_id()).expect("its ID");
+    let reservation_id: &str = &support::capacity_reservation(&ec2, &team).await;
     let room = |ec2: aws_sdk_ec2::Client, id: String| async move {
         let described = ec2.describe_capacity_reservations().capacity_reservation_ids(id).send().await;
         described.expect("describe").capacity_reservations()[0].available_instance_count().unwrap_or(-1)
@@ -351,6 +336,49 @@ async fn the_controllers_edges_end_to_end() {
     })
     .await;
     assert!(released.is_some(), "the terminated instance gives its place back");
+
+    // A reservation that ends leaves its instance running as an on-demand one: within the
+    // minute's check its claim and Node say so, without the reservation's ID, and an Event tells.
+    let pool_claims = || async {
+        let found = edge_claims(&client).await.into_iter();
+        found
+            .filter(|c| c.labels().get("stoker.dev/nodepool").map(String::as_str) == Some("edge-reserved"))
+            .collect::<Vec<NodeClaim>>()
+    };
+    // Started on an empty pool, so the pod cannot land on the on-demand node of before.
+    let emptied =
+        support::wait_until(Duration::from_secs(120), || async { pool_claims().await.is_empty().then_some(()) }).await;
+    assert!(emptied.is_some(), "the pool's on-demand node goes once empty");
+    apply(&client, deployment("edge-r2", 1, "1500m", json!({"stoker.dev/nodepool": "edge-reserved"}))).await;
+    let reserved_again = support::wait_until(Duration::from_secs(120), || async {
+        let claims: Vec<NodeClaim> = pool_claims().await;
+        let node = claims.iter().find_map(|c| c.status.as_ref()?.node_name.clone())?;
+        (running(&client, "edge-r2").await == 1 && claims[0].labels()["karpenter.sh/capacity-type"] == "reserved")
+            .then(|| (claims[0].name_any(), node))
+    })
+    .await;
+    let (reserved_claim, reserved_node) = reserved_again.expect("the pod runs on a reserved node again");
+    ec2.cancel_capacity_reservation()
+        .capacity_reservation_id(reservation_id)
+        .send()
+        .await
+        .expect("cancel the reservation");
+    let on_demand = |labels: &std::collections::BTreeMap<String, String>| {
+        labels.get("karpenter.sh/capacity-type").map(String::as_str) == Some("on-demand")
+            && !labels.contains_key("karpenter.k8s.aws/capacity-reservation-id")
+    };
+    let relabelled = support::wait_until(Duration::from_secs(150), || async {
+        let claim = claims.get(&reserved_claim).await.ok()?;
+        let node = nodes.get(&reserved_node).await.ok()?;
+        (on_demand(claim.labels()) && on_demand(node.labels())).then_some(claim)
+    })
+    .await;
+    let relabelled = relabelled.unwrap_or_else(|| panic!("relabelled on-demand; log:\n{}", log_of("stoker-edges-2")));
+    assert_eq!(relabelled.status.and_then(|s| s.capacity_type).as_deref(), Some("on-demand"));
+    assert_eq!(running(&client, "edge-r2").await, 1, "the node runs on");
+    let told = events_about(&client, &reserved_claim, "CapacityReservationEnded").await;
+    assert!(told.iter().any(|note| note.contains(reservation_id)), "an Event names the reservation: {told:?}");
+    delete_deployment(&client, "edge-r2").await;
 
     // 7. A PodDisruptionBudget with maxUnavailable 0 blocks the drain until it is relaxed.
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");

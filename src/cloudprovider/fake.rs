@@ -187,6 +187,12 @@ impl CloudProvider for FakeCloudProvider {
         self.enter("delete_node_class_resources", class.name_any())
     }
 
+    async fn ended_reservations(&self, ids: &[String]) -> Result<Vec<String>, CloudError> {
+        self.enter("ended_reservations", ids.join(","))?;
+        // The fake launches into no reservation, so none of the instances it knows runs in one.
+        Ok(Vec::new())
+    }
+
     async fn prune(&self) -> Result<usize, CloudError> {
         self.enter("prune", String::new())?;
         Ok(0)

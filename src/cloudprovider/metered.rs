@@ -80,6 +80,10 @@ impl<P: CloudProvider> CloudProvider for Metered<P> {
         self.observe("delete_node_class_resources", self.inner.delete_node_class_resources(class)).await
     }
 
+    async fn ended_reservations(&self, ids: &[String]) -> Result<Vec<String>, CloudError> {
+        self.observe("ended_reservations", self.inner.ended_reservations(ids)).await
+    }
+
     async fn prune(&self) -> Result<usize, CloudError> {
         self.observe("prune", self.inner.prune()).await
     }

@@ -191,6 +191,10 @@ pub trait CloudProvider: Send + Sync {
         class: &Self::NodeClass,
     ) -> impl Future<Output = Result<(), CloudError>> + Send;
 
+    /// Of these capacity reservations, the ones the cloud no longer holds active (expired,
+    /// cancelled, or gone): the instances that ran in them run on as on-demand instances.
+    fn ended_reservations(&self, ids: &[String]) -> impl Future<Output = Result<Vec<String>, CloudError>> + Send;
+
     /// Deletes what the provider made that nothing has used for a while (launch templates);
     /// returns how many. Only the leader calls it.
     fn prune(&self) -> impl Future<Output = Result<usize, CloudError>> + Send;

@@ -16,6 +16,7 @@ pub mod nodeoverlay;
 pub mod nodepool;
 pub mod nominations;
 pub mod provisioner;
+pub mod reservations;
 pub mod static_pools;
 pub mod warmpool;
 

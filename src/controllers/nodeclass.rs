@@ -26,7 +26,7 @@ use crate::{
         Shared, apply_status, conditions, drain,
         finalizer::{self, Cleanup},
         isolation::{self, Reporter, Shown},
-        publish,
+        publish, reservations,
     },
     error::{Error, Result},
 };
@@ -115,6 +115,14 @@ async fn apply<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Act
             (EC2NodeClassStatus { conditions, ..previous.clone() }, Some(message))
         }
     };
+    let dropped =
+        previous.capacity_reservations.iter().any(|r| !status.capacity_reservations.iter().any(|s| s.id == r.id));
+    // A reservation that ended leaves the status too: its nodes are relabelled on-demand first,
+    // so that drift, which reads the status, takes only the deselected ones. A failure here
+    // does not hold the status back (the minute's check relabels them later).
+    if dropped && let Err(error) = reservations::relabel_ended(ctx).await {
+        warn!(%error, "cannot relabel the nodes of ended capacity reservations");
+    }
     let api: Api<EC2NodeClass> = Api::all(ctx.client.clone());
     apply_status(&api, &class.name_any(), &status).await?;
     if problem.is_none() {

@@ -437,6 +437,32 @@ pub async fn claims_of(client: &Client, pool: &str) -> Vec<stoker::apis::NodeCla
     api.list(&kube::api::ListParams::default().labels(&selector)).await.expect("list claims").items
 }
 
+/// A targeted capacity reservation for one m5.large in us-east-1a, made in the emulator and
+/// tagged `team: TEAM` (a tag of the caller's own, so no other reservation matches its terms);
+/// returns its ID.
+pub async fn capacity_reservation(ec2: &aws_sdk_ec2::Client, team: &str) -> String {
+    use aws_sdk_ec2::types::{
+        CapacityReservationInstancePlatform, InstanceMatchCriteria, ResourceType, Tag, TagSpecification,
+    };
+    let tags = TagSpecification::builder()
+        .resource_type(ResourceType::CapacityReservation)
+        .tags(Tag::builder().key("team").value(team).build())
+        .build();
+    let reservation = ec2
+        .create_capacity_reservation()
+        .instance_type("m5.large")
+        .instance_platform(CapacityReservationInstancePlatform::LinuxUnix)
+        .availability_zone("us-east-1a")
+        .instance_count(1)
+        .instance_match_criteria(InstanceMatchCriteria::Targeted)
+        .tag_specifications(tags)
+        .send()
+        .await
+        .expect("a capacity reservation in the emulator");
+    let id = reservation.capacity_reservation().and_then(|r| r.capacity_reservation_id());
+    id.expect("its ID").to_owned()
+}
+
 /// Whether the live instances launched for NodePool `pool` are exactly its claims' (none leaked,
 /// none missing), waiting up to `timeout` for terminations to finish.
 pub async fn instances_match_claims(client: &Client, pool: &str, timeout: Duration) -> bool {

@@ -286,6 +286,10 @@ impl CloudProvider for AwsCloudProvider {
         nodeclass::delete_instance_profile(self, class).await
     }
 
+    async fn ended_reservations(&self, ids: &[String]) -> Result<Vec<String>, CloudError> {
+        nodeclass::ended_reservations(self, ids).await
+    }
+
     async fn prune(&self) -> Result<usize, CloudError> {
         self.prune_launch_templates(LAUNCH_TEMPLATE_IDLE).await
     }

@@ -1,10 +1,14 @@
 //! Resolving an EC2NodeClass's selector terms against EC2 (subnets, security groups, AMIs
 //! through SSM aliases, active capacity reservations with their free room) and its role into an
-//! instance profile managed by stoker.
+//! instance profile managed by stoker; and which reservations nodes launched into have ended.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::{
+    error::SdkError,
+    operation::describe_capacity_reservations::DescribeCapacityReservationsError,
+    types::{CapacityReservationState, Filter},
+};
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
@@ -152,14 +156,7 @@ async fn capacity_reservations(
             let page = match page {
                 Ok(page) => page,
                 // A reservation named by ID that ended and was cleaned up is simply not there.
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .and_then(|e| e.meta().code())
-                        .is_some_and(|code| code.starts_with("InvalidCapacityReservationId")) =>
-                {
-                    break;
-                }
+                Err(error) if unknown_reservation(&error) => break,
                 Err(error) => return Err(aws_error("DescribeCapacityReservations")(error)),
             };
             for reservation in page.capacity_reservations() {
@@ -193,6 +190,51 @@ async fn capacity_reservations(
     let counts = found.iter().map(|(id, (_, available))| (id.clone(), *available));
     provider.offerings.change_reservations(|room| room.record(counts));
     Ok(found.into_values().map(|(reservation, _)| reservation).collect())
+}
+
+/// Whether EC2 refused a call because a reservation ID it names does not exist (any more).
+fn unknown_reservation<R>(error: &SdkError<DescribeCapacityReservationsError, R>) -> bool {
+    error
+        .as_service_error()
+        .and_then(|e| e.meta().code())
+        .is_some_and(|code| code.starts_with("InvalidCapacityReservationId"))
+}
+
+/// Of these reservations, the ones EC2 no longer holds active. One call for all of them; EC2
+/// refuses the whole call when it does not know one of them (an ended reservation is cleaned up
+/// after a while), and then each is asked about alone: one it does not know has ended too.
+pub async fn ended_reservations(provider: &AwsCloudProvider, ids: &[String]) -> Result<Vec<String>, CloudError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let active = match active_among(provider, ids).await? {
+        Some(active) => active,
+        None => {
+            let mut active = BTreeSet::new();
+            for id in ids {
+                active.extend(active_among(provider, std::slice::from_ref(id)).await?.unwrap_or_default());
+            }
+            active
+        }
+    };
+    Ok(ids.iter().filter(|id| !active.contains(*id)).cloned().collect())
+}
+
+/// Which of these reservations are active; None when EC2 does not know one of them.
+async fn active_among(provider: &AwsCloudProvider, ids: &[String]) -> Result<Option<BTreeSet<String>>, CloudError> {
+    let request = provider.ec2.describe_capacity_reservations().set_capacity_reservation_ids(Some(ids.to_vec()));
+    let mut pages = request.into_paginator().send();
+    let mut active = BTreeSet::new();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(error) if unknown_reservation(&error) => return Ok(None),
+            Err(error) => return Err(aws_error("DescribeCapacityReservations")(error)),
+        };
+        let live = page.capacity_reservations().iter().filter(|r| r.state() == Some(&CapacityReservationState::Active));
+        active.extend(live.filter_map(|r| r.capacity_reservation_id().map(str::to_owned)));
+    }
+    Ok(Some(active))
 }
 
 /// The images an alias names for this cluster's Kubernetes version, one per architecture whose

@@ -46,14 +46,18 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Node;
-use kube::{Api, Resource, ResourceExt, api::DeleteParams, runtime::events::EventType};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::events::EventType,
+};
 use tracing::{debug, info, warn};
 
 use self::{
     budgets::allowed_disruptions,
     candidates::{Blocker, Candidate, Cluster, candidates, disruptable, drain_settling},
     consolidation::{Decision, consolidate, evaluate},
-    drift::{Drift, drifted},
+    drift::{Drift, drifted, restamp},
     emptiness::{EmptyNode, empty_nodes},
     executor::{Command, execute, set_disruption_taint, stale_taints},
     scheduled::{choose, excess, node_counts},
@@ -206,7 +210,7 @@ async fn pass<P: Provider>(
 }
 
 /// Marks drifted NodeClaims (condition `Drifted` with why, and an Event) and unmarks those no
-/// longer drifted, then replaces one drifted node within its pool's `Drifted` budget: its
+/// longer drifted, re-stamps claims made under another hash version, then replaces one drifted node within its pool's `Drifted` budget: its
 /// replacements (as many as its pods need, none when they fit elsewhere) first, then the node.
 /// True when it replaced one.
 async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_types: &InstanceTypes) -> Result<bool> {
@@ -214,7 +218,7 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
     let state = &ctx.state;
     let mut gathered = Gathered::of(state);
     let classes = state.classes.state();
-    let (marks, command) = {
+    let (marks, restamps, command) = {
         let (index, facts) = (state.pod_index(), state.node_facts());
         gathered.hold_buffer_room(&index, &facts, pools, instance_types, ctx.policies);
         let by_node = gathered.pods_by_node();
@@ -222,6 +226,7 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
         let joined = Nodes::join(nodes, claims, &index);
         let mut drifts: HashMap<String, Drift> = HashMap::new();
         let mut marks = Vec::new();
+        let mut restamps = Vec::new();
         for view in joined.iter() {
             let Some(claim) = view.claim else { continue };
             let Some(pool) =
@@ -234,8 +239,13 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
             let labels = view.node.map_or_else(|| claim.labels(), |node| node.labels());
             let drift = drifted(claim, labels, pool, class.map(|c| &**c));
             let marked = condition_true(claim, condition::DRIFTED);
-            if drift.is_some() != marked && claim.metadata.deletion_timestamp.is_none() {
-                marks.push((claim.clone(), drift.clone()));
+            if claim.metadata.deletion_timestamp.is_none() {
+                if drift.is_some() != marked {
+                    marks.push((claim.clone(), drift.clone()));
+                }
+                if let Some(stamps) = restamp(claim, pool, class.map(|c| &**c)) {
+                    restamps.push((claim.name_any(), stamps));
+                }
             }
             if let Some(drift) = drift {
                 drifts.insert(claim.name_any(), drift);
@@ -290,9 +300,14 @@ async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_t
             });
             break;
         }
-        (marks, command)
+        (marks, restamps, command)
     };
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+    for (claim, stamps) in restamps {
+        let patch = serde_json::json!({"metadata": {"annotations": stamps}});
+        api.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        info!(nodeclaim = %claim, "re-stamped with the current pool and class hashes");
+    }
     for (claim, drift) in marks {
         let mark = drift.as_ref().map(|drift| (drift.reason(), drift.to_string()));
         set_claim_condition(&api, &claim, condition::DRIFTED, mark).await?;

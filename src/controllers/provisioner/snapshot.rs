@@ -20,9 +20,7 @@ use crate::{
 pub fn nodeclaim_for(planned: &NewNodeClaim, pool: &NodePool, class: Option<&EC2NodeClass>, suffix: &str) -> NodeClaim {
     let mut claim = nodeclaim_template(pool);
     claim.metadata.name = Some(format!("{}-{suffix}", pool.name_any()));
-    if let Some(class) = class {
-        claim.annotations_mut().insert(drift::NODECLASS_HASH.to_owned(), drift::nodeclass_hash(class));
-    }
+    claim.annotations_mut().extend(drift::stamps(pool, class));
     // The pool's own label (`stoker.dev/nodepool`) is on the claim's metadata; stoker's label
     // domain is not allowed in requirements.
     claim.spec.requirements =
@@ -52,8 +50,7 @@ pub fn nodeclaim_template(pool: &NodePool) -> NodeClaim {
     // The template's hash, for drift; the pool's own annotations cannot set these (stoker's
     // domain is reserved).
     let mut annotations = template.metadata.annotations.clone();
-    annotations.insert(drift::NODEPOOL_HASH.to_owned(), drift::nodepool_hash(pool));
-    annotations.insert(drift::HASH_VERSION_ANNOTATION.to_owned(), drift::HASH_VERSION.to_owned());
+    annotations.extend(drift::stamps(pool, None));
     NodeClaim {
         metadata: ObjectMeta {
             labels: Some(claim_labels),
