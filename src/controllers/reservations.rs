@@ -6,9 +6,9 @@
 //! leader asks the cloud about the reservations its reserved NodeClaims name, and relabels each
 //! claim whose reservation ended, and its Node, as `on-demand` without the reservation's ID (as
 //! Karpenter does), with an Event. A pool that allows only `reserved` then holds a node its
-//! requirements exclude, and drift replaces it. The node class controller asks too, before a
-//! class's status drops a reservation: a node still labelled with a reservation its class no
-//! longer lists is drifted, which is right only when the reservation was deselected.
+//! requirements exclude, and drift replaces it. The node class controller asks too, just before
+//! it writes a status that drops a reservation: drift takes a node labelled with a reservation
+//! its class no longer lists for deselected, and an ended one must not look so.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -85,10 +85,13 @@ pub async fn relabel_ended<P: Provider>(ctx: &Shared<P>) -> Result<()> {
         let reservation = claim.labels().get(labels::CAPACITY_RESERVATION_ID).cloned().unwrap_or_default();
         // The Node first: a claim relabelled before its Node would not be found again.
         let node = claim.status.as_ref().and_then(|s| s.node_name.clone());
-        if let Some(node) = &node
-            && node_api.get_opt(node).await?.is_some()
-        {
-            node_api.patch(node, &PatchParams::default(), &patch).await?;
+        if let Some(node) = &node {
+            match node_api.patch(node, &PatchParams::default(), &patch).await {
+                // Its Node is gone: the claim alone carries the labels.
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
         }
         claim_api.patch(&name, &PatchParams::default(), &patch).await?;
         if let Some(mut status) = claim.status.clone() {

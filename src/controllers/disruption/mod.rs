@@ -210,9 +210,9 @@ async fn pass<P: Provider>(
 }
 
 /// Marks drifted NodeClaims (condition `Drifted` with why, and an Event) and unmarks those no
-/// longer drifted, re-stamps claims made under another hash version, then replaces one drifted node within its pool's `Drifted` budget: its
-/// replacements (as many as its pods need, none when they fit elsewhere) first, then the node.
-/// True when it replaced one.
+/// longer drifted, re-stamps claims made under another hash version, then replaces one drifted
+/// node within its pool's `Drifted` budget: its replacements (as many as its pods need, none
+/// when they fit elsewhere) first, then the node. True when it replaced one.
 async fn replace_drifted<P>(ctx: &Shared<P>, pools: &[Arc<NodePool>], instance_types: &InstanceTypes) -> Result<bool> {
     let now = Utc::now();
     let state = &ctx.state;
