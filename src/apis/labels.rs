@@ -108,3 +108,11 @@ pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
 pub fn do_not_disrupt(annotations: &std::collections::BTreeMap<String, String>) -> bool {
     [DO_NOT_DISRUPT, KARPENTER_DO_NOT_DISRUPT].iter().any(|key| annotations.get(*key).is_some_and(|v| v == "true"))
 }
+
+/// The capacity reservation a node (or NodeClaim) with these labels runs in: its reservation ID
+/// while it is labelled `reserved` (a node relabelled on-demand may keep no such ID, and an ID
+/// alone does not make it reserved).
+pub fn reservation(labels: &std::collections::BTreeMap<String, String>) -> Option<&str> {
+    let reserved = labels.get(CAPACITY_TYPE).is_some_and(|t| t == CAPACITY_TYPE_RESERVED);
+    labels.get(CAPACITY_RESERVATION_ID).filter(|_| reserved).map(String::as_str)
+}

@@ -32,10 +32,7 @@ const PERIOD: Duration = Duration::from_secs(60);
 
 /// The reservation a claim launched into, while it is labelled `reserved` and not going.
 fn reservation_of(claim: &NodeClaim) -> Option<&str> {
-    let claim_labels = claim.labels();
-    let reserved = claim_labels.get(labels::CAPACITY_TYPE).is_some_and(|t| t == labels::CAPACITY_TYPE_RESERVED);
-    let id = claim_labels.get(labels::CAPACITY_RESERVATION_ID)?;
-    (reserved && claim.metadata.deletion_timestamp.is_none()).then_some(id.as_str())
+    labels::reservation(claim.labels()).filter(|_| claim.metadata.deletion_timestamp.is_none())
 }
 
 /// The reservations the reserved claims name, each once.

@@ -199,12 +199,10 @@ pub fn drifted(
         }
     }
     // A class resolved at all (it found subnets) that no longer selects the node's reservation.
-    let reserved = node_labels.get(labels::CAPACITY_TYPE).is_some_and(|t| t == labels::CAPACITY_TYPE_RESERVED);
-    if let (true, Some(id), Some(resolved)) =
-        (reserved, node_labels.get(labels::CAPACITY_RESERVATION_ID), resolved.filter(|r| !r.subnets.is_empty()))
-        && !resolved.capacity_reservations.iter().any(|r| &r.id == id)
+    if let (Some(id), Some(resolved)) = (labels::reservation(node_labels), resolved.filter(|r| !r.subnets.is_empty()))
+        && !resolved.capacity_reservations.iter().any(|r| r.id == id)
     {
-        return Some(Drift::CapacityReservationChanged(id.clone()));
+        return Some(Drift::CapacityReservationChanged(id.to_owned()));
     }
     let requirements = Requirements::from_api(&pool.spec.template.spec.requirements);
     for (key, requirement) in requirements.iter() {
