@@ -81,7 +81,10 @@ async fn a_burst_is_planned_whole_by_its_first_batch() {
     assert!(all_running.is_some(), "120 pods running; plans: {notes:?}; {} claims", claims.len());
     assert_eq!(notes.len(), 1, "one batch planned every NodeClaim: {notes:?}");
     assert_eq!(planned_pods(&notes[0]), 120, "for every replica, those not created yet too: {notes:?}");
-    assert!(notes[0].contains("of the pods: ReplicaSets' and Jobs' pods the scheduler has not tried yet"), "{notes:?}");
+    assert!(
+        notes[0].contains("of the pods: Deployments', ReplicaSets' and Jobs' pods the scheduler has not tried yet"),
+        "{notes:?}"
+    );
     assert_eq!(claims.len(), 4, "no claim beyond the first plan's");
 
     // A Job of 90 parallel pods of 250m: three c5.2xlarge, planned by the first batch though its

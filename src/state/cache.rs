@@ -4,12 +4,13 @@
 //! statuses, other tools' annotations) is most of the cache's memory, and parsing the constraints
 //! again in every batch was most of a batch's time. So the pod reflector turns each Pod into a
 //! [`CachedPod`] as it arrives: the fields a controller reads, and the simulation's [`PodInfo`]
-//! parsed once, its shape shared with the other replicas of its template. Nodes stay Nodes, without their image lists and node info;
-//! Namespaces keep only their names and labels, volume claims, volumes and storage classes only
-//! what places a pod (see [`volumes`](super::volumes)), workloads and PodTemplates only the
-//! replicas and pod template a CapacityBuffer reads, ReplicaSets and Jobs for the provisioner only
-//! what says how many of their pods are still to come and what they look like; no cached object
-//! keeps its server-side-apply bookkeeping.
+//! parsed once, its shape shared with the other replicas of its template. Nodes stay Nodes,
+//! without their image lists and node info; Namespaces keep only their names and labels, volume
+//! claims, volumes and storage classes only what places a pod (see [`volumes`](super::volumes)),
+//! StatefulSets and PodTemplates only the replicas and pod template a CapacityBuffer reads,
+//! ReplicaSets, Deployments and Jobs only what says how many of their pods are still to come and
+//! what they look like (and, where buffers are served, every template); no cached object keeps
+//! its server-side-apply bookkeeping.
 //!
 //! Nothing written back to the API server is built from a cached object's dropped parts: the
 //! controllers patch only labels, taints and finalizers of Nodes and NodeClaims, and read pods.
@@ -20,8 +21,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::{
     apps::v1::{
-        Deployment, DeploymentSpec, ReplicaSet, ReplicaSetCondition, ReplicaSetSpec, ReplicaSetStatus, StatefulSet,
-        StatefulSetSpec,
+        Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, ReplicaSet, ReplicaSetCondition,
+        ReplicaSetSpec, ReplicaSetStatus, StatefulSet, StatefulSetSpec,
     },
     batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods},
     core::v1::{
@@ -199,14 +200,66 @@ pub fn storage_class(class: StorageClass) -> StorageClass {
     }
 }
 
-/// A Deployment as the cache keeps it for CapacityBuffers: its replicas and pod template.
-pub fn deployment(deployment: Deployment) -> Deployment {
+/// Whether `deployment`'s controller has yet to act on its spec (a new Deployment, or one scaled
+/// or changed since it last did): the only time its ReplicaSets may not yet hold all its
+/// replicas, and so the only time a batch reads its template.
+pub fn deployment_unobserved(deployment: &Deployment) -> bool {
+    deployment.status.as_ref().and_then(|status| status.observed_generation) < deployment.metadata.generation
+}
+
+/// The Deployment conditions that say its controller cannot create its pods: `Progressing`
+/// false (a ReplicaSet it could not create, a deadline passed) and `ReplicaFailure` true.
+pub fn deployment_failing(deployment: &Deployment) -> bool {
+    let mut conditions = deployment.status.iter().flat_map(|status| status.conditions.iter().flatten());
+    conditions.any(|c| {
+        matches!(
+            (c.type_.as_deref(), c.status.as_deref()),
+            (Some("Progressing"), Some("False")) | (Some("ReplicaFailure"), Some("True"))
+        )
+    })
+}
+
+/// A Deployment as the provisioner keeps it for the replicas still to come (see
+/// [`expected`](crate::controllers::provisioner::expected)): its identity, generation and
+/// deletion, its replicas and whether it is paused, the generation its controller has acted on and
+/// the conditions of [`deployment_failing`] (without their messages), and its pod template only
+/// while [`deployment_unobserved`] (a cluster's Deployments are mostly steady).
+pub fn deployment_growth(deployment: Deployment) -> Deployment {
+    deployment_kept(deployment, false)
+}
+
+/// A Deployment as the cache keeps it where CapacityBuffers are served: as
+/// [`deployment_growth`], with its pod template always (a buffer may name a steady Deployment),
+/// so that one watch serves the buffers and the provisioner.
+pub fn deployment_with_template(deployment: Deployment) -> Deployment {
+    deployment_kept(deployment, true)
+}
+
+fn deployment_kept(deployment: Deployment, every_template: bool) -> Deployment {
+    let keep_template = every_template || deployment_unobserved(&deployment);
     let spec = DeploymentSpec {
         replicas: deployment.spec.replicas,
-        template: pod_template_spec(deployment.spec.template),
+        paused: deployment.spec.paused,
+        template: if keep_template { pod_template_spec(deployment.spec.template) } else { PodTemplateSpec::default() },
         ..DeploymentSpec::default()
     };
-    Deployment { metadata: identity(deployment.metadata), spec, status: None }
+    let status = deployment.status.map(|status| DeploymentStatus {
+        observed_generation: status.observed_generation,
+        conditions: status.conditions.map(|conditions| {
+            conditions
+                .into_iter()
+                .filter(|c| matches!(c.type_.as_deref(), Some("Progressing" | "ReplicaFailure")))
+                .map(|c| DeploymentCondition { type_: c.type_, status: c.status, ..DeploymentCondition::default() })
+                .collect()
+        }),
+        ..DeploymentStatus::default()
+    });
+    let ObjectMeta { generation, deletion_timestamp, .. } = deployment.metadata.clone();
+    Deployment {
+        metadata: ObjectMeta { generation, deletion_timestamp, ..identity(deployment.metadata) },
+        spec,
+        status,
+    }
 }
 
 /// A StatefulSet as the cache keeps it for CapacityBuffers: its replicas and pod template.
@@ -227,8 +280,8 @@ pub fn short_of_pods(set: &ReplicaSet) -> bool {
 }
 
 /// A ReplicaSet as the provisioner keeps it for the replicas still to come
-/// (see [`expected`](crate::controllers::provisioner::expected)): its identity and deletion, its
-/// replicas, how many pods it has ([`ReplicaSetStatus::replicas`]) and whether it fails to create
+/// (see [`expected`](crate::controllers::provisioner::expected)): its identity and deletion, the
+/// reference to its controller (a Deployment's), its replicas, how many pods it has ([`ReplicaSetStatus::replicas`]) and whether it fails to create
 /// them (`ReplicaFailure`), and its pod template only while it has fewer pods than replicas, the
 /// only time a batch reads it (a cluster's ReplicaSets are mostly old revisions scaled to zero or
 /// steady ones).
@@ -263,7 +316,15 @@ fn replica_set_kept(set: ReplicaSet, every_template: bool) -> ReplicaSet {
         ..ReplicaSetSpec::default()
     };
     let deletion_timestamp = set.metadata.deletion_timestamp.clone();
-    ReplicaSet { metadata: ObjectMeta { deletion_timestamp, ..identity(set.metadata) }, spec, status }
+    // Its controller's reference: a Deployment's replicas not yet in its ReplicaSets are the
+    // Deployment's less theirs.
+    let owner_references = set
+        .metadata
+        .owner_references
+        .clone()
+        .map(|owners| owners.into_iter().filter(|owner| owner.controller == Some(true)).collect::<Vec<_>>());
+    let metadata = ObjectMeta { deletion_timestamp, owner_references, ..identity(set.metadata) };
+    ReplicaSet { metadata, spec, status }
 }
 
 /// The Job conditions after which its controller creates no pod: it has finished, or is
@@ -679,7 +740,7 @@ spec:
             ("scaled to zero", set(0, "status: {replicas: 0}"), vec![0]),
         ];
         let planned = |set: ReplicaSet, tried: usize| -> Vec<(String, crate::scheduling::resources::Resources)> {
-            let expected = expected_pods(&[], &[Arc::new(set)], &[], |_| tried);
+            let expected = expected_pods(&[], &[Arc::new(set)], &[], &[], |_| tried);
             expected.iter().map(|pod| (pod.key.clone(), pod.requests.clone())).collect()
         };
         // `tried` up to the pods the set has: a steady set's pods all exist, and the ones
@@ -702,6 +763,91 @@ spec:
         let conditions = trimmed.status.and_then(|status| status.conditions).unwrap();
         assert_eq!(conditions.len(), 1);
         assert!(conditions[0].message.is_none(), "no message kept");
+    }
+
+    /// Deployments and their ReplicaSets as an API server returns them: the trimmed forms expect
+    /// the same replicas as the whole ones, and a Deployment keeps its template only while its
+    /// controller has yet to act on its spec.
+    #[test]
+    fn a_trimmed_deployment_expects_what_the_whole_one_does() {
+        use std::sync::Arc;
+
+        use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+
+        use super::{deployment_growth, deployment_with_template, replica_set_growth};
+        use crate::controllers::provisioner::expected::expected_pods;
+        let deployment = |generation: i64, extra: &str, status: &str| -> Deployment {
+            serde_saphyr::from_str(&format!(
+                r#"
+metadata:
+  name: api
+  namespace: shop
+  uid: d1
+  generation: {generation}
+  resourceVersion: "9"
+  annotations: {{deployment.kubernetes.io/revision: "3"}}
+  managedFields: [{{manager: kubectl, operation: Update}}]
+spec:
+  replicas: 12
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 25%}}}}
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}, annotations: {{kubectl.kubernetes.io/restartedAt: "now"}}}}
+    spec:
+      nodeSelector: {{topology.kubernetes.io/zone: us-east-1a}}
+      containers: [{{name: c, image: i, resources: {{requests: {{cpu: 1500m, memory: 3Gi}}}}}}]{extra}
+{status}"#
+            ))
+            .unwrap()
+        };
+        let set: ReplicaSet = serde_saphyr::from_str(
+            r#"
+metadata:
+  name: api-7d9c5
+  namespace: shop
+  uid: r1
+  ownerReferences:
+    - {apiVersion: apps/v1, kind: Deployment, name: api, uid: d1, controller: true}
+    - {apiVersion: example.com/v1, kind: Rollout, name: api, uid: x1}
+spec: {replicas: 5, selector: {matchLabels: {app: api}}}
+status: {replicas: 5}
+"#,
+        )
+        .unwrap();
+        let deadline = "status: {observedGeneration: 1, conditions: [{type: Progressing, status: 'False', reason: ProgressDeadlineExceeded, message: 'long'}]}";
+        let cases = [
+            ("new", deployment(1, "", ""), 7),
+            ("scaled", deployment(2, "", "status: {observedGeneration: 1, replicas: 5, readyReplicas: 5}"), 7),
+            ("acted on", deployment(2, "", "status: {observedGeneration: 2, replicas: 5}"), 0),
+            ("paused", deployment(2, "\n  paused: true", "status: {observedGeneration: 1}"), 0),
+            ("past its deadline", deployment(2, "", deadline), 0),
+        ];
+        let planned =
+            |deployment: Deployment, set: ReplicaSet| -> Vec<(String, crate::scheduling::resources::Resources)> {
+                let expected = expected_pods(&[], &[Arc::new(set)], &[Arc::new(deployment)], &[], |_| 5);
+                expected.iter().map(|pod| (pod.key.clone(), pod.requests.clone())).collect()
+            };
+        let trimmed_set = replica_set_growth(set.clone());
+        assert_eq!(trimmed_set.metadata.owner_references.as_ref().map(Vec::len), Some(1), "its controller's only");
+        for (case, whole, expected) in cases {
+            let trimmed = deployment_growth(whole.clone());
+            let with_template = deployment_with_template(whole.clone());
+            assert!(trimmed.metadata.managed_fields.is_none() && trimmed.metadata.annotations.is_none(), "{case}");
+            assert_eq!(planned(whole.clone(), set.clone()).len(), expected, "{case}");
+            assert_eq!(planned(trimmed.clone(), trimmed_set.clone()), planned(whole.clone(), set.clone()), "{case}");
+            assert_eq!(
+                planned(with_template.clone(), trimmed_set.clone()),
+                planned(whole.clone(), set.clone()),
+                "{case}"
+            );
+            let unobserved = matches!(case, "new" | "scaled" | "paused" | "past its deadline");
+            assert_eq!(trimmed.spec.template.spec.is_some(), unobserved, "{case}: the template only while unobserved");
+            assert!(with_template.spec.template.spec.is_some(), "{case}: the buffers' cache keeps every template");
+        }
+        let trimmed = deployment_growth(deployment(2, "", deadline));
+        let conditions = trimmed.status.and_then(|status| status.conditions).unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert!(conditions[0].message.is_none() && conditions[0].reason.is_none(), "no message kept");
     }
 
     /// Jobs as an API server returns them: the trimmed form expects the same pods as the whole
@@ -779,7 +925,7 @@ spec:
             ),
         ];
         let planned = |job: Job, tried: usize| -> Vec<(String, crate::scheduling::resources::Resources)> {
-            let expected = expected_pods(&[], &[], &[Arc::new(job)], |_| tried);
+            let expected = expected_pods(&[], &[], &[], &[Arc::new(job)], |_| tried);
             expected.iter().map(|pod| (pod.key.clone(), pod.requests.clone())).collect()
         };
         for (case, whole, tried, short) in cases {

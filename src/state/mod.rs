@@ -32,7 +32,7 @@ use std::{
 
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
-    apps::v1::{DaemonSet, ReplicaSet},
+    apps::v1::{DaemonSet, Deployment, ReplicaSet},
     batch::v1::Job,
     core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim},
     policy::v1::PodDisruptionBudget,
@@ -87,6 +87,10 @@ pub struct ClusterState {
     /// look like ([`cache::replica_set_growth`]): the provisioner plans for those. The same
     /// store as the buffers' where those are served (then with every template).
     pub replica_sets: Store<ReplicaSet>,
+    /// Deployments, only what says how many of their replicas their ReplicaSets do not hold yet
+    /// and what they look like ([`cache::deployment_growth`]): the provisioner plans for those
+    /// too. The same store as the buffers' where those are served (then with every template).
+    pub deployments: Store<Deployment>,
     /// Jobs, only what says how many of their pods are still to come and what they look like
     /// ([`cache::job_growth`]): the provisioner plans for those too.
     pub jobs: Store<Job>,
@@ -114,10 +118,13 @@ impl ClusterState {
                 on_pod(pod);
             }
         });
-        // One ReplicaSet watch: where buffers are served, they read every template.
+        // One ReplicaSet and one Deployment watch: where buffers are served, they read every
+        // template.
         let keep_replica_set =
             if buffers_served { cache::replica_set_with_template } else { cache::replica_set_growth };
         let replica_sets = reflect(client, keep_replica_set, |_: &_, _: &_| {});
+        let keep_deployment = if buffers_served { cache::deployment_with_template } else { cache::deployment_growth };
+        let deployments = reflect(client, keep_deployment, |_: &_, _: &_| {});
         let facts = Arc::new(RwLock::new(NodeFactsIndex::default()));
         let fact_writes = facts.clone();
         let nodes = reflect(client, cached_node, move |event, _: &_| {
@@ -136,13 +143,14 @@ impl ClusterState {
             volumes: reflect(client, cache::volume, |_: &_, _: &_| {}),
             storage_classes: reflect(client, cache::storage_class, |_: &_, _: &_| {}),
             replica_sets: replica_sets.clone(),
+            deployments: deployments.clone(),
             jobs: reflect(client, cache::job_growth, |_: &_, _: &_| {}),
             index,
             facts,
             buffers: buffers_served.then(|| BufferSources {
                 buffers: reflect_custom(client),
                 pod_templates: reflect(client, cache::pod_template, |_: &_, _: &_| {}),
-                deployments: reflect(client, cache::deployment, |_: &_, _: &_| {}),
+                deployments,
                 stateful_sets: reflect(client, cache::stateful_set, |_: &_, _: &_| {}),
                 replica_sets,
             }),
@@ -196,6 +204,7 @@ impl ClusterState {
             self.volumes.wait_until_ready().boxed(),
             self.storage_classes.wait_until_ready().boxed(),
             self.replica_sets.wait_until_ready().boxed(),
+            self.deployments.wait_until_ready().boxed(),
             self.jobs.wait_until_ready().boxed(),
         ] {
             ready.await?;
@@ -204,7 +213,6 @@ impl ClusterState {
             for ready in [
                 sources.buffers.wait_until_ready().boxed(),
                 sources.pod_templates.wait_until_ready().boxed(),
-                sources.deployments.wait_until_ready().boxed(),
                 sources.stateful_sets.wait_until_ready().boxed(),
             ] {
                 ready.await?;

@@ -4,8 +4,8 @@
 //!
 //! A batch opens at the first provisionable pod and closes after `idle` without a new one or
 //! `max` in all, so a burst of a thousand pods makes one decision. It plans too for the pods
-//! ReplicaSets and Jobs have not had tried yet ([`expected`]). Pods covered by in-flight
-//! NodeClaims are placed on them by the simulation and cause no second launch.
+//! Deployments, ReplicaSets and Jobs have not had tried yet ([`expected`]). Pods covered by
+//! in-flight NodeClaims are placed on them by the simulation and cause no second launch.
 
 pub mod expected;
 pub mod snapshot;
@@ -193,12 +193,13 @@ impl<P: Provider> Provisioner<P> {
         let daemonsets: Vec<DaemonSet> = self.state.daemonsets.state().iter().map(|d| (**d).clone()).collect();
         let (nodes, claims) = (self.state.nodes.state(), self.state.claims.state());
         let (namespaces, volumes) = (Arc::new(self.state.namespace_labels()), self.state.volume_topology());
-        let (replica_sets, jobs) = (self.state.replica_sets.state(), self.state.jobs.state());
+        let (replica_sets, deployments, jobs) =
+            (self.state.replica_sets.state(), self.state.deployments.state(), self.state.jobs.state());
         // The pod index stays locked only while the input is built (no await in between).
         let (prepared, pods, expected) = {
             let (index, facts) = (self.state.pod_index(), self.state.node_facts());
             let pods: Vec<Arc<CachedPod>> = index.provisionable().cloned().collect();
-            let expected = expected_pods(&pods, &replica_sets, &jobs, |uid| index.tried_pods_of(uid));
+            let expected = expected_pods(&pods, &replica_sets, &deployments, &jobs, |uid| index.tried_pods_of(uid));
             let snapshot = Snapshot {
                 pods: &index,
                 nodes: &nodes,
@@ -337,7 +338,7 @@ fn planned_note(input: &Input, plan: &Plan, nodepool: &str) -> Option<String> {
     );
     if expected > 0 {
         note.push_str(&format!(
-            "; {expected} of the pods: ReplicaSets' and Jobs' pods the scheduler has not tried yet"
+            "; {expected} of the pods: Deployments', ReplicaSets' and Jobs' pods the scheduler has not tried yet"
         ));
     }
     for sizing in [Sizing::AnySize, Sizing::Exotic] {
