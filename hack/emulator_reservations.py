@@ -10,6 +10,15 @@ Instances launched into a reservation report its ID in DescribeInstances.
 
 Open reservations are not consumed by launches that do not target them (stoker's templates
 opt out with preference `none` whenever a node class selects reservations).
+
+Capacity Blocks for ML: DescribeCapacityBlockOfferings offers a block of the asked type, count
+and length in each zone, and PurchaseCapacityBlock makes it a `capacity-block` reservation
+(targeted, with its end date), `scheduled` before its start, `active` until its end and
+`expired` after. A block launches only what asks for its market type (`capacity-block` in the
+fleet and in the launch template), and an ordinary reservation nothing that does, as in EC2.
+Unlike EC2 the offerings may start in the past (`StartDateRange`), so a test can buy a block
+that is about to end; EC2's reclaiming of a block's instances in its last 30 minutes is not
+emulated.
 """
 
 import datetime
@@ -77,6 +86,87 @@ def create_capacity_reservation(self):
     return ActionResult({"CapacityReservation": reservation})
 
 
+offerings = {}  # offering id -> the block it sells
+
+
+def _parse_time(value):
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+    return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _current(reservation):
+    """A Capacity Block's state as time moved on (a cancelled one stays so)."""
+    if reservation.get("ReservationType") == "capacity-block" and reservation["State"] in ("scheduled", "active"):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if now >= reservation["EndDate"]:
+            reservation["State"] = "expired"
+            reservation["AvailableInstanceCount"] = 0
+        elif now >= reservation["StartDate"]:
+            reservation["State"] = "active"
+    return reservation
+
+
+def describe_capacity_block_offerings(self):
+    hours = int(self._get_param("CapacityDurationHours"))
+    count = int(self._get_param("InstanceCount", 1))
+    if hours < 1 or count < 1:
+        raise EC2ClientError("InvalidParameterValue", "CapacityDurationHours and InstanceCount must be at least 1")
+    start = self._get_param("StartDateRange")
+    start = _parse_time(start) if start else datetime.datetime.now(datetime.timezone.utc)
+    found = []
+    with lock:
+        for zone in self.ec2_backend.describe_availability_zones():
+            offering_id = f"cbr-{next(numbers):017x}"
+            offering = {
+                "CapacityBlockOfferingId": offering_id,
+                "InstanceType": self._get_param("InstanceType"),
+                "AvailabilityZone": zone.name,
+                "InstanceCount": count,
+                "StartDate": start,
+                "EndDate": start + datetime.timedelta(hours=hours),
+                "CapacityBlockDurationHours": hours,
+                "UpfrontFee": f"{hours * count * 31.464:.2f}",
+                "CurrencyCode": "USD",
+                "Tenancy": "default",
+            }
+            offerings[offering_id] = offering
+            found.append(offering)
+    return ActionResult({"CapacityBlockOfferings": found})
+
+
+def purchase_capacity_block(self):
+    offering_id = self._get_param("CapacityBlockOfferingId")
+    with lock:
+        offering = offerings.pop(offering_id, None)
+        if offering is None:
+            raise EC2ClientError("InvalidCapacityBlockOfferingId.NotFound", f"The offering '{offering_id}' does not exist")
+        reservation_id = f"cr-{next(numbers):017x}"
+        reservation = {
+            "CapacityReservationId": reservation_id,
+            "OwnerId": self.current_account,
+            "CapacityReservationArn": f"arn:aws:ec2:{self.region}:{self.current_account}:capacity-reservation/{reservation_id}",
+            "InstanceType": offering["InstanceType"],
+            "InstancePlatform": self._get_param("InstancePlatform", "Linux/UNIX"),
+            "AvailabilityZone": offering["AvailabilityZone"],
+            "Tenancy": "default",
+            "TotalInstanceCount": offering["InstanceCount"],
+            "AvailableInstanceCount": offering["InstanceCount"],
+            "EbsOptimized": True,
+            "EphemeralStorage": False,
+            "State": "scheduled",
+            "StartDate": offering["StartDate"],
+            "EndDate": offering["EndDate"],
+            "EndDateType": "limited",
+            "InstanceMatchCriteria": "targeted",
+            "CreateDate": datetime.datetime.now(datetime.timezone.utc),
+            "Tags": _tags(self),
+            "ReservationType": "capacity-block",
+        }
+        _store(self)[reservation_id] = _current(reservation)
+    return ActionResult({"CapacityReservation": _public(reservation)})
+
+
 def _public(reservation):
     return {key: value for key, value in reservation.items() if key != "ClientToken"}
 
@@ -116,7 +206,7 @@ def describe_capacity_reservations(self):
                 "InvalidCapacityReservationId.NotFound",
                 f"The capacity reservation ID '{missing[0]}' does not exist",
             )
-        chosen = [store[i] for i in ids] if ids else list(store.values())
+        chosen = [_current(store[i]) for i in ids] if ids else [_current(r) for r in store.values()]
         found = [_public(reservation) for reservation in chosen if _matches(reservation, filters)]
     return ActionResult({"CapacityReservations": found})
 
@@ -135,15 +225,25 @@ def cancel_capacity_reservation(self):
     return ActionResult({"Return": True})
 
 
-def _targeted_reservation(backend, config):
+def _template_data(backend, config):
     spec = config.get("LaunchTemplateSpecification", {})
     if "LaunchTemplateId" in spec:
         template = backend.get_launch_template(template_id=spec["LaunchTemplateId"])
     else:
         template = backend.get_launch_template_by_name(name=spec["LaunchTemplateName"])
-    data = template.latest_version().data
+    return template.latest_version().data
+
+
+def _targeted_reservation(backend, config):
+    data = _template_data(backend, config)
     target = (data.get("CapacityReservationSpecification") or {}).get("CapacityReservationTarget") or {}
     return target.get("CapacityReservationId")
+
+
+def _block_market(backend, config, fleet_market):
+    """Whether a fleet's template launches as a Capacity Block: when both say so."""
+    template_market = (_template_data(backend, config).get("InstanceMarketOptions") or {}).get("MarketType")
+    return fleet_market == template_market == "capacity-block"
 
 
 moto_create_fleet = EC2Response.create_fleet
@@ -183,16 +283,25 @@ def create_fleet(self):
     ]
     slots.sort(key=lambda slot: (slot[0], slot[1]))
     launched, errors, fleet_id = [], [], None
+    fleet_market = self._get_param("TargetCapacitySpecification", {}).get("DefaultTargetCapacityType")
     for _, _, config, override, target in slots:
         if wanted <= 0:
             break
         zone = backend.get_subnet(override["SubnetId"]).availability_zone if override.get("SubnetId") else None
+        block_market = _block_market(backend, config, fleet_market)
         with lock:
             reservation = _store(self).get(target)
+            if reservation is not None and (reservation.get("ReservationType") == "capacity-block") != block_market:
+                message = (
+                    "A Capacity Block takes launches of the capacity-block market type only, and an "
+                    f"ordinary reservation none: {target}."
+                )
+                errors.append(fleet_error(config, override, zone, "on-demand", "InvalidParameterCombination", message))
+                continue
             room = 0
             if (
                 reservation is not None
-                and reservation["State"] == "active"
+                and _current(reservation)["State"] == "active"
                 and reservation["InstanceType"] == override.get("InstanceType")
                 and zone in (None, reservation["AvailabilityZone"])
             ):
@@ -252,5 +361,7 @@ def terminate_instances(self, instance_ids):
 EC2Response.create_capacity_reservation = create_capacity_reservation
 EC2Response.describe_capacity_reservations = describe_capacity_reservations
 EC2Response.cancel_capacity_reservation = cancel_capacity_reservation
+EC2Response.describe_capacity_block_offerings = describe_capacity_block_offerings
+EC2Response.purchase_capacity_block = purchase_capacity_block
 EC2Response.create_fleet = create_fleet
 InstanceBackend.terminate_instances = terminate_instances

@@ -45,7 +45,7 @@ done
 # lane's calls.
 declare -A lane_tests=(
   [2]="chaos repair nodepool_schedules leader_election drift expiration"
-  [3]="consolidation warmpool capacity_buffer termination static_pools interruption"
+  [3]="consolidation warmpool capacity_buffer termination static_pools interruption capacity_blocks"
 )
 first=(--lib --bins --benches)
 for file in "$REPO_ROOT"/tests/*.rs; do

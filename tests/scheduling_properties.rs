@@ -53,6 +53,7 @@ fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
                             price,
                             available: (i + z) % 5 != 0,
                             reservation_id: None,
+                            capacity_block: false,
                         });
                     }
                 }
@@ -66,6 +67,7 @@ fn catalog_strategy() -> impl Strategy<Value = Vec<InstanceType>> {
                         price: f64::from(cents) / 100.0 * 1e-7,
                         available: i % 2 == 0,
                         reservation_id: Some(format!("cr-{i}")),
+                        capacity_block: false,
                     });
                 }
                 allocatable::instance_type(

@@ -92,6 +92,7 @@ pub fn import(exported: Vec<ExportedType>) -> Result<Vec<InstanceType>, String> 
                         price: o.price,
                         available: o.available,
                         reservation_id: None,
+                        capacity_block: false,
                     })
                     .collect(),
                 name: e.name,

@@ -40,6 +40,7 @@ pub fn instance_types(count: usize) -> Vec<InstanceType> {
                 price,
                 available: true,
                 reservation_id: None,
+                capacity_block: false,
             };
             let mut offerings: Vec<Offering> = ZONES[..2].iter().map(|z| offer(z, "spot")).collect();
             offerings.extend(ZONES.iter().map(|z| offer(z, "on-demand")));

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Co
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::requirements::NodeSelectorRequirementWithMinValues;
+use super::{labels, requirements::NodeSelectorRequirementWithMinValues};
 
 const TAG_KEYS_RULE: &str = "self.all(k, k != '' && self[k] != '')";
 
@@ -417,6 +417,44 @@ pub struct ResolvedCapacityReservation {
     /// When it ends (RFC 3339), if it has an end date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
+    /// `active`, or `expiring` for a Capacity Block in its last 40 minutes: nothing more is
+    /// launched into it, and its nodes are drained before EC2 reclaims them.
+    #[serde(default = "active")]
+    pub state: String,
+}
+
+fn active() -> String {
+    RESERVATION_ACTIVE.to_owned()
+}
+
+/// A reservation nodes may launch into.
+pub const RESERVATION_ACTIVE: &str = "active";
+/// A Capacity Block whose nodes are being drained (see [`ResolvedCapacityReservation::drain_from`]).
+pub const RESERVATION_EXPIRING: &str = "expiring";
+
+/// How long before a Capacity Block ends its nodes are drained: EC2 begins terminating its
+/// instances 30 minutes before the end and warns 10 minutes before that, when Karpenter drains
+/// too.
+pub const CAPACITY_BLOCK_DRAIN_LEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(40);
+
+impl ResolvedCapacityReservation {
+    /// Whether it is a Capacity Block for ML.
+    pub fn is_capacity_block(&self) -> bool {
+        self.reservation_type == labels::RESERVATION_TYPE_CAPACITY_BLOCK
+    }
+
+    /// When a Capacity Block's nodes are to be drained, and nothing more launched into it
+    /// ([`CAPACITY_BLOCK_DRAIN_LEAD`] before its end); none for an ordinary reservation, whose
+    /// instances run on as on-demand, or an end time that does not read.
+    pub fn drain_from(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let end = chrono::DateTime::parse_from_rfc3339(self.end_time.as_deref()?).ok()?;
+        self.is_capacity_block().then(|| end.to_utc() - CAPACITY_BLOCK_DRAIN_LEAD)
+    }
+
+    /// Whether `now` is past [`Self::drain_from`].
+    pub fn draining_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.drain_from().is_some_and(|from| from <= now)
+    }
 }
 
 /// A resolved security group.

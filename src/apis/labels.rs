@@ -15,6 +15,13 @@ pub const CAPACITY_TYPE_ON_DEMAND: &str = "on-demand";
 pub const CAPACITY_TYPE_RESERVED: &str = "reserved";
 /// The On-Demand Capacity Reservation a node runs in, as Karpenter's AWS provider labels it.
 pub const CAPACITY_RESERVATION_ID: &str = "karpenter.k8s.aws/capacity-reservation-id";
+/// The kind of reservation a `reserved` node runs in, as Karpenter's AWS provider labels it:
+/// [`RESERVATION_TYPE_DEFAULT`] or [`RESERVATION_TYPE_CAPACITY_BLOCK`].
+pub const CAPACITY_RESERVATION_TYPE: &str = "karpenter.k8s.aws/capacity-reservation-type";
+/// An ordinary On-Demand Capacity Reservation: its instances run on as on-demand when it ends.
+pub const RESERVATION_TYPE_DEFAULT: &str = "default";
+/// A Capacity Block for ML: EC2 reclaims its instances from 30 minutes before it ends.
+pub const RESERVATION_TYPE_CAPACITY_BLOCK: &str = "capacity-block";
 pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
 pub const ZONE: &str = "topology.kubernetes.io/zone";
 /// The zone's ID, the same physical zone in every account (`use1-az1`), as Karpenter's AWS

@@ -83,6 +83,7 @@ mod tests {
             price,
             available,
             reservation_id: None,
+            capacity_block: false,
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
 use kube::{
     Api, Resource, ResourceExt,
     api::ListParams,
@@ -152,7 +153,17 @@ async fn apply<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Act
         }
         _ => {}
     }
-    Ok(Action::requeue(if problem.is_some() { Duration::from_secs(60) } else { REFRESH }))
+    Ok(Action::requeue(if problem.is_some() { Duration::from_secs(60) } else { next_refresh(&status, Utc::now()) }))
+}
+
+/// When to resolve the class again: after [`REFRESH`], or sooner when a Capacity Block it
+/// selects is to start draining before then (its status then says `expiring`, and nothing more
+/// is launched into it).
+fn next_refresh(status: &EC2NodeClassStatus, now: DateTime<Utc>) -> Duration {
+    let drains = status.capacity_reservations.iter().filter_map(|r| r.drain_from()).filter(|from| *from > now);
+    let until = drains.min().and_then(|from| (from - now).to_std().ok());
+    // A second past the moment, so the resolution falls after it.
+    until.map_or(REFRESH, |until| REFRESH.min(until + Duration::from_secs(1)))
 }
 
 async fn cleanup<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Cleanup> {
@@ -206,7 +217,40 @@ pub async fn run<P: Provider + 'static>(ctx: Arc<Shared<P>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apis::ec2nodeclass::{ResolvedAmi, ResolvedSecurityGroup, ResolvedSubnet};
+    use crate::apis::ec2nodeclass::{ResolvedAmi, ResolvedCapacityReservation, ResolvedSecurityGroup, ResolvedSubnet};
+
+    #[test]
+    fn a_class_is_resolved_again_when_a_capacity_block_it_selects_starts_draining() {
+        let now: DateTime<Utc> = "2026-12-07T10:00:00Z".parse().expect("a time");
+        let reservation = |id: &str, kind: &str, end: &str| ResolvedCapacityReservation {
+            id: id.into(),
+            instance_type: "p5.48xlarge".into(),
+            availability_zone: "us-east-1a".into(),
+            owner_id: "123456789012".into(),
+            instance_match_criteria: "targeted".into(),
+            reservation_type: kind.into(),
+            end_time: Some(end.into()),
+            state: "active".into(),
+        };
+        let status = |reservations: Vec<ResolvedCapacityReservation>| EC2NodeClassStatus {
+            capacity_reservations: reservations,
+            ..Default::default()
+        };
+        assert_eq!(next_refresh(&status(vec![]), now), REFRESH);
+        // Ends at 10:42: drains from 10:02, two minutes from now.
+        let block = reservation("cr-1", "capacity-block", "2026-12-07T10:42:00Z");
+        assert_eq!(block.drain_from(), Some("2026-12-07T10:02:00Z".parse().expect("a time")));
+        assert!(!block.draining_at(now) && block.draining_at(now + chrono::TimeDelta::minutes(2)));
+        let ordinary = reservation("cr-2", "default", "2026-12-07T10:42:00Z");
+        assert_eq!(ordinary.drain_from(), None, "an ordinary reservation's instances run on");
+        assert_eq!(next_refresh(&status(vec![ordinary.clone(), block.clone()]), now), Duration::from_secs(121));
+        let later = reservation("cr-3", "capacity-block", "2026-12-08T10:00:00Z");
+        assert_eq!(next_refresh(&status(vec![later.clone()]), now), REFRESH, "not before its refresh");
+        let draining = reservation("cr-4", "capacity-block", "2026-12-07T10:20:00Z");
+        assert_eq!(next_refresh(&status(vec![draining, later]), now), REFRESH, "one draining already");
+        let unreadable = ResolvedCapacityReservation { end_time: Some("soon".into()), ..block };
+        assert_eq!(unreadable.drain_from(), None);
+    }
 
     fn class() -> EC2NodeClass {
         let yaml = include_str!("../../examples/ec2nodeclass.yaml");

@@ -9,21 +9,33 @@
 //! requirements exclude, and drift replaces it. The node class controller asks too, just before
 //! it writes a status that drops a reservation: drift takes a node labelled with a reservation
 //! its class no longer lists for deselected, and an ended one must not look so.
+//!
+//! A Capacity Block for ML ends otherwise: EC2 terminates its instances from 30 minutes before
+//! its end. So on the same minute's pass the nodes of every block within
+//! [`CAPACITY_BLOCK_DRAIN_LEAD`](crate::apis::ec2nodeclass::CAPACITY_BLOCK_DRAIN_LEAD) of its end (as its class resolved it) are replaced and drained,
+//! as an interruption's are (replacements first, then the claims deleted), with an Event
+//! `CapacityBlockEnding`; such a node is never relabelled on-demand.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
     runtime::events::EventType,
 };
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{
-    apis::{NodeClaim, labels},
-    controllers::{Provider, Shared, apply_status, isolation::isolate, publish},
+    apis::{EC2NodeClass, NodeClaim, ec2nodeclass::ResolvedCapacityReservation, labels},
+    controllers::{Provider, Shared, apply_status, interruption::replace_nodes, isolation::isolate, publish},
     error::Result,
 };
 
@@ -35,16 +47,42 @@ fn reservation_of(claim: &NodeClaim) -> Option<&str> {
     labels::reservation(claim.labels()).filter(|_| claim.metadata.deletion_timestamp.is_none())
 }
 
-/// The reservations the reserved claims name, each once.
+/// Whether a claim is labelled as running in a Capacity Block (which EC2 reclaims rather than
+/// letting it run on as on-demand).
+fn in_capacity_block(claim: &NodeClaim) -> bool {
+    claim.labels().get(labels::CAPACITY_RESERVATION_TYPE).is_some_and(|t| t == labels::RESERVATION_TYPE_CAPACITY_BLOCK)
+}
+
+/// The claims running in a Capacity Block that is draining at `now`, each with the block as a
+/// node class resolved it (any class: a reservation's end is the same in each).
+pub fn in_draining_blocks<'a>(
+    claims: &'a [Arc<NodeClaim>],
+    classes: &'a [Arc<EC2NodeClass>],
+    now: DateTime<Utc>,
+) -> Vec<(&'a NodeClaim, &'a ResolvedCapacityReservation)> {
+    let resolved = || classes.iter().filter_map(|class| class.status.as_ref()).flat_map(|s| &s.capacity_reservations);
+    claims
+        .iter()
+        .filter_map(|claim| {
+            let id = reservation_of(claim)?;
+            let block = resolved().find(|r| r.id == id && r.draining_at(now))?;
+            Some((&**claim, block))
+        })
+        .collect()
+}
+
+/// The reservations the reserved claims outside Capacity Blocks name, each once.
 pub fn reservations_named(claims: &[Arc<NodeClaim>]) -> Vec<String> {
-    let named: BTreeSet<&str> = claims.iter().filter_map(|claim| reservation_of(claim)).collect();
+    let named: BTreeSet<&str> =
+        claims.iter().filter(|claim| !in_capacity_block(claim)).filter_map(|claim| reservation_of(claim)).collect();
     named.into_iter().map(str::to_owned).collect()
 }
 
-/// The claims that run in one of the `ended` reservations.
+/// The claims outside Capacity Blocks that run in one of the `ended` reservations.
 pub fn in_ended<'a>(claims: &'a [Arc<NodeClaim>], ended: &[String]) -> Vec<&'a NodeClaim> {
     claims
         .iter()
+        .filter(|claim| !in_capacity_block(claim))
         .filter(|claim| reservation_of(claim).is_some_and(|id| ended.iter().any(|e| e == id)))
         .map(|c| &**c)
         .collect()
@@ -57,6 +95,10 @@ pub async fn run<P: Provider>(ctx: Arc<Shared<P>>) {
         ticks.tick().await;
         if let Err(error) = isolate("reservations", &ctx.metrics, relabel_ended(&ctx)).await {
             warn!(%error, "cannot relabel the nodes of ended capacity reservations");
+            ctx.metrics.reconcile_failed("reservations", &error);
+        }
+        if let Err(error) = isolate("reservations", &ctx.metrics, drain_ending_blocks(&ctx)).await {
+            warn!(%error, "cannot drain the nodes of ending Capacity Blocks");
             ctx.metrics.reconcile_failed("reservations", &error);
         }
     }
@@ -98,6 +140,35 @@ pub async fn relabel_ended<P: Provider>(ctx: &Shared<P>) -> Result<()> {
         info!(nodeclaim = %name, ?node, %reservation, "capacity reservation ended; the node is on-demand now");
         let note = format!("its capacity reservation {reservation} ended; it runs on as an on-demand instance");
         publish(&ctx.recorder, &claim.object_ref(&()), EventType::Normal, "CapacityReservationEnded", note).await;
+    }
+    Ok(())
+}
+
+/// Replaces and drains the nodes of the Capacity Blocks that are draining.
+pub async fn drain_ending_blocks<P: Provider>(ctx: &Shared<P>) -> Result<()> {
+    let (claims, classes) = (ctx.state.claims.state(), ctx.state.classes.state());
+    let ending = in_draining_blocks(&claims, &classes, Utc::now());
+    if ending.is_empty() {
+        return Ok(());
+    }
+    let going: HashSet<String> = ending.iter().map(|(claim, _)| claim.name_any()).collect();
+    let (replacements, _) = replace_nodes(ctx, &going).await;
+    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+    for (claim, block) in ending {
+        let name = claim.name_any();
+        let end = block.end_time.as_deref().unwrap_or_default();
+        let note = format!(
+            "its Capacity Block {} ends at {end} and EC2 reclaims its instances from 30 minutes before: draining the node; {replacements}",
+            block.id
+        );
+        info!(nodeclaim = %name, reservation = %block.id, %end, "Capacity Block ending; draining the node");
+        publish(&ctx.recorder, &claim.object_ref(&()), EventType::Warning, "CapacityBlockEnding", note).await;
+        ctx.metrics.disrupted(claim, "CapacityBlockEnding");
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
     }
     Ok(())
 }
@@ -145,5 +216,68 @@ mod tests {
         assert_eq!(names(&["cr-1"]), ["a", "c"]);
         assert_eq!(names(&["cr-2", "cr-3", "cr-4"]), ["b"]);
         assert!(names(&[]).is_empty());
+    }
+
+    /// A claim labelled as running in Capacity Block `id`.
+    fn in_block(name: &str, id: &str, deleting: bool) -> Arc<NodeClaim> {
+        let mut claim = (*claim(name, "reserved", Some(id), deleting)).clone();
+        claim.labels_mut().insert(labels::CAPACITY_RESERVATION_TYPE.to_owned(), "capacity-block".to_owned());
+        Arc::new(claim)
+    }
+
+    #[test]
+    fn the_nodes_of_a_capacity_block_are_drained_from_40_minutes_before_its_end_and_never_relabelled() {
+        let block = |id: &str, kind: &str, end: &str| ResolvedCapacityReservation {
+            id: id.into(),
+            instance_type: "p5.48xlarge".into(),
+            availability_zone: "us-east-1a".into(),
+            owner_id: "123456789012".into(),
+            instance_match_criteria: "targeted".into(),
+            reservation_type: kind.into(),
+            end_time: Some(end.into()),
+            state: "active".into(),
+        };
+        let mut class: EC2NodeClass = serde_json::from_value(json!({
+            "apiVersion": "stoker.dev/v1alpha1", "kind": "EC2NodeClass", "metadata": {"name": "c"},
+            "spec": {"role": "r", "subnetSelectorTerms": [{"id": "subnet-1"}], "securityGroupSelectorTerms": [{"id": "sg-1"}],
+                     "amiSelectorTerms": [{"alias": "al2023@latest"}]},
+        }))
+        .expect("an EC2NodeClass");
+        class.status = Some(crate::apis::ec2nodeclass::EC2NodeClassStatus {
+            capacity_reservations: vec![
+                block("cr-b1", "capacity-block", "2026-12-07T10:30:00Z"),
+                block("cr-b2", "capacity-block", "2026-12-07T12:00:00Z"),
+                block("cr-d", "default", "2026-12-07T10:30:00Z"),
+            ],
+            ..Default::default()
+        });
+        let classes = [Arc::new(class)];
+        let claims = [
+            in_block("a", "cr-b1", false),
+            // Launched before the type was labelled: the class says it is a block.
+            claim("b", "reserved", Some("cr-b1"), false),
+            in_block("c", "cr-b1", true),
+            in_block("d", "cr-b2", false),
+            claim("e", "reserved", Some("cr-d"), false),
+            claim("f", "on-demand", Some("cr-b1"), false),
+            // A block no class lists (deselected, or ended and gone): drift's or EC2's.
+            in_block("g", "cr-gone", false),
+        ];
+        let draining = |at: &str| {
+            let now: DateTime<Utc> = at.parse().expect("a time");
+            in_draining_blocks(&claims, &classes, now)
+                .iter()
+                .map(|(c, b)| (c.name_any(), b.id.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert!(draining("2026-12-07T09:49:59Z").is_empty(), "more than 40 minutes before its end");
+        let expected = [("a".to_owned(), "cr-b1".to_owned()), ("b".to_owned(), "cr-b1".to_owned())];
+        assert_eq!(draining("2026-12-07T09:50:00Z"), expected);
+        assert_eq!(draining("2026-12-07T11:20:00Z").len(), 3, "the later block's too");
+        // Only the ordinary reservation's claims are asked about and relabelled when it ends.
+        assert_eq!(reservations_named(&claims), ["cr-b1", "cr-d"], "b is not labelled a block");
+        let ended = ["cr-b1".to_owned(), "cr-b2".to_owned(), "cr-d".to_owned()];
+        let relabelled: Vec<String> = in_ended(&claims, &ended).iter().map(|c| c.name_any()).collect();
+        assert_eq!(relabelled, ["b", "e"]);
     }
 }

@@ -24,6 +24,22 @@ pub struct Offering {
     pub available: bool,
     /// The capacity reservation a `reserved` offering launches into.
     pub reservation_id: Option<String>,
+    /// Whether that reservation is a Capacity Block for ML (launched with its own market type,
+    /// reclaimed before it ends).
+    pub capacity_block: bool,
+}
+
+impl Offering {
+    /// The value of [`labels::CAPACITY_RESERVATION_TYPE`] its nodes carry: only a reserved
+    /// offering's have one.
+    pub fn reservation_type(&self) -> Option<&'static str> {
+        self.reservation_id.as_ref()?;
+        Some(if self.capacity_block {
+            labels::RESERVATION_TYPE_CAPACITY_BLOCK
+        } else {
+            labels::RESERVATION_TYPE_DEFAULT
+        })
+    }
 }
 
 /// An instance type as the simulation sees it.
@@ -84,8 +100,13 @@ impl InstanceType {
 }
 
 /// The label keys an offering answers rather than its instance type.
-pub const OFFERING_KEYS: [&str; 4] =
-    [labels::ZONE, labels::ZONE_ID, labels::CAPACITY_TYPE, labels::CAPACITY_RESERVATION_ID];
+pub const OFFERING_KEYS: [&str; 5] = [
+    labels::ZONE,
+    labels::ZONE_ID,
+    labels::CAPACITY_TYPE,
+    labels::CAPACITY_RESERVATION_ID,
+    labels::CAPACITY_RESERVATION_TYPE,
+];
 
 /// Whether the requirements allow an offering's zone (by name and by ID), capacity type and
 /// capacity reservation (absent for offerings outside one).
@@ -97,6 +118,7 @@ pub fn offering_allowed(offering: &Offering, requirements: &Requirements) -> boo
         && allows(labels::ZONE_ID, &offering.zone_id)
         && allows(labels::CAPACITY_TYPE, &offering.capacity_type)
         && allows(labels::CAPACITY_RESERVATION_ID, offering.reservation_id.as_deref().unwrap_or_default())
+        && allows(labels::CAPACITY_RESERVATION_TYPE, offering.reservation_type().unwrap_or_default())
 }
 
 /// Whether a label key's values come from instance types and offerings, so a NodePool that does
@@ -148,6 +170,7 @@ mod tests {
             price,
             available: true,
             reservation_id: None,
+            capacity_block: false,
         };
         let mut instance = priced(
             "m5.large",

@@ -234,6 +234,7 @@ mod tests {
             price,
             available: true,
             reservation_id: None,
+            capacity_block: false,
         }
     }
 

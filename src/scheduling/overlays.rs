@@ -189,6 +189,7 @@ mod tests {
             price,
             available: true,
             reservation_id: None,
+            capacity_block: false,
         }
     }
 

@@ -66,6 +66,7 @@ mod tests {
             price,
             available: true,
             reservation_id: None,
+            capacity_block: false,
         }];
         let labels = [(labels::INSTANCE_TYPE.to_owned(), name.to_owned())].into();
         InstanceType::new(name.into(), labels, capacity.clone(), capacity, offerings)

@@ -66,6 +66,7 @@ impl Catalog {
                     price,
                     available: !unavailable.is_unavailable(&facts.name, zone, capacity_type, now),
                     reservation_id: None,
+                    capacity_block: false,
                 })
                 .collect();
             if offerings.is_empty() {

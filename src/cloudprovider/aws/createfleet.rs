@@ -97,8 +97,8 @@ pub fn client_token(uids: &[&str], plan: &LaunchPlan) -> String {
 /// An instant fleet of `count` instances: a launch-template config per template (by AMI ID:
 /// one per architecture and per accelerated variant, and per capacity reservation targeted),
 /// its overrides with their priorities, the capacity type's allocation strategy (a reserved
-/// launch is an on-demand one whose templates target the reservations), and `tags` on the
-/// instances, their volumes and the fleet.
+/// launch is an on-demand one whose templates target the reservations, of the `capacity-block`
+/// market into Capacity Blocks), and `tags` on the instances, their volumes and the fleet.
 pub fn request(
     plan: &LaunchPlan,
     templates: &BTreeMap<TemplateKey, Template>,
@@ -146,6 +146,8 @@ pub fn request(
         .total_target_capacity(i32::try_from(count).unwrap_or(i32::MAX))
         .default_target_capacity_type(if spot {
             DefaultTargetCapacityType::Spot
+        } else if plan.capacity_block() {
+            DefaultTargetCapacityType::CapacityBlock
         } else {
             DefaultTargetCapacityType::OnDemand
         });
@@ -295,6 +297,7 @@ mod tests {
                     zone: "us-east-1a".into(),
                     image: format!("ami-{arch}"),
                     reservation: None,
+                    capacity_block: false,
                     price: 0.1,
                     priority: i as f64,
                 })
@@ -462,6 +465,15 @@ mod tests {
         // Its client token is not the one of the same types outside reservations.
         let unreserved = LaunchPlan { capacity_type: "reserved".into(), ..outside };
         assert_ne!(client_token(&["uid"], &unreserved), client_token(&["uid"], &plan));
+
+        // Into Capacity Blocks: their own market type.
+        let mut blocks = plan.clone();
+        blocks.overrides.iter_mut().for_each(|o| o.capacity_block = true);
+        let input = request(&blocks, &templates, "t".into(), &BTreeMap::new(), 1).build().unwrap();
+        assert_eq!(
+            input.target_capacity_specification().and_then(|c| c.default_target_capacity_type()),
+            Some(&DefaultTargetCapacityType::CapacityBlock)
+        );
     }
 
     #[test]

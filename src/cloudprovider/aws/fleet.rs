@@ -46,6 +46,9 @@ pub struct Override {
     pub image: String,
     /// The capacity reservation it launches into (its launch template targets it).
     pub reservation: Option<String>,
+    /// Whether that reservation is a Capacity Block (a call launches into blocks or into
+    /// ordinary reservations, never both: see [`LaunchPlan::capacity_block`]).
+    pub capacity_block: bool,
     pub price: f64,
     /// 0 is tried first.
     pub priority: f64,
@@ -73,6 +76,15 @@ pub struct LaunchPlan {
     /// Whether EC2 is to take the overrides in their priority order rather than by its own
     /// prices: when NodeOverlays set prices, the order is the user's cost model.
     pub follow_priorities: bool,
+}
+
+impl LaunchPlan {
+    /// Whether the call launches into Capacity Blocks: EC2 takes those only as their own market
+    /// type (`capacity-block`), in the fleet and in the launch template, so one call cannot mix
+    /// them with ordinary reservations.
+    pub fn capacity_block(&self) -> bool {
+        self.overrides.first().is_some_and(|o| o.capacity_block)
+    }
 }
 
 /// Why nothing can be launched.
@@ -131,6 +143,7 @@ pub fn plan_launch(
                         zone: offering.zone.clone(),
                         image: (*image).to_owned(),
                         reservation: offering.reservation_id.clone(),
+                        capacity_block: offering.capacity_block,
                         price: offering.price,
                         priority: 0.0,
                     });
@@ -140,12 +153,18 @@ pub fn plan_launch(
         if overrides.is_empty() {
             continue;
         }
+        // At one price a Capacity Block first (as Karpenter: it ends anyway, an ordinary
+        // reservation's room keeps).
         overrides.sort_by(|a, b| {
             (a.price.total_cmp(&b.price))
+                .then_with(|| b.capacity_block.cmp(&a.capacity_block))
                 .then_with(|| a.instance_type.cmp(&b.instance_type))
                 .then_with(|| a.zone.cmp(&b.zone))
                 .then_with(|| a.reservation.cmp(&b.reservation))
         });
+        // One market per call: the cheapest override's (blocks or ordinary reservations).
+        let capacity_block = overrides.first().is_some_and(|o| o.capacity_block);
+        overrides.retain(|o| o.capacity_block == capacity_block);
         overrides.truncate(MAX_OVERRIDES);
         for (rank, entry) in overrides.iter_mut().enumerate() {
             entry.priority = rank as f64;
@@ -259,6 +278,7 @@ mod tests {
                 price: *price,
                 available: *available,
                 reservation_id: None,
+                capacity_block: false,
             })
             .collect();
         allocatable::instance_type(&facts, offerings, &Default::default()).expect("valid facts")
@@ -292,6 +312,7 @@ mod tests {
             instance_match_criteria: "targeted".into(),
             reservation_type: "default".into(),
             end_time: None,
+            state: "active".into(),
         };
         let types = |room: &ReservationRoom| {
             let mut types = vec![
@@ -325,6 +346,32 @@ mod tests {
         // Only reserved allowed and every reservation full: nothing available, not incompatible.
         let plan = plan_launch(&capacity_types(&["reserved"]), &requests(1000), &types(&room), &subnets, &amis());
         assert_eq!(plan, Err(NoPlan::AllUnavailable));
+
+        // A Capacity Block and an ordinary reservation: one market per call, the cheapest
+        // override's, and at one price the block's.
+        let block = ResolvedCapacityReservation {
+            reservation_type: "capacity-block".into(),
+            ..reservation("cr-b", "m5.large")
+        };
+        let mixed = |reservations: &[ResolvedCapacityReservation]| {
+            let mut types = vec![
+                instance("m5.xlarge", 4, "amd64", &[("a", "on-demand", 0.19, true)]),
+                instance("m5.large", 2, "amd64", &[("a", "on-demand", 0.096, true)]),
+            ];
+            add_reserved_offerings(&mut types, reservations, &ReservationRoom::default());
+            plan_launch(&every, &requests(1000), &types, &subnets, &amis()).expect("a plan")
+        };
+        let plan = mixed(&[reservation("cr-x", "m5.xlarge"), block.clone(), reservation("cr-l", "m5.large")]);
+        let order: Vec<Option<&str>> = plan.overrides.iter().map(|o| o.reservation.as_deref()).collect();
+        assert_eq!(order, [Some("cr-b")], "the block ties with cr-l and goes first; the ordinary ones wait");
+        assert!(plan.capacity_block());
+        let plan = mixed(&[
+            reservation("cr-l", "m5.large"),
+            ResolvedCapacityReservation { instance_type: "m5.xlarge".into(), ..block },
+        ]);
+        let order: Vec<Option<&str>> = plan.overrides.iter().map(|o| o.reservation.as_deref()).collect();
+        assert_eq!(order, [Some("cr-l")], "the cheaper ordinary reservation, without the block");
+        assert!(!plan.capacity_block());
     }
 
     #[test]

@@ -9,10 +9,11 @@ use aws_sdk_ec2::types::{
     CapacityReservationPreference, CapacityReservationTarget, LaunchTemplateBlockDeviceMappingRequest,
     LaunchTemplateCapacityReservationSpecificationRequest, LaunchTemplateEbsBlockDeviceRequest,
     LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
-    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
-    LaunchTemplateInstanceMetadataProtocolIpv6, LaunchTemplateInstanceMetadataTagsState,
-    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplateTagSpecificationRequest,
-    LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType, VolumeType,
+    LaunchTemplateInstanceMarketOptionsRequest, LaunchTemplateInstanceMetadataEndpointState,
+    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateInstanceMetadataProtocolIpv6,
+    LaunchTemplateInstanceMetadataTagsState, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
+    LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest, MarketType, RequestLaunchTemplateData,
+    ResourceType, VolumeType,
 };
 use base64::Engine;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -60,6 +61,9 @@ pub enum ReservationUse {
     Open,
     /// Into this reservation only (a `reserved` launch).
     Target(String),
+    /// Into this Capacity Block only, as its market type (EC2 launches into a block nothing
+    /// else).
+    Block(String),
     /// Never into a reservation: the node class selects reservations, and their room is counted
     /// by the launches that target them, so no other launch may take it unseen.
     None,
@@ -106,14 +110,21 @@ impl LaunchTemplateSpec {
             );
         match &self.reservations {
             ReservationUse::Open => {}
-            ReservationUse::Target(id) => {
+            ReservationUse::Target(id) | ReservationUse::Block(id) => {
                 data = data.capacity_reservation_specification(
                     LaunchTemplateCapacityReservationSpecificationRequest::builder()
                         .capacity_reservation_target(
                             CapacityReservationTarget::builder().capacity_reservation_id(id).build(),
                         )
                         .build(),
-                )
+                );
+                if matches!(self.reservations, ReservationUse::Block(_)) {
+                    data = data.instance_market_options(
+                        LaunchTemplateInstanceMarketOptionsRequest::builder()
+                            .market_type(MarketType::CapacityBlock)
+                            .build(),
+                    );
+                }
             }
             ReservationUse::None => {
                 data = data.capacity_reservation_specification(
@@ -281,6 +292,18 @@ mod tests {
         assert_eq!(preference, Some(&CapacityReservationPreference::None));
         let names = [open.name("prod"), target.name("prod"), none.name("prod")];
         assert!(names[0] != names[1] && names[1] != names[2] && names[0] != names[2]);
+        assert!(data_market(&target).is_none(), "an ordinary reservation is on-demand");
+        // A Capacity Block: targeted, as its own market type, under a name of its own.
+        let block = LaunchTemplateSpec { reservations: ReservationUse::Block("cr-1".into()), ..spec() };
+        let data = block.request_data().expect("valid");
+        let chosen = data.capacity_reservation_specification().and_then(|s| s.capacity_reservation_target());
+        assert_eq!(chosen.and_then(|t| t.capacity_reservation_id()), Some("cr-1"));
+        assert_eq!(data_market(&block), Some(MarketType::CapacityBlock));
+        assert_ne!(block.name("prod"), target.name("prod"));
+    }
+
+    fn data_market(spec: &LaunchTemplateSpec) -> Option<MarketType> {
+        spec.request_data().expect("valid").instance_market_options().and_then(|m| m.market_type()).cloned()
     }
 
     #[test]

@@ -20,7 +20,8 @@ use super::{
 use crate::{
     apis::{
         ec2nodeclass::{
-            EC2NodeClass, EC2NodeClassStatus, ResolvedCapacityReservation, ResolvedSecurityGroup, ResolvedSubnet,
+            EC2NodeClass, EC2NodeClassStatus, RESERVATION_ACTIVE, RESERVATION_EXPIRING, ResolvedCapacityReservation,
+            ResolvedSecurityGroup, ResolvedSubnet,
         },
         labels,
     },
@@ -167,7 +168,7 @@ async fn capacity_reservations(
                 ) else {
                     continue;
                 };
-                let resolved = ResolvedCapacityReservation {
+                let mut resolved = ResolvedCapacityReservation {
                     id: id.to_owned(),
                     instance_type: instance_type.to_owned(),
                     availability_zone: zone.to_owned(),
@@ -181,7 +182,11 @@ async fn capacity_reservations(
                         .end_date()
                         .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
                         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    state: RESERVATION_ACTIVE.to_owned(),
                 };
+                if resolved.draining_at(chrono::Utc::now()) {
+                    resolved.state = RESERVATION_EXPIRING.to_owned();
+                }
                 let available = reservation.available_instance_count().unwrap_or(0).into();
                 found.insert(id.to_owned(), (resolved, available));
             }

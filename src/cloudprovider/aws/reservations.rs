@@ -12,7 +12,10 @@
 use std::collections::HashMap;
 
 use crate::{
-    apis::{ec2nodeclass::ResolvedCapacityReservation, labels},
+    apis::{
+        ec2nodeclass::{RESERVATION_EXPIRING, ResolvedCapacityReservation},
+        labels,
+    },
     scheduling::catalog::{InstanceType, Offering},
 };
 
@@ -73,13 +76,14 @@ impl ReservationRoom {
 
 /// Adds a `reserved` offering for each reservation to its instance type, in its zone, priced
 /// from the type's on-demand offering there (a reservation for a type or zone the node class
-/// cannot launch adds nothing).
+/// cannot launch adds nothing, nor does a Capacity Block its class resolved as `expiring`: its
+/// nodes are being drained).
 pub fn add_reserved_offerings(
     types: &mut [InstanceType],
     reservations: &[ResolvedCapacityReservation],
     room: &ReservationRoom,
 ) {
-    for reservation in reservations {
+    for reservation in reservations.iter().filter(|r| r.state != RESERVATION_EXPIRING) {
         let Some(instance) = types.iter_mut().find(|t| t.name == reservation.instance_type) else { continue };
         let on_demand = instance
             .offerings
@@ -93,6 +97,7 @@ pub fn add_reserved_offerings(
             price: on_demand.price * RESERVED_PRICE_FACTOR,
             available: room.has_room(&reservation.id),
             reservation_id: Some(reservation.id.clone()),
+            capacity_block: reservation.is_capacity_block(),
         };
         instance.offerings.push(reserved);
     }
@@ -115,6 +120,7 @@ mod tests {
             instance_match_criteria: "targeted".into(),
             reservation_type: "default".into(),
             end_time: None,
+            state: "active".into(),
         }
     }
 
@@ -126,6 +132,7 @@ mod tests {
             price,
             available: true,
             reservation_id: None,
+            capacity_block: false,
         };
         ["m5.large", "m5.xlarge"]
             .iter()
@@ -165,6 +172,36 @@ mod tests {
         other.add(labels::CAPACITY_RESERVATION_ID, Requirement::one_of(["cr-9"]));
         assert!(!offering_allowed(reserved, &other));
         assert_eq!(types[0].cheapest_offering(&other), None);
+    }
+
+    #[test]
+    fn a_capacity_block_is_a_reserved_offering_of_its_own_type_until_it_drains() {
+        let mut types = types();
+        let block = ResolvedCapacityReservation {
+            reservation_type: "capacity-block".into(),
+            ..reservation("cr-1", "m5.large", "a")
+        };
+        let ordinary = reservation("cr-2", "m5.large", "b");
+        add_reserved_offerings(&mut types, &[block.clone(), ordinary], &ReservationRoom::default());
+        let reserved: Vec<&Offering> = types[0].offerings.iter().filter(|o| o.reservation_id.is_some()).collect();
+        assert_eq!(reserved.len(), 2);
+        assert_eq!(reserved[0].reservation_type(), Some("capacity-block"));
+        assert_eq!(reserved[1].reservation_type(), Some("default"));
+        assert_eq!(types[0].offerings[0].reservation_type(), None, "only a reserved offering has a type");
+        let mut blocks_only = Requirements::default();
+        blocks_only.add(labels::CAPACITY_RESERVATION_TYPE, Requirement::one_of(["capacity-block"]));
+        let chosen = types[0].cheapest_offering(&blocks_only).expect("the block");
+        assert_eq!(chosen.reservation_id.as_deref(), Some("cr-1"));
+        let mut no_blocks = Requirements::default();
+        no_blocks.add(labels::CAPACITY_RESERVATION_TYPE, Requirement::one_of(["default"]));
+        assert_eq!(types[0].cheapest_offering(&no_blocks).and_then(|o| o.reservation_id.as_deref()), Some("cr-2"));
+
+        // Draining: nothing more launches into it.
+        let mut types = self::types();
+        let before = types.clone();
+        let expiring = ResolvedCapacityReservation { state: RESERVATION_EXPIRING.into(), ..block };
+        add_reserved_offerings(&mut types, &[expiring], &ReservationRoom::default());
+        assert_eq!(types, before);
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub(super) async fn for_keys(
             associate_public_ip_address: class.spec.associate_public_ip_address,
             tags: class.spec.tags.clone().into_iter().chain(ownership_tags(provider.cluster_name())).collect(),
             reservations: match &key.reservation {
+                Some(id) if status.capacity_reservations.iter().any(|r| r.id == *id && r.is_capacity_block()) => {
+                    ReservationUse::Block(id.clone())
+                }
                 Some(id) => ReservationUse::Target(id.clone()),
                 None if class.spec.capacity_reservation_selector_terms.is_empty() => ReservationUse::Open,
                 None => ReservationUse::None,

@@ -375,6 +375,7 @@ mod tests {
                     instance_match_criteria: "targeted".into(),
                     reservation_type: "default".into(),
                     end_time: None,
+                    state: "active".into(),
                 })
                 .collect();
             class

@@ -172,40 +172,14 @@ impl Batch {
         interrupted
     }
 
-    /// Creates the NodeClaims the pods of the interrupted claims' nodes need, and says which (for
-    /// the Events). A failure is logged and not retried: the provisioner still places the pods
-    /// when the drain evicts them.
+    /// Creates the replacements for the interrupted claims' nodes ([`replace_nodes`]), each
+    /// counted with the time since the batch was received.
     async fn replace<P: Provider>(&self, shared: &Shared<P>, interrupted: &HashSet<String>) -> String {
-        let pools = shared.state.pools_at(chrono::Utc::now());
-        let instance_types = shared.instance_types(&pools).await;
-        let gathered = Gathered::of(&shared.state);
-        let plan = {
-            let (index, facts) = (shared.state.pod_index(), shared.state.node_facts());
-            let snapshot = gathered.snapshot(&index, &facts, &pools, &instance_types, shared.policies);
-            replacement::plan(&snapshot, &replacement::draining(&gathered.claims, interrupted))
-        };
-        for (pod, reason) in &plan.unschedulable {
-            warn!(pod = %pod, %reason, "no room for a pod of an interrupted node");
+        let (note, created) = replace_nodes(shared, interrupted).await;
+        for _ in 0..created {
+            shared.metrics.interruption_replacement.observe(self.received_at.elapsed().as_secs_f64());
         }
-        if plan.new_claims.is_empty() {
-            return "its pods fit on other nodes".into();
-        }
-        let claims: Api<NodeClaim> = Api::all(shared.client.clone());
-        match create_replacements(shared, &claims, &plan.new_claims, &pools).await {
-            Ok(Some(created)) => {
-                let names: Vec<String> = created.iter().map(|c| format!("nodeclaim/{}", c.name_any())).collect();
-                for _ in &created {
-                    shared.metrics.interruption_replacement.observe(self.received_at.elapsed().as_secs_f64());
-                }
-                info!(replacements = ?names, interrupted = interrupted.len(), "created replacements for interrupted nodes");
-                format!("replaced by {}", names.join(", "))
-            }
-            Ok(None) => "its pods wait for the provisioner (a NodePool went)".into(),
-            Err(error) => {
-                warn!(%error, "cannot create replacements for interrupted nodes; the provisioner places their pods");
-                "its pods wait for the provisioner".into()
-            }
-        }
+        note
     }
 
     /// Acts on each instance a message names, then deletes the message unless an action failed.
@@ -280,6 +254,40 @@ impl Batch {
             // A duplicate delivery, or the claim went meanwhile.
             Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
             Err(error) => Err(error),
+        }
+    }
+}
+
+/// Creates the NodeClaims the pods of the `going` claims' nodes need, before those are drained
+/// (one plan for them all, without waiting for the pods to go pending); says which for the
+/// Events, and how many. A failure is logged and not retried: the provisioner still places the
+/// pods when the drain evicts them. Capacity Blocks about to end are replaced so too.
+pub async fn replace_nodes<P: Provider>(shared: &Shared<P>, going: &HashSet<String>) -> (String, usize) {
+    let pools = shared.state.pools_at(chrono::Utc::now());
+    let instance_types = shared.instance_types(&pools).await;
+    let gathered = Gathered::of(&shared.state);
+    let plan = {
+        let (index, facts) = (shared.state.pod_index(), shared.state.node_facts());
+        let snapshot = gathered.snapshot(&index, &facts, &pools, &instance_types, shared.policies);
+        replacement::plan(&snapshot, &replacement::draining(&gathered.claims, going))
+    };
+    for (pod, reason) in &plan.unschedulable {
+        warn!(pod = %pod, %reason, "no room for a pod of a node about to go");
+    }
+    if plan.new_claims.is_empty() {
+        return ("its pods fit on other nodes".into(), 0);
+    }
+    let claims: Api<NodeClaim> = Api::all(shared.client.clone());
+    match create_replacements(shared, &claims, &plan.new_claims, &pools).await {
+        Ok(Some(created)) => {
+            let names: Vec<String> = created.iter().map(|c| format!("nodeclaim/{}", c.name_any())).collect();
+            info!(replacements = ?names, going = going.len(), "created replacements for nodes about to go");
+            (format!("replaced by {}", names.join(", ")), created.len())
+        }
+        Ok(None) => ("its pods wait for the provisioner (a NodePool went)".into(), 0),
+        Err(error) => {
+            warn!(%error, "cannot create replacements for nodes about to go; the provisioner places their pods");
+            ("its pods wait for the provisioner".into(), 0)
         }
     }
 }

@@ -99,6 +99,11 @@ pub(super) async fn launch<P: Provider>(claim: &NodeClaim, ctx: &Context<P>) -> 
     instance_labels.insert(labels::CAPACITY_TYPE.into(), instance.capacity_type.clone());
     if let Some(reservation) = &instance.capacity_reservation {
         instance_labels.insert(labels::CAPACITY_RESERVATION_ID.into(), reservation.clone());
+        // Its kind as the class resolved it (a block's nodes are drained before it ends).
+        let resolved = class.status.iter().flat_map(|s| &s.capacity_reservations).find(|r| r.id == *reservation);
+        if let Some(resolved) = resolved {
+            instance_labels.insert(labels::CAPACITY_RESERVATION_TYPE.into(), resolved.reservation_type.clone());
+        }
     }
     instance_labels.insert(labels::INSTANCE_TYPE.into(), instance.instance_type.clone());
     let patch = json!({"metadata": {"labels": instance_labels}});

@@ -18,6 +18,7 @@ pub(crate) fn catalog(types: &[(&str, i64, i64, f64)]) -> Vec<InstanceType> {
                 price: *price,
                 available: true,
                 reservation_id: None,
+                capacity_block: false,
             };
             instance(name, *vcpus, *gib, vec![offering])
         })

@@ -51,6 +51,7 @@ pub(crate) fn catalog() -> Vec<InstanceType> {
                     price: price * factor,
                     available: true,
                     reservation_id: None,
+                    capacity_block: false,
                 });
             }
         }
@@ -479,6 +480,7 @@ fn at_most_sixty_instance_types_per_claim() {
             price: 1.0 + f64::from(i) / 10_000.0,
             available: true,
             reservation_id: None,
+            capacity_block: false,
         };
         types.push(instance(&format!("t{i}.large"), 4, 8, vec![offering]));
     }
@@ -673,6 +675,7 @@ fn a_reserved_offering_is_taken_first_by_pools_that_allow_it_and_can_be_asked_fo
         price: 0.192e-7,
         available: true,
         reservation_id: Some("cr-1".into()),
+        capacity_block: false,
     });
     let plan_for = |pool: NodePoolTemplate, pod_extra: &str| {
         let input =
