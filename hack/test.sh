@@ -44,8 +44,8 @@ done
 # test file, so a new one runs there without being listed. The IAM check runs last, over every
 # lane's calls.
 declare -A lane_tests=(
-  [2]="chaos repair nodepool_schedules leader_election drift expiration"
-  [3]="consolidation warmpool capacity_buffer termination static_pools interruption capacity_blocks"
+  [2]="chaos repair nodepool_schedules leader_election drift expiration capacity_blocks"
+  [3]="consolidation warmpool capacity_buffer termination static_pools interruption"
 )
 first=(--lib --bins --benches)
 for file in "$REPO_ROOT"/tests/*.rs; do

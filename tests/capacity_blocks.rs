@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{CapacityReservationInstancePlatform, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::CapacityReservationInstancePlatform;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node};
 use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
@@ -36,15 +36,11 @@ async fn buy_block(ec2: &aws_sdk_ec2::Client, team: &str, ends_in: chrono::TimeD
         .find(|o| o.availability_zone() == Some("us-east-1a"))
         .and_then(|o| o.capacity_block_offering_id())
         .expect("an offering in us-east-1a");
-    let tags = TagSpecification::builder()
-        .resource_type(ResourceType::CapacityReservation)
-        .tags(Tag::builder().key("team").value(team).build())
-        .build();
     let bought = ec2
         .purchase_capacity_block()
         .capacity_block_offering_id(offering)
         .instance_platform(CapacityReservationInstancePlatform::LinuxUnix)
-        .tag_specifications(tags)
+        .tag_specifications(support::reservation_tags(team))
         .send()
         .await
         .expect("a Capacity Block");

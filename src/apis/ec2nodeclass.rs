@@ -437,6 +437,30 @@ pub const RESERVATION_EXPIRING: &str = "expiring";
 /// too.
 pub const CAPACITY_BLOCK_DRAIN_LEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(40);
 
+#[cfg(test)]
+impl ResolvedCapacityReservation {
+    /// For tests: an active, targeted, ordinary reservation of `instance_type` in `zone`, without
+    /// an end; a test changes what it is about.
+    pub fn of(id: &str, instance_type: &str, zone: &str) -> Self {
+        Self {
+            id: id.into(),
+            instance_type: instance_type.into(),
+            availability_zone: zone.into(),
+            owner_id: "123456789012".into(),
+            instance_match_criteria: "targeted".into(),
+            reservation_type: labels::RESERVATION_TYPE_DEFAULT.into(),
+            end_time: None,
+            state: RESERVATION_ACTIVE.into(),
+        }
+    }
+
+    /// For tests: a Capacity Block of `instance_type` in `zone` that ends at `end` (RFC 3339).
+    pub fn block(id: &str, instance_type: &str, zone: &str, end: &str) -> Self {
+        let reservation_type = labels::RESERVATION_TYPE_CAPACITY_BLOCK.into();
+        Self { reservation_type, end_time: Some(end.into()), ..Self::of(id, instance_type, zone) }
+    }
+}
+
 impl ResolvedCapacityReservation {
     /// Whether it is a Capacity Block for ML.
     pub fn is_capacity_block(&self) -> bool {

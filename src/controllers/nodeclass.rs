@@ -222,33 +222,27 @@ mod tests {
     #[test]
     fn a_class_is_resolved_again_when_a_capacity_block_it_selects_starts_draining() {
         let now: DateTime<Utc> = "2026-12-07T10:00:00Z".parse().expect("a time");
-        let reservation = |id: &str, kind: &str, end: &str| ResolvedCapacityReservation {
-            id: id.into(),
-            instance_type: "p5.48xlarge".into(),
-            availability_zone: "us-east-1a".into(),
-            owner_id: "123456789012".into(),
-            instance_match_criteria: "targeted".into(),
-            reservation_type: kind.into(),
-            end_time: Some(end.into()),
-            state: "active".into(),
-        };
+        let block = |id: &str, end: &str| ResolvedCapacityReservation::block(id, "p5.48xlarge", "us-east-1a", end);
         let status = |reservations: Vec<ResolvedCapacityReservation>| EC2NodeClassStatus {
             capacity_reservations: reservations,
             ..Default::default()
         };
         assert_eq!(next_refresh(&status(vec![]), now), REFRESH);
         // Ends at 10:42: drains from 10:02, two minutes from now.
-        let block = reservation("cr-1", "capacity-block", "2026-12-07T10:42:00Z");
-        assert_eq!(block.drain_from(), Some("2026-12-07T10:02:00Z".parse().expect("a time")));
-        assert!(!block.draining_at(now) && block.draining_at(now + chrono::TimeDelta::minutes(2)));
-        let ordinary = reservation("cr-2", "default", "2026-12-07T10:42:00Z");
+        let first = block("cr-1", "2026-12-07T10:42:00Z");
+        assert_eq!(first.drain_from(), Some("2026-12-07T10:02:00Z".parse().expect("a time")));
+        assert!(!first.draining_at(now) && first.draining_at(now + chrono::TimeDelta::minutes(2)));
+        let ordinary = ResolvedCapacityReservation {
+            end_time: Some("2026-12-07T10:42:00Z".into()),
+            ..ResolvedCapacityReservation::of("cr-2", "p5.48xlarge", "us-east-1a")
+        };
         assert_eq!(ordinary.drain_from(), None, "an ordinary reservation's instances run on");
-        assert_eq!(next_refresh(&status(vec![ordinary.clone(), block.clone()]), now), Duration::from_secs(121));
-        let later = reservation("cr-3", "capacity-block", "2026-12-08T10:00:00Z");
+        assert_eq!(next_refresh(&status(vec![ordinary.clone(), first.clone()]), now), Duration::from_secs(121));
+        let later = block("cr-3", "2026-12-08T10:00:00Z");
         assert_eq!(next_refresh(&status(vec![later.clone()]), now), REFRESH, "not before its refresh");
-        let draining = reservation("cr-4", "capacity-block", "2026-12-07T10:20:00Z");
+        let draining = block("cr-4", "2026-12-07T10:20:00Z");
         assert_eq!(next_refresh(&status(vec![draining, later]), now), REFRESH, "one draining already");
-        let unreadable = ResolvedCapacityReservation { end_time: Some("soon".into()), ..block };
+        let unreadable = ResolvedCapacityReservation { end_time: Some("soon".into()), ..first };
         assert_eq!(unreadable.drain_from(), None);
     }
 

@@ -12,9 +12,10 @@
 //!
 //! A Capacity Block for ML ends otherwise: EC2 terminates its instances from 30 minutes before
 //! its end. So on the same minute's pass the nodes of every block within
-//! [`CAPACITY_BLOCK_DRAIN_LEAD`](crate::apis::ec2nodeclass::CAPACITY_BLOCK_DRAIN_LEAD) of its end (as its class resolved it) are replaced and drained,
-//! as an interruption's are (replacements first, then the claims deleted), with an Event
-//! `CapacityBlockEnding`; such a node is never relabelled on-demand.
+//! [`CAPACITY_BLOCK_DRAIN_LEAD`](crate::apis::ec2nodeclass::CAPACITY_BLOCK_DRAIN_LEAD) of its
+//! end (as its class resolved it) are replaced and drained, as an interruption's are
+//! (replacements first, then the claims deleted), with an Event `CapacityBlockEnding`; such a
+//! node is never relabelled on-demand.
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -23,7 +24,6 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Resource, ResourceExt,
@@ -227,15 +227,10 @@ mod tests {
 
     #[test]
     fn the_nodes_of_a_capacity_block_are_drained_from_40_minutes_before_its_end_and_never_relabelled() {
-        let block = |id: &str, kind: &str, end: &str| ResolvedCapacityReservation {
-            id: id.into(),
-            instance_type: "p5.48xlarge".into(),
-            availability_zone: "us-east-1a".into(),
-            owner_id: "123456789012".into(),
-            instance_match_criteria: "targeted".into(),
-            reservation_type: kind.into(),
+        let block = |id: &str, end: &str| ResolvedCapacityReservation::block(id, "p5.48xlarge", "us-east-1a", end);
+        let ordinary = |id: &str, end: &str| ResolvedCapacityReservation {
             end_time: Some(end.into()),
-            state: "active".into(),
+            ..ResolvedCapacityReservation::of(id, "p5.48xlarge", "us-east-1a")
         };
         let mut class: EC2NodeClass = serde_json::from_value(json!({
             "apiVersion": "stoker.dev/v1alpha1", "kind": "EC2NodeClass", "metadata": {"name": "c"},
@@ -245,9 +240,9 @@ mod tests {
         .expect("an EC2NodeClass");
         class.status = Some(crate::apis::ec2nodeclass::EC2NodeClassStatus {
             capacity_reservations: vec![
-                block("cr-b1", "capacity-block", "2026-12-07T10:30:00Z"),
-                block("cr-b2", "capacity-block", "2026-12-07T12:00:00Z"),
-                block("cr-d", "default", "2026-12-07T10:30:00Z"),
+                block("cr-b1", "2026-12-07T10:30:00Z"),
+                block("cr-b2", "2026-12-07T12:00:00Z"),
+                ordinary("cr-d", "2026-12-07T10:30:00Z"),
             ],
             ..Default::default()
         });

@@ -441,13 +441,7 @@ pub async fn claims_of(client: &Client, pool: &str) -> Vec<stoker::apis::NodeCla
 /// tagged `team: TEAM` (a tag of the caller's own, so no other reservation matches its terms);
 /// returns its ID.
 pub async fn capacity_reservation(ec2: &aws_sdk_ec2::Client, team: &str) -> String {
-    use aws_sdk_ec2::types::{
-        CapacityReservationInstancePlatform, InstanceMatchCriteria, ResourceType, Tag, TagSpecification,
-    };
-    let tags = TagSpecification::builder()
-        .resource_type(ResourceType::CapacityReservation)
-        .tags(Tag::builder().key("team").value(team).build())
-        .build();
+    use aws_sdk_ec2::types::{CapacityReservationInstancePlatform, InstanceMatchCriteria};
     let reservation = ec2
         .create_capacity_reservation()
         .instance_type("m5.large")
@@ -455,12 +449,21 @@ pub async fn capacity_reservation(ec2: &aws_sdk_ec2::Client, team: &str) -> Stri
         .availability_zone("us-east-1a")
         .instance_count(1)
         .instance_match_criteria(InstanceMatchCriteria::Targeted)
-        .tag_specifications(tags)
+        .tag_specifications(reservation_tags(team))
         .send()
         .await
         .expect("a capacity reservation in the emulator");
     let id = reservation.capacity_reservation().and_then(|r| r.capacity_reservation_id());
     id.expect("its ID").to_owned()
+}
+
+/// The tag `team=<team>` on a capacity reservation being made: what a test's node class selects.
+pub fn reservation_tags(team: &str) -> aws_sdk_ec2::types::TagSpecification {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    TagSpecification::builder()
+        .resource_type(ResourceType::CapacityReservation)
+        .tags(Tag::builder().key("team").value(team).build())
+        .build()
 }
 
 /// Whether the live instances launched for NodePool `pool` are exactly its claims' (none leaked,

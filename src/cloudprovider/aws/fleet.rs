@@ -304,16 +304,7 @@ mod tests {
     fn reserved_first_while_a_reservation_has_room_and_the_pool_allows_it() {
         use crate::apis::ec2nodeclass::ResolvedCapacityReservation;
         use crate::cloudprovider::aws::reservations::{ReservationRoom, add_reserved_offerings};
-        let reservation = |id: &str, instance_type: &str| ResolvedCapacityReservation {
-            id: id.into(),
-            instance_type: instance_type.into(),
-            availability_zone: "a".into(),
-            owner_id: "123456789012".into(),
-            instance_match_criteria: "targeted".into(),
-            reservation_type: "default".into(),
-            end_time: None,
-            state: "active".into(),
-        };
+        let reservation = |id: &str, instance_type: &str| ResolvedCapacityReservation::of(id, instance_type, "a");
         let types = |room: &ReservationRoom| {
             let mut types = vec![
                 instance("m5.xlarge", 4, "amd64", &[("a", "spot", 0.08, true), ("a", "on-demand", 0.19, true)]),

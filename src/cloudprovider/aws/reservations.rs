@@ -111,19 +111,6 @@ mod tests {
         requirements::{Requirement, Requirements},
     };
 
-    fn reservation(id: &str, instance_type: &str, zone: &str) -> ResolvedCapacityReservation {
-        ResolvedCapacityReservation {
-            id: id.into(),
-            instance_type: instance_type.into(),
-            availability_zone: zone.into(),
-            owner_id: "123456789012".into(),
-            instance_match_criteria: "targeted".into(),
-            reservation_type: "default".into(),
-            end_time: None,
-            state: "active".into(),
-        }
-    }
-
     fn types() -> Vec<InstanceType> {
         let offering = |zone: &str, capacity_type: &str, price: f64| Offering {
             zone: zone.into(),
@@ -154,7 +141,10 @@ mod tests {
     #[test]
     fn a_reservation_is_the_cheapest_offering_of_its_type_and_zone() {
         let mut types = types();
-        let reservations = [reservation("cr-1", "m5.large", "a"), reservation("cr-2", "m5.xlarge", "a")];
+        let reservations = [
+            ResolvedCapacityReservation::of("cr-1", "m5.large", "a"),
+            ResolvedCapacityReservation::of("cr-2", "m5.xlarge", "a"),
+        ];
         add_reserved_offerings(&mut types, &reservations, &ReservationRoom::default());
         let reserved = types[0].cheapest_offering(&Requirements::default()).expect("an offering");
         assert_eq!(reserved.capacity_type, "reserved");
@@ -179,9 +169,9 @@ mod tests {
         let mut types = types();
         let block = ResolvedCapacityReservation {
             reservation_type: "capacity-block".into(),
-            ..reservation("cr-1", "m5.large", "a")
+            ..ResolvedCapacityReservation::of("cr-1", "m5.large", "a")
         };
-        let ordinary = reservation("cr-2", "m5.large", "b");
+        let ordinary = ResolvedCapacityReservation::of("cr-2", "m5.large", "b");
         add_reserved_offerings(&mut types, &[block.clone(), ordinary], &ReservationRoom::default());
         let reserved: Vec<&Offering> = types[0].offerings.iter().filter(|o| o.reservation_id.is_some()).collect();
         assert_eq!(reserved.len(), 2);
@@ -210,7 +200,10 @@ mod tests {
         let before = types.clone();
         add_reserved_offerings(
             &mut types,
-            &[reservation("cr-1", "p5.48xlarge", "a"), reservation("cr-2", "m5.large", "z")],
+            &[
+                ResolvedCapacityReservation::of("cr-1", "p5.48xlarge", "a"),
+                ResolvedCapacityReservation::of("cr-2", "m5.large", "z"),
+            ],
             &ReservationRoom::default(),
         );
         assert_eq!(types, before);
@@ -239,7 +232,7 @@ mod tests {
         let mut types = types();
         let mut room = ReservationRoom::default();
         room.record([("cr-1".to_owned(), 0)]);
-        add_reserved_offerings(&mut types, &[reservation("cr-1", "m5.large", "a")], &room);
+        add_reserved_offerings(&mut types, &[ResolvedCapacityReservation::of("cr-1", "m5.large", "a")], &room);
         let reserved = types[0].offerings.iter().find(|o| o.capacity_type == "reserved").expect("reserved");
         assert!(!reserved.available);
         assert_eq!(

@@ -365,19 +365,8 @@ mod tests {
             if subnets {
                 status.subnets = vec![ResolvedSubnet { id: "subnet-1".into(), zone: "z".into(), zone_id: None }];
             }
-            status.capacity_reservations = ids
-                .iter()
-                .map(|id| ResolvedCapacityReservation {
-                    id: (*id).into(),
-                    instance_type: "m5.large".into(),
-                    availability_zone: "z".into(),
-                    owner_id: "1".into(),
-                    instance_match_criteria: "targeted".into(),
-                    reservation_type: "default".into(),
-                    end_time: None,
-                    state: "active".into(),
-                })
-                .collect();
+            status.capacity_reservations =
+                ids.iter().map(|id| ResolvedCapacityReservation::of(id, "m5.large", "z")).collect();
             class
         };
         let pool = pool("team: a", arch);

@@ -261,7 +261,8 @@ impl Batch {
 /// Creates the NodeClaims the pods of the `going` claims' nodes need, before those are drained
 /// (one plan for them all, without waiting for the pods to go pending); says which for the
 /// Events, and how many. A failure is logged and not retried: the provisioner still places the
-/// pods when the drain evicts them. Capacity Blocks about to end are replaced so too.
+/// pods when the drain evicts them. The nodes of Capacity Blocks about to end are replaced so
+/// too ([`reservations`](super::reservations)).
 pub async fn replace_nodes<P: Provider>(shared: &Shared<P>, going: &HashSet<String>) -> (String, usize) {
     let pools = shared.state.pools_at(chrono::Utc::now());
     let instance_types = shared.instance_types(&pools).await;

@@ -18,7 +18,7 @@
 //! at a time, sharing the same rate), so a new or scaled-up Deployment may have no ReplicaSet
 //! holding its replicas yet when the batch closes. While its controller has yet to act on its
 //! spec (its observed generation behind its generation), a batch plans too for its replicas its
-//! ReplicaSets do not hold ([`replicas_by_deployment`]), as copies of its template; once it has
+//! ReplicaSets do not hold (`replicas_by_deployment`), as copies of its template; once it has
 //! acted, its ReplicaSets say everything.
 //!
 //! Each is a copy of the owner's pending pod when the batch has one (admission made it what it
