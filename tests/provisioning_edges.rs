@@ -376,8 +376,14 @@ async fn the_controllers_edges_end_to_end() {
     let relabelled = relabelled.unwrap_or_else(|| panic!("relabelled on-demand; log:\n{}", log_of("stoker-edges-2")));
     assert_eq!(relabelled.status.and_then(|s| s.capacity_type).as_deref(), Some("on-demand"));
     assert_eq!(running(&client, "edge-r2").await, 1, "the node runs on");
-    let told = events_about(&client, &reserved_claim, "CapacityReservationEnded").await;
-    assert!(told.iter().any(|note| note.contains(reservation_id)), "an Event names the reservation: {told:?}");
+    // The Event is published after the labels are written: wait for it rather than read once.
+    let told = support::wait_until(Duration::from_secs(30), || async {
+        let told = events_about(&client, &reserved_claim, "CapacityReservationEnded").await;
+        told.iter().any(|note| note.contains(reservation_id)).then_some(())
+    })
+    .await;
+    let notes = events_about(&client, &reserved_claim, "CapacityReservationEnded").await;
+    assert!(told.is_some(), "an Event names the reservation: {notes:?}");
     delete_deployment(&client, "edge-r2").await;
 
     // 7. A PodDisruptionBudget with maxUnavailable 0 blocks the drain until it is relaxed.

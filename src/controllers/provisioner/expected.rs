@@ -136,10 +136,11 @@ fn from_template(owner: &ObjectMeta, template: &PodTemplateSpec) -> Option<PodIn
     PodInfo::from_pod(&pod_from_template(owner, template, 0)).ok()
 }
 
-/// The pods the ReplicaSets in `sets` and the Jobs in `jobs` have still to have tried by the
-/// scheduler, each a copy of one of its `pending` pods (which the simulation parsed) or of its
-/// template, under a key no Pod can have; `tried` counts an owner's live pods the scheduler has
-/// tried, by UID. At most [`MAX_EXPECTED`], owners in (namespace, name) order, ReplicaSets first.
+/// The pods the ReplicaSets in `sets`, the Deployments in `deployments` and the Jobs in `jobs`
+/// have still to have tried by the scheduler, each a copy of one of its `pending` pods (which the
+/// simulation parsed) or of its template, under a key no Pod can have; `tried` counts an owner's
+/// live pods the scheduler has tried, by UID. At most [`MAX_EXPECTED`], owners in (namespace,
+/// name) order, ReplicaSets first, then Deployments, then Jobs.
 pub fn expected_pods(
     pending: &[Arc<CachedPod>],
     sets: &[Arc<ReplicaSet>],
