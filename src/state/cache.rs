@@ -254,7 +254,8 @@ fn deployment_kept(deployment: Deployment, every_template: bool) -> Deployment {
         }),
         ..DeploymentStatus::default()
     });
-    let ObjectMeta { generation, deletion_timestamp, .. } = deployment.metadata.clone();
+    let (generation, deletion_timestamp) =
+        (deployment.metadata.generation, deployment.metadata.deletion_timestamp.clone());
     Deployment {
         metadata: ObjectMeta { generation, deletion_timestamp, ..identity(deployment.metadata) },
         spec,
