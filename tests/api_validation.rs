@@ -340,6 +340,22 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str, &'static str)>
             "only term",
         ),
         (
+            "image garbage collection stopping above where it starts",
+            with(
+                class.clone(),
+                "/spec/kubelet",
+                json!({"imageGCHighThresholdPercent": 80, "imageGCLowThresholdPercent": 85}),
+            ),
+            "spec.kubelet.imageGCLowThresholdPercent",
+            "imageGCHighThresholdPercent must be greater than imageGCLowThresholdPercent",
+        ),
+        (
+            "image garbage collection above 100 percent",
+            with(class.clone(), "/spec/kubelet", json!({"imageGCHighThresholdPercent": 101})),
+            "spec.kubelet.imageGCHighThresholdPercent",
+            "100",
+        ),
+        (
             "IMDS tokens neither required nor optional",
             with(class.clone(), "/spec/metadataOptions/httpTokens", json!("sometimes")),
             "spec.metadataOptions.httpTokens",

@@ -97,6 +97,36 @@ fn karpenter_manifests_are_refused_by_plan_and_converted_by_convert() {
 }
 
 #[test]
+fn iam_policy_reads_the_ami_parameters_asked_for_instead_of_the_default() {
+    let role = ["iam-policy", "--cluster-name", "c", "--node-role-arn", "arn:aws:iam::111122223333:role/n"];
+    let readable = |extra: &[&str]| -> Vec<String> {
+        let output = stoker(&[&role[..], extra].concat(), None);
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        let policy: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+        let statements = policy["Statement"].as_array().expect("statements");
+        let read = statements.iter().find(|s| s["Sid"] == "ReadAmiParameters").expect("the SSM statement");
+        serde_json::from_value(read["Resource"].clone()).expect("resources")
+    };
+    assert_eq!(
+        readable(&[]),
+        ["arn:aws:ssm:*::parameter/aws/service/*", "arn:aws:ssm:*:111122223333:parameter/stoker/*"]
+    );
+    assert_eq!(
+        readable(&[
+            "--ami-parameter",
+            "/golden-ami/*",
+            "--ami-parameter",
+            "arn:aws:ssm:us-east-1:444455556666:parameter/ami"
+        ]),
+        [
+            "arn:aws:ssm:*::parameter/aws/service/*",
+            "arn:aws:ssm:*:111122223333:parameter/golden-ami/*",
+            "arn:aws:ssm:us-east-1:444455556666:parameter/ami"
+        ]
+    );
+}
+
+#[test]
 fn exit_codes_say_what_went_wrong() {
     assert_eq!(code(&stoker(&["validate", "-f", "examples/ec2nodeclass.yaml"], None)), 0);
     assert_eq!(code(&stoker(&["validate", "-f", "-"], Some(INVALID_POOL))), i32::from(exit::INVALID));

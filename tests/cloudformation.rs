@@ -34,6 +34,8 @@ fn the_template_carries_the_policy_stoker_iam_policy_prints() {
         ("${ClusterName}", "prod"),
         ("${NodeRole.Arn}", role),
         ("${InterruptionQueue.Arn}", "arn:aws:sqs:eu-west-1:111122223333:prod-stoker-interruptions"),
+        // The template's default, which is the command's.
+        ("${AmiParameters}", "stoker/*"),
     ]
     .iter()
     .fold(document.to_owned(), |text, (placeholder, value)| text.replace(placeholder, value));

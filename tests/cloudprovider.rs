@@ -17,7 +17,10 @@ use stoker::{
     },
     cloudprovider::{
         CloudError, CloudProvider, Followers, PriorLaunches,
-        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, aws_config, batching::BatchWindow, catalog},
+        aws::{
+            AwsCloudProvider, AwsOptions, ClusterInfo, ami::arch_of, aws_config, batching::BatchWindow, catalog,
+            stoker_config,
+        },
     },
 };
 use support::fault_proxy::{CapacityRule, FaultProxy};
@@ -69,7 +72,9 @@ async fn harness_in(region: Option<String>, configure: impl FnOnce(&mut AwsOptio
     configure(&mut options);
     let provider = AwsCloudProvider::from_clients(
         proxied,
-        aws_sdk_ssm::Client::new(&config),
+        // As stoker's own clients make them, so the IAM check over recorded calls covers the
+        // parameters these tests name.
+        aws_sdk_ssm::Client::new(&stoker_config(&config)),
         aws_sdk_iam::Client::new(&config),
         options,
     );
@@ -187,6 +192,52 @@ async fn node_class_resolves_and_the_catalog_is_priced_per_zone() {
     assert_eq!(*types, *refreshed, "the same catalog and prices give the same types");
     let after = h.provider.instance_types(&h.class).await.expect("instance types");
     assert!(std::sync::Arc::ptr_eq(&refreshed, &after), "the refresh left the new pricing in the cache");
+}
+
+/// An `ssmParameter` term resolves to the image its parameter holds and follows the parameter as
+/// an image pipeline updates it; a parameter that is missing, or holds something other than an
+/// AMI ID, is an error naming it.
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn an_ssm_parameter_term_follows_the_image_its_parameter_holds() {
+    let h = harness(Duration::from_secs(180)).await;
+    let ssm = aws_sdk_ssm::Client::new(&aws_config(None).await);
+    let name = format!("/stoker/{}/golden-ami", h.cluster);
+    let put = |value: &str| {
+        ssm.put_parameter()
+            .name(&name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+    };
+    let with_term = |parameter: &str| {
+        let mut class = h.class.clone();
+        class.spec.ami_selector_terms =
+            vec![serde_json::from_value(serde_json::json!({"ssmParameter": parameter})).expect("a term")];
+        class
+    };
+    let class = with_term(&name);
+    let resolved = |status: &stoker::apis::ec2nodeclass::EC2NodeClassStatus| -> Vec<(String, String)> {
+        status.amis.iter().map(|ami| (ami.id.clone(), arch_of(ami).unwrap_or_default().to_owned())).collect()
+    };
+
+    put("ami-0e0a202300000000").await.expect("PutParameter");
+    let status = h.provider.resolve_node_class(&class).await.expect("the class resolves");
+    assert_eq!(resolved(&status), [("ami-0e0a202300000000".to_owned(), "amd64".to_owned())]);
+    // The pipeline publishes another image: the next resolution follows (and drift the nodes).
+    put("ami-0e0a202300000001").await.expect("PutParameter");
+    let status = h.provider.resolve_node_class(&class).await.expect("the class resolves");
+    assert_eq!(resolved(&status), [("ami-0e0a202300000001".to_owned(), "arm64".to_owned())]);
+
+    put("golden-2026-12").await.expect("PutParameter");
+    let error = h.provider.resolve_node_class(&class).await.expect_err("not an AMI ID");
+    assert_eq!(error.reason(), "InvalidConfiguration");
+    assert!(error.to_string().contains(&format!("{name:?} holds \"golden-2026-12\", not an AMI ID")), "{error}");
+    let missing = format!("{name}-missing");
+    let error = h.provider.resolve_node_class(&with_term(&missing)).await.expect_err("no such parameter");
+    assert_eq!(error.reason(), "InvalidConfiguration");
+    assert!(error.to_string().contains(&format!("{missing:?} does not exist")), "{error}");
 }
 
 /// The Price List client and parser on AWS's own replies: the emulator answers GetProducts from

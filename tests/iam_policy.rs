@@ -128,6 +128,11 @@ fn stoker_can_never_touch_what_is_not_its_own() {
             },
         ),
         (
+            "read a parameter of this account outside the AMI parameters named",
+            IamRequest::new("ssm:GetParameter", format!("arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/golden-ami")),
+            IamRequest::new("ssm:GetParameter", format!("arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/stoker/golden-ami")),
+        ),
+        (
             "delete another instance profile",
             IamRequest::new("iam:DeleteInstanceProfile", &profile).resource_tags(&owned_by("other")),
             IamRequest::new("iam:DeleteInstanceProfile", &profile).resource_tags(&ours),

@@ -42,9 +42,9 @@ pub struct EC2NodeClassSpec {
     /// alternatives.
     #[schemars(length(min = 1, max = 30))]
     pub security_group_selector_terms: Vec<SecurityGroupSelectorTerm>,
-    /// AMIs to launch, found by alias (`al2023@latest`), tags, ID or name. Terms are
-    /// alternatives; an alias term must stand alone. The newest matching AMI per architecture is
-    /// used.
+    /// AMIs to launch, found by alias (`al2023@latest`), SSM parameter, tags, ID or name. Terms
+    /// are alternatives; an alias term must stand alone. The newest matching AMI per
+    /// architecture is used.
     #[schemars(length(min = 1, max = 30))]
     pub ami_selector_terms: Vec<AmiSelectorTerm>,
     /// On-Demand Capacity Reservations to launch into, found by ID or by tags (optionally with
@@ -171,13 +171,14 @@ pub struct CapacityReservationSelectorTerm {
     pub owner_id: Option<String>,
 }
 
-/// Finds AMIs by alias, tags, ID or name (with an optional owner).
+/// Finds AMIs by alias, SSM parameter, tags, ID or name (with an optional owner).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.alias) ? !(has(self.tags) || has(self.id) || has(self.name) || has(self.owner)) : true").message("'alias' is mutually exclusive with the other fields of an amiSelectorTerm"),
+    validation = Rule::new("has(self.alias) ? !(has(self.tags) || has(self.id) || has(self.name) || has(self.owner) || has(self.ssmParameter)) : true").message("'alias' is mutually exclusive with the other fields of an amiSelectorTerm"),
+    validation = Rule::new("has(self.ssmParameter) ? !(has(self.tags) || has(self.id) || has(self.name) || has(self.owner)) : true").message("'ssmParameter' is mutually exclusive with the other fields of an amiSelectorTerm"),
     validation = Rule::new("has(self.id) ? !(has(self.tags) || has(self.name) || has(self.owner)) : true").message("'id' is mutually exclusive with 'tags', 'name' and 'owner'"),
-    validation = Rule::new("has(self.alias) || has(self.tags) || has(self.id) || has(self.name)").message("an amiSelectorTerm needs one of 'alias', 'tags', 'id' or 'name'"),
+    validation = Rule::new("has(self.alias) || has(self.ssmParameter) || has(self.tags) || has(self.id) || has(self.name)").message("an amiSelectorTerm needs one of 'alias', 'ssmParameter', 'tags', 'id' or 'name'"),
 )]
 pub struct AmiSelectorTerm {
     /// An AMI family and version resolved through AWS's public SSM parameters, for example
@@ -200,6 +201,13 @@ pub struct AmiSelectorTerm {
     /// The AMI owner: an account ID or `self`, `amazon`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// An SSM parameter (name or ARN) whose value is an AMI ID, for example one an image
+    /// pipeline updates: `/stoker/golden-ami/x86_64`. Read again at every refresh, so a new
+    /// value drifts the nodes. The controller's policy must let it read the parameter
+    /// (`stoker iam-policy --ami-parameter`; `/stoker/*` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub ssm_parameter: Option<String>,
 }
 
 /// How an AMI expects to be bootstrapped.
@@ -316,9 +324,13 @@ fn one() -> i64 {
     1
 }
 
-/// Kubelet settings that also shape a node's allocatable resources.
+/// Kubelet settings: the ones that shape a node's allocatable resources, which stoker's plans
+/// follow, and the image garbage collection, CFS quota and soft-eviction grace cap it passes on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.imageGCHighThresholdPercent) && has(self.imageGCLowThresholdPercent) ? self.imageGCHighThresholdPercent > self.imageGCLowThresholdPercent : true").message("imageGCHighThresholdPercent must be greater than imageGCLowThresholdPercent").field_path(".imageGCLowThresholdPercent"),
+)]
 pub struct KubeletConfiguration {
     /// Maximum pods per node; defaults to what the instance type's network interfaces allow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,6 +369,25 @@ pub struct KubeletConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(rename = "clusterDNS")]
     pub cluster_dns: Option<Vec<String>>,
+    /// The longest grace period (seconds) a pod evicted for a soft threshold gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub eviction_max_pod_grace_period: Option<i32>,
+    /// Disk usage (percent) from which the kubelet always deletes unused images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub image_gc_high_threshold_percent: Option<i32>,
+    /// Disk usage (percent) image garbage collection brings the node back down to; below
+    /// `imageGCHighThresholdPercent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub image_gc_low_threshold_percent: Option<i32>,
+    /// Whether containers' CPU limits are enforced with CFS quota (the kubelet's default: true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cpuCFSQuota")]
+    pub cpu_cfs_quota: Option<bool>,
 }
 
 /// What stoker resolved the node class to.

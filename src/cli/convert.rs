@@ -284,6 +284,7 @@ spec:
   context: capacity-reservation-context
   metadataOptions: {httpTokens: required, httpPutResponseHopLimit: 1}
   kubelet: {maxPods: 110, cpuCFSQuota: true}
+  blockDeviceMappings: [{deviceName: /dev/xvda, rootVolume: true, ebs: {volumeSize: 100Gi, volumeInitializationRate: 300}}]
 ";
 
     fn converted(conversion: Conversion) -> (Value, Vec<String>, Vec<String>) {
@@ -315,7 +316,8 @@ spec:
     fn fields_stoker_lacks_are_dropped_and_named_at_any_depth() {
         let (document, notes, problems) = converted(convert(KARPENTER_NODECLASS));
         assert_eq!(problems, Vec::<String>::new());
-        assert_eq!(document["spec"]["kubelet"], json!({"maxPods": 110}));
+        assert_eq!(document["spec"]["kubelet"], json!({"maxPods": 110, "cpuCFSQuota": true}));
+        assert_eq!(document["spec"]["blockDeviceMappings"][0]["ebs"], json!({"volumeSize": "100Gi"}));
         assert_eq!(document["spec"]["instanceStorePolicy"], "RAID0");
         let reservations = json!([{"tags": {"team": "ml"}, "ownerID": "123456789012"}, {"id": "cr-0abc"}]);
         assert_eq!(document["spec"]["capacityReservationSelectorTerms"], reservations);
@@ -323,7 +325,7 @@ spec:
         assert_eq!(
             notes,
             vec![
-                "spec.kubelet.cpuCFSQuota: dropped (stoker has no such field)",
+                "spec.blockDeviceMappings[0].ebs.volumeInitializationRate: dropped (stoker has no such field)",
                 "spec.context: dropped (stoker has no such field)",
             ]
         );
@@ -337,9 +339,10 @@ spec:
 
     #[test]
     fn a_term_emptied_by_dropping_is_a_problem_not_a_silent_change() {
-        let yaml = KARPENTER_NODECLASS.replace("[{alias: al2023@latest}]", "[{ssmParameter: /my/ami}]");
+        // A selector field of a Karpenter release newer than this stoker.
+        let yaml = KARPENTER_NODECLASS.replace("[{alias: al2023@latest}]", "[{imageFamily: golden}]");
         let (_, notes, problems) = converted(convert(&yaml));
-        assert!(notes.contains(&"spec.amiSelectorTerms[0].ssmParameter: dropped (stoker has no such field)".into()));
+        assert!(notes.contains(&"spec.amiSelectorTerms[0].imageFamily: dropped (stoker has no such field)".into()));
         assert!(!problems.is_empty(), "an empty AMI term must not pass");
     }
 

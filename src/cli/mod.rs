@@ -137,6 +137,11 @@ pub enum Command {
         /// The interruption queue's name or ARN, when `settings.interruptionQueue` is set.
         #[arg(long)]
         interruption_queue: Option<String>,
+        /// An SSM parameter EC2NodeClasses' `amiSelectorTerms[].ssmParameter` may name, besides
+        /// AWS's public ones: a name in the node role's account (`*` wildcards allowed) or an
+        /// ARN; repeatable.
+        #[arg(long = "ami-parameter", default_value = crate::cloudprovider::aws::iam_policy::DEFAULT_AMI_PARAMETERS)]
+        ami_parameters: Vec<String>,
     },
 }
 
@@ -292,10 +297,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{}", cloudformation::render()?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::IamPolicy { cluster_name, node_role_arn, region, interruption_queue } => {
+        Command::IamPolicy { cluster_name, node_role_arn, region, interruption_queue, ami_parameters } => {
             use crate::cloudprovider::aws::iam_policy::{PolicyScope, policy};
-            let scope =
-                PolicyScope::for_role(&cluster_name, &node_role_arn, region.as_deref(), interruption_queue.as_deref())?;
+            let scope = PolicyScope {
+                ami_parameters,
+                ..PolicyScope::for_role(
+                    &cluster_name,
+                    &node_role_arn,
+                    region.as_deref(),
+                    interruption_queue.as_deref(),
+                )?
+            };
             println!("{}", serde_json::to_string_pretty(&policy(&scope))?);
             Ok(ExitCode::SUCCESS)
         }

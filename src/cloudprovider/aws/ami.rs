@@ -1,7 +1,8 @@
 //! AMI selection, the pure part: which public SSM parameters an alias names (one per architecture
-//! and variant: AL2023's standard, NVIDIA and Neuron builds), which of the images a selector found
-//! is used for each architecture and variant (the newest), and which image an instance type
-//! launches with (the first whose requirements its labels meet).
+//! and variant: AL2023's standard, NVIDIA and Neuron builds), what an `ssmParameter` term's value
+//! must look like, which of the images a selector found is used for each architecture and
+//! variant (the newest), and which image an instance type launches with (the first whose
+//! requirements its labels meet).
 
 use std::collections::BTreeMap;
 
@@ -108,6 +109,13 @@ impl Alias {
     }
 }
 
+/// Whether `text` has the shape of an AMI ID (`ami-` and lowercase hex), as an SSM parameter
+/// named by `amiSelectorTerms[].ssmParameter` must hold.
+pub fn is_image_id(text: &str) -> bool {
+    text.strip_prefix("ami-")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()))
+}
+
 /// An image as DescribeImages reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image {
@@ -182,6 +190,14 @@ mod tests {
         );
         assert!(Alias::parse("windows@latest").is_err());
         assert!(Alias::parse("al2023").is_err());
+    }
+
+    #[test]
+    fn only_ami_ids_are_images() {
+        assert!(is_image_id("ami-0abc123"));
+        for not_one in ["", "ami-", "ami-0ABC", "ami-0abc 1", "snap-0abc", "resolve:ssm:/x", "ami-0abc\n"] {
+            assert!(!is_image_id(not_one), "{not_one:?}");
+        }
     }
 
     #[test]

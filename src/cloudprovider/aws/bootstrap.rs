@@ -96,6 +96,10 @@ fn al2023(cluster: &ClusterInfo, node: &NodeBootstrap) -> Result<String, CloudEr
             ("evictionSoft", kubelet.eviction_soft.as_ref().map(|v| json!(v))),
             ("evictionSoftGracePeriod", kubelet.eviction_soft_grace_period.as_ref().map(|v| json!(v))),
             ("clusterDNS", kubelet.cluster_dns.as_ref().map(|v| json!(v))),
+            ("evictionMaxPodGracePeriod", kubelet.eviction_max_pod_grace_period.map(|v| json!(v))),
+            ("imageGCHighThresholdPercent", kubelet.image_gc_high_threshold_percent.map(|v| json!(v))),
+            ("imageGCLowThresholdPercent", kubelet.image_gc_low_threshold_percent.map(|v| json!(v))),
+            ("cpuCFSQuota", kubelet.cpu_cfs_quota.map(|v| json!(v))),
         ];
         kubelet_config.extend(settings.into_iter().filter_map(|(key, value)| Some((key.to_owned(), value?))));
     }
@@ -221,9 +225,10 @@ fn bottlerocket(cluster: &ClusterInfo, node: &NodeBootstrap) -> Result<String, C
     toml::to_string(&document).map_err(|e| invalid(e.to_string()))
 }
 
-/// The kubelet settings stoker's capacity figures assume, in Bottlerocket's names: the node
-/// must reserve and evict as the allocatable stoker planned with says. (`podsPerCore` has no
-/// Bottlerocket setting: such nodes take the ENI limit, more pods than stoker plans for.)
+/// The kubelet settings in Bottlerocket's names: those stoker's capacity figures assume (the
+/// node must reserve and evict as the allocatable stoker planned with says) and the rest the
+/// class passes on. (`podsPerCore` has no Bottlerocket setting: such nodes take the ENI limit,
+/// more pods than stoker plans for.)
 fn bottlerocket_kubelet(kubernetes: &mut toml::Table, kubelet: &KubeletConfiguration) -> Result<(), String> {
     fn strings<'a, V: 'a>(
         target: &mut toml::Table,
@@ -238,8 +243,19 @@ fn bottlerocket_kubelet(kubernetes: &mut toml::Table, kubelet: &KubeletConfigura
         }
         Ok(())
     }
-    if let Some(max_pods) = kubelet.max_pods {
-        kubernetes.insert("max-pods".into(), i64::from(max_pods).into());
+    let integers = [
+        ("max-pods", kubelet.max_pods),
+        ("eviction-max-pod-grace-period", kubelet.eviction_max_pod_grace_period),
+        ("image-gc-high-threshold-percent", kubelet.image_gc_high_threshold_percent),
+        ("image-gc-low-threshold-percent", kubelet.image_gc_low_threshold_percent),
+    ];
+    for (key, value) in integers {
+        if let Some(value) = value {
+            kubernetes.insert(key.into(), i64::from(value).into());
+        }
+    }
+    if let Some(enforced) = kubelet.cpu_cfs_quota {
+        kubernetes.insert("cpu-cfs-quota-enforced".into(), enforced.into());
     }
     strings(kubernetes, "kube-reserved", kubelet.kube_reserved.as_ref(), |q| q.0.clone())?;
     strings(kubernetes, "system-reserved", kubelet.system_reserved.as_ref(), |q| q.0.clone())?;
@@ -328,7 +344,14 @@ mod tests {
 
     #[test]
     fn al2023_node_config_carries_cluster_labels_taints_and_kubelet_settings() {
-        let kubelet = KubeletConfiguration { max_pods: Some(58), ..Default::default() };
+        let kubelet = KubeletConfiguration {
+            max_pods: Some(58),
+            eviction_max_pod_grace_period: Some(60),
+            image_gc_high_threshold_percent: Some(85),
+            image_gc_low_threshold_percent: Some(80),
+            cpu_cfs_quota: Some(false),
+            ..Default::default()
+        };
         let text =
             user_data(AmiFamily::AL2023, &cluster(), &node(None, Some(&kubelet))).expect("renders").expect("some");
         assert!(text.starts_with("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"//stoker//\""));
@@ -337,7 +360,12 @@ mod tests {
         assert_eq!(config["spec"]["cluster"]["name"], "prod");
         assert_eq!(config["spec"]["cluster"]["apiServerEndpoint"], "https://example.eks.amazonaws.com");
         assert_eq!(config["spec"]["cluster"]["cidr"], "10.100.0.0/16");
-        assert_eq!(config["spec"]["kubelet"]["config"]["maxPods"], 58);
+        let kubelet_config = &config["spec"]["kubelet"]["config"];
+        assert_eq!(kubelet_config["maxPods"], 58);
+        assert_eq!(kubelet_config["evictionMaxPodGracePeriod"], 60);
+        assert_eq!(kubelet_config["imageGCHighThresholdPercent"], 85);
+        assert_eq!(kubelet_config["imageGCLowThresholdPercent"], 80);
+        assert_eq!(kubelet_config["cpuCFSQuota"], false);
         let flags: Vec<&str> =
             config["spec"]["kubelet"]["flags"].as_array().expect("flags").iter().filter_map(|f| f.as_str()).collect();
         assert_eq!(
@@ -384,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn bottlerocket_nodes_reserve_and_evict_as_stoker_planned() {
+    fn bottlerocket_nodes_take_every_kubelet_setting() {
         let kubelet: KubeletConfiguration = serde_json::from_value(serde_json::json!({
             "maxPods": 58,
             "kubeReserved": {"cpu": "200m", "memory": "1Gi"},
@@ -392,7 +420,11 @@ mod tests {
             "evictionHard": {"memory.available": "5%"},
             "evictionSoft": {"nodefs.available": "15%"},
             "evictionSoftGracePeriod": {"nodefs.available": "1m"},
-            "clusterDNS": ["10.0.0.10"]
+            "clusterDNS": ["10.0.0.10"],
+            "evictionMaxPodGracePeriod": 60,
+            "imageGCHighThresholdPercent": 85,
+            "imageGCLowThresholdPercent": 80,
+            "cpuCFSQuota": false
         }))
         .expect("kubelet settings");
         let text = user_data(AmiFamily::Bottlerocket, &cluster(), &node(None, Some(&kubelet))).expect("renders");
@@ -406,6 +438,10 @@ mod tests {
         assert_eq!(kubernetes["eviction-soft"]["nodefs.available"].as_str(), Some("15%"));
         assert_eq!(kubernetes["eviction-soft-grace-period"]["nodefs.available"].as_str(), Some("1m"));
         assert_eq!(kubernetes["cluster-dns-ip"].as_str(), Some("10.0.0.10"));
+        assert_eq!(kubernetes["eviction-max-pod-grace-period"].as_integer(), Some(60));
+        assert_eq!(kubernetes["image-gc-high-threshold-percent"].as_integer(), Some(85));
+        assert_eq!(kubernetes["image-gc-low-threshold-percent"].as_integer(), Some(80));
+        assert_eq!(kubernetes["cpu-cfs-quota-enforced"].as_bool(), Some(false));
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn controller_policy() -> Value {
         cluster: "${ClusterName}".into(),
         node_role_arn: "${NodeRole.Arn}".into(),
         interruption_queue_arn: Some("${InterruptionQueue.Arn}".into()),
+        ami_parameters: vec!["${AmiParameters}".into()],
     };
     sub(&serde_json::to_string_pretty(&policy(&scope)).unwrap_or_default())
 }
@@ -96,6 +97,12 @@ pub fn template() -> Value {
             },
             "Namespace": {"Type": "String", "Default": "stoker", "Description": "The namespace stoker is installed in"},
             "ServiceAccount": {"Type": "String", "Default": "stoker", "Description": "The controller's service account"},
+            "AmiParameters": {
+                "Type": "String",
+                "Default": "stoker/*",
+                "MinLength": 1,
+                "Description": "The SSM parameters (the name after parameter/, wildcards allowed) that EC2NodeClasses' amiSelectorTerms[].ssmParameter may name, besides AWS's public ones",
+            },
         },
         "Conditions": {
             "UseIrsa": {"Fn::Equals": [{"Ref": "ControllerIdentity"}, "IRSA"]},

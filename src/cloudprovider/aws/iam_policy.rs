@@ -8,8 +8,8 @@
 //! scoping), everything stoker creates must carry both of its ownership tags in the request,
 //! tags may only be written while creating (and, once, the NodeClaim's name on an instance of
 //! this cluster launched for several), and terminate, delete and instance-profile changes need
-//! both ownership tags on the resource. Only the node role can be passed, only to EC2, and
-//! only the public EKS AMI parameters can be read.
+//! both ownership tags on the resource. Only the node role can be passed, only to EC2, and only
+//! AWS's public AMI parameters and those named for `ssmParameter` terms can be read.
 
 use serde_json::{Value, json};
 
@@ -32,7 +32,15 @@ pub struct PolicyScope {
     pub node_role_arn: String,
     /// The interruption queue, when one is used.
     pub interruption_queue_arn: Option<String>,
+    /// The SSM parameters `amiSelectorTerms[].ssmParameter` may name, besides AWS's public
+    /// ones: names in this account (`*` wildcards allowed) or ARNs (parameters shared by
+    /// another account).
+    pub ami_parameters: Vec<String>,
 }
+
+/// The parameters a policy lets stoker read for `ssmParameter` terms unless told otherwise:
+/// the account's own under `/stoker/`.
+pub const DEFAULT_AMI_PARAMETERS: &str = "/stoker/*";
 
 /// Why a scope cannot be built from the command line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,6 +85,7 @@ impl PolicyScope {
             cluster: cluster.to_owned(),
             node_role_arn: node_role_arn.to_owned(),
             interruption_queue_arn,
+            ami_parameters: vec![DEFAULT_AMI_PARAMETERS.to_owned()],
         })
     }
 
@@ -87,6 +96,20 @@ impl PolicyScope {
         match resource.starts_with("image/") || resource.starts_with("snapshot/") {
             true => format!("arn:{partition}:ec2:{region}::{resource}"),
             false => format!("arn:{partition}:ec2:{region}:{account}:{resource}"),
+        }
+    }
+
+    /// The ARN of an SSM parameter given by name (in this account) or by ARN.
+    fn ssm_parameter(&self, parameter: &str) -> String {
+        match parameter.starts_with("arn:") {
+            true => parameter.to_owned(),
+            false => format!(
+                "arn:{}:ssm:{}:{}:parameter/{}",
+                self.partition,
+                self.region,
+                self.account,
+                parameter.trim_start_matches('/')
+            ),
         }
     }
 
@@ -187,10 +210,12 @@ pub fn policy(scope: &PolicyScope) -> Value {
             "Condition": {"StringEquals": ownership(&scope.cluster, "ResourceTag")},
         }),
         json!({
-            "Sid": "ReadPublicAmiParameters",
+            "Sid": "ReadAmiParameters",
             "Effect": "Allow",
             "Action": "ssm:GetParameter",
-            "Resource": format!("arn:{}:ssm:{}::parameter/aws/service/*", scope.partition, scope.region),
+            "Resource": std::iter::once(format!("arn:{}:ssm:{}::parameter/aws/service/*", scope.partition, scope.region))
+                .chain(scope.ami_parameters.iter().map(|parameter| scope.ssm_parameter(parameter)))
+                .collect::<Vec<_>>(),
         }),
         json!({
             "Sid": "ReadPrices",
@@ -311,6 +336,39 @@ mod tests {
             "arn:aws:ec2:eu-west-1::image/*",
             "images belong to no account"
         );
+    }
+
+    #[test]
+    fn ami_parameters_are_aws_public_ones_and_those_named() {
+        let read = |scope: &PolicyScope| {
+            let document = policy(scope);
+            let statement = document["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == "ReadAmiParameters");
+            statement.unwrap()["Resource"].clone()
+        };
+        assert_eq!(
+            read(&scope()),
+            json!([
+                "arn:aws:ssm:eu-west-1::parameter/aws/service/*",
+                "arn:aws:ssm:eu-west-1:111122223333:parameter/stoker/*"
+            ])
+        );
+        let named = PolicyScope {
+            ami_parameters: vec![
+                "golden-ami/*".into(),
+                "arn:aws:ssm:eu-west-1:444455556666:parameter/shared/ami".into(),
+            ],
+            ..scope()
+        };
+        assert_eq!(
+            read(&named),
+            json!([
+                "arn:aws:ssm:eu-west-1::parameter/aws/service/*",
+                "arn:aws:ssm:eu-west-1:111122223333:parameter/golden-ami/*",
+                "arn:aws:ssm:eu-west-1:444455556666:parameter/shared/ami"
+            ])
+        );
+        let none = PolicyScope { ami_parameters: Vec::new(), ..scope() };
+        assert_eq!(read(&none), json!(["arn:aws:ssm:eu-west-1::parameter/aws/service/*"]));
     }
 
     #[test]

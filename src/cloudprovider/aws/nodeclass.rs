@@ -1,5 +1,5 @@
 //! Resolving an EC2NodeClass's selector terms against EC2 (subnets, security groups, AMIs
-//! through SSM aliases, active capacity reservations with their free room) and its role into an
+//! directly or through SSM parameters, active capacity reservations with their free room) and its role into an
 //! instance profile managed by stoker; and which reservations nodes launched into have ended.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AwsCloudProvider,
-    ami::{ARCHES, Alias, Image, Variant, newest_per_arch},
+    ami::{ARCHES, Alias, Image, Variant, is_image_id, newest_per_arch},
     aws_error,
 };
 use crate::{
@@ -70,9 +70,10 @@ pub async fn resolve(provider: &AwsCloudProvider, class: &EC2NodeClass) -> Resul
     };
     let mut images = Vec::new();
     for term in &class.spec.ami_selector_terms {
-        images.extend(match &term.alias {
-            Some(alias) => alias_images(provider, &Alias::parse(alias)?).await?,
-            None => {
+        images.extend(match (&term.alias, &term.ssm_parameter) {
+            (Some(alias), _) => alias_images(provider, &Alias::parse(alias)?).await?,
+            (None, Some(parameter)) => parameter_images(provider, parameter).await?,
+            (None, None) => {
                 let mut filters = term.tags.as_ref().map(tag_filters).unwrap_or_default();
                 filters.extend(term.id.as_deref().map(|id| filter("image-id", id)));
                 filters.extend(term.name.as_deref().map(|name| filter("name", name)));
@@ -242,8 +243,6 @@ async fn active_among(provider: &AwsCloudProvider, ids: &[String]) -> Result<Opt
     Ok(Some(active))
 }
 
-/// The images an alias names for this cluster's Kubernetes version, one per architecture whose
-/// public parameter exists.
 /// The images an alias names: one per architecture and variant the family publishes (a variant
 /// without a parameter, as Neuron on arm64, is left out).
 async fn alias_images(provider: &AwsCloudProvider, alias: &Alias) -> Result<Vec<Image>, CloudError> {
@@ -275,6 +274,27 @@ async fn alias_images(provider: &AwsCloudProvider, alias: &Alias) -> Result<Vec<
         image.variant = variants.get(&image.id).copied().flatten();
     }
     Ok(images)
+}
+
+/// The image an `ssmParameter` term names: its value, an AMI ID. A parameter that does not exist
+/// or holds something else is the class's error, named in its Ready condition, rather than a
+/// term matching nothing: the term names exactly one thing, so finding none is a mistake to show.
+async fn parameter_images(provider: &AwsCloudProvider, parameter: &str) -> Result<Vec<Image>, CloudError> {
+    let invalid = |detail: String| {
+        CloudError::InvalidConfiguration(format!("amiSelectorTerms ssmParameter {parameter:?} {detail}"))
+    };
+    let value = match provider.ssm.get_parameter().name(parameter).send().await {
+        Ok(output) => output.parameter.and_then(|p| p.value).unwrap_or_default(),
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_parameter_not_found()) => {
+            return Err(invalid("does not exist".into()));
+        }
+        Err(error) => return Err(aws_error("GetParameter")(error)),
+    };
+    let id = value.trim();
+    if !is_image_id(id) {
+        return Err(invalid(format!("holds {value:?}, not an AMI ID")));
+    }
+    describe_images(provider, vec![filter("image-id", id)], Vec::new()).await
 }
 
 async fn describe_images(
