@@ -10,43 +10,11 @@ mod support;
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::CapacityReservationInstancePlatform;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Node};
 use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use stoker::{apis::EC2NodeClass, cloudprovider::aws::aws_config};
 use support::{apply, claims_of, running};
-
-/// Buys a one-instance m5.large block in us-east-1a tagged `team=<team>` that ends `ends_in`
-/// from now (24 hours long, so started 24 hours before that); returns its ID.
-async fn buy_block(ec2: &aws_sdk_ec2::Client, team: &str, ends_in: chrono::TimeDelta) -> String {
-    let start = chrono::Utc::now() + ends_in - chrono::TimeDelta::hours(24);
-    let offerings = ec2
-        .describe_capacity_block_offerings()
-        .instance_type("m5.large")
-        .instance_count(1)
-        .capacity_duration_hours(24)
-        .start_date_range(aws_sdk_ec2::primitives::DateTime::from_secs(start.timestamp()))
-        .send()
-        .await
-        .expect("Capacity Block offerings");
-    let offering = offerings
-        .capacity_block_offerings()
-        .iter()
-        .find(|o| o.availability_zone() == Some("us-east-1a"))
-        .and_then(|o| o.capacity_block_offering_id())
-        .expect("an offering in us-east-1a");
-    let bought = ec2
-        .purchase_capacity_block()
-        .capacity_block_offering_id(offering)
-        .instance_platform(CapacityReservationInstancePlatform::LinuxUnix)
-        .tag_specifications(support::reservation_tags(team))
-        .send()
-        .await
-        .expect("a Capacity Block");
-    let id = bought.capacity_reservation().and_then(|r| r.capacity_reservation_id());
-    id.expect("its ID").to_owned()
-}
 
 #[tokio::test]
 #[ignore = "needs the local environment: run hack/test.sh"]
@@ -56,7 +24,9 @@ async fn a_capacity_block_is_launched_into_and_drained_before_it_ends() {
     let ec2 = aws_sdk_ec2::Client::new(&aws_config(None).await);
     // A tag of this run's own, so no other reservation in the emulator can match.
     let team = format!("blocks-{}", std::process::id());
-    let block = buy_block(&ec2, &team, chrono::TimeDelta::minutes(40) + chrono::TimeDelta::seconds(75)).await;
+    // 24 hours long, ending 40 minutes and 75 seconds from now.
+    let ends = chrono::Utc::now() + chrono::TimeDelta::minutes(40) + chrono::TimeDelta::seconds(75);
+    let block = support::capacity_block(&ec2, &team, ends - chrono::TimeDelta::hours(24), 24).await;
 
     let mut class = support::example("ec2nodeclass.yaml");
     class["metadata"]["name"] = json!("blocks");

@@ -240,6 +240,42 @@ async fn an_ssm_parameter_term_follows_the_image_its_parameter_holds() {
     assert!(error.to_string().contains(&format!("{missing:?} does not exist")), "{error}");
 }
 
+/// A Capacity Block bought ahead is listed `scheduled` with its start, and nothing is offered in
+/// it until then; from its start it resolves `active` and is offered as reserved capacity.
+#[tokio::test]
+#[ignore = "needs the local environment: run hack/test.sh"]
+async fn a_capacity_block_bought_ahead_is_offered_from_its_start() {
+    let h = harness(Duration::from_secs(180)).await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws_config(None).await);
+    let team = format!("ahead-{}", h.cluster);
+    let start = chrono::Utc::now() + chrono::TimeDelta::seconds(15);
+    let block = support::capacity_block(&ec2, &team, start, 1).await;
+    let mut class = h.class.clone();
+    class.spec.capacity_reservation_selector_terms =
+        vec![serde_json::from_value(serde_json::json!({"tags": {"team": team}})).expect("a term")];
+    let offered_in_block = |types: &[stoker::scheduling::catalog::InstanceType]| {
+        let m5 = types.iter().find(|t| t.name == "m5.large").expect("m5.large");
+        m5.offerings.iter().filter(|o| o.reservation_id.as_deref() == Some(block.as_str())).count()
+    };
+
+    let status = h.provider.resolve_node_class(&class).await.expect("the class resolves");
+    let listed = status.capacity_reservations.iter().find(|r| r.id == block).expect("the block is listed");
+    assert_eq!((listed.state.as_str(), listed.reservation_type.as_str()), ("scheduled", "capacity-block"));
+    assert_eq!(listed.starts_at(), chrono::DateTime::from_timestamp(start.timestamp(), 0));
+    class.status = Some(status);
+    let types = h.provider.instance_types(&class).await.expect("instance types");
+    assert_eq!(offered_in_block(&types), 0, "nothing launches into it before its start");
+
+    let wait = (start - chrono::Utc::now() + chrono::TimeDelta::seconds(1)).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let status = h.provider.resolve_node_class(&class).await.expect("the class resolves");
+    let listed = status.capacity_reservations.iter().find(|r| r.id == block).expect("the block is listed");
+    assert_eq!((listed.state.as_str(), listed.start_time.as_deref()), ("active", None));
+    class.status = Some(status);
+    let types = h.provider.instance_types(&class).await.expect("instance types");
+    assert_eq!(offered_in_block(&types), 1, "offered from its start");
+}
+
 /// The Price List client and parser on AWS's own replies: the emulator answers GetProducts from
 /// recorded real items (`hack/emulator_price_list.py`): one, us-east-1's m5.large, whose terms
 /// hold its on-demand price and eleven reserved ones, several lower and some zero. The request

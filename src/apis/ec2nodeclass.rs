@@ -448,8 +448,13 @@ pub struct ResolvedCapacityReservation {
     /// When it ends (RFC 3339), if it has an end date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
-    /// `active`, or `expiring` for a Capacity Block in its last 40 minutes: nothing more is
-    /// launched into it, and its nodes are drained before EC2 reclaims them.
+    /// When it starts (RFC 3339), while it is `scheduled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// `active`; `scheduled` for one bought ahead (a Capacity Block) that has not started:
+    /// nothing launches into it before its start, when the class is resolved again; or
+    /// `expiring` for a Capacity Block in its last 40 minutes: nothing more is launched into
+    /// it, and its nodes are drained before EC2 reclaims them.
     #[serde(default = "active")]
     pub state: String,
 }
@@ -460,6 +465,8 @@ fn active() -> String {
 
 /// A reservation nodes may launch into.
 pub const RESERVATION_ACTIVE: &str = "active";
+/// A reservation that has not started yet (see [`ResolvedCapacityReservation::starts_at`]).
+pub const RESERVATION_SCHEDULED: &str = "scheduled";
 /// A Capacity Block whose nodes are being drained (see [`ResolvedCapacityReservation::drain_from`]).
 pub const RESERVATION_EXPIRING: &str = "expiring";
 
@@ -481,6 +488,7 @@ impl ResolvedCapacityReservation {
             instance_match_criteria: "targeted".into(),
             reservation_type: labels::RESERVATION_TYPE_DEFAULT.into(),
             end_time: None,
+            start_time: None,
             state: RESERVATION_ACTIVE.into(),
         }
     }
@@ -509,6 +517,18 @@ impl ResolvedCapacityReservation {
     /// Whether `now` is past [`Self::drain_from`].
     pub fn draining_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
         self.drain_from().is_some_and(|from| from <= now)
+    }
+
+    /// When a `scheduled` reservation starts (and can be launched into once the class is
+    /// resolved again); none once it has started, or for a start time that does not read.
+    pub fn starts_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let start = self.start_time.as_deref().filter(|_| self.state == RESERVATION_SCHEDULED)?;
+        chrono::DateTime::parse_from_rfc3339(start).ok().map(|start| start.to_utc())
+    }
+
+    /// Whether nodes may launch into it now: it has started and is not being drained.
+    pub fn launchable(&self) -> bool {
+        self.state == RESERVATION_ACTIVE
     }
 }
 

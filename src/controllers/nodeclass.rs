@@ -20,7 +20,7 @@ use crate::apis::condition;
 use crate::controllers::Provider;
 use crate::{
     apis::{
-        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus},
+        ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus, ResolvedCapacityReservation},
         nodeclaim::NodeClaim,
     },
     controllers::{
@@ -36,6 +36,9 @@ use crate::{
 pub const FINALIZER: &str = "stoker.dev/termination";
 /// How often a ready node class is resolved again.
 const REFRESH: Duration = Duration::from_secs(300);
+/// How soon a class is resolved again when a reservation it lists as scheduled has passed its
+/// start.
+const START_RECHECK: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
 /// The conditions for a resolution, and a message naming what is missing (when something is).
 pub fn decide_conditions(
@@ -156,14 +159,16 @@ async fn apply<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Act
     Ok(Action::requeue(if problem.is_some() { Duration::from_secs(60) } else { next_refresh(&status, Utc::now()) }))
 }
 
-/// When to resolve the class again: after [`REFRESH`], or sooner when a Capacity Block it
-/// selects is to start draining before then (its status then says `expiring`, and nothing more
-/// is launched into it).
+/// When to resolve the class again: after [`REFRESH`], or sooner when a reservation it selects
+/// starts before then (it is then launched into at once, not up to five minutes late) or a
+/// Capacity Block is to start draining (its status then says `expiring`, and nothing more is
+/// launched into it).
 fn next_refresh(status: &EC2NodeClassStatus, now: DateTime<Utc>) -> Duration {
-    let drains = status.capacity_reservations.iter().filter_map(|r| r.drain_from()).filter(|from| *from > now);
-    let until = drains.min().and_then(|from| (from - now).to_std().ok());
-    // A second past the moment, so the resolution falls after it.
-    until.map_or(REFRESH, |until| REFRESH.min(until + Duration::from_secs(1)))
+    let reservations = &status.capacity_reservations;
+    // EC2 may still list one as scheduled just after its start: look again shortly.
+    let start = |r: &ResolvedCapacityReservation| r.starts_at().map(|at| at.max(now + START_RECHECK));
+    let changes = reservations.iter().flat_map(|r| [start(r), r.drain_from()]).flatten();
+    reservations::until_next_mark(changes, now, REFRESH)
 }
 
 async fn cleanup<P: Provider>(class: &EC2NodeClass, ctx: &Shared<P>) -> Result<Cleanup> {
@@ -217,7 +222,10 @@ pub async fn run<P: Provider + 'static>(ctx: Arc<Shared<P>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apis::ec2nodeclass::{ResolvedAmi, ResolvedCapacityReservation, ResolvedSecurityGroup, ResolvedSubnet};
+    use crate::apis::ec2nodeclass::{
+        RESERVATION_ACTIVE, RESERVATION_SCHEDULED, ResolvedAmi, ResolvedCapacityReservation, ResolvedSecurityGroup,
+        ResolvedSubnet,
+    };
 
     #[test]
     fn a_class_is_resolved_again_when_a_capacity_block_it_selects_starts_draining() {
@@ -244,6 +252,33 @@ mod tests {
         assert_eq!(next_refresh(&status(vec![draining, later]), now), REFRESH, "one draining already");
         let unreadable = ResolvedCapacityReservation { end_time: Some("soon".into()), ..first };
         assert_eq!(unreadable.drain_from(), None);
+    }
+
+    #[test]
+    fn a_class_is_resolved_again_when_a_reservation_it_selects_starts() {
+        let now: DateTime<Utc> = "2026-12-07T11:29:00Z".parse().expect("a time");
+        let status = |reservations: Vec<ResolvedCapacityReservation>| EC2NodeClassStatus {
+            capacity_reservations: reservations,
+            ..Default::default()
+        };
+        let scheduled = |start: &str| ResolvedCapacityReservation {
+            state: RESERVATION_SCHEDULED.into(),
+            start_time: Some(start.into()),
+            ..ResolvedCapacityReservation::block("cr-1", "p5.48xlarge", "us-east-1a", "2026-12-08T11:30:00Z")
+        };
+        // Starts at 11:30, a minute from now: resolved a second after, and launched into then.
+        let soon = scheduled("2026-12-07T11:30:00Z");
+        assert_eq!(soon.starts_at(), Some("2026-12-07T11:30:00Z".parse().expect("a time")));
+        assert!(!soon.launchable());
+        assert_eq!(next_refresh(&status(vec![soon.clone()]), now), Duration::from_secs(61));
+        assert_eq!(next_refresh(&status(vec![scheduled("2026-12-08T09:00:00Z")]), now), REFRESH);
+        // Past its start and still listed as scheduled: EC2 has yet to start it; look again soon.
+        assert_eq!(next_refresh(&status(vec![scheduled("2026-12-07T11:00:00Z")]), now), Duration::from_secs(11));
+        let active = ResolvedCapacityReservation { state: RESERVATION_ACTIVE.into(), ..soon.clone() };
+        assert_eq!(active.starts_at(), None, "the start time matters only while scheduled");
+        assert!(active.launchable());
+        let unreadable = ResolvedCapacityReservation { start_time: Some("tomorrow".into()), ..soon };
+        assert_eq!(unreadable.starts_at(), None);
     }
 
     fn class() -> EC2NodeClass {

@@ -11,9 +11,9 @@
 //! its class no longer lists for deselected, and an ended one must not look so.
 //!
 //! A Capacity Block for ML ends otherwise: EC2 terminates its instances from 30 minutes before
-//! its end. So on the same minute's pass the nodes of every block within
-//! [`CAPACITY_BLOCK_DRAIN_LEAD`](crate::apis::ec2nodeclass::CAPACITY_BLOCK_DRAIN_LEAD) of its
-//! end (as its class resolved it) are replaced and drained, as an interruption's are
+//! its end. So on the same pass, which also runs at each block's drain mark, the nodes of every
+//! block within [`CAPACITY_BLOCK_DRAIN_LEAD`](crate::apis::ec2nodeclass::CAPACITY_BLOCK_DRAIN_LEAD)
+//! of its end (as its class resolved it) are replaced and drained, as an interruption's are
 //! (replacements first, then the claims deleted), with an Event `CapacityBlockEnding`; such a
 //! node is never relabelled on-demand.
 
@@ -88,11 +88,23 @@ pub fn in_ended<'a>(claims: &'a [Arc<NodeClaim>], ended: &[String]) -> Vec<&'a N
         .collect()
 }
 
-/// Checks every [`PERIOD`]. Only the leader runs it.
+/// How long to wait for the first of `marks` still to come: until a second past it (so what
+/// happens then is seen as happened), or `longest` when that is sooner or none is to come.
+pub fn until_next_mark(marks: impl Iterator<Item = DateTime<Utc>>, now: DateTime<Utc>, longest: Duration) -> Duration {
+    let until = marks.filter(|at| *at > now).min().and_then(|at| (at - now).to_std().ok());
+    until.map_or(longest, |until| longest.min(until + Duration::from_secs(1)))
+}
+
+/// How long the pass sleeps: [`PERIOD`], or until the next drain mark of a Capacity Block a class
+/// lists, so that block's nodes start draining at the mark rather than up to a minute after.
+fn next_pass(classes: &[Arc<EC2NodeClass>], now: DateTime<Utc>) -> Duration {
+    let reservations = classes.iter().filter_map(|class| class.status.as_ref()).flat_map(|s| &s.capacity_reservations);
+    until_next_mark(reservations.filter_map(ResolvedCapacityReservation::drain_from), now, PERIOD)
+}
+
+/// Checks every [`PERIOD`], and at each Capacity Block's drain mark. Only the leader runs it.
 pub async fn run<P: Provider>(ctx: Arc<Shared<P>>) {
-    let mut ticks = tokio::time::interval(PERIOD);
     loop {
-        ticks.tick().await;
         if let Err(error) = isolate("reservations", &ctx.metrics, relabel_ended(&ctx)).await {
             warn!(%error, "cannot relabel the nodes of ended capacity reservations");
             ctx.metrics.reconcile_failed("reservations", &error);
@@ -101,6 +113,7 @@ pub async fn run<P: Provider>(ctx: Arc<Shared<P>>) {
             warn!(%error, "cannot drain the nodes of ending Capacity Blocks");
             ctx.metrics.reconcile_failed("reservations", &error);
         }
+        tokio::time::sleep(next_pass(&ctx.state.classes.state(), Utc::now())).await;
     }
 }
 
@@ -266,6 +279,12 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert!(draining("2026-12-07T09:49:59Z").is_empty(), "more than 40 minutes before its end");
+        // The pass wakes a second after the first block's mark, not on its next minute.
+        let at = |at: &str| at.parse::<DateTime<Utc>>().expect("a time");
+        assert_eq!(next_pass(&classes, at("2026-12-07T09:49:30Z")), Duration::from_secs(31));
+        assert_eq!(next_pass(&classes, at("2026-12-07T09:40:00Z")), PERIOD);
+        assert_eq!(next_pass(&classes, at("2026-12-07T09:50:00Z")), PERIOD, "the first is draining already");
+        assert_eq!(next_pass(&classes, at("2026-12-07T11:19:50Z")), Duration::from_secs(11), "the second's mark");
         let expected = [("a".to_owned(), "cr-b1".to_owned()), ("b".to_owned(), "cr-b1".to_owned())];
         assert_eq!(draining("2026-12-07T09:50:00Z"), expected);
         assert_eq!(draining("2026-12-07T11:20:00Z").len(), 3, "the later block's too");

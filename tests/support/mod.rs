@@ -457,6 +457,42 @@ pub async fn capacity_reservation(ec2: &aws_sdk_ec2::Client, team: &str) -> Stri
     id.expect("its ID").to_owned()
 }
 
+/// Buys a one-instance m5.large Capacity Block in us-east-1a tagged `team=<team>`, from `start`
+/// for `hours` (the emulator sells blocks that started in the past); returns its ID.
+pub async fn capacity_block(
+    ec2: &aws_sdk_ec2::Client,
+    team: &str,
+    start: chrono::DateTime<chrono::Utc>,
+    hours: i32,
+) -> String {
+    use aws_sdk_ec2::{primitives::DateTime, types::CapacityReservationInstancePlatform};
+    let offerings = ec2
+        .describe_capacity_block_offerings()
+        .instance_type("m5.large")
+        .instance_count(1)
+        .capacity_duration_hours(hours)
+        .start_date_range(DateTime::from_secs(start.timestamp()))
+        .send()
+        .await
+        .expect("Capacity Block offerings");
+    let offering = offerings
+        .capacity_block_offerings()
+        .iter()
+        .find(|o| o.availability_zone() == Some("us-east-1a"))
+        .and_then(|o| o.capacity_block_offering_id())
+        .expect("an offering in us-east-1a");
+    let bought = ec2
+        .purchase_capacity_block()
+        .capacity_block_offering_id(offering)
+        .instance_platform(CapacityReservationInstancePlatform::LinuxUnix)
+        .tag_specifications(reservation_tags(team))
+        .send()
+        .await
+        .expect("a Capacity Block");
+    let id = bought.capacity_reservation().and_then(|r| r.capacity_reservation_id());
+    id.expect("its ID").to_owned()
+}
+
 /// The tag `team=<team>` on a capacity reservation being made: what a test's node class selects.
 pub fn reservation_tags(team: &str) -> aws_sdk_ec2::types::TagSpecification {
     use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};

@@ -20,8 +20,8 @@ use super::{
 use crate::{
     apis::{
         ec2nodeclass::{
-            EC2NodeClass, EC2NodeClassStatus, RESERVATION_ACTIVE, RESERVATION_EXPIRING, ResolvedCapacityReservation,
-            ResolvedSecurityGroup, ResolvedSubnet,
+            EC2NodeClass, EC2NodeClassStatus, RESERVATION_ACTIVE, RESERVATION_EXPIRING, RESERVATION_SCHEDULED,
+            ResolvedCapacityReservation, ResolvedSecurityGroup, ResolvedSubnet,
         },
         labels,
     },
@@ -147,7 +147,9 @@ async fn capacity_reservations(
     for term in &class.spec.capacity_reservation_selector_terms {
         let mut filters = term.tags.as_ref().map(tag_filters).unwrap_or_default();
         filters.extend(term.owner_id.as_deref().map(|owner| filter("owner-id", owner)));
-        filters.push(filter("state", "active"));
+        // Scheduled ones too (a Capacity Block bought ahead): listed with their start, so the
+        // class is resolved again the moment they can be launched into.
+        filters.push(Filter::builder().name("state").values("active").values("scheduled").build());
         let request = provider
             .ec2
             .describe_capacity_reservations()
@@ -179,13 +181,14 @@ async fn capacity_reservations(
                         .map_or("open", |criteria| criteria.as_str())
                         .to_owned(),
                     reservation_type: reservation.reservation_type().map_or("default", |t| t.as_str()).to_owned(),
-                    end_time: reservation
-                        .end_date()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    end_time: reservation.end_date().and_then(|t| rfc3339(t.secs(), t.subsec_nanos())),
+                    start_time: None,
                     state: RESERVATION_ACTIVE.to_owned(),
                 };
-                if resolved.draining_at(chrono::Utc::now()) {
+                if reservation.state() == Some(&CapacityReservationState::Scheduled) {
+                    resolved.state = RESERVATION_SCHEDULED.to_owned();
+                    resolved.start_time = reservation.start_date().and_then(|t| rfc3339(t.secs(), t.subsec_nanos()));
+                } else if resolved.draining_at(chrono::Utc::now()) {
                     resolved.state = RESERVATION_EXPIRING.to_owned();
                 }
                 let available = reservation.available_instance_count().unwrap_or(0).into();
@@ -196,6 +199,11 @@ async fn capacity_reservations(
     let counts = found.iter().map(|(id, (_, available))| (id.clone(), *available));
     provider.offerings.change_reservations(|room| room.record(counts));
     Ok(found.into_values().map(|(reservation, _)| reservation).collect())
+}
+
+/// An AWS time as the class status writes it (RFC 3339 to the second, UTC).
+fn rfc3339(secs: i64, nanos: u32) -> Option<String> {
+    chrono::DateTime::from_timestamp(secs, nanos).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// Whether EC2 refused a call because a reservation ID it names does not exist (any more).

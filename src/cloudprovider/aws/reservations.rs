@@ -12,10 +12,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    apis::{
-        ec2nodeclass::{RESERVATION_EXPIRING, ResolvedCapacityReservation},
-        labels,
-    },
+    apis::{ec2nodeclass::ResolvedCapacityReservation, labels},
     scheduling::catalog::{InstanceType, Offering},
 };
 
@@ -76,14 +73,14 @@ impl ReservationRoom {
 
 /// Adds a `reserved` offering for each reservation to its instance type, in its zone, priced
 /// from the type's on-demand offering there (a reservation for a type or zone the node class
-/// cannot launch adds nothing, nor does a Capacity Block its class resolved as `expiring`: its
-/// nodes are being drained).
+/// cannot launch adds nothing, nor does one that is `scheduled`, not started yet, or a Capacity
+/// Block its class resolved as `expiring`: its nodes are being drained).
 pub fn add_reserved_offerings(
     types: &mut [InstanceType],
     reservations: &[ResolvedCapacityReservation],
     room: &ReservationRoom,
 ) {
-    for reservation in reservations.iter().filter(|r| r.state != RESERVATION_EXPIRING) {
+    for reservation in reservations.iter().filter(|r| r.launchable()) {
         let Some(instance) = types.iter_mut().find(|t| t.name == reservation.instance_type) else { continue };
         let on_demand = instance
             .offerings
@@ -106,6 +103,7 @@ pub fn add_reserved_offerings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apis::ec2nodeclass::{RESERVATION_EXPIRING, RESERVATION_SCHEDULED};
     use crate::scheduling::{
         catalog::offering_allowed,
         requirements::{Requirement, Requirements},
@@ -189,8 +187,16 @@ mod tests {
         // Draining: nothing more launches into it.
         let mut types = self::types();
         let before = types.clone();
-        let expiring = ResolvedCapacityReservation { state: RESERVATION_EXPIRING.into(), ..block };
+        let expiring = ResolvedCapacityReservation { state: RESERVATION_EXPIRING.into(), ..block.clone() };
         add_reserved_offerings(&mut types, &[expiring], &ReservationRoom::default());
+        assert_eq!(types, before);
+        // Not started: nothing launches into it yet.
+        let scheduled = ResolvedCapacityReservation {
+            state: RESERVATION_SCHEDULED.into(),
+            start_time: Some("2026-12-08T11:30:00Z".into()),
+            ..block
+        };
+        add_reserved_offerings(&mut types, &[scheduled], &ReservationRoom::default());
         assert_eq!(types, before);
     }
 
