@@ -17,10 +17,7 @@ use stoker::{
     },
     cloudprovider::{
         CloudError, CloudProvider, Followers, PriorLaunches,
-        aws::{
-            AwsCloudProvider, AwsOptions, ClusterInfo, ami::arch_of, aws_config, batching::BatchWindow, catalog,
-            stoker_config,
-        },
+        aws::{AwsCloudProvider, AwsOptions, ClusterInfo, ami::arch_of, aws_config, batching::BatchWindow, catalog},
     },
 };
 use support::fault_proxy::{CapacityRule, FaultProxy};
@@ -72,9 +69,7 @@ async fn harness_in(region: Option<String>, configure: impl FnOnce(&mut AwsOptio
     configure(&mut options);
     let provider = AwsCloudProvider::from_clients(
         proxied,
-        // As stoker's own clients make them, so the IAM check over recorded calls covers the
-        // parameters these tests name.
-        aws_sdk_ssm::Client::new(&stoker_config(&config)),
+        aws_sdk_ssm::Client::new(&config),
         aws_sdk_iam::Client::new(&config),
         options,
     );
