@@ -15,7 +15,8 @@
 # emulator with its node simulator; both tools' nodes register REGISTRATION_DELAY (default 1s)
 # after launch (the simulator checks every second, so stoker's nodes come up to 1 s later).
 #
-# Every scenario: one NodePool (on-demand, amd64; WhenEmptyOrUnderutilized, consolidateAfter 30s,
+# Every scenario: one NodePool (on-demand, amd64, types of fewer than 32 vCPUs as the suite holds
+# its kwok pools to, see perf_nodepool in lib.sh; WhenEmptyOrUnderutilized, consolidateAfter 30s,
 # budget 100%), Deployments created, then scaled in. `spot` is basic's Deployments over a spot
 # pool weighted above that on-demand one, with spot capacity refused for every other instance
 # type (in name order) that has a spot offering: by the EC2 emulator for stoker, by the wrapped
