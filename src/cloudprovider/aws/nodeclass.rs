@@ -1,6 +1,7 @@
 //! Resolving an EC2NodeClass's selector terms against EC2 (subnets, security groups, AMIs
-//! directly or through SSM parameters, active capacity reservations with their free room) and its role into an
-//! instance profile managed by stoker; and which reservations nodes launched into have ended.
+//! directly or through SSM parameters, active and scheduled capacity reservations with their free
+//! room) and its role into an instance profile managed by stoker; and which reservations nodes
+//! launched into have ended.
 
 use std::collections::{BTreeMap, BTreeSet};
 
