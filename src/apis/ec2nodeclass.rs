@@ -510,8 +510,8 @@ impl ResolvedCapacityReservation {
     /// ([`CAPACITY_BLOCK_DRAIN_LEAD`] before its end); none for an ordinary reservation, whose
     /// instances run on as on-demand, or an end time that does not read.
     pub fn drain_from(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        let end = chrono::DateTime::parse_from_rfc3339(self.end_time.as_deref()?).ok()?;
-        self.is_capacity_block().then(|| end.to_utc() - CAPACITY_BLOCK_DRAIN_LEAD)
+        let end = super::time::from_rfc3339(self.end_time.as_deref()?)?;
+        self.is_capacity_block().then(|| end - CAPACITY_BLOCK_DRAIN_LEAD)
     }
 
     /// Whether `now` is past [`Self::drain_from`].
@@ -522,8 +522,7 @@ impl ResolvedCapacityReservation {
     /// When a `scheduled` reservation starts (and can be launched into once the class is
     /// resolved again); none once it has started, or for a start time that does not read.
     pub fn starts_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        let start = self.start_time.as_deref().filter(|_| self.state == RESERVATION_SCHEDULED)?;
-        chrono::DateTime::parse_from_rfc3339(start).ok().map(|start| start.to_utc())
+        super::time::from_rfc3339(self.start_time.as_deref().filter(|_| self.state == RESERVATION_SCHEDULED)?)
     }
 
     /// Whether nodes may launch into it now: it has started and is not being drained.
