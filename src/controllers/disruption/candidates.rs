@@ -143,13 +143,17 @@ pub fn disruptable(
 /// its pods are placed with the candidates' (see the disruption module's `Simulation`).
 pub const DRAIN_SETTLE: TimeDelta = TimeDelta::seconds(30);
 
-/// A node that began going less than [`DRAIN_SETTLE`] ago and still has pods to evict, if any:
-/// consolidation waits for it.
-pub fn drain_settling(nodes: &Nodes, now: DateTime<Utc>) -> Option<String> {
-    nodes
-        .iter()
-        .find(|view| view.has_evictable_pods() && view.going_since().is_some_and(|since| now - since < DRAIN_SETTLE))
-        .map(|view| view.name())
+/// A node that began going less than [`DRAIN_SETTLE`] ago whose pods are still on their way, if
+/// any: consolidation waits for it. On their way means it still has pods to evict, or, once it
+/// has none, `replicas_to_come` says some owner has yet to re-create its pods: kube-controller-
+/// manager re-creates evicted replicas at 20 a second, and until it does they are nowhere in the
+/// picture (in a spot race a decision taken 3 s after a 35-node drain lapsed at its re-check,
+/// the re-created pods having taken the room it counted on).
+pub fn drain_settling(nodes: &Nodes, now: DateTime<Utc>, replicas_to_come: impl FnOnce() -> bool) -> Option<String> {
+    let fresh: Vec<_> =
+        nodes.iter().filter(|view| view.going_since().is_some_and(|since| now - since < DRAIN_SETTLE)).collect();
+    let evicting = fresh.iter().find(|view| view.has_evictable_pods());
+    evicting.or_else(|| fresh.first().filter(|_| replicas_to_come())).map(|view| view.name())
 }
 
 /// The node as a candidate, with what blocks disrupting it.
@@ -304,14 +308,38 @@ mod tests {
             let pods: Vec<_> =
                 going.iter().filter(|(_, _, with_pod)| *with_pod).map(|(name, _, _)| pod_on(name)).collect();
             let index = crate::state::pods::PodIndex::of(&pods);
-            drain_settling(&Nodes::join(&nodes, &claims, &index), now)
+            drain_settling(&Nodes::join(&nodes, &claims, &index), now, || false)
         };
         assert_eq!(settles(&[("staying", None, true), ("draining", Some(5), true)]), Some("draining".to_owned()));
-        // Its pods are gone: whatever moves is pending or bound, which the picture shows.
+        // Its pods are gone and re-created: whatever moves is pending or bound, which the picture
+        // shows.
         assert_eq!(settles(&[("staying", None, true), ("drained", Some(5), false)]), None);
         // A drain held up past the settling time (a PodDisruptionBudget) is simulated instead.
         assert_eq!(settles(&[("staying", None, true), ("held", Some(45), true)]), None);
         assert_eq!(settles(&[("staying", None, true)]), None);
+    }
+
+    #[test]
+    fn consolidation_waits_for_a_fresh_drain_whose_pods_are_still_to_be_re_created() {
+        let now = Utc::now();
+        let (nodes, claims): (Vec<_>, Vec<_>) = [("staying", None), ("drained", Some(5)), ("long-gone", Some(45))]
+            .iter()
+            .map(|(n, ago)| going_node(n, *ago))
+            .unzip();
+        let index = crate::state::pods::PodIndex::of(&[pod_on("staying")]);
+        let joined = Nodes::join(&nodes, &claims, &index);
+        assert_eq!(drain_settling(&joined, now, || true), Some("drained".to_owned()), "owners short of pods");
+        assert_eq!(drain_settling(&joined, now, || false), None, "every replica re-created");
+        // Without a fresh drain, an owner short of pods (a scale-out under way) holds nothing,
+        // and is not even counted.
+        let (nodes, claims): (Vec<_>, Vec<_>) =
+            [("staying", None), ("long-gone", Some(45))].iter().map(|(n, ago)| going_node(n, *ago)).unzip();
+        let counted = std::cell::Cell::new(false);
+        let settling = drain_settling(&Nodes::join(&nodes, &claims, &index), now, || {
+            counted.set(true);
+            true
+        });
+        assert_eq!((settling, counted.get()), (None, false));
     }
 
     #[test]

@@ -17,9 +17,9 @@
 //! with the candidates', so no decision counts on room a drain under way is about to fill). A
 //! consolidation is checked again after a validation delay (15 s, as Karpenter's) on a fresh
 //! picture before [`executor`] carries it out; when it no longer holds, the log says why. No
-//! consolidation is decided while a drain begun less than 30 s ago is still evicting
-//! ([`candidates::drain_settling`]): its pods land within seconds, and a picture taken before
-//! they do is stale by the re-check. A consolidation pass that decided nothing is not asked
+//! consolidation is decided while the pods of a drain begun less than 30 s ago are on their way
+//! (still to evict, or still to be re-created by their owners: [`candidates::drain_settling`]):
+//! they land within seconds, and a picture taken before they do is stale by the re-check. A consolidation pass that decided nothing is not asked
 //! again while nothing it reads has changed, for at most five minutes ([`settled`]). Nothing is
 //! disrupted while a pod created in the last 10 minutes waits for kube-scheduler's first try
 //! ([`UNTRIED_POD_HOLD`]): during a scale-out the scheduler's queue can hold hundreds of pods
@@ -66,8 +66,8 @@ use self::{
 use crate::{
     apis::{NodeClaim, NodePool, condition, labels, nodepool::DisruptionReason},
     controllers::{
-        Provider, Shared, apply_status, conditions, isolation::isolate, nodeclaim::lifecycle::condition_true, publish,
-        static_pools,
+        Provider, Shared, apply_status, conditions, isolation::isolate, nodeclaim::lifecycle::condition_true,
+        provisioner::expected::expected_pods, publish, static_pools,
     },
     error::Result,
     metrics::ReasonLabels,
@@ -147,7 +147,11 @@ async fn pass<P: Provider>(
         let joined = Nodes::join(&nodes, &claims, &index);
         let empty: Vec<(Arc<NodePool>, Vec<EmptyNode>)> =
             pools.iter().map(|pool| (pool.clone(), empty_nodes(&pool.name_any(), &joined, &kept, now))).collect();
-        (stale_taints(&joined, now), empty, drain_settling(&joined, now))
+        let replicas_to_come = || {
+            let (sets, deployments, jobs) = (state.replica_sets.state(), state.deployments.state(), state.jobs.state());
+            !expected_pods(&[], &sets, &deployments, &jobs, |uid| index.tried_pods_of(uid)).is_empty()
+        };
+        (stale_taints(&joined, now), empty, drain_settling(&joined, now, replicas_to_come))
     };
     let node_api: Api<Node> = Api::all(ctx.client.clone());
     for node in stale {
@@ -178,7 +182,7 @@ async fn pass<P: Provider>(
         return Ok(());
     }
     if let Some(node) = settling {
-        debug!(%node, "a drain began moments ago and is still evicting; consolidation waits for its pods to land");
+        debug!(%node, "a drain began moments ago and its pods are still on their way; consolidation waits for them to land");
         return Ok(());
     }
     let (decision, kept) = decide(ctx, memory, &pools, &instance_types, spot_to_spot);
