@@ -19,8 +19,9 @@
 //! picture before [`executor`] carries it out; when it no longer holds, the log says why. No
 //! consolidation is decided while the pods of a drain begun less than 30 s ago are on their way
 //! (still to evict, or still to be re-created by their owners: [`candidates::drain_settling`]):
-//! they land within seconds, and a picture taken before they do is stale by the re-check. A consolidation pass that decided nothing is not asked
-//! again while nothing it reads has changed, for at most five minutes ([`settled`]). Nothing is
+//! they land within seconds, and a picture taken before they do is stale by the re-check. A
+//! consolidation pass that decided nothing is not asked again while nothing it reads has
+//! changed, for at most five minutes ([`settled`]). Nothing is
 //! disrupted while a pod created in the last 10 minutes waits for kube-scheduler's first try
 //! ([`UNTRIED_POD_HOLD`]): during a scale-out the scheduler's queue can hold hundreds of pods
 //! for minutes, and until it tries one nobody knows where it goes, so the nodes launched for it
